@@ -1,0 +1,62 @@
+# docent: fetch models, build, run the demo, test, bench.
+#
+# The llama.cpp build is tuned to the host CPU: the AVX-512 families that llama-cpp-sys-2's
+# build script leaves off are switched on when /proc/cpuinfo lists them. AMX stays off
+# (its kernels die with SIGILL on hosts that advertise it without enabling it).
+# `make build PORTABLE=1` builds llama.cpp for the crate's default (AVX2-level) baseline.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+PORTABLE ?= 0
+MODELS_DIR ?= models
+MODEL_CACHE ?= $(HOME)/.cache/docent/wheels
+
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+has = $(if $(filter $(1),$(CPU_FLAGS)),ON,OFF)
+
+ifeq ($(PORTABLE),1)
+GGML_ENV :=
+TARGET_DIR := target/portable
+else
+GGML_ENV := GGML_AVX512=$(call has,avx512f) GGML_AVX512_VNNI=$(call has,avx512_vnni) \
+	GGML_AVX512_BF16=$(call has,avx512_bf16) GGML_AVX512_VBMI=$(call has,avx512vbmi) \
+	GGML_AVX_VNNI=$(call has,avx_vnni) GGML_AMX_TILE=OFF GGML_AMX_INT8=OFF GGML_AMX_BF16=OFF
+TARGET_DIR := target
+endif
+
+BUILD_ENV := $(GGML_ENV) CARGO_TARGET_DIR=$(TARGET_DIR)
+BIN := $(TARGET_DIR)/release/docent
+
+.PHONY: all models models-test build run test bench
+
+all: build
+
+models:
+	python3 models/fetch.py "$(MODEL_CACHE)" "$(MODELS_DIR)" embed small default
+
+# The tests need only the embedder and the small chat model.
+models-test:
+	python3 models/fetch.py "$(MODEL_CACHE)" "$(MODELS_DIR)" embed small
+
+# The GGML_* variables only take effect on a fresh llama-cpp-sys-2 build: remember the last
+# set used and clean that one crate when it changes.
+$(TARGET_DIR)/.ggml-flags: FORCE
+	@mkdir -p $(TARGET_DIR)
+	@if [ "$$(cat $@ 2>/dev/null)" != "$(GGML_ENV)" ]; then \
+		if [ -f $@ ]; then echo "llama.cpp build flags changed: rebuilding llama-cpp-sys-2"; \
+			CARGO_TARGET_DIR=$(TARGET_DIR) $(CARGO) clean --release -p llama-cpp-sys-2; fi; \
+		echo "$(GGML_ENV)" > $@; fi
+
+FORCE:
+
+build: $(TARGET_DIR)/.ggml-flags
+	$(BUILD_ENV) $(CARGO) build --release --locked
+
+run: models build
+	bash tests/demo.sh $(BIN)
+
+test: models-test $(TARGET_DIR)/.ggml-flags
+	$(BUILD_ENV) $(CARGO) test --release --locked
+
+bench: models build
+	$(BIN) bench
