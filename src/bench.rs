@@ -1,0 +1,498 @@
+//! `docent bench`: speed of each stage, each printed beside a reference measured in the
+//! same run on the same machine (never a fixed number from elsewhere).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+
+use crate::cli::BenchArgs;
+use crate::config::Config;
+use crate::domain::BotId;
+use crate::embed::{Embedder, MiniLm};
+use crate::index::{VectorIndex, exact_search, recall_at_k};
+use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
+use crate::llm::{ChatMessage, GenParams, Generator, LlamaConfig, LlamaGenerator};
+use crate::store::Store;
+
+pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
+    let parts: Vec<&str> = args.only.split(',').map(str::trim).collect();
+    let mut report = serde_json::Map::new();
+    let embedder: Arc<MiniLm> = Arc::new(MiniLm::load(&config.embedder_dir())?);
+    if parts.contains(&"embed") {
+        let e = embedder.clone();
+        let quick = args.quick;
+        let result = tokio::task::spawn_blocking(move || bench_embed(&e, quick)).await??;
+        print_section(&args, "embedding", &result);
+        report.insert("embed".into(), result);
+    }
+    if parts.contains(&"search") {
+        let e = embedder.clone();
+        let quick = args.quick;
+        let result = tokio::task::spawn_blocking(move || bench_search(&e, quick)).await??;
+        print_section(&args, "search", &result);
+        report.insert("search".into(), result);
+    }
+    if parts.contains(&"ingest") {
+        let book = match &args.book {
+            Some(b) => Some(b.clone()),
+            None => rust_book_dir(),
+        };
+        match book {
+            Some(book) => {
+                let result = bench_ingest(&book, embedder.clone()).await?;
+                print_section(&args, "ingest (Rust Book)", &result);
+                report.insert("ingest".into(), result);
+            }
+            None => eprintln!("skipping ingest: no Rust Book found (pass --book DIR)"),
+        }
+    }
+    if parts.contains(&"generate") {
+        let config = config.clone();
+        let quick = args.quick;
+        let mut result =
+            tokio::task::spawn_blocking(move || bench_generate(&config, quick)).await??;
+        if let Some(portable) = &args.portable_bin {
+            let portable_result =
+                run_portable(portable, config_args(config_ref(&result)), args.quick)?;
+            let host = result["raw"]["generation_tok_s"].as_f64().unwrap_or(0.0);
+            let port = portable_result["raw"]["generation_tok_s"]
+                .as_f64()
+                .unwrap_or(0.0);
+            let host_p = result["raw"]["prompt_tok_s"].as_f64().unwrap_or(0.0);
+            let port_p = portable_result["raw"]["prompt_tok_s"]
+                .as_f64()
+                .unwrap_or(0.0);
+            result["portable_build"] = json!({
+                "raw": portable_result["raw"],
+                "host_vs_portable_generation": ratio(host, port),
+                "host_vs_portable_prompt": ratio(host_p, port_p),
+            });
+        }
+        print_section(&args, "generation", &result);
+        report.insert("generate".into(), result);
+    }
+    if args.json {
+        println!("{}", Value::Object(report));
+    }
+    Ok(())
+}
+
+fn config_ref(result: &Value) -> &Value {
+    &result["config"]
+}
+
+fn config_args(config: &Value) -> Vec<String> {
+    vec![
+        "--model".into(),
+        config["model"].as_str().unwrap_or("default").to_string(),
+        "--threads".into(),
+        config["threads"].to_string(),
+    ]
+}
+
+fn print_section(args: &BenchArgs, name: &str, value: &Value) {
+    if !args.json {
+        println!(
+            "== {name}\n{}\n",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    }
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        (a / b * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
+fn rust_book_dir() -> Option<PathBuf> {
+    let out = std::process::Command::new("rustup")
+        .args(["doc", "--path"])
+        .output()
+        .ok()?;
+    let index = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim());
+    let book = index.parent()?.join("book");
+    book.join("ch00-00-introduction.html")
+        .is_file()
+        .then_some(book)
+}
+
+/// Sentences of about 50 tokens, varied so no two batches are alike.
+fn fifty_token_sentences(n: usize) -> Vec<String> {
+    let words = [
+        "kettle",
+        "returns",
+        "shipping",
+        "warranty",
+        "descaling",
+        "customer",
+        "international",
+        "temperature",
+        "heating",
+        "element",
+        "window",
+        "refund",
+        "express",
+        "delivery",
+        "serial",
+        "number",
+        "connector",
+        "vinegar",
+        "solution",
+        "minutes",
+        "safety",
+        "children",
+        "automatic",
+        "shut-off",
+        "outlets",
+        "adapter",
+        "capacity",
+        "litres",
+        "watts",
+        "presets",
+    ];
+    let mut rng = fastrand::Rng::with_seed(50);
+    (0..n)
+        .map(|_| {
+            let body: Vec<&str> = (0..40).map(|_| words[rng.usize(..words.len())]).collect();
+            format!("The {} is described here.", body.join(" "))
+        })
+        .collect()
+}
+
+fn bench_embed(embedder: &MiniLm, quick: bool) -> anyhow::Result<Value> {
+    let n = if quick { 128 } else { 512 };
+    let sentences = fifty_token_sentences(n);
+    let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
+    let tokens = embedder.token_spans(refs[0]).len();
+    embedder.embed(&refs[..32])?; // warm-up
+    let started = Instant::now();
+    embedder.embed(&refs)?;
+    let batched = n as f64 / started.elapsed().as_secs_f64();
+    // Reference: the same model one sentence at a time (no batching).
+    let m = n / 4;
+    let started = Instant::now();
+    for s in &refs[..m] {
+        embedder.embed(&[s])?;
+    }
+    let single = m as f64 / started.elapsed().as_secs_f64();
+    Ok(json!({
+        "sentences": n,
+        "tokens_per_sentence": tokens,
+        "batch": crate::embed::BATCH_SIZE,
+        "sentences_per_s": round1(batched),
+        "reference_one_at_a_time_per_s": round1(single),
+        "ratio_vs_reference": ratio(batched, single),
+        "target_per_s": 175,
+    }))
+}
+
+/// Realistic vectors at scale: mixtures of two real sentence embeddings plus noise.
+fn synthetic_vectors(embedder: &MiniLm, n: usize, base: &[Vec<f32>], seed: u64) -> Vec<Vec<f32>> {
+    let dim = embedder.dim();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    (0..n)
+        .map(|_| {
+            let a = &base[rng.usize(..base.len())];
+            let b = &base[rng.usize(..base.len())];
+            let w = 0.5 + 0.5 * rng.f32();
+            let mut v: Vec<f32> = (0..dim)
+                .map(|i| w * a[i] + (1.0 - w) * b[i] + 0.05 * (rng.f32() - 0.5))
+                .collect();
+            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
+            v.iter_mut().for_each(|x| *x /= norm);
+            v
+        })
+        .collect()
+}
+
+fn bench_search(embedder: &MiniLm, quick: bool) -> anyhow::Result<Value> {
+    let base_sentences = fifty_token_sentences(if quick { 200 } else { 1000 });
+    let refs: Vec<&str> = base_sentences.iter().map(String::as_str).collect();
+    let base = embedder.embed(&refs)?;
+    let sizes: &[usize] = if quick { &[10_000] } else { &[10_000, 100_000] };
+    let mut out = serde_json::Map::new();
+    for &n in sizes {
+        let entries: Vec<(u64, Vec<f32>)> = synthetic_vectors(embedder, n, &base, n as u64)
+            .into_iter()
+            .enumerate()
+            .map(|(i, v)| (i as u64, v))
+            .collect();
+        let started = Instant::now();
+        let index = VectorIndex::build(&entries);
+        let build_s = started.elapsed().as_secs_f64();
+        let queries = synthetic_vectors(embedder, if quick { 100 } else { 300 }, &base, 7);
+        let mut hnsw_times = Vec::new();
+        let mut exact_times = Vec::new();
+        let mut recall = 0.0;
+        for q in &queries {
+            let t = Instant::now();
+            let approx = index.search(q, 10);
+            hnsw_times.push(t.elapsed());
+            let t = Instant::now();
+            let exact = exact_search(&entries, q, 10);
+            exact_times.push(t.elapsed());
+            recall += recall_at_k(&exact, &approx);
+        }
+        let (hp50, hp99) = percentiles(&mut hnsw_times);
+        let (ep50, ep99) = percentiles(&mut exact_times);
+        out.insert(
+            format!("{n}"),
+            json!({
+                "build_s": round3(build_s),
+                "hnsw_p50_ms": round3(hp50), "hnsw_p99_ms": round3(hp99),
+                "exact_p50_ms": round3(ep50), "exact_p99_ms": round3(ep99),
+                "speedup_p50_vs_exact": ratio(ep50, hp50),
+                "recall_at_10": round3(recall / queries.len() as f64),
+            }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+fn percentiles(times: &mut [Duration]) -> (f64, f64) {
+    times.sort();
+    let at =
+        |p: f64| times[((times.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0;
+    (at(0.5), at(0.99))
+}
+
+async fn bench_ingest(book: &Path, embedder: Arc<MiniLm>) -> anyhow::Result<Value> {
+    let data = std::env::temp_dir().join(format!("docent-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&data);
+    let store = Store::open(&data)?;
+    let request = IngestRequest {
+        bot: BotId::parse("bench").map_err(anyhow::Error::msg)?,
+        name: None,
+        source: Source::Folder {
+            root: book.to_path_buf(),
+            base_url: Some(url::Url::parse("https://doc.rust-lang.org/book/")?),
+        },
+        crawl: CrawlOptions::default(),
+        chunk: ChunkSpec::default(),
+    };
+    let started = Instant::now();
+    let summary = ingest::run(&store, embedder.clone(), request, &ProgressBar::hidden()).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    // Reference: embedding the same chunk texts alone, with no crawl, chunking or storage.
+    let bot = BotId::parse("bench").map_err(anyhow::Error::msg)?;
+    let ids: Vec<u64> = store
+        .pages(&bot)?
+        .iter()
+        .flat_map(|p| p.chunk_ids.clone())
+        .collect();
+    let texts: Vec<String> = store
+        .chunks(&ids)?
+        .iter()
+        .map(|c| c.embedding_text())
+        .collect();
+    let reference_s = tokio::task::spawn_blocking(move || -> anyhow::Result<f64> {
+        let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        embedder.embed(&refs)?;
+        Ok(started.elapsed().as_secs_f64())
+    })
+    .await??;
+    drop(store);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(json!({
+        "pages": summary.pages_indexed,
+        "chunks": summary.chunks,
+        "seconds": round3(seconds),
+        "pages_per_s": round1(summary.pages_indexed as f64 / seconds),
+        "chunks_per_s": round1(summary.chunks as f64 / seconds),
+        "reference_embed_only_chunks_per_s": round1(summary.chunks as f64 / reference_s),
+        "ratio_vs_embed_only": ratio(reference_s, seconds),
+    }))
+}
+
+const BENCH_QUESTION: &str = "How do I handle errors in Rust with the ? operator?";
+
+/// A realistic prompt of about 700 tokens: the chat path's own rendering of five passages.
+fn bench_messages() -> Vec<ChatMessage> {
+    let passage = "The ? operator placed after a Result value works in almost the same way as \
+        a match expression: if the value is Ok, the value inside the Ok is returned from the \
+        expression and the program continues; if the value is an Err, the Err is returned \
+        from the whole function as if we had used the return keyword, so the error value \
+        gets propagated to the calling code. Error values that have the ? operator called \
+        on them go through the from function, which converts them into the error type of \
+        the current function.";
+    let headings = vec!["Propagating Errors".to_string()];
+    let sources: Vec<crate::chat::prompt::PromptSource<'_>> = (0..5)
+        .map(|_| crate::chat::prompt::PromptSource {
+            title: "Recoverable Errors with Result",
+            url: "https://doc.rust-lang.org/book/ch09-02-recoverable-errors-with-result.html",
+            heading_path: &headings,
+            text: passage,
+        })
+        .collect();
+    crate::chat::prompt::render(BENCH_QUESTION, &sources)
+}
+
+fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
+    let max_tokens = if quick { 32 } else { 128 };
+    let params = GenParams {
+        max_tokens,
+        temperature: 0.0,
+        seed: 1,
+    };
+    let messages = bench_messages();
+    let model_name = config
+        .model_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned());
+
+    // Raw reference first: llama-cpp-2 calls with nothing of docent around them.
+    let raw = raw_llama(config, &messages, max_tokens)?;
+    let rss_before = rss_mib();
+    let generator = LlamaGenerator::start(LlamaConfig {
+        model_path: config.model_path.clone(),
+        threads: config.threads,
+        context_size: config.context_size,
+    })?;
+    let mut runs = Vec::new();
+    for _ in 0..if quick { 1 } else { 2 } {
+        let stats = generator.generate(&messages, &params, &mut |_| true)?;
+        runs.push(stats);
+    }
+    let best = runs
+        .iter()
+        .min_by(|a, b| a.total_ms.total_cmp(&b.total_ms))
+        .context("no runs")?;
+    let prompt_tok_s = best.prompt_tokens as f64 / (best.ttft_ms / 1000.0);
+    let gen_tok_s = (best.completion_tokens.saturating_sub(1)) as f64
+        / ((best.total_ms - best.ttft_ms) / 1000.0);
+    let raw_prompt = raw["prompt_tok_s"].as_f64().unwrap_or(0.0);
+    let raw_gen = raw["generation_tok_s"].as_f64().unwrap_or(0.0);
+    let raw_ttft = raw["ttft_ms"].as_f64().unwrap_or(0.0);
+    Ok(json!({
+        "config": {"model": config.model_path.display().to_string(), "threads": config.threads},
+        "model": model_name,
+        "prompt_tokens": best.prompt_tokens,
+        "completion_tokens": best.completion_tokens,
+        "docent": {
+            "ttft_ms": round1(best.ttft_ms),
+            "prompt_tok_s": round1(prompt_tok_s),
+            "generation_tok_s": round1(gen_tok_s),
+        },
+        "raw": raw,
+        "generation_vs_raw": ratio(gen_tok_s, raw_gen),
+        "ttft_vs_raw": ratio(best.ttft_ms, raw_ttft),
+        "prompt_vs_raw": ratio(prompt_tok_s, raw_prompt),
+        "rss_mib_with_model_loaded": rss_mib(),
+        "rss_mib_before_load": rss_before,
+    }))
+}
+
+/// The reference loop: tokenize the same templated prompt, decode it in one batch, then
+/// greedily generate `max_tokens` tokens, using llama-cpp-2 directly.
+fn raw_llama(
+    config: &Config,
+    messages: &[ChatMessage],
+    max_tokens: usize,
+) -> anyhow::Result<Value> {
+    use llama_cpp_2::context::params::LlamaContextParams;
+    use llama_cpp_2::llama_batch::LlamaBatch;
+    use llama_cpp_2::model::LlamaChatMessage;
+    use llama_cpp_2::sampling::LlamaSampler;
+
+    let model = crate::llm::load_model(&config.model_path)?;
+    let threads = config.threads as i32;
+    let params = LlamaContextParams::default()
+        .with_n_ctx(std::num::NonZeroU32::new(config.context_size))
+        .with_n_batch(config.context_size)
+        .with_n_threads(threads)
+        .with_n_threads_batch(threads);
+    let mut ctx = model.new_context(crate::llm::backend()?, params)?;
+    let template = model.chat_template(None)?;
+    let chat: Vec<LlamaChatMessage> = messages
+        .iter()
+        .map(|m| LlamaChatMessage::new(m.role.clone(), m.content.clone()))
+        .collect::<Result<_, _>>()?;
+    let prompt = model.apply_chat_template(&template, &chat, true)?;
+    let tokens = model.vocab().tokenize(prompt.as_bytes(), false, true);
+    let mut best: Option<(f64, f64, usize)> = None;
+    for _ in 0..2 {
+        ctx.clear_kv_cache();
+        let started = Instant::now();
+        let mut batch = LlamaBatch::new(tokens.len(), 1);
+        for (i, t) in tokens.iter().enumerate() {
+            batch.add(*t, i as i32, &[0], i == tokens.len() - 1)?;
+        }
+        ctx.decode(&mut batch)?;
+        let mut sampler = LlamaSampler::greedy();
+        let mut token = sampler.sample(&ctx, batch.n_tokens() - 1);
+        let ttft = started.elapsed().as_secs_f64();
+        let mut generated = 1;
+        let mut pos = tokens.len();
+        while generated < max_tokens {
+            batch.clear();
+            batch.add(token, pos as i32, &[0], true)?;
+            pos += 1;
+            ctx.decode(&mut batch)?;
+            token = sampler.sample(&ctx, 0);
+            generated += 1;
+        }
+        let total = started.elapsed().as_secs_f64();
+        if best.is_none_or(|(_, t, _)| total < t) {
+            best = Some((ttft, total, generated));
+        }
+    }
+    let (ttft, total, generated) = best.context("no raw runs")?;
+    if tokens.is_empty() {
+        bail!("empty prompt");
+    }
+    Ok(json!({
+        "prompt_tokens": tokens.len(),
+        "ttft_ms": round1(ttft * 1000.0),
+        "prompt_tok_s": round1(tokens.len() as f64 / ttft),
+        "generation_tok_s": round1((generated - 1) as f64 / (total - ttft)),
+    }))
+}
+
+/// Runs the generation benchmark in a binary built with PORTABLE=1, for the build-flag ratio.
+fn run_portable(bin: &Path, extra: Vec<String>, quick: bool) -> anyhow::Result<Value> {
+    let mut cmd = std::process::Command::new(bin);
+    cmd.args(&extra)
+        .args(["bench", "--only", "generate", "--json"]);
+    if quick {
+        cmd.arg("--quick");
+    }
+    let out = cmd
+        .output()
+        .with_context(|| format!("failed to run {}", bin.display()))?;
+    if !out.status.success() {
+        bail!(
+            "portable bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let value: Value = serde_json::from_slice(&out.stdout).context("portable bench output")?;
+    Ok(value["generate"].clone())
+}
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(0)
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

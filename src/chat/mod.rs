@@ -1,0 +1,231 @@
+//! Grounded answers: retrieve, decide whether the sources can answer, prompt the model,
+//! stream its reply, and cite the sources that verifiably support it (see `grounding`).
+
+pub mod grounding;
+pub mod prompt;
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::domain::BotId;
+use crate::llm::{Finish, GenParams, Generator};
+use crate::retrieval::{Retrieved, Retriever};
+use prompt::PromptSource;
+
+/// The fixed reply when no source is good enough; the model is not called.
+pub const NOT_IN_SOURCES: &str = "I don't have that in my sources.";
+
+#[derive(Debug, Clone)]
+pub struct AskOptions {
+    pub top_k: usize,
+    /// Cosine similarity a chunk needs to count as evidence.
+    pub min_score: f32,
+    pub generation: GenParams,
+}
+
+impl Default for AskOptions {
+    fn default() -> Self {
+        AskOptions {
+            top_k: 5,
+            min_score: 0.3,
+            generation: GenParams::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRef {
+    pub index: usize,
+    pub title: String,
+    pub url: String,
+    pub snippet: String,
+    pub score: f32,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub retrieve_ms: f64,
+    /// From the question to the first answer token.
+    pub ttft_ms: f64,
+    pub total_ms: f64,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Answer {
+    pub answer: String,
+    pub answered: bool,
+    pub sources: Vec<SourceRef>,
+    pub timings: Timings,
+    #[serde(skip)]
+    pub finish: Option<Finish>,
+}
+
+/// Answers `question` from `bot`'s content, streaming answer text to `on_token` (which may
+/// return false to stop). Blocking: call off the async runtime.
+pub fn answer(
+    retriever: &Retriever,
+    generator: &dyn Generator,
+    bot: &BotId,
+    question: &str,
+    options: &AskOptions,
+    on_token: &mut dyn FnMut(&str) -> bool,
+) -> anyhow::Result<Answer> {
+    let started = Instant::now();
+    let question = question.trim();
+    anyhow::ensure!(!question.is_empty(), "the question is empty");
+    let mut evidence: Vec<Retrieved> = retriever
+        .retrieve(bot, question, options.top_k)?
+        .into_iter()
+        .filter(|r| r.score >= options.min_score)
+        .collect();
+    let retrieve_ms = ms(started);
+    if evidence.is_empty() {
+        on_token(NOT_IN_SOURCES);
+        return Ok(Answer {
+            answer: NOT_IN_SOURCES.to_string(),
+            answered: false,
+            sources: Vec::new(),
+            timings: Timings {
+                retrieve_ms,
+                ttft_ms: ms(started),
+                total_ms: ms(started),
+                ..Timings::default()
+            },
+            finish: None,
+        });
+    }
+
+    let messages = fit_prompt(generator, question, &mut evidence, &options.generation)?;
+    let mut filter = grounding::CitationFilter::default();
+    let mut text = String::new();
+    let mut first_token_ms = None;
+    let stats = generator.generate(&messages, &options.generation, &mut |piece| {
+        let visible = filter.push(piece);
+        if visible.is_empty() {
+            return true;
+        }
+        first_token_ms.get_or_insert_with(|| ms(started));
+        text.push_str(&visible);
+        on_token(&visible)
+    })?;
+    let rest = filter.finish();
+    if stats.finish != Finish::Cancelled && !rest.is_empty() {
+        text.push_str(&rest);
+        on_token(&rest);
+    }
+    let hinted = prompt::cited_indices(filter.raw(), evidence.len());
+    let declined = is_refusal(&text) && hinted.is_empty();
+    let cited = if declined {
+        Vec::new()
+    } else {
+        let source_texts: Vec<String> = evidence.iter().map(|r| r.chunk.embedding_text()).collect();
+        let refs: Vec<&str> = source_texts.iter().map(String::as_str).collect();
+        grounding::attribute(&text, &refs, &hinted)
+    };
+    if !cited.is_empty() && stats.finish != Finish::Cancelled {
+        let marks: String = cited.iter().map(|n| format!("[{n}]")).collect();
+        let suffix = if text.trim_end().is_empty() {
+            marks
+        } else {
+            format!(" {marks}")
+        };
+        let trimmed_len = text.trim_end().len();
+        text.truncate(trimmed_len);
+        text.push_str(&suffix);
+        on_token(&suffix);
+    }
+    let answer = text.trim().to_string();
+    let sources = cited
+        .iter()
+        .map(|&n| {
+            let hit = &evidence[n - 1];
+            SourceRef {
+                index: n,
+                title: hit.chunk.title.clone(),
+                url: hit.chunk.url.clone(),
+                snippet: snippet(&hit.chunk.text),
+                score: hit.score,
+            }
+        })
+        .collect();
+    Ok(Answer {
+        answered: !declined && !answer.is_empty(),
+        answer,
+        sources,
+        timings: Timings {
+            retrieve_ms,
+            ttft_ms: first_token_ms.unwrap_or_else(|| ms(started)),
+            total_ms: ms(started),
+            prompt_tokens: stats.prompt_tokens,
+            completion_tokens: stats.completion_tokens,
+        },
+        finish: Some(stats.finish),
+    })
+}
+
+/// Renders the prompt, dropping the weakest sources until it fits the context window with
+/// room for the reply.
+fn fit_prompt(
+    generator: &dyn Generator,
+    question: &str,
+    evidence: &mut Vec<Retrieved>,
+    params: &GenParams,
+) -> anyhow::Result<Vec<crate::llm::ChatMessage>> {
+    let budget = generator
+        .context_size()
+        .saturating_sub(params.max_tokens + 64);
+    loop {
+        let sources: Vec<PromptSource<'_>> = evidence
+            .iter()
+            .map(|r| PromptSource {
+                title: &r.chunk.title,
+                url: &r.chunk.url,
+                heading_path: &r.chunk.heading_path,
+                text: &r.chunk.text,
+            })
+            .collect();
+        let messages = prompt::render(question, &sources);
+        let used: usize = messages
+            .iter()
+            .map(|m| generator.count_tokens(&m.content))
+            .sum::<anyhow::Result<usize>>()?;
+        if used <= budget || evidence.len() <= 1 {
+            anyhow::ensure!(
+                used <= budget,
+                "the question is too long for the model's context window"
+            );
+            return Ok(messages);
+        }
+        evidence.pop();
+    }
+}
+
+/// Whether a reply says the sources lack the answer.
+pub fn is_refusal(answer: &str) -> bool {
+    let lower = answer.to_lowercase().replace('’', "'");
+    [
+        "don't have that in my sources",
+        "do not have that in my sources",
+        "not in my sources",
+        "sources do not contain",
+        "sources don't contain",
+        "no information",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
+}
+
+fn snippet(text: &str) -> String {
+    let flat = crate::ingest::extract::collapse_whitespace(text);
+    match flat.char_indices().nth(240) {
+        Some((cut, _)) => format!("{}…", &flat[..cut]),
+        None => flat,
+    }
+}
+
+fn ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,169 @@
+//! The command line: clap definitions only. Global flags may come before or after the
+//! subcommand; each has an environment variable.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::ingest::crawl::Scope;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "docent",
+    version,
+    about = "Answers questions about a website, from a local model, with citations"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Folder holding the database and derived index files [default: ./data]
+    #[arg(long, env = "DOCENT_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// Folder holding the model files fetched by `make models` [default: ./models]
+    #[arg(long, env = "DOCENT_MODELS_DIR", global = true)]
+    pub models_dir: Option<PathBuf>,
+    /// Chat model: `default` (1.5B), `small` (0.5B), or a path to a GGUF file
+    #[arg(long, env = "DOCENT_MODEL", global = true)]
+    pub model: Option<String>,
+    /// CPU threads for generation [default: all cores]
+    #[arg(long, env = "DOCENT_THREADS", global = true)]
+    pub threads: Option<usize>,
+    /// TOML config file (see `docent config example`); flags and env override it
+    #[arg(long, env = "DOCENT_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log progress details to stderr
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Crawl a website (or read a folder) into a bot, re-embedding only what changed
+    Ingest(IngestArgs),
+    /// Ask a bot a question; streams the answer, then prints the cited sources
+    Ask(AskArgs),
+    /// List, show or delete bots
+    #[command(subcommand)]
+    Bots(BotsCommand),
+    /// Measure ingest, embedding, search and generation speed against references
+    Bench(BenchArgs),
+    /// Configuration helpers
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Start URL (http or https) or a local folder of .html, .md and .txt files
+    pub source: String,
+    /// Bot id ([a-z0-9-]+); the bot is created if new
+    #[arg(long)]
+    pub bot: String,
+    /// Display name of the bot
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Public URL of a local folder, so citations point at the live pages
+    #[arg(long)]
+    pub base_url: Option<String>,
+    /// `path`: stay under the start URL's folder; `host`: the whole host
+    #[arg(long, value_enum, default_value = "path")]
+    pub scope: Scope,
+    /// Most pages to index
+    #[arg(long, default_value_t = 1000)]
+    pub max_pages: usize,
+    /// Most links to follow from the start page
+    #[arg(long, default_value_t = 20)]
+    pub max_depth: usize,
+    /// Requests in flight at once
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Least time between two requests to the site, in milliseconds (robots.txt
+    /// Crawl-delay wins when longer)
+    #[arg(long, default_value_t = 50)]
+    pub delay_ms: u64,
+    /// Per-request timeout in seconds
+    #[arg(long, default_value_t = 20)]
+    pub timeout_secs: u64,
+    /// Largest page to read, in megabytes
+    #[arg(long, default_value_t = 5)]
+    pub max_page_mb: usize,
+    /// Print one JSON summary instead of a progress bar
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AskArgs {
+    /// Bot id
+    #[arg(long)]
+    pub bot: String,
+    /// The question
+    pub question: String,
+    /// Passages to retrieve [default: 5]
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Cosine similarity a passage needs to count as evidence [default: 0.3]
+    #[arg(long)]
+    pub min_score: Option<f32>,
+    /// Most tokens to generate [default: 400]
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Sampling temperature; 0 is greedy [default: 0]
+    #[arg(long)]
+    pub temperature: Option<f32>,
+    /// Print one JSON object instead of streaming text
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BotsCommand {
+    /// List bots
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one bot and its pages
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a bot and everything indexed for it
+    Delete {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Fewer iterations and smaller sets, for a quick look
+    #[arg(long)]
+    pub quick: bool,
+    /// Rust Book folder for the ingest benchmark [default: from `rustup doc --path`]
+    #[arg(long)]
+    pub book: Option<PathBuf>,
+    /// A docent binary built with PORTABLE=1, to compare generation speed against
+    #[arg(long)]
+    pub portable_bin: Option<PathBuf>,
+    /// Which parts to run (comma-separated): ingest, embed, search, generate
+    #[arg(long, default_value = "ingest,embed,search,generate")]
+    pub only: String,
+    /// Print the results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print a commented example config file
+    Example,
+}

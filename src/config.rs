@@ -1,0 +1,143 @@
+//! Configuration: defaults < TOML file < environment < flags, resolved once into `Config`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::cli::GlobalArgs;
+
+pub const EXAMPLE: &str = include_str!("../config.example.toml");
+
+/// The resolved configuration: no optional fields left.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub models_dir: PathBuf,
+    pub model_path: PathBuf,
+    pub threads: usize,
+    pub context_size: u32,
+    pub top_k: usize,
+    pub min_score: f32,
+    pub max_tokens: usize,
+    pub temperature: f32,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    models_dir: Option<PathBuf>,
+    model: Option<String>,
+    threads: Option<usize>,
+    context_size: Option<u32>,
+    #[serde(default)]
+    retrieval: FileRetrieval,
+    #[serde(default)]
+    generation: FileGeneration,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetrieval {
+    top_k: Option<usize>,
+    min_score: Option<f32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileGeneration {
+    max_tokens: Option<usize>,
+    temperature: Option<f32>,
+}
+
+impl Config {
+    /// Merges the config file named by `--config` (if any) under the flags and env values.
+    pub fn load(args: &GlobalArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("failed to read config {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("invalid config {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let models_dir = args
+            .models_dir
+            .clone()
+            .or(file.models_dir)
+            .unwrap_or_else(default_models_dir);
+        let model = args
+            .model
+            .clone()
+            .or(file.model)
+            .unwrap_or_else(|| "default".into());
+        let threads = args
+            .threads
+            .or(file.threads)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let config = Config {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("data")),
+            model_path: resolve_model(&models_dir, &model),
+            models_dir,
+            threads,
+            context_size: file.context_size.unwrap_or(4096),
+            top_k: file.retrieval.top_k.unwrap_or(5),
+            min_score: file.retrieval.min_score.unwrap_or(0.3),
+            max_tokens: file.generation.max_tokens.unwrap_or(400),
+            temperature: file.generation.temperature.unwrap_or(0.0),
+        };
+        if config.threads == 0 || config.context_size < 512 {
+            bail!("threads must be at least 1 and context_size at least 512");
+        }
+        Ok(config)
+    }
+
+    pub fn embedder_dir(&self) -> PathBuf {
+        self.models_dir.join("all-MiniLM-L6-v2")
+    }
+}
+
+/// `default` and `small` name the fetched models; anything else is a path to a GGUF.
+pub fn resolve_model(models_dir: &Path, model: &str) -> PathBuf {
+    match model {
+        "default" => models_dir.join("qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"),
+        "small" => models_dir.join("qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"),
+        path => PathBuf::from(path),
+    }
+}
+
+/// `./models` when run from the repository; otherwise the repository's `models/` relative
+/// to a binary in `target/<profile>/`.
+fn default_models_dir() -> PathBuf {
+    let local = PathBuf::from("models");
+    if local.is_dir() {
+        return local;
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.parent()?
+                .parent()?
+                .parent()
+                .map(|repo| repo.join("models"))
+        })
+        .filter(|dir| dir.is_dir())
+        .unwrap_or(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let parsed: FileConfig = toml::from_str(EXAMPLE).expect("config.example.toml parses");
+        assert_eq!(parsed.retrieval.top_k, Some(5));
+    }
+}

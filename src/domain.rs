@@ -1,0 +1,118 @@
+//! Domain newtypes that validate on construction: bot ids and the data records the store keeps.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A bot's id: the slug it was created with, `[a-z0-9-]+`, at most 64 characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BotId(String);
+
+impl BotId {
+    pub fn parse(raw: &str) -> Result<BotId, String> {
+        let valid_chars = raw
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if raw.is_empty() || raw.len() > 64 || !valid_chars {
+            return Err(format!(
+                "invalid bot id {raw:?}: use 1 to 64 characters from [a-z0-9-]"
+            ));
+        }
+        Ok(BotId(raw.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BotId {
+    type Error = String;
+    fn try_from(raw: String) -> Result<Self, Self::Error> {
+        BotId::parse(&raw)
+    }
+}
+
+impl From<BotId> for String {
+    fn from(id: BotId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BotId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A bot as stored: its identity and where its content comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Bot {
+    pub id: BotId,
+    pub name: String,
+    /// The URL or folder the bot was last ingested from.
+    pub source: String,
+    pub created_unix: u64,
+    pub updated_unix: u64,
+    pub pages: u64,
+    pub chunks: u64,
+}
+
+/// One indexed page of a bot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Page {
+    pub url: String,
+    pub title: String,
+    /// sha256 of the extracted text: equal hashes mean nothing to re-embed.
+    pub content_hash: String,
+    /// sha256 of the body text alone: two pages with equal bodies are duplicates.
+    #[serde(default)]
+    pub body_hash: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Absolute in-scope links, followed again when the page answers 304.
+    #[serde(default)]
+    pub links: Vec<String>,
+    pub chunk_ids: Vec<u64>,
+}
+
+/// One retrievable passage: a token window of one page, with the headings above it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    pub bot: BotId,
+    pub url: String,
+    pub title: String,
+    pub heading_path: Vec<String>,
+    pub text: String,
+}
+
+impl Chunk {
+    /// The text that is embedded: title and heading path give a passage its context.
+    pub fn embedding_text(&self) -> String {
+        let mut out = String::with_capacity(self.text.len() + 64);
+        out.push_str(&self.title);
+        for heading in &self.heading_path {
+            if heading != &self.title {
+                out.push_str(" > ");
+                out.push_str(heading);
+            }
+        }
+        out.push('\n');
+        out.push_str(&self.text);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bot_id_accepts_slugs_and_rejects_everything_else() {
+        assert!(BotId::parse("docs-2").is_ok());
+        for bad in ["", "Docs", "a b", "a/b", "ü", &"x".repeat(65)] {
+            assert!(BotId::parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+}

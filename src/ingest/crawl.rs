@@ -1,0 +1,588 @@
+//! The website crawler: robots.txt, sitemaps, scoped link-following, conditional requests,
+//! bounded concurrency with a politeness delay, and every page check the issue names
+//! (redirect caps, meta-refresh stubs, noindex, canonical, size and type limits, duplicates).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use indicatif::ProgressBar;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
+use reqwest::{StatusCode, redirect};
+use sha2::{Digest, Sha256};
+use texting_robots::Robot;
+use tokio::task::JoinSet;
+use url::Url;
+
+use super::extract::{self, Extracted};
+
+pub const USER_AGENT: &str = concat!("docent/", env!("CARGO_PKG_VERSION"));
+/// The token robots.txt groups are matched against.
+const ROBOTS_AGENT: &str = "docent";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scope {
+    /// Same scheme and host, and under the start URL's directory.
+    Path,
+    /// Same scheme and host.
+    Host,
+}
+
+#[derive(Debug, Clone)]
+pub struct CrawlOptions {
+    pub scope: Scope,
+    pub max_pages: usize,
+    pub max_depth: usize,
+    pub concurrency: usize,
+    pub delay: Duration,
+    pub timeout: Duration,
+    pub max_page_bytes: usize,
+    pub max_redirects: usize,
+}
+
+impl Default for CrawlOptions {
+    fn default() -> Self {
+        CrawlOptions {
+            scope: Scope::Path,
+            max_pages: 1000,
+            max_depth: 20,
+            concurrency: 4,
+            delay: Duration::from_millis(50),
+            timeout: Duration::from_secs(20),
+            max_page_bytes: 5 * 1024 * 1024,
+            max_redirects: 10,
+        }
+    }
+}
+
+/// What the last run stored about a page: enough for a conditional request, and the
+/// links to follow when the server answers 304.
+#[derive(Debug, Clone, Default)]
+pub struct Known {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    pub content_hash: String,
+    /// sha256 of the body text alone, for duplicate detection.
+    pub body_hash: String,
+    pub links: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CrawledPage {
+    pub url: String,
+    pub extracted: Extracted,
+    pub content_hash: String,
+    pub body_hash: String,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+    /// Absolute, in-scope links, kept so an unchanged (304) page can still be followed.
+    pub links: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct CrawlReport {
+    pub pages: Vec<CrawledPage>,
+    /// Known pages the server said are unchanged (304).
+    pub not_modified: Vec<String>,
+    /// Pages that answered 404 or 410.
+    pub gone: Vec<String>,
+    /// Pages that failed for a reason that may pass (timeouts, 5xx): their last state stays.
+    pub failed: Vec<(String, String)>,
+    /// Pages seen and deliberately not indexed (noindex, duplicates, stubs, non-HTML, ...).
+    pub skipped: Vec<(String, String)>,
+}
+
+enum Outcome {
+    Html {
+        final_url: Url,
+        body: String,
+        etag: Option<String>,
+        last_modified: Option<String>,
+        noindex_header: bool,
+    },
+    NotModified,
+    Status(StatusCode),
+    NotHtml(String),
+    TooLarge,
+    Failed(String),
+}
+
+/// Pages are started no closer together than the politeness delay.
+struct Politeness {
+    next_slot: tokio::sync::Mutex<Instant>,
+    delay: Duration,
+}
+
+impl Politeness {
+    async fn wait(&self) {
+        let mut slot = self.next_slot.lock().await;
+        let now = Instant::now();
+        if *slot > now {
+            tokio::time::sleep(*slot - now).await;
+        }
+        *slot = Instant::now().max(*slot) + self.delay;
+    }
+}
+
+/// Crawls the site under `start`.
+pub async fn crawl(
+    start: &Url,
+    options: &CrawlOptions,
+    known: &HashMap<String, Known>,
+    progress: &ProgressBar,
+) -> anyhow::Result<CrawlReport> {
+    // reqwest is built without a bundled TLS provider; ring is the one docent ships.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let client = reqwest::Client::builder()
+        .user_agent(USER_AGENT)
+        .timeout(options.timeout)
+        .connect_timeout(options.timeout.min(Duration::from_secs(10)))
+        .redirect(redirect::Policy::limited(options.max_redirects))
+        .build()
+        .context("failed to build the HTTP client")?;
+    let start = normalize(start.clone());
+    let scope = ScopeRule::new(&start, options.scope);
+
+    let robots = fetch_robots(&client, &start).await?;
+    if !robots.allowed(start.as_str()) {
+        bail!(
+            "robots.txt on {} disallows crawling {start}",
+            origin(&start)
+        );
+    }
+    let delay = match robots.delay {
+        Some(seconds) if seconds > 0.0 => options
+            .delay
+            .max(Duration::from_secs_f32(seconds.min(30.0))),
+        _ => options.delay,
+    };
+    let politeness = Arc::new(Politeness {
+        next_slot: tokio::sync::Mutex::new(Instant::now()),
+        delay,
+    });
+
+    let mut frontier: VecDeque<(Url, usize)> = VecDeque::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    seen.insert(start.to_string());
+    frontier.push_back((start.clone(), 0));
+    for url in sitemap_urls(&client, &start, &robots.sitemaps).await {
+        if scope.contains(&url) && robots.allowed(url.as_str()) && seen.insert(url.to_string()) {
+            frontier.push_back((url, 1));
+        }
+    }
+
+    let mut report = CrawlReport::default();
+    // Body hashes of every page kept so far: a second page with the same body is a duplicate.
+    let mut bodies: HashSet<String> = HashSet::new();
+    let mut in_flight: JoinSet<(Url, usize, Outcome)> = JoinSet::new();
+    let mut fetches = 0usize;
+    let max_fetches = options.max_pages.saturating_mul(4) + 20;
+    let mut first = true;
+    progress.set_message("crawling");
+
+    loop {
+        while in_flight.len() < options.concurrency.max(1)
+            && report.pages.len() + report.not_modified.len() + in_flight.len() < options.max_pages
+            && fetches < max_fetches
+        {
+            let Some((url, depth)) = frontier.pop_front() else {
+                break;
+            };
+            fetches += 1;
+            let client = client.clone();
+            let politeness = politeness.clone();
+            let known_page = known.get(url.as_str()).cloned();
+            let max_bytes = options.max_page_bytes;
+            in_flight.spawn(async move {
+                politeness.wait().await;
+                let outcome = fetch(&client, &url, known_page.as_ref(), max_bytes).await;
+                (url, depth, outcome)
+            });
+            if first {
+                // The start URL decides whether there is anything to crawl at all.
+                break;
+            }
+        }
+        let Some(joined) = in_flight.join_next().await else {
+            break;
+        };
+        let (url, depth, outcome) = joined.context("crawler task failed")?;
+        if first {
+            first = false;
+            check_start(&url, &outcome, options)?;
+        }
+        progress.inc(1);
+        progress.set_message(url.to_string());
+        let mut enqueue =
+            |seen: &mut HashSet<String>, links: &[String], base: &Url, depth: usize| {
+                if depth > options.max_depth {
+                    return;
+                }
+                for link in links {
+                    let Ok(resolved) = base.join(link) else {
+                        continue;
+                    };
+                    let resolved = normalize(resolved);
+                    if scope.contains(&resolved)
+                        && robots.allowed(resolved.as_str())
+                        && seen.insert(resolved.to_string())
+                    {
+                        frontier.push_back((resolved, depth));
+                    }
+                }
+            };
+        match outcome {
+            Outcome::NotModified => {
+                let page = &known[url.as_str()];
+                bodies.insert(page.body_hash.clone());
+                enqueue(&mut seen, &page.links, &url, depth + 1);
+                report.not_modified.push(url.to_string());
+            }
+            Outcome::Status(status)
+                if status == StatusCode::NOT_FOUND || status == StatusCode::GONE =>
+            {
+                report.gone.push(url.to_string());
+            }
+            Outcome::Status(status) => report.failed.push((url.to_string(), status.to_string())),
+            Outcome::Failed(reason) => report.failed.push((url.to_string(), reason)),
+            Outcome::NotHtml(kind) => report
+                .skipped
+                .push((url.to_string(), format!("not HTML ({kind})"))),
+            Outcome::TooLarge => report
+                .skipped
+                .push((url.to_string(), "larger than the page size limit".into())),
+            Outcome::Html {
+                final_url,
+                body,
+                etag,
+                last_modified,
+                noindex_header,
+            } => {
+                let final_url = normalize(final_url);
+                if final_url != url {
+                    // A redirect: the page lives at its final URL, once.
+                    if !scope.contains(&final_url) {
+                        report.skipped.push((
+                            url.to_string(),
+                            format!("redirects out of scope to {final_url}"),
+                        ));
+                        continue;
+                    }
+                    if !seen.insert(final_url.to_string()) && final_url != start {
+                        report.skipped.push((
+                            url.to_string(),
+                            format!("redirects to {final_url}, already seen"),
+                        ));
+                        continue;
+                    }
+                }
+                let extracted = tokio::task::spawn_blocking(move || extract::extract_html(&body))
+                    .await
+                    .context("extraction task failed")?;
+                if let Some(target) = &extracted.refresh_to {
+                    enqueue(&mut seen, std::slice::from_ref(target), &final_url, depth);
+                    report
+                        .skipped
+                        .push((final_url.to_string(), "meta refresh redirect stub".into()));
+                    continue;
+                }
+                let mut links = Vec::new();
+                if !extracted.nofollow {
+                    enqueue(&mut seen, &extracted.links, &final_url, depth + 1);
+                    links = absolute_links(&extracted.links, &final_url, &scope);
+                }
+                if extracted.noindex || noindex_header {
+                    report
+                        .skipped
+                        .push((final_url.to_string(), "noindex".into()));
+                    continue;
+                }
+                if let Some(canonical) = extracted
+                    .canonical
+                    .as_deref()
+                    .and_then(|c| final_url.join(c).ok())
+                    .map(normalize)
+                {
+                    if canonical != final_url && scope.contains(&canonical) {
+                        enqueue(&mut seen, &[canonical.to_string()], &final_url, depth);
+                        report
+                            .skipped
+                            .push((final_url.to_string(), format!("canonical is {canonical}")));
+                        continue;
+                    }
+                }
+                if extracted.is_empty() {
+                    report
+                        .skipped
+                        .push((final_url.to_string(), "no text".into()));
+                    continue;
+                }
+                let content_hash = hex::encode(Sha256::digest(extracted.full_text().as_bytes()));
+                let body_hash = hex::encode(Sha256::digest(extracted.body_text().as_bytes()));
+                if !bodies.insert(body_hash.clone()) {
+                    report
+                        .skipped
+                        .push((final_url.to_string(), "duplicate content".into()));
+                    continue;
+                }
+                report.pages.push(CrawledPage {
+                    url: final_url.to_string(),
+                    extracted,
+                    content_hash,
+                    body_hash,
+                    etag,
+                    last_modified,
+                    links,
+                });
+            }
+        }
+        crate::telemetry::failpoint("crawl");
+    }
+    // Concurrency can overshoot the page budget by the fetches in flight at the end.
+    report
+        .pages
+        .truncate(options.max_pages.saturating_sub(report.not_modified.len()));
+    Ok(report)
+}
+
+fn check_start(url: &Url, outcome: &Outcome, options: &CrawlOptions) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Html { .. } | Outcome::NotModified => Ok(()),
+        Outcome::Status(status) => bail!("start URL {url} answered {status}"),
+        Outcome::NotHtml(kind) => bail!("start URL {url} is not an HTML page ({kind})"),
+        Outcome::TooLarge => bail!(
+            "start URL {url} is larger than the {} MB page limit",
+            options.max_page_bytes / (1024 * 1024)
+        ),
+        Outcome::Failed(reason) => bail!("cannot fetch start URL {url}: {reason}"),
+    }
+}
+
+async fn fetch(
+    client: &reqwest::Client,
+    url: &Url,
+    known: Option<&Known>,
+    max_bytes: usize,
+) -> Outcome {
+    let mut request = client.get(url.clone());
+    if let Some(known) = known {
+        if let Some(etag) = &known.etag {
+            request = request.header(IF_NONE_MATCH, etag);
+        }
+        if let Some(modified) = &known.last_modified {
+            request = request.header(IF_MODIFIED_SINCE, modified);
+        }
+    }
+    let mut response = match request.send().await {
+        Ok(r) => r,
+        Err(e) => return Outcome::Failed(describe_error(&e)),
+    };
+    let status = response.status();
+    if status == StatusCode::NOT_MODIFIED && known.is_some() {
+        return Outcome::NotModified;
+    }
+    if !status.is_success() {
+        return Outcome::Status(status);
+    }
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header(CONTENT_TYPE)
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !content_type.is_empty() && !content_type.contains("html") {
+        return Outcome::NotHtml(content_type);
+    }
+    let declared: Option<usize> = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
+    if declared.is_some_and(|n| n > max_bytes) {
+        return Outcome::TooLarge;
+    }
+    let etag = header(ETAG);
+    let last_modified = header(reqwest::header::LAST_MODIFIED);
+    let noindex_header = response
+        .headers()
+        .get_all("x-robots-tag")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.to_ascii_lowercase().contains("noindex"));
+    let final_url = response.url().clone();
+    let mut body = Vec::new();
+    loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > max_bytes {
+                    return Outcome::TooLarge;
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => break,
+            Err(e) => return Outcome::Failed(describe_error(&e)),
+        }
+    }
+    // Invalid UTF-8 is replaced rather than refused: the rest of the page is still useful.
+    Outcome::Html {
+        final_url,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        etag,
+        last_modified,
+        noindex_header,
+    }
+}
+
+fn describe_error(e: &reqwest::Error) -> String {
+    if e.is_redirect() {
+        "too many redirects (a redirect loop?)".into()
+    } else if e.is_timeout() {
+        "timed out".into()
+    } else if e.is_connect() {
+        format!("cannot connect: {}", root_cause(e))
+    } else {
+        root_cause(e)
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+async fn fetch_robots(client: &reqwest::Client, start: &Url) -> anyhow::Result<Robot> {
+    let robots_url = format!("{}/robots.txt", origin(start));
+    let allow_all = || Robot::new(ROBOTS_AGENT, b"").expect("empty robots.txt parses");
+    match client.get(&robots_url).send().await {
+        Ok(response) if response.status().is_success() => {
+            let body = response.bytes().await.unwrap_or_default();
+            Ok(Robot::new(ROBOTS_AGENT, &body).unwrap_or_else(|_| allow_all()))
+        }
+        Ok(_) => Ok(allow_all()),
+        Err(e) if e.is_connect() || e.is_timeout() => {
+            bail!("cannot reach {}: {}", origin(start), describe_error(&e))
+        }
+        Err(_) => Ok(allow_all()),
+    }
+}
+
+/// URLs listed in the site's sitemaps (robots.txt `Sitemap:` lines, else /sitemap.xml),
+/// following sitemap indexes one level down.
+async fn sitemap_urls(client: &reqwest::Client, start: &Url, declared: &[String]) -> Vec<Url> {
+    let mut queue: Vec<String> = if declared.is_empty() {
+        vec![format!("{}/sitemap.xml", origin(start))]
+    } else {
+        declared.to_vec()
+    };
+    let mut urls = Vec::new();
+    let mut fetched = 0;
+    while let Some(sitemap) = queue.pop() {
+        fetched += 1;
+        if fetched > 20 {
+            break;
+        }
+        let Ok(response) = client.get(&sitemap).send().await else {
+            continue;
+        };
+        if !response.status().is_success() {
+            continue;
+        }
+        let Ok(body) = response.text().await else {
+            continue;
+        };
+        let is_index = body.contains("<sitemapindex");
+        for loc in xml_locs(&body) {
+            let Ok(url) = Url::parse(&loc) else { continue };
+            if is_index {
+                queue.push(url.to_string());
+            } else {
+                urls.push(normalize(url));
+            }
+        }
+    }
+    urls
+}
+
+fn xml_locs(xml: &str) -> Vec<String> {
+    xml.split("<loc>")
+        .skip(1)
+        .filter_map(|rest| rest.split("</loc>").next())
+        .map(|loc| loc.trim().replace("&amp;", "&"))
+        .collect()
+}
+
+fn absolute_links(links: &[String], base: &Url, scope: &ScopeRule) -> Vec<String> {
+    let mut out: Vec<String> = links
+        .iter()
+        .filter_map(|l| base.join(l).ok())
+        .map(normalize)
+        .filter(|u| scope.contains(u))
+        .map(|u| u.to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn origin(url: &Url) -> String {
+    url.origin().ascii_serialization()
+}
+
+/// Drops the fragment: `page#a` and `page#b` are one page.
+pub fn normalize(mut url: Url) -> Url {
+    url.set_fragment(None);
+    url
+}
+
+struct ScopeRule {
+    origin: String,
+    path_prefix: Option<String>,
+}
+
+impl ScopeRule {
+    fn new(start: &Url, scope: Scope) -> ScopeRule {
+        let path = start.path();
+        let dir = &path[..path.rfind('/').map(|i| i + 1).unwrap_or(path.len())];
+        ScopeRule {
+            origin: origin(start),
+            path_prefix: (scope == Scope::Path).then(|| dir.to_string()),
+        }
+    }
+
+    fn contains(&self, url: &Url) -> bool {
+        matches!(url.scheme(), "http" | "https")
+            && origin(url) == self.origin
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|prefix| url.path().starts_with(prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_scope_stays_under_the_start_directory() {
+        let start = Url::parse("http://h.example/book/index.html").unwrap();
+        let rule = ScopeRule::new(&start, Scope::Path);
+        let inside = |u: &str| rule.contains(&Url::parse(u).unwrap());
+        assert!(inside("http://h.example/book/ch01.html"));
+        assert!(!inside("http://h.example/std/index.html"));
+        assert!(!inside("https://h.example/book/ch01.html"));
+        assert!(!inside("http://other.example/book/"));
+        let host = ScopeRule::new(&start, Scope::Host);
+        assert!(host.contains(&Url::parse("http://h.example/std/").unwrap()));
+    }
+
+    #[test]
+    fn sitemap_locs_are_read() {
+        let xml = "<urlset><url><loc> http://h/a?x=1&amp;y=2 </loc></url><url><loc>http://h/b</loc></url></urlset>";
+        assert_eq!(xml_locs(xml), vec!["http://h/a?x=1&y=2", "http://h/b"]);
+    }
+}

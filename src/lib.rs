@@ -1,0 +1,15 @@
+//! docent: a self-hosted RAG chatbot in one binary. Modules in reading order.
+
+pub mod bench;
+pub mod chat;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod domain;
+pub mod embed;
+pub mod index;
+pub mod ingest;
+pub mod llm;
+pub mod retrieval;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,263 @@
+//! The redb database: the source of truth for bots, pages, chunks and vectors.
+//!
+//! Every durable change is one write transaction, so a crash at any moment leaves the
+//! previous committed state. The vector index (`index.rs`) is derived from this data.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::domain::{Bot, BotId, Chunk, Page};
+
+const BOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("bots");
+/// Keyed by (bot id, page url).
+const PAGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("pages");
+const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("chunks");
+/// Little-endian f32s, L2-normalised.
+const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("vectors");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+const NEXT_CHUNK_ID: &str = "next_chunk_id";
+pub const DB_FILE: &str = "docent.redb";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bot {0} not found")]
+    BotNotFound(BotId),
+    #[error(
+        "the database in {0} is in use by another docent process (is `docent serve` running on it?)"
+    )]
+    Locked(PathBuf),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+/// A page to write with its new chunks and their vectors.
+pub struct PageWrite {
+    pub page: Page,
+    pub chunks: Vec<(Chunk, Vec<f32>)>,
+}
+
+/// Everything one ingest run changes, applied in a single transaction.
+pub struct IngestCommit {
+    pub bot: Bot,
+    pub upserts: Vec<PageWrite>,
+    /// Pages that stay, with caching headers refreshed (their chunks are kept as they are).
+    pub touched: Vec<Page>,
+    pub removed_urls: Vec<String>,
+}
+
+impl Store {
+    /// Opens (or creates) the database in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Store> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+        let path = data_dir.join(DB_FILE);
+        let db = match Database::create(&path) {
+            Ok(db) => db,
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::Locked(data_dir.to_path_buf()));
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e)
+                    .context(format!("failed to open database {}", path.display()))
+                    .into());
+            }
+        };
+        let txn = db.begin_write().context("failed to begin transaction")?;
+        {
+            // Create every table up front so readers never meet a missing one.
+            txn.open_table(BOTS).context("bots table")?;
+            txn.open_table(PAGES).context("pages table")?;
+            txn.open_table(CHUNKS).context("chunks table")?;
+            txn.open_table(VECTORS).context("vectors table")?;
+            txn.open_table(META).context("meta table")?;
+        }
+        txn.commit().context("failed to commit schema")?;
+        Ok(Store { db: Arc::new(db) })
+    }
+
+    pub fn get_bot(&self, id: &BotId) -> Result<Bot> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(BOTS).context("open bots")?;
+        let raw = table.get(id.as_str()).context("read bot")?;
+        match raw {
+            Some(raw) => Ok(decode(raw.value())?),
+            None => Err(Error::BotNotFound(id.clone())),
+        }
+    }
+
+    pub fn list_bots(&self) -> Result<Vec<Bot>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(BOTS).context("open bots")?;
+        let mut bots = Vec::new();
+        for entry in table.iter().context("iterate bots")? {
+            let (_, raw) = entry.context("read bot")?;
+            bots.push(decode(raw.value())?);
+        }
+        Ok(bots)
+    }
+
+    /// The bot's pages, keyed by URL.
+    pub fn pages(&self, bot: &BotId) -> Result<Vec<Page>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(PAGES).context("open pages")?;
+        let mut pages = Vec::new();
+        let range = table.range((bot.as_str(), "")..).context("range pages")?;
+        for entry in range {
+            let (key, raw) = entry.context("read page")?;
+            if key.value().0 != bot.as_str() {
+                break;
+            }
+            pages.push(decode(raw.value())?);
+        }
+        Ok(pages)
+    }
+
+    /// All (chunk id, vector) pairs of a bot, for building its index.
+    pub fn vectors(&self, bot: &BotId) -> Result<Vec<(u64, Vec<f32>)>> {
+        let pages = self.pages(bot)?;
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(VECTORS).context("open vectors")?;
+        let mut out = Vec::new();
+        for chunk_id in pages.iter().flat_map(|p| p.chunk_ids.iter()) {
+            let raw = table
+                .get(*chunk_id)
+                .context("read vector")?
+                .with_context(|| format!("chunk {chunk_id} has no vector"))?;
+            out.push((*chunk_id, bytes_to_vector(raw.value())));
+        }
+        Ok(out)
+    }
+
+    pub fn chunks(&self, ids: &[u64]) -> Result<Vec<Chunk>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(CHUNKS).context("open chunks")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let raw = table
+                .get(*id)
+                .context("read chunk")?
+                .with_context(|| format!("chunk {id} is missing"))?;
+            out.push(decode(raw.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Applies one ingest run atomically: either all of it is visible afterwards, or none.
+    pub fn commit_ingest(&self, commit: IngestCommit) -> Result<()> {
+        let bot = commit.bot.id.as_str();
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            let mut pages = txn.open_table(PAGES).context("open pages")?;
+            let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
+            let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
+            let mut meta = txn.open_table(META).context("open meta")?;
+            let mut next_id = meta
+                .get(NEXT_CHUNK_ID)
+                .context("read chunk counter")?
+                .map(|v| v.value())
+                .unwrap_or(1);
+
+            let replaced = commit
+                .upserts
+                .iter()
+                .map(|w| w.page.url.clone())
+                .chain(commit.removed_urls.iter().cloned());
+            for url in replaced {
+                let old = pages.remove((bot, url.as_str())).context("remove page")?;
+                if let Some(old) = old {
+                    let old: Page = decode(old.value())?;
+                    for id in old.chunk_ids {
+                        chunks.remove(id).context("remove chunk")?;
+                        vectors.remove(id).context("remove vector")?;
+                    }
+                }
+            }
+            for write in commit.upserts {
+                let mut page = write.page;
+                page.chunk_ids.clear();
+                for (chunk, vector) in write.chunks {
+                    let id = next_id;
+                    next_id += 1;
+                    chunks
+                        .insert(id, encode(&chunk)?.as_slice())
+                        .context("insert chunk")?;
+                    vectors
+                        .insert(id, vector_to_bytes(&vector).as_slice())
+                        .context("insert vector")?;
+                    page.chunk_ids.push(id);
+                }
+                pages
+                    .insert((bot, page.url.as_str()), encode(&page)?.as_slice())
+                    .context("insert page")?;
+            }
+            for page in commit.touched {
+                pages
+                    .insert((bot, page.url.as_str()), encode(&page)?.as_slice())
+                    .context("update page")?;
+            }
+            meta.insert(NEXT_CHUNK_ID, next_id)
+                .context("write chunk counter")?;
+            bots.insert(bot, encode(&commit.bot)?.as_slice())
+                .context("write bot")?;
+        }
+        crate::telemetry::failpoint("commit");
+        txn.commit().context("failed to commit ingest")?;
+        Ok(())
+    }
+
+    /// Deletes a bot with all its pages, chunks and vectors.
+    pub fn delete_bot(&self, id: &BotId) -> Result<()> {
+        let existing = self.pages(id)?;
+        self.get_bot(id)?;
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            let mut pages = txn.open_table(PAGES).context("open pages")?;
+            let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
+            let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
+            for page in existing {
+                pages
+                    .remove((id.as_str(), page.url.as_str()))
+                    .context("remove page")?;
+                for chunk_id in page.chunk_ids {
+                    chunks.remove(chunk_id).context("remove chunk")?;
+                    vectors.remove(chunk_id).context("remove vector")?;
+                }
+            }
+            bots.remove(id.as_str()).context("remove bot")?;
+        }
+        txn.commit().context("failed to commit delete")?;
+        Ok(())
+    }
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    Ok(serde_json::to_vec(value).context("failed to encode record")?)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T> {
+    Ok(serde_json::from_slice(raw).context("failed to decode record")?)
+}
+
+fn vector_to_bytes(vector: &[f32]) -> Vec<u8> {
+    vector.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+fn bytes_to_vector(raw: &[u8]) -> Vec<f32> {
+    raw.chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

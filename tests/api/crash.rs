@@ -1,0 +1,103 @@
+//! `kill -9` during the crawl, the embedding and the commit: each time the bot still
+//! answers from its previous complete state, and a re-run completes.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use docent::domain::BotId;
+use docent::retrieval::Retriever;
+use docent::store::Store;
+
+use crate::helpers::{copy_fixture, dyn_embedder, models_dir, serve};
+
+pub fn docent(data: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_docent"));
+    cmd.arg("--data-dir")
+        .arg(data)
+        .env("DOCENT_MODELS_DIR", models_dir())
+        .env_remove("DOCENT_FAILPOINT");
+    cmd
+}
+
+fn ingest(data: &Path, url: &str) {
+    let out = docent(data)
+        .args(["ingest", url, "--bot", "shop", "--json", "--delay-ms", "0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts an ingest that hangs at `point`, waits for it to get there, and kills it.
+fn kill_ingest_at(data: &Path, url: &str, point: &str) {
+    let mut child = docent(data)
+        .args(["ingest", url, "--bot", "shop", "--json", "--delay-ms", "0"])
+        .env("DOCENT_FAILPOINT", point)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let marker = format!("failpoint {point} reached");
+    let mut reached = false;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if line.contains(&marker) {
+            reached = true;
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failpoint after 120 s");
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(reached, "ingest ended before reaching failpoint {point}");
+}
+
+/// The text of the best chunk for the returns question.
+fn returns_passage(data: &Path) -> String {
+    let store = Store::open(data).unwrap();
+    let retriever = Retriever::new(store, dyn_embedder());
+    let hits = retriever
+        .retrieve(
+            &BotId::parse("shop").unwrap(),
+            "How many days do I have to return a kettle?",
+            3,
+        )
+        .unwrap();
+    let hit = hits
+        .iter()
+        .find(|h| h.chunk.url.ends_with("/returns.html"))
+        .expect("returns page retrieved");
+    hit.chunk.text.clone()
+}
+
+#[test]
+fn kill_9_at_any_ingest_stage_keeps_the_previous_state_and_a_rerun_completes() {
+    let root = copy_fixture("site");
+    let site = serve(root.path());
+    let data = tempfile::tempdir().unwrap();
+    let url = site.url("index.html");
+    ingest(data.path(), &url);
+    assert!(returns_passage(data.path()).contains("45 days"));
+
+    let returns = root.path().join("returns.html");
+    let html = std::fs::read_to_string(&returns).unwrap();
+    std::fs::write(&returns, html.replace("45 days", "60 days")).unwrap();
+    for point in ["crawl", "embed", "commit"] {
+        kill_ingest_at(data.path(), &url, point);
+        let passage = returns_passage(data.path());
+        assert!(
+            passage.contains("45 days"),
+            "after kill at {point}: {passage}"
+        );
+    }
+
+    ingest(data.path(), &url);
+    assert!(returns_passage(data.path()).contains("60 days"));
+}

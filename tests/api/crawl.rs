@@ -1,0 +1,216 @@
+//! Crawler behaviour against fixture sites on loopback, with the fake embedder so the
+//! assertions are about crawling, not about model output.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use docent::domain::BotId;
+use docent::embed::FakeEmbedder;
+use docent::ingest::{
+    self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
+};
+use docent::store::Store;
+use indicatif::ProgressBar;
+
+use crate::helpers::{copy_fixture, fixture, serve};
+
+fn options() -> CrawlOptions {
+    CrawlOptions {
+        delay: Duration::ZERO,
+        timeout: Duration::from_secs(5),
+        ..CrawlOptions::default()
+    }
+}
+
+async fn ingest_with(
+    store: &Store,
+    embedder: Arc<FakeEmbedder>,
+    url: &str,
+    crawl: CrawlOptions,
+) -> anyhow::Result<IngestSummary> {
+    let request = IngestRequest {
+        bot: BotId::parse("site").unwrap(),
+        name: None,
+        source: Source::parse(url, None)?,
+        crawl,
+        chunk: ChunkSpec::default(),
+    };
+    ingest::run(store, embedder, request, &ProgressBar::hidden()).await
+}
+
+fn page_paths(store: &Store, base: &str) -> BTreeSet<String> {
+    store
+        .pages(&BotId::parse("site").unwrap())
+        .unwrap()
+        .into_iter()
+        .map(|p| p.url.trim_start_matches(base).to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn crawl_honours_robots_noindex_refresh_canonical_and_duplicates() {
+    let site = serve(&fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+
+    let summary = ingest_with(&store, Arc::default(), &site.url("index.html"), options())
+        .await
+        .unwrap();
+
+    let pages = page_paths(&store, &site.base);
+    let expected: BTreeSet<String> = [
+        "/index.html",
+        "/shipping.html",
+        "/returns.html",
+        "/warranty.html",
+        "/specs.html",
+        "/guides/descaling.html",
+        "/guides/safety.html",
+        "/contact.html",
+        "/hostile.html",
+        // Reached only through a noindex,follow page: its links are still followed.
+        "/orphan-from-noindex.html",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    assert_eq!(pages, expected);
+    assert_eq!(
+        site.hits("/private/internal.html"),
+        0,
+        "robots.txt disallows /private/"
+    );
+    assert_eq!(summary.pages_indexed, expected.len());
+    // noindex, the refresh stub, the duplicate, the canonical copy and the PDF.
+    assert!(summary.pages_skipped >= 5, "{summary:?}");
+    assert!(summary.chunks >= expected.len());
+}
+
+#[tokio::test]
+async fn reingest_embeds_only_changed_pages_and_removes_vanished_ones() {
+    let root = copy_fixture("site");
+    let site = serve(root.path());
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let first = ingest_with(&store, Arc::default(), &site.url("index.html"), options())
+        .await
+        .unwrap();
+
+    let returns = root.path().join("returns.html");
+    let html = std::fs::read_to_string(&returns).unwrap();
+    std::fs::write(&returns, html.replace("45 days", "60 days")).unwrap();
+    std::fs::remove_file(root.path().join("guides/safety.html")).unwrap();
+    let embedder = Arc::new(FakeEmbedder::default());
+    let second = ingest_with(&store, embedder.clone(), &site.url("index.html"), options())
+        .await
+        .unwrap();
+
+    assert_eq!(second.pages_indexed, 1, "{second:?}");
+    assert_eq!(second.pages_removed, 1, "{second:?}");
+    assert_eq!(
+        second.pages_unchanged,
+        first.pages_indexed - 2,
+        "{second:?}"
+    );
+    let returns_chunks = store
+        .pages(&BotId::parse("site").unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|p| p.url.ends_with("/returns.html"))
+        .unwrap()
+        .chunk_ids
+        .len();
+    assert_eq!(
+        embedder.texts_embedded.load(Ordering::SeqCst),
+        returns_chunks
+    );
+    assert!(
+        site.not_modified.load(Ordering::SeqCst) >= 5,
+        "unchanged pages answer 304"
+    );
+    assert!(!page_paths(&store, &site.base).contains("/guides/safety.html"));
+}
+
+#[tokio::test]
+async fn max_pages_caps_the_crawl() {
+    let site = serve(&fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let crawl = CrawlOptions {
+        max_pages: 3,
+        ..options()
+    };
+    let summary = ingest_with(&store, Arc::default(), &site.url("index.html"), crawl)
+        .await
+        .unwrap();
+    assert_eq!(summary.pages_indexed, 3);
+    assert_eq!(page_paths(&store, &site.base).len(), 3);
+}
+
+#[tokio::test]
+async fn sitemap_finds_pages_no_link_reaches() {
+    let site = serve(&fixture("site-sitemap"));
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    ingest_with(&store, Arc::default(), &site.url("index.html"), options())
+        .await
+        .unwrap();
+    assert!(page_paths(&store, &site.base).contains("/b.html"));
+}
+
+#[tokio::test]
+async fn bad_start_urls_fail_clearly_and_keep_the_previous_state() {
+    let site = serve(&fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    ingest_with(&store, Arc::default(), &site.url("index.html"), options())
+        .await
+        .unwrap();
+    let before = page_paths(&store, &site.base);
+
+    let cases = [
+        (site.url("loop/a"), "redirect"),
+        (site.url("missing.html"), "404"),
+        (site.url("big.html"), "page limit"),
+        (site.url("files/manual.pdf"), "not an HTML page"),
+        (site.url("private/internal.html"), "robots.txt"),
+        ("http://127.0.0.1:9/".to_string(), "cannot reach"),
+    ];
+    for (url, expected) in cases {
+        let err = ingest_with(&store, Arc::default(), &url, options())
+            .await
+            .expect_err(&url);
+        let message = format!("{err:#}");
+        assert!(message.contains(expected), "{url}: {message}");
+        assert_eq!(
+            page_paths(&store, &site.base),
+            before,
+            "{url} changed the bot"
+        );
+    }
+}
+
+#[tokio::test]
+async fn invalid_utf8_and_redirects_are_handled() {
+    let site = serve(&fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let summary = ingest_with(
+        &store,
+        Arc::default(),
+        &site.url("bad-utf8.html"),
+        options(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.pages_indexed, 1);
+    let summary = ingest_with(&store, Arc::default(), &site.url("moved.html"), options())
+        .await
+        .unwrap();
+    assert!(
+        page_paths(&store, &site.base).contains("/shipping.html"),
+        "{summary:?}"
+    );
+}

@@ -1,0 +1,217 @@
+//! Shared test fixtures: a loopback web server over a fixture folder, shared real models,
+//! and a temp data dir.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use docent::embed::{Embedder, MiniLm};
+use docent::llm::{LlamaConfig, LlamaGenerator};
+use sha2::{Digest, Sha256};
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo_root().join("tests/fixtures").join(name)
+}
+
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("DOCENT_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("models"))
+}
+
+/// The real MiniLM embedder, loaded once per test process.
+pub fn embedder() -> Arc<MiniLm> {
+    static EMBEDDER: OnceLock<Arc<MiniLm>> = OnceLock::new();
+    EMBEDDER
+        .get_or_init(|| {
+            Arc::new(
+                MiniLm::load(&models_dir().join("all-MiniLM-L6-v2")).expect("run `make models`"),
+            )
+        })
+        .clone()
+}
+
+pub fn dyn_embedder() -> Arc<dyn Embedder> {
+    embedder()
+}
+
+/// The small chat model, loaded once per test process.
+pub fn generator() -> Arc<LlamaGenerator> {
+    static GENERATOR: OnceLock<Arc<LlamaGenerator>> = OnceLock::new();
+    GENERATOR
+        .get_or_init(|| {
+            let config = LlamaConfig {
+                model_path: docent::config::resolve_model(&models_dir(), "small"),
+                threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+                context_size: 4096,
+            };
+            Arc::new(LlamaGenerator::start(config).expect("run `make models`"))
+        })
+        .clone()
+}
+
+/// A copy of a fixture folder in a temp dir, so a test can change pages between crawls.
+pub fn copy_fixture(name: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture(name), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A static web server on 127.0.0.1 serving `root`, with ETags and 304s, request
+/// counting, and a few hostile routes: `/loop/a` (redirect loop), `/big.html` (6 MB),
+/// `/bad-utf8.html`, `/moved.html` (301 to `/shipping.html`).
+pub struct TestSite {
+    pub base: String,
+    pub hits: Arc<Mutex<HashMap<String, usize>>>,
+    pub not_modified: Arc<AtomicUsize>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestSite {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}/{}", self.base, path.trim_start_matches('/'))
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        *self.hits.lock().unwrap().get(path).unwrap_or(&0)
+    }
+}
+
+impl Drop for TestSite {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
+    }
+}
+
+#[derive(Clone)]
+struct SiteState {
+    root: PathBuf,
+    base: String,
+    hits: Arc<Mutex<HashMap<String, usize>>>,
+    not_modified: Arc<AtomicUsize>,
+}
+
+pub fn serve(root: &Path) -> TestSite {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let state = SiteState {
+        root: root.to_path_buf(),
+        base: base.clone(),
+        hits: Arc::default(),
+        not_modified: Arc::default(),
+    };
+    let (hits, not_modified) = (state.hits.clone(), state.not_modified.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(state.clone()))
+                    .default_service(web::to(serve_path))
+            })
+            .workers(2)
+            .listen(listener)
+            .unwrap()
+            .run();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    let handle = rx.recv().unwrap();
+    TestSite {
+        base,
+        hits,
+        not_modified,
+        handle,
+    }
+}
+
+async fn serve_path(req: HttpRequest, state: web::Data<SiteState>) -> HttpResponse {
+    let path = req.path().to_string();
+    *state.hits.lock().unwrap().entry(path.clone()).or_default() += 1;
+    match path.as_str() {
+        "/loop/a" => return redirect("/loop/b"),
+        "/loop/b" => return redirect("/loop/a"),
+        "/moved.html" => return redirect("/shipping.html"),
+        "/big.html" => {
+            let body = format!(
+                "<html><body><main>{}</main></body></html>",
+                "<p>big</p>".repeat(600_000)
+            );
+            return HttpResponse::Ok().content_type("text/html").body(body);
+        }
+        "/bad-utf8.html" => {
+            let mut body = b"<html><head><title>Bad bytes</title></head><body><main><p>Valid start \xff\xfe then the Zephyr Bolt heats in 90 seconds.</p></main></body></html>".to_vec();
+            body.push(b'\n');
+            return HttpResponse::Ok().content_type("text/html").body(body);
+        }
+        _ => {}
+    }
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() || rel.ends_with('/') {
+        format!("{rel}index.html")
+    } else {
+        rel.to_string()
+    };
+    if rel.split('/').any(|part| part == "..") {
+        return HttpResponse::BadRequest().finish();
+    }
+    let file = state.root.join(&rel);
+    let Ok(mut body) = std::fs::read(&file) else {
+        return HttpResponse::NotFound().body("not found");
+    };
+    if rel.ends_with("sitemap.xml") {
+        body = String::from_utf8_lossy(&body)
+            .replace("http://HOST", &state.base)
+            .into_bytes();
+    }
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&body)[..8]));
+    let matches = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == etag);
+    if matches {
+        state.not_modified.fetch_add(1, Ordering::SeqCst);
+        return HttpResponse::NotModified()
+            .insert_header(("etag", etag))
+            .finish();
+    }
+    let content_type = match file.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "xml" => "application/xml",
+        "txt" => "text/plain",
+        "pdf" => "application/pdf",
+        _ => "application/octet-stream",
+    };
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("etag", etag))
+        .body(body)
+}
+
+fn redirect(to: &str) -> HttpResponse {
+    HttpResponse::Found()
+        .insert_header(("location", to))
+        .finish()
+}

@@ -1,0 +1,10 @@
+//! The one integration test binary: crawler, embedder, index, end-to-end and crash tests.
+
+mod helpers;
+
+mod cli;
+mod crash;
+mod crawl;
+mod embedder;
+mod end_to_end;
+mod index_recall;
