@@ -58,5 +58,8 @@ run: models build
 test: models-test $(TARGET_DIR)/.ggml-flags
 	$(BUILD_ENV) $(CARGO) test --release --locked
 
+# Every number beside a reference from the same run. The portable build (a second full
+# build, into target/portable) is the reference for the host-CPU llama.cpp flags.
 bench: models build
-	$(BIN) bench
+	$(MAKE) build PORTABLE=1
+	$(BIN) bench --portable-bin target/portable/release/docent $(BENCH_ARGS)

@@ -120,6 +120,9 @@ pub struct AskArgs {
     /// Print one JSON object instead of streaming text
     #[arg(long)]
     pub json: bool,
+    /// Also show every passage given to the model, with its similarity score
+    #[arg(long)]
+    pub explain: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -124,15 +124,24 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
             .iter()
             .map(|s| json!({"index": s.index, "title": s.title, "url": s.url, "score": s.score}))
             .collect();
-        let out = json!({
+        let mut out = json!({
             "answer": answer.answer,
             "answered": answer.answered,
             "sources": sources,
             "timings": answer.timings,
         });
+        if args.explain {
+            out["retrieved"] = serde_json::to_value(&answer.retrieved)?;
+        }
         writeln!(stdout, "{out}")?;
     } else {
         writeln!(stdout)?;
+        if !answer.answered && answer.answer != chat::NOT_IN_SOURCES {
+            writeln!(
+                stdout,
+                "\n(docent could not match this answer to its sources: treat it with care)"
+            )?;
+        }
         if !answer.sources.is_empty() {
             writeln!(stdout, "\nSources:")?;
             for source in &answer.sources {

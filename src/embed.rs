@@ -28,6 +28,8 @@ pub trait Embedder: Send + Sync {
 pub struct MiniLm {
     model: BertModel,
     tokenizer: Tokenizer,
+    /// The same vocabulary without padding or truncation, for measuring whole texts.
+    span_tokenizer: Tokenizer,
     device: Device,
     dim: usize,
     max_tokens: usize,
@@ -51,6 +53,11 @@ impl MiniLm {
         // The shipped tokenizer pads and truncates at a fixed 128; pad to each batch's
         // longest instead and truncate at 256 tokens, the length the model was tuned on.
         let max_tokens = 256.min(config.max_position_embeddings);
+        let mut span_tokenizer = tokenizer.clone();
+        span_tokenizer.with_padding(None);
+        span_tokenizer
+            .with_truncation(None)
+            .map_err(|e| anyhow::anyhow!("tokenizer truncation: {e}"))?;
         tokenizer.with_padding(Some(PaddingParams::default()));
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -64,6 +71,7 @@ impl MiniLm {
         Ok(MiniLm {
             model,
             tokenizer,
+            span_tokenizer,
             device,
             dim: config.hidden_size,
             max_tokens,
@@ -134,7 +142,7 @@ impl Embedder for MiniLm {
     }
 
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
-        match self.tokenizer.encode(text, false) {
+        match self.span_tokenizer.encode(text, false) {
             Ok(enc) => enc.get_offsets().to_vec(),
             Err(_) => word_spans(text),
         }

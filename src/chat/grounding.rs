@@ -10,17 +10,41 @@ use std::collections::HashSet;
 
 /// Share of a sentence's content words a source must contain to support it.
 pub const MIN_SUPPORT: f32 = 0.5;
+/// The lower bar for a source the model itself cited for the answer.
+pub const MIN_HINTED_SUPPORT: f32 = 0.35;
 
 /// Removes `[n]`-style citation markers (and the space before them) from streamed text,
-/// holding back only as much as it needs to decide.
-#[derive(Default)]
+/// holding back only as much as it needs to decide. Brackets that cannot be citations
+/// (`vec![1, 2]`, `arr[0]`, numbers beyond the sources) are left alone.
 pub struct CitationFilter {
+    n_sources: usize,
     pending: String,
+    /// The character before `pending`: what decides whether a bracket is attached to a word.
+    last: Option<char>,
     /// Everything the model produced, markers included.
     raw: String,
 }
 
+/// Whether `[inside]`, following the character `prev`, reads as a citation of sources
+/// numbered 1..=n_sources.
+pub fn is_citation(prev: Option<char>, inside: &str, n_sources: usize) -> bool {
+    let attached = prev.is_some_and(|c| c.is_alphanumeric() || "_!`".contains(c));
+    let mut numbers = inside
+        .split([',', '-', '–'])
+        .map(|n| n.trim().parse::<usize>());
+    !attached && numbers.all(|n| n.is_ok_and(|n| (1..=n_sources).contains(&n)))
+}
+
 impl CitationFilter {
+    pub fn new(n_sources: usize) -> CitationFilter {
+        CitationFilter {
+            n_sources,
+            pending: String::new(),
+            last: None,
+            raw: String::new(),
+        }
+    }
+
     /// Feeds one piece of model output; returns the text that is safe to show now.
     pub fn push(&mut self, piece: &str) -> String {
         self.raw.push_str(piece);
@@ -37,46 +61,59 @@ impl CitationFilter {
         &self.raw
     }
 
+    /// Moves `pending[..n]` to `out`.
+    fn release(&mut self, n: usize, out: &mut String) {
+        let text: String = self.pending.drain(..n).collect();
+        if let Some(c) = text.chars().next_back() {
+            self.last = Some(c);
+        }
+        out.push_str(&text);
+    }
+
     fn drain(&mut self, at_end: bool) -> String {
         let mut out = String::new();
         loop {
             let Some(open) = self.pending.find('[') else {
                 // Hold trailing whitespace: a citation may follow it.
-                let keep_from = if at_end {
+                let keep = if at_end {
                     self.pending.len()
                 } else {
                     self.pending.trim_end().len()
                 };
-                out.push_str(&self.pending[..keep_from]);
-                self.pending.drain(..keep_from);
+                self.release(keep, &mut out);
                 return out;
             };
-            let before = &self.pending[..open];
-            let after = &self.pending[open + 1..];
-            match after.find(|c: char| !(c.is_ascii_digit() || " ,-–".contains(c))) {
-                Some(end)
-                    if after[end..].starts_with(']')
-                        && after[..end].chars().any(|c| c.is_ascii_digit()) =>
-                {
-                    // A complete marker: drop it with the whitespace before it.
-                    out.push_str(before.trim_end());
-                    self.pending.drain(..open + 1 + end + 1);
+            let inside_len = self.pending[open + 1..]
+                .find(|c: char| !(c.is_ascii_digit() || " ,-–".contains(c)));
+            match inside_len {
+                Some(len) if self.pending[open + 1 + len..].starts_with(']') => {
+                    let before = self.pending[..open].trim_end().len();
+                    let prev = if open > 0 {
+                        self.pending[..open].chars().next_back()
+                    } else {
+                        self.last
+                    };
+                    let inside = &self.pending[open + 1..open + 1 + len];
+                    if is_citation(prev, inside, self.n_sources) {
+                        // Drop the marker and the whitespace before it.
+                        self.release(before, &mut out);
+                        self.pending.drain(..open + 1 + len + 1 - before);
+                        self.last = Some(']');
+                    } else {
+                        self.release(open + 1, &mut out);
+                    }
                 }
-                Some(_) => {
-                    // Not a marker: release through the bracket.
-                    out.push_str(&self.pending[..open + 1]);
-                    self.pending.drain(..open + 1);
-                }
+                // Not a marker: release through the bracket.
+                Some(_) => self.release(open + 1, &mut out),
                 None if at_end => {
-                    out.push_str(&self.pending);
-                    self.pending.clear();
+                    let all = self.pending.len();
+                    self.release(all, &mut out);
                     return out;
                 }
                 None => {
-                    // Could still become a marker: release what comes before it.
-                    let keep_from = before.trim_end().len();
-                    out.push_str(&self.pending[..keep_from]);
-                    self.pending.drain(..keep_from);
+                    // Could still become a marker: release only what comes before it.
+                    let keep = self.pending[..open].trim_end().len();
+                    self.release(keep, &mut out);
                     return out;
                 }
             }
@@ -105,7 +142,14 @@ pub fn attribute(answer: &str, sources: &[&str], hinted: &[usize]) -> Vec<usize>
         };
         let supported: Vec<(usize, f32)> = (0..sources.len())
             .map(|i| (i, support(i)))
-            .filter(|&(_, s)| s >= MIN_SUPPORT)
+            .filter(|&(i, s)| {
+                let bar = if hinted.contains(&(i + 1)) {
+                    MIN_HINTED_SUPPORT
+                } else {
+                    MIN_SUPPORT
+                };
+                s >= bar
+            })
             .collect();
         let best = supported
             .iter()
@@ -202,7 +246,10 @@ const STOPWORDS: &[&str] = &[
 fn content_words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !(c.is_alphanumeric() || c == '.' || c == '$' || c == '%'))
         .map(|w| w.trim_matches('.').to_lowercase())
-        .filter(|w| !w.is_empty() && !STOPWORDS.contains(&w.as_str()))
+        .filter(|w| {
+            let meaningful = w.len() > 2 || w.chars().any(|c| c.is_ascii_digit());
+            meaningful && !STOPWORDS.contains(&w.as_str())
+        })
         .map(|w| match w.strip_suffix('s') {
             Some(stem) if stem.len() > 3 && !stem.ends_with('s') => stem.to_string(),
             _ => w,
@@ -214,7 +261,7 @@ mod tests {
     use super::*;
 
     fn filter_all(pieces: &[&str]) -> String {
-        let mut f = CitationFilter::default();
+        let mut f = CitationFilter::new(5);
         let mut out: String = pieces.iter().map(|p| f.push(p)).collect();
         out.push_str(&f.finish());
         out
@@ -232,6 +279,11 @@ mod tests {
             "keep [this] and [x1] as is"
         );
         assert_eq!(filter_all(&["ends with [", "12"]), "ends with [12");
+        assert_eq!(filter_all(&["let v = vec![1, 2];"]), "let v = vec![1, 2];");
+        assert_eq!(
+            filter_all(&["`arr[0]` or ", "arr", "[2] or [9]"]),
+            "`arr[0]` or arr[2] or [9]"
+        );
     }
 
     #[test]

@@ -59,6 +59,9 @@ pub struct Answer {
     pub answered: bool,
     pub sources: Vec<SourceRef>,
     pub timings: Timings,
+    /// Every passage that cleared the threshold and went into the prompt, numbered as the
+    /// model saw them (the cited `sources` are a subset).
+    pub retrieved: Vec<SourceRef>,
     #[serde(skip)]
     pub finish: Option<Finish>,
 }
@@ -94,12 +97,13 @@ pub fn answer(
                 total_ms: ms(started),
                 ..Timings::default()
             },
+            retrieved: Vec::new(),
             finish: None,
         });
     }
 
     let messages = fit_prompt(generator, question, &mut evidence, &options.generation)?;
-    let mut filter = grounding::CitationFilter::default();
+    let mut filter = grounding::CitationFilter::new(evidence.len());
     let mut text = String::new();
     let mut first_token_ms = None;
     let stats = generator.generate(&messages, &options.generation, &mut |piece| {
@@ -117,7 +121,7 @@ pub fn answer(
         on_token(&rest);
     }
     let hinted = prompt::cited_indices(filter.raw(), evidence.len());
-    let declined = is_refusal(&text) && hinted.is_empty();
+    let declined = is_refusal(&text);
     let cited = if declined {
         Vec::new()
     } else {
@@ -138,21 +142,25 @@ pub fn answer(
         on_token(&suffix);
     }
     let answer = text.trim().to_string();
-    let sources = cited
+    let retrieved: Vec<SourceRef> = evidence
         .iter()
-        .map(|&n| {
-            let hit = &evidence[n - 1];
-            SourceRef {
-                index: n,
-                title: hit.chunk.title.clone(),
-                url: hit.chunk.url.clone(),
-                snippet: snippet(&hit.chunk.text),
-                score: hit.score,
-            }
+        .enumerate()
+        .map(|(i, hit)| SourceRef {
+            index: i + 1,
+            title: hit.chunk.title.clone(),
+            url: hit.chunk.url.clone(),
+            snippet: snippet(&hit.chunk.text),
+            score: hit.score,
         })
         .collect();
+    let sources: Vec<SourceRef> = cited.iter().map(|&n| retrieved[n - 1].clone()).collect();
+    // An answer no source supports is not an answer from the sources, however fluent.
+    let answered = !declined && !sources.is_empty();
+    if !declined && !answered {
+        tracing::info!("answer not supported by any retrieved source; marked unanswered");
+    }
     Ok(Answer {
-        answered: !declined && !answer.is_empty(),
+        answered,
         answer,
         sources,
         timings: Timings {
@@ -162,6 +170,7 @@ pub fn answer(
             prompt_tokens: stats.prompt_tokens,
             completion_tokens: stats.completion_tokens,
         },
+        retrieved,
         finish: Some(stats.finish),
     })
 }

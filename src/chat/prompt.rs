@@ -42,37 +42,40 @@ pub fn render(question: &str, sources: &[PromptSource<'_>]) -> Vec<ChatMessage> 
 }
 
 /// The source numbers an answer cites, in order of first citation, each once. Accepts
-/// `[1]`, `[1][2]`, `[1, 2]` and `[1-2]`; numbers outside `1..=n_sources` are ignored.
+/// `[1]`, `[1][2]`, `[1, 2]` and `[1-2]`; brackets that are not citations (`vec![1]`,
+/// numbers outside `1..=n_sources`) are ignored.
 pub fn cited_indices(answer: &str, n_sources: usize) -> Vec<usize> {
     let mut cited = Vec::new();
+    let mut prev = None;
     let mut rest = answer;
     while let Some(open) = rest.find('[') {
+        if open > 0 {
+            prev = rest[..open].chars().next_back();
+        }
         rest = &rest[open + 1..];
         let Some(close) = rest.find(']') else { break };
         let inside = &rest[..close];
-        if inside
-            .chars()
-            .all(|c| c.is_ascii_digit() || " ,-–".contains(c))
-        {
-            let mut numbers: Vec<usize> = Vec::new();
+        if super::grounding::is_citation(prev, inside, n_sources) {
             for part in inside.split(',') {
                 let bounds: Vec<usize> = part
                     .split(['-', '–'])
                     .filter_map(|n| n.trim().parse().ok())
                     .collect();
-                match bounds.as_slice() {
-                    [n] => numbers.push(*n),
-                    [a, b] if a <= b && b - a < 10 => numbers.extend(*a..=*b),
-                    _ => {}
-                }
-            }
-            for n in numbers {
-                if (1..=n_sources).contains(&n) && !cited.contains(&n) {
-                    cited.push(n);
+                let numbers = match bounds.as_slice() {
+                    [n] => *n..=*n,
+                    [a, b] if a <= b => *a..=*b,
+                    _ => continue,
+                };
+                for n in numbers {
+                    if !cited.contains(&n) {
+                        cited.push(n);
+                    }
                 }
             }
         }
+        prev = Some(']');
         rest = &rest[close..];
+        rest = &rest[1..];
     }
     cited
 }
@@ -88,6 +91,7 @@ mod tests {
             vec![2, 1, 3]
         );
         assert_eq!(cited_indices("See [1-3] and [9] and [x]", 5), vec![1, 2, 3]);
+        assert!(cited_indices("vec![1] and a[2]", 5).is_empty());
         assert!(cited_indices("no citations", 3).is_empty());
     }
 

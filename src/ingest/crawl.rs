@@ -10,7 +10,6 @@ use anyhow::{Context, bail};
 use indicatif::ProgressBar;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
 use reqwest::{StatusCode, redirect};
-use sha2::{Digest, Sha256};
 use texting_robots::Robot;
 use tokio::task::JoinSet;
 use url::Url;
@@ -142,7 +141,7 @@ pub async fn crawl(
         .build()
         .context("failed to build the HTTP client")?;
     let start = normalize(start.clone());
-    let scope = ScopeRule::new(&start, options.scope);
+    let mut scope = ScopeRule::new(&start, options.scope);
 
     let robots = fetch_robots(&client, &start).await?;
     if !robots.allowed(start.as_str()) {
@@ -175,6 +174,9 @@ pub async fn crawl(
     let mut report = CrawlReport::default();
     // Body hashes of every page kept so far: a second page with the same body is a duplicate.
     let mut bodies: HashSet<String> = HashSet::new();
+    // URLs already in `report.pages`, and pages waiting on their canonical URL.
+    let mut emitted: HashSet<String> = HashSet::new();
+    let mut deferred: Vec<(String, CrawledPage)> = Vec::new();
     let mut in_flight: JoinSet<(Url, usize, Outcome)> = JoinSet::new();
     let mut fetches = 0usize;
     let max_fetches = options.max_pages.saturating_mul(4) + 20;
@@ -211,6 +213,13 @@ pub async fn crawl(
         if first {
             first = false;
             check_start(&url, &outcome, options)?;
+            if let Outcome::Html { final_url, .. } = &outcome {
+                // `http://h/docs` → `https://h/docs/`: the site is where the start landed.
+                let landed = normalize(final_url.clone());
+                if landed != start {
+                    scope = ScopeRule::new(&landed, options.scope);
+                }
+            }
         }
         progress.inc(1);
         progress.set_message(url.to_string());
@@ -244,8 +253,18 @@ pub async fn crawl(
             {
                 report.gone.push(url.to_string());
             }
-            Outcome::Status(status) => report.failed.push((url.to_string(), status.to_string())),
-            Outcome::Failed(reason) => report.failed.push((url.to_string(), reason)),
+            Outcome::Status(_) | Outcome::Failed(_) => {
+                let reason = match outcome {
+                    Outcome::Status(status) => status.to_string(),
+                    Outcome::Failed(reason) => reason,
+                    _ => unreachable!("matched above"),
+                };
+                // The page keeps its last state, and so do the pages only it links to.
+                if let Some(page) = known.get(url.as_str()) {
+                    enqueue(&mut seen, &page.links, &url, depth + 1);
+                }
+                report.failed.push((url.to_string(), reason));
+            }
             Outcome::NotHtml(kind) => report
                 .skipped
                 .push((url.to_string(), format!("not HTML ({kind})"))),
@@ -262,14 +281,14 @@ pub async fn crawl(
                 let final_url = normalize(final_url);
                 if final_url != url {
                     // A redirect: the page lives at its final URL, once.
-                    if !scope.contains(&final_url) {
+                    if !scope.contains(&final_url) || !robots.allowed(final_url.as_str()) {
                         report.skipped.push((
                             url.to_string(),
-                            format!("redirects out of scope to {final_url}"),
+                            format!("redirects out of scope or robots.txt to {final_url}"),
                         ));
                         continue;
                     }
-                    if !seen.insert(final_url.to_string()) && final_url != start {
+                    if !seen.insert(final_url.to_string()) && !(depth == 0 && url == start) {
                         report.skipped.push((
                             url.to_string(),
                             format!("redirects to {final_url}, already seen"),
@@ -298,35 +317,20 @@ pub async fn crawl(
                         .push((final_url.to_string(), "noindex".into()));
                     continue;
                 }
-                if let Some(canonical) = extracted
-                    .canonical
-                    .as_deref()
-                    .and_then(|c| final_url.join(c).ok())
-                    .map(normalize)
-                {
-                    if canonical != final_url && scope.contains(&canonical) {
-                        enqueue(&mut seen, &[canonical.to_string()], &final_url, depth);
-                        report
-                            .skipped
-                            .push((final_url.to_string(), format!("canonical is {canonical}")));
-                        continue;
-                    }
-                }
                 if extracted.is_empty() {
                     report
                         .skipped
                         .push((final_url.to_string(), "no text".into()));
                     continue;
                 }
-                let content_hash = hex::encode(Sha256::digest(extracted.full_text().as_bytes()));
-                let body_hash = hex::encode(Sha256::digest(extracted.body_text().as_bytes()));
-                if !bodies.insert(body_hash.clone()) {
-                    report
-                        .skipped
-                        .push((final_url.to_string(), "duplicate content".into()));
-                    continue;
-                }
-                report.pages.push(CrawledPage {
+                let (content_hash, body_hash) = super::page_hashes(&extracted);
+                let canonical = extracted
+                    .canonical
+                    .as_deref()
+                    .and_then(|c| final_url.join(c).ok())
+                    .map(normalize)
+                    .filter(|c| *c != final_url && scope.contains(c));
+                let page = CrawledPage {
                     url: final_url.to_string(),
                     extracted,
                     content_hash,
@@ -334,10 +338,38 @@ pub async fn crawl(
                     etag,
                     last_modified,
                     links,
-                });
+                };
+                if let Some(canonical) = canonical {
+                    // Index the canonical page instead; this one only if that fails.
+                    enqueue(&mut seen, &[canonical.to_string()], &final_url, depth);
+                    deferred.push((canonical.to_string(), page));
+                    continue;
+                }
+                if !emitted.insert(page.url.clone()) {
+                    continue;
+                }
+                if !bodies.insert(page.body_hash.clone()) {
+                    report.skipped.push((page.url, "duplicate content".into()));
+                    continue;
+                }
+                report.pages.push(page);
             }
         }
         crate::telemetry::failpoint("crawl");
+    }
+    for (canonical, page) in deferred {
+        let canonical_kept =
+            emitted.contains(&canonical) || report.not_modified.contains(&canonical);
+        if canonical_kept
+            || !emitted.insert(page.url.clone())
+            || !bodies.insert(page.body_hash.clone())
+        {
+            report
+                .skipped
+                .push((page.url, format!("canonical is {canonical}")));
+        } else {
+            report.pages.push(page);
+        }
     }
     // Concurrency can overshoot the page budget by the fetches in flight at the end.
     report

@@ -134,7 +134,7 @@ pub fn extract_html(html: &str) -> Extracted {
         .find_map(|css| doc.select(&select(css)).next())
         .unwrap_or_else(|| doc.root_element());
     let mut walker = Walker::default();
-    walker.walk(root);
+    walker.walk(root, 0);
     walker.flush_section();
     out.sections = walker.sections;
     if out.title.is_empty() {
@@ -196,7 +196,17 @@ pub fn extract_text(text: &str) -> Extracted {
     }
 }
 
+/// The target of a refresh that fires within 5 seconds; slower refreshes (a status page
+/// reloading itself) are not redirects.
 fn refresh_target(content: &str) -> Option<String> {
+    let delay: f32 = content
+        .split([';', ','])
+        .next()
+        .and_then(|d| d.trim().parse().ok())
+        .unwrap_or(0.0);
+    if delay > 5.0 {
+        return None;
+    }
     let lower = content.to_ascii_lowercase();
     let at = lower.find("url")?;
     let rest = content[at + 3..].trim_start();
@@ -217,8 +227,16 @@ struct Walker {
     line: String,
 }
 
+/// Deeper nesting than this is flattened to text: recursion must not overflow the stack on
+/// hostile pages (`"<span>".repeat(100_000)`).
+const MAX_DEPTH: usize = 200;
+
 impl Walker {
-    fn walk(&mut self, element: ElementRef<'_>) {
+    fn walk(&mut self, element: ElementRef<'_>, depth: usize) {
+        if depth > MAX_DEPTH {
+            self.push_inline(&element.text().collect::<String>());
+            return;
+        }
         for child in element.children() {
             match child.value() {
                 Node::Text(text) => self.push_inline(text),
@@ -247,19 +265,19 @@ impl Walker {
                     } else if tag == "li" {
                         self.end_line();
                         self.line.push_str("- ");
-                        self.walk(child_el);
+                        self.walk(child_el, depth + 1);
                         self.end_line();
                     } else if tag == "td" || tag == "th" {
                         if !self.line.is_empty() {
                             self.line.push_str(" | ");
                         }
-                        self.walk(child_el);
+                        self.walk(child_el, depth + 1);
                     } else if BLOCK_TAGS.contains(&tag) {
                         self.end_line();
-                        self.walk(child_el);
+                        self.walk(child_el, depth + 1);
                         self.end_line();
                     } else {
-                        self.walk(child_el);
+                        self.walk(child_el, depth + 1);
                     }
                 }
                 _ => {}
@@ -382,6 +400,14 @@ mod tests {
             page.sections[0].text,
             "fn main() {\n    x();\n}\nModel | Watts\nMini | 1000"
         );
+    }
+
+    #[test]
+    fn deep_nesting_and_slow_refreshes_are_not_traps() {
+        let html = format!("<main>{}deep text</main>", "<span>".repeat(100_000));
+        assert!(extract_html(&html).full_text().contains("deep text"));
+        let slow = r#"<meta http-equiv="refresh" content="300; url=/status"><main>live</main>"#;
+        assert_eq!(extract_html(slow).refresh_to, None);
     }
 
     #[test]

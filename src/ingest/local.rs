@@ -3,7 +3,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
-use sha2::{Digest, Sha256};
 use url::Url;
 
 use super::crawl::{CrawlReport, CrawledPage};
@@ -33,9 +32,18 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
             .collect::<Vec<_>>()
             .join("/");
         let url = match base_url {
-            Some(base) => base
-                .join(&rel_url)
-                .with_context(|| format!("cannot join {rel_url} to {base}"))?,
+            Some(base) => {
+                // Segment by segment, so `#`, `?`, `\\` or `:` in a file name stay in the path.
+                let mut url = base.clone();
+                url.path_segments_mut()
+                    .map_err(|_| anyhow::anyhow!("--base-url {base} cannot hold paths"))?
+                    .pop_if_empty()
+                    .extend(
+                        rel.components()
+                            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+                    );
+                url
+            }
             None => Url::from_file_path(path)
                 .map_err(|_| anyhow::anyhow!("cannot make a URL of {}", path.display()))?,
         };
@@ -94,8 +102,7 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
             report.skipped.push((url.to_string(), "no text".into()));
             continue;
         }
-        let content_hash = hex::encode(Sha256::digest(extracted.full_text().as_bytes()));
-        let body_hash = hex::encode(Sha256::digest(extracted.body_text().as_bytes()));
+        let (content_hash, body_hash) = super::page_hashes(&extracted);
         if !bodies.insert(body_hash.clone()) {
             report
                 .skipped

@@ -84,6 +84,22 @@ pub struct IngestSummary {
     pub seconds: f64,
 }
 
+/// Bumped whenever extraction, chunking or the embedder changes what a page turns into, so
+/// the next ingest re-embeds pages whose text did not change.
+const PIPELINE_VERSION: &str = "extract-1 chunk-200/40 minilm-l6-256";
+
+/// (content hash, body hash): the first decides whether a page changed since the last
+/// ingest, the second finds duplicate bodies under different URLs or titles.
+pub fn page_hashes(extracted: &extract::Extracted) -> (String, String) {
+    use sha2::{Digest, Sha256};
+    let mut content = Sha256::new();
+    content.update(PIPELINE_VERSION.as_bytes());
+    content.update(b"\n");
+    content.update(extracted.full_text().as_bytes());
+    let body = Sha256::digest(extracted.body_text().as_bytes());
+    (hex::encode(content.finalize()), hex::encode(body))
+}
+
 /// Texts embedded per progress step; each step is one blocking call into the embedder.
 const EMBED_STEP: usize = 128;
 

@@ -138,4 +138,16 @@ fn ingest_then_ask_through_the_binary_returns_cited_json() {
     let bots: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(bots[0]["id"], "zephyr");
     assert_eq!(bots[0]["name"], "Zephyr");
+
+    let deleted = docent(data.path())
+        .args(["bots", "delete", "zephyr", "--json"])
+        .output()
+        .unwrap();
+    assert!(deleted.status.success());
+    let list = docent(data.path())
+        .args(["bots", "list", "--json"])
+        .output()
+        .unwrap();
+    let bots: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(bots, serde_json::json!([]));
 }
