@@ -7,6 +7,11 @@ use docent::cli::{Cli, Command, ConfigCommand};
 use docent::config::{self, Config};
 use docent::{bench, commands, store};
 
+/// candle allocates a fresh buffer per tensor op; with glibc's malloc every large one is an
+/// mmap/munmap pair and a storm of page faults. mimalloc keeps and reuses that memory.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     docent::telemetry::init(cli.global.verbose);

@@ -160,10 +160,10 @@ pub fn attribute(answer: &str, sources: &[&str], hinted: &[usize]) -> Vec<usize>
                 Some((bi, bs)) if bs + 0.2 >= s => Some((bi, bs)),
                 _ => Some((i, s)),
             });
-        if let Some((i, _)) = best {
-            if !cited.contains(&(i + 1)) {
-                cited.push(i + 1);
-            }
+        if let Some((i, _)) = best
+            && !cited.contains(&(i + 1))
+        {
+            cited.push(i + 1);
         }
     }
     cited

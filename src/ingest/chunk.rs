@@ -63,11 +63,11 @@ pub fn chunk_sections(
             Some((chunk, used)) if *used + n_tokens <= spec.max_tokens => {
                 // Packing a later section: keep its own heading visible inside the text.
                 chunk.text.push_str("\n\n");
-                if section.heading_path != chunk.heading_path {
-                    if let Some(heading) = section.heading_path.last() {
-                        chunk.text.push_str(heading);
-                        chunk.text.push('\n');
-                    }
+                if section.heading_path != chunk.heading_path
+                    && let Some(heading) = section.heading_path.last()
+                {
+                    chunk.text.push_str(heading);
+                    chunk.text.push('\n');
                 }
                 chunk.text.push_str(text);
                 *used += n_tokens;

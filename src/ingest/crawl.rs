@@ -288,7 +288,8 @@ pub async fn crawl(
                         ));
                         continue;
                     }
-                    if !seen.insert(final_url.to_string()) && !(depth == 0 && url == start) {
+                    let is_start = depth == 0 && url == start;
+                    if !seen.insert(final_url.to_string()) && !is_start {
                         report.skipped.push((
                             url.to_string(),
                             format!("redirects to {final_url}, already seen"),
