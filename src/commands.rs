@@ -144,12 +144,16 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
         }
         if !answer.sources.is_empty() {
             writeln!(stdout, "\nSources:")?;
+            // Several cited passages may come from one page: list each page once.
+            let mut pages: Vec<(String, &str, &str)> = Vec::new();
             for source in &answer.sources {
-                writeln!(
-                    stdout,
-                    "[{}] {} — {}",
-                    source.index, source.title, source.url
-                )?;
+                match pages.iter_mut().find(|(_, _, url)| *url == source.url) {
+                    Some((marks, _, _)) => marks.push_str(&format!("[{}]", source.index)),
+                    None => pages.push((format!("[{}]", source.index), &source.title, &source.url)),
+                }
+            }
+            for (marks, title, url) in pages {
+                writeln!(stdout, "{marks} {title} — {url}")?;
             }
         }
     }

@@ -115,7 +115,11 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
             acc[lane] += ca[lane] * cb[lane];
         }
     }
-    let tail: f32 = a[chunks..].iter().zip(&b[chunks..]).map(|(x, y)| x * y).sum();
+    let tail: f32 = a[chunks..]
+        .iter()
+        .zip(&b[chunks..])
+        .map(|(x, y)| x * y)
+        .sum();
     acc.iter().sum::<f32>() + tail
 }
 
