@@ -357,7 +357,7 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         context_size: config.context_size,
     })?;
     let mut runs = Vec::new();
-    for _ in 0..if quick { 1 } else { 2 } {
+    for _ in 0..if quick { 1 } else { 3 } {
         let stats = generator.generate(&messages, &params, &mut |_| true)?;
         runs.push(stats);
     }
@@ -418,7 +418,7 @@ fn raw_llama(
     let prompt = model.apply_chat_template(&template, &chat, true)?;
     let tokens = model.vocab().tokenize(prompt.as_bytes(), false, true);
     let mut best: Option<(f64, f64, usize)> = None;
-    for _ in 0..2 {
+    for _ in 0..3 {
         ctx.clear_kv_cache();
         let started = Instant::now();
         let mut batch = LlamaBatch::new(tokens.len(), 1);

@@ -337,8 +337,8 @@ pub fn run_generation(
         if completion_tokens >= params.max_tokens || pos >= n_ctx {
             break Finish::Length;
         }
+        // `sample` applies the chain and accepts the token (llama_sampler_sample).
         let token = sampler.sample(ctx, batch.n_tokens() - 1);
-        sampler.accept(token);
         if vocab.is_eog(token) {
             break Finish::Stop;
         }
@@ -417,8 +417,8 @@ impl Generator for FakeGenerator {
         params: &GenParams,
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> anyhow::Result<GenStats> {
-        let prompt = messages.last().map(|m| m.content.as_str()).unwrap_or("");
-        let reply = match prompt.split("[1]").nth(1) {
+        let prompt: String = messages.iter().map(|m| m.content.as_str()).collect();
+        let reply = match prompt.split("\n[1] ").nth(1) {
             Some(rest) => {
                 let body = rest.lines().skip(1).collect::<Vec<_>>().join(" ");
                 let sentence = body.split_inclusive('.').next().unwrap_or("").trim();
@@ -440,7 +440,7 @@ impl Generator for FakeGenerator {
             }
         }
         Ok(GenStats {
-            prompt_tokens: self.count_tokens(prompt)?,
+            prompt_tokens: self.count_tokens(&prompt)?,
             completion_tokens,
             ttft_ms: 0.0,
             total_ms: 0.0,

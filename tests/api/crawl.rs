@@ -214,3 +214,42 @@ async fn invalid_utf8_and_redirects_are_handled() {
         "{summary:?}"
     );
 }
+
+#[tokio::test]
+async fn folder_ingest_cites_public_urls_and_skips_stubs_noindex_and_canonical_copies() {
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let request = IngestRequest {
+        bot: BotId::parse("site").unwrap(),
+        name: None,
+        source: Source::parse(
+            fixture("site").to_str().unwrap(),
+            Some("https://help.example/docs"),
+        )
+        .unwrap(),
+        crawl: options(),
+        chunk: ChunkSpec::default(),
+    };
+    ingest::run(
+        &store,
+        Arc::new(FakeEmbedder::default()),
+        request,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    let pages = page_paths(&store, "https://help.example/docs");
+    assert!(pages.contains("/returns.html"), "{pages:?}");
+    assert!(pages.contains("/guides/descaling.html"), "{pages:?}");
+    for skipped in [
+        "/old-shipping.html",
+        "/noindex.html",
+        "/canonical.html",
+        "/shipping-copy.html",
+    ] {
+        assert!(
+            !pages.contains(skipped),
+            "{skipped} should be skipped: {pages:?}"
+        );
+    }
+}

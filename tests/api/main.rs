@@ -2,6 +2,8 @@
 
 mod helpers;
 
+mod answer;
+
 mod cli;
 mod crash;
 mod crawl;
