@@ -348,8 +348,6 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
 
-    // Raw reference first: llama-cpp-2 calls with nothing of docent around them.
-    let raw = raw_llama(config, &messages, max_tokens)?;
     let rss_before = rss_mib();
     let generator = LlamaGenerator::start(LlamaConfig {
         model_path: config.model_path.clone(),
@@ -361,13 +359,19 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         let stats = generator.generate(&messages, &params, &mut |_| true)?;
         runs.push(stats);
     }
+    let rss_loaded = rss_mib();
+    drop(generator);
     let best = runs
         .iter()
         .min_by(|a, b| a.total_ms.total_cmp(&b.total_ms))
         .context("no runs")?;
     let prompt_tok_s = best.prompt_tokens as f64 / (best.ttft_ms / 1000.0);
-    let gen_tok_s = (best.completion_tokens.saturating_sub(1)) as f64
-        / ((best.total_ms - best.ttft_ms) / 1000.0);
+    // After the first token each step is one decode and one sample: `completion_tokens`
+    // decodes follow the first token (the last sample being end-of-generation or the cap).
+    let gen_tok_s = best.completion_tokens as f64 / ((best.total_ms - best.ttft_ms) / 1000.0);
+    // The reference: llama-cpp-2 calls with nothing of docent around them, generating the
+    // same number of tokens over the same prompt.
+    let raw = raw_llama(config, &messages, best.completion_tokens + 1)?;
     let raw_prompt = raw["prompt_tok_s"].as_f64().unwrap_or(0.0);
     let raw_gen = raw["generation_tok_s"].as_f64().unwrap_or(0.0);
     let raw_ttft = raw["ttft_ms"].as_f64().unwrap_or(0.0);
@@ -385,7 +389,7 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         "generation_vs_raw": ratio(gen_tok_s, raw_gen),
         "ttft_vs_raw": ratio(best.ttft_ms, raw_ttft),
         "prompt_vs_raw": ratio(prompt_tok_s, raw_prompt),
-        "rss_mib_with_model_loaded": rss_mib(),
+        "rss_mib_with_model_loaded": rss_loaded,
         "rss_mib_before_load": rss_before,
     }))
 }
