@@ -307,11 +307,13 @@ pub async fn crawl(
                         .push((final_url.to_string(), "meta refresh redirect stub".into()));
                     continue;
                 }
-                let mut links = Vec::new();
-                if !extracted.nofollow {
-                    enqueue(&mut seen, &extracted.links, &final_url, depth + 1);
-                    links = absolute_links(&extracted.links, &final_url, &scope);
-                }
+                // Resolved once: followed now, and stored for the next crawl's 304s.
+                let links = if extracted.nofollow {
+                    Vec::new()
+                } else {
+                    absolute_links(&extracted.links, &final_url, &scope)
+                };
+                enqueue(&mut seen, &links, &final_url, depth + 1);
                 if extracted.noindex || noindex_header {
                     report
                         .skipped
