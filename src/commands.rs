@@ -19,7 +19,9 @@ use crate::retrieval::Retriever;
 use crate::store::Store;
 
 pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    Ok(Arc::new(MiniLm::load(&config.embedder_dir())?))
+    Ok(Arc::new(
+        MiniLm::load(&config.embedder_dir())?.with_threads(config.threads),
+    ))
 }
 
 pub fn load_generator(config: &Config) -> anyhow::Result<LlamaGenerator> {

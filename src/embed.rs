@@ -1,5 +1,7 @@
-//! Sentence embeddings: the `Embedder` seam, the candle MiniLM implementation, and a
-//! deterministic fake for fast tests.
+//! Sentence embeddings: the `Embedder` seam, MiniLM on docent's packed encoder (with
+//! candle-transformers' `BertModel` as its reference), and a deterministic fake for tests.
+
+mod bert;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -7,8 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
-use candle_transformers::models::bert::{BertModel, Config};
-use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
+use tokenizers::{Tokenizer, TruncationParams};
+
+use bert::{Bert, Shape};
 
 /// Texts embedded per forward pass.
 pub const BATCH_SIZE: usize = 32;
@@ -24,72 +28,175 @@ pub trait Embedder: Send + Sync {
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)>;
 }
 
-/// all-MiniLM-L6-v2 on candle: BERT, mean pooling over the attention mask, L2 norm.
+/// all-MiniLM-L6-v2: BERT, mean pooling, L2 norm, on docent's packed CPU encoder
+/// (`bert.rs`), with weights and tokenizer as shipped.
 pub struct MiniLm {
-    model: BertModel,
-    tokenizer: Tokenizer,
-    /// The same vocabulary without padding or truncation, for measuring whole texts.
-    span_tokenizer: Tokenizer,
-    device: Device,
-    dim: usize,
-    max_tokens: usize,
+    bert: Bert,
+    tokenizers: Tokenizers,
+    threads: usize,
 }
 
 impl MiniLm {
     /// Loads `config.json`, `tokenizer.json` and `model.safetensors` from `dir`.
     pub fn load(dir: &Path) -> anyhow::Result<MiniLm> {
-        let read = |name: &str| {
-            std::fs::read(dir.join(name)).with_context(|| {
-                format!(
-                    "failed to read {} (run `make models`)",
-                    dir.join(name).display()
-                )
-            })
+        let config = read_config(dir)?;
+        if !matches!(config.hidden_act, HiddenAct::Gelu)
+            || !matches!(
+                config.position_embedding_type,
+                PositionEmbeddingType::Absolute
+            )
+        {
+            bail!(
+                "unsupported embedder: docent runs BERT models with erf GELU and absolute positions"
+            );
+        }
+        let tokenizers = Tokenizers::load(dir, &config)?;
+        let shape = Shape {
+            hidden: config.hidden_size,
+            heads: config.num_attention_heads,
+            intermediate: config.intermediate_size,
+            layers: config.num_hidden_layers,
+            max_positions: config.max_position_embeddings,
+            eps: config.layer_norm_eps as f32,
         };
-        let config: Config = serde_json::from_slice(&read("config.json")?)
-            .context("invalid embedder config.json")?;
-        let mut tokenizer = Tokenizer::from_bytes(read("tokenizer.json")?)
+        let bert = Bert::load(&dir.join("model.safetensors"), shape)
+            .context("failed to load MiniLM weights")?;
+        Ok(MiniLm {
+            bert,
+            tokenizers,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        })
+    }
+
+    /// Threads one batch is spread over (default: all cores).
+    pub fn with_threads(mut self, threads: usize) -> MiniLm {
+        self.threads = threads.max(1);
+        self
+    }
+}
+
+impl Embedder for MiniLm {
+    fn dim(&self) -> usize {
+        self.bert.hidden()
+    }
+
+    fn max_tokens(&self) -> usize {
+        self.tokenizers.max_tokens
+    }
+
+    fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let mut out = Vec::with_capacity(texts.len());
+        for batch in texts.chunks(BATCH_SIZE) {
+            let ids = self.tokenizers.encode(batch)?;
+            out.extend(self.bert.embed(&ids, self.threads)?);
+        }
+        Ok(out)
+    }
+
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        self.tokenizers.token_spans(text)
+    }
+}
+
+/// The model's tokenizer twice: truncating at the model's input limit, for embedding; and
+/// untruncated, for measuring whole texts when chunking.
+struct Tokenizers {
+    tokenizer: Tokenizer,
+    span_tokenizer: Tokenizer,
+    max_tokens: usize,
+}
+
+impl Tokenizers {
+    fn load(dir: &Path, config: &Config) -> anyhow::Result<Tokenizers> {
+        let mut tokenizer = Tokenizer::from_bytes(read(dir, "tokenizer.json")?)
             .map_err(|e| anyhow::anyhow!("invalid tokenizer.json: {e}"))?;
-        // The shipped tokenizer pads and truncates at a fixed 128; pad to each batch's
-        // longest instead and truncate at 256 tokens, the length the model was tuned on.
+        // The shipped tokenizer pads and truncates at a fixed 128; truncate at 256 tokens
+        // instead, the length the model was tuned on, and never pad (callers pack or pad).
         let max_tokens = 256.min(config.max_position_embeddings);
+        tokenizer.with_padding(None);
         let mut span_tokenizer = tokenizer.clone();
-        span_tokenizer.with_padding(None);
         span_tokenizer
             .with_truncation(None)
             .map_err(|e| anyhow::anyhow!("tokenizer truncation: {e}"))?;
-        tokenizer.with_padding(Some(PaddingParams::default()));
         tokenizer
             .with_truncation(Some(TruncationParams {
                 max_length: max_tokens,
                 ..Default::default()
             }))
             .map_err(|e| anyhow::anyhow!("tokenizer truncation: {e}"))?;
-        let device = Device::Cpu;
-        let vb = mmap_weights(&dir.join("model.safetensors"), &device)?;
-        let model = BertModel::load(vb, &config).context("failed to load MiniLM weights")?;
-        Ok(MiniLm {
-            model,
+        Ok(Tokenizers {
             tokenizer,
             span_tokenizer,
-            device,
-            dim: config.hidden_size,
             max_tokens,
         })
     }
 
-    fn embed_batch(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+    /// Token ids with special tokens, truncated, unpadded.
+    fn encode(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<u32>>> {
         let encodings = self
             .tokenizer
             .encode_batch(texts.to_vec(), true)
             .map_err(|e| anyhow::anyhow!("tokenization failed: {e}"))?;
-        let n = encodings.len();
-        let len = encodings[0].get_ids().len();
+        Ok(encodings.iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        match self.span_tokenizer.encode(text, false) {
+            Ok(enc) => enc.get_offsets().to_vec(),
+            Err(_) => word_spans(text),
+        }
+    }
+}
+
+fn read(dir: &Path, name: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(dir.join(name)).with_context(|| {
+        format!(
+            "failed to read {} (run `make models`)",
+            dir.join(name).display()
+        )
+    })
+}
+
+fn read_config(dir: &Path) -> anyhow::Result<Config> {
+    serde_json::from_slice(&read(dir, "config.json")?).context("invalid embedder config.json")
+}
+
+/// The same model through candle-transformers' `BertModel`: batches padded to their
+/// longest, one candle op at a time. The reference the packed encoder is tested and
+/// benchmarked against.
+pub struct CandleMiniLm {
+    model: BertModel,
+    tokenizers: Tokenizers,
+    device: Device,
+    dim: usize,
+}
+
+impl CandleMiniLm {
+    pub fn load(dir: &Path) -> anyhow::Result<CandleMiniLm> {
+        let config = read_config(dir)?;
+        let tokenizers = Tokenizers::load(dir, &config)?;
+        let device = Device::Cpu;
+        let vb = mmap_weights(&dir.join("model.safetensors"), &device)?;
+        let model = BertModel::load(vb, &config).context("failed to load MiniLM weights")?;
+        Ok(CandleMiniLm {
+            model,
+            tokenizers,
+            device,
+            dim: config.hidden_size,
+        })
+    }
+
+    fn embed_batch(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let encoded = self.tokenizers.encode(texts)?;
+        let n = encoded.len();
+        let len = encoded.iter().map(Vec::len).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(n * len);
         let mut mask = Vec::with_capacity(n * len);
-        for enc in &encodings {
-            ids.extend_from_slice(enc.get_ids());
-            mask.extend_from_slice(enc.get_attention_mask());
+        for seq in &encoded {
+            ids.extend_from_slice(seq);
+            ids.extend(std::iter::repeat_n(0u32, len - seq.len()));
+            mask.extend(std::iter::repeat_n(1u32, seq.len()));
+            mask.extend(std::iter::repeat_n(0u32, len - seq.len()));
         }
         let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
         let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
@@ -105,25 +212,13 @@ impl MiniLm {
     }
 }
 
-/// Memory-maps the safetensors file. candle's mmap constructor is `unsafe` because the file
-/// must not change while mapped; docent only maps its own verified model files.
-fn mmap_weights(path: &Path, device: &Device) -> anyhow::Result<VarBuilder<'static>> {
-    if !path.is_file() {
-        bail!("missing {} (run `make models`)", path.display());
-    }
-    // SAFETY: the weights file is written once by `make models` and never modified in place.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
-        .with_context(|| format!("failed to map {}", path.display()))?;
-    Ok(vb)
-}
-
-impl Embedder for MiniLm {
+impl Embedder for CandleMiniLm {
     fn dim(&self) -> usize {
         self.dim
     }
 
     fn max_tokens(&self) -> usize {
-        self.max_tokens
+        self.tokenizers.max_tokens
     }
 
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -142,11 +237,20 @@ impl Embedder for MiniLm {
     }
 
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
-        match self.span_tokenizer.encode(text, false) {
-            Ok(enc) => enc.get_offsets().to_vec(),
-            Err(_) => word_spans(text),
-        }
+        self.tokenizers.token_spans(text)
     }
+}
+
+/// Memory-maps the safetensors file. candle's mmap constructor is `unsafe` because the file
+/// must not change while mapped; docent only maps its own verified model files.
+fn mmap_weights(path: &Path, device: &Device) -> anyhow::Result<VarBuilder<'static>> {
+    if !path.is_file() {
+        bail!("missing {} (run `make models`)", path.display());
+    }
+    // SAFETY: the weights file is written once by `make models` and never modified in place.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[path], DType::F32, device) }
+        .with_context(|| format!("failed to map {}", path.display()))?;
+    Ok(vb)
 }
 
 /// A deterministic bag-of-words embedder: words hashed into buckets. Similar texts get
