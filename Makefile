@@ -27,7 +27,7 @@ endif
 BUILD_ENV := $(GGML_ENV) CARGO_TARGET_DIR=$(TARGET_DIR)
 BIN := $(TARGET_DIR)/release/docent
 
-.PHONY: all models models-test build run test bench
+.PHONY: all models models-test build run test bench lint
 
 all: build
 
@@ -57,6 +57,11 @@ run: models build
 
 test: models-test $(TARGET_DIR)/.ggml-flags
 	$(BUILD_ENV) $(CARGO) test --release --locked
+
+# Same environment as the build, so llama-cpp-sys-2's build script is not re-run.
+lint: $(TARGET_DIR)/.ggml-flags
+	$(CARGO) fmt --check
+	$(BUILD_ENV) $(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 # Every number beside a reference from the same run. The portable build (a second full
 # build, into target/portable) is the reference for the host-CPU llama.cpp flags.

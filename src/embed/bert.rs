@@ -72,7 +72,7 @@ impl Bert {
         if !path.is_file() {
             bail!("missing {} (run `make models`)", path.display());
         }
-        if shape.heads == 0 || shape.hidden % shape.heads != 0 {
+        if shape.heads == 0 || !shape.hidden.is_multiple_of(shape.heads) {
             bail!(
                 "hidden size {} is not a multiple of {} heads",
                 shape.hidden,
