@@ -187,21 +187,27 @@ impl Bert {
             }
             return Ok(out);
         }
-        let results: Vec<(Vec<usize>, Vec<Vec<f32>>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = groups
-                .into_iter()
-                .map(|group| {
-                    scope.spawn(move || {
-                        let vectors = self.run_group(sequences, &group);
-                        (group, vectors)
+        let results: Vec<(Vec<usize>, Vec<Vec<f32>>)> =
+            std::thread::scope(|scope| -> anyhow::Result<_> {
+                let handles: Vec<_> = groups
+                    .into_iter()
+                    .map(|group| {
+                        std::thread::Builder::new()
+                            .name("docent-embed".into())
+                            .spawn_scoped(scope, move || {
+                                let vectors = self.run_group(sequences, &group);
+                                (group, vectors)
+                            })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("embedding thread panicked"))
-                .collect()
-        });
+                    .collect::<Result<_, _>>()?;
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .map_err(|_| anyhow::anyhow!("an embedding thread panicked"))
+                    })
+                    .collect::<anyhow::Result<Vec<_>>>()
+            })?;
         for (group, vectors) in results {
             for (i, v) in group.into_iter().zip(vectors) {
                 out[i] = v;
@@ -402,7 +408,8 @@ fn forward(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
             for row in x[offsets[s] * h..offsets[s + 1] * h].chunks_exact(h) {
                 add(&mut pooled, row);
             }
-            let norm = pooled.iter().map(|v| v * v).sum::<f32>().sqrt();
+            // The mean's division by the token count cancels in the normalisation.
+            let norm = lane_sum(&pooled, |v| v * v).sqrt();
             if norm > 0.0 {
                 pooled.iter_mut().for_each(|v| *v /= norm);
             }
@@ -453,11 +460,44 @@ fn add(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Sum over `LANES` partial sums: a float reduction the compiler can vectorise (a plain
+/// `iter().sum()` must keep its sequential order and stays scalar).
+#[inline(always)]
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a += f(v);
+        }
+    }
+    acc.iter().sum::<f32>() + tail.iter().map(|&v| f(v)).sum::<f32>()
+}
+
+#[inline(always)]
+fn lane_max(values: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = values.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (a, &v) in acc.iter_mut().zip(chunk) {
+            *a = if v > *a { v } else { *a };
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .copied()
+        .fold(f32::NEG_INFINITY, f32::max)
+}
+
 #[inline(always)]
 fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
     let n = row.len() as f32;
-    let mean = row.iter().sum::<f32>() / n;
-    let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+    let mean = lane_sum(row, |v| v) / n;
+    let var = lane_sum(row, |v| (v - mean) * (v - mean)) / n;
     let inv = 1.0 / (var + eps).sqrt();
     for ((v, w), b) in row.iter_mut().zip(&norm.weight).zip(&norm.bias) {
         *v = (*v - mean) * inv * w + b;
@@ -466,13 +506,11 @@ fn layer_norm(row: &mut [f32], norm: &Norm, eps: f32) {
 
 #[inline(always)]
 fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
+    let max = lane_max(row);
     for v in row.iter_mut() {
         *v = exp(*v - max);
-        sum += *v;
     }
-    let inv = 1.0 / sum;
+    let inv = 1.0 / lane_sum(row, |v| v);
     row.iter_mut().for_each(|v| *v *= inv);
 }
 
@@ -480,8 +518,9 @@ fn softmax(row: &mut [f32]) {
 /// that loops over it vectorise.
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    let x = x.clamp(-87.0, 0.0);
-    let n = (x * std::f32::consts::LOG2_E).round();
+    // max/min (not clamp): a NaN input becomes -87 rather than reaching the int conversion.
+    let x = x.max(-87.0).min(0.0);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
     let mut p = 1.987_569_1e-4f32;
     p = p * r + 1.398_2e-3;
@@ -490,7 +529,9 @@ pub fn exp(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let e = p * r * r + r + 1.0;
-    e * f32::from_bits(((n as i32 + 127) as u32) << 23)
+    // SAFETY: n is an integer in [-126, 0] (x is in [-87, 0]), so the conversion is exact.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    e * f32::from_bits(((n + 127) as u32) << 23)
 }
 
 /// GELU with the exact erf form BERT was trained with; erf by Abramowitz & Stegun 7.1.26
@@ -520,6 +561,8 @@ mod tests {
                 "exp({x}) = {got}, std gives {want}"
             );
         }
+        assert_eq!(exp(f32::NAN), exp(-87.0));
+        assert_eq!(exp(5.0), 1.0, "the domain is x <= 0");
     }
 
     #[test]
