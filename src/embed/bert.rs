@@ -519,6 +519,7 @@ fn softmax(row: &mut [f32]) {
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     // max/min (not clamp): a NaN input becomes -87 rather than reaching the int conversion.
+    #[allow(clippy::manual_clamp)]
     let x = x.max(-87.0).min(0.0);
     let n = (x * std::f32::consts::LOG2_E).round_ties_even();
     let r = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
