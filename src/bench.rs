@@ -283,6 +283,7 @@ async fn bench_ingest(book: &Path, embedder: Arc<MiniLm>) -> anyhow::Result<Valu
         },
         crawl: CrawlOptions::default(),
         chunk: ChunkSpec::default(),
+        test: false,
     };
     let started = Instant::now();
     let summary = ingest::run(&store, embedder.clone(), request, &ProgressBar::hidden()).await?;

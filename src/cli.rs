@@ -51,6 +51,11 @@ pub enum Command {
     /// List, show or delete bots
     #[command(subcommand)]
     Bots(BotsCommand),
+    /// Run the REST API (and, later, the widget) on one port
+    Serve(ServeArgs),
+    /// Create, list, revoke and rotate API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Measure ingest, embedding, search and generation speed against references
     Bench(BenchArgs),
     /// Configuration helpers
@@ -96,6 +101,9 @@ pub struct IngestArgs {
     /// Print one JSON summary instead of a progress bar
     #[arg(long)]
     pub json: bool,
+    /// Create the bot in test mode: only `sk_test_`/`pk_test_` keys reach it
+    #[arg(long)]
+    pub test: bool,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +149,74 @@ pub enum BotsCommand {
     /// Delete a bot and everything indexed for it
     Delete {
         id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on
+    #[arg(long, env = "DOCENT_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// HTTP worker threads
+    #[arg(long, env = "DOCENT_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+    /// Largest request body, in bytes
+    #[arg(long, env = "DOCENT_MAX_BODY_BYTES", default_value_t = 65536)]
+    pub max_body_bytes: usize,
+    /// Longest chat message, in characters
+    #[arg(long, env = "DOCENT_MAX_MESSAGE_CHARS", default_value_t = 4000)]
+    pub max_message_chars: usize,
+    /// Chat requests admitted at once (generating or waiting); beyond it, 503
+    #[arg(long, env = "DOCENT_MAX_QUEUE", default_value_t = 16)]
+    pub max_queue: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key; prints it once
+    Create {
+        /// Admin key: every bot, plus keys and bot management
+        #[arg(long)]
+        admin: bool,
+        /// Bot the key may use (repeat for several)
+        #[arg(long = "bot")]
+        bots: Vec<String>,
+        /// Public widget token (`pk_`): one bot's chat, from the given origins only
+        #[arg(long)]
+        public: bool,
+        /// Origin a public key may be used from, e.g. https://site.example (repeatable)
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// Test-mode key (`sk_test_`): reaches only test bots
+        #[arg(long)]
+        test: bool,
+        /// A label to recognise the key by
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never the keys themselves)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once
+    Revoke {
+        /// Key id (`key_…`)
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new key with the same powers; the old one keeps working for the overlap
+    Rotate {
+        /// Key id (`key_…`)
+        id: String,
+        /// How long the old key stays valid: 90s, 30m, 24h, 7d
+        #[arg(long, default_value = "24h")]
+        overlap: String,
         #[arg(long)]
         json: bool,
     },

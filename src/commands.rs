@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::chat::{self, AskOptions};
-use crate::cli::{AskArgs, BotsCommand, IngestArgs};
+use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
 use crate::domain::BotId;
 use crate::embed::{Embedder, MiniLm};
@@ -66,6 +66,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
             ..CrawlOptions::default()
         },
         chunk: ChunkSpec::default(),
+        test: args.test,
     };
     let result = ingest::run(&store, embedder, request, &progress).await;
     progress.finish_and_clear();
@@ -216,4 +217,205 @@ pub fn bots(config: &Config, command: BotsCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::open(&config.data_dir)?;
+    let print = |json: bool, value: serde_json::Value, text: String| {
+        if json {
+            println!("{value}");
+        } else {
+            println!("{text}");
+        }
+    };
+    match command {
+        KeysCommand::Create {
+            admin,
+            bots,
+            public,
+            origins,
+            test,
+            name,
+            json,
+        } => {
+            let (key, record) =
+                crate::server::api::make_key(admin, &bots, public, &origins, test, name)
+                    .map_err(anyhow::Error::msg)?;
+            store.put_key(&record)?;
+            let mut value = crate::server::api::key_json(&record);
+            value["key"] = json!(key);
+            print(
+                json,
+                value,
+                format!(
+                    "{key}\n(key id {}; shown once, stored only as a hash)",
+                    record.id
+                ),
+            );
+        }
+        KeysCommand::List { json } => {
+            let keys = store.list_keys()?;
+            if json {
+                let data: Vec<_> = keys.iter().map(crate::server::api::key_json).collect();
+                println!("{}", json!({"data": data}));
+            } else if keys.is_empty() {
+                println!("no keys yet: `docent keys create --admin` makes one");
+            } else {
+                let now = crate::telemetry::unix_now();
+                for key in keys {
+                    let scope = match &key.scope {
+                        crate::keys::KeyScope::Admin => "admin".to_string(),
+                        crate::keys::KeyScope::Bots(b) => {
+                            b.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(",")
+                        }
+                    };
+                    let status = if key.revoked.is_some() {
+                        "revoked"
+                    } else if !key.is_active(now) {
+                        "expired"
+                    } else if key.expires.is_some() {
+                        "expiring"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{:<14} {:<22} {:<9} {:<20} {}",
+                        key.id,
+                        key.display_prefix(),
+                        status,
+                        scope,
+                        key.name.unwrap_or_default()
+                    );
+                }
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let mut record = store.get_key(&id)?;
+            if record.revoked.is_none() {
+                record.revoked = Some(crate::telemetry::unix_now());
+                store.put_key(&record)?;
+            }
+            print(
+                json,
+                crate::server::api::key_json(&record),
+                format!("revoked {id}"),
+            );
+        }
+        KeysCommand::Rotate { id, overlap, json } => {
+            let overlap = parse_duration(&overlap)?;
+            let old = store.get_key(&id)?;
+            let (key, old, new) =
+                crate::server::api::rotate(old, overlap.as_secs()).map_err(anyhow::Error::msg)?;
+            store.put_keys(&[&old, &new])?;
+            let mut value = crate::server::api::key_json(&new);
+            value["key"] = json!(key);
+            value["replaces"] = crate::server::api::key_json(&old);
+            print(
+                json,
+                value,
+                format!(
+                    "{key}\n(key id {}; {id} stays valid for {}s more)",
+                    new.id,
+                    overlap.as_secs()
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"))?;
+    let seconds = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => anyhow::bail!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"),
+    };
+    Ok(Duration::from_secs(seconds))
+}
+
+/// `docent serve`: bind, make the first admin key if there is none, load the models in the
+/// background, serve until SIGINT/SIGTERM.
+pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()> {
+    use crate::server::{self, AppState, Engine, Limits};
+    let store = Store::open(&config.data_dir)?;
+    let marker = config.data_dir.join(server::SERVE_MARKER);
+    std::fs::write(&marker, format!("{}\n", std::process::id()))
+        .with_context(|| format!("failed to write {}", marker.display()))?;
+    let _remove_marker = RemoveOnDrop(marker);
+    if let Some(path) = server::bootstrap_admin_key(&store, &config.data_dir)? {
+        eprintln!(
+            "created the first admin key; it is in {} (readable only by this user)",
+            path.display()
+        );
+    }
+    let listener = std::net::TcpListener::bind(&args.bind)
+        .with_context(|| format!("failed to listen on {}", args.bind))?;
+    let address = listener.local_addr()?;
+    let options = AskOptions {
+        top_k: config.top_k.max(1),
+        min_score: config.min_score,
+        generation: GenParams {
+            max_tokens: config.max_tokens.max(1),
+            temperature: config.temperature,
+            ..GenParams::default()
+        },
+    };
+    let limits = Limits {
+        max_body_bytes: args.max_body_bytes.max(1024),
+        max_message_chars: args.max_message_chars.max(1),
+        max_queue: args.max_queue.max(1),
+    };
+    let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
+    let config = config.clone();
+    actix_web::rt::System::new().block_on(async move {
+        let server = server::server(state.clone(), listener, args.workers)?;
+        eprintln!("docent listening on http://{address} (loading models…)");
+        let handle = server.handle();
+        let failure = Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
+        let failed = failure.clone();
+        actix_web::rt::task::spawn_blocking(move || {
+            let loaded = (|| -> anyhow::Result<Engine> {
+                let embedder = load_embedder(&config)?;
+                let generator = load_generator(&config)?;
+                Ok(Engine {
+                    retriever: Arc::new(Retriever::new(store, embedder)),
+                    generator: Arc::new(generator),
+                })
+            })();
+            match loaded {
+                Ok(engine) => {
+                    let _ = state.engine.set(engine);
+                    eprintln!("docent ready on http://{address}");
+                }
+                Err(e) => {
+                    *failed.lock().expect("failure lock") = Some(e);
+                    futures::executor::block_on(handle.stop(false));
+                }
+            }
+        });
+        server.await.context("server failed")?;
+        match failure.lock().expect("failure lock").take() {
+            Some(e) => Err(e.context("failed to load the models")),
+            None => Ok(()),
+        }
+    })
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }

@@ -57,6 +57,9 @@ pub struct Bot {
     pub updated_unix: u64,
     pub pages: u64,
     pub chunks: u64,
+    /// A test-mode bot: reachable only with `sk_test_`/`pk_test_` keys.
+    #[serde(default)]
+    pub test: bool,
 }
 
 /// One indexed page of a bot.
@@ -102,6 +105,40 @@ impl Chunk {
         out.push_str(&self.text);
         out
     }
+}
+
+/// A conversation between one visitor and one bot, remembered by the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// `conv_` + base62.
+    pub id: String,
+    pub bot_id: BotId,
+    pub user_id: Option<String>,
+    /// `open` (the bot answers) or `handed_off` (a person does).
+    pub state: String,
+    /// The key that started it: public keys may read only their own conversations.
+    pub key_id: String,
+    pub created: u64,
+    pub updated: u64,
+}
+
+/// One message of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// `msg_` + base62.
+    pub id: String,
+    /// `user`, `assistant` or `agent`.
+    pub role: String,
+    pub content: String,
+    /// The sources an assistant message cites.
+    #[serde(default)]
+    pub sources: Vec<crate::chat::SourceRef>,
+    pub created: u64,
+    /// Assistant messages: whether the answer came from the sources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finish_reason: Option<String>,
 }
 
 #[cfg(test)]

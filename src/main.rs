@@ -18,12 +18,20 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
             // A database held by another process is an expected condition with its own code.
-            let locked = e
-                .downcast_ref::<store::Error>()
-                .is_some_and(|e| matches!(e, store::Error::Locked(_)));
-            ExitCode::from(if locked { 2 } else { 1 })
+            if let Some(store::Error::Locked(dir)) = e.downcast_ref::<store::Error>() {
+                if dir.join(docent::server::SERVE_MARKER).exists() {
+                    eprintln!(
+                        "error: docent serve is running on {}; use the API",
+                        dir.display()
+                    );
+                } else {
+                    eprintln!("error: {e:#}");
+                }
+                return ExitCode::from(2);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }
@@ -41,6 +49,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => runtime.block_on(commands::ingest(&config, args)),
         Command::Ask(args) => commands::ask(&config, args),
         Command::Bots(command) => commands::bots(&config, command),
+        Command::Keys(command) => commands::keys(&config, command),
+        Command::Serve(args) => {
+            drop(runtime);
+            commands::serve(&config, args)
+        }
         Command::Bench(args) => runtime.block_on(bench::run(&config, args)),
         Command::Config(_) => unreachable!("handled above"),
     }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::domain::{Bot, BotId, Chunk, Page};
+use crate::domain::{Bot, BotId, Chunk, Conversation, Message, Page};
+use crate::keys::ApiKey;
 
 const BOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("bots");
 /// Keyed by (bot id, page url).
@@ -18,6 +19,11 @@ const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("chunks");
 /// Little-endian f32s, L2-normalised.
 const VECTORS: TableDefinition<u64, &[u8]> = TableDefinition::new("vectors");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// API keys by id (`key_…`); records hold hashes, never keys.
+const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
+/// Keyed by (conversation id, position in the conversation).
+const MESSAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("messages");
 
 const NEXT_CHUNK_ID: &str = "next_chunk_id";
 pub const DB_FILE: &str = "docent.redb";
@@ -30,6 +36,10 @@ pub enum Error {
         "the database in {0} is in use by another docent process (is `docent serve` running on it?)"
     )]
     Locked(PathBuf),
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    #[error("key {0} not found")]
+    KeyNotFound(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -82,6 +92,10 @@ impl Store {
             txn.open_table(CHUNKS).context("chunks table")?;
             txn.open_table(VECTORS).context("vectors table")?;
             txn.open_table(META).context("meta table")?;
+            txn.open_table(KEYS).context("keys table")?;
+            txn.open_table(CONVERSATIONS)
+                .context("conversations table")?;
+            txn.open_table(MESSAGES).context("messages table")?;
         }
         txn.commit().context("failed to commit schema")?;
         Ok(Store { db: Arc::new(db) })
@@ -241,6 +255,176 @@ impl Store {
         }
         txn.commit().context("failed to commit delete")?;
         Ok(())
+    }
+}
+
+impl Store {
+    // ---- keys ----
+
+    pub fn put_key(&self, key: &ApiKey) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut keys = txn.open_table(KEYS).context("open keys")?;
+            keys.insert(key.id.as_str(), encode(key)?.as_slice())
+                .context("write key")?;
+        }
+        txn.commit().context("failed to commit key")?;
+        Ok(())
+    }
+
+    /// Writes several keys at once (a rotation: the new key and the old one's deadline).
+    pub fn put_keys(&self, records: &[&ApiKey]) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut keys = txn.open_table(KEYS).context("open keys")?;
+            for key in records {
+                keys.insert(key.id.as_str(), encode(key)?.as_slice())
+                    .context("write key")?;
+            }
+        }
+        txn.commit().context("failed to commit keys")?;
+        Ok(())
+    }
+
+    pub fn get_key(&self, id: &str) -> Result<ApiKey> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(KEYS).context("open keys")?;
+        let raw = table.get(id).context("read key")?;
+        match raw {
+            Some(raw) => decode(raw.value()),
+            None => Err(Error::KeyNotFound(id.to_string())),
+        }
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<ApiKey>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(KEYS).context("open keys")?;
+        let mut out = Vec::new();
+        for entry in table.iter().context("iterate keys")? {
+            let (_, raw) = entry.context("read key")?;
+            out.push(decode(raw.value())?);
+        }
+        Ok(out)
+    }
+
+    // ---- conversations ----
+
+    pub fn get_conversation(&self, id: &str) -> Result<Conversation> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn
+            .open_table(CONVERSATIONS)
+            .context("open conversations")?;
+        let raw = table.get(id).context("read conversation")?;
+        match raw {
+            Some(raw) => decode(raw.value()),
+            None => Err(Error::ConversationNotFound(id.to_string())),
+        }
+    }
+
+    /// Conversations matching the filters, oldest first, starting after the id `after`.
+    pub fn list_conversations(
+        &self,
+        bot: Option<&BotId>,
+        user: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn
+            .open_table(CONVERSATIONS)
+            .context("open conversations")?;
+        let mut out = Vec::new();
+        let range = match after {
+            Some(after) => {
+                table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+            }
+            None => table.range::<&str>(..),
+        }
+        .context("range conversations")?;
+        for entry in range {
+            let (_, raw) = entry.context("read conversation")?;
+            let conversation: Conversation = decode(raw.value())?;
+            if bot.is_some_and(|b| &conversation.bot_id != b)
+                || user.is_some_and(|u| conversation.user_id.as_deref() != Some(u))
+            {
+                continue;
+            }
+            out.push(conversation);
+            if out.len() == limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// A conversation's messages in order.
+    pub fn messages(&self, conversation: &str) -> Result<Vec<Message>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(MESSAGES).context("open messages")?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((conversation, 0u32)..=(conversation, u32::MAX))
+            .context("range messages")?
+        {
+            let (_, raw) = entry.context("read message")?;
+            out.push(decode(raw.value())?);
+        }
+        Ok(out)
+    }
+
+    /// Writes the conversation record and appends `messages` to it, in one transaction.
+    pub fn append_messages(&self, conversation: &Conversation, messages: &[Message]) -> Result<()> {
+        let id = conversation.id.as_str();
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut conversations = txn
+                .open_table(CONVERSATIONS)
+                .context("open conversations")?;
+            let mut table = txn.open_table(MESSAGES).context("open messages")?;
+            let next = table
+                .range((id, 0u32)..=(id, u32::MAX))
+                .context("range messages")?
+                .next_back()
+                .transpose()
+                .context("read last message")?
+                .map_or(0, |(key, _)| key.value().1 + 1);
+            for (i, message) in messages.iter().enumerate() {
+                table
+                    .insert((id, next + i as u32), encode(message)?.as_slice())
+                    .context("write message")?;
+            }
+            conversations
+                .insert(id, encode(conversation)?.as_slice())
+                .context("write conversation")?;
+        }
+        txn.commit().context("failed to commit messages")?;
+        Ok(())
+    }
+
+    /// Deletes conversations and their messages; returns how many existed.
+    pub fn delete_conversations(&self, ids: &[String]) -> Result<usize> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let mut deleted = 0;
+        {
+            let mut conversations = txn
+                .open_table(CONVERSATIONS)
+                .context("open conversations")?;
+            let mut table = txn.open_table(MESSAGES).context("open messages")?;
+            for id in ids {
+                if conversations
+                    .remove(id.as_str())
+                    .context("remove conversation")?
+                    .is_some()
+                {
+                    deleted += 1;
+                }
+                table
+                    .retain_in((id.as_str(), 0u32)..=(id.as_str(), u32::MAX), |_, _| false)
+                    .context("remove messages")?;
+            }
+        }
+        txn.commit().context("failed to commit delete")?;
+        Ok(deleted)
     }
 }
 

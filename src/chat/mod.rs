@@ -6,10 +6,10 @@ pub mod prompt;
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::domain::BotId;
-use crate::llm::{Finish, GenParams, Generator};
+use crate::llm::{ChatMessage, Finish, GenParams, Generator};
 use crate::retrieval::{Retrieved, Retriever};
 use prompt::PromptSource;
 
@@ -34,7 +34,7 @@ impl Default for AskOptions {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceRef {
     pub index: usize,
     pub title: String,
@@ -76,15 +76,45 @@ pub fn answer(
     options: &AskOptions,
     on_token: &mut dyn FnMut(&str) -> bool,
 ) -> anyhow::Result<Answer> {
+    answer_turn(
+        retriever,
+        generator,
+        bot,
+        &[],
+        question,
+        options,
+        &mut |_| {},
+        on_token,
+    )
+}
+
+/// One turn of a conversation: `history` holds the earlier turns (user and assistant
+/// messages, oldest first). Retrieval reads the question in the light of the previous
+/// user message, so a follow-up ("what about international orders?") finds the passages
+/// its conversation is about. `on_retrieved` sees the candidate sources before the model
+/// starts.
+#[allow(clippy::too_many_arguments)]
+pub fn answer_turn(
+    retriever: &Retriever,
+    generator: &dyn Generator,
+    bot: &BotId,
+    history: &[ChatMessage],
+    question: &str,
+    options: &AskOptions,
+    on_retrieved: &mut dyn FnMut(&[SourceRef]),
+    on_token: &mut dyn FnMut(&str) -> bool,
+) -> anyhow::Result<Answer> {
     let started = Instant::now();
     let question = question.trim();
     anyhow::ensure!(!question.is_empty(), "the question is empty");
+    let query = retrieval_query(history, question);
     let mut evidence: Vec<Retrieved> = retriever
-        .retrieve(bot, question, options.top_k)?
+        .retrieve(bot, &query, options.top_k)?
         .into_iter()
         .filter(|r| r.score >= options.min_score)
         .collect();
     let retrieve_ms = ms(started);
+    on_retrieved(&source_refs(&evidence));
     if evidence.is_empty() {
         on_token(NOT_IN_SOURCES);
         return Ok(Answer {
@@ -102,7 +132,13 @@ pub fn answer(
         });
     }
 
-    let messages = fit_prompt(generator, question, &mut evidence, &options.generation)?;
+    let messages = fit_prompt(
+        generator,
+        history,
+        question,
+        &mut evidence,
+        &options.generation,
+    )?;
     let mut filter = grounding::CitationFilter::new(evidence.len());
     let mut text = String::new();
     let mut first_token_ms = None;
@@ -142,17 +178,7 @@ pub fn answer(
         on_token(&suffix);
     }
     let answer = text.trim().to_string();
-    let retrieved: Vec<SourceRef> = evidence
-        .iter()
-        .enumerate()
-        .map(|(i, hit)| SourceRef {
-            index: i + 1,
-            title: hit.chunk.title.clone(),
-            url: hit.chunk.url.clone(),
-            snippet: snippet(&hit.chunk.text),
-            score: hit.score,
-        })
-        .collect();
+    let retrieved = source_refs(&evidence);
     let sources: Vec<SourceRef> = cited.iter().map(|&n| retrieved[n - 1].clone()).collect();
     // An answer no source supports is not an answer from the sources, however fluent.
     let answered = !declined && !sources.is_empty();
@@ -179,13 +205,16 @@ pub fn answer(
 /// room for the reply.
 fn fit_prompt(
     generator: &dyn Generator,
+    history: &[ChatMessage],
     question: &str,
     evidence: &mut Vec<Retrieved>,
     params: &GenParams,
-) -> anyhow::Result<Vec<crate::llm::ChatMessage>> {
+) -> anyhow::Result<Vec<ChatMessage>> {
     let budget = generator
         .context_size()
         .saturating_sub(params.max_tokens + 64);
+    // Earlier turns get at most a quarter of the window, newest kept first.
+    let history = trim_history(generator, history, budget / 4)?;
     loop {
         let sources: Vec<PromptSource<'_>> = evidence
             .iter()
@@ -196,7 +225,10 @@ fn fit_prompt(
                 text: &r.chunk.text,
             })
             .collect();
-        let messages = prompt::render(question, &sources);
+        let mut messages = prompt::render(question, &sources);
+        let user = messages.pop().expect("render returns system and user");
+        messages.extend(history.iter().cloned());
+        messages.push(user);
         let used: usize = messages
             .iter()
             .map(|m| generator.count_tokens(&m.content))
@@ -210,6 +242,53 @@ fn fit_prompt(
         }
         evidence.pop();
     }
+}
+
+/// The newest earlier turns that fit in `budget` tokens, oldest first, starting with a user
+/// message.
+fn trim_history(
+    generator: &dyn Generator,
+    history: &[ChatMessage],
+    budget: usize,
+) -> anyhow::Result<Vec<ChatMessage>> {
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for message in history.iter().rev() {
+        let tokens = generator.count_tokens(&message.content)? + 8;
+        if used + tokens > budget {
+            break;
+        }
+        used += tokens;
+        kept.push(message.clone());
+    }
+    kept.reverse();
+    while kept.first().is_some_and(|m| m.role != "user") {
+        kept.remove(0);
+    }
+    Ok(kept)
+}
+
+/// What retrieval searches for: the question, preceded by the previous user message when
+/// there is one, so that follow-ups keep their topic.
+pub fn retrieval_query(history: &[ChatMessage], question: &str) -> String {
+    match history.iter().rev().find(|m| m.role == "user") {
+        Some(previous) => format!("{}\n{}", previous.content.trim(), question.trim()),
+        None => question.trim().to_string(),
+    }
+}
+
+fn source_refs(evidence: &[Retrieved]) -> Vec<SourceRef> {
+    evidence
+        .iter()
+        .enumerate()
+        .map(|(i, hit)| SourceRef {
+            index: i + 1,
+            title: hit.chunk.title.clone(),
+            url: hit.chunk.url.clone(),
+            snippet: snippet(&hit.chunk.text),
+            score: hit.score,
+        })
+        .collect()
 }
 
 /// Whether a reply says the sources lack the answer.

@@ -125,14 +125,19 @@ impl Politeness {
 }
 
 /// Crawls the site under `start`.
+/// reqwest is built without a bundled TLS provider; ring is the one docent ships. Call
+/// before building any HTTP client (idempotent).
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub async fn crawl(
     start: &Url,
     options: &CrawlOptions,
     known: &HashMap<String, Known>,
     progress: &ProgressBar,
 ) -> anyhow::Result<CrawlReport> {
-    // reqwest is built without a bundled TLS provider; ring is the one docent ships.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    install_tls_provider();
     let client = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(options.timeout)

@@ -70,6 +70,8 @@ pub struct IngestRequest {
     pub source: Source,
     pub crawl: CrawlOptions,
     pub chunk: ChunkSpec,
+    /// Create the bot in test mode (only test keys reach it); ignored for existing bots.
+    pub test: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -287,6 +289,7 @@ pub async fn run(
         updated_unix: now,
         pages: total_pages as u64,
         chunks: total_chunks as u64,
+        test: existing.as_ref().map(|b| b.test).unwrap_or(request.test),
     };
     let summary = IngestSummary {
         bot: request.bot.to_string(),

@@ -28,6 +28,7 @@ async fn fake_bot() -> (Retriever, tempfile::TempDir) {
         .unwrap(),
         crawl: CrawlOptions::default(),
         chunk: ChunkSpec::default(),
+        test: false,
     };
     ingest::run(&store, embedder.clone(), request, &ProgressBar::hidden())
         .await

@@ -36,6 +36,7 @@ async fn ingest_with(
         source: Source::parse(url, None)?,
         crawl,
         chunk: ChunkSpec::default(),
+        test: false,
     };
     ingest::run(store, embedder, request, &ProgressBar::hidden()).await
 }
@@ -229,6 +230,7 @@ async fn folder_ingest_cites_public_urls_and_skips_stubs_noindex_and_canonical_c
         .unwrap(),
         crawl: options(),
         chunk: ChunkSpec::default(),
+        test: false,
     };
     ingest::run(
         &store,

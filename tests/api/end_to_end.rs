@@ -33,6 +33,7 @@ async fn ingest_fixture_site() -> Bot {
             ..CrawlOptions::default()
         },
         chunk: ChunkSpec::default(),
+        test: false,
     };
     ingest::run(&store, dyn_embedder(), request, &ProgressBar::hidden())
         .await

@@ -10,3 +10,4 @@ mod crawl;
 mod embedder;
 mod end_to_end;
 mod index_recall;
+mod server;

@@ -1,0 +1,584 @@
+//! The API's resource routes: health, metrics, bots, conversations, users and keys.
+//! (Chat lives in `chat.rs`.) Lists share one envelope: `{"data": [...], "next_cursor"}`.
+
+use std::sync::atomic::Ordering;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::domain::{Bot, BotId, Conversation};
+use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
+use crate::telemetry::unix_now;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(healthz)))
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)))
+        .service(resource("/v1/bots").route(web::get().to(list_bots)))
+        .service(
+            resource("/v1/bots/{id}")
+                .route(web::get().to(get_bot))
+                .route(web::delete().to(delete_bot)),
+        )
+        .service(
+            resource("/v1/conversations")
+                .route(web::get().to(list_conversations))
+                .route(web::post().to(create_conversation)),
+        )
+        .service(
+            resource("/v1/conversations/{id}")
+                .route(web::get().to(get_conversation))
+                .route(web::delete().to(delete_conversation)),
+        )
+        .service(resource("/v1/users/{user_id}").route(web::delete().to(delete_user)))
+        .service(
+            resource("/v1/keys")
+                .route(web::get().to(list_keys))
+                .route(web::post().to(create_key)),
+        )
+        .service(resource("/v1/keys/{id}").route(web::delete().to(revoke_key)))
+        .service(resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)));
+}
+
+/// A resource whose unknown methods get the error envelope with 405.
+pub fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub async fn not_found() -> ApiResult<HttpResponse> {
+    Err(ApiError::not_found("not_found", "no such route"))
+}
+
+async fn method_not_allowed() -> ApiResult<HttpResponse> {
+    Err(ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept that method",
+    ))
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.engine.get().is_some() {
+        HttpResponse::Ok().json(json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({"status": "loading"}))
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let in_flight = state
+        .limits
+        .max_queue
+        .max(1)
+        .saturating_sub(state.admission.available_permits());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render(in_flight))
+}
+
+/// Runs blocking store work off the async workers.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> ApiResult<T> + Send + 'static,
+) -> ApiResult<T> {
+    let request_id = super::error::current_request_id();
+    web::block(move || super::error::REQUEST_ID.sync_scope(request_id, f))
+        .await
+        .map_err(|e| ApiError::internal(&anyhow::anyhow!("blocking task failed: {e}")))?
+}
+
+pub fn parse_bot_id(raw: &str) -> ApiResult<BotId> {
+    BotId::parse(raw).map_err(|e| ApiError::bad_request("invalid_bot_id", e))
+}
+
+fn bot_json(bot: &Bot) -> Value {
+    json!({
+        "id": bot.id,
+        "name": bot.name,
+        "source": bot.source,
+        "pages": bot.pages,
+        "chunks": bot.chunks,
+        "test": bot.test,
+        "created": bot.created_unix,
+        "updated": bot.updated_unix,
+    })
+}
+
+async fn list_bots(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let store = state.store.clone();
+    let bots = blocking(move || Ok(store.list_bots()?)).await?;
+    let data: Vec<Value> = bots
+        .iter()
+        .filter(|b| caller.may_see(b))
+        .map(bot_json)
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
+}
+
+/// Loads a bot the caller may use (403 otherwise, 404 when it does not exist).
+pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResult<Bot> {
+    if !caller.may_see_id(id) {
+        return Err(ApiError::forbidden(format!(
+            "this key may not use bot {:?}",
+            id.as_str()
+        )));
+    }
+    let store = state.store.clone();
+    let id = id.clone();
+    let bot = blocking(move || Ok(store.get_bot(&id)?)).await?;
+    caller.require_bot(&bot)?;
+    Ok(bot)
+}
+
+async fn get_bot(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let id = parse_bot_id(&path)?;
+    let bot = load_bot(&state, &caller, &id).await?;
+    Ok(HttpResponse::Ok().json(bot_json(&bot)))
+}
+
+async fn delete_bot(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let id = parse_bot_id(&path)?;
+    load_bot(&state, &caller, &id).await?;
+    let store = state.store.clone();
+    let bot = id.clone();
+    blocking(move || Ok(store.delete_bot(&bot)?)).await?;
+    if let Some(engine) = state.engine.get() {
+        engine.retriever.invalidate(&id);
+    }
+    Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
+}
+
+// ---- conversations ----
+
+#[derive(Deserialize)]
+struct NewConversation {
+    bot_id: Option<String>,
+    user_id: Option<String>,
+}
+
+pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> Conversation {
+    let now = unix_now();
+    Conversation {
+        id: format!("conv_{}", keys::random_base62(20).unwrap_or_default()),
+        bot_id: bot.clone(),
+        user_id,
+        state: "open".into(),
+        key_id: key_id.to_string(),
+        created: now,
+        updated: now,
+    }
+}
+
+pub fn validate_user_id(user_id: Option<String>) -> ApiResult<Option<String>> {
+    match user_id {
+        Some(u) if u.is_empty() || u.len() > 128 || u.chars().any(char::is_control) => {
+            Err(ApiError::bad_request(
+                "invalid_request",
+                "user_id must be 1 to 128 printable characters",
+            ))
+        }
+        other => Ok(other),
+    }
+}
+
+async fn create_conversation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<NewConversation>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let raw = body
+        .bot_id
+        .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
+    let bot = parse_bot_id(&raw)?;
+    load_bot(&state, &caller, &bot).await?;
+    let conversation = new_conversation(&bot, validate_user_id(body.user_id)?, &caller.key.id);
+    let store = state.store.clone();
+    let record = conversation.clone();
+    blocking(move || Ok(store.append_messages(&record, &[])?)).await?;
+    Ok(HttpResponse::Created().json(conversation_json(&conversation, None)))
+}
+
+fn conversation_json(c: &Conversation, messages: Option<&[crate::domain::Message]>) -> Value {
+    let mut value = json!({
+        "id": c.id,
+        "bot_id": c.bot_id,
+        "user_id": c.user_id,
+        "state": c.state,
+        "created": c.created,
+        "updated": c.updated,
+    });
+    if let Some(messages) = messages {
+        value["messages"] = json!(
+            messages
+                .iter()
+                .map(|m| json!({
+                    "id": m.id,
+                    "role": m.role,
+                    "content": m.content,
+                    "sources": m.sources,
+                    "created": m.created,
+                }))
+                .collect::<Vec<_>>()
+        );
+    }
+    value
+}
+
+/// A conversation the caller may read: a secret key with access to its bot, or the public
+/// key that started it.
+pub async fn load_conversation(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> ApiResult<Conversation> {
+    let store = state.store.clone();
+    let owned = id.to_string();
+    let conversation = blocking(move || Ok(store.get_conversation(&owned)?)).await?;
+    load_bot(state, caller, &conversation.bot_id).await?;
+    if caller.key.kind == KeyKind::Public && conversation.key_id != caller.key.id {
+        return Err(ApiError::forbidden(
+            "public keys may read only the conversations they started",
+        ));
+    }
+    Ok(conversation)
+}
+
+async fn get_conversation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let conversation = load_conversation(&state, &caller, &path).await?;
+    let store = state.store.clone();
+    let id = conversation.id.clone();
+    let messages = blocking(move || Ok(store.messages(&id)?)).await?;
+    Ok(HttpResponse::Ok().json(conversation_json(&conversation, Some(&messages))))
+}
+
+async fn delete_conversation(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let conversation = load_conversation(&state, &caller, &path).await?;
+    let store = state.store.clone();
+    let ids = vec![conversation.id.clone()];
+    blocking(move || Ok(store.delete_conversations(&ids)?)).await?;
+    Ok(HttpResponse::Ok().json(json!({"id": conversation.id, "deleted": true})))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    bot_id: Option<String>,
+    user_id: Option<String>,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list_conversations(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let query = query.into_inner();
+    let bot = match &query.bot_id {
+        Some(raw) => {
+            let id = parse_bot_id(raw)?;
+            load_bot(&state, &caller, &id).await?;
+            Some(id)
+        }
+        None => None,
+    };
+    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let store = state.store.clone();
+    let bots = store_bots_visible(&state, &caller).await?;
+    let page = blocking(move || {
+        let mut out = Vec::new();
+        let mut cursor = query.cursor.clone();
+        // Filter by visibility page by page until the page is full or the table ends.
+        loop {
+            let batch = store.list_conversations(
+                bot.as_ref(),
+                query.user_id.as_deref(),
+                cursor.as_deref(),
+                limit,
+            )?;
+            let exhausted = batch.len() < limit;
+            cursor = batch.last().map(|c| c.id.clone()).or(cursor);
+            out.extend(batch.into_iter().filter(|c| bots.contains(&c.bot_id)));
+            if exhausted || out.len() >= limit {
+                out.truncate(limit);
+                let next = if exhausted && out.len() < limit {
+                    None
+                } else {
+                    out.last().map(|c| c.id.clone())
+                };
+                return Ok((out, next));
+            }
+        }
+    })
+    .await?;
+    let data: Vec<Value> = page.0.iter().map(|c| conversation_json(c, None)).collect();
+    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": page.1})))
+}
+
+async fn store_bots_visible(state: &AppState, caller: &Caller) -> ApiResult<Vec<BotId>> {
+    let store = state.store.clone();
+    let bots = blocking(move || Ok(store.list_bots()?)).await?;
+    Ok(bots
+        .into_iter()
+        .filter(|b| caller.may_see(b))
+        .map(|b| b.id)
+        .collect())
+}
+
+async fn delete_user(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let user = path.into_inner();
+    let bots = store_bots_visible(&state, &caller).await?;
+    let store = state.store.clone();
+    let for_user = user.clone();
+    let deleted = blocking(move || {
+        let ids: Vec<String> = store
+            .list_conversations(None, Some(&for_user), None, usize::MAX)?
+            .into_iter()
+            .filter(|c| bots.contains(&c.bot_id))
+            .map(|c| c.id)
+            .collect();
+        Ok(store.delete_conversations(&ids)?)
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({"user_id": user, "deleted_conversations": deleted})))
+}
+
+// ---- keys ----
+
+pub fn key_json(key: &ApiKey) -> Value {
+    json!({
+        "id": key.id,
+        "prefix": key.display_prefix(),
+        "type": key.kind,
+        "env": key.env,
+        "admin": key.scope == KeyScope::Admin,
+        "bots": match &key.scope { KeyScope::Admin => vec![], KeyScope::Bots(b) => b.clone() },
+        "origins": key.origins,
+        "name": key.name,
+        "created": key.created,
+        "revoked": key.revoked,
+        "expires": key.expires,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewKey {
+    #[serde(default)]
+    admin: bool,
+    #[serde(default)]
+    bots: Vec<String>,
+    #[serde(default)]
+    public: bool,
+    #[serde(default)]
+    origins: Vec<String>,
+    #[serde(default)]
+    test: bool,
+    name: Option<String>,
+}
+
+async fn list_keys(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let store = state.store.clone();
+    let keys = blocking(move || Ok(store.list_keys()?)).await?;
+    let data: Vec<Value> = keys.iter().map(key_json).collect();
+    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
+}
+
+/// Checks a key request and makes the key: shared by the API and the CLI.
+pub fn make_key(
+    admin: bool,
+    bots: &[String],
+    public: bool,
+    origins: &[String],
+    test: bool,
+    name: Option<String>,
+) -> Result<(String, ApiKey), String> {
+    let bots: Vec<BotId> = bots
+        .iter()
+        .map(|b| BotId::parse(b))
+        .collect::<Result<_, _>>()?;
+    if admin && (public || !bots.is_empty()) {
+        return Err("an admin key is neither public nor scoped to bots".into());
+    }
+    if !admin && bots.is_empty() {
+        return Err("give the key's bots, or make it an admin key".into());
+    }
+    if public && (bots.len() != 1 || origins.is_empty()) {
+        return Err("a public key needs exactly one bot and at least one origin".into());
+    }
+    if !public && !origins.is_empty() {
+        return Err("origins apply to public keys only".into());
+    }
+    for origin in origins {
+        let parsed =
+            url::Url::parse(origin).map_err(|e| format!("invalid origin {origin:?}: {e}"))?;
+        let canonical = parsed.origin().ascii_serialization();
+        if !matches!(parsed.scheme(), "http" | "https") || canonical != *origin {
+            return Err(format!(
+                "invalid origin {origin:?}: use scheme://host[:port] with nothing after it"
+            ));
+        }
+    }
+    let scope = if admin {
+        KeyScope::Admin
+    } else {
+        KeyScope::Bots(bots)
+    };
+    keys::generate(
+        if public {
+            KeyKind::Public
+        } else {
+            KeyKind::Secret
+        },
+        if test { KeyEnv::Test } else { KeyEnv::Live },
+        scope,
+        origins.to_vec(),
+        name,
+        unix_now(),
+    )
+    .map_err(|e| e.to_string())
+}
+
+async fn create_key(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<NewKey>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let body = body.into_inner();
+    let test = body.test || caller.key.env == KeyEnv::Test;
+    let (key, record) = make_key(
+        body.admin,
+        &body.bots,
+        body.public,
+        &body.origins,
+        test,
+        body.name,
+    )
+    .map_err(|e| ApiError::bad_request("invalid_request", e))?;
+    let store = state.store.clone();
+    let stored = record.clone();
+    blocking(move || Ok(store.put_key(&stored)?)).await?;
+    state.keys.put(record.clone());
+    let mut body = key_json(&record);
+    body["key"] = json!(key);
+    Ok(HttpResponse::Created().json(body))
+}
+
+async fn revoke_key(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let mut record = state.keys.get(&path).ok_or_else(|| {
+        ApiError::not_found(
+            "key_not_found",
+            format!("no key with id {:?}", path.as_str()),
+        )
+    })?;
+    if record.revoked.is_none() {
+        record.revoked = Some(unix_now());
+        let store = state.store.clone();
+        let stored = record.clone();
+        blocking(move || Ok(store.put_key(&stored)?)).await?;
+        state.keys.put(record.clone());
+    }
+    Ok(HttpResponse::Ok().json(key_json(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rotate {
+    /// Seconds the old key stays valid (default one day).
+    overlap_seconds: Option<u64>,
+}
+
+async fn rotate_key(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: Option<web::Json<Rotate>>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let overlap = body.and_then(|b| b.overlap_seconds).unwrap_or(86_400);
+    let old = state.keys.get(&path).ok_or_else(|| {
+        ApiError::not_found(
+            "key_not_found",
+            format!("no key with id {:?}", path.as_str()),
+        )
+    })?;
+    let (key, old, new) =
+        rotate(old, overlap).map_err(|e| ApiError::bad_request("invalid_request", e))?;
+    let store = state.store.clone();
+    let (o, n) = (old.clone(), new.clone());
+    blocking(move || Ok(store.put_keys(&[&o, &n])?)).await?;
+    state.keys.put(old.clone());
+    state.keys.put(new.clone());
+    let mut body = key_json(&new);
+    body["key"] = json!(key);
+    body["replaces"] = key_json(&old);
+    Ok(HttpResponse::Created().json(body))
+}
+
+/// A new key with the old one's powers; the old one expires `overlap` seconds from now.
+pub fn rotate(mut old: ApiKey, overlap: u64) -> Result<(String, ApiKey, ApiKey), String> {
+    let now = unix_now();
+    if !old.is_active(now) {
+        return Err(format!("key {} is revoked or expired", old.id));
+    }
+    let (key, new) = keys::generate(
+        old.kind,
+        old.env,
+        old.scope.clone(),
+        old.origins.clone(),
+        old.name.clone(),
+        now,
+    )
+    .map_err(|e| e.to_string())?;
+    old.expires = Some(now + overlap);
+    Ok((key, old, new))
+}
+
+pub fn chat_counter(state: &AppState, completion_tokens: usize) {
+    state.metrics.chats.fetch_add(1, Ordering::Relaxed);
+    state
+        .metrics
+        .completion_tokens
+        .fetch_add(completion_tokens as u64, Ordering::Relaxed);
+}

@@ -1,0 +1,162 @@
+//! Who is calling: the `Caller` extractor reads `Authorization: Bearer <key>`, finds the
+//! key's record by id, and compares hashes in constant time. Route handlers then ask the
+//! caller for what they need (`require_admin`, `require_bot`, `require_secret`).
+//!
+//! Missing or unknown keys are 401; a valid key asking for what it may not touch is 403.
+//! Public (`pk_`) keys work only from their allowed origins, only on one bot's
+//! visitor-facing routes.
+
+use std::collections::HashMap;
+use std::future::{Ready, ready};
+use std::sync::RwLock;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{AUTHORIZATION, ORIGIN};
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::{Bot, BotId};
+use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
+use crate::telemetry::unix_now;
+
+/// Every key record, by id. The server owns the database, so every key change passes
+/// through it and this cache stays exact.
+#[derive(Default)]
+pub struct KeyCache {
+    keys: RwLock<HashMap<String, ApiKey>>,
+}
+
+impl KeyCache {
+    pub fn new(records: Vec<ApiKey>) -> KeyCache {
+        KeyCache {
+            keys: RwLock::new(records.into_iter().map(|k| (k.id.clone(), k)).collect()),
+        }
+    }
+
+    pub fn put(&self, key: ApiKey) {
+        self.keys
+            .write()
+            .expect("key cache lock")
+            .insert(key.id.clone(), key);
+    }
+
+    pub fn get(&self, id: &str) -> Option<ApiKey> {
+        self.keys.read().expect("key cache lock").get(id).cloned()
+    }
+}
+
+/// The authenticated key behind a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub key: ApiKey,
+}
+
+/// The key id of the request, for the access log.
+#[derive(Debug, Clone)]
+pub struct CallerKeyId(pub String);
+
+impl Caller {
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.key.kind == KeyKind::Secret && self.key.scope == KeyScope::Admin {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this route needs an admin key"))
+        }
+    }
+
+    pub fn require_secret(&self) -> Result<(), ApiError> {
+        if self.key.kind == KeyKind::Secret {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "public keys may only chat with their bot",
+            ))
+        }
+    }
+
+    /// The key may act on this bot: in scope, and of the same environment (test keys see
+    /// only test bots, live keys only live ones).
+    pub fn require_bot(&self, bot: &Bot) -> Result<(), ApiError> {
+        if self.may_see(bot) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "this key may not use bot {:?}",
+                bot.id.as_str()
+            )))
+        }
+    }
+
+    pub fn may_see(&self, bot: &Bot) -> bool {
+        let env_matches = (self.key.env == KeyEnv::Test) == bot.test;
+        env_matches && self.key.allows_bot(&bot.id)
+    }
+
+    pub fn may_see_id(&self, bot: &BotId) -> bool {
+        self.key.allows_bot(bot)
+    }
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Caller, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authenticate(req))
+    }
+}
+
+fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered");
+    let result = check(req, state);
+    match &result {
+        Ok(caller) => {
+            req.extensions_mut()
+                .insert(CallerKeyId(caller.key.id.clone()));
+        }
+        Err(e) => {
+            state.metrics.auth_failure(e.status.as_u16());
+        }
+    }
+    result
+}
+
+fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
+    let header = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "missing_api_key",
+                "send your key as `Authorization: Bearer <key>`",
+            )
+        })?;
+    let token = header
+        .strip_prefix("Bearer ")
+        .or_else(|| header.strip_prefix("bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
+    let presented = keys::parse(token).ok_or_else(invalid)?;
+    let record = state.keys.get(&presented.id).ok_or_else(invalid)?;
+    if !keys::verify(&presented, &record) || !record.is_active(unix_now()) {
+        return Err(invalid());
+    }
+    if record.kind == KeyKind::Public {
+        let origin = req
+            .headers()
+            .get(ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !record.origins.iter().any(|o| o == origin) {
+            return Err(ApiError::forbidden(
+                "this public key is not allowed from this origin",
+            ));
+        }
+    }
+    Ok(Caller { key: record })
+}

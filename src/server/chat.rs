@@ -1,0 +1,408 @@
+//! `POST /v1/chat`: one turn of a conversation, answered in one JSON body or streamed as
+//! Server-Sent Events.
+//!
+//! The stream is `data:` lines only: `start`, then `sources` (the retrieved candidates,
+//! before the first token), `{"delta"}` pieces, and `done`; a failure after the start sends
+//! `error` and ends. A comment line every 15 s keeps proxies from closing an idle stream.
+//! When the client goes away the stream's receiver is dropped, the next token send fails,
+//! and generation stops.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::AppState;
+use super::api::{self, blocking, load_bot, load_conversation, parse_bot_id, resource};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult, REQUEST_ID, current_request_id};
+use crate::chat::{self, Answer, AskOptions, SourceRef};
+use crate::domain::{BotId, Conversation, Message};
+use crate::keys;
+use crate::llm::{ChatMessage, Finish};
+use crate::store::Store;
+use crate::telemetry::unix_now;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/chat").route(web::post().to(chat)));
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChatRequest {
+    pub bot_id: Option<String>,
+    pub message: Option<String>,
+    #[serde(default)]
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub stream: bool,
+    /// Client-managed history instead of `message` + `conversation_id`.
+    pub messages: Option<Vec<InMessage>>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InMessage {
+    pub role: String,
+    pub content: String,
+}
+
+/// A validated turn, ready to answer.
+pub struct Turn {
+    pub bot: BotId,
+    pub conversation: Conversation,
+    pub history: Vec<ChatMessage>,
+    pub question: String,
+}
+
+async fn chat(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<ChatRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let stream = body.stream;
+    let turn = prepare(&state, &caller, body).await?;
+    state.engine()?;
+    let permit = state.admission.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(
+            "overloaded",
+            "too many chat requests are in flight; retry shortly",
+            2,
+        )
+    })?;
+    if stream {
+        Ok(stream_turn(state.into_inner(), turn, permit))
+    } else {
+        blocking_turn(state.into_inner(), turn, permit).await
+    }
+}
+
+/// Validates the request and loads what the turn needs: the bot (with the caller's right
+/// to use it), the conversation (new or continued) and the earlier turns.
+pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> ApiResult<Turn> {
+    let raw_bot = body
+        .bot_id
+        .as_deref()
+        .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
+    let bot = parse_bot_id(raw_bot)?;
+    load_bot(state, caller, &bot).await?;
+    let user_id = api::validate_user_id(body.user_id)?;
+    let limit = state.limits.max_message_chars;
+    let check_length = |text: &str| {
+        let chars = text.chars().count();
+        if chars > limit {
+            Err(ApiError::bad_request(
+                "message_too_long",
+                format!("the message is {chars} characters; the limit is {limit}"),
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(messages) = body.messages {
+        if body.message.is_some() || body.conversation_id.is_some() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "send either `messages` or `message` (with an optional `conversation_id`), not both",
+            ));
+        }
+        let Some((last, earlier)) = messages.split_last() else {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "`messages` is empty",
+            ));
+        };
+        if last.role != "user" || last.content.trim().is_empty() {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "the last of `messages` must be a non-empty user message",
+            ));
+        }
+        let mut history = Vec::with_capacity(earlier.len());
+        for m in messages.iter() {
+            if !matches!(m.role.as_str(), "user" | "assistant") {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!(
+                        "message role {:?}: use user or assistant (the bot sets its own system prompt)",
+                        m.role
+                    ),
+                ));
+            }
+            check_length(&m.content)?;
+        }
+        for m in earlier {
+            history.push(ChatMessage::new(&m.role, m.content.clone()));
+        }
+        return Ok(Turn {
+            conversation: api::new_conversation(&bot, user_id, &caller.key.id),
+            bot,
+            history,
+            question: last.content.trim().to_string(),
+        });
+    }
+    let message = body
+        .message
+        .ok_or_else(|| ApiError::bad_request("missing_field", "message is required"))?;
+    if message.trim().is_empty() {
+        return Err(ApiError::bad_request("invalid_request", "message is empty"));
+    }
+    check_length(&message)?;
+    let (conversation, history) = match body.conversation_id {
+        Some(id) => {
+            let conversation = load_conversation(state, caller, &id).await?;
+            if conversation.bot_id != bot {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("conversation {id} belongs to bot {}", conversation.bot_id),
+                ));
+            }
+            let store = state.store.clone();
+            let messages = blocking(move || Ok(store.messages(&id)?)).await?;
+            let history = messages
+                .iter()
+                .filter(|m| matches!(m.role.as_str(), "user" | "assistant"))
+                .map(|m| ChatMessage::new(&m.role, strip_citations(&m.content)))
+                .collect();
+            (conversation, history)
+        }
+        None => (
+            api::new_conversation(&bot, user_id, &caller.key.id),
+            Vec::new(),
+        ),
+    };
+    Ok(Turn {
+        bot,
+        conversation,
+        history,
+        question: message.trim().to_string(),
+    })
+}
+
+/// Earlier answers go back to the model without their `[n]` marks: the numbers referred to
+/// that turn's sources, not this one's.
+fn strip_citations(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        let tail = &rest[open..];
+        match tail.find(']') {
+            Some(close)
+                if tail[1..close]
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
+                    && close > 1 =>
+            {
+                rest = &tail[close + 1..];
+            }
+            _ => {
+                out.push('[');
+                rest = &tail[1..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out.trim().to_string()
+}
+
+pub fn finish_reason(answer: &Answer) -> &'static str {
+    match answer.finish {
+        Some(Finish::Cancelled) => "cancelled",
+        _ if !answer.answered => "unanswered",
+        Some(Finish::Length) => "length",
+        _ => "stop",
+    }
+}
+
+/// Answers the turn (blocking) and stores the question and the answer in one transaction.
+fn answer_and_store(
+    state: &AppState,
+    turn: &Turn,
+    options: &AskOptions,
+    on_retrieved: &mut dyn FnMut(&[SourceRef]),
+    on_token: &mut dyn FnMut(&str) -> bool,
+) -> anyhow::Result<(Answer, Message)> {
+    let engine = state
+        .engine
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("models not loaded"))?;
+    let asked = unix_now();
+    let answer = chat::answer_turn(
+        &engine.retriever,
+        engine.generator.as_ref(),
+        &turn.bot,
+        &turn.history,
+        &turn.question,
+        options,
+        on_retrieved,
+        on_token,
+    )?;
+    let reply = Message {
+        id: new_message_id(),
+        role: "assistant".into(),
+        content: answer.answer.clone(),
+        sources: answer.sources.clone(),
+        created: unix_now(),
+        answered: Some(answer.answered),
+        finish_reason: Some(finish_reason(&answer).into()),
+    };
+    let question = Message {
+        id: new_message_id(),
+        role: "user".into(),
+        content: turn.question.clone(),
+        sources: Vec::new(),
+        created: asked,
+        answered: None,
+        finish_reason: None,
+    };
+    let mut conversation = turn.conversation.clone();
+    conversation.updated = unix_now();
+    store_turn(&state.store, &conversation, &[question, reply.clone()])?;
+    api::chat_counter(state, answer.timings.completion_tokens);
+    Ok((answer, reply))
+}
+
+fn store_turn(
+    store: &Store,
+    conversation: &Conversation,
+    messages: &[Message],
+) -> anyhow::Result<()> {
+    store.append_messages(conversation, messages)?;
+    Ok(())
+}
+
+fn new_message_id() -> String {
+    format!("msg_{}", keys::random_base62(20).unwrap_or_default())
+}
+
+fn usage(answer: &Answer) -> Value {
+    json!({
+        "prompt_tokens": answer.timings.prompt_tokens,
+        "completion_tokens": answer.timings.completion_tokens,
+    })
+}
+
+/// Sets its flag when dropped: the blocking work sees that the request is gone.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+async fn blocking_turn(
+    state: Arc<AppState>,
+    turn: Turn,
+    permit: OwnedSemaphorePermit,
+) -> ApiResult<HttpResponse> {
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let _guard = CancelOnDrop(cancelled.clone());
+    let options = state.options.clone();
+    let request_id = current_request_id();
+    let conversation_id = turn.conversation.id.clone();
+    let worker_state = state.clone();
+    let (answer, reply) = blocking(move || {
+        let _permit = permit;
+        REQUEST_ID.sync_scope(request_id, || {
+            answer_and_store(&worker_state, &turn, &options, &mut |_| {}, &mut |_| {
+                !cancelled.load(Ordering::Relaxed)
+            })
+            .map_err(ApiError::from)
+        })
+    })
+    .await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "conversation_id": conversation_id,
+        "message_id": reply.id,
+        "message": {"role": "assistant", "content": answer.answer},
+        "sources": answer.sources,
+        "finish_reason": finish_reason(&answer),
+        "answered": answer.answered,
+        "usage": usage(&answer),
+    })))
+}
+
+fn sse(value: &Value) -> Bytes {
+    Bytes::from(format!("data: {value}\n\n"))
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+fn stream_turn(state: Arc<AppState>, turn: Turn, permit: OwnedSemaphorePermit) -> HttpResponse {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
+    let conversation_id = turn.conversation.id.clone();
+    let _ = tx.try_send(sse(
+        &json!({"event": "start", "conversation_id": conversation_id}),
+    ));
+    let options = state.options.clone();
+    let request_id = current_request_id();
+    actix_web::rt::task::spawn_blocking(move || {
+        let _permit = permit;
+        REQUEST_ID.sync_scope(request_id, || {
+            let sender = tx.clone();
+            let result = answer_and_store(
+                &state,
+                &turn,
+                &options,
+                &mut |sources| {
+                    let _ =
+                        sender.blocking_send(sse(&json!({"event": "sources", "sources": sources})));
+                },
+                &mut |piece| sender.blocking_send(sse(&json!({"delta": piece}))).is_ok(),
+            );
+            let last = match result {
+                Ok((answer, reply)) => json!({
+                    "event": "done",
+                    "conversation_id": conversation_id,
+                    "message_id": reply.id,
+                    "finish_reason": finish_reason(&answer),
+                    "answered": answer.answered,
+                    "cited": answer.sources.iter().map(|s| s.index).collect::<Vec<_>>(),
+                    "sources": answer.sources,
+                    "usage": usage(&answer),
+                }),
+                Err(e) => {
+                    let error = ApiError::from(e);
+                    json!({"event": "error", "code": error.code, "message": error.message})
+                }
+            };
+            let _ = tx.blocking_send(sse(&last));
+        });
+    });
+    let start = tokio::time::Instant::now() + HEARTBEAT;
+    let heartbeat = tokio::time::interval_at(start, HEARTBEAT);
+    let body = futures::stream::unfold((rx, heartbeat), |(mut rx, mut heartbeat)| async move {
+        tokio::select! {
+            biased;
+            next = rx.recv() => next.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), (rx, heartbeat))),
+            _ = heartbeat.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (rx, heartbeat))),
+        }
+    });
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn earlier_answers_lose_their_citation_marks_only() {
+        assert_eq!(
+            strip_citations("Descale monthly [1][2]. See vec![3] and [a]."),
+            "Descale monthly . See vec! and [a]."
+        );
+        assert_eq!(strip_citations("no marks"), "no marks");
+        assert_eq!(strip_citations("open [ bracket"), "open [ bracket");
+    }
+}

@@ -1,0 +1,171 @@
+//! The API's one error envelope, `{"error": {"code", "message", "request_id"}}`, and the
+//! mapping from every failure (bad JSON, auth, store errors, internal faults) onto it.
+//!
+//! Codes are stable snake_case strings; README.md lists them. A 500 tells the client
+//! nothing but the request id; the full cause goes to the log under that id.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::store;
+
+tokio::task_local! {
+    /// The current request's id, set by the request-id middleware around each handler.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID
+        .try_with(|id| id.clone())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds, for 429 and 503.
+    pub retry_after: Option<u64>,
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    pub fn unavailable(
+        code: &'static str,
+        message: impl Into<String>,
+        retry_after: u64,
+    ) -> ApiError {
+        ApiError {
+            retry_after: Some(retry_after),
+            ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
+        }
+    }
+
+    /// A fault of ours: logged in full under the request id, opaque to the client.
+    pub fn internal(cause: &anyhow::Error) -> ApiError {
+        let request_id = current_request_id();
+        tracing::error!(request_id, "internal error: {cause:#}");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal_error",
+            format!("internal error; the server log has the cause under request id {request_id}"),
+        )
+    }
+
+    pub fn body(&self) -> serde_json::Value {
+        json!({"error": {
+            "code": self.code,
+            "message": self.message,
+            "request_id": current_request_id(),
+        }})
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.code,
+            self.message
+        )
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status).json(self.body());
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(e: store::Error) -> ApiError {
+        match e {
+            store::Error::BotNotFound(id) => {
+                ApiError::not_found("bot_not_found", format!("no bot with id {id:?}"))
+            }
+            store::Error::ConversationNotFound(id) => ApiError::not_found(
+                "conversation_not_found",
+                format!("no conversation with id {id:?}"),
+            ),
+            store::Error::KeyNotFound(id) => {
+                ApiError::not_found("key_not_found", format!("no key with id {id:?}"))
+            }
+            other => ApiError::internal(&anyhow::Error::new(other)),
+        }
+    }
+}
+
+impl From<anyhow::Error> for ApiError {
+    fn from(e: anyhow::Error) -> ApiError {
+        match e.downcast::<store::Error>() {
+            Ok(store_error) => store_error.into(),
+            Err(e) => ApiError::internal(&e),
+        }
+    }
+}
+
+/// Maps the JSON body extractor's failures onto the envelope.
+pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
+    use actix_web::error::JsonPayloadError as E;
+    match err {
+        E::OverflowKnownLength { length, limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is {length} bytes; the limit is {limit}"),
+        ),
+        E::Overflow { limit } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is over the limit of {limit} bytes"),
+        ),
+        E::ContentType => ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as Content-Type: application/json",
+        ),
+        E::Deserialize(e) if e.is_data() => ApiError::bad_request("invalid_request", e.to_string()),
+        E::Deserialize(e) => ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")),
+        other => ApiError::bad_request("invalid_json", format!("unreadable body: {other}")),
+    }
+}

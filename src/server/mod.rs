@@ -1,0 +1,296 @@
+//! `docent serve`: the REST API on actix-web, in the same process as the embedder, the
+//! llama.cpp model, the indexes and the database.
+//!
+//! `AppState` is shared by every worker. Models load in the background after the socket is
+//! bound (`/healthz` answers at once, `/readyz` once they are loaded). A request-id
+//! middleware wraps every route: it echoes or makes `X-Request-Id`, makes it the id in
+//! error envelopes, and writes the access log line.
+
+pub mod api;
+pub mod auth;
+pub mod chat;
+pub mod error;
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpMessage, HttpServer, web};
+use anyhow::Context;
+use tokio::sync::Semaphore;
+
+use crate::chat::AskOptions;
+use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
+use crate::llm::Generator;
+use crate::retrieval::Retriever;
+use crate::store::Store;
+use auth::{CallerKeyId, KeyCache};
+use error::{ApiError, REQUEST_ID};
+
+/// The file, in the data dir, holding the admin key made on first start (mode 0600).
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+/// Present while `docent serve` runs on a data dir: lets the CLI say why the database is
+/// locked.
+pub const SERVE_MARKER: &str = "serve.pid";
+
+/// Limits on what one request may ask for.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Longest chat message, in characters.
+    pub max_message_chars: usize,
+    /// Chat requests admitted at once (generating or waiting); beyond it, 503.
+    pub max_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_message_chars: 4000,
+            max_queue: 16,
+        }
+    }
+}
+
+/// What answering needs once the models are loaded.
+pub struct Engine {
+    pub retriever: Arc<Retriever>,
+    pub generator: Arc<dyn Generator>,
+}
+
+pub struct AppState {
+    pub store: Store,
+    pub keys: KeyCache,
+    pub engine: OnceLock<Engine>,
+    pub options: AskOptions,
+    pub limits: Limits,
+    /// Permits for chat requests in flight (`limits.max_queue`).
+    pub admission: Arc<Semaphore>,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(store: Store, options: AskOptions, limits: Limits) -> anyhow::Result<AppState> {
+        let keys = KeyCache::new(store.list_keys()?);
+        Ok(AppState {
+            store,
+            keys,
+            engine: OnceLock::new(),
+            admission: Arc::new(Semaphore::new(limits.max_queue.max(1))),
+            options,
+            limits,
+            metrics: Metrics::default(),
+        })
+    }
+
+    pub fn engine(&self) -> Result<&Engine, ApiError> {
+        self.engine.get().ok_or_else(|| {
+            ApiError::unavailable(
+                "not_ready",
+                "the models are still loading; retry shortly",
+                5,
+            )
+        })
+    }
+}
+
+/// Counters for `/metrics` (Prometheus text format).
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, u16), u64>>,
+    auth_failures: Mutex<BTreeMap<u16, u64>>,
+    pub completion_tokens: AtomicU64,
+    pub chats: AtomicU64,
+}
+
+impl Metrics {
+    fn request(&self, route: &str, status: u16) {
+        *self
+            .requests
+            .lock()
+            .expect("metrics lock")
+            .entry((route.to_string(), status))
+            .or_default() += 1;
+    }
+
+    pub fn auth_failure(&self, status: u16) {
+        *self
+            .auth_failures
+            .lock()
+            .expect("metrics lock")
+            .entry(status)
+            .or_default() += 1;
+    }
+
+    pub fn render(&self, queue_depth: usize) -> String {
+        let mut out = String::from(
+            "# HELP docent_requests_total HTTP requests by route and status.\n\
+             # TYPE docent_requests_total counter\n",
+        );
+        for ((route, status), n) in self.requests.lock().expect("metrics lock").iter() {
+            out.push_str(&format!(
+                "docent_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
+            ));
+        }
+        out.push_str(
+            "# HELP docent_auth_failures_total Requests refused by authentication.\n\
+             # TYPE docent_auth_failures_total counter\n",
+        );
+        for (status, n) in self.auth_failures.lock().expect("metrics lock").iter() {
+            out.push_str(&format!(
+                "docent_auth_failures_total{{status=\"{status}\"}} {n}\n"
+            ));
+        }
+        out.push_str(&format!(
+            "# TYPE docent_chat_requests_total counter\ndocent_chat_requests_total {}\n\
+             # TYPE docent_completion_tokens_total counter\ndocent_completion_tokens_total {}\n\
+             # TYPE docent_generation_queue_depth gauge\ndocent_generation_queue_depth {queue_depth}\n",
+            self.chats.load(Ordering::Relaxed),
+            self.completion_tokens.load(Ordering::Relaxed),
+        ));
+        out
+    }
+}
+
+/// Registers every route under its path.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    api::routes(cfg);
+    chat::routes(cfg);
+}
+
+/// Builds the HTTP server on a bound listener (port 0 in tests).
+pub fn server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    workers: usize,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let max_body = state.limits.max_body_bytes;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(max_body)
+                    .error_handler(|err, _| error::json_error(err).into()),
+            )
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                ApiError::bad_request("invalid_request", err.to_string()).into()
+            }))
+            .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                ApiError::bad_request("invalid_request", err.to_string()).into()
+            }))
+            .configure(routes)
+            .default_service(web::to(api::not_found))
+            .wrap(from_fn(request_context))
+    })
+    .workers(workers.max(1))
+    .shutdown_timeout(30)
+    .listen(listener)
+    .context("failed to listen")?
+    .run();
+    Ok(server)
+}
+
+/// Request id (echoed when the client sent a sane one), the task-local for error bodies,
+/// the response header, metrics and the access log line.
+async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 128
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("req_{}", keys::random_base62(16).unwrap_or_default()));
+    let method = req.method().to_string();
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let mut res = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = res.status().as_u16();
+    if let Some(state) = state {
+        state.metrics.request(&route, status);
+    }
+    let key_id = res
+        .request()
+        .extensions()
+        .get::<CallerKeyId>()
+        .map(|k| k.0.clone())
+        .unwrap_or_default();
+    tracing::info!(
+        target: "docent::access",
+        method,
+        route,
+        status,
+        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        key_id,
+        request_id = id,
+    );
+    Ok(res)
+}
+
+/// Creates an admin key when the database has none, writing it to `ADMIN_KEY_FILE` (0600).
+/// Returns the file's path when a key was made.
+pub fn bootstrap_admin_key(store: &Store, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+    if !store.list_keys()?.is_empty() {
+        return Ok(None);
+    }
+    let (key, record) = keys::generate(
+        KeyKind::Secret,
+        KeyEnv::Live,
+        KeyScope::Admin,
+        Vec::new(),
+        Some("bootstrap admin".into()),
+        crate::telemetry::unix_now(),
+    )?;
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    write_private(&path, &format!("{key}\n"))?;
+    store.put_key(&record)?;
+    Ok(Some(path))
+}
+
+/// Writes a file only its owner can read.
+fn write_private(path: &Path, contents: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("failed to create {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    file.write_all(contents.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,967 @@
+//! The REST API over real HTTP on loopback: auth and the error envelope for every status,
+//! blocking and streamed chat, conversation memory, admission limits, disconnects, key
+//! storage, and (with the real models) a grounded answer and a follow-up that retrieves
+//! with its conversation's context.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::web;
+use docent::chat::AskOptions;
+use docent::domain::BotId;
+use docent::embed::{Embedder, FakeEmbedder};
+use docent::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
+use docent::keys::{KeyEnv, KeyKind, KeyScope};
+use docent::llm::{ChatMessage, FakeGenerator, GenParams, GenStats, Generator};
+use docent::retrieval::Retriever;
+use docent::server::{self, AppState, Engine, Limits};
+use docent::store::Store;
+use indicatif::ProgressBar;
+use serde_json::{Value, json};
+
+use crate::helpers::{dyn_embedder, fixture, generator};
+
+/// A generator that wraps another, sleeping before each piece and recording cancellations.
+struct SlowGenerator {
+    inner: Arc<dyn Generator>,
+    delay: Duration,
+    calls: AtomicUsize,
+    cancelled: AtomicUsize,
+    /// Every message list it was given (for checking history stitching).
+    prompts: Mutex<Vec<Vec<ChatMessage>>>,
+}
+
+impl SlowGenerator {
+    fn new(inner: Arc<dyn Generator>, delay: Duration) -> Arc<SlowGenerator> {
+        Arc::new(SlowGenerator {
+            inner,
+            delay,
+            calls: AtomicUsize::new(0),
+            cancelled: AtomicUsize::new(0),
+            prompts: Mutex::new(Vec::new()),
+        })
+    }
+}
+
+impl Generator for SlowGenerator {
+    fn generate(
+        &self,
+        messages: &[ChatMessage],
+        params: &GenParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> anyhow::Result<GenStats> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.prompts.lock().unwrap().push(messages.to_vec());
+        let stats = self.inner.generate(messages, params, &mut |piece| {
+            std::thread::sleep(self.delay);
+            on_token(piece)
+        })?;
+        if stats.finish == docent::llm::Finish::Cancelled {
+            self.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(stats)
+    }
+
+    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+        self.inner.count_tokens(text)
+    }
+
+    fn context_size(&self) -> usize {
+        self.inner.context_size()
+    }
+}
+
+struct TestServer {
+    base: String,
+    state: web::Data<AppState>,
+    admin: String,
+    handle: actix_web::dev::ServerHandle,
+    data: tempfile::TempDir,
+    http: reqwest::Client,
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
+    }
+}
+
+impl TestServer {
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let headers = res.headers().clone();
+        let text = res.text().await.unwrap();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, headers, value)
+    }
+
+    fn make_key(
+        &self,
+        kind: KeyKind,
+        env: KeyEnv,
+        scope: KeyScope,
+        origins: Vec<String>,
+    ) -> String {
+        let (key, record) = docent::keys::generate(kind, env, scope, origins, None, 1).unwrap();
+        self.state.store.put_key(&record).unwrap();
+        self.state.keys.put(record);
+        key
+    }
+}
+
+async fn ingest_site(store: &Store, embedder: Arc<dyn Embedder>, bot: &str, test: bool) {
+    let request = IngestRequest {
+        bot: BotId::parse(bot).unwrap(),
+        name: None,
+        source: Source::parse(
+            fixture("site").to_str().unwrap(),
+            Some("https://help.example/"),
+        )
+        .unwrap(),
+        crawl: CrawlOptions::default(),
+        chunk: ChunkSpec::default(),
+        test,
+    };
+    ingest::run(store, embedder, request, &ProgressBar::hidden())
+        .await
+        .unwrap();
+}
+
+/// A server over a temp data dir holding bot `zephyr` (live) and `sandbox` (test mode).
+async fn start(
+    embedder: Arc<dyn Embedder>,
+    generator: Arc<dyn Generator>,
+    limits: Limits,
+    min_score: f32,
+) -> TestServer {
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    ingest_site(&store, embedder.clone(), "zephyr", false).await;
+    ingest_site(&store, embedder.clone(), "sandbox", true).await;
+    let admin_file = server::bootstrap_admin_key(&store, data.path())
+        .unwrap()
+        .expect("a fresh database gets an admin key");
+    let admin = std::fs::read_to_string(admin_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    let options = AskOptions {
+        min_score,
+        ..AskOptions::default()
+    };
+    let state = web::Data::new(AppState::new(store.clone(), options, limits).unwrap());
+    let _ = state.engine.set(Engine {
+        retriever: Arc::new(Retriever::new(store, embedder)),
+        generator,
+    });
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server_state = state.clone();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = server::server(server_state, listener, 2).unwrap();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    let handle = rx.recv().unwrap();
+    TestServer {
+        base,
+        state,
+        admin,
+        handle,
+        data,
+        http: {
+            docent::ingest::crawl::install_tls_provider();
+            reqwest::Client::new()
+        },
+    }
+}
+
+async fn fake_server(limits: Limits) -> (TestServer, Arc<SlowGenerator>) {
+    let generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::ZERO);
+    let server = start(
+        Arc::new(FakeEmbedder::default()),
+        generator.clone(),
+        limits,
+        0.1,
+    )
+    .await;
+    (server, generator)
+}
+
+fn assert_error(response: &(u16, reqwest::header::HeaderMap, Value), status: u16, code: &str) {
+    let (got, headers, body) = response;
+    assert_eq!(*got, status, "{body}");
+    assert_eq!(body["error"]["code"], code, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    let request_id = headers["x-request-id"].to_str().unwrap();
+    assert_eq!(body["error"]["request_id"], request_id, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_error_has_its_status_code_and_envelope() {
+    let (s, _) = fake_server(Limits {
+        max_body_bytes: 4096,
+        max_message_chars: 200,
+        max_queue: 4,
+    })
+    .await;
+    let admin = s.admin.clone();
+    let chat = |body: Value| body;
+    // 200 with a request id, echoed when the client sends one.
+    let res = s
+        .http
+        .get(s.url("/healthz"))
+        .header("X-Request-Id", "trace-123")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["x-request-id"], "trace-123");
+    assert_eq!(s.call("GET", "/readyz", None, None).await.0, 200);
+    // 401: no key, a malformed key, a well-formed unknown key, a revoked key.
+    assert_error(
+        &s.call("GET", "/v1/bots", None, None).await,
+        401,
+        "missing_api_key",
+    );
+    assert_error(
+        &s.call("GET", "/v1/bots", Some("nope"), None).await,
+        401,
+        "invalid_api_key",
+    );
+    let unknown = format!("sk_live_{}", "A".repeat(40));
+    assert_error(
+        &s.call("GET", "/v1/bots", Some(&unknown), None).await,
+        401,
+        "invalid_api_key",
+    );
+    // 200: the admin key lists the live bot only (test bots need test keys).
+    let (status, _, bots) = s.call("GET", "/v1/bots", Some(&admin), None).await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = bots["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["zephyr"]);
+    assert!(bots.get("next_cursor").is_some());
+    // 403: a key scoped to another bot; a test key on a live bot; a bot key on admin routes.
+    let other = s.make_key(
+        KeyKind::Secret,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![BotId::parse("other").unwrap()]),
+        vec![],
+    );
+    let ask = chat(json!({"bot_id": "zephyr", "message": "How long is the warranty?"}));
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&other), Some(ask.clone()))
+            .await,
+        403,
+        "forbidden",
+    );
+    let test_key = s.make_key(KeyKind::Secret, KeyEnv::Test, KeyScope::Admin, vec![]);
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&test_key), Some(ask.clone()))
+            .await,
+        403,
+        "forbidden",
+    );
+    let sandbox = json!({"bot_id": "sandbox", "message": "How long is the warranty?"});
+    assert_eq!(
+        s.call("POST", "/v1/chat", Some(&test_key), Some(sandbox.clone()))
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&admin), Some(sandbox))
+            .await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &s.call("GET", "/v1/keys", Some(&other), None).await,
+        403,
+        "forbidden",
+    );
+    // 400: malformed JSON, missing fields, an over-long message, both history styles.
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&admin)
+        .header("Content-Type", "application/json")
+        .body("{\"bot_id\": ")
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body: Value = res.json().await.unwrap();
+    assert_error(&(status, headers, body), 400, "invalid_json");
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"message": "hi"})),
+        )
+        .await,
+        400,
+        "missing_field",
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr"})),
+        )
+        .await,
+        400,
+        "missing_field",
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "message": "x".repeat(201)})),
+        )
+        .await,
+        400,
+        "message_too_long",
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "Bad Id", "message": "hi"})),
+        )
+        .await,
+        400,
+        "invalid_bot_id",
+    );
+    let both = json!({"bot_id": "zephyr", "message": "hi", "messages": [{"role": "user", "content": "hi"}]});
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&admin), Some(both)).await,
+        400,
+        "invalid_request",
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "message": 5})),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    // 404: unknown bot, conversation, key and route; 405: a known route, wrong method.
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "nobody", "message": "hi"})),
+        )
+        .await,
+        404,
+        "bot_not_found",
+    );
+    let lost = json!({"bot_id": "zephyr", "message": "hi", "conversation_id": "conv_missing"});
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&admin), Some(lost)).await,
+        404,
+        "conversation_not_found",
+    );
+    assert_error(
+        &s.call("DELETE", "/v1/keys/key_missing", Some(&admin), None)
+            .await,
+        404,
+        "key_not_found",
+    );
+    assert_error(
+        &s.call("GET", "/v2/nothing", Some(&admin), None).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &s.call("PUT", "/v1/chat", Some(&admin), None).await,
+        405,
+        "method_not_allowed",
+    );
+    // 413 over the body cap, 415 without a JSON content type.
+    let big = json!({"bot_id": "zephyr", "message": "y".repeat(5000)});
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&admin), Some(big)).await,
+        413,
+        "payload_too_large",
+    );
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&admin)
+        .header("Content-Type", "text/plain")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let body: Value = res.json().await.unwrap();
+    assert_error(&(status, headers, body), 415, "unsupported_media_type");
+    // Revocation takes effect at once.
+    let (status, _, created) = s
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(&admin),
+            Some(json!({"bots": ["zephyr"], "name": "backend"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let key = created["key"].as_str().unwrap().to_string();
+    assert!(key.starts_with("sk_live_"));
+    assert_eq!(
+        s.call("POST", "/v1/chat", Some(&key), Some(ask.clone()))
+            .await
+            .0,
+        200
+    );
+    let id = created["id"].as_str().unwrap();
+    assert_eq!(
+        s.call("DELETE", &format!("/v1/keys/{id}"), Some(&admin), None)
+            .await
+            .0,
+        200
+    );
+    assert_error(
+        &s.call("POST", "/v1/chat", Some(&key), Some(ask.clone()))
+            .await,
+        401,
+        "invalid_api_key",
+    );
+    // Metrics count auth failures for alerting.
+    let (_, _, metrics) = s.call("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap().to_string();
+    assert!(
+        metrics.contains("docent_auth_failures_total{status=\"401\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("docent_requests_total{route=\"/v1/chat\",status=\"200\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn public_keys_work_only_from_their_origins_and_on_their_bot() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let pk = s.make_key(
+        KeyKind::Public,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![BotId::parse("zephyr").unwrap()]),
+        vec!["https://shop.example".into()],
+    );
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let send = |origin: Option<&'static str>, path: &'static str, body: Option<Value>| {
+        let mut req = if body.is_some() {
+            s.http.post(s.url(path))
+        } else {
+            s.http.get(s.url(path))
+        };
+        req = req.bearer_auth(&pk);
+        if let Some(origin) = origin {
+            req = req.header("Origin", origin);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send()
+    };
+    assert_eq!(
+        send(None, "/v1/chat", Some(ask.clone()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        send(Some("https://evil.example"), "/v1/chat", Some(ask.clone()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let res = send(Some("https://shop.example"), "/v1/chat", Some(ask.clone()))
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let conversation = body["conversation_id"].as_str().unwrap().to_string();
+    // Its own transcript, yes; bot lists and other routes, no.
+    let path: &'static str =
+        Box::leak(format!("/v1/conversations/{conversation}").into_boxed_str());
+    assert_eq!(
+        send(Some("https://shop.example"), path, None)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        send(Some("https://shop.example"), "/v1/bots", None)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    // A conversation someone else started is not readable with the public key.
+    let (_, _, other) = s.call("POST", "/v1/chat", Some(&s.admin), Some(ask)).await;
+    let other_path: &'static str = Box::leak(
+        format!(
+            "/v1/conversations/{}",
+            other["conversation_id"].as_str().unwrap()
+        )
+        .into_boxed_str(),
+    );
+    assert_eq!(
+        send(Some("https://shop.example"), other_path, None)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn conversations_remember_turns_and_users_can_be_erased() {
+    let (s, generator) = fake_server(Limits::default()).await;
+    let admin = s.admin.clone();
+    let (status, _, first) = s
+        .call("POST", "/v1/chat", Some(&admin), Some(json!({"bot_id": "zephyr", "message": "How long does standard shipping take?", "conversation_id": null, "user_id": "visitor-1"})))
+        .await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(first["message"]["role"], "assistant");
+    assert_eq!(first["answered"], true, "{first}");
+    assert_eq!(first["finish_reason"], "stop");
+    let sources = first["sources"].as_array().unwrap();
+    assert!(!sources.is_empty());
+    for field in ["index", "title", "url", "snippet", "score"] {
+        assert!(sources[0].get(field).is_some(), "{field}");
+    }
+    assert!(first["usage"]["completion_tokens"].as_u64().unwrap() > 0);
+    let conversation = first["conversation_id"].as_str().unwrap().to_string();
+    let (status, _, second) = s
+        .call("POST", "/v1/chat", Some(&admin), Some(json!({"bot_id": "zephyr", "message": "And what about international orders?", "conversation_id": conversation})))
+        .await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!(second["conversation_id"], conversation);
+    // The second prompt carried the first turn.
+    let prompts = generator.prompts.lock().unwrap().clone();
+    let last = prompts.last().unwrap();
+    assert!(
+        last.iter()
+            .any(|m| m.role == "user" && m.content.contains("standard shipping")),
+        "{last:?}"
+    );
+    assert!(last.iter().any(|m| m.role == "assistant"), "{last:?}");
+    assert_eq!(
+        last.last().unwrap().content,
+        "And what about international orders?"
+    );
+    // The transcript.
+    let (status, _, transcript) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations/{conversation}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(transcript["bot_id"], "zephyr");
+    assert_eq!(transcript["user_id"], "visitor-1");
+    assert_eq!(transcript["state"], "open");
+    let messages = transcript["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["user", "assistant", "user", "assistant"]);
+    assert_eq!(messages[1]["content"], first["message"]["content"]);
+    assert_eq!(messages[1]["id"], first["message_id"]);
+    // An explicit start, client-managed history, and listing with the envelope.
+    let (status, _, started) = s
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "user_id": "visitor-2"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{started}");
+    let client_managed = json!({"bot_id": "zephyr", "messages": [
+        {"role": "user", "content": "How long does standard shipping take?"},
+        {"role": "assistant", "content": "3 to 5 business days."},
+        {"role": "user", "content": "How long is the warranty on the Zephyr Pro?"}]});
+    let (status, _, reply) = s
+        .call("POST", "/v1/chat", Some(&admin), Some(client_managed))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let (_, _, listed) = s
+        .call(
+            "GET",
+            "/v1/conversations?bot_id=zephyr&user_id=visitor-1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1, "{listed}");
+    assert!(listed["next_cursor"].is_null());
+    let (_, _, page) = s
+        .call(
+            "GET",
+            "/v1/conversations?bot_id=zephyr&limit=1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("more than one conversation")
+        .to_string();
+    let (_, _, rest) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations?bot_id=zephyr&limit=10&cursor={cursor}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(rest["data"].as_array().unwrap().len(), 2, "{rest}");
+    // Erasing a user removes their conversations.
+    let (status, _, erased) = s
+        .call("DELETE", "/v1/users/visitor-1", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(erased["deleted_conversations"], 1);
+    assert_eq!(
+        s.call(
+            "GET",
+            &format!("/v1/conversations/{conversation}"),
+            Some(&admin),
+            None
+        )
+        .await
+        .0,
+        404
+    );
+}
+
+/// Reads an SSE body into its `data:` JSON events (comments skipped), however the bytes
+/// were split across network reads.
+async fn read_events(res: reqwest::Response, stop_after_delta: bool) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = res.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    let event: Value = serde_json::from_str(data).unwrap();
+                    let is_delta = event.get("delta").is_some();
+                    events.push(event);
+                    if stop_after_delta && is_delta {
+                        return events;
+                    }
+                }
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_send_start_sources_deltas_done_and_interleave() {
+    let generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::from_millis(30));
+    let s = start(
+        Arc::new(FakeEmbedder::default()),
+        generator.clone(),
+        Limits::default(),
+        0.1,
+    )
+    .await;
+    let stream = |message: &'static str| {
+        s.http
+            .post(s.url("/v1/chat"))
+            .bearer_auth(&s.admin)
+            .json(&json!({"bot_id": "zephyr", "message": message, "stream": true}))
+            .send()
+    };
+    let res = stream("How long is the warranty on the Zephyr Pro?")
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "text/event-stream");
+    assert_eq!(res.headers()["x-accel-buffering"], "no");
+    let events = read_events(res, false).await;
+    assert_eq!(events[0]["event"], "start");
+    assert_eq!(events[1]["event"], "sources");
+    assert!(!events[1]["sources"].as_array().unwrap().is_empty());
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done", "{events:?}");
+    for field in [
+        "conversation_id",
+        "message_id",
+        "finish_reason",
+        "answered",
+        "cited",
+        "usage",
+    ] {
+        assert!(done.get(field).is_some(), "{field}: {done}");
+    }
+    let text: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
+    let id = done["conversation_id"].as_str().unwrap();
+    let (_, _, transcript) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations/{id}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        transcript["messages"][1]["content"].as_str().unwrap(),
+        text.trim()
+    );
+    // Two streams at once both make progress: the second starts before the first ends.
+    let (a, b) = tokio::join!(
+        async {
+            read_events(
+                stream("How long does standard shipping take?")
+                    .await
+                    .unwrap(),
+                false,
+            )
+            .await
+        },
+        async {
+            read_events(
+                stream("How many days do I have to return a kettle?")
+                    .await
+                    .unwrap(),
+                false,
+            )
+            .await
+        },
+    );
+    assert_eq!(a.last().unwrap()["event"], "done");
+    assert_eq!(b.last().unwrap()["event"], "done");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_is_503_and_a_dropped_stream_stops_generation() {
+    let generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::from_millis(300));
+    let s = start(
+        Arc::new(FakeEmbedder::default()),
+        generator.clone(),
+        Limits {
+            max_queue: 1,
+            ..Limits::default()
+        },
+        0.1,
+    )
+    .await;
+    let body = json!({"bot_id": "zephyr", "message": "How long is the warranty on the Zephyr Pro?", "stream": true});
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&s.admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let first = read_events(res, true).await;
+    assert!(first.last().unwrap().get("delta").is_some());
+    // The only slot is taken: the next request is turned away with Retry-After.
+    let busy = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(body.clone()))
+        .await;
+    assert_error(&busy, 503, "overloaded");
+    assert!(busy.1.contains_key("retry-after"));
+    // The first stream's reader is gone (dropped in read_events): generation stops early.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while generator.cancelled.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "generation did not stop"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the slot is free again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        s.call(
+            "POST",
+            "/v1/chat",
+            Some(&s.admin),
+            Some(json!({"bot_id": "zephyr", "message": "Warranty?"}))
+        )
+        .await
+        .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keys_are_stored_only_as_hashes() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let (status, _, created) = s
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(&s.admin),
+            Some(json!({"admin": true})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let key = created["key"].as_str().unwrap().to_string();
+    let (status, _, rotated) = s
+        .call(
+            "POST",
+            &format!("/v1/keys/{}/rotate", created["id"].as_str().unwrap()),
+            Some(&s.admin),
+            Some(json!({"overlap_seconds": 60})),
+        )
+        .await;
+    assert_eq!(status, 201, "{rotated}");
+    let new_key = rotated["key"].as_str().unwrap().to_string();
+    // During the overlap both keys work.
+    assert_eq!(s.call("GET", "/v1/bots", Some(&key), None).await.0, 200);
+    assert_eq!(s.call("GET", "/v1/bots", Some(&new_key), None).await.0, 200);
+    let (_, _, listed) = s.call("GET", "/v1/keys", Some(&s.admin), None).await;
+    assert!(
+        !listed.to_string().contains(&key[8..]),
+        "lists never show keys"
+    );
+    let db = std::fs::read(s.data.path().join("docent.redb")).unwrap();
+    for secret in [&key, &new_key, &s.admin] {
+        let needle = secret.as_bytes();
+        assert!(
+            !db.windows(needle.len()).any(|w| w == needle),
+            "a key is in the database in clear"
+        );
+        let tail = &needle[16..];
+        assert!(
+            !db.windows(tail.len()).any(|w| w == tail),
+            "part of a key is in the database"
+        );
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(s.data.path().join("admin.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_models_answer_over_http_and_follow_ups_retrieve_with_their_context() {
+    let s = start(dyn_embedder(), generator(), Limits::default(), 0.3).await;
+    let (status, _, answer) = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(json!({"bot_id": "zephyr", "message": "How many days do I have to return a kettle?"})))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["answered"], true, "{answer}");
+    assert!(
+        answer["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("45"),
+        "{answer}"
+    );
+    assert!(
+        answer["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["url"].as_str().unwrap().ends_with("/returns.html")),
+        "{answer}"
+    );
+    // A follow-up's top retrieved source, with and without its conversation.
+    let (_, _, first) = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(json!({"bot_id": "zephyr", "message": "How long is the warranty on the Zephyr Pro?"})))
+        .await;
+    let conversation = first["conversation_id"].as_str().unwrap();
+    let top_source = |body: Value| {
+        let req = s
+            .http
+            .post(s.url("/v1/chat"))
+            .bearer_auth(&s.admin)
+            .json(&body)
+            .send();
+        async move {
+            let events = read_events(req.await.unwrap(), true).await;
+            let sources = events
+                .iter()
+                .find(|e| e["event"] == "sources")
+                .cloned()
+                .unwrap();
+            sources["sources"][0]["url"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        }
+    };
+    let follow_up = "And for the Zephyr 3000?";
+    let in_context = top_source(json!({"bot_id": "zephyr", "message": follow_up, "conversation_id": conversation, "stream": true})).await;
+    let bare = top_source(json!({"bot_id": "zephyr", "message": follow_up, "stream": true})).await;
+    assert!(
+        in_context.ends_with("/warranty.html"),
+        "{in_context} (bare: {bare})"
+    );
+    assert_ne!(
+        in_context, bare,
+        "the conversation's context changes what is retrieved"
+    );
+}
