@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# `make run`: ingest a real site and answer a sample question about it, with citations.
+# `make run`: ingest a real site, answer a sample question with citations, then start the
+# API server on it and print a curl command with a working key.
 # Uses the Rust Book from the local toolchain docs (cited as https://doc.rust-lang.org/book/),
 # or the bundled Zephyr Kettles help site when those docs are absent.
 set -euo pipefail
 bin=${1:-target/release/docent}
 data=${DOCENT_DATA_DIR:-data}
+bind=${DOCENT_BIND:-127.0.0.1:8080}
 book="$(dirname "$(rustup doc --path 2>/dev/null || echo /nonexistent/x)")/book"
 if [[ -f "$book/ch00-00-introduction.html" ]]; then
   echo "== ingesting the Rust Book from $book"
@@ -22,3 +24,24 @@ fi
 echo
 echo "== docent ask --bot $bot \"$question\""
 "$bin" --data-dir "$data" ask --bot "$bot" "$question"
+
+# A key for the demo bot, kept (0600) in the data dir and reused while it is valid.
+keyfile="$data/demo-$bot.key"
+key=""
+if [[ -f "$keyfile" ]]; then
+  key=$(cat "$keyfile")
+  id="key_${key:8:8}"
+  "$bin" --data-dir "$data" keys list --json | grep -q "\"id\":\"$id\",[^}]*\"revoked\":null" || key=""
+fi
+if [[ -z "$key" ]]; then
+  key=$("$bin" --data-dir "$data" keys create --bot "$bot" --name "make run demo" --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+  (umask 077 && echo "$key" > "$keyfile")
+fi
+echo
+echo "== starting docent serve on http://$bind (Ctrl-C stops it). Try, from another terminal:"
+echo
+echo "curl -sN http://$bind/v1/chat -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\"
+echo "  -d '{\"bot_id\": \"$bot\", \"message\": \"$question\", \"stream\": true}'"
+echo
+exec "$bin" --data-dir "$data" serve --bind "$bind"
