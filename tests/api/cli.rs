@@ -151,3 +151,185 @@ fn ingest_then_ask_through_the_binary_returns_cited_json() {
     let bots: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(bots, serde_json::json!([]));
 }
+
+/// One HTTP/1.0 GET on loopback; returns the status code and the body.
+fn http_get(address: &str, path: &str, key: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let auth = key
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.0\r\nHost: {address}\r\n{auth}\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}
+
+#[test]
+fn serve_makes_an_admin_key_owns_the_data_dir_and_stops_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    let data = tempfile::tempdir().unwrap();
+    let mut child = docent(data.path())
+        .args(["serve", "--bind", "127.0.0.1:0", "--model", "small"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut address = None;
+    let mut said_key_file = false;
+    while let Some(line) = lines.next() {
+        let line = line.unwrap();
+        said_key_file |= line.contains("admin.key");
+        assert!(
+            !line.contains("sk_live_"),
+            "the key itself is never printed: {line}"
+        );
+        if let Some(rest) = line.strip_prefix("docent listening on http://") {
+            address = Some(rest.split_whitespace().next().unwrap().to_string());
+            break;
+        }
+    }
+    let address = address.expect("serve reports its address");
+    assert!(said_key_file);
+    let key_file = data.path().join("admin.key");
+    let admin = std::fs::read_to_string(&key_file)
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(admin.starts_with("sk_live_"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(http_get(&address, "/healthz", None).0, 200);
+    // The CLI says plainly that the server owns the database.
+    let out = docent(data.path()).args(["keys", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("docent serve is running on") && stderr.contains("use the API"),
+        "{stderr}"
+    );
+    // Ready once the models are loaded; the admin key works.
+    for line in lines.by_ref() {
+        if line.unwrap().starts_with("docent ready") {
+            break;
+        }
+    }
+    assert_eq!(http_get(&address, "/readyz", None).0, 200);
+    let (status, body) = http_get(&address, "/v1/bots", Some(&admin));
+    assert_eq!(status, 200, "{body}");
+    // SIGTERM: a clean exit that releases the database.
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status:?}");
+    assert!(!data.path().join("serve.pid").exists());
+    let out = docent(data.path())
+        .args(["keys", "list", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(&admin));
+}
+
+#[test]
+fn keys_cli_creates_scoped_public_and_test_keys_and_rejects_nonsense() {
+    let data = tempfile::tempdir().unwrap();
+    let create = |args: &[&str]| {
+        let out = docent(data.path())
+            .args(["keys", "create", "--json"])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, _) = create(&["--admin"]);
+    assert_eq!(code, Some(0));
+    let admin: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(admin["key"].as_str().unwrap().starts_with("sk_live_"));
+    assert_eq!(admin["admin"], true);
+    let (_, stdout, _) = create(&["--bot", "docs", "--test"]);
+    let scoped: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(scoped["key"].as_str().unwrap().starts_with("sk_test_"));
+    assert_eq!(scoped["bots"], serde_json::json!(["docs"]));
+    let (_, stdout, _) = create(&[
+        "--public",
+        "--bot",
+        "docs",
+        "--origin",
+        "https://site.example",
+    ]);
+    let public: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(public["key"].as_str().unwrap().starts_with("pk_live_"));
+    for bad in [
+        &["--public", "--bot", "docs"][..],
+        &["--admin", "--bot", "docs"],
+        &[],
+        &[
+            "--public",
+            "--bot",
+            "docs",
+            "--origin",
+            "https://site.example/path",
+        ],
+        &["--bot", "Not A Slug"],
+    ] {
+        let (code, _, stderr) = create(bad);
+        assert_eq!(code, Some(1), "{bad:?}");
+        assert!(stderr.starts_with("error: "), "{bad:?}: {stderr}");
+    }
+    let id = admin["id"].as_str().unwrap();
+    let out = docent(data.path())
+        .args(["keys", "rotate", id, "--overlap", "1h", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rotated: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(rotated["replaces"]["expires"].as_u64().is_some());
+    let out = docent(data.path())
+        .args(["keys", "revoke", id])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = docent(data.path())
+        .args(["keys", "rotate", id])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a revoked key cannot be rotated"
+    );
+}
