@@ -183,7 +183,7 @@ fn serve_makes_an_admin_key_owns_the_data_dir_and_stops_on_sigterm() {
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let mut address = None;
     let mut said_key_file = false;
-    while let Some(line) = lines.next() {
+    for line in lines.by_ref() {
         let line = line.unwrap();
         said_key_file |= line.contains("admin.key");
         assert!(
