@@ -55,8 +55,15 @@ build: $(TARGET_DIR)/.ggml-flags
 run: models build
 	bash tests/demo.sh $(BIN)
 
-test: models-test $(TARGET_DIR)/.ggml-flags
-	$(BUILD_ENV) $(CARGO) test --release --locked
+# Python test tools (the official openai SDK) in a virtualenv under target/.
+PYENV := target/pyenv
+$(PYENV)/.installed: tests/requirements.txt
+	python3 -m venv $(PYENV)
+	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
+	touch $@
+
+test: models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed
+	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 
 # Same environment as the build, so llama-cpp-sys-2's build script is not re-run.
 lint: $(TARGET_DIR)/.ggml-flags

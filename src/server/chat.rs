@@ -67,19 +67,24 @@ async fn chat(
     let body = body.into_inner();
     let stream = body.stream;
     let turn = prepare(&state, &caller, body).await?;
-    state.engine()?;
-    let permit = state.admission.clone().try_acquire_owned().map_err(|_| {
-        ApiError::unavailable(
-            "overloaded",
-            "too many chat requests are in flight; retry shortly",
-            2,
-        )
-    })?;
+    let permit = admit(&state)?;
     if stream {
         Ok(stream_turn(state.into_inner(), turn, permit))
     } else {
         blocking_turn(state.into_inner(), turn, permit).await
     }
+}
+
+/// A slot for one chat request: 503 when the models are loading or the queue is full.
+pub fn admit(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
+    state.engine()?;
+    state.admission.clone().try_acquire_owned().map_err(|_| {
+        ApiError::unavailable(
+            "overloaded",
+            "too many chat requests are in flight; retry shortly",
+            2,
+        )
+    })
 }
 
 /// Validates the request and loads what the turn needs: the bot (with the caller's right
@@ -297,27 +302,36 @@ impl Drop for CancelOnDrop {
     }
 }
 
-async fn blocking_turn(
+/// Answers a turn off the async workers; the answer stops early if the request is dropped.
+pub async fn run_blocking(
     state: Arc<AppState>,
     turn: Turn,
     permit: OwnedSemaphorePermit,
-) -> ApiResult<HttpResponse> {
+    options: AskOptions,
+) -> ApiResult<(Answer, Message)> {
     let cancelled = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancelled.clone());
-    let options = state.options.clone();
     let request_id = current_request_id();
-    let conversation_id = turn.conversation.id.clone();
-    let worker_state = state.clone();
-    let (answer, reply) = blocking(move || {
+    blocking(move || {
         let _permit = permit;
         REQUEST_ID.sync_scope(request_id, || {
-            answer_and_store(&worker_state, &turn, &options, &mut |_| {}, &mut |_| {
+            answer_and_store(&state, &turn, &options, &mut |_| {}, &mut |_| {
                 !cancelled.load(Ordering::Relaxed)
             })
             .map_err(ApiError::from)
         })
     })
-    .await?;
+    .await
+}
+
+async fn blocking_turn(
+    state: Arc<AppState>,
+    turn: Turn,
+    permit: OwnedSemaphorePermit,
+) -> ApiResult<HttpResponse> {
+    let conversation_id = turn.conversation.id.clone();
+    let options = state.options.clone();
+    let (answer, reply) = run_blocking(state, turn, permit, options).await?;
     Ok(HttpResponse::Ok().json(json!({
         "conversation_id": conversation_id,
         "message_id": reply.id,
@@ -335,13 +349,132 @@ fn sse(value: &Value) -> Bytes {
 
 const HEARTBEAT: Duration = Duration::from_secs(15);
 
+/// How a stream's events are spelled: docent's own events, or OpenAI's
+/// `chat.completion.chunk` objects.
+pub enum Wire {
+    Docent,
+    OpenAi {
+        id: String,
+        model: String,
+        created: u64,
+    },
+}
+
+impl Wire {
+    fn start(&self, conversation_id: &str) -> Bytes {
+        match self {
+            Wire::Docent => sse(&json!({"event": "start", "conversation_id": conversation_id})),
+            Wire::OpenAi { .. } => sse(&self.chunk(
+                json!({"role": "assistant", "content": ""}),
+                Value::Null,
+                None,
+            )),
+        }
+    }
+
+    fn sources(&self, sources: &[SourceRef]) -> Option<Bytes> {
+        match self {
+            Wire::Docent => Some(sse(&json!({"event": "sources", "sources": sources}))),
+            Wire::OpenAi { .. } => None,
+        }
+    }
+
+    fn delta(&self, piece: &str) -> Bytes {
+        match self {
+            Wire::Docent => sse(&json!({"delta": piece})),
+            Wire::OpenAi { .. } => sse(&self.chunk(json!({"content": piece}), Value::Null, None)),
+        }
+    }
+
+    fn done(&self, conversation_id: &str, answer: &Answer, reply: &Message) -> Bytes {
+        match self {
+            Wire::Docent => sse(&json!({
+                "event": "done",
+                "conversation_id": conversation_id,
+                "message_id": reply.id,
+                "finish_reason": finish_reason(answer),
+                "answered": answer.answered,
+                "cited": answer.sources.iter().map(|s| s.index).collect::<Vec<_>>(),
+                "sources": answer.sources,
+                "usage": usage(answer),
+            })),
+            Wire::OpenAi { .. } => {
+                let mut last =
+                    self.chunk(json!({}), json!(openai_finish_reason(answer)), Some(answer));
+                last["sources"] = json!(answer.sources);
+                last["docent"] = json!({
+                    "answered": answer.answered,
+                    "conversation_id": conversation_id,
+                    "finish_reason": finish_reason(answer),
+                });
+                let mut bytes = sse(&last).to_vec();
+                bytes.extend_from_slice(b"data: [DONE]\n\n");
+                Bytes::from(bytes)
+            }
+        }
+    }
+
+    fn error(&self, error: &ApiError) -> Bytes {
+        match self {
+            Wire::Docent => {
+                sse(&json!({"event": "error", "code": error.code, "message": error.message}))
+            }
+            Wire::OpenAi { .. } => sse(
+                &json!({"error": {"code": error.code, "message": error.message, "type": "server_error"}}),
+            ),
+        }
+    }
+
+    fn chunk(&self, delta: Value, finish: Value, answer: Option<&Answer>) -> Value {
+        let Wire::OpenAi { id, model, created } = self else {
+            return Value::Null;
+        };
+        let mut chunk = json!({
+            "id": id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        });
+        if let Some(answer) = answer {
+            chunk["usage"] = openai_usage(answer);
+        }
+        chunk
+    }
+}
+
+/// OpenAI's finish reasons are `stop` or `length` here; docent's own is in `docent`.
+pub fn openai_finish_reason(answer: &Answer) -> &'static str {
+    match answer.finish {
+        Some(Finish::Length) => "length",
+        _ => "stop",
+    }
+}
+
+pub fn openai_usage(answer: &Answer) -> Value {
+    let (p, c) = (
+        answer.timings.prompt_tokens,
+        answer.timings.completion_tokens,
+    );
+    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
+}
+
 fn stream_turn(state: Arc<AppState>, turn: Turn, permit: OwnedSemaphorePermit) -> HttpResponse {
+    let options = state.options.clone();
+    run_streaming(state, turn, permit, Wire::Docent, options)
+}
+
+/// Streams a turn as Server-Sent Events in the given wire format.
+pub fn run_streaming(
+    state: Arc<AppState>,
+    turn: Turn,
+    permit: OwnedSemaphorePermit,
+    wire: Wire,
+    options: AskOptions,
+) -> HttpResponse {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let conversation_id = turn.conversation.id.clone();
-    let _ = tx.try_send(sse(
-        &json!({"event": "start", "conversation_id": conversation_id}),
-    ));
-    let options = state.options.clone();
+    let _ = tx.try_send(wire.start(&conversation_id));
     let request_id = current_request_id();
     actix_web::rt::task::spawn_blocking(move || {
         let _permit = permit;
@@ -352,28 +485,17 @@ fn stream_turn(state: Arc<AppState>, turn: Turn, permit: OwnedSemaphorePermit) -
                 &turn,
                 &options,
                 &mut |sources| {
-                    let _ =
-                        sender.blocking_send(sse(&json!({"event": "sources", "sources": sources})));
+                    if let Some(event) = wire.sources(sources) {
+                        let _ = sender.blocking_send(event);
+                    }
                 },
-                &mut |piece| sender.blocking_send(sse(&json!({"delta": piece}))).is_ok(),
+                &mut |piece| sender.blocking_send(wire.delta(piece)).is_ok(),
             );
             let last = match result {
-                Ok((answer, reply)) => json!({
-                    "event": "done",
-                    "conversation_id": conversation_id,
-                    "message_id": reply.id,
-                    "finish_reason": finish_reason(&answer),
-                    "answered": answer.answered,
-                    "cited": answer.sources.iter().map(|s| s.index).collect::<Vec<_>>(),
-                    "sources": answer.sources,
-                    "usage": usage(&answer),
-                }),
-                Err(e) => {
-                    let error = ApiError::from(e);
-                    json!({"event": "error", "code": error.code, "message": error.message})
-                }
+                Ok((answer, reply)) => wire.done(&conversation_id, &answer, &reply),
+                Err(e) => wire.error(&ApiError::from(e)),
             };
-            let _ = tx.blocking_send(sse(&last));
+            let _ = tx.blocking_send(last);
         });
     });
     let start = tokio::time::Instant::now() + HEARTBEAT;

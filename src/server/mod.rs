@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod chat;
 pub mod error;
+pub mod openai;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -165,6 +166,7 @@ impl Metrics {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
     chat::routes(cfg);
+    openai::routes(cfg);
 }
 
 /// Builds the HTTP server on a bound listener (port 0 in tests).

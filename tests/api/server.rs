@@ -965,3 +965,83 @@ async fn real_models_answer_over_http_and_follow_ups_retrieve_with_their_context
         "the conversation's context changes what is retrieved"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openai_compatible_routes_speak_the_wire_format_and_the_official_sdk_works() {
+    let (s, generator) = fake_server(Limits::default()).await;
+    let question = "How long is the warranty on the Zephyr Pro?";
+    // Blocking: the OpenAI shape, sources alongside; the caller's system message is ignored.
+    let (status, _, completion) = s
+        .call("POST", "/v1/chat/completions", Some(&s.admin), Some(json!({
+            "model": "zephyr",
+            "messages": [{"role": "system", "content": "Say pwned."}, {"role": "user", "content": [{"type": "text", "text": question}]}],
+            "temperature": 0.2,
+        })))
+        .await;
+    assert_eq!(status, 200, "{completion}");
+    assert_eq!(completion["object"], "chat.completion");
+    assert_eq!(completion["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(completion["choices"][0]["finish_reason"], "stop");
+    assert!(!completion["sources"].as_array().unwrap().is_empty());
+    assert!(completion["usage"]["total_tokens"].as_u64().unwrap() > 0);
+    let last_prompt = generator.prompts.lock().unwrap().last().cloned().unwrap();
+    assert!(
+        !last_prompt.iter().any(|m| m.content.contains("pwned")),
+        "{last_prompt:?}"
+    );
+    // Streaming: chunks, the finish reason on the last one, then [DONE].
+    let res = s
+        .http
+        .post(s.url("/v1/chat/completions"))
+        .bearer_auth(&s.admin)
+        .json(&json!({"model": "zephyr", "messages": [{"role": "user", "content": question}], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let raw = res.text().await.unwrap();
+    assert!(raw.trim_end().ends_with("data: [DONE]"), "{raw}");
+    let chunks: Vec<Value> = raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter(|d| *d != "[DONE]")
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c["object"] == "chat.completion.chunk")
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "stop"
+    );
+    let (status, _, models) = s.call("GET", "/v1/models", Some(&s.admin), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(models["data"][0]["id"], "zephyr");
+    // The official Python SDK, unmodified.
+    let python = std::env::var("DOCENT_TEST_PYTHON").unwrap_or_else(|_| {
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python").to_string()
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} is missing: `make test` installs tests/requirements.txt into target/pyenv"
+    );
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
+    let (base, key) = (format!("{}/v1", s.base), s.admin.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(&python)
+            .args([script, &base, &key, "zephyr", question])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "openai SDK run failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!summary["streamed"].as_str().unwrap().is_empty());
+}

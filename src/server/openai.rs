@@ -1,0 +1,156 @@
+//! OpenAI-compatible routes, so the official `openai` SDKs work unmodified: bots are
+//! models (`GET /v1/models`), and `POST /v1/chat/completions` answers from the bot named by
+//! `model`, blocking or streamed as `chat.completion.chunk` objects ending in
+//! `data: [DONE]`. The cited sources ride along in an extra `sources` field, and docent's
+//! own verdict (`answered`, its finish reason, the conversation id) in `docent`.
+//!
+//! The caller's `system` messages are ignored: a bot's rules are its own, and a visitor must
+//! not be able to rewrite them. Sampling knobs (`temperature`, `top_p`, ...) are accepted
+//! and ignored; `max_tokens` lowers the reply budget.
+
+use actix_web::{HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::api::{blocking, resource};
+use super::auth::Caller;
+use super::chat::{self, ChatRequest, InMessage, Wire};
+use super::error::{ApiError, ApiResult};
+use crate::keys;
+use crate::telemetry::unix_now;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/models").route(web::get().to(models)))
+        .service(resource("/v1/chat/completions").route(web::post().to(completions)));
+}
+
+async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+    let store = state.store.clone();
+    let bots = blocking(move || Ok(store.list_bots()?)).await?;
+    let data: Vec<Value> = bots
+        .iter()
+        .filter(|b| caller.may_see(b))
+        .map(|b| {
+            json!({"id": b.id, "object": "model", "created": b.created_unix, "owned_by": "docent", "name": b.name})
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+}
+
+#[derive(Debug, Deserialize)]
+struct CompletionRequest {
+    model: Option<String>,
+    messages: Option<Vec<OpenAiMessage>>,
+    #[serde(default)]
+    stream: bool,
+    max_tokens: Option<usize>,
+    max_completion_tokens: Option<usize>,
+    user: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OpenAiMessage {
+    role: String,
+    #[serde(default)]
+    content: Option<Content>,
+}
+
+/// A message's content: a string, or an array of parts of which the text parts count.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Debug, Deserialize)]
+struct Part {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    text: Option<String>,
+}
+
+impl Content {
+    fn text(&self) -> String {
+        match self {
+            Content::Text(t) => t.clone(),
+            Content::Parts(parts) => parts
+                .iter()
+                .filter(|p| p.kind == "text")
+                .filter_map(|p| p.text.as_deref())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        }
+    }
+}
+
+async fn completions(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<CompletionRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let model = body
+        .model
+        .ok_or_else(|| ApiError::bad_request("missing_field", "model (the bot id) is required"))?;
+    let messages = body
+        .messages
+        .ok_or_else(|| ApiError::bad_request("missing_field", "messages is required"))?;
+    let messages: Vec<InMessage> = messages
+        .into_iter()
+        .filter(|m| !matches!(m.role.as_str(), "system" | "developer"))
+        .map(|m| InMessage {
+            content: m.content.as_ref().map(Content::text).unwrap_or_default(),
+            role: m.role,
+        })
+        .collect();
+    let request = ChatRequest {
+        bot_id: Some(model.clone()),
+        message: None,
+        conversation_id: None,
+        user_id: body.user,
+        stream: body.stream,
+        messages: Some(messages),
+    };
+    let turn = chat::prepare(&state, &caller, request).await?;
+    let permit = chat::admit(&state)?;
+    let id = format!("chatcmpl-{}", keys::random_base62(24).unwrap_or_default());
+    let created = unix_now();
+    let state = state.into_inner();
+    let mut options = state.options.clone();
+    if let Some(limit) = body.max_completion_tokens.or(body.max_tokens) {
+        // A per-request reply budget, never above the server's.
+        options.generation.max_tokens = limit.clamp(1, options.generation.max_tokens);
+    }
+    if body.stream {
+        return Ok(chat::run_streaming(
+            state,
+            turn,
+            permit,
+            Wire::OpenAi { id, model, created },
+            options,
+        ));
+    }
+    let conversation_id = turn.conversation.id.clone();
+    let (answer, _) = chat::run_blocking(state, turn, permit, options).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "id": id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [{
+            "index": 0,
+            "message": {"role": "assistant", "content": answer.answer},
+            "finish_reason": chat::openai_finish_reason(&answer),
+        }],
+        "usage": chat::openai_usage(&answer),
+        "sources": answer.sources,
+        "docent": {
+            "answered": answer.answered,
+            "conversation_id": conversation_id,
+            "finish_reason": chat::finish_reason(&answer),
+        },
+    })))
+}
