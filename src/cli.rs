@@ -171,6 +171,19 @@ pub struct ServeArgs {
     /// Chat requests admitted at once (generating or waiting); beyond it, 503
     #[arg(long, env = "DOCENT_MAX_QUEUE", default_value_t = 16)]
     pub max_queue: usize,
+    /// Requests a minute per API key (0: no limit)
+    #[arg(long, env = "DOCENT_RATE_LIMIT_KEY", default_value_t = 120)]
+    pub rate_limit_key: u32,
+    /// Requests a minute per client IP (0: no limit)
+    #[arg(long, env = "DOCENT_RATE_LIMIT_IP", default_value_t = 600)]
+    pub rate_limit_ip: u32,
+    /// A proxy whose X-Forwarded-For names the client (repeatable; env: comma-separated)
+    #[arg(
+        long = "trusted-proxy",
+        env = "DOCENT_TRUSTED_PROXIES",
+        value_delimiter = ','
+    )]
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -375,6 +375,9 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         max_body_bytes: args.max_body_bytes.max(1024),
         max_message_chars: args.max_message_chars.max(1),
         max_queue: args.max_queue.max(1),
+        per_key_per_minute: args.rate_limit_key,
+        per_ip_per_minute: args.rate_limit_ip,
+        trusted_proxies: args.trusted_proxies.clone(),
     };
     let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
     let config = config.clone();

@@ -111,14 +111,28 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let state = req
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered");
-    let result = check(req, state);
-    match &result {
-        Ok(caller) => {
-            req.extensions_mut()
-                .insert(CallerKeyId(caller.key.id.clone()));
+    let result = check(req, state).and_then(|caller| {
+        req.extensions_mut()
+            .insert(CallerKeyId(caller.key.id.clone()));
+        if let Some(limit) = &state.per_key {
+            match limit.check(&caller.key.id) {
+                Ok(quote) => {
+                    req.extensions_mut().insert(super::KeyQuote(quote));
+                }
+                Err((quote, error)) => {
+                    req.extensions_mut().insert(super::KeyQuote(quote));
+                    return Err(error);
+                }
+            }
         }
+        Ok(caller)
+    });
+    match &result {
+        Ok(_) => {}
         Err(e) => {
-            state.metrics.auth_failure(e.status.as_u16());
+            if matches!(e.status.as_u16(), 401 | 403) {
+                state.metrics.auth_failure(e.status.as_u16());
+            }
         }
     }
     result

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod chat;
 pub mod error;
 pub mod openai;
+pub mod ratelimit;
 
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -23,7 +24,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
-use actix_web::{App, HttpMessage, HttpServer, web};
+use actix_web::{App, HttpMessage, HttpServer, ResponseError, web};
 use anyhow::Context;
 use tokio::sync::Semaphore;
 
@@ -34,6 +35,7 @@ use crate::retrieval::Retriever;
 use crate::store::Store;
 use auth::{CallerKeyId, KeyCache};
 use error::{ApiError, REQUEST_ID};
+use ratelimit::{Quote, RateLimit};
 
 /// The file, in the data dir, holding the admin key made on first start (mode 0600).
 pub const ADMIN_KEY_FILE: &str = "admin.key";
@@ -50,6 +52,12 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// Chat requests admitted at once (generating or waiting); beyond it, 503.
     pub max_queue: usize,
+    /// Requests a minute per API key (0: no limit).
+    pub per_key_per_minute: u32,
+    /// Requests a minute per client IP (0: no limit).
+    pub per_ip_per_minute: u32,
+    /// Proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Limits {
@@ -58,6 +66,9 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_message_chars: 4000,
             max_queue: 16,
+            per_key_per_minute: 120,
+            per_ip_per_minute: 600,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -77,6 +88,8 @@ pub struct AppState {
     /// Permits for chat requests in flight (`limits.max_queue`).
     pub admission: Arc<Semaphore>,
     pub metrics: Metrics,
+    pub per_key: Option<RateLimit>,
+    pub per_ip: Option<RateLimit>,
 }
 
 impl AppState {
@@ -87,6 +100,8 @@ impl AppState {
             keys,
             engine: OnceLock::new(),
             admission: Arc::new(Semaphore::new(limits.max_queue.max(1))),
+            per_key: RateLimit::per_minute(limits.per_key_per_minute),
+            per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
             options,
             limits,
             metrics: Metrics::default(),
@@ -206,7 +221,7 @@ pub fn server(
 /// the response header, metrics and the access log line.
 async fn request_context(
     req: ServiceRequest,
-    next: Next<impl MessageBody>,
+    next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let id = req
@@ -223,17 +238,61 @@ async fn request_context(
         .unwrap_or_else(|| format!("req_{}", keys::random_base62(16).unwrap_or_default()));
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let mut res = REQUEST_ID.scope(id.clone(), next.call(req)).await?;
+    let exempt = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+    let mut res = REQUEST_ID
+        .scope(id.clone(), async move {
+            // Per-IP limit first: it holds before any key is looked at.
+            if let (Some(state), false) = (&state, exempt)
+                && let Some(limit) = &state.per_ip
+            {
+                let ip = ratelimit::client_ip(req.request(), &state.limits.trusted_proxies)
+                    .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+                match limit.check(&ip) {
+                    Ok(quote) => {
+                        req.extensions_mut().insert(IpQuote(quote));
+                    }
+                    Err((quote, error)) => {
+                        req.extensions_mut().insert(IpQuote(quote));
+                        let response = error.error_response();
+                        return Ok(req.into_response(response).map_into_right_body());
+                    }
+                }
+            }
+            next.call(req)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        })
+        .await?;
     if let Ok(value) = HeaderValue::from_str(&id) {
         res.headers_mut()
             .insert(HeaderName::from_static("x-request-id"), value);
+    }
+    // The tighter of the key's and the IP's quotas goes in the headers.
+    let quote = {
+        let extensions = res.request().extensions();
+        let key = extensions.get::<KeyQuote>().map(|q| q.0);
+        let ip = extensions.get::<IpQuote>().map(|q| q.0);
+        match (key, ip) {
+            (Some(k), Some(i)) => Some(if k.remaining <= i.remaining { k } else { i }),
+            (k, i) => k.or(i),
+        }
+    };
+    if let Some(quote) = quote {
+        let headers = res.headers_mut();
+        for (name, value) in [
+            ("ratelimit-limit", quote.limit as u64),
+            ("ratelimit-remaining", quote.remaining as u64),
+            ("ratelimit-reset", quote.reset),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
     }
     let route = res
         .request()
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     let status = res.status().as_u16();
-    if let Some(state) = state {
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
         state.metrics.request(&route, status);
     }
     let key_id = res
@@ -253,6 +312,14 @@ async fn request_context(
     );
     Ok(res)
 }
+
+/// The per-key quota after this request (set by authentication).
+#[derive(Debug, Clone, Copy)]
+pub struct KeyQuote(pub Quote);
+
+/// The per-IP quota after this request.
+#[derive(Debug, Clone, Copy)]
+struct IpQuote(Quote);
 
 /// Creates an admin key when the database has none, writing it to `ADMIN_KEY_FILE` (0600).
 /// Returns the file's path when a key was made.

@@ -231,6 +231,7 @@ async fn every_error_has_its_status_code_and_envelope() {
         max_body_bytes: 4096,
         max_message_chars: 200,
         max_queue: 4,
+        ..Limits::default()
     })
     .await;
     let admin = s.admin.clone();
@@ -1044,4 +1045,38 @@ async fn openai_compatible_routes_speak_the_wire_format_and_the_official_sdk_wor
     );
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!summary["streamed"].as_str().unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rate_limits_per_key_and_per_ip_answer_429_with_retry_after() {
+    let (s, _) = fake_server(Limits {
+        per_key_per_minute: 3,
+        per_ip_per_minute: 8,
+        ..Limits::default()
+    })
+    .await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let (status, headers, _) = s.call("GET", "/v1/bots", Some(&s.admin), None).await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["ratelimit-limit"], "3");
+        remaining.push(headers["ratelimit-remaining"].to_str().unwrap().to_string());
+        assert!(headers.contains_key("ratelimit-reset"));
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let limited = s.call("GET", "/v1/bots", Some(&s.admin), None).await;
+    assert_error(&limited, 429, "rate_limited");
+    let retry: u64 = limited.1["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=20).contains(&retry), "{retry}");
+    assert_eq!(limited.1["ratelimit-remaining"], "0");
+    // Another key has its own bucket, until this IP's own limit (8) runs out.
+    let other = s.make_key(KeyKind::Secret, KeyEnv::Live, KeyScope::Admin, vec![]);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(s.call("GET", "/v1/models", Some(&other), None).await.0);
+    }
+    assert_eq!(statuses[..3], [200, 200, 200], "{statuses:?}");
+    assert_eq!(*statuses.last().unwrap(), 429, "{statuses:?}");
+    // Health checks are never limited.
+    assert_eq!(s.call("GET", "/healthz", None, None).await.0, 200);
 }

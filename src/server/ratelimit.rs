@@ -1,0 +1,159 @@
+//! Rate limits per API key and per client IP (GCRA buckets from `governor`), and the client
+//! IP itself: the peer address, or the `X-Forwarded-For` entry a trusted proxy vouches for.
+//!
+//! Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
+//! `RateLimit-Reset` (seconds from now until the bucket is full again); a refusal is 429
+//! with `Retry-After`.
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use actix_web::HttpRequest;
+use actix_web::http::StatusCode;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use super::error::ApiError;
+
+type Keyed =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// One bucket per key string, `per_minute` requests a minute with that much burst.
+pub struct RateLimit {
+    limiter: Keyed,
+    clock: DefaultClock,
+    per_minute: u32,
+    checks: AtomicU64,
+}
+
+/// What a limited response tells the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quote {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Seconds until the bucket is full again.
+    pub reset: u64,
+}
+
+impl RateLimit {
+    /// `None` when `per_minute` is 0 (no limit).
+    pub fn per_minute(per_minute: u32) -> Option<RateLimit> {
+        let n = NonZeroU32::new(per_minute)?;
+        Some(RateLimit {
+            limiter: RateLimiter::keyed(Quota::per_minute(n))
+                .with_middleware::<StateInformationMiddleware>(),
+            clock: DefaultClock::default(),
+            per_minute,
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    /// Takes one request from `key`'s bucket, or refuses with 429.
+    pub fn check(&self, key: &str) -> Result<Quote, (Quote, ApiError)> {
+        // Forget idle buckets now and then so one-off clients do not pile up.
+        if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            self.limiter.retain_recent();
+        }
+        let seconds_per_token = 60.0 / self.per_minute as f64;
+        match self.limiter.check_key(&key.to_string()) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let missing = self.per_minute.saturating_sub(remaining) as f64;
+                Ok(Quote {
+                    limit: self.per_minute,
+                    remaining,
+                    reset: (missing * seconds_per_token).ceil() as u64,
+                })
+            }
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(self.clock.now());
+                let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let quote = Quote {
+                    limit: self.per_minute,
+                    remaining: 0,
+                    reset: (self.per_minute as f64 * seconds_per_token).ceil() as u64,
+                };
+                let mut error = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "rate limit of {} requests a minute reached; retry in {retry_after}s",
+                        self.per_minute
+                    ),
+                );
+                error.retry_after = Some(retry_after);
+                Err((quote, error))
+            }
+        }
+    }
+}
+
+/// The client's address: the peer, unless the peer is a trusted proxy, in which case the
+/// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
+pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
+    let peer = req.peer_addr()?.ip();
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let forwarded = req
+        .headers()
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    forwarded
+        .iter()
+        .rev()
+        .filter_map(|s| s.parse::<IpAddr>().ok())
+        .find(|ip| !trusted.contains(ip))
+        .or(Some(peer))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bucket_allows_its_burst_then_refuses_with_a_retry_time() {
+        let limit = RateLimit::per_minute(3).unwrap();
+        let quotes: Vec<Quote> = (0..3).map(|_| limit.check("k").unwrap()).collect();
+        assert_eq!(
+            quotes.iter().map(|q| q.remaining).collect::<Vec<_>>(),
+            [2, 1, 0]
+        );
+        assert!(quotes[2].reset > 0 && quotes[2].reset <= 60);
+        let (quote, error) = limit.check("k").unwrap_err();
+        assert_eq!(quote.remaining, 0);
+        assert_eq!(error.status.as_u16(), 429);
+        assert!(error.retry_after.is_some_and(|s| (1..=20).contains(&s)));
+        // Other keys have their own buckets.
+        assert!(limit.check("other").is_ok());
+        assert!(RateLimit::per_minute(0).is_none());
+    }
+
+    #[test]
+    fn forwarded_for_counts_only_behind_a_trusted_proxy() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let req = actix_web::test::TestRequest::default()
+            .peer_addr("127.0.0.1:5000".parse().unwrap())
+            .insert_header(("X-Forwarded-For", "203.0.113.9, 198.51.100.7"))
+            .to_http_request();
+        assert_eq!(
+            client_ip(&req, &[proxy]),
+            Some("198.51.100.7".parse().unwrap())
+        );
+        assert_eq!(client_ip(&req, &[]), Some(proxy));
+        let spoofed = actix_web::test::TestRequest::default()
+            .peer_addr("192.0.2.1:5000".parse().unwrap())
+            .insert_header(("X-Forwarded-For", "10.0.0.1"))
+            .to_http_request();
+        assert_eq!(
+            client_ip(&spoofed, &[proxy]),
+            Some("192.0.2.1".parse().unwrap())
+        );
+    }
+}
