@@ -184,6 +184,12 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long an identical first-turn question reuses its answer, in seconds (0: never)
+    #[arg(long, env = "DOCENT_ANSWER_CACHE_TTL", default_value_t = 3600)]
+    pub answer_cache_ttl: u64,
+    /// The longest one answer may generate for, in seconds
+    #[arg(long, env = "DOCENT_REQUEST_TIMEOUT", default_value_t = 120)]
+    pub request_timeout: u64,
 }
 
 #[derive(Debug, Subcommand)]

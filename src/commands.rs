@@ -378,6 +378,8 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         per_key_per_minute: args.rate_limit_key,
         per_ip_per_minute: args.rate_limit_ip,
         trusted_proxies: args.trusted_proxies.clone(),
+        answer_cache_ttl: Duration::from_secs(args.answer_cache_ttl),
+        request_timeout: Duration::from_secs(args.request_timeout.max(1)),
     };
     let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
     let config = config.clone();

@@ -164,6 +164,9 @@ async fn delete_bot(
     if let Some(engine) = state.engine.get() {
         engine.retriever.invalidate(&id);
     }
+    if let Some(cache) = &state.answers {
+        cache.invalidate(&id);
+    }
     Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
 }
 

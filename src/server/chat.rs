@@ -54,6 +54,8 @@ pub struct InMessage {
 /// A validated turn, ready to answer.
 pub struct Turn {
     pub bot: BotId,
+    /// The bot's content version (its last ingest), for the answer cache.
+    pub bot_version: u64,
     pub conversation: Conversation,
     pub history: Vec<ChatMessage>,
     pub question: String,
@@ -95,7 +97,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
     let bot = parse_bot_id(raw_bot)?;
-    load_bot(state, caller, &bot).await?;
+    let bot_version = load_bot(state, caller, &bot).await?.updated_unix;
     let user_id = api::validate_user_id(body.user_id)?;
     let limit = state.limits.max_message_chars;
     let check_length = |text: &str| {
@@ -147,6 +149,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         return Ok(Turn {
             conversation: api::new_conversation(&bot, user_id, &caller.key.id),
             bot,
+            bot_version,
             history,
             question: last.content.trim().to_string(),
         });
@@ -183,6 +186,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     };
     Ok(Turn {
         bot,
+        bot_version,
         conversation,
         history,
         question: message.trim().to_string(),
@@ -238,16 +242,34 @@ fn answer_and_store(
         .get()
         .ok_or_else(|| anyhow::anyhow!("models not loaded"))?;
     let asked = unix_now();
-    let answer = chat::answer_turn(
-        &engine.retriever,
-        engine.generator.as_ref(),
-        &turn.bot,
-        &turn.history,
-        &turn.question,
-        options,
-        on_retrieved,
-        on_token,
-    )?;
+    // First turns may come from the answer cache; everything else is answered afresh.
+    let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
+    let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));
+    let answer = match cached {
+        Some(answer) => {
+            on_retrieved(&answer.retrieved);
+            on_token(&answer.answer);
+            answer
+        }
+        None => {
+            let deadline = std::time::Instant::now() + state.limits.request_timeout;
+            let answer = chat::answer_turn(
+                &engine.retriever,
+                engine.generator.as_ref(),
+                &turn.bot,
+                &turn.history,
+                &turn.question,
+                options,
+                on_retrieved,
+                &mut |piece| std::time::Instant::now() < deadline && on_token(piece),
+            )?;
+            let finished = !matches!(answer.finish, Some(Finish::Cancelled | Finish::Length));
+            if let (Some(cache), true) = (cache, finished) {
+                cache.put(&turn.bot, turn.bot_version, &turn.question, &answer);
+            }
+            answer
+        }
+    };
     let reply = Message {
         id: new_message_id(),
         role: "assistant".into(),

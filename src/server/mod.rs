@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cache;
 pub mod chat;
 pub mod error;
 pub mod openai;
@@ -58,6 +59,10 @@ pub struct Limits {
     pub per_ip_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// How long a first-turn answer is reused (zero: no answer cache).
+    pub answer_cache_ttl: std::time::Duration,
+    /// The longest one answer may generate for.
+    pub request_timeout: std::time::Duration,
 }
 
 impl Default for Limits {
@@ -69,6 +74,8 @@ impl Default for Limits {
             per_key_per_minute: 120,
             per_ip_per_minute: 600,
             trusted_proxies: Vec::new(),
+            answer_cache_ttl: std::time::Duration::from_secs(3600),
+            request_timeout: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -90,6 +97,7 @@ pub struct AppState {
     pub metrics: Metrics,
     pub per_key: Option<RateLimit>,
     pub per_ip: Option<RateLimit>,
+    pub answers: Option<cache::AnswerCache>,
 }
 
 impl AppState {
@@ -102,6 +110,7 @@ impl AppState {
             admission: Arc::new(Semaphore::new(limits.max_queue.max(1))),
             per_key: RateLimit::per_minute(limits.per_key_per_minute),
             per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
+            answers: cache::AnswerCache::new(limits.answer_cache_ttl),
             options,
             limits,
             metrics: Metrics::default(),

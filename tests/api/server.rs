@@ -1080,3 +1080,71 @@ async fn rate_limits_per_key_and_per_ip_answer_429_with_retry_after() {
     // Health checks are never limited.
     assert_eq!(s.call("GET", "/healthz", None, None).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn identical_first_questions_are_served_from_the_answer_cache() {
+    let (s, generator) = fake_server(Limits::default()).await;
+    let ask = |message: &str, conversation: Option<&str>| json!({"bot_id": "zephyr", "message": message, "conversation_id": conversation, "user_id": "anon-1"});
+    let (_, _, first) = s
+        .call(
+            "POST",
+            "/v1/chat",
+            Some(&s.admin),
+            Some(ask("How long is the warranty on the Zephyr Pro?", None)),
+        )
+        .await;
+    let calls = generator.calls.load(Ordering::SeqCst);
+    assert_eq!(calls, 1);
+    // Same question, other spacing, case and punctuation: no generation, same answer.
+    let (status, _, again) = s
+        .call(
+            "POST",
+            "/v1/chat",
+            Some(&s.admin),
+            Some(ask("how long is the  warranty on the zephyr pro", None)),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        generator.calls.load(Ordering::SeqCst),
+        calls,
+        "served from the cache"
+    );
+    assert_eq!(again["message"]["content"], first["message"]["content"]);
+    assert_eq!(again["sources"], first["sources"]);
+    assert_ne!(
+        again["conversation_id"], first["conversation_id"],
+        "still its own conversation"
+    );
+    // Streams are served from it too, with the same events.
+    let res = s.http.post(s.url("/v1/chat")).bearer_auth(&s.admin)
+        .json(&json!({"bot_id": "zephyr", "message": "How long is the warranty on the Zephyr Pro?", "stream": true}))
+        .send().await.unwrap();
+    let events = read_events(res, false).await;
+    assert_eq!(events.last().unwrap()["event"], "done");
+    assert_eq!(generator.calls.load(Ordering::SeqCst), calls);
+    // A follow-up in a conversation is never cached.
+    let conversation = first["conversation_id"].as_str().unwrap();
+    s.call(
+        "POST",
+        "/v1/chat",
+        Some(&s.admin),
+        Some(ask(
+            "How long is the warranty on the Zephyr Pro?",
+            Some(conversation),
+        )),
+    )
+    .await;
+    assert_eq!(generator.calls.load(Ordering::SeqCst), calls + 1);
+    // The transcript of a cached answer is complete.
+    let id = again["conversation_id"].as_str().unwrap();
+    let (_, _, transcript) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations/{id}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
+}
