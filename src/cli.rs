@@ -190,6 +190,9 @@ pub struct ServeArgs {
     /// The longest one answer may generate for, in seconds
     #[arg(long, env = "DOCENT_REQUEST_TIMEOUT", default_value_t = 120)]
     pub request_timeout: u64,
+    /// Let crawls started over the API reach private, loopback and link-local addresses
+    #[arg(long, env = "DOCENT_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -94,14 +94,20 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     store.get_bot(&bot)?;
     let retriever = Retriever::new(store, load_embedder(config)?);
     let generator = load_generator(config)?;
+    // Flags win over the bot's own settings, which win over the config.
+    let settings = retriever.store().get_bot(&bot)?.settings;
     let options = AskOptions {
-        top_k: args.top_k.unwrap_or(config.top_k).max(1),
-        min_score: args.min_score.unwrap_or(config.min_score),
+        top_k: args.top_k.or(settings.top_k).unwrap_or(config.top_k).max(1),
+        min_score: args
+            .min_score
+            .or(settings.min_score)
+            .unwrap_or(config.min_score),
         generation: GenParams {
             max_tokens: args.max_tokens.unwrap_or(config.max_tokens).max(1),
             temperature: args.temperature.unwrap_or(config.temperature),
             ..GenParams::default()
         },
+        system_extra: settings.system_prompt,
     };
     let mut stdout = std::io::stdout().lock();
     let stream = !args.json;
@@ -370,6 +376,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
             temperature: config.temperature,
             ..GenParams::default()
         },
+        system_extra: None,
     };
     let limits = Limits {
         max_body_bytes: args.max_body_bytes.max(1024),
@@ -380,8 +387,10 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         trusted_proxies: args.trusted_proxies.clone(),
         answer_cache_ttl: Duration::from_secs(args.answer_cache_ttl),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+        allow_private_targets: args.allow_private_targets || config.allow_private_targets,
     };
     let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
+    server::jobs::start_worker(state.clone().into_inner());
     let config = config.clone();
     actix_web::rt::System::new().block_on(async move {
         let server = server::server(state.clone(), listener, args.workers)?;

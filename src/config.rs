@@ -21,6 +21,8 @@ pub struct Config {
     pub min_score: f32,
     pub max_tokens: usize,
     pub temperature: f32,
+    /// API crawls may reach private addresses (`allow_private_targets` in the file).
+    pub allow_private_targets: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -31,6 +33,7 @@ struct FileConfig {
     model: Option<String>,
     threads: Option<usize>,
     context_size: Option<u32>,
+    allow_private_targets: Option<bool>,
     #[serde(default)]
     retrieval: FileRetrieval,
     #[serde(default)]
@@ -91,6 +94,7 @@ impl Config {
             min_score: file.retrieval.min_score.unwrap_or(0.3),
             max_tokens: file.generation.max_tokens.unwrap_or(400),
             temperature: file.generation.temperature.unwrap_or(0.0),
+            allow_private_targets: file.allow_private_targets.unwrap_or(false),
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");

@@ -60,6 +60,31 @@ pub struct Bot {
     /// A test-mode bot: reachable only with `sk_test_`/`pk_test_` keys.
     #[serde(default)]
     pub test: bool,
+    #[serde(default)]
+    pub settings: BotSettings,
+}
+
+/// What an operator can set on a bot over the API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BotSettings {
+    /// Extra instructions added to the system prompt (they cannot lift its rules).
+    pub system_prompt: Option<String>,
+    pub top_k: Option<usize>,
+    pub min_score: Option<f32>,
+    /// Origins this bot's API crawls may reach even though they are private addresses.
+    #[serde(default)]
+    pub allowed_targets: Vec<String>,
+    /// Sites crawled over the API, with their re-crawl schedule.
+    #[serde(default)]
+    pub sources: Vec<SourceSchedule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceSchedule {
+    pub url: String,
+    /// Seconds between incremental re-crawls; `None`: crawled once.
+    pub recrawl_every: Option<u64>,
+    pub last_crawl: Option<u64>,
 }
 
 /// One indexed page of a bot.

@@ -36,6 +36,8 @@ pub enum Error {
         "the database in {0} is in use by another docent process (is `docent serve` running on it?)"
     )]
     Locked(PathBuf),
+    #[error("bot {0} already exists")]
+    BotExists(BotId),
     #[error("conversation {0} not found")]
     ConversationNotFound(String),
     #[error("key {0} not found")]
@@ -224,12 +226,60 @@ impl Store {
             }
             meta.insert(NEXT_CHUNK_ID, next_id)
                 .context("write chunk counter")?;
-            bots.insert(bot, encode(&commit.bot)?.as_slice())
+            // Settings changed while the ingest ran (over the API) win over its snapshot.
+            let mut record = commit.bot.clone();
+            let current = bots
+                .get(bot)
+                .context("read bot")?
+                .map(|raw| raw.value().to_vec());
+            if let Some(current) = current {
+                let current: Bot = decode(&current)?;
+                record.settings = current.settings;
+                record.test = current.test;
+            }
+            bots.insert(bot, encode(&record)?.as_slice())
                 .context("write bot")?;
         }
         crate::telemetry::failpoint("commit");
         txn.commit().context("failed to commit ingest")?;
         Ok(())
+    }
+
+    /// Creates a bot with no content; fails if the id is taken.
+    pub fn create_bot(&self, bot: &Bot) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            if bots.get(bot.id.as_str()).context("read bot")?.is_some() {
+                return Err(Error::BotExists(bot.id.clone()));
+            }
+            bots.insert(bot.id.as_str(), encode(bot)?.as_slice())
+                .context("write bot")?;
+        }
+        txn.commit().context("failed to commit bot")?;
+        Ok(())
+    }
+
+    /// Reads, changes and writes a bot in one transaction.
+    pub fn update_bot(&self, id: &BotId, change: impl FnOnce(&mut Bot)) -> Result<Bot> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let bot = {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            let raw = bots
+                .get(id.as_str())
+                .context("read bot")?
+                .map(|r| r.value().to_vec());
+            let Some(raw) = raw else {
+                return Err(Error::BotNotFound(id.clone()));
+            };
+            let mut bot: Bot = decode(&raw)?;
+            change(&mut bot);
+            bots.insert(id.as_str(), encode(&bot)?.as_slice())
+                .context("write bot")?;
+            bot
+        };
+        txn.commit().context("failed to commit bot")?;
+        Ok(bot)
     }
 
     /// Deletes a bot with all its pages, chunks and vectors.

@@ -22,6 +22,8 @@ pub struct AskOptions {
     /// Cosine similarity a chunk needs to count as evidence.
     pub min_score: f32,
     pub generation: GenParams,
+    /// The bot's operator instructions, added to the system prompt.
+    pub system_extra: Option<String>,
 }
 
 impl Default for AskOptions {
@@ -30,6 +32,7 @@ impl Default for AskOptions {
             top_k: 5,
             min_score: 0.3,
             generation: GenParams::default(),
+            system_extra: None,
         }
     }
 }
@@ -132,13 +135,7 @@ pub fn answer_turn(
         });
     }
 
-    let messages = fit_prompt(
-        generator,
-        history,
-        question,
-        &mut evidence,
-        &options.generation,
-    )?;
+    let messages = fit_prompt(generator, history, question, &mut evidence, options)?;
     let mut filter = grounding::CitationFilter::new(evidence.len());
     let mut text = String::new();
     let mut first_token_ms = None;
@@ -208,8 +205,9 @@ fn fit_prompt(
     history: &[ChatMessage],
     question: &str,
     evidence: &mut Vec<Retrieved>,
-    params: &GenParams,
+    options: &AskOptions,
 ) -> anyhow::Result<Vec<ChatMessage>> {
+    let params = &options.generation;
     let budget = generator
         .context_size()
         .saturating_sub(params.max_tokens + 64);
@@ -225,7 +223,7 @@ fn fit_prompt(
                 text: &r.chunk.text,
             })
             .collect();
-        let mut messages = prompt::render(question, &sources);
+        let mut messages = prompt::render_with(question, &sources, options.system_extra.as_deref());
         let user = messages.pop().expect("render returns system and user");
         messages.extend(history.iter().cloned());
         messages.push(user);

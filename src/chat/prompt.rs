@@ -20,7 +20,22 @@ pub struct PromptSource<'a> {
 
 /// The system and user messages for a grounded answer.
 pub fn render(question: &str, sources: &[PromptSource<'_>]) -> Vec<ChatMessage> {
-    let mut system = format!("{}\n\nSources:\n", SYSTEM_PROMPT.trim());
+    render_with(question, sources, None)
+}
+
+/// `render`, with an operator's extra instructions after the rules (they add to them; the
+/// rules come first and say what wins).
+pub fn render_with(
+    question: &str,
+    sources: &[PromptSource<'_>],
+    extra: Option<&str>,
+) -> Vec<ChatMessage> {
+    let mut system = SYSTEM_PROMPT.trim().to_string();
+    if let Some(extra) = extra.map(str::trim).filter(|e| !e.is_empty()) {
+        system.push_str("\n\nThe operator adds these instructions:\n");
+        system.push_str(extra);
+    }
+    system.push_str("\n\nSources:\n");
     for (i, source) in sources.iter().enumerate() {
         let mut heading = source.title.to_string();
         for h in source.heading_path {

@@ -38,6 +38,8 @@ pub struct CrawlOptions {
     pub timeout: Duration,
     pub max_page_bytes: usize,
     pub max_redirects: usize,
+    /// When set, only public addresses are fetched (API-started crawls; see `ssrf`).
+    pub guard: Option<Arc<super::ssrf::TargetGuard>>,
 }
 
 impl Default for CrawlOptions {
@@ -51,6 +53,7 @@ impl Default for CrawlOptions {
             timeout: Duration::from_secs(20),
             max_page_bytes: 5 * 1024 * 1024,
             max_redirects: 10,
+            guard: None,
         }
     }
 }
@@ -138,13 +141,29 @@ pub async fn crawl(
     progress: &ProgressBar,
 ) -> anyhow::Result<CrawlReport> {
     install_tls_provider();
-    let client = reqwest::Client::builder()
+    let mut builder = reqwest::Client::builder()
         .user_agent(USER_AGENT)
         .timeout(options.timeout)
         .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-        .redirect(redirect::Policy::limited(options.max_redirects))
-        .build()
-        .context("failed to build the HTTP client")?;
+        .redirect(redirect::Policy::limited(options.max_redirects));
+    if let Some(guard) = &options.guard {
+        guard
+            .check(start)
+            .map_err(|e| anyhow::anyhow!("refusing to crawl: {e}"))?;
+        let (policy_guard, max) = (guard.clone(), options.max_redirects);
+        builder = builder
+            .dns_resolver(Arc::new(super::ssrf::PublicResolver(guard.clone())))
+            .redirect(redirect::Policy::custom(move |attempt| {
+                if attempt.previous().len() >= max {
+                    attempt.error("too many redirects")
+                } else if let Err(e) = policy_guard.check(attempt.url()) {
+                    attempt.error(format!("redirect refused: {e}"))
+                } else {
+                    attempt.follow()
+                }
+            }));
+    }
+    let client = builder.build().context("failed to build the HTTP client")?;
     let start = normalize(start.clone());
     let mut scope = ScopeRule::new(&start, options.scope);
 
@@ -170,7 +189,17 @@ pub async fn crawl(
     let mut seen: HashSet<String> = HashSet::new();
     seen.insert(start.to_string());
     frontier.push_back((start.clone(), 0));
-    for url in sitemap_urls(&client, &start, &robots.sitemaps).await {
+    let sitemaps: Vec<String> = robots
+        .sitemaps
+        .iter()
+        .filter(|s| match (&options.guard, Url::parse(s)) {
+            (Some(guard), Ok(url)) => guard.check(&url).is_ok(),
+            (Some(_), Err(_)) => false,
+            (None, _) => true,
+        })
+        .cloned()
+        .collect();
+    for url in sitemap_urls(&client, &start, &sitemaps).await {
         if scope.contains(&url) && robots.allowed(url.as_str()) && seen.insert(url.to_string()) {
             frontier.push_back((url, 1));
         }

@@ -5,6 +5,7 @@ pub mod chunk;
 pub mod crawl;
 pub mod extract;
 pub mod local;
+pub mod ssrf;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -290,6 +291,11 @@ pub async fn run(
         pages: total_pages as u64,
         chunks: total_chunks as u64,
         test: existing.as_ref().map(|b| b.test).unwrap_or(request.test),
+        // The commit keeps whatever settings are current when it lands.
+        settings: existing
+            .as_ref()
+            .map(|b| b.settings.clone())
+            .unwrap_or_default(),
     };
     let summary = IngestSummary {
         bot: request.bot.to_string(),

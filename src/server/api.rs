@@ -19,12 +19,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(healthz)))
         .service(resource("/readyz").route(web::get().to(readyz)))
         .service(resource("/metrics").route(web::get().to(metrics)))
-        .service(resource("/v1/bots").route(web::get().to(list_bots)))
+        .service(
+            resource("/v1/bots")
+                .route(web::get().to(list_bots))
+                .route(web::post().to(create_bot)),
+        )
         .service(
             resource("/v1/bots/{id}")
                 .route(web::get().to(get_bot))
+                .route(web::patch().to(update_bot))
                 .route(web::delete().to(delete_bot)),
         )
+        .service(resource("/v1/bots/{id}/sources").route(web::post().to(add_source)))
+        .service(resource("/v1/bots/{id}/pages").route(web::get().to(list_pages)))
+        .service(resource("/v1/jobs/{id}").route(web::get().to(get_job)))
         .service(
             resource("/v1/conversations")
                 .route(web::get().to(list_conversations))
@@ -107,6 +115,11 @@ fn bot_json(bot: &Bot) -> Value {
         "pages": bot.pages,
         "chunks": bot.chunks,
         "test": bot.test,
+        "system_prompt": bot.settings.system_prompt,
+        "top_k": bot.settings.top_k,
+        "min_score": bot.settings.min_score,
+        "allowed_targets": bot.settings.allowed_targets,
+        "sources": bot.settings.sources,
         "created": bot.created_unix,
         "updated": bot.updated_unix,
     })
@@ -168,6 +181,265 @@ async fn delete_bot(
         cache.invalidate(&id);
     }
     Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BotFields {
+    id: Option<String>,
+    name: Option<String>,
+    /// `Some(None)` (JSON null) clears it.
+    #[serde(default, deserialize_with = "nullable")]
+    system_prompt: Option<Option<String>>,
+    #[serde(default, deserialize_with = "nullable")]
+    top_k: Option<Option<usize>>,
+    #[serde(default, deserialize_with = "nullable")]
+    min_score: Option<Option<f32>>,
+    allowed_targets: Option<Vec<String>>,
+}
+
+/// Tells an absent field (`None`) from an explicit null (`Some(None)`).
+fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
+    if let Some(name) = &fields.name {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > 200 {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "name must be 1 to 200 characters",
+            ));
+        }
+        bot.name = name.to_string();
+    }
+    if let Some(prompt) = &fields.system_prompt {
+        if prompt.as_ref().is_some_and(|p| p.chars().count() > 4000) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "system_prompt is limited to 4000 characters",
+            ));
+        }
+        bot.settings.system_prompt = prompt.clone().filter(|p| !p.trim().is_empty());
+    }
+    if let Some(top_k) = fields.top_k {
+        if top_k.is_some_and(|k| !(1..=50).contains(&k)) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "top_k must be 1 to 50",
+            ));
+        }
+        bot.settings.top_k = top_k;
+    }
+    if let Some(min_score) = fields.min_score {
+        if min_score.is_some_and(|m| !(-1.0..=1.0).contains(&m)) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "min_score must be between -1 and 1",
+            ));
+        }
+        bot.settings.min_score = min_score;
+    }
+    if let Some(targets) = &fields.allowed_targets {
+        for target in targets {
+            let ok = url::Url::parse(target).is_ok_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.origin().ascii_serialization() == *target
+            });
+            if !ok {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!(
+                        "allowed_targets: {target:?} is not an origin like https://host[:port]"
+                    ),
+                ));
+            }
+        }
+        bot.settings.allowed_targets = targets.clone();
+    }
+    Ok(())
+}
+
+async fn create_bot(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Json<BotFields>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let fields = body.into_inner();
+    let name = fields.name.clone().unwrap_or_default();
+    let id = match &fields.id {
+        Some(id) => parse_bot_id(id)?,
+        None => {
+            let slug: String = name
+                .to_lowercase()
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+                .collect::<String>()
+                .split('-')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join("-");
+            let slug: String = slug.chars().take(40).collect();
+            let suffix = keys::random_base62(6).unwrap_or_default().to_lowercase();
+            parse_bot_id(&if slug.is_empty() {
+                format!("bot-{suffix}")
+            } else {
+                format!("{slug}-{suffix}")
+            })?
+        }
+    };
+    let now = unix_now();
+    let mut bot = Bot {
+        name: id.to_string(),
+        id,
+        source: String::new(),
+        created_unix: now,
+        updated_unix: now,
+        pages: 0,
+        chunks: 0,
+        test: caller.key.env == KeyEnv::Test,
+        settings: Default::default(),
+    };
+    apply_fields(&mut bot, &fields)?;
+    let store = state.store.clone();
+    let record = bot.clone();
+    blocking(move || Ok(store.create_bot(&record)?)).await?;
+    Ok(HttpResponse::Created().json(bot_json(&bot)))
+}
+
+async fn update_bot(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<BotFields>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let id = parse_bot_id(&path)?;
+    load_bot(&state, &caller, &id).await?;
+    let fields = body.into_inner();
+    if fields.id.is_some() {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "a bot's id cannot change",
+        ));
+    }
+    // Validate on a copy first, so a bad field changes nothing.
+    let mut probe = state.store.get_bot(&id)?;
+    apply_fields(&mut probe, &fields)?;
+    let store = state.store.clone();
+    let target = id.clone();
+    let bot = blocking(move || {
+        Ok(store.update_bot(&target, |bot| {
+            let _ = apply_fields(bot, &fields);
+        })?)
+    })
+    .await?;
+    if let Some(cache) = &state.answers {
+        cache.invalidate(&id);
+    }
+    Ok(HttpResponse::Ok().json(bot_json(&bot)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewSource {
+    url: Option<String>,
+    /// `24h`, `30m`, `7d`, or seconds.
+    recrawl_every: Option<String>,
+}
+
+async fn add_source(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<NewSource>,
+) -> ApiResult<HttpResponse> {
+    caller.require_admin()?;
+    let id = parse_bot_id(&path)?;
+    load_bot(&state, &caller, &id).await?;
+    let body = body.into_inner();
+    let raw = body
+        .url
+        .ok_or_else(|| ApiError::bad_request("missing_field", "url is required"))?;
+    let url = url::Url::parse(&raw)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .ok_or_else(|| {
+            ApiError::bad_request("invalid_request", format!("{raw:?} is not an http(s) URL"))
+        })?;
+    let every = body
+        .recrawl_every
+        .as_deref()
+        .map(|e| crate::commands::parse_duration(e).map(|d| d.as_secs().max(60)))
+        .transpose()
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    // Refuse obviously private targets at once (names are checked again when resolved).
+    if !state.jobs.allow_private_targets {
+        let bot = state.store.get_bot(&id)?;
+        let guard = crate::ingest::ssrf::TargetGuard {
+            allowed_origins: bot.settings.allowed_targets.clone(),
+        };
+        guard.check(&url).map_err(|e| {
+            ApiError::bad_request("target_not_allowed", format!("refusing to crawl: {e}"))
+        })?;
+    }
+    let store = state.store.clone();
+    let (target, source_url) = (id.clone(), url.to_string());
+    blocking(move || {
+        Ok(store.update_bot(&target, |bot| {
+            bot.settings.sources.retain(|s| s.url != source_url);
+            bot.settings.sources.push(crate::domain::SourceSchedule {
+                url: source_url,
+                recrawl_every: every,
+                last_crawl: None,
+            });
+        })?)
+    })
+    .await?;
+    let job = state
+        .jobs
+        .submit(&id, &url)
+        .map_err(|e| ApiError::internal(&e))?;
+    Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job})))
+}
+
+async fn get_job(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let job = state.jobs.get(&path).ok_or_else(|| {
+        ApiError::not_found(
+            "job_not_found",
+            format!("no job with id {:?}", path.as_str()),
+        )
+    })?;
+    load_bot(&state, &caller, &job.bot_id).await?;
+    Ok(HttpResponse::Ok().json(job))
+}
+
+async fn list_pages(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let id = parse_bot_id(&path)?;
+    load_bot(&state, &caller, &id).await?;
+    let store = state.store.clone();
+    let pages = blocking(move || Ok(store.pages(&id)?)).await?;
+    let data: Vec<Value> = pages
+        .iter()
+        .map(|p| json!({"url": p.url, "title": p.title, "chunks": p.chunk_ids.len()}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
 }
 
 // ---- conversations ----

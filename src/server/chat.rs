@@ -56,6 +56,7 @@ pub struct Turn {
     pub bot: BotId,
     /// The bot's content version (its last ingest), for the answer cache.
     pub bot_version: u64,
+    pub settings: crate::domain::BotSettings,
     pub conversation: Conversation,
     pub history: Vec<ChatMessage>,
     pub question: String,
@@ -97,7 +98,8 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         .as_deref()
         .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
     let bot = parse_bot_id(raw_bot)?;
-    let bot_version = load_bot(state, caller, &bot).await?.updated_unix;
+    let record = load_bot(state, caller, &bot).await?;
+    let (bot_version, settings) = (record.updated_unix, record.settings);
     let user_id = api::validate_user_id(body.user_id)?;
     let limit = state.limits.max_message_chars;
     let check_length = |text: &str| {
@@ -150,6 +152,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             conversation: api::new_conversation(&bot, user_id, &caller.key.id),
             bot,
             bot_version,
+            settings,
             history,
             question: last.content.trim().to_string(),
         });
@@ -187,6 +190,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     Ok(Turn {
         bot,
         bot_version,
+        settings,
         conversation,
         history,
         question: message.trim().to_string(),
@@ -242,6 +246,16 @@ fn answer_and_store(
         .get()
         .ok_or_else(|| anyhow::anyhow!("models not loaded"))?;
     let asked = unix_now();
+    // The bot's own settings refine the server's defaults.
+    let mut options = options.clone();
+    if let Some(top_k) = turn.settings.top_k {
+        options.top_k = top_k.clamp(1, 50);
+    }
+    if let Some(min_score) = turn.settings.min_score {
+        options.min_score = min_score;
+    }
+    options.system_extra = turn.settings.system_prompt.clone();
+    let options = &options;
     // First turns may come from the answer cache; everything else is answered afresh.
     let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
     let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cache;
 pub mod chat;
 pub mod error;
+pub mod jobs;
 pub mod openai;
 pub mod ratelimit;
 
@@ -63,6 +64,8 @@ pub struct Limits {
     pub answer_cache_ttl: std::time::Duration,
     /// The longest one answer may generate for.
     pub request_timeout: std::time::Duration,
+    /// Let API-started crawls reach private, loopback and link-local addresses.
+    pub allow_private_targets: bool,
 }
 
 impl Default for Limits {
@@ -76,6 +79,7 @@ impl Default for Limits {
             trusted_proxies: Vec::new(),
             answer_cache_ttl: std::time::Duration::from_secs(3600),
             request_timeout: std::time::Duration::from_secs(120),
+            allow_private_targets: false,
         }
     }
 }
@@ -98,6 +102,7 @@ pub struct AppState {
     pub per_key: Option<RateLimit>,
     pub per_ip: Option<RateLimit>,
     pub answers: Option<cache::AnswerCache>,
+    pub jobs: jobs::Jobs,
 }
 
 impl AppState {
@@ -111,6 +116,7 @@ impl AppState {
             per_key: RateLimit::per_minute(limits.per_key_per_minute),
             per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
             answers: cache::AnswerCache::new(limits.answer_cache_ttl),
+            jobs: jobs::Jobs::new(limits.allow_private_targets),
             options,
             limits,
             metrics: Metrics::default(),

@@ -78,7 +78,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 /// A static web server on 127.0.0.1 serving `root`, with ETags and 304s, request
 /// counting, and a few hostile routes: `/loop/a` (redirect loop), `/big.html` (6 MB),
-/// `/bad-utf8.html`, `/moved.html` (301 to `/shipping.html`).
+/// `/bad-utf8.html`, `/moved.html` (301 to `/shipping.html`), `/to-metadata` and
+/// `/to-loopback-name` (redirects to 169.254.169.254 and to this site as `localhost`).
 pub struct TestSite {
     pub base: String,
     pub hits: Arc<Mutex<HashMap<String, usize>>>,
@@ -153,6 +154,12 @@ async fn serve_path(req: HttpRequest, state: web::Data<SiteState>) -> HttpRespon
         "/loop/a" => return redirect("/loop/b"),
         "/loop/b" => return redirect("/loop/a"),
         "/moved.html" => return redirect("/shipping.html"),
+        // Redirects off the site to addresses an API crawl must never reach.
+        "/to-metadata" => return redirect("http://169.254.169.254/latest/meta-data/"),
+        "/to-loopback-name" => {
+            let port = state.base.rsplit(':').next().unwrap_or("80");
+            return redirect(&format!("http://localhost:{port}/index.html"));
+        }
         "/big.html" => {
             let body = format!(
                 "<html><body><main>{}</main></body></html>",

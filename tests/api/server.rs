@@ -186,6 +186,7 @@ async fn start(
         })
     });
     let handle = rx.recv().unwrap();
+    server::jobs::start_worker(state.clone().into_inner());
     TestServer {
         base,
         state,
@@ -1147,4 +1148,229 @@ async fn identical_first_questions_are_served_from_the_answer_cache() {
         )
         .await;
     assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
+}
+
+async fn wait_for_job(s: &TestServer, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, _, job) = s
+            .call("GET", &format!("/v1/jobs/{id}"), Some(&s.admin), None)
+            .await;
+        assert_eq!(status, 200, "{job}");
+        if job["state"] == "done" || job["state"] == "failed" {
+            return job;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id} did not finish: {job}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bots_are_managed_and_crawled_over_the_api_but_never_into_private_networks() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let site = crate::helpers::serve(&fixture("site"));
+    // Create: an explicit id, then a generated one; a taken id is 409.
+    let (status, _, bot) = s
+        .call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"id": "kettles", "name": "Kettles", "top_k": 3})),
+        )
+        .await;
+    assert_eq!(status, 201, "{bot}");
+    assert_eq!(bot["id"], "kettles");
+    assert_eq!(bot["top_k"], 3);
+    let (status, _, generated) = s
+        .call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"name": "Support Docs!"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert!(
+        generated["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("support-docs-"),
+        "{generated}"
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"id": "kettles"})),
+        )
+        .await,
+        409,
+        "bot_exists",
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"id": "x", "top_k": 0})),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    let scoped = s.make_key(
+        KeyKind::Secret,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![BotId::parse("kettles").unwrap()]),
+        vec![],
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/bots",
+            Some(&scoped),
+            Some(json!({"id": "mine"})),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    // Patch: change, clear with null, reject bad values without changing anything.
+    let (status, _, patched) = s
+        .call(
+            "PATCH",
+            "/v1/bots/kettles",
+            Some(&s.admin),
+            Some(json!({"system_prompt": "Answer in one sentence.", "min_score": 0.2})),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["system_prompt"], "Answer in one sentence.");
+    assert_eq!(patched["top_k"], 3);
+    let (_, _, cleared) = s
+        .call(
+            "PATCH",
+            "/v1/bots/kettles",
+            Some(&s.admin),
+            Some(json!({"top_k": null})),
+        )
+        .await;
+    assert!(cleared["top_k"].is_null());
+    assert_error(
+        &s.call(
+            "PATCH",
+            "/v1/bots/kettles",
+            Some(&s.admin),
+            Some(json!({"min_score": 5, "name": "Renamed"})),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    let (_, _, unchanged) = s
+        .call("GET", "/v1/bots/kettles", Some(&s.admin), None)
+        .await;
+    assert_eq!(unchanged["name"], "Kettles");
+    // SSRF: private targets are refused, in every spelling.
+    for target in [
+        site.url("index.html"),
+        "http://2130706433/".to_string(),
+        "http://[::1]/".to_string(),
+        "http://[::ffff:127.0.0.1]/".to_string(),
+        "http://169.254.169.254/latest/meta-data/".to_string(),
+        "http://10.0.0.7/".to_string(),
+        "http://localhost/".to_string(),
+    ] {
+        let refused = s
+            .call(
+                "POST",
+                "/v1/bots/kettles/sources",
+                Some(&s.admin),
+                Some(json!({"url": target})),
+            )
+            .await;
+        assert_error(&refused, 400, "target_not_allowed");
+    }
+    // The operator exempts the fixture site's origin for this bot: the crawl runs in the
+    // background, and the pages appear.
+    let origin = site.base.clone();
+    let (status, _, _) = s
+        .call(
+            "PATCH",
+            "/v1/bots/kettles",
+            Some(&s.admin),
+            Some(json!({"allowed_targets": [origin]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, accepted) = s
+        .call(
+            "POST",
+            "/v1/bots/kettles/sources",
+            Some(&s.admin),
+            Some(json!({"url": site.url("index.html"), "recrawl_every": "24h"})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert!(job["pages_indexed"].as_u64().unwrap() >= 5, "{job}");
+    let (_, _, pages) = s
+        .call("GET", "/v1/bots/kettles/pages", Some(&s.admin), None)
+        .await;
+    assert!(
+        pages["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["url"].as_str().unwrap().ends_with("/returns.html"))
+    );
+    let (_, _, bot) = s
+        .call("GET", "/v1/bots/kettles", Some(&s.admin), None)
+        .await;
+    assert_eq!(bot["sources"][0]["recrawl_every"], 86400);
+    assert!(bot["sources"][0]["last_crawl"].as_u64().is_some());
+    assert_eq!(
+        bot["system_prompt"], "Answer in one sentence.",
+        "settings survive the crawl's commit"
+    );
+    // A redirect hop into a private address is refused, even from an exempt site: to the
+    // metadata service, and to this same site under a name (localhost) that is not exempt.
+    for hop in ["to-metadata", "to-loopback-name"] {
+        let (status, _, accepted) = s
+            .call(
+                "POST",
+                "/v1/bots/kettles/sources",
+                Some(&s.admin),
+                Some(json!({"url": site.url(hop)})),
+            )
+            .await;
+        assert_eq!(status, 202);
+        let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
+        assert_eq!(job["state"], "failed", "{job}");
+        assert!(
+            job["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot fetch start URL"),
+            "{job}"
+        );
+    }
+    assert_error(
+        &s.call("GET", "/v1/jobs/job_nope", Some(&s.admin), None)
+            .await,
+        404,
+        "job_not_found",
+    );
+    // The crawled bot answers.
+    let (status, _, answer) = s.call("POST", "/v1/chat", Some(&s.admin), Some(json!({"bot_id": "kettles", "message": "How many days do I have to return a kettle?"}))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        !answer["sources"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
 }
