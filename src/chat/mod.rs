@@ -37,7 +37,7 @@ impl Default for AskOptions {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceRef {
     pub index: usize,
     pub title: String,

@@ -11,6 +11,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
+#[allow(unused_imports)]
+use super::openapi::*;
 use crate::domain::{Bot, BotId, Conversation};
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::telemetry::unix_now;
@@ -70,11 +72,13 @@ async fn method_not_allowed() -> ApiResult<HttpResponse> {
     ))
 }
 
-async fn healthz() -> HttpResponse {
+#[utoipa::path(get, path = "/healthz", tag = "health", summary = "Process is up", responses((status = 200, description = "Up", body = Health)))]
+pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Models and indexes are loaded", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading", body = Health)))]
+pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.engine.get().is_some() {
         HttpResponse::Ok().json(json!({"status": "ready"}))
     } else {
@@ -82,7 +86,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let in_flight = state
         .limits
         .max_queue
@@ -125,7 +130,11 @@ fn bot_json(bot: &Bot) -> Value {
     })
 }
 
-async fn list_bots(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/v1/bots", tag = "bots", summary = "List the bots this key may use", security(("bearer" = [])), responses((status = 200, description = "Bots", body = BotList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn list_bots(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
     let store = state.store.clone();
     let bots = blocking(move || Ok(store.list_bots()?)).await?;
@@ -152,7 +161,8 @@ pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResul
     Ok(bot)
 }
 
-async fn get_bot(
+#[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots", summary = "One bot", params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn get_bot(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -163,7 +173,8 @@ async fn get_bot(
     Ok(HttpResponse::Ok().json(bot_json(&bot)))
 }
 
-async fn delete_bot(
+#[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots", summary = "Delete a bot and its content (admin)", params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn delete_bot(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -183,18 +194,26 @@ async fn delete_bot(
     Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
 }
 
-#[derive(Deserialize)]
+/// Bot fields to set; on PATCH, a JSON null clears a setting and an absent field keeps it.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct BotFields {
+pub(crate) struct BotFields {
+    /// `[a-z0-9-]{1,64}`; made from the name when absent. Cannot change.
     id: Option<String>,
     name: Option<String>,
-    /// `Some(None)` (JSON null) clears it.
+    /// Operator instructions added to the system prompt.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
     system_prompt: Option<Option<String>>,
+    /// Passages retrieved per question, 1 to 50.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<usize>, minimum = 1, maximum = 50)]
     top_k: Option<Option<usize>>,
+    /// Cosine similarity a passage needs, -1 to 1.
     #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<f32>, minimum = -1.0, maximum = 1.0)]
     min_score: Option<Option<f32>>,
+    /// Origins (`https://host[:port]`) this bot's crawls may reach even when private.
     allowed_targets: Option<Vec<String>>,
 }
 
@@ -265,7 +284,8 @@ fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
     Ok(())
 }
 
-async fn create_bot(
+#[utoipa::path(post, path = "/v1/bots", tag = "bots", summary = "Create a bot (admin)", request_body = BotFields, security(("bearer" = [])), responses((status = 201, description = "Created", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn create_bot(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<BotFields>,
@@ -313,7 +333,8 @@ async fn create_bot(
     Ok(HttpResponse::Created().json(bot_json(&bot)))
 }
 
-async fn update_bot(
+#[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots", summary = "Change a bot's settings (admin)", request_body = BotFields, params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn update_bot(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -346,15 +367,16 @@ async fn update_bot(
     Ok(HttpResponse::Ok().json(bot_json(&bot)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewSource {
+pub(crate) struct NewSource {
     url: Option<String>,
     /// `24h`, `30m`, `7d`, or seconds.
     recrawl_every: Option<String>,
 }
 
-async fn add_source(
+#[utoipa::path(post, path = "/v1/bots/{id}/sources", tag = "bots", summary = "Queue a crawl of a site into the bot (admin)", request_body = NewSource, params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = SourceAccepted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn add_source(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -409,7 +431,8 @@ async fn add_source(
     Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job})))
 }
 
-async fn get_job(
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::jobs::JobView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn get_job(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -425,7 +448,8 @@ async fn get_job(
     Ok(HttpResponse::Ok().json(job))
 }
 
-async fn list_pages(
+#[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn list_pages(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -444,8 +468,8 @@ async fn list_pages(
 
 // ---- conversations ----
 
-#[derive(Deserialize)]
-struct NewConversation {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct NewConversation {
     bot_id: Option<String>,
     user_id: Option<String>,
 }
@@ -475,7 +499,8 @@ pub fn validate_user_id(user_id: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
-async fn create_conversation(
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", summary = "Start a conversation", request_body = NewConversation, security(("bearer" = [])), responses((status = 201, description = "Started", body = ConversationView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn create_conversation(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<NewConversation>,
@@ -538,7 +563,8 @@ pub async fn load_conversation(
     Ok(conversation)
 }
 
-async fn get_conversation(
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", summary = "A conversation with its messages", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation", body = ConversationView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn get_conversation(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -550,7 +576,8 @@ async fn get_conversation(
     Ok(HttpResponse::Ok().json(conversation_json(&conversation, Some(&messages))))
 }
 
-async fn delete_conversation(
+#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations", summary = "Delete a conversation", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn delete_conversation(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -563,15 +590,17 @@ async fn delete_conversation(
     Ok(HttpResponse::Ok().json(json!({"id": conversation.id, "deleted": true})))
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
     bot_id: Option<String>,
     user_id: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
 }
 
-async fn list_conversations(
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", summary = "List conversations", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "Conversations", body = ConversationList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn list_conversations(
     state: web::Data<AppState>,
     caller: Caller,
     query: web::Query<ListQuery>,
@@ -629,7 +658,8 @@ async fn store_bots_visible(state: &AppState, caller: &Caller) -> ApiResult<Vec<
         .collect())
 }
 
-async fn delete_user(
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "conversations", summary = "Erase everything stored about one end user", params(("user_id" = String, Path, description = "Your end user's id")), security(("bearer" = [])), responses((status = 200, description = "Erased", body = UserErased), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn delete_user(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -670,9 +700,9 @@ pub fn key_json(key: &ApiKey) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct NewKey {
+pub(crate) struct NewKey {
     #[serde(default)]
     admin: bool,
     #[serde(default)]
@@ -686,7 +716,11 @@ struct NewKey {
     name: Option<String>,
 }
 
-async fn list_keys(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", summary = "List keys (admin; never the keys themselves)", security(("bearer" = [])), responses((status = 200, description = "Keys", body = KeyList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn list_keys(
+    state: web::Data<AppState>,
+    caller: Caller,
+) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
     let store = state.store.clone();
     let keys = blocking(move || Ok(store.list_keys()?)).await?;
@@ -749,7 +783,8 @@ pub fn make_key(
     .map_err(|e| e.to_string())
 }
 
-async fn create_key(
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", summary = "Create a key (admin); the key is shown once", request_body = NewKey, security(("bearer" = [])), responses((status = 201, description = "Created", body = CreatedKey), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn create_key(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<NewKey>,
@@ -775,7 +810,8 @@ async fn create_key(
     Ok(HttpResponse::Created().json(body))
 }
 
-async fn revoke_key(
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", summary = "Revoke a key at once (admin)", params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 200, description = "Revoked", body = KeyView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
@@ -797,14 +833,15 @@ async fn revoke_key(
     Ok(HttpResponse::Ok().json(key_json(&record)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Rotate {
+pub(crate) struct Rotate {
     /// Seconds the old key stays valid (default one day).
     overlap_seconds: Option<u64>,
 }
 
-async fn rotate_key(
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", summary = "New key with the same powers; the old one expires after the overlap (admin)", request_body = Rotate, params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 201, description = "Rotated", body = CreatedKey), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn rotate_key(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,

@@ -21,6 +21,8 @@ use super::AppState;
 use super::api::{self, blocking, load_bot, load_conversation, parse_bot_id, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, REQUEST_ID, current_request_id};
+#[allow(unused_imports)]
+use super::openapi::*;
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, Conversation, Message};
 use crate::keys;
@@ -32,7 +34,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/chat").route(web::post().to(chat)));
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatRequest {
     pub bot_id: Option<String>,
     pub message: Option<String>,
@@ -45,7 +47,7 @@ pub struct ChatRequest {
     pub messages: Option<Vec<InMessage>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InMessage {
     pub role: String,
     pub content: String,
@@ -62,7 +64,8 @@ pub struct Turn {
     pub question: String,
 }
 
-async fn chat(
+#[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", body = ChatResponse), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn chat(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<ChatRequest>,

@@ -25,9 +25,10 @@ use crate::ingest::{
 use crate::keys;
 use crate::telemetry::unix_now;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
+    #[schema(value_type = String)]
     pub bot_id: BotId,
     pub url: String,
     /// `queued`, `running`, `done` or `failed`.

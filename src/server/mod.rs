@@ -13,6 +13,7 @@ pub mod chat;
 pub mod error;
 pub mod jobs;
 pub mod openai;
+pub mod openapi;
 pub mod ratelimit;
 
 use std::collections::BTreeMap;
@@ -197,6 +198,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
     chat::routes(cfg);
     openai::routes(cfg);
+    openapi::routes(cfg);
 }
 
 /// Builds the HTTP server on a bound listener (port 0 in tests).
@@ -253,7 +255,10 @@ async fn request_context(
         .unwrap_or_else(|| format!("req_{}", keys::random_base62(16).unwrap_or_default()));
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let exempt = matches!(req.path(), "/healthz" | "/readyz" | "/metrics");
+    let exempt = matches!(
+        req.path(),
+        "/healthz" | "/readyz" | "/metrics" | "/openapi.json"
+    );
     let mut res = REQUEST_ID
         .scope(id.clone(), async move {
             // Per-IP limit first: it holds before any key is looked at.

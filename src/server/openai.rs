@@ -17,6 +17,8 @@ use super::api::{blocking, resource};
 use super::auth::Caller;
 use super::chat::{self, ChatRequest, InMessage, Wire};
 use super::error::{ApiError, ApiResult};
+#[allow(unused_imports)]
+use super::openapi::*;
 use crate::keys;
 use crate::telemetry::unix_now;
 
@@ -25,7 +27,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/chat/completions").route(web::post().to(completions)));
 }
 
-async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+#[utoipa::path(get, path = "/v1/models", tag = "openai", summary = "Bots as OpenAI models", security(("bearer" = [])), responses((status = 200, description = "Models", body = ModelList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     let store = state.store.clone();
     let bots = blocking(move || Ok(store.list_bots()?)).await?;
     let data: Vec<Value> = bots
@@ -38,8 +41,8 @@ async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpRes
     Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
 }
 
-#[derive(Debug, Deserialize)]
-struct CompletionRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct CompletionRequest {
     model: Option<String>,
     messages: Option<Vec<OpenAiMessage>>,
     #[serde(default)]
@@ -49,10 +52,12 @@ struct CompletionRequest {
     user: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct OpenAiMessage {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct OpenAiMessage {
     role: String,
+    /// A string, or an array of parts of which `{"type": "text", "text"}` parts count.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     content: Option<Content>,
 }
 
@@ -86,7 +91,8 @@ impl Content {
     }
 }
 
-async fn completions(
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", summary = "OpenAI-compatible chat completion (model = bot id)", request_body = CompletionRequest, security(("bearer" = [])), responses((status = 200, description = "A chat.completion (or chunk stream ending in data: [DONE])", body = Completion), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+pub(crate) async fn completions(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<CompletionRequest>,

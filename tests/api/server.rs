@@ -1374,3 +1374,54 @@ async fn bots_are_managed_and_crawled_over_the_api_but_never_into_private_networ
         "{answer}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let (status, _, spec) = s.call("GET", "/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    assert!(spec["components"]["securitySchemes"]["bearer"].is_object());
+    let paths = spec["paths"].as_object().unwrap();
+    let mut operations = Vec::new();
+    for (path, item) in paths {
+        for method in ["get", "post", "patch", "delete", "put"] {
+            if item.get(method).is_some() {
+                operations.push((method.to_uppercase(), path.clone()));
+            }
+        }
+    }
+    for expected in [
+        ("POST", "/v1/chat"),
+        ("POST", "/v1/chat/completions"),
+        ("GET", "/v1/models"),
+        ("GET", "/v1/conversations/{id}"),
+        ("DELETE", "/v1/users/{user_id}"),
+        ("POST", "/v1/keys/{id}/rotate"),
+        ("POST", "/v1/bots/{id}/sources"),
+        ("GET", "/v1/jobs/{id}"),
+        ("GET", "/openapi.json"),
+    ] {
+        assert!(
+            operations
+                .iter()
+                .any(|(m, p)| m == expected.0 && p == expected.1),
+            "{expected:?} missing from the spec"
+        );
+    }
+    assert!(operations.len() >= 24, "{operations:?}");
+    // Every documented operation is a real route: never the unmatched-route 404 or a 405.
+    for (method, path) in &operations {
+        let concrete = path
+            .replace("{id}", "zephyr")
+            .replace("{user_id}", "nobody");
+        let body = (method != "GET" && method != "DELETE").then(|| json!({}));
+        let (status, _, response) = s.call(method, &concrete, Some(&s.admin), body).await;
+        assert_ne!(status, 405, "{method} {path}: {response}");
+        assert!(
+            !(status == 404 && response["error"]["code"] == "not_found"),
+            "{method} {path} is documented but not routed"
+        );
+        assert!(status < 500, "{method} {path}: {status} {response}");
+    }
+}

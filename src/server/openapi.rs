@@ -1,0 +1,299 @@
+//! The OpenAPI 3 document served at `/openapi.json`, generated from the handlers'
+//! `#[utoipa::path]` attributes and the schemas below (response shapes the handlers build
+//! as JSON; request bodies derive their schemas where they are defined).
+
+#![allow(dead_code)] // Response types exist for their schemas.
+
+use actix_web::{HttpResponse, web};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use super::{api, chat, openai};
+use crate::chat::SourceRef;
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// Stable snake_case code, e.g. `bot_not_found`.
+    pub code: String,
+    pub message: String,
+    /// Also in the `X-Request-Id` header; the server log has the details under it.
+    pub request_id: String,
+}
+
+/// Every error: `{"error": {"code", "message", "request_id"}}`.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready` or `loading`.
+    pub status: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceScheduleView {
+    pub url: String,
+    pub recrawl_every: Option<u64>,
+    pub last_crawl: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotView {
+    pub id: String,
+    pub name: String,
+    pub source: String,
+    pub pages: u64,
+    pub chunks: u64,
+    pub test: bool,
+    pub system_prompt: Option<String>,
+    pub top_k: Option<usize>,
+    pub min_score: Option<f32>,
+    pub allowed_targets: Vec<String>,
+    pub sources: Vec<SourceScheduleView>,
+    pub created: u64,
+    pub updated: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotList {
+    pub data: Vec<BotView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceAccepted {
+    pub job_id: String,
+    pub job: super::jobs::JobView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageView {
+    pub url: String,
+    pub title: String,
+    pub chunks: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageList {
+    pub data: Vec<PageView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    /// `user`, `assistant` or `agent`.
+    pub role: String,
+    pub content: String,
+    pub sources: Vec<SourceRef>,
+    pub created: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationView {
+    pub id: String,
+    pub bot_id: String,
+    pub user_id: Option<String>,
+    /// `open` or `handed_off`.
+    pub state: String,
+    pub created: u64,
+    pub updated: u64,
+    /// Present when one conversation is read.
+    pub messages: Option<Vec<MessageView>>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationList {
+    pub data: Vec<ConversationView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserErased {
+    pub user_id: String,
+    pub deleted_conversations: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    /// `key_…`: safe to show and log.
+    pub id: String,
+    /// The key's first characters, e.g. `sk_live_AbCd1234…`.
+    pub prefix: String,
+    /// `secret` or `public`.
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: String,
+    /// `live` or `test`.
+    pub env: String,
+    pub admin: bool,
+    pub bots: Vec<String>,
+    pub origins: Vec<String>,
+    pub name: Option<String>,
+    pub created: u64,
+    pub revoked: Option<u64>,
+    pub expires: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub data: Vec<KeyView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A new key: `key` is shown here once and never again.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: String,
+    pub id: String,
+    pub prefix: String,
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub env: String,
+    pub admin: bool,
+    pub bots: Vec<String>,
+    pub origins: Vec<String>,
+    pub name: Option<String>,
+    pub created: u64,
+    pub revoked: Option<u64>,
+    pub expires: Option<u64>,
+    /// After a rotation: the old key, with its deadline.
+    pub replaces: Option<KeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AssistantMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatResponse {
+    pub conversation_id: String,
+    pub message_id: String,
+    pub message: AssistantMessage,
+    /// The sources the answer cites; `index` is the n of its `[n]`.
+    pub sources: Vec<SourceRef>,
+    /// `stop`, `length`, `unanswered`, `handed_off` or `cancelled`.
+    pub finish_reason: String,
+    pub answered: bool,
+    pub usage: Usage,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelView {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub owned_by: String,
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    pub object: String,
+    pub data: Vec<ModelView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    pub finish_reason: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CompletionUsage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DocentVerdict {
+    pub answered: bool,
+    pub finish_reason: String,
+    pub conversation_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Completion {
+    pub id: String,
+    pub object: String,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: CompletionUsage,
+    pub sources: Vec<SourceRef>,
+    pub docent: DocentVerdict,
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("An API key: sk_live_…, sk_test_… or pk_…"))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "docent API",
+        description = "Grounded, cited answers from your own content. Errors share one envelope; see README.md for the codes."
+    ),
+    paths(
+        api::healthz, api::readyz, api::metrics,
+        api::list_bots, api::create_bot, api::get_bot, api::update_bot, api::delete_bot,
+        api::add_source, api::list_pages, api::get_job,
+        api::list_conversations, api::create_conversation, api::get_conversation,
+        api::delete_conversation, api::delete_user,
+        api::list_keys, api::create_key, api::revoke_key, api::rotate_key,
+        chat::chat, openai::models, openai::completions, openapi_json,
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "chat", description = "Answers"),
+        (name = "openai", description = "OpenAI-compatible"),
+        (name = "conversations", description = "Conversations and end users"),
+        (name = "bots", description = "Bots, their content and crawl jobs"),
+        (name = "keys", description = "API keys"),
+        (name = "health", description = "Health, readiness and metrics"),
+    )
+)]
+pub struct ApiDoc;
+
+#[utoipa::path(get, path = "/openapi.json", tag = "health", summary = "This document",
+    responses((status = 200, description = "OpenAPI 3 document", body = Object)))]
+pub(crate) async fn openapi_json() -> HttpResponse {
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(api::resource("/openapi.json").route(web::get().to(openapi_json)));
+}
