@@ -18,58 +18,63 @@ use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/readyz").route(web::get().to(readyz)))
-        .service(resource("/metrics").route(web::get().to(metrics)))
+    cfg.service(resource("/healthz", "GET").route(web::get().to(healthz)))
+        .service(resource("/readyz", "GET").route(web::get().to(readyz)))
+        .service(resource("/metrics", "GET").route(web::get().to(metrics)))
         .service(
-            resource("/v1/bots")
+            resource("/v1/bots", "GET, POST")
                 .route(web::get().to(list_bots))
                 .route(web::post().to(create_bot)),
         )
         .service(
-            resource("/v1/bots/{id}")
+            resource("/v1/bots/{id}", "GET, PATCH, DELETE")
                 .route(web::get().to(get_bot))
                 .route(web::patch().to(update_bot))
                 .route(web::delete().to(delete_bot)),
         )
-        .service(resource("/v1/bots/{id}/sources").route(web::post().to(add_source)))
-        .service(resource("/v1/bots/{id}/pages").route(web::get().to(list_pages)))
-        .service(resource("/v1/jobs/{id}").route(web::get().to(get_job)))
+        .service(resource("/v1/bots/{id}/sources", "POST").route(web::post().to(add_source)))
+        .service(resource("/v1/bots/{id}/pages", "GET").route(web::get().to(list_pages)))
+        .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(get_job)))
         .service(
-            resource("/v1/conversations")
+            resource("/v1/conversations", "GET, POST")
                 .route(web::get().to(list_conversations))
                 .route(web::post().to(create_conversation)),
         )
         .service(
-            resource("/v1/conversations/{id}")
+            resource("/v1/conversations/{id}", "GET, DELETE")
                 .route(web::get().to(get_conversation))
                 .route(web::delete().to(delete_conversation)),
         )
-        .service(resource("/v1/users/{user_id}").route(web::delete().to(delete_user)))
+        .service(resource("/v1/users/{user_id}", "DELETE").route(web::delete().to(delete_user)))
         .service(
-            resource("/v1/keys")
+            resource("/v1/keys", "GET, POST")
                 .route(web::get().to(list_keys))
                 .route(web::post().to(create_key)),
         )
-        .service(resource("/v1/keys/{id}").route(web::delete().to(revoke_key)))
-        .service(resource("/v1/keys/{id}/rotate").route(web::post().to(rotate_key)));
+        .service(resource("/v1/keys/{id}", "DELETE").route(web::delete().to(revoke_key)))
+        .service(resource("/v1/keys/{id}/rotate", "POST").route(web::post().to(rotate_key)));
 }
 
-/// A resource whose unknown methods get the error envelope with 405.
-pub fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A resource whose other methods get 405 with the error envelope and an `Allow` header
+/// listing `allow` (which must name the routes the caller adds).
+pub fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let error = ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("this route accepts {allow}"),
+        );
+        let mut response = actix_web::ResponseError::error_response(&error);
+        response.headers_mut().insert(
+            actix_web::http::header::ALLOW,
+            actix_web::http::header::HeaderValue::from_static(allow),
+        );
+        response
+    }))
 }
 
 pub async fn not_found() -> ApiResult<HttpResponse> {
     Err(ApiError::not_found("not_found", "no such route"))
-}
-
-async fn method_not_allowed() -> ApiResult<HttpResponse> {
-    Err(ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        "this route does not accept that method",
-    ))
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "health", summary = "Process is up", responses((status = 200, description = "Up", body = Health)))]
@@ -161,7 +166,7 @@ pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResul
     Ok(bot)
 }
 
-#[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots", summary = "One bot", params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots", summary = "One bot", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn get_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -173,7 +178,7 @@ pub(crate) async fn get_bot(
     Ok(HttpResponse::Ok().json(bot_json(&bot)))
 }
 
-#[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots", summary = "Delete a bot and its content (admin)", params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots", summary = "Delete a bot and its content (admin)", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn delete_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -184,7 +189,17 @@ pub(crate) async fn delete_bot(
     load_bot(&state, &caller, &id).await?;
     let store = state.store.clone();
     let bot = id.clone();
-    blocking(move || Ok(store.delete_bot(&bot)?)).await?;
+    // The bot's conversations go with it: nothing would be left to reach them by.
+    blocking(move || {
+        let conversations: Vec<String> = store
+            .list_conversations(Some(&bot), None, None, usize::MAX)?
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        store.delete_conversations(&conversations)?;
+        Ok(store.delete_bot(&bot)?)
+    })
+    .await?;
     if let Some(engine) = state.engine.get() {
         engine.retriever.invalidate(&id);
     }
@@ -199,11 +214,13 @@ pub(crate) async fn delete_bot(
 #[serde(deny_unknown_fields)]
 pub(crate) struct BotFields {
     /// `[a-z0-9-]{1,64}`; made from the name when absent. Cannot change.
+    #[schema(pattern = "^[a-z0-9-]{1,64}$")]
     id: Option<String>,
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
     name: Option<String>,
     /// Operator instructions added to the system prompt.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<String>, max_length = 4000)]
     system_prompt: Option<Option<String>>,
     /// Passages retrieved per question, 1 to 50.
     #[serde(default, deserialize_with = "nullable")]
@@ -214,6 +231,23 @@ pub(crate) struct BotFields {
     #[schema(value_type = Option<f32>, minimum = -1.0, maximum = 1.0)]
     min_score: Option<Option<f32>>,
     /// Origins (`https://host[:port]`) this bot's crawls may reach even when private.
+    #[schema(inline, value_type = Option<Vec<String>>)]
+    allowed_targets: Option<Vec<String>>,
+}
+
+/// The fields `PATCH /v1/bots/{id}` takes (documentation; the handler reads `BotFields`
+/// and refuses an `id`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub(crate) struct BotPatch {
+    #[schema(min_length = 1, max_length = 200, pattern = "\\S")]
+    name: Option<String>,
+    #[schema(max_length = 4000)]
+    system_prompt: Option<String>,
+    #[schema(minimum = 1, maximum = 50)]
+    top_k: Option<usize>,
+    #[schema(minimum = -1.0, maximum = 1.0)]
+    min_score: Option<f32>,
     allowed_targets: Option<Vec<String>>,
 }
 
@@ -333,7 +367,7 @@ pub(crate) async fn create_bot(
     Ok(HttpResponse::Created().json(bot_json(&bot)))
 }
 
-#[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots", summary = "Change a bot's settings (admin)", request_body = BotFields, params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots", summary = "Change a bot's settings (admin)", request_body = BotPatch, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn update_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -370,12 +404,15 @@ pub(crate) async fn update_bot(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewSource {
+    /// The site's start URL (http or https; public addresses unless the bot allows more).
+    #[schema(required = true, value_type = String, pattern = "^https?://[^/?#\\s]+")]
     url: Option<String>,
-    /// `24h`, `30m`, `7d`, or seconds.
+    /// `24h`, `30m`, `7d`, or seconds (at least a minute).
+    #[schema(pattern = "^[0-9]{1,9}[smhd]?$")]
     recrawl_every: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/bots/{id}/sources", tag = "bots", summary = "Queue a crawl of a site into the bot (admin)", request_body = NewSource, params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = SourceAccepted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/bots/{id}/sources", tag = "bots", summary = "Queue a crawl of a site into the bot (admin)", request_body = NewSource, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = SourceAccepted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn add_source(
     state: web::Data<AppState>,
     caller: Caller,
@@ -448,7 +485,7 @@ pub(crate) async fn get_job(
     Ok(HttpResponse::Ok().json(job))
 }
 
-#[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn list_pages(
     state: web::Data<AppState>,
     caller: Caller,
@@ -470,7 +507,9 @@ pub(crate) async fn list_pages(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(crate) struct NewConversation {
+    #[schema(required = true, value_type = String, pattern = "^[a-z0-9-]{1,64}$")]
     bot_id: Option<String>,
+    #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,128}$")]
     user_id: Option<String>,
 }
 
@@ -554,7 +593,19 @@ pub async fn load_conversation(
     let store = state.store.clone();
     let owned = id.to_string();
     let conversation = blocking(move || Ok(store.get_conversation(&owned)?)).await?;
-    load_bot(state, caller, &conversation.bot_id).await?;
+    match load_bot(state, caller, &conversation.bot_id).await {
+        Ok(_) => {}
+        // A conversation whose bot was deleted while it was being written: only an admin
+        // key can still reach it, to read or erase it.
+        Err(e) if e.code == "bot_not_found" && caller.require_admin().is_ok() => {}
+        Err(e) if e.code == "bot_not_found" => {
+            return Err(ApiError::not_found(
+                "conversation_not_found",
+                format!("no conversation with id {id:?}"),
+            ));
+        }
+        Err(e) => return Err(e),
+    }
     if caller.key.kind == KeyKind::Public && conversation.key_id != caller.key.id {
         return Err(ApiError::forbidden(
             "public keys may read only the conversations they started",
@@ -593,10 +644,14 @@ pub(crate) async fn delete_conversation(
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
+    #[param(pattern = "^[a-z0-9-]{1,64}$")]
     bot_id: Option<String>,
     user_id: Option<String>,
+    /// `next_cursor` from the previous page.
     cursor: Option<String>,
-    limit: Option<usize>,
+    /// 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    limit: Option<u32>,
 }
 
 #[utoipa::path(get, path = "/v1/conversations", tag = "conversations", summary = "List conversations", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "Conversations", body = ConversationList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
@@ -615,7 +670,14 @@ pub(crate) async fn list_conversations(
         }
         None => None,
     };
-    let limit = query.limit.unwrap_or(50).clamp(1, 200);
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "limit must be 1 to 200",
+        ));
+    }
+    let limit = limit as usize;
     let store = state.store.clone();
     let bots = store_bots_visible(&state, &caller).await?;
     let page = blocking(move || {
@@ -703,9 +765,12 @@ pub fn key_json(key: &ApiKey) -> Value {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewKey {
+    /// Every bot of its environment, plus key and bot management. Exclusive with `bots`.
     #[serde(default)]
     admin: bool,
+    /// The bots a non-admin key may use (exactly one for a public key).
     #[serde(default)]
+    #[schema(inline, value_type = Vec<String>)]
     bots: Vec<String>,
     #[serde(default)]
     public: bool,
@@ -713,6 +778,7 @@ pub(crate) struct NewKey {
     origins: Vec<String>,
     #[serde(default)]
     test: bool,
+    #[schema(max_length = 200)]
     name: Option<String>,
 }
 
@@ -743,6 +809,9 @@ pub fn make_key(
         .collect::<Result<_, _>>()?;
     if admin && (public || !bots.is_empty()) {
         return Err("an admin key is neither public nor scoped to bots".into());
+    }
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
+        return Err("name is limited to 200 characters".into());
     }
     if !admin && bots.is_empty() {
         return Err("give the key's bots, or make it an admin key".into());

@@ -31,25 +31,35 @@ use crate::store::Store;
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/v1/chat").route(web::post().to(chat)));
+    cfg.service(resource("/v1/chat", "POST").route(web::post().to(chat)));
 }
 
+/// One turn: `message` (with an optional `conversation_id`), or the whole history as
+/// `messages`.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct ChatRequest {
+    #[schema(required = true, value_type = String, pattern = "^[a-z0-9-]{1,64}$")]
     pub bot_id: Option<String>,
+    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     pub message: Option<String>,
     #[serde(default)]
     pub conversation_id: Option<String>,
+    /// Your end user's id (1 to 128 printable characters), to find and erase their data.
+    #[schema(pattern = "^[^\\u0000-\\u001F\\u007F-\\u009F]{1,128}$")]
     pub user_id: Option<String>,
     #[serde(default)]
     pub stream: bool,
     /// Client-managed history instead of `message` + `conversation_id`.
+    #[schema(min_items = 1)]
     pub messages: Option<Vec<InMessage>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct InMessage {
+    /// `user` or `assistant`; the last message must be the user's.
+    #[schema(pattern = "^(user|assistant)$")]
     pub role: String,
+    #[schema(min_length = 1, max_length = 4000, pattern = "\\S")]
     pub content: String,
 }
 
@@ -64,7 +74,7 @@ pub struct Turn {
     pub question: String,
 }
 
-#[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", body = ChatResponse), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", content((ChatResponse = "application/json"), (SseEvent = "text/event-stream"))), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn chat(
     state: web::Data<AppState>,
     caller: Caller,

@@ -122,12 +122,12 @@ impl From<store::Error> for ApiError {
     fn from(e: store::Error) -> ApiError {
         match e {
             store::Error::BotNotFound(id) => {
-                ApiError::not_found("bot_not_found", format!("no bot with id {id:?}"))
+                ApiError::not_found("bot_not_found", format!("no bot with id \"{id}\""))
             }
             store::Error::BotExists(id) => ApiError::new(
                 StatusCode::CONFLICT,
                 "bot_exists",
-                format!("a bot with id {id:?} already exists"),
+                format!("a bot with id \"{id}\" already exists"),
             ),
             store::Error::ConversationNotFound(id) => ApiError::not_found(
                 "conversation_not_found",

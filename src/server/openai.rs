@@ -23,8 +23,8 @@ use crate::keys;
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(resource("/v1/models").route(web::get().to(models)))
-        .service(resource("/v1/chat/completions").route(web::post().to(completions)));
+    cfg.service(resource("/v1/models", "GET").route(web::get().to(models)))
+        .service(resource("/v1/chat/completions", "POST").route(web::post().to(completions)));
 }
 
 #[utoipa::path(get, path = "/v1/models", tag = "openai", summary = "Bots as OpenAI models", security(("bearer" = [])), responses((status = 200, description = "Models", body = ModelList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
@@ -43,7 +43,11 @@ pub(crate) async fn models(state: web::Data<AppState>, caller: Caller) -> ApiRes
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct CompletionRequest {
+    /// The bot id.
+    #[schema(required = true, value_type = String, pattern = "^[a-z0-9-]{1,64}$")]
     model: Option<String>,
+    /// Ending with a user message; `system` messages are ignored.
+    #[schema(required = true, value_type = Vec<OpenAiMessage>, min_items = 1)]
     messages: Option<Vec<OpenAiMessage>>,
     #[serde(default)]
     stream: bool,
@@ -54,6 +58,8 @@ pub(crate) struct CompletionRequest {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct OpenAiMessage {
+    /// `user`, `assistant`, `system` or `developer`.
+    #[schema(pattern = "^(user|assistant|system|developer)$")]
     role: String,
     /// A string, or an array of parts of which `{"type": "text", "text"}` parts count.
     #[serde(default)]
@@ -91,7 +97,7 @@ impl Content {
     }
 }
 
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", summary = "OpenAI-compatible chat completion (model = bot id)", request_body = CompletionRequest, security(("bearer" = [])), responses((status = 200, description = "A chat.completion (or chunk stream ending in data: [DONE])", body = Completion), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", summary = "OpenAI-compatible chat completion (model = bot id)", request_body = CompletionRequest, security(("bearer" = [])), responses((status = 200, description = "A chat.completion (or chunk stream ending in data: [DONE])", content((Completion = "application/json"), (SseEvent = "text/event-stream"))), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
 pub(crate) async fn completions(
     state: web::Data<AppState>,
     caller: Caller,

@@ -27,6 +27,16 @@ pub struct ErrorEnvelope {
     pub error: ErrorBody,
 }
 
+/// One Server-Sent Event of a streamed answer: `data` is one JSON object (docent's
+/// `start`, `sources`, `{"delta"}`, `done` or `error`; or an OpenAI chunk, then `[DONE]`).
+#[derive(Serialize, ToSchema)]
+pub struct SseEvent {
+    pub data: String,
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub retry: Option<u64>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`, `ready` or `loading`.
@@ -295,5 +305,5 @@ pub(crate) async fn openapi_json() -> HttpResponse {
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.service(api::resource("/openapi.json").route(web::get().to(openapi_json)));
+    cfg.service(api::resource("/openapi.json", "GET").route(web::get().to(openapi_json)));
 }
