@@ -34,3 +34,78 @@ pub fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// `text` with email addresses and phone numbers replaced by `[email]` and `[phone]`, for
+/// the few log lines that may carry what a visitor typed (debug level only).
+pub fn redact(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let core = word.trim_matches(|c: char| !c.is_alphanumeric());
+        let is_email = core.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.')
+        });
+        if is_email {
+            out.push_str(&word.replace(core, "[email]"));
+        } else {
+            out.push_str(word);
+        }
+    }
+    redact_phones(&out)
+}
+
+/// Runs of digits, spaces, dashes, dots, parentheses and a leading `+` holding 7 to 15
+/// digits are phone numbers.
+fn redact_phones(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let starts = chars[i].is_ascii_digit()
+            || (chars[i] == '+' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()))
+            || (chars[i] == '(' && chars.get(i + 1).is_some_and(|c| c.is_ascii_digit()));
+        if !starts {
+            out.push(chars[i]);
+            i += 1;
+            continue;
+        }
+        let mut end = i;
+        let mut digits = 0;
+        while end < chars.len() && (chars[end].is_ascii_digit() || " -.()+".contains(chars[end])) {
+            digits += chars[end].is_ascii_digit() as usize;
+            end += 1;
+        }
+        // Do not swallow the separator after the number.
+        while end > i && !chars[end - 1].is_ascii_digit() && chars[end - 1] != ')' {
+            end -= 1;
+        }
+        if (7..=15).contains(&digits) {
+            out.push_str("[phone]");
+        } else {
+            out.extend(&chars[i..end]);
+        }
+        i = end.max(i + 1);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn emails_and_phone_numbers_are_redacted_and_the_rest_kept() {
+        assert_eq!(
+            redact("Mail me at jane.doe@example.com, or call +1 (555) 123-4567 today."),
+            "Mail me at [email], or call [phone] today."
+        );
+        assert_eq!(
+            redact("Order 12345 shipped in 3 days"),
+            "Order 12345 shipped in 3 days"
+        );
+        assert_eq!(redact("ring 020 7946 0958"), "ring [phone]");
+        assert_eq!(redact("no @ here and a@b"), "no @ here and a@b");
+    }
+}

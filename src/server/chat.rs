@@ -259,6 +259,13 @@ fn answer_and_store(
         .get()
         .ok_or_else(|| anyhow::anyhow!("models not loaded"))?;
     let asked = unix_now();
+    tracing::debug!(
+        target: "docent::chat",
+        bot = %turn.bot,
+        conversation = %turn.conversation.id,
+        message = %crate::telemetry::redact(&turn.question),
+        "question"
+    );
     // The bot's own settings refine the server's defaults.
     let mut options = options.clone();
     if let Some(top_k) = turn.settings.top_k {

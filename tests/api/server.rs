@@ -1455,12 +1455,18 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
     let report = s.data.path().join("schemathesis");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(schemathesis)
-            // Every check but positive_data_acceptance: some schema-valid requests are
+            // Every check but two. positive_data_acceptance: some schema-valid requests are
             // refused by rules a schema cannot state (a crawl target that is a private
-            // address, `message` and `messages` together, a key with neither bots nor admin),
-            // and those refusals are 400s by design.
+            // address, `message` and `messages` together, a key with neither bots nor
+            // admin), and those refusals are 400s by design. ensure_resource_availability:
+            // in a stateful sequence, `DELETE /v1/users/{id}` or `DELETE /v1/bots/{id}`
+            // rightly erases conversations created a step earlier, which it reads as a
+            // created resource gone missing.
             .args(["run", &spec, "--header", &auth, "--checks", "all"])
-            .args(["--exclude-checks", "positive_data_acceptance"])
+            .args([
+                "--exclude-checks",
+                "positive_data_acceptance,ensure_resource_availability",
+            ])
             // Bounded: a fixed seed, few examples per operation, a time cap, one worker.
             .args([
                 "--max-examples",
@@ -1468,7 +1474,7 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
                 "--seed",
                 "7",
                 "--max-time",
-                "150",
+                "90",
                 "--workers",
                 "1",
             ])
