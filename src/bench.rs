@@ -1,6 +1,8 @@
 //! `docent bench`: speed of each stage, each printed beside a reference measured in the
 //! same run on the same machine (never a fixed number from elsewhere).
 
+mod serve;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,6 +53,11 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             }
             None => eprintln!("skipping ingest: no Rust Book found (pass --book DIR)"),
         }
+    }
+    if parts.contains(&"serve") {
+        let result = serve::bench_serve(config, embedder.clone(), args.quick).await?;
+        print_section(&args, "serve (HTTP, demo site)", &result);
+        report.insert("serve".into(), result);
     }
     if parts.contains(&"generate") {
         let config = config.clone();

@@ -255,8 +255,8 @@ pub struct BenchArgs {
     /// A docent binary built with PORTABLE=1, to compare generation speed against
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
-    /// Which parts to run (comma-separated): ingest, embed, search, generate
-    #[arg(long, default_value = "ingest,embed,search,generate")]
+    /// Which parts to run (comma-separated): ingest, embed, search, generate, serve
+    #[arg(long, default_value = "ingest,embed,search,generate,serve")]
     pub only: String,
     /// Print the results as JSON
     #[arg(long)]
