@@ -130,12 +130,16 @@ pub fn backend() -> anyhow::Result<&'static LlamaBackend> {
         .map_err(|e| anyhow!("failed to initialise llama.cpp: {e}"))
 }
 
-/// Loads a GGUF model (memory-mapped).
+/// Loads a GGUF model, read into memory rather than memory-mapped: on CPUs where llama.cpp
+/// repacks the weights for its SIMD kernels, a mapping would keep every page of the file
+/// resident beside the repacked copy (measured: ~1 GiB more resident memory for the 1.5B
+/// model).
 pub fn load_model(path: &Path) -> anyhow::Result<LlamaModel> {
     if !path.is_file() {
         bail!("missing model {} (run `make models`)", path.display());
     }
-    LlamaModel::load_from_file(backend()?, path, &LlamaModelParams::default())
+    let params = LlamaModelParams::default().with_use_mmap(false);
+    LlamaModel::load_from_file(backend()?, path, &params)
         .with_context(|| format!("failed to load model {}", path.display()))
 }
 
