@@ -115,7 +115,17 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         req.extensions_mut()
             .insert(CallerKeyId(caller.key.id.clone()));
         if let Some(limit) = &state.per_key {
-            match limit.check(&caller.key.id) {
+            // A public key is shared by every visitor of a site: its budget is per visitor
+            // address, so one busy page cannot starve the others.
+            let bucket = match caller.key.kind {
+                KeyKind::Public => {
+                    let ip = super::ratelimit::client_ip(req, &state.limits.trusted_proxies)
+                        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+                    format!("{}@{ip}", caller.key.id)
+                }
+                KeyKind::Secret => caller.key.id.clone(),
+            };
+            match limit.check(&bucket) {
                 Ok(quote) => {
                     req.extensions_mut().insert(super::KeyQuote(quote));
                 }
