@@ -370,10 +370,29 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         context_size: config.context_size,
     })?;
     let mut runs = Vec::new();
+    let mut reply = String::new();
     for _ in 0..if quick { 1 } else { 3 } {
-        let stats = generator.generate(&messages, &params, &mut |_| true)?;
+        // Cold each time: the reference decodes the whole prompt too.
+        generator.forget_cache()?;
+        reply.clear();
+        let stats = generator.generate(&messages, &params, &mut |piece| {
+            reply.push_str(piece);
+            true
+        })?;
         runs.push(stats);
     }
+    // A follow-up in the same conversation: the context still holds the last turn, so only
+    // the new question is decoded; against the same follow-up prompt decoded cold.
+    let mut follow_up = messages.clone();
+    follow_up.push(ChatMessage::new("assistant", reply.clone()));
+    follow_up.push(ChatMessage::new("user", "And how do I avoid that in the first place?"));
+    let short = GenParams {
+        max_tokens: 8,
+        ..params.clone()
+    };
+    let warm = generator.generate(&follow_up, &short, &mut |_| true)?;
+    generator.forget_cache()?;
+    let cold = generator.generate(&follow_up, &short, &mut |_| true)?;
     let rss_loaded = rss_mib();
     drop(generator);
     let best = runs
@@ -406,6 +425,12 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         "prompt_vs_raw": ratio(prompt_tok_s, raw_prompt),
         "rss_mib_with_model_loaded": rss_loaded,
         "rss_mib_before_load": rss_before,
+        "follow_up": {
+            "prompt_tokens": warm.prompt_tokens,
+            "ttft_ms_with_kv_reuse": round1(warm.ttft_ms),
+            "ttft_ms_cold": round1(cold.ttft_ms),
+            "reuse_vs_cold": ratio(warm.ttft_ms, cold.ttft_ms),
+        },
     }))
 }
 

@@ -16,6 +16,7 @@ use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
 use llama_cpp_2::llama_batch::LlamaBatch;
 use llama_cpp_2::model::params::LlamaModelParams;
+use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 
@@ -103,6 +104,8 @@ enum Job {
         text: String,
         reply: SyncSender<usize>,
     },
+    /// Forget the cached prompt: the next generation decodes its whole prompt.
+    ForgetCache { done: SyncSender<()> },
 }
 
 enum Event {
@@ -197,6 +200,20 @@ impl Generator for LlamaGenerator {
     }
 }
 
+impl LlamaGenerator {
+    /// Drops what the context holds from earlier prompts, so the next prompt is decoded
+    /// cold (benchmarks compare like with like).
+    pub fn forget_cache(&self) -> anyhow::Result<()> {
+        let (done, done_rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Job::ForgetCache { done })
+            .map_err(|_| anyhow!("the llama thread has stopped"))?;
+        done_rx
+            .recv()
+            .map_err(|_| anyhow!("the llama thread has stopped"))
+    }
+}
+
 fn drain(
     events: Receiver<Event>,
     on_token: &mut dyn FnMut(&str) -> bool,
@@ -258,8 +275,16 @@ fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(),
         }
     };
     let _ = ready.send(Ok(()));
+    // The tokens whose keys and values the context holds, in position order: a new prompt
+    // that starts with them (the system prompt, a repeated question) skips decoding them.
+    let mut cached: Vec<LlamaToken> = Vec::new();
     for job in jobs.iter() {
         match job {
+            Job::ForgetCache { done } => {
+                cached.clear();
+                ctx.clear_kv_cache();
+                let _ = done.send(());
+            }
             Job::CountTokens { text, reply } => {
                 let n = model.vocab().tokenize(text.as_bytes(), false, false).len();
                 let _ = reply.send(n);
@@ -284,9 +309,14 @@ fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(),
                         .apply_chat_template(&template, &chat, true)
                         .context("failed to apply the chat template")?;
                     let tokens = model.vocab().tokenize(prompt.as_bytes(), false, true);
-                    run_generation(&model, &mut ctx, &tokens, &params, &mut |piece| {
-                        events.send(Event::Token(piece.to_string())).is_ok()
-                    })
+                    generate_with_cache(
+                        &model,
+                        &mut ctx,
+                        &tokens,
+                        &params,
+                        &mut |piece| events.send(Event::Token(piece.to_string())).is_ok(),
+                        Some(&mut cached),
+                    )
                 })();
                 let _ = match result {
                     Ok(stats) => events.send(Event::Done(stats)),
@@ -298,13 +328,45 @@ fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(),
 }
 
 /// Decodes `prompt` in one batch, then samples until end of generation, `max_tokens`, the
-/// context limit, or `emit` returning false. Shared by the actor and the raw benchmark.
+/// context limit, or `emit` returning false. The raw benchmark's loop: no cache.
 pub fn run_generation(
     model: &LlamaModel,
     ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
-    prompt: &[llama_cpp_2::token::LlamaToken],
+    prompt: &[LlamaToken],
     params: &GenParams,
     emit: &mut dyn FnMut(&str) -> bool,
+) -> anyhow::Result<GenStats> {
+    generate_with_cache(model, ctx, prompt, params, emit, None)
+}
+
+/// `run_generation`, reusing the context's keys and values for the part of `prompt` that
+/// `cache` (the tokens the context holds) already starts with. `cache` is updated to what
+/// the context holds afterwards, and emptied on any failure.
+pub fn generate_with_cache(
+    model: &LlamaModel,
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    prompt: &[LlamaToken],
+    params: &GenParams,
+    emit: &mut dyn FnMut(&str) -> bool,
+    mut cache: Option<&mut Vec<LlamaToken>>,
+) -> anyhow::Result<GenStats> {
+    let result = generate_inner(model, ctx, prompt, params, emit, cache.as_deref_mut());
+    if result.is_err()
+        && let Some(cache) = cache
+    {
+        cache.clear();
+        ctx.clear_kv_cache();
+    }
+    result
+}
+
+fn generate_inner(
+    model: &LlamaModel,
+    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
+    prompt: &[LlamaToken],
+    params: &GenParams,
+    emit: &mut dyn FnMut(&str) -> bool,
+    mut cache: Option<&mut Vec<LlamaToken>>,
 ) -> anyhow::Result<GenStats> {
     let started = Instant::now();
     let n_ctx = ctx.n_ctx() as usize;
@@ -317,13 +379,35 @@ pub fn run_generation(
             prompt.len()
         );
     }
-    ctx.clear_kv_cache();
-    let mut batch = LlamaBatch::new(prompt.len().max(1), 1);
+    // Keep the longest cached prefix, but always decode the prompt's last token: its
+    // logits pick the first reply token.
+    let reused = cache.as_deref().map_or(0, |c| {
+        c.iter()
+            .zip(prompt)
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(prompt.len() - 1)
+    });
+    if reused == 0 {
+        ctx.clear_kv_cache();
+    } else {
+        ctx.clear_kv_cache_seq(Some(0), Some(reused as u32), None)
+            .context("failed to trim the cached prompt")?;
+    }
+    if let Some(cache) = cache.as_deref_mut() {
+        // Until the decode succeeds, the context holds only the reused prefix.
+        cache.truncate(reused);
+    }
+    let mut batch = LlamaBatch::new((prompt.len() - reused).max(1), 1);
     let last = prompt.len() - 1;
-    for (i, token) in prompt.iter().enumerate() {
+    for (i, token) in prompt.iter().enumerate().skip(reused) {
         batch.add(*token, i as i32, &[0], i == last)?;
     }
     ctx.decode(&mut batch).context("prompt decode failed")?;
+    if let Some(cache) = cache.as_deref_mut() {
+        cache.extend_from_slice(&prompt[reused..]);
+    }
+    tracing::debug!(reused, decoded = prompt.len() - reused, "prompt");
     let mut sampler = if params.temperature <= 0.0 {
         LlamaSampler::greedy()
     } else {
@@ -359,6 +443,9 @@ pub fn run_generation(
         batch.add(token, pos as i32, &[0], true)?;
         pos += 1;
         ctx.decode(&mut batch).context("decode failed")?;
+        if let Some(cache) = cache.as_deref_mut() {
+            cache.push(token);
+        }
     };
     if !pending.is_empty() {
         emit(&String::from_utf8_lossy(&pending));
