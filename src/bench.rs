@@ -385,7 +385,10 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
     // the new question is decoded; against the same follow-up prompt decoded cold.
     let mut follow_up = messages.clone();
     follow_up.push(ChatMessage::new("assistant", reply.clone()));
-    follow_up.push(ChatMessage::new("user", "And how do I avoid that in the first place?"));
+    follow_up.push(ChatMessage::new(
+        "user",
+        "And how do I avoid that in the first place?",
+    ));
     let short = GenParams {
         max_tokens: 8,
         ..params.clone()

@@ -107,3 +107,51 @@ async fn instructions_inside_crawled_pages_do_not_change_the_rules() {
         "{answer:?}"
     );
 }
+
+/// A prompt that starts with what the context holds decodes only the rest; its reply must
+/// be the one a cold decode gives (small float differences aside: compared on its start).
+#[test]
+fn kv_cache_reuse_answers_like_a_cold_decode() {
+    use docent::llm::{ChatMessage, GenParams, Generator};
+    let g = generator();
+    let params = GenParams {
+        max_tokens: 24,
+        temperature: 0.0,
+        seed: 1,
+    };
+    let run = |messages: &[ChatMessage]| {
+        let mut text = String::new();
+        let stats = g
+            .generate(messages, &params, &mut |piece| {
+                text.push_str(piece);
+                true
+            })
+            .unwrap();
+        (text, stats)
+    };
+    let mut messages = vec![
+        ChatMessage::new(
+            "system",
+            "You answer briefly about kettles. The Zephyr Pro boils 1.7 litres in four minutes.",
+        ),
+        ChatMessage::new("user", "How long does the Zephyr Pro take to boil?"),
+    ];
+    g.forget_cache().unwrap();
+    let (first, _) = run(&messages);
+    assert!(!first.trim().is_empty());
+    messages.push(ChatMessage::new("assistant", first.clone()));
+    messages.push(ChatMessage::new("user", "And how much water does it hold?"));
+    let (warm, warm_stats) = run(&messages);
+    g.forget_cache().unwrap();
+    let (cold, cold_stats) = run(&messages);
+    assert_eq!(warm_stats.prompt_tokens, cold_stats.prompt_tokens);
+    let n = 12.min(warm.len()).min(cold.len());
+    assert!(
+        n > 0 && warm[..n] == cold[..n],
+        "with reuse {warm:?}, cold {cold:?}"
+    );
+    assert!(
+        cold.contains("1.7") || cold.to_lowercase().contains("litre"),
+        "{cold:?}"
+    );
+}
