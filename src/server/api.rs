@@ -135,7 +135,7 @@ fn bot_json(bot: &Bot) -> Value {
     })
 }
 
-#[utoipa::path(get, path = "/v1/bots", tag = "bots", summary = "List the bots this key may use", security(("bearer" = [])), responses((status = 200, description = "Bots", body = BotList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/bots", tag = "bots", summary = "List the bots this key may use", security(("bearer" = [])), responses((status = 200, description = "Bots", body = BotList), ApiErrors))]
 pub(crate) async fn list_bots(
     state: web::Data<AppState>,
     caller: Caller,
@@ -166,7 +166,7 @@ pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResul
     Ok(bot)
 }
 
-#[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots", summary = "One bot", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/bots/{id}", tag = "bots", summary = "One bot", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), ApiErrors))]
 pub(crate) async fn get_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -178,7 +178,7 @@ pub(crate) async fn get_bot(
     Ok(HttpResponse::Ok().json(bot_json(&bot)))
 }
 
-#[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots", summary = "Delete a bot and its content (admin)", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots", summary = "Delete a bot and its content (admin)", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), ApiErrors))]
 pub(crate) async fn delete_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -228,8 +228,8 @@ pub(crate) struct BotFields {
     top_k: Option<Option<usize>>,
     /// Cosine similarity a passage needs, -1 to 1.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<f32>, minimum = -1.0, maximum = 1.0)]
-    min_score: Option<Option<f32>>,
+    #[schema(value_type = Option<f64>, minimum = -1.0, maximum = 1.0)]
+    min_score: Option<Option<f64>>,
     /// Origins (`https://host[:port]`) this bot's crawls may reach even when private.
     #[schema(inline, value_type = Option<Vec<String>>)]
     allowed_targets: Option<Vec<String>>,
@@ -247,7 +247,7 @@ pub(crate) struct BotPatch {
     #[schema(minimum = 1, maximum = 50)]
     top_k: Option<usize>,
     #[schema(minimum = -1.0, maximum = 1.0)]
-    min_score: Option<f32>,
+    min_score: Option<f64>,
     allowed_targets: Option<Vec<String>>,
 }
 
@@ -296,7 +296,8 @@ fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
                 "min_score must be between -1 and 1",
             ));
         }
-        bot.settings.min_score = min_score;
+        // Checked as given (f64), so a value just outside the range cannot round into it.
+        bot.settings.min_score = min_score.map(|m| m as f32);
     }
     if let Some(targets) = &fields.allowed_targets {
         for target in targets {
@@ -318,7 +319,7 @@ fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
     Ok(())
 }
 
-#[utoipa::path(post, path = "/v1/bots", tag = "bots", summary = "Create a bot (admin)", request_body = BotFields, security(("bearer" = [])), responses((status = 201, description = "Created", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/bots", tag = "bots", summary = "Create a bot (admin)", request_body = BotFields, security(("bearer" = [])), responses((status = 201, description = "Created", body = BotView), ApiErrors))]
 pub(crate) async fn create_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -367,7 +368,7 @@ pub(crate) async fn create_bot(
     Ok(HttpResponse::Created().json(bot_json(&bot)))
 }
 
-#[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots", summary = "Change a bot's settings (admin)", request_body = BotPatch, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots", summary = "Change a bot's settings (admin)", request_body = BotPatch, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), ApiErrors))]
 pub(crate) async fn update_bot(
     state: web::Data<AppState>,
     caller: Caller,
@@ -412,7 +413,7 @@ pub(crate) struct NewSource {
     recrawl_every: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/bots/{id}/sources", tag = "bots", summary = "Queue a crawl of a site into the bot (admin)", request_body = NewSource, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = SourceAccepted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/bots/{id}/sources", tag = "bots", summary = "Queue a crawl of a site into the bot (admin)", request_body = NewSource, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = SourceAccepted), ApiErrors))]
 pub(crate) async fn add_source(
     state: web::Data<AppState>,
     caller: Caller,
@@ -468,7 +469,7 @@ pub(crate) async fn add_source(
     Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job})))
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::jobs::JobView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::jobs::JobView), ApiErrors))]
 pub(crate) async fn get_job(
     state: web::Data<AppState>,
     caller: Caller,
@@ -485,7 +486,7 @@ pub(crate) async fn get_job(
     Ok(HttpResponse::Ok().json(job))
 }
 
-#[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), ApiErrors))]
 pub(crate) async fn list_pages(
     state: web::Data<AppState>,
     caller: Caller,
@@ -538,7 +539,7 @@ pub fn validate_user_id(user_id: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
-#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", summary = "Start a conversation", request_body = NewConversation, security(("bearer" = [])), responses((status = 201, description = "Started", body = ConversationView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", summary = "Start a conversation", request_body = NewConversation, security(("bearer" = [])), responses((status = 201, description = "Started", body = ConversationView), ApiErrors))]
 pub(crate) async fn create_conversation(
     state: web::Data<AppState>,
     caller: Caller,
@@ -614,7 +615,7 @@ pub async fn load_conversation(
     Ok(conversation)
 }
 
-#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", summary = "A conversation with its messages", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation", body = ConversationView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", summary = "A conversation with its messages", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation", body = ConversationView), ApiErrors))]
 pub(crate) async fn get_conversation(
     state: web::Data<AppState>,
     caller: Caller,
@@ -627,7 +628,7 @@ pub(crate) async fn get_conversation(
     Ok(HttpResponse::Ok().json(conversation_json(&conversation, Some(&messages))))
 }
 
-#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations", summary = "Delete a conversation", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations", summary = "Delete a conversation", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), ApiErrors))]
 pub(crate) async fn delete_conversation(
     state: web::Data<AppState>,
     caller: Caller,
@@ -654,7 +655,7 @@ pub(crate) struct ListQuery {
     limit: Option<u32>,
 }
 
-#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", summary = "List conversations", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "Conversations", body = ConversationList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", summary = "List conversations", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "Conversations", body = ConversationList), ApiErrors))]
 pub(crate) async fn list_conversations(
     state: web::Data<AppState>,
     caller: Caller,
@@ -720,7 +721,7 @@ async fn store_bots_visible(state: &AppState, caller: &Caller) -> ApiResult<Vec<
         .collect())
 }
 
-#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "conversations", summary = "Erase everything stored about one end user", params(("user_id" = String, Path, description = "Your end user's id")), security(("bearer" = [])), responses((status = 200, description = "Erased", body = UserErased), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/v1/users/{user_id}", tag = "conversations", summary = "Erase everything stored about one end user", params(("user_id" = String, Path, description = "Your end user's id")), security(("bearer" = [])), responses((status = 200, description = "Erased", body = UserErased), ApiErrors))]
 pub(crate) async fn delete_user(
     state: web::Data<AppState>,
     caller: Caller,
@@ -782,7 +783,7 @@ pub(crate) struct NewKey {
     name: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/keys", tag = "keys", summary = "List keys (admin; never the keys themselves)", security(("bearer" = [])), responses((status = 200, description = "Keys", body = KeyList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", summary = "List keys (admin; never the keys themselves)", security(("bearer" = [])), responses((status = 200, description = "Keys", body = KeyList), ApiErrors))]
 pub(crate) async fn list_keys(
     state: web::Data<AppState>,
     caller: Caller,
@@ -852,7 +853,7 @@ pub fn make_key(
     .map_err(|e| e.to_string())
 }
 
-#[utoipa::path(post, path = "/v1/keys", tag = "keys", summary = "Create a key (admin); the key is shown once", request_body = NewKey, security(("bearer" = [])), responses((status = 201, description = "Created", body = CreatedKey), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", summary = "Create a key (admin); the key is shown once", request_body = NewKey, security(("bearer" = [])), responses((status = 201, description = "Created", body = CreatedKey), ApiErrors))]
 pub(crate) async fn create_key(
     state: web::Data<AppState>,
     caller: Caller,
@@ -879,7 +880,7 @@ pub(crate) async fn create_key(
     Ok(HttpResponse::Created().json(body))
 }
 
-#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", summary = "Revoke a key at once (admin)", params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 200, description = "Revoked", body = KeyView), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", summary = "Revoke a key at once (admin)", params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 200, description = "Revoked", body = KeyView), ApiErrors))]
 pub(crate) async fn revoke_key(
     state: web::Data<AppState>,
     caller: Caller,
@@ -909,7 +910,7 @@ pub(crate) struct Rotate {
     overlap_seconds: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", summary = "New key with the same powers; the old one expires after the overlap (admin)", request_body = Rotate, params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 201, description = "Rotated", body = CreatedKey), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/keys/{id}/rotate", tag = "keys", summary = "New key with the same powers; the old one expires after the overlap (admin)", request_body = Rotate, params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 201, description = "Rotated", body = CreatedKey), ApiErrors))]
 pub(crate) async fn rotate_key(
     state: web::Data<AppState>,
     caller: Caller,

@@ -74,7 +74,7 @@ pub struct Turn {
     pub question: String,
 }
 
-#[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", content((ChatResponse = "application/json"), (SseEvent = "text/event-stream"))), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", content((ChatResponse = "application/json"), (SseEvent = "text/event-stream"))), ApiErrors))]
 pub(crate) async fn chat(
     state: web::Data<AppState>,
     caller: Caller,

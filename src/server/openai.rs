@@ -27,7 +27,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/chat/completions", "POST").route(web::post().to(completions)));
 }
 
-#[utoipa::path(get, path = "/v1/models", tag = "openai", summary = "Bots as OpenAI models", security(("bearer" = [])), responses((status = 200, description = "Models", body = ModelList), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(get, path = "/v1/models", tag = "openai", summary = "Bots as OpenAI models", security(("bearer" = [])), responses((status = 200, description = "Models", body = ModelList), ApiErrors))]
 pub(crate) async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     let store = state.store.clone();
     let bots = blocking(move || Ok(store.list_bots()?)).await?;
@@ -97,7 +97,7 @@ impl Content {
     }
 }
 
-#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", summary = "OpenAI-compatible chat completion (model = bot id)", request_body = CompletionRequest, security(("bearer" = [])), responses((status = 200, description = "A chat.completion (or chunk stream ending in data: [DONE])", content((Completion = "application/json"), (SseEvent = "text/event-stream"))), (status = 400, description = "Malformed or invalid request", body = ErrorEnvelope), (status = 401, description = "Missing or invalid API key", body = ErrorEnvelope), (status = 403, description = "The key may not do this", body = ErrorEnvelope), (status = 404, description = "Not found", body = ErrorEnvelope), (status = 405, description = "Method not allowed", body = ErrorEnvelope), (status = 409, description = "Conflict", body = ErrorEnvelope), (status = 413, description = "Body too large", body = ErrorEnvelope), (status = 415, description = "Not JSON", body = ErrorEnvelope), (status = 429, description = "Rate limited (see Retry-After)", body = ErrorEnvelope), (status = 500, description = "Internal error", body = ErrorEnvelope), (status = 503, description = "Loading or overloaded (see Retry-After)", body = ErrorEnvelope)))]
+#[utoipa::path(post, path = "/v1/chat/completions", tag = "openai", summary = "OpenAI-compatible chat completion (model = bot id)", request_body = CompletionRequest, security(("bearer" = [])), responses((status = 200, description = "A chat.completion (or chunk stream ending in data: [DONE])", content((Completion = "application/json"), (SseEvent = "text/event-stream"))), ApiErrors))]
 pub(crate) async fn completions(
     state: web::Data<AppState>,
     caller: Caller,

@@ -37,6 +37,33 @@ pub struct SseEvent {
     pub retry: Option<u64>,
 }
 
+/// The error statuses every authenticated route may answer, each with the envelope.
+#[derive(utoipa::IntoResponses)]
+pub enum ApiErrors {
+    #[response(status = 400, description = "Malformed or invalid request")]
+    BadRequest(ErrorEnvelope),
+    #[response(status = 401, description = "Missing or invalid API key")]
+    Unauthorized(ErrorEnvelope),
+    #[response(status = 403, description = "The key may not do this")]
+    Forbidden(ErrorEnvelope),
+    #[response(status = 404, description = "Not found")]
+    NotFound(ErrorEnvelope),
+    #[response(status = 405, description = "Method not allowed")]
+    MethodNotAllowed(ErrorEnvelope),
+    #[response(status = 409, description = "Conflict")]
+    Conflict(ErrorEnvelope),
+    #[response(status = 413, description = "Body too large")]
+    PayloadTooLarge(ErrorEnvelope),
+    #[response(status = 415, description = "Not JSON")]
+    UnsupportedMediaType(ErrorEnvelope),
+    #[response(status = 429, description = "Rate limited (see Retry-After)")]
+    RateLimited(ErrorEnvelope),
+    #[response(status = 500, description = "Internal error")]
+    Internal(ErrorEnvelope),
+    #[response(status = 503, description = "Loading or overloaded (see Retry-After)")]
+    Unavailable(ErrorEnvelope),
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`, `ready` or `loading`.
@@ -164,19 +191,8 @@ pub struct KeyList {
 #[derive(Serialize, ToSchema)]
 pub struct CreatedKey {
     pub key: String,
-    pub id: String,
-    pub prefix: String,
-    #[serde(rename = "type")]
-    #[schema(rename = "type")]
-    pub kind: String,
-    pub env: String,
-    pub admin: bool,
-    pub bots: Vec<String>,
-    pub origins: Vec<String>,
-    pub name: Option<String>,
-    pub created: u64,
-    pub revoked: Option<u64>,
-    pub expires: Option<u64>,
+    #[serde(flatten)]
+    pub record: KeyView,
     /// After a rotation: the old key, with its deadline.
     pub replaces: Option<KeyView>,
 }
