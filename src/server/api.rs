@@ -151,6 +151,13 @@ pub(crate) async fn list_bots(
     Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
 }
 
+/// The bot named by the path, for an admin key that may manage it.
+async fn admin_bot(state: &AppState, caller: &Caller, path: &str) -> ApiResult<Bot> {
+    caller.require_admin()?;
+    let id = parse_bot_id(path)?;
+    load_bot(state, caller, &id).await
+}
+
 /// Loads a bot the caller may use (403 otherwise, 404 when it does not exist).
 pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResult<Bot> {
     if !caller.may_see_id(id) {
@@ -184,9 +191,8 @@ pub(crate) async fn delete_bot(
     caller: Caller,
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
-    caller.require_admin()?;
-    let id = parse_bot_id(&path)?;
-    load_bot(&state, &caller, &id).await?;
+    let bot = admin_bot(&state, &caller, &path).await?;
+    let id = bot.id.clone();
     let store = state.store.clone();
     let bot = id.clone();
     // The bot's conversations go with it: nothing would be left to reach them by.
@@ -375,9 +381,8 @@ pub(crate) async fn update_bot(
     path: web::Path<String>,
     body: web::Json<BotFields>,
 ) -> ApiResult<HttpResponse> {
-    caller.require_admin()?;
-    let id = parse_bot_id(&path)?;
-    load_bot(&state, &caller, &id).await?;
+    let bot = admin_bot(&state, &caller, &path).await?;
+    let id = bot.id.clone();
     let fields = body.into_inner();
     if fields.id.is_some() {
         return Err(ApiError::bad_request(
@@ -386,7 +391,7 @@ pub(crate) async fn update_bot(
         ));
     }
     // Validate on a copy first, so a bad field changes nothing.
-    let mut probe = state.store.get_bot(&id)?;
+    let mut probe = bot;
     apply_fields(&mut probe, &fields)?;
     let store = state.store.clone();
     let target = id.clone();
@@ -420,9 +425,8 @@ pub(crate) async fn add_source(
     path: web::Path<String>,
     body: web::Json<NewSource>,
 ) -> ApiResult<HttpResponse> {
-    caller.require_admin()?;
-    let id = parse_bot_id(&path)?;
-    load_bot(&state, &caller, &id).await?;
+    let bot = admin_bot(&state, &caller, &path).await?;
+    let id = bot.id.clone();
     let body = body.into_inner();
     let raw = body
         .url
@@ -441,7 +445,6 @@ pub(crate) async fn add_source(
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     // Refuse obviously private targets at once (names are checked again when resolved).
     if !state.jobs.allow_private_targets {
-        let bot = state.store.get_bot(&id)?;
         let guard = crate::ingest::ssrf::TargetGuard {
             allowed_origins: bot.settings.allowed_targets.clone(),
         };
