@@ -368,6 +368,7 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
         model_path: config.model_path.clone(),
         threads: config.threads,
         context_size: config.context_size,
+        parallel: 1,
     })?;
     let mut runs = Vec::new();
     let mut reply = String::new();

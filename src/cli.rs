@@ -34,6 +34,12 @@ pub struct GlobalArgs {
     /// CPU threads for generation [default: all cores]
     #[arg(long, env = "DOCENT_THREADS", global = true)]
     pub threads: Option<usize>,
+    /// Tokens one turn may use, prompt plus reply (per parallel sequence) [default: 4096]
+    #[arg(long, env = "DOCENT_CTX_SIZE", global = true)]
+    pub ctx_size: Option<u32>,
+    /// Answers `serve` generates together, in one llama.cpp batch [default: 4]
+    #[arg(long, env = "DOCENT_PARALLEL", global = true)]
+    pub parallel: Option<usize>,
     /// TOML config file (see `docent config example`); flags and env override it
     #[arg(long, env = "DOCENT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -171,6 +177,9 @@ pub struct ServeArgs {
     /// Chat requests admitted at once (generating or waiting); beyond it, 503
     #[arg(long, env = "DOCENT_MAX_QUEUE", default_value_t = 16)]
     pub max_queue: usize,
+    /// The longest a chat request waits for a free sequence, in seconds; then 503
+    #[arg(long, env = "DOCENT_MAX_WAIT", default_value_t = 60)]
+    pub max_wait: u64,
     /// Requests a minute per API key (0: no limit)
     #[arg(long, env = "DOCENT_RATE_LIMIT_KEY", default_value_t = 120)]
     pub rate_limit_key: u32,

@@ -24,11 +24,13 @@ pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     ))
 }
 
-pub fn load_generator(config: &Config) -> anyhow::Result<LlamaGenerator> {
+/// The chat model with `parallel` sequences (one for the CLI, `--parallel` for `serve`).
+pub fn load_generator(config: &Config, parallel: usize) -> anyhow::Result<LlamaGenerator> {
     LlamaGenerator::start(LlamaConfig {
         model_path: config.model_path.clone(),
         threads: config.threads,
         context_size: config.context_size,
+        parallel,
     })
 }
 
@@ -93,7 +95,7 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let store = Store::open(&config.data_dir)?;
     store.get_bot(&bot)?;
     let retriever = Retriever::new(store, load_embedder(config)?);
-    let generator = load_generator(config)?;
+    let generator = load_generator(config, 1)?;
     // Flags win over the bot's own settings, which win over the config.
     let settings = retriever.store().get_bot(&bot)?.settings;
     let options = AskOptions {
@@ -365,6 +367,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
             path.display()
         );
     }
+    let parallel = config.parallel;
     let listener = std::net::TcpListener::bind(&args.bind)
         .with_context(|| format!("failed to listen on {}", args.bind))?;
     let address = listener.local_addr()?;
@@ -382,6 +385,8 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         max_body_bytes: args.max_body_bytes.max(1024),
         max_message_chars: args.max_message_chars.max(1),
         max_queue: args.max_queue.max(1),
+        parallel,
+        max_wait: Duration::from_secs(args.max_wait),
         per_key_per_minute: args.rate_limit_key,
         per_ip_per_minute: args.rate_limit_ip,
         trusted_proxies: args.trusted_proxies.clone(),
@@ -401,7 +406,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         actix_web::rt::task::spawn_blocking(move || {
             let loaded = (|| -> anyhow::Result<Engine> {
                 let embedder = load_embedder(&config)?;
-                let generator = load_generator(&config)?;
+                let generator = load_generator(&config, parallel)?;
                 Ok(Engine {
                     retriever: Arc::new(Retriever::new(store, embedder)),
                     generator: Arc::new(generator),

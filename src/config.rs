@@ -16,7 +16,10 @@ pub struct Config {
     pub models_dir: PathBuf,
     pub model_path: PathBuf,
     pub threads: usize,
+    /// Tokens one conversation turn may use, prompt plus reply (per sequence).
     pub context_size: u32,
+    /// Sequences `serve` decodes together in one batch.
+    pub parallel: usize,
     pub top_k: usize,
     pub min_score: f32,
     pub max_tokens: usize,
@@ -33,6 +36,7 @@ struct FileConfig {
     model: Option<String>,
     threads: Option<usize>,
     context_size: Option<u32>,
+    parallel: Option<usize>,
     allow_private_targets: Option<bool>,
     #[serde(default)]
     retrieval: FileRetrieval,
@@ -89,7 +93,8 @@ impl Config {
             model_path: resolve_model(&models_dir, &model),
             models_dir,
             threads,
-            context_size: file.context_size.unwrap_or(4096),
+            context_size: args.ctx_size.or(file.context_size).unwrap_or(4096),
+            parallel: args.parallel.or(file.parallel).unwrap_or(4),
             top_k: file.retrieval.top_k.unwrap_or(5),
             min_score: file.retrieval.min_score.unwrap_or(0.3),
             max_tokens: file.generation.max_tokens.unwrap_or(400),
@@ -98,6 +103,9 @@ impl Config {
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");
+        }
+        if !(1..=64).contains(&config.parallel) {
+            bail!("parallel must be between 1 and 64");
         }
         Ok(config)
     }

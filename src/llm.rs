@@ -2,13 +2,20 @@
 //! deterministic fake for fast tests.
 //!
 //! One OS thread owns the llama model and context; the `LlamaGenerator` handle sends it jobs
-//! over a channel. Each generation streams tokens back over a bounded channel and stops as
-//! soon as the receiver is gone (the caller stopped listening).
+//! over a channel. The context holds `parallel` sequences that decode together: each step
+//! is one llama.cpp batch with the next token of every generating sequence and chunks of
+//! the prompts being read, so aggregate throughput rises with concurrency. Each sequence
+//! remembers the tokens its cache holds, and a new prompt goes to the free sequence that
+//! shares the longest prefix with it (the system prompt, a conversation's last turn), which
+//! then decodes only the rest. Tokens stream back over a channel; a generation stops at the
+//! next step once its caller stops listening.
 
+use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use anyhow::{Context, anyhow, bail};
@@ -91,20 +98,31 @@ pub trait Generator: Send + Sync {
 pub struct LlamaConfig {
     pub model_path: PathBuf,
     pub threads: usize,
+    /// Tokens one sequence may hold (prompt plus reply).
     pub context_size: u32,
+    /// Sequences decoded together, one batch per step (at least 1).
+    pub parallel: usize,
 }
+
+/// The most tokens one decode step takes: the generating sequences' next tokens plus
+/// chunks of the prompts being read. llama.cpp splits a batch into micro-batches of this
+/// size anyway, so a long prompt costs no more read in chunks, and the sequences already
+/// generating advance a token per chunk instead of waiting for the whole prompt.
+const STEP_TOKENS: usize = 512;
 
 enum Job {
     Generate {
         messages: Vec<ChatMessage>,
         params: GenParams,
-        events: SyncSender<Event>,
+        events: Sender<Event>,
+        cancelled: Arc<AtomicBool>,
     },
     CountTokens {
         text: String,
         reply: SyncSender<usize>,
     },
-    /// Forget the cached prompt: the next generation decodes its whole prompt.
+    /// Forget the cached prompts of idle sequences: the next generations decode their whole
+    /// prompts.
     ForgetCache { done: SyncSender<()> },
 }
 
@@ -118,6 +136,7 @@ enum Event {
 pub struct LlamaGenerator {
     jobs: mpsc::Sender<Job>,
     context_size: usize,
+    parallel: usize,
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -152,15 +171,37 @@ impl LlamaGenerator {
         let (jobs, job_rx) = mpsc::channel::<Job>();
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), String>>(1);
         let context_size = config.context_size as usize;
+        let parallel = config.parallel.max(1);
         std::thread::Builder::new()
             .name("llama".into())
             .spawn(move || worker(config, job_rx, ready_tx))
             .context("failed to spawn the llama thread")?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(LlamaGenerator { jobs, context_size }),
+            Ok(Ok(())) => Ok(LlamaGenerator {
+                jobs,
+                context_size,
+                parallel,
+            }),
             Ok(Err(e)) => Err(anyhow!(e)),
             Err(_) => bail!("the llama thread exited while loading the model"),
         }
+    }
+
+    /// How many sequences decode together.
+    pub fn parallel(&self) -> usize {
+        self.parallel
+    }
+
+    /// Drops what the idle sequences hold from earlier prompts, so the next prompts are
+    /// decoded cold (benchmarks compare like with like).
+    pub fn forget_cache(&self) -> anyhow::Result<()> {
+        let (done, done_rx) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Job::ForgetCache { done })
+            .map_err(|_| anyhow!("the llama thread has stopped"))?;
+        done_rx
+            .recv()
+            .map_err(|_| anyhow!("the llama thread has stopped"))
     }
 }
 
@@ -171,14 +212,17 @@ impl Generator for LlamaGenerator {
         params: &GenParams,
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> anyhow::Result<GenStats> {
-        let (events, event_rx) = mpsc::sync_channel(32);
+        let (events, event_rx) = mpsc::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
         self.jobs
             .send(Job::Generate {
                 messages: messages.to_vec(),
                 params: params.clone(),
                 events,
+                cancelled: cancelled.clone(),
             })
             .map_err(|_| anyhow!("the llama thread has stopped"))?;
+        let _cancel = CancelOnDrop(cancelled);
         drain(event_rx, on_token)
     }
 
@@ -200,17 +244,13 @@ impl Generator for LlamaGenerator {
     }
 }
 
-impl LlamaGenerator {
-    /// Drops what the context holds from earlier prompts, so the next prompt is decoded
-    /// cold (benchmarks compare like with like).
-    pub fn forget_cache(&self) -> anyhow::Result<()> {
-        let (done, done_rx) = mpsc::sync_channel(1);
-        self.jobs
-            .send(Job::ForgetCache { done })
-            .map_err(|_| anyhow!("the llama thread has stopped"))?;
-        done_rx
-            .recv()
-            .map_err(|_| anyhow!("the llama thread has stopped"))
+/// Tells the llama thread that nobody listens to a generation any more (the caller
+/// returned, or stopped reading), so it frees the sequence at its next step.
+struct CancelOnDrop(Arc<AtomicBool>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 
@@ -222,7 +262,6 @@ fn drain(
         match event {
             Event::Token(piece) => {
                 if !on_token(&piece) {
-                    // Dropping the receiver tells the worker to stop.
                     return Ok(GenStats {
                         prompt_tokens: 0,
                         completion_tokens: 0,
@@ -239,6 +278,45 @@ fn drain(
     bail!("the llama thread stopped mid-generation")
 }
 
+/// A generation waiting for a sequence.
+struct Pending {
+    prompt: Vec<LlamaToken>,
+    params: GenParams,
+    events: Sender<Event>,
+    cancelled: Arc<AtomicBool>,
+    accepted: Instant,
+}
+
+/// One of the context's sequences: what its keys and values hold, and the generation
+/// using it, if any.
+struct Slot {
+    seq: i32,
+    /// The tokens whose keys and values this sequence holds, in position order: a prompt
+    /// that starts with them (the system prompt, the turn before a follow-up) skips
+    /// decoding them.
+    cached: Vec<LlamaToken>,
+    /// When it last finished a generation, for picking the least recently used.
+    last_used: u64,
+    run: Option<Run>,
+}
+
+/// A generation in progress on a slot: first its prompt is read (in chunks), then one
+/// token is sampled and decoded per step.
+struct Run {
+    job: Pending,
+    /// The next prompt token to decode; equal to the prompt's length once it is read.
+    next: usize,
+    sampler: LlamaSampler,
+    /// The sampled token the next step decodes (generation phase).
+    last: Option<LlamaToken>,
+    /// Where this sequence's logits are in the batch just decoded.
+    logits_at: Option<i32>,
+    ttft_ms: Option<f64>,
+    completion_tokens: usize,
+    /// Bytes of a character split across tokens.
+    pending: Vec<u8>,
+}
+
 fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(), String>>) {
     let model = match load_model(&config.model_path) {
         Ok(model) => model,
@@ -248,9 +326,15 @@ fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(),
         }
     };
     let threads = config.threads.max(1) as i32;
+    let parallel = config.parallel.max(1);
+    // Each sequence gets its own `context_size` cells (llama.cpp splits n_ctx evenly when
+    // the cache is not unified).
     let ctx_params = LlamaContextParams::default()
-        .with_n_ctx(NonZeroU32::new(config.context_size))
-        .with_n_batch(config.context_size)
+        .with_n_ctx(NonZeroU32::new(config.context_size * parallel as u32))
+        .with_n_seq_max(parallel as u32)
+        .with_kv_unified(false)
+        .with_n_batch(STEP_TOKENS as u32)
+        .with_n_ubatch(STEP_TOKENS as u32)
         .with_n_threads(threads)
         .with_n_threads_batch(threads);
     let backend = match backend() {
@@ -275,189 +359,333 @@ fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(),
         }
     };
     let _ = ready.send(Ok(()));
-    // The tokens whose keys and values the context holds, in position order: a new prompt
-    // that starts with them (the system prompt, a repeated question) skips decoding them.
-    let mut cached: Vec<LlamaToken> = Vec::new();
-    for job in jobs.iter() {
-        match job {
-            Job::ForgetCache { done } => {
-                cached.clear();
-                ctx.clear_kv_cache();
-                let _ = done.send(());
+    let mut actor = Actor {
+        model: &model,
+        template,
+        context_size: config.context_size as usize,
+        slots: (0..parallel)
+            .map(|seq| Slot {
+                seq: seq as i32,
+                cached: Vec::new(),
+                last_used: 0,
+                run: None,
+            })
+            .collect(),
+        queue: VecDeque::new(),
+        batch: LlamaBatch::new(STEP_TOKENS, 1),
+        clock: 0,
+    };
+    loop {
+        // Wait for work when there is none; otherwise take what arrived and step.
+        if actor.is_idle() {
+            match jobs.recv() {
+                Ok(job) => actor.accept(&mut ctx, job),
+                Err(_) => return,
             }
+        }
+        while let Ok(job) = jobs.try_recv() {
+            actor.accept(&mut ctx, job);
+        }
+        actor.start_queued(&mut ctx);
+        actor.step(&mut ctx);
+    }
+}
+
+/// The llama thread's state: the sequences and the generations waiting for one.
+struct Actor<'m> {
+    model: &'m LlamaModel,
+    template: llama_cpp_2::model::LlamaChatTemplate,
+    context_size: usize,
+    slots: Vec<Slot>,
+    queue: VecDeque<Pending>,
+    batch: LlamaBatch<'static>,
+    clock: u64,
+}
+
+type LlamaCtx<'m> = llama_cpp_2::context::LlamaContext<'m>;
+
+impl Actor<'_> {
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.slots.iter().all(|s| s.run.is_none())
+    }
+
+    fn accept(&mut self, ctx: &mut LlamaCtx<'_>, job: Job) {
+        match job {
             Job::CountTokens { text, reply } => {
-                let n = model.vocab().tokenize(text.as_bytes(), false, false).len();
+                let n = self
+                    .model
+                    .vocab()
+                    .tokenize(text.as_bytes(), false, false)
+                    .len();
                 let _ = reply.send(n);
+            }
+            Job::ForgetCache { done } => {
+                for slot in self.slots.iter_mut().filter(|s| s.run.is_none()) {
+                    forget(ctx, slot);
+                }
+                let _ = done.send(());
             }
             Job::Generate {
                 messages,
                 params,
                 events,
-            } => {
-                let result = (|| -> anyhow::Result<GenStats> {
-                    let chat = messages
-                        .iter()
-                        .map(|m| {
-                            LlamaChatMessage::new(
-                                m.role.clone(),
-                                neutralize_special_tokens(&m.content),
-                            )
-                        })
-                        .collect::<Result<Vec<_>, _>>()
-                        .context("message contains a NUL byte")?;
-                    let prompt = model
-                        .apply_chat_template(&template, &chat, true)
-                        .context("failed to apply the chat template")?;
-                    let tokens = model.vocab().tokenize(prompt.as_bytes(), false, true);
-                    generate_with_cache(
-                        &model,
-                        &mut ctx,
-                        &tokens,
-                        &params,
-                        &mut |piece| events.send(Event::Token(piece.to_string())).is_ok(),
-                        Some(&mut cached),
+                cancelled,
+            } => match self.tokenize_chat(&messages) {
+                Ok(prompt) if prompt.len() < self.context_size => self.queue.push_back(Pending {
+                    prompt,
+                    params,
+                    events,
+                    cancelled,
+                    accepted: Instant::now(),
+                }),
+                Ok(prompt) => {
+                    let _ = events.send(Event::Failed(format!(
+                        "prompt of {} tokens does not fit the {}-token context",
+                        prompt.len(),
+                        self.context_size
+                    )));
+                }
+                Err(e) => {
+                    let _ = events.send(Event::Failed(format!("{e:#}")));
+                }
+            },
+        }
+    }
+
+    fn tokenize_chat(&self, messages: &[ChatMessage]) -> anyhow::Result<Vec<LlamaToken>> {
+        let chat = messages
+            .iter()
+            .map(|m| LlamaChatMessage::new(m.role.clone(), neutralize_special_tokens(&m.content)))
+            .collect::<Result<Vec<_>, _>>()
+            .context("message contains a NUL byte")?;
+        let prompt = self
+            .model
+            .apply_chat_template(&self.template, &chat, true)
+            .context("failed to apply the chat template")?;
+        let tokens = self.model.vocab().tokenize(prompt.as_bytes(), false, true);
+        if tokens.is_empty() {
+            bail!("empty prompt");
+        }
+        Ok(tokens)
+    }
+
+    /// Gives waiting generations the free sequences, each the one whose cache shares the
+    /// longest prefix with its prompt (else the least recently used).
+    fn start_queued(&mut self, ctx: &mut LlamaCtx<'_>) {
+        while let Some(job) = self.queue.pop_front() {
+            if job.cancelled.load(Ordering::Relaxed) {
+                continue;
+            }
+            let best = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.run.is_none())
+                .max_by_key(|(_, s)| {
+                    (
+                        common_prefix(&s.cached, &job.prompt),
+                        u64::MAX - s.last_used,
                     )
-                })();
-                let _ = match result {
-                    Ok(stats) => events.send(Event::Done(stats)),
-                    Err(e) => events.send(Event::Failed(format!("{e:#}"))),
-                };
+                })
+                .map(|(i, _)| i);
+            let Some(index) = best else {
+                self.queue.push_front(job);
+                return;
+            };
+            let slot = &mut self.slots[index];
+            // Always decode the prompt's last token: its logits pick the first reply token.
+            let reused = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
+            if reused < slot.cached.len() {
+                let trimmed =
+                    ctx.clear_kv_cache_seq(Some(slot.seq as u32), Some(reused as u32), None);
+                if !matches!(trimmed, Ok(true)) {
+                    forget(ctx, slot);
+                }
+            }
+            let reused = reused.min(slot.cached.len());
+            slot.cached.truncate(reused);
+            tracing::debug!(
+                seq = slot.seq,
+                reused,
+                decoded = job.prompt.len() - reused,
+                "prompt"
+            );
+            let sampler = if job.params.temperature <= 0.0 {
+                LlamaSampler::greedy()
+            } else {
+                LlamaSampler::chain_simple([
+                    LlamaSampler::temp(job.params.temperature),
+                    LlamaSampler::dist(job.params.seed),
+                ])
+            };
+            slot.run = Some(Run {
+                job,
+                next: reused,
+                sampler,
+                last: None,
+                logits_at: None,
+                ttft_ms: None,
+                completion_tokens: 0,
+                pending: Vec::new(),
+            });
+        }
+    }
+
+    /// One decode: every generating sequence's last token, then prompt chunks up to
+    /// `STEP_TOKENS`; then a token sampled for each sequence whose logits are ready.
+    fn step(&mut self, ctx: &mut LlamaCtx<'_>) {
+        // Sequences nobody listens to any more stop here.
+        for slot in &mut self.slots {
+            if slot
+                .run
+                .as_ref()
+                .is_some_and(|r| r.job.cancelled.load(Ordering::Relaxed))
+            {
+                self.clock += 1;
+                finish(slot, Finish::Cancelled, self.clock);
+            }
+        }
+        self.batch.clear();
+        // (slot index, prompt tokens added) for what this step decodes.
+        let mut added: Vec<(usize, usize)> = Vec::new();
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            run.logits_at = None;
+            if let Some(token) = run.last {
+                let pos = slot.cached.len() as i32;
+                if self.batch.add(token, pos, &[slot.seq], true).is_err() {
+                    continue;
+                }
+                run.logits_at = Some(self.batch.n_tokens() - 1);
+                added.push((i, 0));
+            }
+        }
+        for (i, slot) in self.slots.iter_mut().enumerate() {
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            if run.last.is_some() || run.next >= run.job.prompt.len() {
+                continue;
+            }
+            let room = STEP_TOKENS.saturating_sub(self.batch.n_tokens() as usize);
+            let take = room.min(run.job.prompt.len() - run.next);
+            if take == 0 {
+                break;
+            }
+            let last = run.job.prompt.len() - 1;
+            let mut ok = true;
+            for pos in run.next..run.next + take {
+                ok &= self
+                    .batch
+                    .add(run.job.prompt[pos], pos as i32, &[slot.seq], pos == last)
+                    .is_ok();
+            }
+            if !ok {
+                break;
+            }
+            if run.next + take == run.job.prompt.len() {
+                run.logits_at = Some(self.batch.n_tokens() - 1);
+            }
+            added.push((i, take));
+        }
+        if added.is_empty() {
+            return;
+        }
+        if let Err(e) = ctx.decode(&mut self.batch) {
+            // What the failed decode left in these sequences is unknown: drop it.
+            for &(i, _) in &added {
+                let slot = &mut self.slots[i];
+                if let Some(run) = slot.run.take() {
+                    let _ = run
+                        .job
+                        .events
+                        .send(Event::Failed(format!("decode failed: {e}")));
+                }
+                forget(ctx, slot);
+            }
+            return;
+        }
+        for (i, prompt_tokens) in added {
+            self.clock += 1;
+            let clock = self.clock;
+            let context_size = self.context_size;
+            let vocab = self.model.vocab();
+            let slot = &mut self.slots[i];
+            let Some(run) = slot.run.as_mut() else {
+                continue;
+            };
+            match run.last.take() {
+                Some(token) => slot.cached.push(token),
+                None => {
+                    slot.cached
+                        .extend_from_slice(&run.job.prompt[run.next..run.next + prompt_tokens]);
+                    run.next += prompt_tokens;
+                }
+            }
+            let Some(at) = run.logits_at else { continue };
+            // `sample` applies the chain and accepts the token (llama_sampler_sample).
+            let token = run.sampler.sample(ctx, at);
+            if vocab.is_eog(token) {
+                finish(slot, Finish::Stop, clock);
+                continue;
+            }
+            run.completion_tokens += 1;
+            run.pending.extend(vocab.token_to_piece(token, false, None));
+            let text = take_valid_utf8(&mut run.pending);
+            if run.ttft_ms.is_none() {
+                run.ttft_ms = Some(ms_since(run.job.accepted));
+            }
+            if !text.is_empty() && run.job.events.send(Event::Token(text)).is_err() {
+                finish(slot, Finish::Cancelled, clock);
+            } else if run.completion_tokens >= run.job.params.max_tokens
+                || slot.cached.len() >= context_size
+            {
+                finish(slot, Finish::Length, clock);
+            } else {
+                run.last = Some(token);
             }
         }
     }
 }
 
-/// Decodes `prompt` in one batch, then samples until end of generation, `max_tokens`, the
-/// context limit, or `emit` returning false. The raw benchmark's loop: no cache.
-pub fn run_generation(
-    model: &LlamaModel,
-    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
-    prompt: &[LlamaToken],
-    params: &GenParams,
-    emit: &mut dyn FnMut(&str) -> bool,
-) -> anyhow::Result<GenStats> {
-    generate_with_cache(model, ctx, prompt, params, emit, None)
-}
-
-/// `run_generation`, reusing the context's keys and values for the part of `prompt` that
-/// `cache` (the tokens the context holds) already starts with. `cache` is updated to what
-/// the context holds afterwards, and emptied on any failure.
-pub fn generate_with_cache(
-    model: &LlamaModel,
-    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
-    prompt: &[LlamaToken],
-    params: &GenParams,
-    emit: &mut dyn FnMut(&str) -> bool,
-    mut cache: Option<&mut Vec<LlamaToken>>,
-) -> anyhow::Result<GenStats> {
-    let result = generate_inner(model, ctx, prompt, params, emit, cache.as_deref_mut());
-    if result.is_err()
-        && let Some(cache) = cache
-    {
-        cache.clear();
-        ctx.clear_kv_cache();
+/// Ends the slot's generation: the rest of a split character, then the stats.
+fn finish(slot: &mut Slot, finish: Finish, clock: u64) {
+    slot.last_used = clock;
+    let Some(run) = slot.run.take() else { return };
+    if !run.pending.is_empty() {
+        let _ = run.job.events.send(Event::Token(
+            String::from_utf8_lossy(&run.pending).into_owned(),
+        ));
     }
-    result
-}
-
-fn generate_inner(
-    model: &LlamaModel,
-    ctx: &mut llama_cpp_2::context::LlamaContext<'_>,
-    prompt: &[LlamaToken],
-    params: &GenParams,
-    emit: &mut dyn FnMut(&str) -> bool,
-    mut cache: Option<&mut Vec<LlamaToken>>,
-) -> anyhow::Result<GenStats> {
-    let started = Instant::now();
-    let n_ctx = ctx.n_ctx() as usize;
-    if prompt.is_empty() {
-        bail!("empty prompt");
-    }
-    if prompt.len() >= n_ctx {
-        bail!(
-            "prompt of {} tokens does not fit the {n_ctx}-token context",
-            prompt.len()
-        );
-    }
-    // Keep the longest cached prefix, but always decode the prompt's last token: its
-    // logits pick the first reply token.
-    let reused = cache.as_deref().map_or(0, |c| {
-        c.iter()
-            .zip(prompt)
-            .take_while(|(a, b)| a == b)
-            .count()
-            .min(prompt.len() - 1)
-    });
-    if reused == 0 {
-        ctx.clear_kv_cache();
-    } else {
-        ctx.clear_kv_cache_seq(Some(0), Some(reused as u32), None)
-            .context("failed to trim the cached prompt")?;
-    }
-    if let Some(cache) = cache.as_deref_mut() {
-        // Until the decode succeeds, the context holds only the reused prefix.
-        cache.truncate(reused);
-    }
-    let mut batch = LlamaBatch::new((prompt.len() - reused).max(1), 1);
-    let last = prompt.len() - 1;
-    for (i, token) in prompt.iter().enumerate().skip(reused) {
-        batch.add(*token, i as i32, &[0], i == last)?;
-    }
-    ctx.decode(&mut batch).context("prompt decode failed")?;
-    if let Some(cache) = cache.as_deref_mut() {
-        cache.extend_from_slice(&prompt[reused..]);
-    }
-    tracing::debug!(reused, decoded = prompt.len() - reused, "prompt");
-    let mut sampler = if params.temperature <= 0.0 {
-        LlamaSampler::greedy()
-    } else {
-        LlamaSampler::chain_simple([
-            LlamaSampler::temp(params.temperature),
-            LlamaSampler::dist(params.seed),
-        ])
-    };
-    let mut ttft_ms = None;
-    let mut pos = prompt.len();
-    let mut completion_tokens = 0;
-    let mut pending: Vec<u8> = Vec::new();
-    let vocab = model.vocab();
-    let finish = loop {
-        if completion_tokens >= params.max_tokens || pos >= n_ctx {
-            break Finish::Length;
-        }
-        // `sample` applies the chain and accepts the token (llama_sampler_sample).
-        let token = sampler.sample(ctx, batch.n_tokens() - 1);
-        if vocab.is_eog(token) {
-            break Finish::Stop;
-        }
-        completion_tokens += 1;
-        pending.extend(vocab.token_to_piece(token, false, None));
-        let text = take_valid_utf8(&mut pending);
-        if ttft_ms.is_none() {
-            ttft_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        }
-        if !text.is_empty() && !emit(&text) {
-            break Finish::Cancelled;
-        }
-        batch.clear();
-        batch.add(token, pos as i32, &[0], true)?;
-        pos += 1;
-        ctx.decode(&mut batch).context("decode failed")?;
-        if let Some(cache) = cache.as_deref_mut() {
-            cache.push(token);
-        }
-    };
-    if !pending.is_empty() {
-        emit(&String::from_utf8_lossy(&pending));
-    }
-    let total_ms = started.elapsed().as_secs_f64() * 1000.0;
-    Ok(GenStats {
-        prompt_tokens: prompt.len(),
-        completion_tokens,
-        ttft_ms: ttft_ms.unwrap_or(total_ms),
+    let total_ms = ms_since(run.job.accepted);
+    let _ = run.job.events.send(Event::Done(GenStats {
+        prompt_tokens: run.job.prompt.len(),
+        completion_tokens: run.completion_tokens,
+        ttft_ms: run.ttft_ms.unwrap_or(total_ms),
         total_ms,
         finish,
-    })
+    }));
+}
+
+/// Empties a sequence's cache.
+fn forget(ctx: &mut LlamaCtx<'_>, slot: &mut Slot) {
+    slot.cached.clear();
+    if !matches!(
+        ctx.clear_kv_cache_seq(Some(slot.seq as u32), None, None),
+        Ok(true)
+    ) {
+        tracing::warn!(seq = slot.seq, "could not clear a sequence's cache");
+    }
+}
+
+fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn ms_since(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Splits off the longest valid UTF-8 prefix; a character split across tokens waits.

@@ -24,6 +24,17 @@ const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
 const CONVERSATIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("conversations");
 /// Keyed by (conversation id, position in the conversation).
 const MESSAGES: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("messages");
+/// Conversation ids by (bot id, conversation id) and by (user id, conversation id), so
+/// listing or erasing one bot's or one user's conversations reads only theirs.
+const CONVERSATIONS_BY_BOT: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("conversations_by_bot");
+const CONVERSATIONS_BY_USER: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("conversations_by_user");
+/// Crawl jobs started over the API, by id (`job_…`), so their state outlives a restart.
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Set in `META` once the conversation indexes cover every conversation (databases made
+/// before the indexes existed get them built when first opened).
+const CONVERSATION_INDEX_BUILT: &str = "conversation_index_built";
 
 const NEXT_CHUNK_ID: &str = "next_chunk_id";
 pub const DB_FILE: &str = "docent.redb";
@@ -98,6 +109,30 @@ impl Store {
             txn.open_table(CONVERSATIONS)
                 .context("conversations table")?;
             txn.open_table(MESSAGES).context("messages table")?;
+            txn.open_table(JOBS).context("jobs table")?;
+            let mut by_bot = txn
+                .open_table(CONVERSATIONS_BY_BOT)
+                .context("conversations_by_bot table")?;
+            let mut by_user = txn
+                .open_table(CONVERSATIONS_BY_USER)
+                .context("conversations_by_user table")?;
+            let mut meta = txn.open_table(META).context("meta table")?;
+            if meta
+                .get(CONVERSATION_INDEX_BUILT)
+                .context("read meta")?
+                .is_none()
+            {
+                let conversations = txn
+                    .open_table(CONVERSATIONS)
+                    .context("conversations table")?;
+                for entry in conversations.iter().context("scan conversations")? {
+                    let (_, raw) = entry.context("read conversation")?;
+                    let conversation: Conversation = decode(raw.value())?;
+                    index_conversation(&mut by_bot, &mut by_user, &conversation)?;
+                }
+                meta.insert(CONVERSATION_INDEX_BUILT, 1)
+                    .context("write meta")?;
+            }
         }
         txn.commit().context("failed to commit schema")?;
         Ok(Store { db: Arc::new(db) })
@@ -282,11 +317,31 @@ impl Store {
         Ok(bot)
     }
 
-    /// Deletes a bot with all its pages, chunks and vectors.
+    /// Deletes a bot with all its pages, chunks, vectors and conversations, in one
+    /// transaction.
     pub fn delete_bot(&self, id: &BotId) -> Result<()> {
         let existing = self.pages(id)?;
         self.get_bot(id)?;
         let txn = self.db.begin_write().context("begin write")?;
+        let conversations: Vec<String> = {
+            let by_bot = txn
+                .open_table(CONVERSATIONS_BY_BOT)
+                .context("open conversations_by_bot")?;
+            let mut ids = Vec::new();
+            for entry in by_bot
+                .range((id.as_str(), "")..)
+                .context("range conversations_by_bot")?
+            {
+                let (key, _) = entry.context("read conversations_by_bot")?;
+                let (bot, conversation) = key.value();
+                if bot != id.as_str() {
+                    break;
+                }
+                ids.push(conversation.to_string());
+            }
+            ids
+        };
+        delete_conversations_in(&txn, &conversations)?;
         {
             let mut bots = txn.open_table(BOTS).context("open bots")?;
             let mut pages = txn.open_table(PAGES).context("open pages")?;
@@ -371,7 +426,8 @@ impl Store {
         }
     }
 
-    /// Conversations matching the filters, oldest first, starting after the id `after`.
+    /// Conversations matching the filters in id order, starting after the id `after`.
+    /// A user or bot filter reads that user's or bot's index, not every conversation.
     pub fn list_conversations(
         &self,
         bot: Option<&BotId>,
@@ -384,6 +440,46 @@ impl Store {
             .open_table(CONVERSATIONS)
             .context("open conversations")?;
         let mut out = Vec::new();
+        let mut keep = |conversation: Conversation| {
+            if bot.is_some_and(|b| &conversation.bot_id != b)
+                || user.is_some_and(|u| conversation.user_id.as_deref() != Some(u))
+            {
+                return false;
+            }
+            out.push(conversation);
+            out.len() == limit
+        };
+        let index = match (user, bot) {
+            (Some(user), _) => Some((CONVERSATIONS_BY_USER, user)),
+            (None, Some(bot)) => Some((CONVERSATIONS_BY_BOT, bot.as_str())),
+            (None, None) => None,
+        };
+        if let Some((definition, owner)) = index {
+            let index = txn
+                .open_table(definition)
+                .context("open conversation index")?;
+            let from = match after {
+                Some(after) => std::ops::Bound::Excluded((owner, after)),
+                None => std::ops::Bound::Included((owner, "")),
+            };
+            for entry in index
+                .range::<(&str, &str)>((from, std::ops::Bound::Unbounded))
+                .context("range conversation index")?
+            {
+                let (key, _) = entry.context("read conversation index")?;
+                let (entry_owner, id) = key.value();
+                if entry_owner != owner {
+                    break;
+                }
+                let Some(raw) = table.get(id).context("read conversation")? else {
+                    continue;
+                };
+                if keep(decode(raw.value())?) {
+                    break;
+                }
+            }
+            return Ok(out);
+        }
         let range = match after {
             Some(after) => {
                 table.range::<&str>((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
@@ -393,14 +489,7 @@ impl Store {
         .context("range conversations")?;
         for entry in range {
             let (_, raw) = entry.context("read conversation")?;
-            let conversation: Conversation = decode(raw.value())?;
-            if bot.is_some_and(|b| &conversation.bot_id != b)
-                || user.is_some_and(|u| conversation.user_id.as_deref() != Some(u))
-            {
-                continue;
-            }
-            out.push(conversation);
-            if out.len() == limit {
+            if keep(decode(raw.value())?) {
                 break;
             }
         }
@@ -446,36 +535,116 @@ impl Store {
             conversations
                 .insert(id, encode(conversation)?.as_slice())
                 .context("write conversation")?;
+            let mut by_bot = txn
+                .open_table(CONVERSATIONS_BY_BOT)
+                .context("open conversations_by_bot")?;
+            let mut by_user = txn
+                .open_table(CONVERSATIONS_BY_USER)
+                .context("open conversations_by_user")?;
+            index_conversation(&mut by_bot, &mut by_user, conversation)?;
         }
         txn.commit().context("failed to commit messages")?;
         Ok(())
     }
 
+    // ---- crawl jobs ----
+
+    /// Writes a job record (the server's own type; the store keeps it as JSON).
+    pub fn put_job<T: serde::Serialize>(&self, id: &str, job: &T) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut table = txn.open_table(JOBS).context("open jobs")?;
+            table
+                .insert(id, encode(job)?.as_slice())
+                .context("write job")?;
+        }
+        txn.commit().context("failed to commit job")?;
+        Ok(())
+    }
+
+    pub fn get_job<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<Option<T>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(JOBS).context("open jobs")?;
+        let raw = table.get(id).context("read job")?;
+        raw.map(|raw| decode(raw.value())).transpose()
+    }
+
+    /// Every job record, in id order.
+    pub fn jobs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(JOBS).context("open jobs")?;
+        let mut out = Vec::new();
+        for entry in table.iter().context("scan jobs")? {
+            let (_, raw) = entry.context("read job")?;
+            out.push(decode(raw.value())?);
+        }
+        Ok(out)
+    }
+
     /// Deletes conversations and their messages; returns how many existed.
     pub fn delete_conversations(&self, ids: &[String]) -> Result<usize> {
         let txn = self.db.begin_write().context("begin write")?;
-        let mut deleted = 0;
-        {
-            let mut conversations = txn
-                .open_table(CONVERSATIONS)
-                .context("open conversations")?;
-            let mut table = txn.open_table(MESSAGES).context("open messages")?;
-            for id in ids {
-                if conversations
-                    .remove(id.as_str())
-                    .context("remove conversation")?
-                    .is_some()
-                {
-                    deleted += 1;
-                }
-                table
-                    .retain_in((id.as_str(), 0u32)..=(id.as_str(), u32::MAX), |_, _| false)
-                    .context("remove messages")?;
-            }
-        }
+        let deleted = delete_conversations_in(&txn, ids)?;
         txn.commit().context("failed to commit delete")?;
         Ok(deleted)
     }
+}
+
+type Index<'t> = redb::Table<'t, (&'static str, &'static str), ()>;
+
+/// Adds a conversation to the by-bot and by-user indexes.
+fn index_conversation(
+    by_bot: &mut Index<'_>,
+    by_user: &mut Index<'_>,
+    conversation: &Conversation,
+) -> Result<()> {
+    let id = conversation.id.as_str();
+    by_bot
+        .insert((conversation.bot_id.as_str(), id), ())
+        .context("write conversations_by_bot")?;
+    if let Some(user) = &conversation.user_id {
+        by_user
+            .insert((user.as_str(), id), ())
+            .context("write conversations_by_user")?;
+    }
+    Ok(())
+}
+
+/// Removes conversations, their messages and their index entries within `txn`.
+fn delete_conversations_in(txn: &redb::WriteTransaction, ids: &[String]) -> Result<usize> {
+    let mut deleted = 0;
+    let mut conversations = txn
+        .open_table(CONVERSATIONS)
+        .context("open conversations")?;
+    let mut messages = txn.open_table(MESSAGES).context("open messages")?;
+    let mut by_bot = txn
+        .open_table(CONVERSATIONS_BY_BOT)
+        .context("open conversations_by_bot")?;
+    let mut by_user = txn
+        .open_table(CONVERSATIONS_BY_USER)
+        .context("open conversations_by_user")?;
+    for id in ids {
+        let removed = conversations
+            .remove(id.as_str())
+            .context("remove conversation")?
+            .map(|raw| decode::<Conversation>(raw.value()))
+            .transpose()?;
+        if let Some(conversation) = removed {
+            deleted += 1;
+            by_bot
+                .remove((conversation.bot_id.as_str(), id.as_str()))
+                .context("remove conversations_by_bot")?;
+            if let Some(user) = &conversation.user_id {
+                by_user
+                    .remove((user.as_str(), id.as_str()))
+                    .context("remove conversations_by_user")?;
+            }
+        }
+        messages
+            .retain_in((id.as_str(), 0u32)..=(id.as_str(), u32::MAX), |_, _| false)
+            .context("remove messages")?;
+    }
+    Ok(deleted)
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
@@ -494,4 +663,116 @@ fn bytes_to_vector(raw: &[u8]) -> Vec<f32> {
     raw.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conversation(id: &str, bot: &str, user: Option<&str>) -> Conversation {
+        Conversation {
+            id: id.into(),
+            bot_id: BotId::parse(bot).unwrap(),
+            user_id: user.map(str::to_string),
+            state: "open".into(),
+            key_id: "key_x".into(),
+            created: 1,
+            updated: 1,
+        }
+    }
+
+    fn ids(list: Vec<Conversation>) -> Vec<String> {
+        list.into_iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn conversations_are_listed_by_user_and_bot_from_their_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        for (id, bot, user) in [
+            ("conv_a", "docs", Some("u1")),
+            ("conv_b", "shop", Some("u1")),
+            ("conv_c", "docs", Some("u2")),
+            ("conv_d", "docs", None),
+        ] {
+            store
+                .append_messages(&conversation(id, bot, user), &[])
+                .unwrap();
+        }
+        let docs = BotId::parse("docs").unwrap();
+        assert_eq!(
+            ids(store
+                .list_conversations(None, Some("u1"), None, 10)
+                .unwrap()),
+            ["conv_a", "conv_b"]
+        );
+        assert_eq!(
+            ids(store
+                .list_conversations(Some(&docs), Some("u1"), None, 10)
+                .unwrap()),
+            ["conv_a"]
+        );
+        assert_eq!(
+            ids(store
+                .list_conversations(Some(&docs), None, None, 2)
+                .unwrap()),
+            ["conv_a", "conv_c"]
+        );
+        assert_eq!(
+            ids(store
+                .list_conversations(Some(&docs), None, Some("conv_c"), 10)
+                .unwrap()),
+            ["conv_d"]
+        );
+        // A user named like a prefix of another sees only their own.
+        assert!(
+            store
+                .list_conversations(None, Some("u"), None, 10)
+                .unwrap()
+                .is_empty()
+        );
+        store.delete_conversations(&["conv_a".into()]).unwrap();
+        assert_eq!(
+            ids(store
+                .list_conversations(None, Some("u1"), None, 10)
+                .unwrap()),
+            ["conv_b"]
+        );
+    }
+
+    #[test]
+    fn a_database_from_before_the_indexes_gets_them_when_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            store
+                .append_messages(&conversation("conv_old", "docs", Some("u1")), &[])
+                .unwrap();
+            // Undo what the indexes know, as a database made before them would be.
+            let txn = store.db.begin_write().unwrap();
+            txn.delete_table(CONVERSATIONS_BY_BOT).unwrap();
+            txn.delete_table(CONVERSATIONS_BY_USER).unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .remove(CONVERSATION_INDEX_BUILT)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            ids(store
+                .list_conversations(None, Some("u1"), None, 10)
+                .unwrap()),
+            ["conv_old"]
+        );
+        let docs = BotId::parse("docs").unwrap();
+        store.delete_bot(&docs).ok();
+        assert_eq!(
+            ids(store
+                .list_conversations(Some(&docs), None, None, 10)
+                .unwrap()),
+            ["conv_old"],
+            "deleting a bot that does not exist touches nothing"
+        );
+    }
 }

@@ -3,8 +3,10 @@
 //!
 //! Each number sits beside a reference from the same run: start-up to `/readyz` against
 //! loading the same models in-process; `/healthz` against a bare actix handler (no
-//! middleware, no auth); a cached answer against `/healthz`; concurrent streams against one
-//! stream alone.
+//! middleware, no auth) and a cached answer against `/healthz`, both driven by wrk when it
+//! is installed (`apt install wrk`; otherwise by an in-process reqwest loop); concurrent
+//! streams (`--parallel` sequences batched together) against one stream alone; and one
+//! streamed answer's time to first token against decoding its prompt alone, in-process.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,7 +23,7 @@ use crate::domain::BotId;
 use crate::embed::MiniLm;
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
-use crate::llm::{LlamaConfig, LlamaGenerator};
+use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
 use crate::store::Store;
 
 const QUESTIONS: &[&str] = &[
@@ -62,19 +64,20 @@ pub async fn bench_serve(
     let site = demo_site().context("the bundled demo site (tests/fixtures/site) is missing")?;
     let data = std::env::temp_dir().join(format!("docent-bench-serve-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let key = prepare_data(&data, &site, embedder).await?;
+    let key = prepare_data(&data, &site, embedder.clone()).await?;
 
-    // Reference: loading the models in this process.
+    // Reference: loading the models in this process (the generator stays, idle, for the
+    // prompt-eval reference at the end).
     let started = Instant::now();
     let (c, dir, threads) = (config.clone(), config.embedder_dir(), config.threads);
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    let reference = tokio::task::spawn_blocking(move || -> anyhow::Result<LlamaGenerator> {
         let _embedder = MiniLm::load(&dir)?.with_threads(threads);
-        let _generator = LlamaGenerator::start(LlamaConfig {
+        LlamaGenerator::start(LlamaConfig {
             model_path: c.model_path.clone(),
             threads: c.threads,
             context_size: c.context_size,
-        })?;
-        Ok(())
+            parallel: c.parallel,
+        })
     })
     .await??;
     let load_s = started.elapsed().as_secs_f64();
@@ -91,7 +94,7 @@ pub async fn bench_serve(
     let concurrency = 16;
 
     let bare = bare_server()?;
-    let bare_load = hammer(
+    let bare_load = load(
         &client,
         &format!("{}/", bare.0),
         None,
@@ -99,9 +102,9 @@ pub async fn bench_serve(
         concurrency,
         seconds,
     )
-    .await;
+    .await?;
     let _ = bare.1.stop(false).await;
-    let health = hammer(
+    let health = load(
         &client,
         &server.url("/healthz"),
         None,
@@ -109,7 +112,7 @@ pub async fn bench_serve(
         concurrency,
         seconds,
     )
-    .await;
+    .await?;
 
     let question = json!({"bot_id": "demo", "message": QUESTIONS[0]});
     let warm = client
@@ -119,7 +122,7 @@ pub async fn bench_serve(
         .send()
         .await?;
     anyhow::ensure!(warm.status().is_success(), "chat failed: {}", warm.status());
-    let cached = hammer(
+    let cached = load(
         &client,
         &server.url("/v1/chat"),
         Some(&key),
@@ -127,11 +130,12 @@ pub async fn bench_serve(
         concurrency,
         seconds,
     )
-    .await;
+    .await?;
 
     let levels: &[usize] = if quick { &[1, 4] } else { &[1, 4, 16] };
     let mut streams = serde_json::Map::new();
     let mut single_tok_s = 0.0;
+    let mut single_ttft_s = 0.0;
     let mut offset = 1;
     for &n in levels {
         let questions: Vec<&str> = (0..n)
@@ -141,6 +145,7 @@ pub async fn bench_serve(
         let result = concurrent_streams(&client, &server, &key, &questions).await?;
         if n == 1 {
             single_tok_s = result["aggregate_tokens_per_s"].as_f64().unwrap_or(0.0);
+            single_ttft_s = result["ttft_first_s"].as_f64().unwrap_or(0.0);
         }
         let mut result = result;
         result["aggregate_vs_one_stream"] = json!(ratio(
@@ -151,6 +156,9 @@ pub async fn bench_serve(
     }
     let rss = server.peak_rss_mib();
     server.stop();
+    // The one-stream question's prompt, rebuilt in-process as the server built it, decoded
+    // cold with nothing else running: the time to first token cannot beat this much.
+    let prompt_eval_s = prompt_eval_alone(config, &data, embedder, reference, QUESTIONS[1]).await?;
     let _ = std::fs::remove_dir_all(&data);
     Ok(json!({
         "startup_to_ready_s": round1(startup_s),
@@ -162,9 +170,14 @@ pub async fn bench_serve(
         "cached_answer": cached,
         "cached_vs_healthz": ratio(cached["requests_per_s"].as_f64().unwrap_or(0.0), health["requests_per_s"].as_f64().unwrap_or(0.0)),
         "streams": streams,
+        "stream_ttft_s": round1(single_ttft_s),
+        "prompt_eval_alone_s": round1(prompt_eval_s),
+        "ttft_vs_prompt_eval": ratio(single_ttft_s, prompt_eval_s),
         "server_peak_rss_mib": rss,
         "concurrency": concurrency,
-        "note": "one model context: concurrent streams queue for it (no --parallel batching yet)",
+        "parallel": config.parallel,
+        "context_size": config.context_size,
+        "load_tool": if wrk_available() { "wrk" } else { "reqwest loop" },
     }))
 }
 
@@ -214,6 +227,10 @@ impl Server {
             .arg(&config.model_path)
             .arg("--threads")
             .arg(config.threads.to_string())
+            .arg("--ctx-size")
+            .arg(config.context_size.to_string())
+            .arg("--parallel")
+            .arg(config.parallel.to_string())
             .args([
                 "serve",
                 "--bind",
@@ -316,6 +333,181 @@ fn bare_server() -> anyhow::Result<(String, actix_web::dev::ServerHandle)> {
         })
     });
     Ok((base, rx.recv()?))
+}
+
+/// Decodes the prompt the server built for `question` (same retrieval, same settings) in a
+/// cold sequence and returns the seconds to the first token.
+async fn prompt_eval_alone(
+    config: &Config,
+    data: &Path,
+    embedder: Arc<MiniLm>,
+    generator: LlamaGenerator,
+    question: &str,
+) -> anyhow::Result<f64> {
+    let (config, data, question) = (config.clone(), data.to_path_buf(), question.to_string());
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open(&data)?;
+        let retriever = crate::retrieval::Retriever::new(store, embedder);
+        let recorder = Recorder {
+            inner: &generator,
+            prompt: std::sync::Mutex::new(None),
+        };
+        let options = crate::chat::AskOptions {
+            top_k: config.top_k.max(1),
+            min_score: config.min_score,
+            generation: crate::llm::GenParams {
+                max_tokens: 1,
+                ..crate::llm::GenParams::default()
+            },
+            system_extra: None,
+        };
+        let bot = BotId::parse("demo").map_err(anyhow::Error::msg)?;
+        crate::chat::answer(
+            &retriever,
+            &recorder,
+            &bot,
+            &question,
+            &options,
+            &mut |_| true,
+        )?;
+        let messages = recorder
+            .prompt
+            .into_inner()
+            .expect("recorder lock")
+            .context("the question was not sent to the model")?;
+        generator.forget_cache()?;
+        let stats = generator.generate(&messages, &options.generation, &mut |_| true)?;
+        Ok(stats.ttft_ms / 1000.0)
+    })
+    .await?
+}
+
+/// Keeps the prompt it is given instead of generating.
+struct Recorder<'a> {
+    inner: &'a LlamaGenerator,
+    prompt: std::sync::Mutex<Option<Vec<crate::llm::ChatMessage>>>,
+}
+
+impl Generator for Recorder<'_> {
+    fn generate(
+        &self,
+        messages: &[crate::llm::ChatMessage],
+        _: &crate::llm::GenParams,
+        _: &mut dyn FnMut(&str) -> bool,
+    ) -> anyhow::Result<crate::llm::GenStats> {
+        *self.prompt.lock().expect("recorder lock") = Some(messages.to_vec());
+        Ok(crate::llm::GenStats {
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            ttft_ms: 0.0,
+            total_ms: 0.0,
+            finish: crate::llm::Finish::Stop,
+        })
+    }
+
+    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+        self.inner.count_tokens(text)
+    }
+
+    fn context_size(&self) -> usize {
+        self.inner.context_size()
+    }
+}
+
+fn wrk_available() -> bool {
+    std::process::Command::new("wrk")
+        .arg("--version")
+        .output()
+        .is_ok()
+}
+
+/// Load from outside: wrk when installed (2 threads, `concurrency` connections, latency
+/// percentiles), else the in-process loop.
+async fn load(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: Option<&Value>,
+    concurrency: usize,
+    seconds: f64,
+) -> anyhow::Result<Value> {
+    if !wrk_available() {
+        return Ok(hammer(client, url, key, body, concurrency, seconds).await);
+    }
+    let script = std::env::temp_dir().join(format!("docent-wrk-{}.lua", std::process::id()));
+    let mut lua = String::new();
+    if let Some(body) = body {
+        // Lua long brackets need no escaping as long as the body has no "]==]".
+        lua.push_str(&format!(
+            "wrk.method = \"POST\"\nwrk.body = [==[{body}]==]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n"
+        ));
+    }
+    if let Some(key) = key {
+        lua.push_str(&format!(
+            "wrk.headers[\"Authorization\"] = \"Bearer {key}\"\n"
+        ));
+    }
+    std::fs::write(&script, lua)?;
+    let mut command = std::process::Command::new("wrk");
+    command
+        .args(["-t2", &format!("-c{concurrency}")])
+        .arg(format!("-d{}s", seconds.ceil() as u64))
+        .arg("--latency")
+        .arg("-s")
+        .arg(&script)
+        .arg(url);
+    let output = tokio::task::spawn_blocking(move || command.output())
+        .await?
+        .context("failed to run wrk")?;
+    let _ = std::fs::remove_file(&script);
+    let text = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(output.status.success(), "wrk failed: {text}");
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output: {text}"))
+}
+
+/// Requests/s, p50 and p99 (ms) and the error count from `wrk --latency` output.
+fn parse_wrk(text: &str) -> Option<Value> {
+    let field = |prefix: &str| {
+        text.lines()
+            .map(str::trim)
+            .find_map(|l| l.strip_prefix(prefix))
+            .map(str::trim)
+    };
+    let ms = |raw: &str| -> Option<f64> {
+        let split = raw.find(|c: char| c.is_ascii_alphabetic())?;
+        let (number, unit) = raw.split_at(split);
+        let number: f64 = number.parse().ok()?;
+        Some(match unit {
+            "us" => number / 1000.0,
+            "ms" => number,
+            "s" => number * 1000.0,
+            "m" => number * 60_000.0,
+            _ => return None,
+        })
+    };
+    let rps: f64 = field("Requests/sec:")?.parse().ok()?;
+    let p50 = ms(field("50%")?)?;
+    let p99 = ms(field("99%")?)?;
+    let requests: u64 = text
+        .lines()
+        .find(|l| l.contains("requests in"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let non_2xx: u64 = field("Non-2xx or 3xx responses:").map_or(Some(0), |v| v.parse().ok())?;
+    let socket_errors: u64 = field("Socket errors:").map_or(0, |v| {
+        v.split(',')
+            .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    });
+    Some(json!({
+        "requests_per_s": round1(rps),
+        "p50_ms": (p50 * 100.0).round() / 100.0,
+        "p99_ms": (p99 * 100.0).round() / 100.0,
+        "requests": requests,
+        "errors": non_2xx + socket_errors,
+    }))
 }
 
 /// `concurrency` loops sending one request after another for `seconds`.
@@ -443,4 +635,34 @@ async fn concurrent_streams(
         "completion_tokens": tokens,
         "wall_s": round1(wall),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_latency_output_parses() {
+        let text = "Running 2s test @ http://127.0.0.1:1/healthz
+  2 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   261.94us  120.19us   3.88ms   82.05%
+    Req/Sec    29.30k     1.87k   33.11k    70.00%
+  Latency Distribution
+     50%  240.00us
+     75%  300.00us
+     90%  400.00us
+     99%    1.20ms
+  116631 requests in 2.00s, 11.01MB read
+  Non-2xx or 3xx responses: 3
+Requests/sec:  58299.69
+Transfer/sec:      5.50MB
+";
+        let v = parse_wrk(text).unwrap();
+        assert_eq!(v["requests_per_s"], 58299.7);
+        assert_eq!(v["p50_ms"], 0.24);
+        assert_eq!(v["p99_ms"], 1.2);
+        assert_eq!(v["requests"], 116631);
+        assert_eq!(v["errors"], 3);
+    }
 }

@@ -1,8 +1,6 @@
 //! The API's resource routes: health, metrics, bots, conversations, users and keys.
 //! (Chat lives in `chat.rs`.) Lists share one envelope: `{"data": [...], "next_cursor"}`.
 
-use std::sync::atomic::Ordering;
-
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
@@ -93,14 +91,18 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 #[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let in_flight = state
-        .limits
-        .max_queue
-        .max(1)
-        .saturating_sub(state.admission.available_permits());
+    let gauges = super::metrics::Gauges {
+        in_flight: state
+            .limits
+            .max_queue
+            .max(1)
+            .saturating_sub(state.admission.available_permits()),
+        waiting: state.queue.waiting(),
+        running: state.queue.running(),
+    };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render(in_flight))
+        .body(state.metrics.render(&gauges))
 }
 
 /// Runs blocking store work off the async workers.
@@ -170,6 +172,7 @@ pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResul
     let id = id.clone();
     let bot = blocking(move || Ok(store.get_bot(&id)?)).await?;
     caller.require_bot(&bot)?;
+    let _ = caller.bot.set(bot.id.to_string());
     Ok(bot)
 }
 
@@ -195,17 +198,9 @@ pub(crate) async fn delete_bot(
     let id = bot.id.clone();
     let store = state.store.clone();
     let bot = id.clone();
-    // The bot's conversations go with it: nothing would be left to reach them by.
-    blocking(move || {
-        let conversations: Vec<String> = store
-            .list_conversations(Some(&bot), None, None, usize::MAX)?
-            .into_iter()
-            .map(|c| c.id)
-            .collect();
-        store.delete_conversations(&conversations)?;
-        Ok(store.delete_bot(&bot)?)
-    })
-    .await?;
+    // The bot's conversations go with it (same transaction): nothing would be left to
+    // reach them by.
+    blocking(move || Ok(store.delete_bot(&bot)?)).await?;
     if let Some(engine) = state.engine.get() {
         engine.retriever.invalidate(&id);
     }
@@ -452,23 +447,23 @@ pub(crate) async fn add_source(
             ApiError::bad_request("target_not_allowed", format!("refusing to crawl: {e}"))
         })?;
     }
-    let store = state.store.clone();
+    let shared = state.clone();
     let (target, source_url) = (id.clone(), url.to_string());
-    blocking(move || {
-        Ok(store.update_bot(&target, |bot| {
+    let job = blocking(move || {
+        shared.store.update_bot(&target, |bot| {
             bot.settings.sources.retain(|s| s.url != source_url);
             bot.settings.sources.push(crate::domain::SourceSchedule {
                 url: source_url,
                 recrawl_every: every,
                 last_crawl: None,
             });
-        })?)
+        })?;
+        shared
+            .jobs
+            .submit(&target, &url)
+            .map_err(|e| ApiError::internal(&e))
     })
     .await?;
-    let job = state
-        .jobs
-        .submit(&id, &url)
-        .map_err(|e| ApiError::internal(&e))?;
     Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job})))
 }
 
@@ -479,12 +474,14 @@ pub(crate) async fn get_job(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
-    let job = state.jobs.get(&path).ok_or_else(|| {
-        ApiError::not_found(
-            "job_not_found",
-            format!("no job with id {:?}", path.as_str()),
-        )
-    })?;
+    let (shared, id) = (state.clone(), path.into_inner());
+    let job = blocking(move || {
+        shared
+            .jobs
+            .get(&id)?
+            .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job with id {id:?}")))
+    })
+    .await?;
     load_bot(&state, &caller, &job.bot_id).await?;
     Ok(HttpResponse::Ok().json(job))
 }
@@ -958,12 +955,4 @@ pub fn rotate(mut old: ApiKey, overlap: u64) -> Result<(String, ApiKey, ApiKey),
     .map_err(|e| e.to_string())?;
     old.expires = Some(now + overlap);
     Ok((key, old, new))
-}
-
-pub fn chat_counter(state: &AppState, completion_tokens: usize) {
-    state.metrics.chats.fetch_add(1, Ordering::Relaxed);
-    state
-        .metrics
-        .completion_tokens
-        .fetch_add(completion_tokens as u64, Ordering::Relaxed);
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
-use std::sync::RwLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{AUTHORIZATION, ORIGIN};
@@ -50,11 +50,20 @@ impl KeyCache {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub key: ApiKey,
+    /// Who is charged for this request's share of the rate limit and of the generation
+    /// queue: the key, or for a public key the key and the visitor's address.
+    pub tenant: String,
+    /// The bot the request turned out to be about, for the access log.
+    pub bot: Arc<OnceLock<String>>,
 }
 
 /// The key id of the request, for the access log.
 #[derive(Debug, Clone)]
 pub struct CallerKeyId(pub String);
+
+/// The bot the request was about (set once the handler loaded it), for the access log.
+#[derive(Debug, Clone)]
+pub struct CallerBot(pub Arc<OnceLock<String>>);
 
 impl Caller {
     pub fn require_admin(&self) -> Result<(), ApiError> {
@@ -114,18 +123,9 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     let result = check(req, state).and_then(|caller| {
         req.extensions_mut()
             .insert(CallerKeyId(caller.key.id.clone()));
+        req.extensions_mut().insert(CallerBot(caller.bot.clone()));
         if let Some(limit) = &state.per_key {
-            // A public key is shared by every visitor of a site: its budget is per visitor
-            // address, so one busy page cannot starve the others.
-            let bucket = match caller.key.kind {
-                KeyKind::Public => {
-                    let ip = super::ratelimit::client_ip(req, &state.limits.trusted_proxies)
-                        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-                    format!("{}@{ip}", caller.key.id)
-                }
-                KeyKind::Secret => caller.key.id.clone(),
-            };
-            match limit.check(&bucket) {
+            match limit.check(&caller.tenant) {
                 Ok(quote) => {
                     req.extensions_mut().insert(super::KeyQuote(quote));
                 }
@@ -182,5 +182,19 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
             ));
         }
     }
-    Ok(Caller { key: record })
+    // A public key is shared by every visitor of a site: its budgets are per visitor
+    // address, so one busy page cannot starve the others.
+    let tenant = match record.kind {
+        KeyKind::Public => {
+            let ip = super::ratelimit::client_ip(req, &state.limits.trusted_proxies)
+                .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+            format!("{}@{ip}", record.id)
+        }
+        KeyKind::Secret => record.id.clone(),
+    };
+    Ok(Caller {
+        key: record,
+        tenant,
+        bot: Arc::default(),
+    })
 }

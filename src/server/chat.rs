@@ -21,8 +21,10 @@ use super::AppState;
 use super::api::{self, blocking, load_bot, load_conversation, parse_bot_id, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, REQUEST_ID, current_request_id};
+use super::metrics::AnswerSample;
 #[allow(unused_imports)]
 use super::openapi::*;
+use super::queue::Queued;
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, Conversation, Message};
 use crate::keys;
@@ -72,6 +74,8 @@ pub struct Turn {
     pub conversation: Conversation,
     pub history: Vec<ChatMessage>,
     pub question: String,
+    /// Whose turn this is in the generation queue (`Caller::tenant`).
+    pub tenant: String,
 }
 
 #[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", content((ChatResponse = "application/json"), (SseEvent = "text/event-stream"))), ApiErrors))]
@@ -168,6 +172,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             settings,
             history,
             question: last.content.trim().to_string(),
+            tenant: caller.tenant.clone(),
         });
     }
     let message = body
@@ -207,6 +212,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         conversation,
         history,
         question: message.trim().to_string(),
+        tenant: caller.tenant.clone(),
     })
 }
 
@@ -247,10 +253,12 @@ pub fn finish_reason(answer: &Answer) -> &'static str {
 }
 
 /// Answers the turn (blocking) and stores the question and the answer in one transaction.
+/// Generation waits for its turn in the queue, giving up when `gone` says the client left.
 fn answer_and_store(
     state: &AppState,
     turn: &Turn,
     options: &AskOptions,
+    gone: &(dyn Fn() -> bool + Sync),
     on_retrieved: &mut dyn FnMut(&[SourceRef]),
     on_token: &mut dyn FnMut(&str) -> bool,
 ) -> anyhow::Result<(Answer, Message)> {
@@ -279,6 +287,7 @@ fn answer_and_store(
     // First turns may come from the answer cache; everything else is answered afresh.
     let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
     let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));
+    let from_cache = cached.is_some();
     let answer = match cached {
         Some(answer) => {
             on_retrieved(&answer.retrieved);
@@ -286,10 +295,16 @@ fn answer_and_store(
             answer
         }
         None => {
+            let generator = Queued {
+                inner: engine.generator.as_ref(),
+                queue: &state.queue,
+                caller: &turn.tenant,
+                cancelled: gone,
+            };
             let deadline = std::time::Instant::now() + state.limits.request_timeout;
             let answer = chat::answer_turn(
                 &engine.retriever,
-                engine.generator.as_ref(),
+                &generator,
                 &turn.bot,
                 &turn.history,
                 &turn.question,
@@ -325,7 +340,13 @@ fn answer_and_store(
     let mut conversation = turn.conversation.clone();
     conversation.updated = unix_now();
     store_turn(&state.store, &conversation, &[question, reply.clone()])?;
-    api::chat_counter(state, answer.timings.completion_tokens);
+    state.metrics.answer(AnswerSample {
+        answered: answer.answered,
+        cached: from_cache,
+        completion_tokens: answer.timings.completion_tokens,
+        ttft_s: answer.timings.ttft_ms / 1000.0,
+        total_s: answer.timings.total_ms / 1000.0,
+    });
     Ok((answer, reply))
 }
 
@@ -371,8 +392,9 @@ pub async fn run_blocking(
     blocking(move || {
         let _permit = permit;
         REQUEST_ID.sync_scope(request_id, || {
-            answer_and_store(&state, &turn, &options, &mut |_| {}, &mut |_| {
-                !cancelled.load(Ordering::Relaxed)
+            let gone = || cancelled.load(Ordering::Relaxed);
+            answer_and_store(&state, &turn, &options, &gone, &mut |_| {}, &mut |_| {
+                !gone()
             })
             .map_err(ApiError::from)
         })
@@ -536,10 +558,12 @@ pub fn run_streaming(
         let _permit = permit;
         REQUEST_ID.sync_scope(request_id, || {
             let sender = tx.clone();
+            let gone = || tx.is_closed();
             let result = answer_and_store(
                 &state,
                 &turn,
                 &options,
+                &gone,
                 &mut |sources| {
                     if let Some(event) = wire.sources(sources) {
                         let _ = sender.blocking_send(event);

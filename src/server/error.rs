@@ -9,6 +9,7 @@ use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use super::queue::QueueError;
 use crate::store;
 
 tokio::task_local! {
@@ -143,6 +144,9 @@ impl From<store::Error> for ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
+        if let Some(waited) = e.downcast_ref::<QueueError>() {
+            return ApiError::unavailable("overloaded", waited.to_string(), 5);
+        }
         match e.downcast::<store::Error>() {
             Ok(store_error) => store_error.into(),
             Err(e) => ApiError::internal(&e),

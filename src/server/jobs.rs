@@ -4,8 +4,10 @@
 //!
 //! API crawls reach only public addresses unless the operator allowed private targets
 //! (`allow_private_targets`) or listed the origin in the bot's `allowed_targets`.
-//! Job records live in memory: after a restart the data is whatever the last completed
-//! crawl committed (each crawl is one transaction), and schedules resume from the bots.
+//! Job records are stored when queued, started and finished, so `GET /v1/jobs/{id}`
+//! answers after a restart and a job that was queued or running when the server stopped
+//! is run again when it starts (a crawl is one transaction: an interrupted one left the
+//! bot as its last complete crawl did). Live progress is kept in memory only.
 
 use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -13,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use indicatif::ProgressBar;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::AppState;
@@ -23,9 +25,10 @@ use crate::ingest::{
     ssrf::TargetGuard,
 };
 use crate::keys;
+use crate::store::Store;
 use crate::telemetry::unix_now;
 
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct JobView {
     pub id: String,
     #[schema(value_type = String)]
@@ -53,14 +56,17 @@ struct Job {
 }
 
 pub struct Jobs {
+    store: Store,
+    /// Queued and running jobs; finished ones are read from the store.
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     queue: Mutex<Option<Sender<Arc<Job>>>>,
     pub allow_private_targets: bool,
 }
 
 impl Jobs {
-    pub fn new(allow_private_targets: bool) -> Jobs {
+    pub fn new(store: Store, allow_private_targets: bool) -> Jobs {
         Jobs {
+            store,
             jobs: Mutex::new(HashMap::new()),
             queue: Mutex::new(None),
             allow_private_targets,
@@ -86,14 +92,19 @@ impl Jobs {
             created: unix_now(),
             finished: None,
         };
+        self.store.put_job(&view.id, &view)?;
+        self.enqueue(view.clone())?;
+        Ok(view)
+    }
+
+    /// Hands a stored job to the worker.
+    fn enqueue(&self, view: JobView) -> anyhow::Result<()> {
+        let id = view.id.clone();
         let job = Arc::new(Job {
-            view: Mutex::new(view.clone()),
+            view: Mutex::new(view),
             progress: ProgressBar::hidden(),
         });
-        self.jobs
-            .lock()
-            .expect("jobs lock")
-            .insert(view.id.clone(), job.clone());
+        self.jobs.lock().expect("jobs lock").insert(id, job.clone());
         let queue = self.queue.lock().expect("jobs lock");
         let sender = queue
             .as_ref()
@@ -101,18 +112,49 @@ impl Jobs {
         sender
             .send(job)
             .map_err(|_| anyhow::anyhow!("the crawl worker has stopped"))?;
-        Ok(view)
+        Ok(())
     }
 
-    pub fn get(&self, id: &str) -> Option<JobView> {
-        let job = self.jobs.lock().expect("jobs lock").get(id).cloned()?;
+    /// A job's state: live progress while it is queued or running, else its stored record.
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<JobView>> {
+        let active = self.jobs.lock().expect("jobs lock").get(id).cloned();
+        let Some(job) = active else {
+            return Ok(self.store.get_job(id)?);
+        };
         let mut view = job.view.lock().expect("job lock").clone();
         if view.state == "running" {
             view.phase = job.progress.message();
             view.progress = job.progress.position();
             view.total = job.progress.length();
         }
-        Some(view)
+        Ok(Some(view))
+    }
+
+    /// Whether a crawl of `url` into `bot` is queued or running.
+    fn is_active(&self, bot: &BotId, url: &str) -> bool {
+        self.jobs.lock().expect("jobs lock").values().any(|job| {
+            let view = job.view.lock().expect("job lock");
+            &view.bot_id == bot && view.url == url
+        })
+    }
+
+    /// Queues again the jobs a stopped server left queued or running, oldest first.
+    fn resume(&self) -> anyhow::Result<usize> {
+        let mut unfinished: Vec<JobView> = self
+            .store
+            .jobs::<JobView>()?
+            .into_iter()
+            .filter(|j| j.state == "queued" || j.state == "running")
+            .collect();
+        unfinished.sort_by_key(|j| j.created);
+        let n = unfinished.len();
+        for mut view in unfinished {
+            view.state = "queued".into();
+            view.phase = "queued again after a restart".into();
+            self.store.put_job(&view.id, &view)?;
+            self.enqueue(view)?;
+        }
+        Ok(n)
     }
 }
 
@@ -121,6 +163,11 @@ impl Jobs {
 pub fn start_worker(state: Arc<AppState>) {
     let (tx, rx) = std::sync::mpsc::channel();
     *state.jobs.queue.lock().expect("jobs lock") = Some(tx);
+    match state.jobs.resume() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("queued {n} crawl jobs left unfinished by the last run"),
+        Err(e) => tracing::error!("cannot resume unfinished crawl jobs: {e:#}"),
+    }
     std::thread::Builder::new()
         .name("docent-crawl".into())
         .spawn(move || {
@@ -160,7 +207,9 @@ fn queue_due_recrawls(state: &AppState) {
             let Some(every) = source.recrawl_every else {
                 continue;
             };
-            if source.last_crawl.is_some_and(|t| now < t + every) {
+            if source.last_crawl.is_some_and(|t| now < t + every)
+                || state.jobs.is_active(&bot.id, &source.url)
+            {
                 continue;
             }
             if let Ok(url) = Url::parse(&source.url)
@@ -176,6 +225,10 @@ fn run_job(state: &AppState, job: &Job, runtime: &tokio::runtime::Runtime) {
     let (bot, url) = {
         let mut view = job.view.lock().expect("job lock");
         view.state = "running".into();
+        view.phase.clear();
+        if let Err(e) = state.store.put_job(&view.id, &*view) {
+            tracing::warn!(job = view.id, "cannot record the job's start: {e:#}");
+        }
         (view.bot_id.clone(), view.url.clone())
     };
     let result = crawl(state, job, &bot, &url, runtime);
@@ -207,6 +260,13 @@ fn run_job(state: &AppState, job: &Job, runtime: &tokio::runtime::Runtime) {
             view.error = Some(format!("{e:#}"));
         }
     }
+    view.phase.clear();
+    if let Err(e) = state.store.put_job(&view.id, &*view) {
+        tracing::error!(job = view.id, "cannot record the job's result: {e:#}");
+    }
+    let id = view.id.clone();
+    drop(view);
+    state.jobs.jobs.lock().expect("jobs lock").remove(&id);
 }
 
 fn crawl(

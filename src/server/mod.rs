@@ -12,16 +12,16 @@ pub mod cache;
 pub mod chat;
 pub mod error;
 pub mod jobs;
+pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod queue;
 pub mod ratelimit;
 
-use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -36,8 +36,9 @@ use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::retrieval::Retriever;
 use crate::store::Store;
-use auth::{CallerKeyId, KeyCache};
+use auth::{CallerBot, CallerKeyId, KeyCache};
 use error::{ApiError, REQUEST_ID};
+pub use metrics::Metrics;
 use ratelimit::{Quote, RateLimit};
 
 /// The file, in the data dir, holding the admin key made on first start (mode 0600).
@@ -55,6 +56,10 @@ pub struct Limits {
     pub max_message_chars: usize,
     /// Chat requests admitted at once (generating or waiting); beyond it, 503.
     pub max_queue: usize,
+    /// Answers generated at once (the model's parallel sequences).
+    pub parallel: usize,
+    /// The longest a request waits for a free sequence; then 503.
+    pub max_wait: Duration,
     /// Requests a minute per API key (0: no limit).
     pub per_key_per_minute: u32,
     /// Requests a minute per client IP (0: no limit).
@@ -75,6 +80,8 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_message_chars: 4000,
             max_queue: 16,
+            parallel: 4,
+            max_wait: Duration::from_secs(60),
             per_key_per_minute: 120,
             per_ip_per_minute: 600,
             trusted_proxies: Vec::new(),
@@ -99,6 +106,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Permits for chat requests in flight (`limits.max_queue`).
     pub admission: Arc<Semaphore>,
+    /// Turns at the model's sequences, fairly shared between callers.
+    pub queue: queue::GenerationQueue,
     pub metrics: Metrics,
     pub per_key: Option<RateLimit>,
     pub per_ip: Option<RateLimit>,
@@ -110,14 +119,15 @@ impl AppState {
     pub fn new(store: Store, options: AskOptions, limits: Limits) -> anyhow::Result<AppState> {
         let keys = KeyCache::new(store.list_keys()?);
         Ok(AppState {
-            store,
             keys,
             engine: OnceLock::new(),
             admission: Arc::new(Semaphore::new(limits.max_queue.max(1))),
+            queue: queue::GenerationQueue::new(limits.parallel, limits.max_wait),
             per_key: RateLimit::per_minute(limits.per_key_per_minute),
             per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
             answers: cache::AnswerCache::new(limits.answer_cache_ttl),
-            jobs: jobs::Jobs::new(limits.allow_private_targets),
+            jobs: jobs::Jobs::new(store.clone(), limits.allow_private_targets),
+            store,
             options,
             limits,
             metrics: Metrics::default(),
@@ -132,64 +142,6 @@ impl AppState {
                 5,
             )
         })
-    }
-}
-
-/// Counters for `/metrics` (Prometheus text format).
-#[derive(Default)]
-pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, u16), u64>>,
-    auth_failures: Mutex<BTreeMap<u16, u64>>,
-    pub completion_tokens: AtomicU64,
-    pub chats: AtomicU64,
-}
-
-impl Metrics {
-    fn request(&self, route: &str, status: u16) {
-        *self
-            .requests
-            .lock()
-            .expect("metrics lock")
-            .entry((route.to_string(), status))
-            .or_default() += 1;
-    }
-
-    pub fn auth_failure(&self, status: u16) {
-        *self
-            .auth_failures
-            .lock()
-            .expect("metrics lock")
-            .entry(status)
-            .or_default() += 1;
-    }
-
-    pub fn render(&self, queue_depth: usize) -> String {
-        let mut out = String::from(
-            "# HELP docent_requests_total HTTP requests by route and status.\n\
-             # TYPE docent_requests_total counter\n",
-        );
-        for ((route, status), n) in self.requests.lock().expect("metrics lock").iter() {
-            out.push_str(&format!(
-                "docent_requests_total{{route=\"{route}\",status=\"{status}\"}} {n}\n"
-            ));
-        }
-        out.push_str(
-            "# HELP docent_auth_failures_total Requests refused by authentication.\n\
-             # TYPE docent_auth_failures_total counter\n",
-        );
-        for (status, n) in self.auth_failures.lock().expect("metrics lock").iter() {
-            out.push_str(&format!(
-                "docent_auth_failures_total{{status=\"{status}\"}} {n}\n"
-            ));
-        }
-        out.push_str(&format!(
-            "# TYPE docent_chat_requests_total counter\ndocent_chat_requests_total {}\n\
-             # TYPE docent_completion_tokens_total counter\ndocent_completion_tokens_total {}\n\
-             # TYPE docent_generation_queue_depth gauge\ndocent_generation_queue_depth {queue_depth}\n",
-            self.chats.load(Ordering::Relaxed),
-            self.completion_tokens.load(Ordering::Relaxed),
-        ));
-        out
     }
 }
 
@@ -312,21 +264,30 @@ async fn request_context(
         .match_pattern()
         .unwrap_or_else(|| "unmatched".into());
     let status = res.status().as_u16();
+    let latency = started.elapsed().as_secs_f64();
     if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
-        state.metrics.request(&route, status);
+        state.metrics.request(&route, status, latency);
     }
-    let key_id = res
-        .request()
-        .extensions()
-        .get::<CallerKeyId>()
-        .map(|k| k.0.clone())
-        .unwrap_or_default();
+    let (key_id, bot) = {
+        let extensions = res.request().extensions();
+        (
+            extensions
+                .get::<CallerKeyId>()
+                .map(|k| k.0.clone())
+                .unwrap_or_default(),
+            extensions
+                .get::<CallerBot>()
+                .and_then(|b| b.0.get().cloned())
+                .unwrap_or_default(),
+        )
+    };
     tracing::info!(
         target: "docent::access",
         method,
         route,
         status,
-        latency_ms = started.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = latency * 1000.0,
+        bot,
         key_id,
         request_id = id,
     );

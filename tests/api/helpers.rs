@@ -50,6 +50,8 @@ pub fn generator() -> Arc<LlamaGenerator> {
                 model_path: docent::config::resolve_model(&models_dir(), "small"),
                 threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 context_size: 4096,
+                // Tests run at once and share it: their generations batch together.
+                parallel: 4,
             };
             Arc::new(LlamaGenerator::start(config).expect("run `make models`"))
         })

@@ -486,6 +486,16 @@ async fn every_error_has_its_status_code_and_envelope() {
         metrics.contains("docent_requests_total{route=\"/v1/chat\",status=\"200\"}"),
         "{metrics}"
     );
+    // Latency and time-to-first-token histograms, and the queue gauges.
+    for needle in [
+        "docent_request_duration_seconds_bucket{route=\"/v1/chat\",le=\"+Inf\"}",
+        "docent_chat_ttft_seconds_count ",
+        "docent_generation_tokens_per_second ",
+        "docent_generation_queue_depth 0",
+        "docent_generation_running 0",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing in {metrics}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -853,6 +863,68 @@ async fn a_full_queue_is_503_and_a_dropped_stream_stops_generation() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_waits_too_long_for_the_model_is_503() {
+    let generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::from_millis(400));
+    let s = start(
+        Arc::new(FakeEmbedder::default()),
+        generator.clone(),
+        Limits {
+            parallel: 1,
+            max_wait: Duration::from_millis(500),
+            ..Limits::default()
+        },
+        0.1,
+    )
+    .await;
+    let question = "How long is the warranty on the Zephyr Pro?";
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&s.admin)
+        .json(&json!({"bot_id": "zephyr", "message": question, "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    // The one sequence is busy for a few seconds: a blocking request gives up after the
+    // max wait with 503 and Retry-After, a streamed one with an `overloaded` error event.
+    let reader = tokio::spawn(read_events(res, false));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let waited = s
+        .call(
+            "POST",
+            "/v1/chat",
+            Some(&s.admin),
+            Some(json!({"bot_id": "zephyr", "message": "How long does standard shipping take?"})),
+        )
+        .await;
+    assert_error(&waited, 503, "overloaded");
+    assert!(waited.1.contains_key("retry-after"));
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&s.admin)
+        .json(&json!({"bot_id": "zephyr", "message": "How many days do I have to return a kettle?", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    let events = read_events(res, false).await;
+    assert_eq!(events[0]["event"], "start", "{events:?}");
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "error", "{events:?}");
+    assert_eq!(last["code"], "overloaded", "{events:?}");
+    let first = reader.await.unwrap();
+    assert_eq!(first.last().unwrap()["event"], "done");
+    let (_, _, metrics) = s.call("GET", "/metrics", None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("docent_generation_queue_depth 0"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn keys_are_stored_only_as_hashes() {
     let (s, _) = fake_server(Limits::default()).await;
     let (status, _, created) = s
@@ -966,6 +1038,71 @@ async fn real_models_answer_over_http_and_follow_ups_retrieve_with_their_context
         in_context, bare,
         "the conversation's context changes what is retrieved"
     );
+}
+
+/// Reads a stream to its end, noting when each event arrived.
+async fn timed_events(res: reqwest::Response) -> Vec<(std::time::Instant, Value)> {
+    use futures::StreamExt;
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = res.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if let Some(data) = block.trim().strip_prefix("data: ") {
+                events.push((
+                    std::time::Instant::now(),
+                    serde_json::from_str(data).unwrap(),
+                ));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_model_streams_generate_together_and_each_answers_its_own_question() {
+    let s = start(dyn_embedder(), generator(), Limits::default(), 0.3).await;
+    let stream = |message: &'static str| {
+        let req = s
+            .http
+            .post(s.url("/v1/chat"))
+            .bearer_auth(&s.admin)
+            .json(&json!({"bot_id": "zephyr", "message": message, "stream": true}))
+            .send();
+        async move { timed_events(req.await.unwrap()).await }
+    };
+    let (a, b) = tokio::join!(
+        stream("How many days do I have to return a kettle?"),
+        stream("How much does express shipping cost?"),
+    );
+    let deltas = |events: &[(std::time::Instant, Value)]| -> Vec<std::time::Instant> {
+        events
+            .iter()
+            .filter(|(_, e)| e.get("delta").is_some())
+            .map(|(t, _)| *t)
+            .collect()
+    };
+    let (da, db) = (deltas(&a), deltas(&b));
+    assert!(da.len() > 2 && db.len() > 2, "{a:?} {b:?}");
+    // The two answers' tokens interleave: each stream gets tokens while the other is
+    // still generating (one batch decodes both sequences).
+    assert!(
+        db[0] < *da.last().unwrap() && da[0] < *db.last().unwrap(),
+        "the streams ran one after the other"
+    );
+    let text = |events: &[(std::time::Instant, Value)]| -> String {
+        events
+            .iter()
+            .filter_map(|(_, e)| e["delta"].as_str())
+            .collect()
+    };
+    let done = |events: &[(std::time::Instant, Value)]| events.last().unwrap().1.clone();
+    assert_eq!(done(&a)["event"], "done", "{a:?}");
+    assert_eq!(done(&b)["event"], "done", "{b:?}");
+    assert!(text(&a).contains("45"), "{}", text(&a));
+    assert!(text(&b).contains("14.95"), "{}", text(&b));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1491,4 +1628,75 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
         "schemathesis failed (full output in target/schemathesis.log):\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts() {
+    use docent::domain::{Bot, BotSettings};
+    use docent::server::jobs::JobView;
+    let site = crate::helpers::serve(&fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let bot = BotId::parse("resumed").unwrap();
+    store
+        .create_bot(&Bot {
+            id: bot.clone(),
+            name: "Resumed".into(),
+            source: site.url("/"),
+            created_unix: 1,
+            updated_unix: 1,
+            pages: 0,
+            chunks: 0,
+            test: false,
+            settings: BotSettings::default(),
+        })
+        .unwrap();
+    // What a server killed mid-crawl leaves behind: a stored job in state `running`.
+    let job = JobView {
+        id: "job_interrupted".into(),
+        bot_id: bot.clone(),
+        url: site.url("/"),
+        state: "running".into(),
+        phase: String::new(),
+        progress: 3,
+        total: None,
+        pages_indexed: None,
+        pages_unchanged: None,
+        pages_skipped: None,
+        pages_removed: None,
+        chunks: None,
+        error: None,
+        created: 1,
+        finished: None,
+    };
+    store.put_job(&job.id, &job).unwrap();
+    // The next start queues it again and runs it to the end.
+    let limits = Limits {
+        allow_private_targets: true,
+        ..Limits::default()
+    };
+    let state =
+        web::Data::new(AppState::new(store.clone(), AskOptions::default(), limits).unwrap());
+    let embedder: Arc<dyn Embedder> = Arc::new(FakeEmbedder::default());
+    let _ = state.engine.set(Engine {
+        retriever: Arc::new(Retriever::new(store.clone(), embedder)),
+        generator: Arc::new(FakeGenerator),
+    });
+    server::jobs::start_worker(state.clone().into_inner());
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let finished = loop {
+        let view = state.jobs.get(&job.id).unwrap().expect("the job is known");
+        if view.state == "done" || view.state == "failed" {
+            break view;
+        }
+        assert!(std::time::Instant::now() < deadline, "{view:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(finished.state, "done", "{finished:?}");
+    assert!(finished.pages_indexed.unwrap() > 3, "{finished:?}");
+    assert!(!store.pages(&bot).unwrap().is_empty());
+    // The finished record is the stored one, so it outlives this process too.
+    let stored: JobView = store.get_job(&job.id).unwrap().unwrap();
+    assert_eq!(stored.state, "done");
+    assert_eq!(stored.pages_indexed, finished.pages_indexed);
 }
