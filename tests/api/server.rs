@@ -1590,6 +1590,7 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
         format!("Authorization: Bearer {}", s.admin),
     );
     let report = s.data.path().join("schemathesis");
+    let cwd = s.data.path().to_path_buf();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(schemathesis)
             // Every check but two. positive_data_acceptance: some schema-valid requests are
@@ -1613,6 +1614,8 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
             .args(["--suppress-health-check", "all", "--report-dir"])
             .arg(report)
             .env("NO_COLOR", "1")
+            // Its example cache (`.schemathesis/`) goes to the temp dir, not the checkout.
+            .current_dir(&cwd)
             .output()
     })
     .await
