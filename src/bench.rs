@@ -84,10 +84,114 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         print_section(&args, "generation", &result);
         report.insert("generate".into(), result);
     }
+    if parts.contains(&"batch") {
+        let config = config.clone();
+        let quick = args.quick;
+        let result = tokio::task::spawn_blocking(move || bench_batch(&config, quick)).await??;
+        print_section(&args, "batched decoding", &result);
+        report.insert("batch".into(), result);
+    }
     if args.json {
         println!("{}", Value::Object(report));
     }
     Ok(())
+}
+
+/// Batched decoding: 1, `parallel` and 4 x `parallel` generations at once through one
+/// generator with `parallel` sequences, on short prompts (so decoding, not prompt reading,
+/// is what is measured), against one generation alone.
+fn bench_batch(config: &Config, quick: bool) -> anyhow::Result<Value> {
+    let parallel = config.parallel;
+    let generator = LlamaGenerator::start(LlamaConfig {
+        model_path: config.model_path.clone(),
+        threads: config.threads,
+        context_size: config.context_size,
+        parallel,
+    })?;
+    let params = GenParams {
+        max_tokens: if quick { 32 } else { 96 },
+        temperature: 0.0,
+        seed: 1,
+    };
+    let topics = [
+        "kettles",
+        "rivers",
+        "bridges",
+        "owls",
+        "trains",
+        "volcanoes",
+        "bread",
+        "glaciers",
+        "comets",
+        "violins",
+        "deserts",
+        "bees",
+        "lighthouses",
+        "tides",
+        "castles",
+        "maps",
+    ];
+    let prompt = |i: usize| {
+        vec![ChatMessage::new(
+            "user",
+            format!(
+                "Write a long numbered list of facts about {}.",
+                topics[i % topics.len()]
+            ),
+        )]
+    };
+    let levels: Vec<usize> = if quick {
+        vec![1, parallel]
+    } else {
+        vec![1, parallel, 4 * parallel]
+    };
+    let mut out = serde_json::Map::new();
+    let mut single = 0.0;
+    for n in levels {
+        generator.forget_cache()?;
+        let started = Instant::now();
+        let results: Vec<anyhow::Result<crate::llm::GenStats>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    let (generator, params, messages) = (&generator, &params, prompt(i));
+                    scope.spawn(move || generator.generate(&messages, params, &mut |_| true))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("panicked")))
+                })
+                .collect()
+        });
+        let wall = started.elapsed().as_secs_f64();
+        let stats = results.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+        let tokens: usize = stats.iter().map(|s| s.completion_tokens).sum();
+        let tok_s = tokens as f64 / wall;
+        if n == 1 {
+            single = tok_s;
+        }
+        let mut ttfts: Vec<f64> = stats.iter().map(|s| s.ttft_ms).collect();
+        ttfts.sort_by(f64::total_cmp);
+        out.insert(
+            n.to_string(),
+            json!({
+                "generations": n,
+                "completion_tokens": tokens,
+                "wall_s": round1(wall),
+                "aggregate_tokens_per_s": round1(tok_s),
+                "vs_one": ratio(tok_s, single),
+                "ttft_p95_ms": round1(ttfts[((ttfts.len() as f64 - 1.0) * 0.95).round() as usize]),
+            }),
+        );
+    }
+    Ok(json!({
+        "parallel": parallel,
+        "max_tokens": params.max_tokens,
+        "model": config.model_path.file_name().map(|n| n.to_string_lossy().into_owned()),
+        "levels": out,
+    }))
 }
 
 fn config_ref(result: &Value) -> &Value {

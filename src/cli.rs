@@ -64,6 +64,9 @@ pub enum Command {
     Keys(KeysCommand),
     /// Measure ingest, embedding, search and generation speed against references
     Bench(BenchArgs),
+    /// Measure answer quality: retrieval metrics, QA accuracy, golden questions
+    #[command(subcommand)]
+    Eval(EvalCommand),
     /// Configuration helpers
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -264,10 +267,101 @@ pub struct BenchArgs {
     /// A docent binary built with PORTABLE=1, to compare generation speed against
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
-    /// Which parts to run (comma-separated): ingest, embed, search, generate, serve
-    #[arg(long, default_value = "ingest,embed,search,generate,serve")]
+    /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve
+    #[arg(long, default_value = "ingest,embed,search,generate,batch,serve")]
     pub only: String,
     /// Print the results as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EvalCommand {
+    /// Retrieval quality on a BEIR folder: recall@1/5/10, MRR@10, nDCG@10
+    Retrieval(EvalRetrievalArgs),
+    /// Answer quality on a SQuAD v2 file with the real model: accuracy and honest declines
+    Qa(EvalQaArgs),
+    /// Whether answers follow the passage or the model's memory (nq_conflicts)
+    Conflicts(EvalConflictsArgs),
+    /// A bot's golden questions, pass or fail each (a regression check after re-crawls)
+    Questions(EvalQuestionsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EvalRetrievalArgs {
+    /// BEIR folder: corpus.jsonl, queries.jsonl, qrels/test.tsv
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Evaluate this many queries, chosen by --seed (default: all)
+    #[arg(long)]
+    pub sample: Option<usize>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Which indexes answer: dense (vectors), keyword (BM25) or hybrid (both, fused)
+    #[arg(long, value_enum, default_value = "hybrid")]
+    pub mode: crate::retrieval::Mode,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalQaArgs {
+    /// SQuAD v2 JSON file; all its paragraphs are indexed into one bot
+    #[arg(long)]
+    pub squad: PathBuf,
+    /// Ask this many questions, half answerable and half not, chosen by --seed
+    #[arg(long)]
+    pub sample: Option<usize>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Questions answered at once (each a parallel sequence of the model)
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Write every question, answer and verdict to this JSON-lines file
+    #[arg(long)]
+    pub details: Option<PathBuf>,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalConflictsArgs {
+    /// BEIR folder of nq_conflicts
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// nq_conflicts' answers.jsonl
+    #[arg(long)]
+    pub answers: PathBuf,
+    /// Ask this many questions, chosen by --seed (default: all)
+    #[arg(long)]
+    pub sample: Option<usize>,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Questions answered at once
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Write every question, answer and verdict to this JSON-lines file
+    #[arg(long)]
+    pub details: Option<PathBuf>,
+    /// Print one JSON object
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EvalQuestionsArgs {
+    /// Bot id
+    #[arg(long)]
+    pub bot: String,
+    /// JSON list of {"question", "expected_answer_keywords": [...], "source_url"?};
+    /// empty keywords: the bot should decline
+    pub file: PathBuf,
+    /// Exit with status 1 when the share of questions passed is below this (0 to 1)
+    #[arg(long)]
+    pub min_score: Option<f64>,
+    /// Print one JSON object
     #[arg(long)]
     pub json: bool,
 }

@@ -3,9 +3,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use docent::cli::{Cli, Command, ConfigCommand};
+use docent::cli::{Cli, Command, ConfigCommand, EvalCommand};
 use docent::config::{self, Config};
-use docent::{bench, commands, store};
+use docent::{bench, commands, eval, store};
 
 /// candle allocates a fresh buffer per tensor op; with glibc's malloc every large one is an
 /// mmap/munmap pair and a storm of page faults. mimalloc keeps and reuses that memory.
@@ -55,6 +55,20 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             commands::serve(&config, args)
         }
         Command::Bench(args) => runtime.block_on(bench::run(&config, args)),
+        Command::Eval(EvalCommand::Retrieval(args)) => {
+            runtime.block_on(eval::retrieval(&config, args))
+        }
+        Command::Eval(EvalCommand::Qa(args)) => runtime.block_on(eval::qa(&config, args)),
+        Command::Eval(EvalCommand::Conflicts(args)) => {
+            runtime.block_on(eval::conflicts(&config, args))
+        }
+        Command::Eval(EvalCommand::Questions(args)) => {
+            if eval::questions(&config, args)? {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("the score is below --min-score"))
+            }
+        }
         Command::Config(_) => unreachable!("handled above"),
     }
 }

@@ -191,6 +191,32 @@ impl Store {
         Ok(out)
     }
 
+    /// The vectors of the given chunks, in order.
+    pub fn vectors_of(&self, ids: &[u64]) -> Result<Vec<Vec<f32>>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(VECTORS).context("open vectors")?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let raw = table
+                .get(*id)
+                .context("read vector")?
+                .with_context(|| format!("chunk {id} has no vector"))?;
+            out.push(bytes_to_vector(raw.value()));
+        }
+        Ok(out)
+    }
+
+    /// All (chunk id, chunk) pairs of a bot, for building its keyword index.
+    pub fn bot_chunks(&self, bot: &BotId) -> Result<Vec<(u64, Chunk)>> {
+        let ids: Vec<u64> = self
+            .pages(bot)?
+            .iter()
+            .flat_map(|p| p.chunk_ids.iter().copied())
+            .collect();
+        let chunks = self.chunks(&ids)?;
+        Ok(ids.into_iter().zip(chunks).collect())
+    }
+
     pub fn chunks(&self, ids: &[u64]) -> Result<Vec<Chunk>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(CHUNKS).context("open chunks")?;

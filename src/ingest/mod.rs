@@ -31,6 +31,20 @@ pub enum Source {
         root: PathBuf,
         base_url: Option<Url>,
     },
+    /// Passages handed over as they are (evaluation corpora): each becomes one page,
+    /// duplicates included, since each is its own document.
+    Documents {
+        name: String,
+        documents: Arc<Vec<Document>>,
+    },
+}
+
+/// A passage to index as one page.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub url: String,
+    pub title: String,
+    pub text: String,
 }
 
 impl Source {
@@ -61,8 +75,36 @@ impl Source {
         match self {
             Source::Web(url) => url.to_string(),
             Source::Folder { root, .. } => root.display().to_string(),
+            Source::Documents { name, .. } => name.clone(),
         }
     }
+}
+
+/// Pages for documents given as they are: plain text with their own titles (perhaps
+/// none), none skipped as a duplicate.
+fn document_pages(documents: &[Document]) -> CrawlReport {
+    let mut report = CrawlReport::default();
+    for document in documents {
+        let mut extracted = extract::extract_text(&document.text);
+        extracted.title = document.title.trim().to_string();
+        if extracted.is_empty() {
+            report
+                .skipped
+                .push((document.url.clone(), "no text".into()));
+            continue;
+        }
+        let (content_hash, body_hash) = page_hashes(&extracted);
+        report.pages.push(CrawledPage {
+            url: document.url.clone(),
+            extracted,
+            content_hash,
+            body_hash,
+            etag: None,
+            last_modified: None,
+            links: Vec::new(),
+        });
+    }
+    report
 }
 
 pub struct IngestRequest {
@@ -146,6 +188,12 @@ pub async fn run(
             tokio::task::spawn_blocking(move || local::scan(&root, base_url.as_ref(), max))
                 .await
                 .context("folder scan task failed")??
+        }
+        Source::Documents { documents, .. } => {
+            let documents = documents.clone();
+            tokio::task::spawn_blocking(move || document_pages(&documents))
+                .await
+                .context("document task failed")?
         }
     };
     if report.pages.is_empty() && report.not_modified.is_empty() {

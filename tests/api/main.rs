@@ -9,5 +9,6 @@ mod crash;
 mod crawl;
 mod embedder;
 mod end_to_end;
+mod eval;
 mod index_recall;
 mod server;

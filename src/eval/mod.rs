@@ -1,0 +1,565 @@
+//! `docent eval`: answer quality made measurable.
+//!
+//! - `retrieval`: a BEIR folder indexed into a scratch bot through the normal ingest path,
+//!   its queries run through the normal retrieval path, ranking metrics.
+//! - `qa`: a SQuAD v2 file's paragraphs indexed into one bot, its questions answered by the
+//!   real generation path; accuracy on answerable questions, declines on unanswerable ones.
+//! - `conflicts`: NQ questions whose passages had their answer swapped; how often the
+//!   answer follows the passage rather than the model's memory.
+//! - `questions`: an operator's golden questions against one of their bots.
+//!
+//! Scratch bots live in their own database under `DATA_DIR/eval/`, one per data set, so a
+//! second run re-embeds nothing (ingest is incremental) and `serve` is never disturbed.
+
+pub mod data;
+pub mod metrics;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::chat::{self, AskOptions};
+use crate::cli::{EvalConflictsArgs, EvalQaArgs, EvalQuestionsArgs, EvalRetrievalArgs};
+use crate::config::Config;
+use crate::domain::BotId;
+use crate::embed::Embedder;
+use crate::ingest::{self, Document, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
+use crate::llm::GenParams;
+use crate::retrieval::Retriever;
+use crate::store::Store;
+use metrics::{Qrels, contains_gold, percentile, wilson_interval};
+
+/// Chunks retrieved per query before collapsing them to documents; enough that 10
+/// distinct documents remain when a long document contributes several chunks.
+const RETRIEVE_CHUNKS: usize = 30;
+
+pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let set = data::load_beir(&args.corpus)?;
+    let embedder = crate::commands::load_embedder(config)?;
+    let (store, bot) = scratch_bot(
+        config,
+        &args.corpus,
+        "beir",
+        set.documents(),
+        embedder.clone(),
+        args.json,
+    )
+    .await?;
+    let retriever = Arc::new(Retriever::new(store, embedder).with_mode(args.mode));
+    let mut queries: Vec<(String, String, Qrels)> = set
+        .queries
+        .iter()
+        .filter_map(|(id, text)| {
+            let qrels = set.qrels.get(id)?;
+            Some((id.clone(), text.clone(), qrels.clone()))
+        })
+        .collect();
+    queries.sort_by(|a, b| a.0.cmp(&b.0));
+    let queries = sample(queries, args.sample, args.seed);
+    anyhow::ensure!(!queries.is_empty(), "no query has relevance judgements");
+    let bar = progress(queries.len(), "queries", args.json);
+    let search_started = Instant::now();
+    let per_query = parallel_map(&queries, 2, &bar, |(_, text, qrels)| {
+        let hits = retriever.retrieve(&bot, text, RETRIEVE_CHUNKS)?;
+        let mut ranked: Vec<String> = Vec::new();
+        for hit in hits {
+            let id = data::document_id(&hit.chunk.url).to_string();
+            if !ranked.contains(&id) {
+                ranked.push(id);
+            }
+        }
+        ranked.truncate(10);
+        Ok([
+            metrics::recall_at(&ranked, qrels, 1),
+            metrics::recall_at(&ranked, qrels, 5),
+            metrics::recall_at(&ranked, qrels, 10),
+            metrics::reciprocal_rank_at(&ranked, qrels, 10),
+            metrics::ndcg_at(&ranked, qrels, 10),
+        ])
+    })?;
+    bar.finish_and_clear();
+    let n = per_query.len() as f64;
+    let mean = |i: usize| round4(per_query.iter().map(|m| m[i]).sum::<f64>() / n);
+    let out = json!({
+        "n_queries": per_query.len(),
+        "recall@1": mean(0),
+        "recall@5": mean(1),
+        "recall@10": mean(2),
+        "mrr@10": mean(3),
+        "ndcg@10": mean(4),
+        "seconds": round1(started.elapsed().as_secs_f64()),
+        "search_ms_per_query": round1(search_started.elapsed().as_secs_f64() * 1000.0 / n),
+        "mode": args.mode,
+        "documents": set.corpus.len(),
+    });
+    print_result(args.json, &out, || {
+        format!(
+            "{} queries ({:?}): recall@1 {} recall@5 {} recall@10 {} MRR@10 {} nDCG@10 {} in {}s",
+            out["n_queries"],
+            args.mode,
+            out["recall@1"],
+            out["recall@5"],
+            out["recall@10"],
+            out["mrr@10"],
+            out["ndcg@10"],
+            out["seconds"]
+        )
+    });
+    Ok(())
+}
+
+pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let set = data::load_squad(&args.squad)?;
+    let embedder = crate::commands::load_embedder(config)?;
+    let (store, bot) = scratch_bot(
+        config,
+        &args.squad,
+        "squad",
+        set.documents(),
+        embedder.clone(),
+        args.json,
+    )
+    .await?;
+    let retriever = Retriever::new(store, embedder);
+    let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
+    let options = ask_options(config);
+    // Stratified: half answerable, half not (as far as each side has questions).
+    let (answerable, unanswerable): (Vec<_>, Vec<_>) =
+        set.questions.iter().cloned().partition(|q| !q.impossible);
+    let half = args.sample.map(|n| n.div_ceil(2));
+    let mut questions = sample(answerable, half, args.seed);
+    questions.extend(sample(unanswerable, args.sample.map(|n| n / 2), args.seed));
+    let bar = progress(questions.len(), "questions", args.json);
+    let results = parallel_map(&questions, args.concurrency.max(1), &bar, |q| {
+        let asked = Instant::now();
+        let answer = chat::answer(
+            &retriever,
+            &generator,
+            &bot,
+            &q.question,
+            &options,
+            &mut |_| true,
+        )?;
+        let latency_ms = asked.elapsed().as_secs_f64() * 1000.0;
+        let correct = !q.impossible
+            && answer.answered
+            && contains_gold(&answer.answer, &q.answers)
+            && metrics::word_count(&answer.answer) <= 60;
+        Ok(json!({
+            "id": q.id,
+            "question": q.question,
+            "impossible": q.impossible,
+            "gold": q.answers,
+            "answer": answer.answer,
+            "answered": answer.answered,
+            "correct": correct,
+            "top_score": answer.retrieved.first().map(|s| s.score),
+            "latency_ms": round1(latency_ms),
+        }))
+    })?;
+    bar.finish_and_clear();
+    write_details(args.details.as_deref(), &results)?;
+    let count = |f: &dyn Fn(&Value) -> bool| results.iter().filter(|r| f(r)).count();
+    let n_answerable = count(&|r| r["impossible"] == false);
+    let n_unanswerable = results.len() - n_answerable;
+    let correct = count(&|r| r["correct"] == true);
+    let declined = count(&|r| r["impossible"] == true && r["answered"] == false);
+    let wrongly_declined = count(&|r| r["impossible"] == false && r["answered"] == false);
+    let latencies: Vec<f64> = results
+        .iter()
+        .filter_map(|r| r["latency_ms"].as_f64())
+        .collect();
+    let rate = |k: usize, n: usize| {
+        if n == 0 {
+            0.0
+        } else {
+            round4(k as f64 / n as f64)
+        }
+    };
+    let interval = |k: usize, n: usize| {
+        let (low, high) = wilson_interval(k, n);
+        json!([round4(low), round4(high)])
+    };
+    let out = json!({
+        "answerable": {
+            "n": n_answerable,
+            "accuracy": rate(correct, n_answerable),
+            "ci95": interval(correct, n_answerable),
+            "declined": rate(wrongly_declined, n_answerable),
+        },
+        "unanswerable": {
+            "n": n_unanswerable,
+            "declined": rate(declined, n_unanswerable),
+            "ci95": interval(declined, n_unanswerable),
+        },
+        "latency_ms": {"p50": round1(percentile(&latencies, 0.5)), "p95": round1(percentile(&latencies, 0.95))},
+        "seconds": round1(started.elapsed().as_secs_f64()),
+        "model": config.model_path.file_name().map(|n| n.to_string_lossy().into_owned()),
+    });
+    print_result(args.json, &out, || {
+        format!(
+            "answerable: {}/{} correct ({:.1}%, 95% CI {}); unanswerable: {}/{} declined ({:.1}%, 95% CI {}); latency p50 {} ms, p95 {} ms",
+            correct,
+            n_answerable,
+            100.0 * rate(correct, n_answerable),
+            out["answerable"]["ci95"],
+            declined,
+            n_unanswerable,
+            100.0 * rate(declined, n_unanswerable),
+            out["unanswerable"]["ci95"],
+            out["latency_ms"]["p50"],
+            out["latency_ms"]["p95"]
+        )
+    });
+    Ok(())
+}
+
+pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let set = data::load_beir(&args.corpus)?;
+    let answers = data::load_conflict_answers(&args.answers)?;
+    let embedder = crate::commands::load_embedder(config)?;
+    let (store, bot) = scratch_bot(
+        config,
+        &args.corpus,
+        "beir",
+        set.documents(),
+        embedder.clone(),
+        args.json,
+    )
+    .await?;
+    let retriever = Retriever::new(store, embedder);
+    let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
+    let options = ask_options(config);
+    let mut questions: Vec<(String, String, data::ConflictAnswer)> = set
+        .queries
+        .iter()
+        .filter_map(|(id, text)| Some((id.clone(), text.clone(), answers.get(id)?.clone())))
+        .collect();
+    questions.sort_by(|a, b| a.0.cmp(&b.0));
+    let questions = sample(questions, args.sample, args.seed);
+    let bar = progress(questions.len(), "questions", args.json);
+    let results = parallel_map(
+        &questions,
+        args.concurrency.max(1),
+        &bar,
+        |(id, text, gold)| {
+            let answer = chat::answer(&retriever, &generator, &bot, text, &options, &mut |_| true)?;
+            let in_context = contains_gold(&answer.answer, std::slice::from_ref(&gold.in_context));
+            let real_world = contains_gold(&answer.answer, std::slice::from_ref(&gold.real_world));
+            Ok(json!({
+                "id": id, "question": text, "answer": answer.answer, "answered": answer.answered,
+                "answer_in_context": gold.in_context, "real_world_answer": gold.real_world,
+                "follows_context": in_context, "follows_memory": real_world && !in_context,
+            }))
+        },
+    )?;
+    bar.finish_and_clear();
+    write_details(args.details.as_deref(), &results)?;
+    let n = results.len();
+    let count = |key: &str| results.iter().filter(|r| r[key] == true).count();
+    let (context, memory, answered) = (
+        count("follows_context"),
+        count("follows_memory"),
+        count("answered"),
+    );
+    let rate = |k: usize| {
+        if n == 0 {
+            0.0
+        } else {
+            round4(k as f64 / n as f64)
+        }
+    };
+    let (low, high) = wilson_interval(context, n);
+    let out = json!({
+        "n": n,
+        "answer_in_context": rate(context),
+        "ci95": [round4(low), round4(high)],
+        "real_world_answer": rate(memory),
+        "answered": rate(answered),
+        "seconds": round1(started.elapsed().as_secs_f64()),
+    });
+    print_result(args.json, &out, || {
+        format!(
+            "{n} questions: the answer follows the passage in {context} ({:.1}%), the model's memory in {memory} ({:.1}%); {answered} answered",
+            100.0 * rate(context),
+            100.0 * rate(memory)
+        )
+    });
+    Ok(())
+}
+
+/// One golden question of an operator's file.
+#[derive(Debug, Clone, Deserialize)]
+struct Golden {
+    question: String,
+    #[serde(default)]
+    expected_answer_keywords: Vec<String>,
+    source_url: Option<String>,
+}
+
+/// Exits non-zero (through the error) when the share passed is under `--min-score`.
+pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<bool> {
+    let text = std::fs::read_to_string(&args.file)
+        .with_context(|| format!("failed to read {}", args.file.display()))?;
+    let golden: Vec<Golden> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a list of {{\"question\", \"expected_answer_keywords\", \"source_url\"?}}",
+            args.file.display()
+        )
+    })?;
+    anyhow::ensure!(
+        !golden.is_empty(),
+        "{} has no questions",
+        args.file.display()
+    );
+    let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
+    let store = Store::open(&config.data_dir)?;
+    let settings = store.get_bot(&bot)?.settings;
+    let retriever = Retriever::new(store, crate::commands::load_embedder(config)?);
+    let generator = crate::commands::load_generator(config, 1)?;
+    let mut options = ask_options(config);
+    options.top_k = settings.top_k.unwrap_or(options.top_k);
+    options.min_score = settings.min_score.unwrap_or(options.min_score);
+    options.system_extra = settings.system_prompt;
+    let mut results = Vec::new();
+    for (i, case) in golden.iter().enumerate() {
+        let answer = chat::answer(
+            &retriever,
+            &generator,
+            &bot,
+            &case.question,
+            &options,
+            &mut |_| true,
+        )?;
+        let lower = answer.answer.to_lowercase();
+        let (passed, why) = if case.expected_answer_keywords.is_empty() {
+            (
+                !answer.answered,
+                if answer.answered {
+                    "answered a question it should decline"
+                } else {
+                    "declined"
+                },
+            )
+        } else if !answer.answered {
+            (false, "declined")
+        } else if let Some(missing) = case
+            .expected_answer_keywords
+            .iter()
+            .find(|k| !lower.contains(&k.to_lowercase()))
+        {
+            (
+                false,
+                if missing.is_empty() {
+                    "empty keyword"
+                } else {
+                    "missing a keyword"
+                },
+            )
+        } else if let Some(url) = &case.source_url
+            && !answer.sources.iter().any(|s| s.url == *url)
+        {
+            (false, "did not cite the expected page")
+        } else {
+            (true, "ok")
+        };
+        if !args.json {
+            println!(
+                "{} {:>3}. {}\n      {}: {}",
+                if passed { "PASS" } else { "FAIL" },
+                i + 1,
+                case.question,
+                why,
+                answer.answer.replace('\n', " ")
+            );
+        }
+        results.push(json!({
+            "question": case.question, "passed": passed, "reason": why,
+            "answer": answer.answer, "answered": answer.answered,
+            "sources": answer.sources.iter().map(|s| &s.url).collect::<Vec<_>>(),
+        }));
+    }
+    let passed = results.iter().filter(|r| r["passed"] == true).count();
+    let score = passed as f64 / results.len() as f64;
+    let ok = args.min_score.is_none_or(|min| score >= min);
+    if args.json {
+        println!(
+            "{}",
+            json!({"passed": passed, "total": results.len(), "score": round4(score), "results": results})
+        );
+    } else {
+        println!("\n{passed}/{} passed (score {:.3})", results.len(), score);
+    }
+    Ok(ok)
+}
+
+fn ask_options(config: &Config) -> AskOptions {
+    AskOptions {
+        top_k: config.top_k.max(1),
+        min_score: config.min_score,
+        generation: GenParams {
+            max_tokens: config.max_tokens.max(1),
+            temperature: config.temperature,
+            ..GenParams::default()
+        },
+        system_extra: None,
+    }
+}
+
+/// Opens the scratch database for a data set (under `DATA_DIR/eval/`) and ingests its
+/// documents as bot `eval` through the normal pipeline; unchanged documents from an
+/// earlier run are not embedded again.
+async fn scratch_bot(
+    config: &Config,
+    source: &Path,
+    kind: &str,
+    documents: Vec<Document>,
+    embedder: Arc<dyn Embedder>,
+    quiet: bool,
+) -> anyhow::Result<(Store, BotId)> {
+    use sha2::{Digest, Sha256};
+    let canonical = source
+        .canonicalize()
+        .with_context(|| format!("cannot find {}", source.display()))?;
+    let digest = hex::encode(&Sha256::digest(canonical.to_string_lossy().as_bytes())[..6]);
+    let dir: PathBuf = config
+        .data_dir
+        .join("eval")
+        .join(format!("{kind}-{digest}"));
+    let store = Store::open(&dir)?;
+    let bot = BotId::parse("eval").map_err(anyhow::Error::msg)?;
+    let bar = if quiet || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("indexing {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar
+    };
+    let request = IngestRequest {
+        bot: bot.clone(),
+        name: Some(format!("eval: {}", source.display())),
+        source: Source::Documents {
+            name: canonical.display().to_string(),
+            documents: Arc::new(documents),
+        },
+        crawl: CrawlOptions {
+            max_pages: usize::MAX,
+            ..CrawlOptions::default()
+        },
+        chunk: ChunkSpec::default(),
+        test: false,
+    };
+    let summary = ingest::run(&store, embedder, request, &bar).await?;
+    bar.finish_and_clear();
+    if !quiet {
+        eprintln!(
+            "indexed {} documents into {} ({} embedded now, {} unchanged)",
+            summary.pages_indexed + summary.pages_unchanged,
+            dir.display(),
+            summary.pages_indexed,
+            summary.pages_unchanged
+        );
+    }
+    Ok((store, bot))
+}
+
+/// `n` items chosen by a seeded shuffle (all of them, in order, without `n`).
+fn sample<T>(mut items: Vec<T>, n: Option<usize>, seed: u64) -> Vec<T> {
+    let Some(n) = n else {
+        return items;
+    };
+    let mut rng = fastrand::Rng::with_seed(seed);
+    rng.shuffle(&mut items);
+    items.truncate(n);
+    items
+}
+
+/// Runs `f` over `items` on `threads` threads, in order of the items.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    bar: &ProgressBar,
+    f: impl Fn(&T) -> anyhow::Result<R> + Sync,
+) -> anyhow::Result<Vec<R>> {
+    let next = AtomicUsize::new(0);
+    let results: Vec<std::sync::Mutex<Option<anyhow::Result<R>>>> =
+        items.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..threads.max(1) {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items.len() {
+                        return;
+                    }
+                    let result = f(&items[i]);
+                    let failed = result.is_err();
+                    *results[i].lock().expect("result lock") = Some(result);
+                    bar.inc(1);
+                    if failed {
+                        // Stop handing out work; the first error is reported.
+                        next.store(items.len(), Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    results
+        .into_iter()
+        .filter_map(|slot| slot.into_inner().expect("result lock"))
+        .collect()
+}
+
+fn progress(n: usize, what: &str, quiet: bool) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what} {{elapsed:>4}} [{{bar:30}}] {{pos}}/{{len}} eta {{eta}}"
+        ))
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+fn write_details(path: Option<&Path>, results: &[Value]) -> anyhow::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let lines: String = results.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, lines).with_context(|| format!("failed to write {}", path.display()))
+}
+
+fn print_result(json: bool, value: &Value, text: impl FnOnce() -> String) {
+    if json {
+        println!("{value}");
+    } else {
+        println!("{}", text());
+    }
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}
