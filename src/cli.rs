@@ -131,6 +131,10 @@ pub struct AskArgs {
     /// Most tokens to generate [default: 400]
     #[arg(long)]
     pub max_tokens: Option<usize>,
+    /// Decline unless the model gives at least this probability that the sources answer
+    /// the question (0: no check)
+    #[arg(long)]
+    pub answerable_threshold: Option<f32>,
     /// Sampling temperature; 0 is greedy [default: 0]
     #[arg(long)]
     pub temperature: Option<f32>,
@@ -318,6 +322,9 @@ pub struct EvalQaArgs {
     /// Questions answered at once (each a parallel sequence of the model)
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
+    /// Override the configured answerability threshold (0: no check before answering)
+    #[arg(long)]
+    pub answerable_threshold: Option<f32>,
     /// Write every question, answer and verdict to this JSON-lines file
     #[arg(long)]
     pub details: Option<PathBuf>,

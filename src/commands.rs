@@ -110,6 +110,9 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
             ..GenParams::default()
         },
         system_extra: settings.system_prompt,
+        answerable_threshold: args
+            .answerable_threshold
+            .unwrap_or(config.answerable_threshold),
     };
     let mut stdout = std::io::stdout().lock();
     let stream = !args.json;
@@ -371,16 +374,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
     let listener = std::net::TcpListener::bind(&args.bind)
         .with_context(|| format!("failed to listen on {}", args.bind))?;
     let address = listener.local_addr()?;
-    let options = AskOptions {
-        top_k: config.top_k.max(1),
-        min_score: config.min_score,
-        generation: GenParams {
-            max_tokens: config.max_tokens.max(1),
-            temperature: config.temperature,
-            ..GenParams::default()
-        },
-        system_extra: None,
-    };
+    let options = config.ask_options();
     let limits = Limits {
         max_body_bytes: args.max_body_bytes.max(1024),
         max_message_chars: args.max_message_chars.max(1),

@@ -22,6 +22,8 @@ pub struct Config {
     pub parallel: usize,
     pub top_k: usize,
     pub min_score: f32,
+    /// Probability of "the sources answer this" below which docent declines unasked.
+    pub answerable_threshold: f32,
     pub max_tokens: usize,
     pub temperature: f32,
     /// API crawls may reach private addresses (`allow_private_targets` in the file).
@@ -49,6 +51,7 @@ struct FileConfig {
 struct FileRetrieval {
     top_k: Option<usize>,
     min_score: Option<f32>,
+    answerable_threshold: Option<f32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -97,6 +100,10 @@ impl Config {
             parallel: args.parallel.or(file.parallel).unwrap_or(4),
             top_k: file.retrieval.top_k.unwrap_or(5),
             min_score: file.retrieval.min_score.unwrap_or(0.3),
+            answerable_threshold: file
+                .retrieval
+                .answerable_threshold
+                .unwrap_or(crate::chat::DEFAULT_ANSWERABLE_THRESHOLD),
             max_tokens: file.generation.max_tokens.unwrap_or(400),
             temperature: file.generation.temperature.unwrap_or(0.0),
             allow_private_targets: file.allow_private_targets.unwrap_or(false),
@@ -108,6 +115,21 @@ impl Config {
             bail!("parallel must be between 1 and 64");
         }
         Ok(config)
+    }
+
+    /// The server-wide answering options (bots may override retrieval settings).
+    pub fn ask_options(&self) -> crate::chat::AskOptions {
+        crate::chat::AskOptions {
+            top_k: self.top_k.max(1),
+            min_score: self.min_score,
+            generation: crate::llm::GenParams {
+                max_tokens: self.max_tokens.max(1),
+                temperature: self.temperature,
+                ..crate::llm::GenParams::default()
+            },
+            system_extra: None,
+            answerable_threshold: self.answerable_threshold,
+        }
     }
 
     pub fn embedder_dir(&self) -> PathBuf {

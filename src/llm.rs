@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -87,6 +87,11 @@ pub trait Generator: Send + Sync {
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> anyhow::Result<GenStats>;
 
+    /// How likely the reply to `messages` starts with each of `labels` (single words such as
+    /// `yes` and `no`; capitalised variants count with them), renormalised over the labels
+    /// so the result sums to 1. Reads one next-token distribution; generates nothing.
+    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>>;
+
     /// Tokens `text` takes in the model's vocabulary, for fitting prompts into the context.
     fn count_tokens(&self, text: &str) -> anyhow::Result<usize>;
 
@@ -110,10 +115,16 @@ pub struct LlamaConfig {
 /// generating advance a token per chunk instead of waiting for the whole prompt.
 const STEP_TOKENS: usize = 512;
 
+/// A free sequence takes another's cached prefix when it is at least this much longer
+/// than its own.
+const MIN_COPY_TOKENS: usize = 32;
+
 enum Job {
     Generate {
         messages: Vec<ChatMessage>,
         params: GenParams,
+        /// Classify instead of generating: the labels whose probabilities to report.
+        labels: Option<Vec<String>>,
         events: Sender<Event>,
         cancelled: Arc<AtomicBool>,
     },
@@ -128,6 +139,8 @@ enum Job {
 
 enum Event {
     Token(String),
+    /// A classification's label probabilities (sent before `Done`).
+    Scores(Vec<f32>),
     Done(GenStats),
     Failed(String),
 }
@@ -137,6 +150,18 @@ pub struct LlamaGenerator {
     jobs: mpsc::Sender<Job>,
     context_size: usize,
     parallel: usize,
+    counters: Arc<CacheCounters>,
+}
+
+/// How much prompt reading the caches saved, since the generator started.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Prompt tokens decoded.
+    pub decoded: AtomicU64,
+    /// Prompt tokens found in a sequence's cache instead.
+    pub reused: AtomicU64,
+    /// Cached prefixes copied from one sequence to another.
+    pub copies: AtomicU64,
 }
 
 /// llama.cpp's backend may be initialised once per process.
@@ -172,15 +197,18 @@ impl LlamaGenerator {
         let (ready_tx, ready_rx) = mpsc::sync_channel::<Result<(), String>>(1);
         let context_size = config.context_size as usize;
         let parallel = config.parallel.max(1);
+        let counters = Arc::new(CacheCounters::default());
+        let shared = counters.clone();
         std::thread::Builder::new()
             .name("llama".into())
-            .spawn(move || worker(config, job_rx, ready_tx))
+            .spawn(move || worker(config, job_rx, ready_tx, shared))
             .context("failed to spawn the llama thread")?;
         match ready_rx.recv() {
             Ok(Ok(())) => Ok(LlamaGenerator {
                 jobs,
                 context_size,
                 parallel,
+                counters,
             }),
             Ok(Err(e)) => Err(anyhow!(e)),
             Err(_) => bail!("the llama thread exited while loading the model"),
@@ -190,6 +218,11 @@ impl LlamaGenerator {
     /// How many sequences decode together.
     pub fn parallel(&self) -> usize {
         self.parallel
+    }
+
+    /// What the prompt caches saved so far.
+    pub fn cache_counters(&self) -> &CacheCounters {
+        &self.counters
     }
 
     /// Drops what the idle sequences hold from earlier prompts, so the next prompts are
@@ -218,12 +251,35 @@ impl Generator for LlamaGenerator {
             .send(Job::Generate {
                 messages: messages.to_vec(),
                 params: params.clone(),
+                labels: None,
                 events,
                 cancelled: cancelled.clone(),
             })
             .map_err(|_| anyhow!("the llama thread has stopped"))?;
         let _cancel = CancelOnDrop(cancelled);
         drain(event_rx, on_token)
+    }
+
+    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+        anyhow::ensure!(!labels.is_empty(), "no labels to classify with");
+        let (events, event_rx) = mpsc::channel();
+        self.jobs
+            .send(Job::Generate {
+                messages: messages.to_vec(),
+                params: GenParams::default(),
+                labels: Some(labels.iter().map(|l| l.to_string()).collect()),
+                events,
+                cancelled: Arc::new(AtomicBool::new(false)),
+            })
+            .map_err(|_| anyhow!("the llama thread has stopped"))?;
+        for event in event_rx.iter() {
+            match event {
+                Event::Scores(scores) => return Ok(scores),
+                Event::Failed(e) => bail!("classification failed: {e}"),
+                Event::Token(_) | Event::Done(_) => {}
+            }
+        }
+        bail!("the llama thread stopped mid-classification")
     }
 
     fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
@@ -273,6 +329,7 @@ fn drain(
             }
             Event::Done(stats) => return Ok(stats),
             Event::Failed(e) => bail!("generation failed: {e}"),
+            Event::Scores(_) => {}
         }
     }
     bail!("the llama thread stopped mid-generation")
@@ -282,6 +339,8 @@ fn drain(
 struct Pending {
     prompt: Vec<LlamaToken>,
     params: GenParams,
+    /// For a classification: per label, the tokens that start it (its case variants).
+    labels: Option<Vec<Vec<LlamaToken>>>,
     events: Sender<Event>,
     cancelled: Arc<AtomicBool>,
     accepted: Instant,
@@ -317,7 +376,12 @@ struct Run {
     pending: Vec<u8>,
 }
 
-fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(), String>>) {
+fn worker(
+    config: LlamaConfig,
+    jobs: Receiver<Job>,
+    ready: SyncSender<Result<(), String>>,
+    counters: Arc<CacheCounters>,
+) {
     let model = match load_model(&config.model_path) {
         Ok(model) => model,
         Err(e) => {
@@ -374,6 +438,7 @@ fn worker(config: LlamaConfig, jobs: Receiver<Job>, ready: SyncSender<Result<(),
         queue: VecDeque::new(),
         batch: LlamaBatch::new(STEP_TOKENS, 1),
         clock: 0,
+        counters,
     };
     loop {
         // Wait for work when there is none; otherwise take what arrived and step.
@@ -400,6 +465,7 @@ struct Actor<'m> {
     queue: VecDeque<Pending>,
     batch: LlamaBatch<'static>,
     clock: u64,
+    counters: Arc<CacheCounters>,
 }
 
 type LlamaCtx<'m> = llama_cpp_2::context::LlamaContext<'m>;
@@ -428,12 +494,14 @@ impl Actor<'_> {
             Job::Generate {
                 messages,
                 params,
+                labels,
                 events,
                 cancelled,
             } => match self.tokenize_chat(&messages) {
                 Ok(prompt) if prompt.len() < self.context_size => self.queue.push_back(Pending {
                     prompt,
                     params,
+                    labels: labels.map(|labels| self.label_tokens(&labels)),
                     events,
                     cancelled,
                     accepted: Instant::now(),
@@ -450,6 +518,31 @@ impl Actor<'_> {
                 }
             },
         }
+    }
+
+    /// The first token of each label and of its capitalised form.
+    fn label_tokens(&self, labels: &[String]) -> Vec<Vec<LlamaToken>> {
+        labels
+            .iter()
+            .map(|label| {
+                let mut capital = label.clone();
+                if let Some(first) = capital.get_mut(0..1) {
+                    first.make_ascii_uppercase();
+                }
+                let mut tokens: Vec<LlamaToken> = [label.as_str(), capital.as_str()]
+                    .iter()
+                    .filter_map(|v| {
+                        self.model
+                            .vocab()
+                            .tokenize(v.as_bytes(), false, false)
+                            .first()
+                            .copied()
+                    })
+                    .collect();
+                tokens.dedup();
+                tokens
+            })
+            .collect()
     }
 
     fn tokenize_chat(&self, messages: &[ChatMessage]) -> anyhow::Result<Vec<LlamaToken>> {
@@ -492,6 +585,27 @@ impl Actor<'_> {
                 self.queue.push_front(job);
                 return;
             };
+            // Another sequence (busy or not) may hold more of this prompt, typically the
+            // shared rules when this one is cold: copying its cache costs a buffer copy,
+            // reading the tokens again costs a forward pass each.
+            let own = common_prefix(&self.slots[index].cached, &job.prompt);
+            let donor = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != index)
+                .map(|(i, s)| (i, common_prefix(&s.cached, &job.prompt)))
+                .max_by_key(|&(_, n)| n);
+            if let Some((donor, n)) = donor
+                && n >= own + MIN_COPY_TOKENS
+            {
+                let (from, to) = (self.slots[donor].seq, self.slots[index].seq);
+                if ctx.copy_kv_cache_seq(from, to, None, None).is_ok() {
+                    tracing::debug!(from, to, tokens = n, "copied a cached prefix");
+                    self.counters.copies.fetch_add(1, Ordering::Relaxed);
+                    self.slots[index].cached = self.slots[donor].cached.clone();
+                }
+            }
             let slot = &mut self.slots[index];
             // Always decode the prompt's last token: its logits pick the first reply token.
             let reused = common_prefix(&slot.cached, &job.prompt).min(job.prompt.len() - 1);
@@ -504,6 +618,12 @@ impl Actor<'_> {
             }
             let reused = reused.min(slot.cached.len());
             slot.cached.truncate(reused);
+            self.counters
+                .reused
+                .fetch_add(reused as u64, Ordering::Relaxed);
+            self.counters
+                .decoded
+                .fetch_add((job.prompt.len() - reused) as u64, Ordering::Relaxed);
             tracing::debug!(
                 seq = slot.seq,
                 reused,
@@ -625,6 +745,12 @@ impl Actor<'_> {
                 }
             }
             let Some(at) = run.logits_at else { continue };
+            if let Some(labels) = &run.job.labels {
+                let scores = label_probabilities(ctx.get_logits_ith(at), labels);
+                let _ = run.job.events.send(Event::Scores(scores));
+                finish(slot, Finish::Stop, clock);
+                continue;
+            }
             // `sample` applies the chain and accepts the token (llama_sampler_sample).
             let token = run.sampler.sample(ctx, at);
             if vocab.is_eog(token) {
@@ -678,6 +804,31 @@ fn forget(ctx: &mut LlamaCtx<'_>, slot: &mut Slot) {
     ) {
         tracing::warn!(seq = slot.seq, "could not clear a sequence's cache");
     }
+}
+
+/// Each label's share of the next-token probability (its tokens' softmax mass), renormalised
+/// over the labels.
+fn label_probabilities(logits: &[f32], labels: &[Vec<LlamaToken>]) -> Vec<f32> {
+    let logit = |t: &LlamaToken| {
+        logits
+            .get(t.0 as usize)
+            .copied()
+            .unwrap_or(f32::NEG_INFINITY)
+    };
+    let max = labels
+        .iter()
+        .flatten()
+        .map(logit)
+        .fold(f32::NEG_INFINITY, f32::max);
+    let mass: Vec<f32> = labels
+        .iter()
+        .map(|tokens| tokens.iter().map(|t| (logit(t) - max).exp()).sum())
+        .collect();
+    let total: f32 = mass.iter().sum();
+    if !(total > 0.0) {
+        return vec![1.0 / labels.len() as f32; labels.len()];
+    }
+    mass.into_iter().map(|m| m / total).collect()
 }
 
 fn common_prefix(a: &[LlamaToken], b: &[LlamaToken]) -> usize {
@@ -765,6 +916,16 @@ impl Generator for FakeGenerator {
             total_ms: 0.0,
             finish,
         })
+    }
+
+    /// The first label when the prompt holds a numbered source, else the last.
+    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+        anyhow::ensure!(!labels.is_empty(), "no labels to classify with");
+        let has_sources = messages.iter().any(|m| m.content.contains("\n[1] "));
+        let pick = if has_sources { 0 } else { labels.len() - 1 };
+        Ok((0..labels.len())
+            .map(|i| if i == pick { 1.0 } else { 0.0 })
+            .collect())
     }
 
     fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {

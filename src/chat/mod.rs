@@ -24,6 +24,9 @@ pub struct AskOptions {
     pub generation: GenParams,
     /// The bot's operator instructions, added to the system prompt.
     pub system_extra: Option<String>,
+    /// Before answering, the model is asked whether the sources answer the question; below
+    /// this probability of "yes" docent declines without generating (0 turns the check off).
+    pub answerable_threshold: f32,
 }
 
 impl Default for AskOptions {
@@ -33,9 +36,13 @@ impl Default for AskOptions {
             min_score: 0.3,
             generation: GenParams::default(),
             system_extra: None,
+            answerable_threshold: DEFAULT_ANSWERABLE_THRESHOLD,
         }
     }
 }
+
+/// The default `answerable_threshold`.
+pub const DEFAULT_ANSWERABLE_THRESHOLD: f32 = 0.0;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SourceRef {
@@ -65,6 +72,10 @@ pub struct Answer {
     /// Every passage that cleared the threshold and went into the prompt, numbered as the
     /// model saw them (the cited `sources` are a subset).
     pub retrieved: Vec<SourceRef>,
+    /// The model's probability that the sources answer the question (the check before
+    /// answering), when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answerable: Option<f32>,
     #[serde(skip)]
     pub finish: Option<Finish>,
 }
@@ -118,9 +129,9 @@ pub fn answer_turn(
         .collect();
     let retrieve_ms = ms(started);
     on_retrieved(&source_refs(&evidence));
-    if evidence.is_empty() {
+    let mut decline = |retrieved: Vec<SourceRef>, answerable: Option<f32>| {
         on_token(NOT_IN_SOURCES);
-        return Ok(Answer {
+        Answer {
             answer: NOT_IN_SOURCES.to_string(),
             answered: false,
             sources: Vec::new(),
@@ -130,12 +141,30 @@ pub fn answer_turn(
                 total_ms: ms(started),
                 ..Timings::default()
             },
-            retrieved: Vec::new(),
+            retrieved,
+            answerable,
             finish: None,
-        });
+        }
+    };
+    if evidence.is_empty() {
+        return Ok(decline(Vec::new(), None));
     }
 
     let messages = fit_prompt(generator, history, question, &mut evidence, options)?;
+    // Ask first whether the sources answer the question at all. The check shares the
+    // answer prompt's system message (rules and sources), so the sequence that reads it
+    // keeps those tokens for the answer, and a "no" costs no generation.
+    let answerable = if options.answerable_threshold > 0.0 {
+        let check = prompt::answerability_check(&messages);
+        let p = generator.classify(&check, &["yes", "no"])?[0];
+        tracing::debug!(answerable = p, "answerability check");
+        Some(p)
+    } else {
+        None
+    };
+    if answerable.is_some_and(|p| p < options.answerable_threshold) {
+        return Ok(decline(source_refs(&evidence), answerable));
+    }
     let mut filter = grounding::CitationFilter::new(evidence.len());
     let mut text = String::new();
     let mut first_token_ms = None;
@@ -194,6 +223,7 @@ pub fn answer_turn(
             completion_tokens: stats.completion_tokens,
         },
         retrieved,
+        answerable,
         finish: Some(stats.finish),
     })
 }

@@ -56,6 +56,19 @@ pub fn render_with(
     ]
 }
 
+/// The question put before answering: the answer prompt's messages, with the last user
+/// message asking whether the sources state the answer (a yes/no question).
+pub fn answerability_check(messages: &[ChatMessage]) -> Vec<ChatMessage> {
+    let mut check = messages.to_vec();
+    if let Some(last) = check.last_mut() {
+        last.content = format!(
+            "Question: {}\n\nDo the sources above state the answer to this question? Reply with only yes or no.",
+            last.content.trim()
+        );
+    }
+    check
+}
+
 /// The source numbers an answer cites, in order of first citation, each once. Accepts
 /// `[1]`, `[1][2]`, `[1, 2]` and `[1-2]`; brackets that are not citations (`vec![1]`,
 /// numbers outside `1..=n_sources`) are ignored.

@@ -25,13 +25,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::chat::{self, AskOptions};
+use crate::chat;
 use crate::cli::{EvalConflictsArgs, EvalQaArgs, EvalQuestionsArgs, EvalRetrievalArgs};
 use crate::config::Config;
 use crate::domain::BotId;
 use crate::embed::Embedder;
 use crate::ingest::{self, Document, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
-use crate::llm::GenParams;
 use crate::retrieval::Retriever;
 use crate::store::Store;
 use metrics::{Qrels, contains_gold, percentile, wilson_interval};
@@ -131,7 +130,10 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
     .await?;
     let retriever = Retriever::new(store, embedder);
     let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
-    let options = ask_options(config);
+    let mut options = config.ask_options();
+    if let Some(threshold) = args.answerable_threshold {
+        options.answerable_threshold = threshold;
+    }
     // Stratified: half answerable, half not (as far as each side has questions).
     let (answerable, unanswerable): (Vec<_>, Vec<_>) =
         set.questions.iter().cloned().partition(|q| !q.impossible);
@@ -163,6 +165,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
             "answered": answer.answered,
             "correct": correct,
             "top_score": answer.retrieved.first().map(|s| s.score),
+            "answerable": answer.answerable,
             "latency_ms": round1(latency_ms),
         }))
     })?;
@@ -239,7 +242,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
     .await?;
     let retriever = Retriever::new(store, embedder);
     let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
-    let options = ask_options(config);
+    let options = config.ask_options();
     let mut questions: Vec<(String, String, data::ConflictAnswer)> = set
         .queries
         .iter()
@@ -327,7 +330,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     let settings = store.get_bot(&bot)?.settings;
     let retriever = Retriever::new(store, crate::commands::load_embedder(config)?);
     let generator = crate::commands::load_generator(config, 1)?;
-    let mut options = ask_options(config);
+    let mut options = config.ask_options();
     options.top_k = settings.top_k.unwrap_or(options.top_k);
     options.min_score = settings.min_score.unwrap_or(options.min_score);
     options.system_extra = settings.system_prompt;
@@ -401,19 +404,6 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
         println!("\n{passed}/{} passed (score {:.3})", results.len(), score);
     }
     Ok(ok)
-}
-
-fn ask_options(config: &Config) -> AskOptions {
-    AskOptions {
-        top_k: config.top_k.max(1),
-        min_score: config.min_score,
-        generation: GenParams {
-            max_tokens: config.max_tokens.max(1),
-            temperature: config.temperature,
-            ..GenParams::default()
-        },
-        system_extra: None,
-    }
 }
 
 /// Opens the scratch database for a data set (under `DATA_DIR/eval/`) and ingests its

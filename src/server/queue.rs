@@ -169,6 +169,11 @@ impl Generator for Queued<'_> {
         self.inner.generate(messages, params, on_token)
     }
 
+    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+        let _turn = self.queue.acquire(self.caller, self.cancelled)?;
+        self.inner.classify(messages, labels)
+    }
+
     fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
         self.inner.count_tokens(text)
     }

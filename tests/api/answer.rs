@@ -105,3 +105,77 @@ fn an_empty_question_is_an_error_not_a_panic() {
         .is_err()
     );
 }
+
+/// The fake generator, but its answerability check says what the test wants and it
+/// counts generations.
+struct Doubtful {
+    yes: f32,
+    generations: std::sync::atomic::AtomicUsize,
+}
+
+impl docent::llm::Generator for Doubtful {
+    fn generate(
+        &self,
+        messages: &[docent::llm::ChatMessage],
+        params: &docent::llm::GenParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> anyhow::Result<docent::llm::GenStats> {
+        self.generations
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        FakeGenerator.generate(messages, params, on_token)
+    }
+
+    fn classify(
+        &self,
+        messages: &[docent::llm::ChatMessage],
+        labels: &[&str],
+    ) -> anyhow::Result<Vec<f32>> {
+        assert_eq!(labels, ["yes", "no"]);
+        let check = &messages.last().unwrap().content;
+        assert!(check.contains("Which error code"), "{check}");
+        assert!(check.contains("yes or no"), "{check}");
+        Ok(vec![self.yes, 1.0 - self.yes])
+    }
+
+    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+        FakeGenerator.count_tokens(text)
+    }
+
+    fn context_size(&self) -> usize {
+        FakeGenerator.context_size()
+    }
+}
+
+#[tokio::test]
+async fn the_answerability_check_declines_before_generating_when_the_model_says_no() {
+    use std::sync::atomic::Ordering;
+    let (retriever, _data) = fake_bot().await;
+    let bot = BotId::parse("zephyr").unwrap();
+    let options = AskOptions {
+        min_score: 0.1,
+        answerable_threshold: 0.5,
+        ..AskOptions::default()
+    };
+    let question = "Which error code means the kettle needs descaling?";
+    let doubtful = Doubtful {
+        yes: 0.2,
+        generations: Default::default(),
+    };
+    let answer = chat::answer(&retriever, &doubtful, &bot, question, &options, &mut |_| {
+        true
+    })
+    .unwrap();
+    assert_eq!(answer.answer, NOT_IN_SOURCES);
+    assert!(!answer.answered);
+    assert_eq!(answer.answerable, Some(0.2));
+    assert!(!answer.retrieved.is_empty(), "the candidates stay visible");
+    assert_eq!(doubtful.generations.load(Ordering::SeqCst), 0);
+    // Above the threshold the question is answered as usual.
+    let sure = Doubtful {
+        yes: 0.9,
+        generations: Default::default(),
+    };
+    let answer = chat::answer(&retriever, &sure, &bot, question, &options, &mut |_| true).unwrap();
+    assert!(answer.answered, "{answer:?}");
+    assert_eq!(sure.generations.load(Ordering::SeqCst), 1);
+}

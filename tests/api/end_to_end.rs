@@ -155,3 +155,86 @@ fn kv_cache_reuse_answers_like_a_cold_decode() {
         "{cold:?}"
     );
 }
+
+#[test]
+fn the_small_model_rates_an_answerable_question_above_an_unanswerable_one() {
+    use docent::chat::prompt::{PromptSource, answerability_check, render};
+    use docent::llm::Generator;
+    let headings = vec!["Boiling times".to_string()];
+    let sources = [PromptSource {
+        title: "Zephyr Pro",
+        url: "https://help.example/specs.html",
+        heading_path: &headings,
+        text: "The Zephyr Pro boils 1.7 litres of water in four minutes. It has a 5-year warranty.",
+    }];
+    let g = generator();
+    let p_yes = |question: &str| {
+        let check = answerability_check(&render(question, &sources));
+        let scores = g.classify(&check, &["yes", "no"]).unwrap();
+        assert!((scores[0] + scores[1] - 1.0).abs() < 1e-4, "{scores:?}");
+        scores[0]
+    };
+    let answerable = p_yes("How long does the Zephyr Pro take to boil?");
+    let unanswerable = p_yes("Who won the football World Cup in 1998?");
+    assert!(
+        answerable > unanswerable,
+        "answerable {answerable}, unanswerable {unanswerable}"
+    );
+}
+
+#[test]
+fn a_cold_sequence_borrows_a_busy_ones_cache_and_answers_as_a_cold_decode_would() {
+    use docent::llm::{ChatMessage, GenParams, Generator, LlamaConfig, LlamaGenerator};
+    // Its own generator with two sequences, so which one holds what is known.
+    let g = LlamaGenerator::start(LlamaConfig {
+        model_path: docent::config::resolve_model(&crate::helpers::models_dir(), "small"),
+        threads: 2,
+        context_size: 2048,
+        parallel: 2,
+    })
+    .unwrap();
+    let system = ChatMessage::new(
+        "system",
+        "You answer briefly about kettles. The Zephyr Pro boils 1.7 litres in four minutes. \
+         The Zephyr 3000 has a 2-year warranty and the Zephyr Pro a 5-year warranty. \
+         Standard shipping takes 3 to 5 business days; express shipping costs $14.95.",
+    );
+    let ask = |question: &str, max_tokens: usize| {
+        let messages = vec![system.clone(), ChatMessage::new("user", question)];
+        let params = GenParams {
+            max_tokens,
+            temperature: 0.0,
+            seed: 1,
+        };
+        let mut text = String::new();
+        g.generate(&messages, &params, &mut |piece| {
+            text.push_str(piece);
+            true
+        })
+        .unwrap();
+        text
+    };
+    let question = "How long is the Zephyr Pro's warranty?";
+    let (_, borrowed) = std::thread::scope(|scope| {
+        // One sequence reads the system prompt and keeps generating...
+        let long = scope.spawn(|| ask("Describe the Zephyr Pro in detail.", 96));
+        std::thread::sleep(Duration::from_millis(1500));
+        // ...while the other, cold, gets a prompt with the same system prompt.
+        let short = scope.spawn(|| ask(question, 16));
+        (long.join().unwrap(), short.join().unwrap())
+    });
+    let copies = g
+        .cache_counters()
+        .copies
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(copies, 1, "the cold sequence took the busy one's prefix");
+    g.forget_cache().unwrap();
+    let cold = ask(question, 16);
+    assert!(!cold.trim().is_empty());
+    let n = 12.min(borrowed.len()).min(cold.len());
+    assert_eq!(
+        borrowed[..n],
+        cold[..n],
+        "borrowed {borrowed:?}, cold {cold:?}"
+    );
+}

@@ -63,6 +63,10 @@ impl Generator for SlowGenerator {
         Ok(stats)
     }
 
+    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+        self.inner.classify(messages, labels)
+    }
+
     fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
         self.inner.count_tokens(text)
     }
