@@ -825,7 +825,7 @@ fn label_probabilities(logits: &[f32], labels: &[Vec<LlamaToken>]) -> Vec<f32> {
         .map(|tokens| tokens.iter().map(|t| (logit(t) - max).exp()).sum())
         .collect();
     let total: f32 = mass.iter().sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return vec![1.0 / labels.len() as f32; labels.len()];
     }
     mass.into_iter().map(|m| m / total).collect()
