@@ -144,6 +144,9 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
             "sources": sources,
             "timings": answer.timings,
         });
+        if let Some(p) = answer.answerable {
+            out["answerable"] = json!(p);
+        }
         if args.explain {
             out["retrieved"] = serde_json::to_value(&answer.retrieved)?;
         }

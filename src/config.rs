@@ -100,10 +100,13 @@ impl Config {
             parallel: args.parallel.or(file.parallel).unwrap_or(4),
             top_k: file.retrieval.top_k.unwrap_or(5),
             min_score: file.retrieval.min_score.unwrap_or(0.3),
-            answerable_threshold: file
-                .retrieval
-                .answerable_threshold
-                .unwrap_or(crate::chat::DEFAULT_ANSWERABLE_THRESHOLD),
+            answerable_threshold: file.retrieval.answerable_threshold.unwrap_or(
+                if model == "default" {
+                    crate::chat::DEFAULT_MODEL_ANSWERABLE_THRESHOLD
+                } else {
+                    0.0
+                },
+            ),
             max_tokens: file.generation.max_tokens.unwrap_or(400),
             temperature: file.generation.temperature.unwrap_or(0.0),
             allow_private_targets: file.allow_private_targets.unwrap_or(false),
