@@ -8,13 +8,13 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
-use crate::chat::{self, AskOptions};
+use crate::chat;
 use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
 use crate::domain::BotId;
 use crate::embed::{Embedder, MiniLm};
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
-use crate::llm::{GenParams, LlamaConfig, LlamaGenerator};
+use crate::llm::{LlamaConfig, LlamaGenerator};
 use crate::retrieval::Retriever;
 use crate::store::Store;
 
@@ -98,22 +98,22 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let generator = load_generator(config, 1)?;
     // Flags win over the bot's own settings, which win over the config.
     let settings = retriever.store().get_bot(&bot)?.settings;
-    let options = AskOptions {
-        top_k: args.top_k.or(settings.top_k).unwrap_or(config.top_k).max(1),
-        min_score: args
-            .min_score
-            .or(settings.min_score)
-            .unwrap_or(config.min_score),
-        generation: GenParams {
-            max_tokens: args.max_tokens.unwrap_or(config.max_tokens).max(1),
-            temperature: args.temperature.unwrap_or(config.temperature),
-            ..GenParams::default()
-        },
-        system_extra: settings.system_prompt,
-        answerable_threshold: args
-            .answerable_threshold
-            .unwrap_or(config.answerable_threshold),
-    };
+    let mut options = config.ask_options().for_bot(&settings);
+    if let Some(top_k) = args.top_k {
+        options.top_k = top_k.max(1);
+    }
+    if let Some(min_score) = args.min_score {
+        options.min_score = min_score;
+    }
+    if let Some(max_tokens) = args.max_tokens {
+        options.generation.max_tokens = max_tokens.max(1);
+    }
+    if let Some(temperature) = args.temperature {
+        options.generation.temperature = temperature;
+    }
+    if let Some(threshold) = args.answerable_threshold {
+        options.answerable_threshold = threshold;
+    }
     let mut stdout = std::io::stdout().lock();
     let stream = !args.json;
     let answer = chat::answer(

@@ -41,6 +41,21 @@ impl Default for AskOptions {
     }
 }
 
+impl AskOptions {
+    /// These options refined by a bot's own settings (its `top_k`, `min_score` and system
+    /// prompt additions), as every path that answers for a bot applies them.
+    pub fn for_bot(mut self, settings: &crate::domain::BotSettings) -> AskOptions {
+        if let Some(top_k) = settings.top_k {
+            self.top_k = top_k.clamp(1, 50);
+        }
+        if let Some(min_score) = settings.min_score {
+            self.min_score = min_score;
+        }
+        self.system_extra = settings.system_prompt.clone();
+        self
+    }
+}
+
 /// The `answerable_threshold` for the default model (Qwen2.5-Coder 1.5B). The check's
 /// probability is the model's own and only means something calibrated against that model:
 /// the 0.5B model says "yes" to answerable fixture questions with 0.37 to 0.45, the 1.5B
@@ -351,4 +366,32 @@ fn snippet(text: &str) -> String {
 
 fn ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::BotSettings;
+
+    #[test]
+    fn a_bots_settings_refine_the_options_and_unset_ones_keep_them() {
+        let base = AskOptions {
+            answerable_threshold: 0.55,
+            ..AskOptions::default()
+        };
+        let kept = base.clone().for_bot(&BotSettings::default());
+        assert_eq!((kept.top_k, kept.min_score), (base.top_k, base.min_score));
+        assert_eq!(kept.system_extra, None);
+        let settings = BotSettings {
+            top_k: Some(80),
+            min_score: Some(0.6),
+            system_prompt: Some("Be brief.".into()),
+            ..BotSettings::default()
+        };
+        let refined = base.for_bot(&settings);
+        assert_eq!(refined.top_k, 50);
+        assert_eq!(refined.min_score, 0.6);
+        assert_eq!(refined.system_extra.as_deref(), Some("Be brief."));
+        assert_eq!(refined.answerable_threshold, 0.55);
+    }
 }

@@ -330,10 +330,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     let settings = store.get_bot(&bot)?.settings;
     let retriever = Retriever::new(store, crate::commands::load_embedder(config)?);
     let generator = crate::commands::load_generator(config, 1)?;
-    let mut options = config.ask_options();
-    options.top_k = settings.top_k.unwrap_or(options.top_k);
-    options.min_score = settings.min_score.unwrap_or(options.min_score);
-    options.system_extra = settings.system_prompt;
+    let options = config.ask_options().for_bot(&settings);
     let mut results = Vec::new();
     for (i, case) in golden.iter().enumerate() {
         let answer = chat::answer(

@@ -275,15 +275,7 @@ fn answer_and_store(
         "question"
     );
     // The bot's own settings refine the server's defaults.
-    let mut options = options.clone();
-    if let Some(top_k) = turn.settings.top_k {
-        options.top_k = top_k.clamp(1, 50);
-    }
-    if let Some(min_score) = turn.settings.min_score {
-        options.min_score = min_score;
-    }
-    options.system_extra = turn.settings.system_prompt.clone();
-    let options = &options;
+    let options = &options.clone().for_bot(&turn.settings);
     // First turns may come from the answer cache; everything else is answered afresh.
     let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
     let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));
