@@ -67,9 +67,28 @@ pub enum Command {
     /// Measure answer quality: retrieval metrics, QA accuracy, golden questions
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// A bot's conversations, answer rates, handoffs, leads and latency per day, and its
+    /// unanswered questions grouped by meaning
+    Analytics(AnalyticsArgs),
     /// Configuration helpers
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyticsArgs {
+    /// Bot id
+    #[arg(long)]
+    pub bot: String,
+    /// First day, YYYY-MM-DD (UTC) [default: 29 days before --to]
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Last day, YYYY-MM-DD (UTC) [default: today]
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Print the report as JSON (the API's shape)
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -206,9 +225,20 @@ pub struct ServeArgs {
     /// The longest one answer may generate for, in seconds
     #[arg(long, env = "DOCENT_REQUEST_TIMEOUT", default_value_t = 120)]
     pub request_timeout: u64,
-    /// Let crawls started over the API reach private, loopback and link-local addresses
+    /// Let crawls started over the API, and webhook deliveries, reach private, loopback
+    /// and link-local addresses
     #[arg(long, env = "DOCENT_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
+    /// Per-request timeout of a webhook delivery, in seconds
+    #[arg(long, env = "DOCENT_WEBHOOK_TIMEOUT", default_value_t = 10)]
+    pub webhook_timeout: u64,
+    /// How long a failing webhook delivery is retried, e.g. `72h`, `30m` (then it is
+    /// marked failed)
+    #[arg(long, env = "DOCENT_WEBHOOK_RETRY_HORIZON", default_value = "72h")]
+    pub webhook_retry_horizon: String,
+    /// First webhook retry delay in milliseconds; each later one doubles (with jitter)
+    #[arg(long, env = "DOCENT_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
+    pub webhook_retry_base_ms: u64,
 }
 
 #[derive(Debug, Subcommand)]

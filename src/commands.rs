@@ -391,8 +391,16 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         allow_private_targets: args.allow_private_targets || config.allow_private_targets,
     };
+    let deliveries = crate::events::DeliveryConfig {
+        timeout: Duration::from_secs(args.webhook_timeout.max(1)),
+        horizon: parse_duration(&args.webhook_retry_horizon).context("--webhook-retry-horizon")?,
+        allow_private_targets: limits.allow_private_targets,
+        base_delay: Duration::from_millis(args.webhook_retry_base_ms.max(1)),
+        ..Default::default()
+    };
     let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
     server::jobs::start_worker(state.clone().into_inner());
+    crate::events::start_worker(store.clone(), deliveries);
     let config = config.clone();
     actix_web::rt::System::new().block_on(async move {
         let server = server::server(state.clone(), listener, args.workers)?;
@@ -434,4 +442,90 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
+}
+
+/// The date range of an analytics request: `to` defaults to today, `from` to 29 days
+/// before `to` (UTC days since the epoch).
+pub fn analytics_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), String> {
+    let parse = |name: &str, text: &str| {
+        crate::analytics::parse_date(text)
+            .ok_or_else(|| format!("{name} {text:?} is not a date like 2026-11-27"))
+    };
+    let to = match to {
+        Some(text) => parse("to", text)?,
+        None => (crate::telemetry::unix_now() / 86_400) as i64,
+    };
+    let from = match from {
+        Some(text) => parse("from", text)?,
+        None => to - 29,
+    };
+    if from > to {
+        return Err("from is after to".into());
+    }
+    if to - from >= 366 {
+        return Err("the range is limited to 366 days".into());
+    }
+    Ok((from, to))
+}
+
+pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Result<()> {
+    let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
+    let (from, to) =
+        analytics_range(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
+    let store = Store::open(&config.data_dir)?;
+    store.get_bot(&bot)?;
+    let embedder = load_embedder(config)?;
+    let report = crate::analytics::report(&store, Some(embedder.as_ref()), &bot, from, to)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let rate = |r: Option<f64>| r.map_or("-".to_string(), |r| format!("{:.0}%", r * 100.0));
+    let ms = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+    println!("{} from {} to {}\n", report.bot_id, report.from, report.to);
+    println!(
+        "{:<10} {:>6} {:>6} {:>9} {:>11} {:>8} {:>5} {:>9} {:>9}",
+        "day",
+        "convs",
+        "msgs",
+        "answered",
+        "unanswered",
+        "handoff",
+        "leads",
+        "ttft p50",
+        "total p95"
+    );
+    for day in report.days.iter().chain(std::iter::once(&report.totals)) {
+        if day.date.is_some() && day.messages == 0 && day.leads == 0 {
+            continue;
+        }
+        println!(
+            "{:<10} {:>6} {:>6} {:>9} {:>11} {:>8} {:>5} {:>9} {:>9}",
+            day.date.as_deref().unwrap_or("total"),
+            day.conversations,
+            day.messages,
+            rate(day.answered_rate),
+            rate(day.unanswered_rate),
+            rate(day.handoff_rate),
+            day.leads,
+            ms(day.ttft_ms.p50),
+            ms(day.latency_ms.p95),
+        );
+    }
+    if !report.intents.is_empty() {
+        println!("\nintents:");
+        for (intent, n) in &report.intents {
+            println!("  {intent}: {n}");
+        }
+    }
+    if !report.unanswered_questions.is_empty() {
+        println!("\nunanswered questions, grouped (the content to add next):");
+        for gap in &report.unanswered_questions {
+            println!("  {:>4} x {}", gap.count, gap.question);
+            for example in gap.examples.iter().filter(|e| **e != gap.question) {
+                println!("         also: {example}");
+            }
+        }
+    }
+    Ok(())
 }

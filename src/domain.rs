@@ -77,6 +77,51 @@ pub struct BotSettings {
     /// Sites crawled over the API, with their re-crawl schedule.
     #[serde(default)]
     pub sources: Vec<SourceSchedule>,
+    /// When the bot asks visitors for their contact details.
+    #[serde(default)]
+    pub lead_capture: LeadCapture,
+    /// Topics that always go to a person instead of being answered (medical, legal…).
+    #[serde(default)]
+    pub handoff_topics: Vec<String>,
+    /// The contact link or text shown when the bot cannot answer.
+    #[serde(default)]
+    pub fallback: Option<String>,
+    /// Quick replies a client can offer; a chosen one is sent as `intent` on `/v1/chat`.
+    #[serde(default)]
+    pub intents: Vec<Intent>,
+}
+
+/// When a bot collects leads: never, whenever a visitor types an email address or phone
+/// number, or also by asking (`actions: ["collect_lead"]`) after N visitor messages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LeadCapture {
+    #[default]
+    Off,
+    OnDetection,
+    AfterMessages {
+        after_messages: u32,
+    },
+}
+
+impl LeadCapture {
+    pub fn enabled(&self) -> bool {
+        *self != LeadCapture::Off
+    }
+}
+
+/// A quick reply: `id` is what `/v1/chat` takes as `intent`, `label` what the button says,
+/// `message` what is asked when it is chosen (the label when absent).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 100)]
+    pub label: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_length = 4000)]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -145,10 +190,46 @@ pub struct Conversation {
     pub key_id: String,
     pub created: u64,
     pub updated: u64,
+    /// The intent (quick reply) last chosen in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intent: Option<String>,
+    /// When it was handed to a person, and why (`visitor_request`, `topic`, `api`, `agent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handed_off_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handoff_reason: Option<String>,
+    /// The lead captured in it, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_id: Option<String>,
+}
+
+impl Conversation {
+    pub fn handed_off(&self) -> bool {
+        self.state == "handed_off"
+    }
+}
+
+/// Contact details a visitor gave.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Lead {
+    /// `lead_` + creation time + random, so ids sort by time.
+    pub id: String,
+    #[schema(value_type = String)]
+    pub bot_id: BotId,
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// What the visitor agreed to on the form; `null` for details typed in a chat message.
+    pub consent: Option<bool>,
+    /// `form` (`POST /v1/leads`) or `chat` (detected in a visitor's message).
+    pub obtained: String,
+    pub created: u64,
 }
 
 /// One message of a conversation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
     /// `msg_` + base62.
     pub id: String,
@@ -164,6 +245,14 @@ pub struct Message {
     pub answered: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finish_reason: Option<String>,
+    /// Assistant messages: time to the first token and to the end, for analytics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttft_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub total_ms: Option<u64>,
+    /// Agent messages: who wrote it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! docent: a self-hosted RAG chatbot in one binary. Modules in reading order.
 
+pub mod analytics;
 pub mod bench;
 pub mod chat;
 pub mod cli;
@@ -7,7 +8,9 @@ pub mod commands;
 pub mod config;
 pub mod domain;
 pub mod embed;
+pub mod engage;
 pub mod eval;
+pub mod events;
 pub mod index;
 pub mod ingest;
 pub mod keys;

@@ -69,6 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 Err(anyhow::anyhow!("the score is below --min-score"))
             }
         }
+        Command::Analytics(args) => commands::analytics(&config, args),
         Command::Config(_) => unreachable!("handled above"),
     }
 }

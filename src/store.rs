@@ -9,8 +9,13 @@ use std::sync::Arc;
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::domain::{Bot, BotId, Chunk, Conversation, Message, Page};
+use crate::domain::{Bot, BotId, Chunk, Conversation, Lead, Message, Page};
 use crate::keys::ApiKey;
+
+mod events;
+pub use events::{
+    Attempt, Delivery, DueDelivery, Event, NewEvent, Outcome, Webhook, now_ms, time_ordered_id,
+};
 
 const BOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("bots");
 /// Keyed by (bot id, page url).
@@ -63,6 +68,19 @@ type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Clone)]
 pub struct Store {
     db: Arc<Database>,
+    /// Woken after a commit that wrote events or made deliveries due (the delivery worker
+    /// waits on it).
+    outbox: Arc<tokio::sync::Notify>,
+}
+
+/// What else a conversation turn writes in its transaction.
+#[derive(Debug, Default)]
+pub struct TurnExtras {
+    /// Events the turn caused beyond those the store derives itself
+    /// (`conversation.started`, `conversation.handoff`, `lead.captured`).
+    pub events: Vec<NewEvent>,
+    /// Contact details the visitor gave in this turn.
+    pub lead: Option<Lead>,
 }
 
 /// A page to write with its new chunks and their vectors.
@@ -110,6 +128,7 @@ impl Store {
                 .context("conversations table")?;
             txn.open_table(MESSAGES).context("messages table")?;
             txn.open_table(JOBS).context("jobs table")?;
+            events::create_tables(&txn)?;
             let mut by_bot = txn
                 .open_table(CONVERSATIONS_BY_BOT)
                 .context("conversations_by_bot table")?;
@@ -135,7 +154,20 @@ impl Store {
             }
         }
         txn.commit().context("failed to commit schema")?;
-        Ok(Store { db: Arc::new(db) })
+        Ok(Store {
+            db: Arc::new(db),
+            outbox: Arc::default(),
+        })
+    }
+
+    /// Wakes the delivery worker: the outbox changed.
+    fn outbox_written(&self) {
+        self.outbox.notify_one();
+    }
+
+    /// What the delivery worker waits on between rounds.
+    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.clone()
     }
 
     pub fn get_bot(&self, id: &BotId) -> Result<Bot> {
@@ -368,6 +400,7 @@ impl Store {
             ids
         };
         delete_conversations_in(&txn, &conversations)?;
+        events::delete_bot_in(&txn, id)?;
         {
             let mut bots = txn.open_table(BOTS).context("open bots")?;
             let mut pages = txn.open_table(PAGES).context("open pages")?;
@@ -539,12 +572,48 @@ impl Store {
 
     /// Writes the conversation record and appends `messages` to it, in one transaction.
     pub fn append_messages(&self, conversation: &Conversation, messages: &[Message]) -> Result<()> {
+        self.append_turn(conversation, messages, TurnExtras::default())?;
+        Ok(())
+    }
+
+    /// Appends `messages` to a conversation and writes its record, the turn's lead and its
+    /// events, in one transaction; returns the record as stored and the position of the
+    /// first message appended.
+    ///
+    /// The stored record keeps what earlier writes settled: a handed-off conversation stays
+    /// handed off, and its lead and intent stay unless this turn brings new ones. The store
+    /// adds `conversation.started` (the first user message), `conversation.handoff` (the
+    /// state becomes `handed_off`) and `lead.captured` (a lead) to the turn's events.
+    pub fn append_turn(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+        extras: TurnExtras,
+    ) -> Result<(Conversation, u32)> {
         let id = conversation.id.as_str();
         let txn = self.db.begin_write().context("begin write")?;
+        let mut record = conversation.clone();
+        let mut wrote_events = false;
+        let first_position;
         {
             let mut conversations = txn
                 .open_table(CONVERSATIONS)
                 .context("open conversations")?;
+            let previous: Option<Conversation> = conversations
+                .get(id)
+                .context("read conversation")?
+                .map(|raw| decode(raw.value()))
+                .transpose()?;
+            if let Some(previous) = &previous {
+                if previous.handed_off() && !record.handed_off() {
+                    record.state = previous.state.clone();
+                    record.handed_off_at = previous.handed_off_at;
+                    record.handoff_reason = previous.handoff_reason.clone();
+                }
+                record.lead_id = record.lead_id.take().or(previous.lead_id.clone());
+                record.intent = record.intent.take().or(previous.intent.clone());
+                record.created = previous.created;
+            }
             let mut table = txn.open_table(MESSAGES).context("open messages")?;
             let next = table
                 .range((id, 0u32)..=(id, u32::MAX))
@@ -553,13 +622,55 @@ impl Store {
                 .transpose()
                 .context("read last message")?
                 .map_or(0, |(key, _)| key.value().1 + 1);
+            first_position = next;
             for (i, message) in messages.iter().enumerate() {
                 table
                     .insert((id, next + i as u32), encode(message)?.as_slice())
                     .context("write message")?;
             }
+            let first_question = messages.iter().find(|m| m.role == "user");
+            let last_question = messages.iter().rev().find(|m| m.role == "user");
+            let mut new_events = Vec::new();
+            if let (0, Some(first)) = (next, first_question) {
+                new_events.push(NewEvent {
+                    kind: crate::events::CONVERSATION_STARTED,
+                    data: serde_json::json!({"message": first.content}),
+                });
+            }
+            if let Some(lead) = &extras.lead {
+                events::put_lead_in(&txn, lead)?;
+                record.lead_id = Some(lead.id.clone());
+                new_events.push(NewEvent {
+                    kind: crate::events::LEAD_CAPTURED,
+                    data: serde_json::json!({"lead": lead}),
+                });
+            }
+            if record.handed_off() && !previous.as_ref().is_some_and(Conversation::handed_off) {
+                new_events.push(NewEvent {
+                    kind: crate::events::CONVERSATION_HANDOFF,
+                    data: serde_json::json!({
+                        "reason": record.handoff_reason,
+                        "message": last_question.map(|m| &m.content),
+                    }),
+                });
+            }
+            new_events.extend(extras.events);
+            for mut event in new_events {
+                if let serde_json::Value::Object(data) = &mut event.data {
+                    for (key, value) in [
+                        ("bot_id", serde_json::json!(record.bot_id)),
+                        ("conversation_id", serde_json::json!(record.id)),
+                        ("user_id", serde_json::json!(record.user_id)),
+                        ("intent", serde_json::json!(record.intent)),
+                    ] {
+                        data.entry(key).or_insert(value);
+                    }
+                }
+                events::emit(&txn, &record.bot_id, event)?;
+                wrote_events = true;
+            }
             conversations
-                .insert(id, encode(conversation)?.as_slice())
+                .insert(id, encode(&record)?.as_slice())
                 .context("write conversation")?;
             let mut by_bot = txn
                 .open_table(CONVERSATIONS_BY_BOT)
@@ -567,9 +678,35 @@ impl Store {
             let mut by_user = txn
                 .open_table(CONVERSATIONS_BY_USER)
                 .context("open conversations_by_user")?;
-            index_conversation(&mut by_bot, &mut by_user, conversation)?;
+            index_conversation(&mut by_bot, &mut by_user, &record)?;
         }
+        crate::telemetry::failpoint("turn_commit");
         txn.commit().context("failed to commit messages")?;
+        if wrote_events {
+            self.outbox_written();
+        }
+        Ok((record, first_position))
+    }
+
+    /// Writes a lead given outside a chat turn, with its `lead.captured` event.
+    pub fn put_lead(&self, lead: &Lead) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        events::put_lead_in(&txn, lead)?;
+        events::emit(
+            &txn,
+            &lead.bot_id,
+            NewEvent {
+                kind: crate::events::LEAD_CAPTURED,
+                data: serde_json::json!({
+                    "bot_id": lead.bot_id,
+                    "conversation_id": lead.conversation_id,
+                    "user_id": lead.user_id,
+                    "lead": lead,
+                }),
+            },
+        )?;
+        txn.commit().context("failed to commit lead")?;
+        self.outbox_written();
         Ok(())
     }
 
@@ -704,6 +841,10 @@ mod tests {
             key_id: "key_x".into(),
             created: 1,
             updated: 1,
+            intent: None,
+            handed_off_at: None,
+            handoff_reason: None,
+            lead_id: None,
         }
     }
 

@@ -11,7 +11,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
-use crate::domain::{Bot, BotId, Conversation};
+use crate::domain::{Bot, BotId, Conversation, Intent, LeadCapture};
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::telemetry::unix_now;
 
@@ -132,6 +132,10 @@ fn bot_json(bot: &Bot) -> Value {
         "min_score": bot.settings.min_score,
         "allowed_targets": bot.settings.allowed_targets,
         "sources": bot.settings.sources,
+        "lead_capture": bot.settings.lead_capture,
+        "handoff_topics": bot.settings.handoff_topics,
+        "fallback": bot.settings.fallback,
+        "intents": bot.settings.intents,
         "created": bot.created_unix,
         "updated": bot.updated_unix,
     })
@@ -234,6 +238,19 @@ pub(crate) struct BotFields {
     /// Origins (`https://host[:port]`) this bot's crawls may reach even when private.
     #[schema(inline, value_type = Option<Vec<String>>)]
     allowed_targets: Option<Vec<String>>,
+    /// `{"mode": "off"}`, `{"mode": "on_detection"}` (contact details typed in chat become
+    /// leads) or `{"mode": "after_messages", "after_messages": N}` (also ask for them).
+    lead_capture: Option<LeadCapture>,
+    /// Topics (up to 20, each up to 200 characters) that always go to a person.
+    #[schema(inline, value_type = Option<Vec<String>>)]
+    handoff_topics: Option<Vec<String>>,
+    /// Contact link or text shown when the bot cannot answer (up to 1000 characters).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 1000)]
+    fallback: Option<Option<String>>,
+    /// Quick replies (up to 20).
+    #[schema(inline, value_type = Option<Vec<Intent>>)]
+    intents: Option<Vec<Intent>>,
 }
 
 /// The fields `PATCH /v1/bots/{id}` takes (documentation; the handler reads `BotFields`
@@ -250,6 +267,11 @@ pub(crate) struct BotPatch {
     #[schema(minimum = -1.0, maximum = 1.0)]
     min_score: Option<f64>,
     allowed_targets: Option<Vec<String>>,
+    lead_capture: Option<LeadCapture>,
+    handoff_topics: Option<Vec<String>>,
+    #[schema(max_length = 1000)]
+    fallback: Option<String>,
+    intents: Option<Vec<Intent>>,
 }
 
 /// Tells an absent field (`None`) from an explicit null (`Some(None)`).
@@ -316,6 +338,75 @@ fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
             }
         }
         bot.settings.allowed_targets = targets.clone();
+    }
+    if let Some(mode) = &fields.lead_capture {
+        if matches!(mode, LeadCapture::AfterMessages { after_messages } if !(1..=100).contains(after_messages))
+        {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "lead_capture.after_messages must be 1 to 100",
+            ));
+        }
+        bot.settings.lead_capture = mode.clone();
+    }
+    if let Some(topics) = &fields.handoff_topics {
+        let topics: Vec<String> = topics.iter().map(|t| t.trim().to_string()).collect();
+        if topics.len() > 20
+            || topics
+                .iter()
+                .any(|t| t.is_empty() || t.chars().count() > 200)
+        {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "handoff_topics: up to 20 topics of 1 to 200 characters",
+            ));
+        }
+        bot.settings.handoff_topics = topics;
+    }
+    if let Some(fallback) = &fields.fallback {
+        if fallback.as_ref().is_some_and(|f| f.chars().count() > 1000) {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "fallback is limited to 1000 characters",
+            ));
+        }
+        bot.settings.fallback = fallback.clone().filter(|f| !f.trim().is_empty());
+    }
+    if let Some(intents) = &fields.intents {
+        let valid_id = |id: &str| {
+            (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        };
+        let mut seen = std::collections::HashSet::new();
+        for intent in intents {
+            let label = intent.label.trim();
+            if !valid_id(&intent.id)
+                || !seen.insert(intent.id.as_str())
+                || label.is_empty()
+                || label.chars().count() > 100
+                || intent
+                    .message
+                    .as_ref()
+                    .is_some_and(|m| m.trim().is_empty() || m.chars().count() > 4000)
+            {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!(
+                        "intent {:?}: ids are unique [a-z0-9_-]{{1,64}}, labels 1 to 100 characters, messages 1 to 4000",
+                        intent.id
+                    ),
+                ));
+            }
+        }
+        if intents.len() > 20 {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "at most 20 intents",
+            ));
+        }
+        bot.settings.intents = intents.clone();
     }
     Ok(())
 }
@@ -524,6 +615,10 @@ pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> C
         key_id: key_id.to_string(),
         created: now,
         updated: now,
+        intent: None,
+        handed_off_at: None,
+        handoff_reason: None,
+        lead_id: None,
     }
 }
 
@@ -558,12 +653,16 @@ pub(crate) async fn create_conversation(
     Ok(HttpResponse::Created().json(conversation_json(&conversation, None)))
 }
 
-fn conversation_json(c: &Conversation, messages: Option<&[crate::domain::Message]>) -> Value {
+pub fn conversation_json(c: &Conversation, messages: Option<&[crate::domain::Message]>) -> Value {
     let mut value = json!({
         "id": c.id,
         "bot_id": c.bot_id,
         "user_id": c.user_id,
         "state": c.state,
+        "intent": c.intent,
+        "handed_off_at": c.handed_off_at,
+        "handoff_reason": c.handoff_reason,
+        "lead_id": c.lead_id,
         "created": c.created,
         "updated": c.updated,
     });
@@ -571,13 +670,7 @@ fn conversation_json(c: &Conversation, messages: Option<&[crate::domain::Message
         value["messages"] = json!(
             messages
                 .iter()
-                .map(|m| json!({
-                    "id": m.id,
-                    "role": m.role,
-                    "content": m.content,
-                    "sources": m.sources,
-                    "created": m.created,
-                }))
+                .map(super::handoff::message_json)
                 .collect::<Vec<_>>()
         );
     }
@@ -739,10 +832,16 @@ pub(crate) async fn delete_user(
             .filter(|c| bots.contains(&c.bot_id))
             .map(|c| c.id)
             .collect();
-        Ok(store.delete_conversations(&ids)?)
+        let conversations = store.delete_conversations(&ids)?;
+        let leads = store.delete_user_leads(&for_user, &bots)?;
+        Ok((conversations, leads))
     })
     .await?;
-    Ok(HttpResponse::Ok().json(json!({"user_id": user, "deleted_conversations": deleted})))
+    Ok(HttpResponse::Ok().json(json!({
+        "user_id": user,
+        "deleted_conversations": deleted.0,
+        "deleted_leads": deleted.1,
+    })))
 }
 
 // ---- keys ----

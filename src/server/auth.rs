@@ -148,22 +148,40 @@ fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
     result
 }
 
+/// `access_token` from the query string, on the routes that accept it (live feeds).
+fn query_token(req: &HttpRequest) -> Option<String> {
+    let path = req.path();
+    let feed = path.starts_with("/v1/conversations/") && path.ends_with("/events");
+    if !feed {
+        return None;
+    }
+    url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == "access_token")
+        .map(|(_, v)| v.into_owned())
+}
+
 fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     let header = req
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| {
+        .and_then(|v| v.to_str().ok());
+    let token = match header {
+        Some(header) => header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string(),
+        // EventSource cannot send headers: a conversation's live feed takes the key as
+        // `?access_token=` (public keys are still held to their origins below).
+        None => query_token(req).ok_or_else(|| {
             ApiError::unauthorized(
                 "missing_api_key",
                 "send your key as `Authorization: Bearer <key>`",
             )
-        })?;
-    let token = header
-        .strip_prefix("Bearer ")
-        .or_else(|| header.strip_prefix("bearer "))
-        .map(str::trim)
-        .unwrap_or("");
+        })?,
+    };
+    let token = token.as_str();
     let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
     let presented = keys::parse(token).ok_or_else(invalid)?;
     let record = state.keys.get(&presented.id).ok_or_else(invalid)?;

@@ -26,10 +26,10 @@ use super::metrics::AnswerSample;
 use super::openapi::*;
 use super::queue::Queued;
 use crate::chat::{self, Answer, AskOptions, SourceRef};
-use crate::domain::{BotId, Conversation, Message};
+use crate::domain::{BotId, Conversation, LeadCapture, Message};
 use crate::keys;
 use crate::llm::{ChatMessage, Finish};
-use crate::store::Store;
+use crate::store::{NewEvent, TurnExtras, time_ordered_id};
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -54,6 +54,11 @@ pub struct ChatRequest {
     /// Client-managed history instead of `message` + `conversation_id`.
     #[schema(min_items = 1)]
     pub messages: Option<Vec<InMessage>>,
+    /// The id of one of the bot's `intents` (a quick reply the visitor chose). Stored on
+    /// the conversation and carried in its events; without `message`, the intent's message
+    /// (or label) is asked.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub intent: Option<String>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -77,6 +82,23 @@ pub struct Turn {
     /// Whose turn this is in the generation queue (`Caller::tenant`).
     pub tenant: String,
 }
+
+/// What a turn came to.
+pub struct TurnOutcome {
+    pub answer: Answer,
+    /// The bot's message; none when a person has the conversation.
+    pub reply: Option<Message>,
+    /// What the client should do next (`collect_lead`).
+    pub actions: Vec<&'static str>,
+    /// The bot's contact text, when it could not answer or handed off.
+    pub fallback: Option<String>,
+    /// A person has the conversation now.
+    pub handed_off: bool,
+}
+
+/// What the bot says when it hands a conversation to a person.
+pub const HANDOFF_NOTICE: &str =
+    "I've passed your question to our team, and a person will reply here.";
 
 #[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", content((ChatResponse = "application/json"), (SseEvent = "text/event-stream"))), ApiErrors))]
 pub(crate) async fn chat(
@@ -118,6 +140,22 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     let record = load_bot(state, caller, &bot).await?;
     let (bot_version, settings) = (record.updated_unix, record.settings);
     let user_id = api::validate_user_id(body.user_id)?;
+    let intent = match &body.intent {
+        Some(id) => Some(
+            settings
+                .intents
+                .iter()
+                .find(|i| &i.id == id)
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "unknown_intent",
+                        format!("bot {bot} has no intent {id:?}"),
+                    )
+                })?,
+        ),
+        None => None,
+    };
     let limit = state.limits.max_message_chars;
     let check_length = |text: &str| {
         let chars = text.chars().count();
@@ -165,8 +203,10 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         for m in earlier {
             history.push(ChatMessage::new(&m.role, m.content.clone()));
         }
+        let mut conversation = api::new_conversation(&bot, user_id, &caller.key.id);
+        conversation.intent = intent.map(|i| i.id);
         return Ok(Turn {
-            conversation: api::new_conversation(&bot, user_id, &caller.key.id),
+            conversation,
             bot,
             bot_version,
             settings,
@@ -177,12 +217,17 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     }
     let message = body
         .message
+        .or_else(|| {
+            intent
+                .as_ref()
+                .map(|i| i.message.clone().unwrap_or_else(|| i.label.clone()))
+        })
         .ok_or_else(|| ApiError::bad_request("missing_field", "message is required"))?;
     if message.trim().is_empty() {
         return Err(ApiError::bad_request("invalid_request", "message is empty"));
     }
     check_length(&message)?;
-    let (conversation, history) = match body.conversation_id {
+    let (mut conversation, history) = match body.conversation_id {
         Some(id) => {
             let conversation = load_conversation(state, caller, &id).await?;
             if conversation.bot_id != bot {
@@ -205,6 +250,9 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             Vec::new(),
         ),
     };
+    if let Some(intent) = intent {
+        conversation.intent = Some(intent.id);
+    }
     Ok(Turn {
         bot,
         bot_version,
@@ -243,7 +291,14 @@ fn strip_citations(text: &str) -> String {
     out.trim().to_string()
 }
 
-pub fn finish_reason(answer: &Answer) -> &'static str {
+pub fn finish_reason(outcome: &TurnOutcome) -> &'static str {
+    if outcome.handed_off {
+        return "handed_off";
+    }
+    answer_finish_reason(&outcome.answer)
+}
+
+fn answer_finish_reason(answer: &Answer) -> &'static str {
     match answer.finish {
         Some(Finish::Cancelled) => "cancelled",
         _ if !answer.answered => "unanswered",
@@ -252,8 +307,12 @@ pub fn finish_reason(answer: &Answer) -> &'static str {
     }
 }
 
-/// Answers the turn (blocking) and stores the question and the answer in one transaction.
-/// Generation waits for its turn in the queue, giving up when `gone` says the client left.
+/// Answers the turn (blocking) and stores the question, the answer, any lead the visitor
+/// typed and the turn's events in one transaction. Generation waits for its turn in the
+/// queue, giving up when `gone` says the client left.
+///
+/// Before answering: a conversation a person has gets no bot answer; a visitor asking for
+/// a person, or asking about one of the bot's `handoff_topics`, is handed off.
 fn answer_and_store(
     state: &AppState,
     turn: &Turn,
@@ -261,7 +320,7 @@ fn answer_and_store(
     gone: &(dyn Fn() -> bool + Sync),
     on_retrieved: &mut dyn FnMut(&[SourceRef]),
     on_token: &mut dyn FnMut(&str) -> bool,
-) -> anyhow::Result<(Answer, Message)> {
+) -> anyhow::Result<TurnOutcome> {
     let engine = state
         .engine
         .get()
@@ -274,13 +333,98 @@ fn answer_and_store(
         message = %crate::telemetry::redact(&turn.question),
         "question"
     );
+    let settings = &turn.settings;
+    let question = Message {
+        id: new_message_id(),
+        role: "user".into(),
+        content: turn.question.clone(),
+        created: asked,
+        ..Message::default()
+    };
+    let mut conversation = turn.conversation.clone();
+    conversation.updated = unix_now();
+    let lead = detected_lead(turn, &conversation)?;
+    let has_lead = conversation.lead_id.is_some() || lead.is_some();
+    let fallback = settings.fallback.clone();
+
+    // A person has this conversation: keep the message for them, say nothing.
+    if conversation.handed_off() {
+        let extras = TurnExtras {
+            lead,
+            ..TurnExtras::default()
+        };
+        let messages = [question];
+        let (_, first) = state.store.append_turn(&conversation, &messages, extras)?;
+        state
+            .live
+            .publish_messages(&conversation.id, first, &messages);
+        return Ok(TurnOutcome {
+            answer: empty_answer(String::new()),
+            reply: None,
+            actions: Vec::new(),
+            fallback: None,
+            handed_off: true,
+        });
+    }
+
+    // The visitor wants a person, or asks what people must answer.
+    let reason = if crate::engage::wants_human(&turn.question) {
+        Some("visitor_request")
+    } else if about_handoff_topic(engine, &turn.question, &settings.handoff_topics) {
+        Some("topic")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
+        let mut text = HANDOFF_NOTICE.to_string();
+        if let Some(fallback) = &fallback {
+            text.push_str("\n\n");
+            text.push_str(fallback);
+        }
+        on_retrieved(&[]);
+        on_token(&text);
+        conversation.state = "handed_off".into();
+        conversation.handed_off_at = Some(unix_now());
+        conversation.handoff_reason = Some(reason.into());
+        let reply = Message {
+            id: new_message_id(),
+            role: "assistant".into(),
+            content: text.clone(),
+            created: unix_now(),
+            answered: Some(false),
+            finish_reason: Some("handed_off".into()),
+            ..Message::default()
+        };
+        let extras = TurnExtras {
+            lead,
+            ..TurnExtras::default()
+        };
+        let messages = [question, reply.clone()];
+        let (stored, first) = state.store.append_turn(&conversation, &messages, extras)?;
+        state
+            .live
+            .publish_messages(&conversation.id, first, &messages);
+        state.live.publish_state(&stored);
+        return Ok(TurnOutcome {
+            answer: empty_answer(text),
+            reply: Some(reply),
+            actions: if has_lead {
+                vec![]
+            } else {
+                vec!["collect_lead"]
+            },
+            fallback,
+            handed_off: true,
+        });
+    }
+
     // The bot's own settings refine the server's defaults.
     let options = &options.clone().for_bot(&turn.settings);
     // First turns may come from the answer cache; everything else is answered afresh.
     let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
     let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));
     let from_cache = cached.is_some();
-    let answer = match cached {
+    let mut answer = match cached {
         Some(answer) => {
             on_retrieved(&answer.retrieved);
             on_token(&answer.answer);
@@ -311,6 +455,12 @@ fn answer_and_store(
             answer
         }
     };
+    let unanswered = !answer.answered && answer.finish != Some(Finish::Cancelled);
+    if unanswered && let Some(fallback) = &fallback {
+        let piece = format!("\n\n{fallback}");
+        on_token(&piece);
+        answer.answer.push_str(&piece);
+    }
     let reply = Message {
         id: new_message_id(),
         role: "assistant".into(),
@@ -318,20 +468,39 @@ fn answer_and_store(
         sources: answer.sources.clone(),
         created: unix_now(),
         answered: Some(answer.answered),
-        finish_reason: Some(finish_reason(&answer).into()),
+        finish_reason: Some(answer_finish_reason(&answer).into()),
+        ttft_ms: Some(answer.timings.ttft_ms as u64),
+        total_ms: Some(answer.timings.total_ms as u64),
+        ..Message::default()
     };
-    let question = Message {
-        id: new_message_id(),
-        role: "user".into(),
-        content: turn.question.clone(),
-        sources: Vec::new(),
-        created: asked,
-        answered: None,
-        finish_reason: None,
-    };
-    let mut conversation = turn.conversation.clone();
-    conversation.updated = unix_now();
-    store_turn(&state.store, &conversation, &[question, reply.clone()])?;
+    let mut events = Vec::new();
+    if unanswered {
+        events.push(NewEvent {
+            kind: crate::events::MESSAGE_UNANSWERED,
+            data: json!({
+                "message_id": reply.id,
+                "question": turn.question,
+                "answer": reply.content,
+            }),
+        });
+    }
+    let visitor_messages = 1 + turn.history.iter().filter(|m| m.role == "user").count();
+    let wants_lead = !has_lead
+        && match settings.lead_capture {
+            LeadCapture::Off => false,
+            LeadCapture::OnDetection => unanswered,
+            LeadCapture::AfterMessages { after_messages } => {
+                unanswered || visitor_messages >= after_messages as usize
+            }
+        };
+    let messages = [question, reply.clone()];
+    let (_, first) =
+        state
+            .store
+            .append_turn(&conversation, &messages, TurnExtras { events, lead })?;
+    state
+        .live
+        .publish_messages(&conversation.id, first, &messages);
     state.metrics.answer(AnswerSample {
         answered: answer.answered,
         cached: from_cache,
@@ -339,16 +508,85 @@ fn answer_and_store(
         ttft_s: answer.timings.ttft_ms / 1000.0,
         total_s: answer.timings.total_ms / 1000.0,
     });
-    Ok((answer, reply))
+    Ok(TurnOutcome {
+        answer,
+        reply: Some(reply),
+        actions: if wants_lead {
+            vec!["collect_lead"]
+        } else {
+            vec![]
+        },
+        fallback: if unanswered { fallback } else { None },
+        handed_off: false,
+    })
 }
 
-fn store_turn(
-    store: &Store,
+/// An answer the model did not write (a handoff notice, or nothing).
+fn empty_answer(text: String) -> Answer {
+    Answer {
+        answer: text,
+        answered: false,
+        sources: Vec::new(),
+        timings: Default::default(),
+        retrieved: Vec::new(),
+        answerable: None,
+        finish: Some(Finish::Stop),
+    }
+}
+
+/// A lead from contact details the visitor typed, when the bot captures leads and the
+/// conversation has none yet.
+fn detected_lead(
+    turn: &Turn,
     conversation: &Conversation,
-    messages: &[Message],
-) -> anyhow::Result<()> {
-    store.append_messages(conversation, messages)?;
-    Ok(())
+) -> anyhow::Result<Option<crate::domain::Lead>> {
+    if !turn.settings.lead_capture.enabled() || conversation.lead_id.is_some() {
+        return Ok(None);
+    }
+    let Some(contact) = crate::engage::find_contact(&turn.question) else {
+        return Ok(None);
+    };
+    Ok(Some(crate::domain::Lead {
+        id: time_ordered_id("lead"),
+        bot_id: turn.bot.clone(),
+        conversation_id: Some(conversation.id.clone()),
+        user_id: conversation.user_id.clone(),
+        name: None,
+        email: contact.email,
+        phone: contact.phone,
+        consent: None,
+        obtained: "chat".into(),
+        created: unix_now(),
+    }))
+}
+
+/// How close (cosine) a question must be to a handoff topic to go to a person, when the
+/// topic's words do not appear in it.
+pub const TOPIC_SIMILARITY: f32 = 0.5;
+
+/// Whether the question is about one of the topics: by the topic's words, or by meaning
+/// (the embedder's cosine similarity).
+fn about_handoff_topic(engine: &super::Engine, question: &str, topics: &[String]) -> bool {
+    if topics.is_empty() {
+        return false;
+    }
+    if topics
+        .iter()
+        .any(|t| crate::engage::mentions_topic(question, t))
+    {
+        return true;
+    }
+    let mut texts: Vec<&str> = vec![question];
+    texts.extend(topics.iter().map(String::as_str));
+    let Ok(vectors) = engine.retriever.embedder().embed(&texts) else {
+        return false;
+    };
+    let (q, rest) = vectors.split_first().expect("the question's vector");
+    rest.iter().any(|t| {
+        let cosine: f32 = q.iter().zip(t).map(|(a, b)| a * b).sum();
+        tracing::debug!(cosine, "handoff topic similarity");
+        cosine >= TOPIC_SIMILARITY
+    })
 }
 
 fn new_message_id() -> String {
@@ -377,7 +615,7 @@ pub async fn run_blocking(
     turn: Turn,
     permit: OwnedSemaphorePermit,
     options: AskOptions,
-) -> ApiResult<(Answer, Message)> {
+) -> ApiResult<TurnOutcome> {
     let cancelled = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancelled.clone());
     let request_id = current_request_id();
@@ -401,15 +639,18 @@ async fn blocking_turn(
 ) -> ApiResult<HttpResponse> {
     let conversation_id = turn.conversation.id.clone();
     let options = state.options.clone();
-    let (answer, reply) = run_blocking(state, turn, permit, options).await?;
+    let outcome = run_blocking(state, turn, permit, options).await?;
+    let answer = &outcome.answer;
     Ok(HttpResponse::Ok().json(json!({
         "conversation_id": conversation_id,
-        "message_id": reply.id,
-        "message": {"role": "assistant", "content": answer.answer},
+        "message_id": outcome.reply.as_ref().map(|r| &r.id),
+        "message": outcome.reply.as_ref().map(|_| json!({"role": "assistant", "content": answer.answer})),
         "sources": answer.sources,
-        "finish_reason": finish_reason(&answer),
+        "finish_reason": finish_reason(&outcome),
         "answered": answer.answered,
-        "usage": usage(&answer),
+        "actions": outcome.actions,
+        "fallback": outcome.fallback,
+        "usage": usage(answer),
     })))
 }
 
@@ -456,16 +697,19 @@ impl Wire {
         }
     }
 
-    fn done(&self, conversation_id: &str, answer: &Answer, reply: &Message) -> Bytes {
+    fn done(&self, conversation_id: &str, outcome: &TurnOutcome) -> Bytes {
+        let answer = &outcome.answer;
         match self {
             Wire::Docent => sse(&json!({
                 "event": "done",
                 "conversation_id": conversation_id,
-                "message_id": reply.id,
-                "finish_reason": finish_reason(answer),
+                "message_id": outcome.reply.as_ref().map(|r| &r.id),
+                "finish_reason": finish_reason(outcome),
                 "answered": answer.answered,
                 "cited": answer.sources.iter().map(|s| s.index).collect::<Vec<_>>(),
                 "sources": answer.sources,
+                "actions": outcome.actions,
+                "fallback": outcome.fallback,
                 "usage": usage(answer),
             })),
             Wire::OpenAi { .. } => {
@@ -475,7 +719,8 @@ impl Wire {
                 last["docent"] = json!({
                     "answered": answer.answered,
                     "conversation_id": conversation_id,
-                    "finish_reason": finish_reason(answer),
+                    "finish_reason": finish_reason(outcome),
+                    "actions": outcome.actions,
                 });
                 let mut bytes = sse(&last).to_vec();
                 bytes.extend_from_slice(b"data: [DONE]\n\n");
@@ -564,7 +809,7 @@ pub fn run_streaming(
                 &mut |piece| sender.blocking_send(wire.delta(piece)).is_ok(),
             );
             let last = match result {
-                Ok((answer, reply)) => wire.done(&conversation_id, &answer, &reply),
+                Ok(outcome) => wire.done(&conversation_id, &outcome),
                 Err(e) => wire.error(&ApiError::from(e)),
             };
             let _ = tx.blocking_send(last);

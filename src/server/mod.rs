@@ -6,17 +6,21 @@
 //! middleware wraps every route: it echoes or makes `X-Request-Id`, makes it the id in
 //! error envelopes, and writes the access log line.
 
+pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod cache;
 pub mod chat;
 pub mod error;
+pub mod handoff;
 pub mod jobs;
+pub mod leads;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
 pub mod queue;
 pub mod ratelimit;
+pub mod webhooks;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -113,6 +117,8 @@ pub struct AppState {
     pub per_ip: Option<RateLimit>,
     pub answers: Option<cache::AnswerCache>,
     pub jobs: jobs::Jobs,
+    /// Live feeds of conversations' new messages (agent replies).
+    pub live: handoff::Live,
 }
 
 impl AppState {
@@ -131,6 +137,7 @@ impl AppState {
             options,
             limits,
             metrics: Metrics::default(),
+            live: handoff::Live::default(),
         })
     }
 
@@ -148,7 +155,11 @@ impl AppState {
 /// Registers every route under its path.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
+    analytics::routes(cfg);
     chat::routes(cfg);
+    handoff::routes(cfg);
+    leads::routes(cfg);
+    webhooks::routes(cfg);
     openai::routes(cfg);
     openapi::routes(cfg);
 }

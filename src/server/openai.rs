@@ -125,6 +125,7 @@ pub(crate) async fn completions(
         user_id: body.user,
         stream: body.stream,
         messages: Some(messages),
+        intent: None,
     };
     let turn = chat::prepare(&state, &caller, request).await?;
     let permit = chat::admit(&state)?;
@@ -146,7 +147,8 @@ pub(crate) async fn completions(
         ));
     }
     let conversation_id = turn.conversation.id.clone();
-    let (answer, _) = chat::run_blocking(state, turn, permit, options).await?;
+    let outcome = chat::run_blocking(state, turn, permit, options).await?;
+    let answer = &outcome.answer;
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
         "object": "chat.completion",
@@ -155,14 +157,15 @@ pub(crate) async fn completions(
         "choices": [{
             "index": 0,
             "message": {"role": "assistant", "content": answer.answer},
-            "finish_reason": chat::openai_finish_reason(&answer),
+            "finish_reason": chat::openai_finish_reason(answer),
         }],
-        "usage": chat::openai_usage(&answer),
+        "usage": chat::openai_usage(answer),
         "sources": answer.sources,
         "docent": {
             "answered": answer.answered,
             "conversation_id": conversation_id,
-            "finish_reason": chat::finish_reason(&answer),
+            "finish_reason": chat::finish_reason(&outcome),
+            "actions": outcome.actions,
         },
     })))
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{api, chat, openai};
+use super::{analytics, api, chat, handoff, leads, openai, webhooks};
 use crate::chat::SourceRef;
 
 #[derive(Serialize, ToSchema)]
@@ -90,6 +90,10 @@ pub struct BotView {
     pub min_score: Option<f32>,
     pub allowed_targets: Vec<String>,
     pub sources: Vec<SourceScheduleView>,
+    pub lead_capture: crate::domain::LeadCapture,
+    pub handoff_topics: Vec<String>,
+    pub fallback: Option<String>,
+    pub intents: Vec<crate::domain::Intent>,
     pub created: u64,
     pub updated: u64,
 }
@@ -133,6 +137,8 @@ pub struct MessageView {
     pub content: String,
     pub sources: Vec<SourceRef>,
     pub created: u64,
+    /// Agent messages: who wrote it.
+    pub author: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -142,6 +148,12 @@ pub struct ConversationView {
     pub user_id: Option<String>,
     /// `open` or `handed_off`.
     pub state: String,
+    /// The quick reply last chosen.
+    pub intent: Option<String>,
+    pub handed_off_at: Option<u64>,
+    /// `visitor_request`, `topic`, `agent`, `api` or the reason given.
+    pub handoff_reason: Option<String>,
+    pub lead_id: Option<String>,
     pub created: u64,
     pub updated: u64,
     /// Present when one conversation is read.
@@ -158,6 +170,7 @@ pub struct ConversationList {
 pub struct UserErased {
     pub user_id: String,
     pub deleted_conversations: usize,
+    pub deleted_leads: usize,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -212,14 +225,78 @@ pub struct Usage {
 #[derive(Serialize, ToSchema)]
 pub struct ChatResponse {
     pub conversation_id: String,
-    pub message_id: String,
-    pub message: AssistantMessage,
+    /// Absent (null) when a person has the conversation.
+    pub message_id: Option<String>,
+    pub message: Option<AssistantMessage>,
     /// The sources the answer cites; `index` is the n of its `[n]`.
     pub sources: Vec<SourceRef>,
     /// `stop`, `length`, `unanswered`, `handed_off` or `cancelled`.
     pub finish_reason: String,
     pub answered: bool,
+    /// What the client should do next: `collect_lead` (show the lead form).
+    pub actions: Vec<String>,
+    /// The bot's contact text, when it could not answer or handed off.
+    pub fallback: Option<String>,
     pub usage: Usage,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    /// `whk_…`.
+    pub id: String,
+    pub bot_id: String,
+    pub url: String,
+    pub events: Vec<String>,
+    /// The secret's first characters, to tell secrets apart.
+    pub secret_prefix: String,
+    /// During a rotation's overlap: when the previous secret stops signing.
+    pub previous_secret_expires: Option<u64>,
+    pub created: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    pub data: Vec<WebhookView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A webhook with its signing secret (`whsec_…`), shown on creation and rotation only.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    pub secret: String,
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    pub data: Vec<crate::store::Delivery>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Redelivered {
+    pub event_id: String,
+    /// The webhooks it was queued for.
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LeadList {
+    pub data: Vec<crate::domain::Lead>,
+    pub next_cursor: Option<String>,
+}
+
+/// What a webhook receives: `POST` with this body and `Docent-Signature`.
+#[derive(Serialize, ToSchema)]
+pub struct EventPayload {
+    /// `evt_…`: the same on every attempt; dedupe on it.
+    pub id: String,
+    #[serde(rename = "type")]
+    #[schema(rename = "type")]
+    pub kind: String,
+    pub created: u64,
+    pub data: serde_json::Value,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -301,7 +378,13 @@ impl Modify for BearerAuth {
         api::delete_conversation, api::delete_user,
         api::list_keys, api::create_key, api::revoke_key, api::rotate_key,
         chat::chat, openai::models, openai::completions, openapi_json,
+        handoff::handoff, handoff::agent_message, handoff::events,
+        leads::create_lead, leads::list_leads,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::delete_webhook, webhooks::rotate, webhooks::list_deliveries,
+        webhooks::redeliver, analytics::analytics,
     ),
+    components(schemas(EventPayload)),
     modifiers(&BearerAuth),
     tags(
         (name = "chat", description = "Answers"),
@@ -309,6 +392,8 @@ impl Modify for BearerAuth {
         (name = "conversations", description = "Conversations and end users"),
         (name = "bots", description = "Bots, their content and crawl jobs"),
         (name = "keys", description = "API keys"),
+        (name = "leads", description = "Visitors' contact details"),
+        (name = "webhooks", description = "Signed event deliveries"),
         (name = "health", description = "Health, readiness and metrics"),
     )
 )]

@@ -10,5 +10,6 @@ mod crawl;
 mod embedder;
 mod end_to_end;
 mod eval;
+mod events;
 mod index_recall;
 mod server;

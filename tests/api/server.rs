@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 use crate::helpers::{dyn_embedder, fixture, generator};
 
 /// A generator that wraps another, sleeping before each piece and recording cancellations.
-struct SlowGenerator {
+pub(crate) struct SlowGenerator {
     inner: Arc<dyn Generator>,
     delay: Duration,
     calls: AtomicUsize,
@@ -76,13 +76,13 @@ impl Generator for SlowGenerator {
     }
 }
 
-struct TestServer {
-    base: String,
-    state: web::Data<AppState>,
-    admin: String,
+pub(crate) struct TestServer {
+    pub(crate) base: String,
+    pub(crate) state: web::Data<AppState>,
+    pub(crate) admin: String,
     handle: actix_web::dev::ServerHandle,
-    data: tempfile::TempDir,
-    http: reqwest::Client,
+    pub(crate) data: tempfile::TempDir,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Drop for TestServer {
@@ -93,11 +93,11 @@ impl Drop for TestServer {
 }
 
 impl TestServer {
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -119,7 +119,7 @@ impl TestServer {
         (status, headers, value)
     }
 
-    fn make_key(
+    pub(crate) fn make_key(
         &self,
         kind: KeyKind,
         env: KeyEnv,
@@ -152,7 +152,7 @@ async fn ingest_site(store: &Store, embedder: Arc<dyn Embedder>, bot: &str, test
 }
 
 /// A server over a temp data dir holding bot `zephyr` (live) and `sandbox` (test mode).
-async fn start(
+pub(crate) async fn start(
     embedder: Arc<dyn Embedder>,
     generator: Arc<dyn Generator>,
     limits: Limits,
@@ -204,7 +204,7 @@ async fn start(
     }
 }
 
-async fn fake_server(limits: Limits) -> (TestServer, Arc<SlowGenerator>) {
+pub(crate) async fn fake_server(limits: Limits) -> (TestServer, Arc<SlowGenerator>) {
     let generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::ZERO);
     let server = start(
         Arc::new(FakeEmbedder::default()),
@@ -216,7 +216,11 @@ async fn fake_server(limits: Limits) -> (TestServer, Arc<SlowGenerator>) {
     (server, generator)
 }
 
-fn assert_error(response: &(u16, reqwest::header::HeaderMap, Value), status: u16, code: &str) {
+pub(crate) fn assert_error(
+    response: &(u16, reqwest::header::HeaderMap, Value),
+    status: u16,
+    code: &str,
+) {
     let (got, headers, body) = response;
     assert_eq!(*got, status, "{body}");
     assert_eq!(body["error"]["code"], code, "{body}");
@@ -710,7 +714,7 @@ async fn conversations_remember_turns_and_users_can_be_erased() {
 
 /// Reads an SSE body into its `data:` JSON events (comments skipped), however the bytes
 /// were split across network reads.
-async fn read_events(res: reqwest::Response, stop_after_delta: bool) -> Vec<Value> {
+pub(crate) async fn read_events(res: reqwest::Response, stop_after_delta: bool) -> Vec<Value> {
     use futures::StreamExt;
     let mut events = Vec::new();
     let mut buffer = String::new();

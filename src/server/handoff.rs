@@ -1,0 +1,342 @@
+//! Handing a conversation to a person: `POST /v1/conversations/{id}/handoff`, agents'
+//! replies (`POST /v1/conversations/{id}/messages`), and the live feed of a conversation's
+//! new messages and state (`GET /v1/conversations/{id}/events`, Server-Sent Events).
+//!
+//! The feed is fed in-process (`Live`) after each commit; each message event carries its
+//! position in the conversation as the SSE `id`, and a client that reconnects with
+//! `Last-Event-ID` (EventSource does this itself) first gets what it missed from the store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix_web::web::Bytes;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::broadcast;
+
+use super::AppState;
+use super::api::{blocking, conversation_json, load_conversation, resource};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+#[allow(unused_imports)]
+use super::openapi::*;
+use crate::domain::{Conversation, Message};
+use crate::store::TurnExtras;
+use crate::telemetry::unix_now;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/conversations/{id}/handoff", "POST").route(web::post().to(handoff)))
+        .service(
+            resource("/v1/conversations/{id}/messages", "POST")
+                .route(web::post().to(agent_message)),
+        )
+        .service(resource("/v1/conversations/{id}/events", "GET").route(web::get().to(events)));
+}
+
+/// One live update of a conversation: SSE `id` (message position) and JSON data.
+#[derive(Clone, Debug)]
+pub struct LiveEvent {
+    pub id: Option<u32>,
+    pub data: Value,
+}
+
+/// Subscribers to conversations' live feeds, by conversation id.
+#[derive(Default)]
+pub struct Live {
+    channels: Mutex<HashMap<String, broadcast::Sender<LiveEvent>>>,
+}
+
+impl Live {
+    pub fn subscribe(&self, conversation: &str) -> broadcast::Receiver<LiveEvent> {
+        let mut channels = self.channels.lock().expect("live lock");
+        channels
+            .entry(conversation.to_string())
+            .or_insert_with(|| broadcast::channel(64).0)
+            .subscribe()
+    }
+
+    fn publish(&self, conversation: &str, event: LiveEvent) {
+        let mut channels = self.channels.lock().expect("live lock");
+        if let Some(sender) = channels.get(conversation) {
+            if sender.receiver_count() == 0 {
+                channels.remove(conversation);
+            } else {
+                let _ = sender.send(event);
+            }
+        }
+    }
+
+    /// Announces messages just stored at positions `first`, `first + 1`, ….
+    pub fn publish_messages(&self, conversation: &str, first: u32, messages: &[Message]) {
+        for (i, message) in messages.iter().enumerate() {
+            let position = first + i as u32;
+            self.publish(
+                conversation,
+                LiveEvent {
+                    id: Some(position),
+                    data: json!({"event": "message", "message": message_json(message)}),
+                },
+            );
+        }
+    }
+
+    pub fn publish_state(&self, conversation: &Conversation) {
+        self.publish(
+            &conversation.id,
+            LiveEvent {
+                id: None,
+                data: json!({
+                    "event": "state",
+                    "state": conversation.state,
+                    "handoff_reason": conversation.handoff_reason,
+                }),
+            },
+        );
+    }
+}
+
+pub fn message_json(m: &Message) -> Value {
+    let mut value = json!({
+        "id": m.id,
+        "role": m.role,
+        "content": m.content,
+        "sources": m.sources,
+        "created": m.created,
+    });
+    if let Some(author) = &m.author {
+        value["author"] = json!(author);
+    }
+    value
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct HandoffRequest {
+    /// Why (up to 200 characters); `api` when absent.
+    #[schema(max_length = 200)]
+    reason: Option<String>,
+}
+
+/// Marks a conversation handed off (idempotent) and tells its live feed.
+async fn hand_off(
+    state: &AppState,
+    mut conversation: Conversation,
+    reason: String,
+) -> ApiResult<Conversation> {
+    if conversation.handed_off() {
+        return Ok(conversation);
+    }
+    conversation.state = "handed_off".into();
+    conversation.handed_off_at = Some(unix_now());
+    conversation.handoff_reason = Some(reason);
+    conversation.updated = unix_now();
+    let store = state.store.clone();
+    let (stored, _) =
+        blocking(move || Ok(store.append_turn(&conversation, &[], TurnExtras::default())?)).await?;
+    state.live.publish_state(&stored);
+    Ok(stored)
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/handoff", tag = "conversations", summary = "Hand a conversation to a person (the bot stops answering it)", request_body = HandoffRequest, params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now handed_off", body = ConversationView), ApiErrors))]
+pub(crate) async fn handoff(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: Option<web::Json<HandoffRequest>>,
+) -> ApiResult<HttpResponse> {
+    let conversation = load_conversation(&state, &caller, &path).await?;
+    let reason = body
+        .and_then(|b| b.into_inner().reason)
+        .map(|r| r.trim().chars().take(200).collect::<String>())
+        .filter(|r| !r.is_empty() && !r.chars().any(char::is_control))
+        .unwrap_or_else(|| "api".into());
+    let conversation = hand_off(&state, conversation, reason).await?;
+    Ok(HttpResponse::Ok().json(conversation_json(&conversation, None)))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentMessage {
+    /// `agent`: a person's reply to the visitor.
+    #[schema(required = true, value_type = String, pattern = "^agent$")]
+    role: Option<String>,
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 4000, pattern = "\\S")]
+    content: Option<String>,
+    /// Who wrote it, as the visitor should see it (up to 100 characters).
+    #[schema(max_length = 100)]
+    author: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/messages", tag = "conversations", summary = "An agent's reply (secret keys); the conversation becomes handed_off", request_body = AgentMessage, params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 201, description = "Stored and sent to the conversation's live feed", body = MessageView), ApiErrors))]
+pub(crate) async fn agent_message(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<AgentMessage>,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let body = body.into_inner();
+    match body.role.as_deref() {
+        Some("agent") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                format!("role {other:?}: agents post role `agent`"),
+            ));
+        }
+        None => return Err(ApiError::bad_request("missing_field", "role is required")),
+    }
+    let content = body
+        .content
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| ApiError::bad_request("missing_field", "content is required"))?;
+    let limit = state.limits.max_message_chars;
+    if content.chars().count() > limit {
+        return Err(ApiError::bad_request(
+            "message_too_long",
+            format!("the message is longer than {limit} characters"),
+        ));
+    }
+    let author = body
+        .author
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty());
+    if author
+        .as_ref()
+        .is_some_and(|a| a.chars().count() > 100 || a.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "author must be up to 100 printable characters",
+        ));
+    }
+    let conversation = load_conversation(&state, &caller, &path).await?;
+    // A person answering takes the conversation over.
+    let mut conversation = hand_off(&state, conversation, "agent".into()).await?;
+    conversation.updated = unix_now();
+    let message = Message {
+        id: format!("msg_{}", crate::keys::random_base62(20).unwrap_or_default()),
+        role: "agent".into(),
+        content,
+        created: unix_now(),
+        author,
+        ..Message::default()
+    };
+    let store = state.store.clone();
+    let (stored, written) = (conversation.clone(), message.clone());
+    let (_, first) =
+        blocking(move || Ok(store.append_turn(&stored, &[written], TurnExtras::default())?))
+            .await?;
+    state
+        .live
+        .publish_messages(&conversation.id, first, std::slice::from_ref(&message));
+    Ok(HttpResponse::Created().json(message_json(&message)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    /// A public key or widget session token, for clients that cannot send headers
+    /// (EventSource).
+    #[allow(dead_code)]
+    access_token: Option<String>,
+    /// Replay stored messages after this position (as `Last-Event-ID` does).
+    after: Option<u32>,
+}
+
+const HEARTBEAT: Duration = Duration::from_secs(15);
+
+#[utoipa::path(get, path = "/v1/conversations/{id}/events", tag = "conversations", summary = "Live feed of a conversation's new messages (agent replies) and state, as Server-Sent Events", params(("id" = String, Path, description = "Conversation id"), EventsQuery), security(("bearer" = [])), responses((status = 200, description = "text/event-stream: `id:` message position, `data:` {\"event\": \"message\" | \"state\", ...}", content((SseEvent = "text/event-stream"))), ApiErrors))]
+pub(crate) async fn events(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<EventsQuery>,
+    req: HttpRequest,
+) -> ApiResult<HttpResponse> {
+    let conversation = load_conversation(&state, &caller, &path).await?;
+    let after = req
+        .headers()
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .or(query.after);
+    // Subscribe first, then read the store: nothing falls between the two.
+    let mut live = state.live.subscribe(&conversation.id);
+    let store = state.store.clone();
+    let id = conversation.id.clone();
+    let stored = blocking(move || Ok(store.messages(&id)?)).await?;
+    let mut backlog: Vec<Bytes> = Vec::new();
+    let mut last = after;
+    if let Some(after) = after {
+        for (position, message) in stored.iter().enumerate().skip(after as usize + 1) {
+            backlog.push(frame(&LiveEvent {
+                id: Some(position as u32),
+                data: json!({"event": "message", "message": message_json(message)}),
+            }));
+            last = Some(position as u32);
+        }
+    } else {
+        last = (stored.len() as u32).checked_sub(1);
+    }
+    backlog.insert(
+        0,
+        frame(&LiveEvent {
+            id: None,
+            data: json!({"event": "state", "state": conversation.state, "handoff_reason": conversation.handoff_reason}),
+        }),
+    );
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    actix_web::rt::spawn(async move {
+        for bytes in backlog {
+            if tx.send(bytes).await.is_err() {
+                return;
+            }
+        }
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        loop {
+            let bytes = tokio::select! {
+                event = live.recv() => match event {
+                    Ok(event) => {
+                        if let (Some(id), Some(seen)) = (event.id, last)
+                            && id <= seen
+                        {
+                            continue;
+                        }
+                        last = event.id.or(last);
+                        frame(&event)
+                    }
+                    // Fell behind: the client reconnects and replays from the store.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                _ = heartbeat.tick() => Bytes::from_static(b": keep-alive\n\n"),
+                _ = tx.closed() => return,
+            };
+            if tx.send(bytes).await.is_err() {
+                return;
+            }
+        }
+    });
+    let body = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
+    });
+    Ok(HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("Cache-Control", "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+fn frame(event: &LiveEvent) -> Bytes {
+    match event.id {
+        Some(id) => Bytes::from(format!("id: {id}\ndata: {}\n\n", event.data)),
+        None => Bytes::from(format!("data: {}\n\n", event.data)),
+    }
+}

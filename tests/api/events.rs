@@ -1,0 +1,805 @@
+//! Events, webhooks, leads, handoff and analytics over real HTTP on loopback: a receiver
+//! that verifies signatures and fails on purpose, retries with the same event id, secret
+//! rotation, SSRF refusals, handoff with agent replies on the live feed, leads typed in
+//! chat and posted by form, and the numbers analytics reports for them.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use docent::keys::{KeyEnv, KeyKind, KeyScope};
+use docent::server::Limits;
+use serde_json::{Value, json};
+
+use crate::server::{assert_error, fake_server};
+
+/// One request the receiver got.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub signature: String,
+    pub event_id_header: String,
+    pub body: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// A webhook receiver on loopback: answers each request with the next scripted
+/// (status, Retry-After), then 200.
+pub struct Receiver {
+    pub url: String,
+    pub got: Arc<Mutex<Vec<Received>>>,
+    pub script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
+    }
+}
+
+#[derive(Clone)]
+struct ReceiverState {
+    got: Arc<Mutex<Vec<Received>>>,
+    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<ReceiverState>,
+) -> HttpResponse {
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    state.got.lock().unwrap().push(Received {
+        signature: header("docent-signature"),
+        event_id_header: header("docent-event-id"),
+        body: body.to_vec(),
+        at: Instant::now(),
+    });
+    let next = state.script.lock().unwrap().pop_front();
+    match next {
+        Some((status, retry_after)) => {
+            let mut response =
+                HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap());
+            if let Some(wait) = retry_after {
+                response.insert_header(("Retry-After", wait));
+            }
+            response.body("scripted")
+        }
+        None => HttpResponse::Ok().body("ok"),
+    }
+}
+
+/// Starts a receiver on `listener` (port 0 for any).
+pub fn receiver_on(listener: std::net::TcpListener) -> Receiver {
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let state = ReceiverState {
+        got: Arc::default(),
+        script: Arc::default(),
+    };
+    let (got, script) = (state.got.clone(), state.script.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(web::Data::new(state.clone()))
+                    .default_service(web::to(receive))
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    Receiver {
+        url,
+        got,
+        script,
+        handle: rx.recv().unwrap(),
+    }
+}
+
+pub fn receiver() -> Receiver {
+    receiver_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+}
+
+impl Receiver {
+    /// Waits until `n` requests arrived (at most `secs`), and returns them all.
+    pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let got = self.got.lock().unwrap().clone();
+            if got.len() >= n {
+                return got;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the receiver got {} of {n} deliveries in {secs} s",
+                got.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The received events of one type.
+    pub fn of_type(&self, kind: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(Received::json)
+            .filter(|e| e["type"] == kind)
+            .collect()
+    }
+}
+
+fn verifies(received: &Received, secret: &str) -> bool {
+    docent::events::verify(
+        &received.signature,
+        secret,
+        &received.body,
+        docent::telemetry::unix_now(),
+        docent::events::REPLAY_TOLERANCE_SECS,
+    )
+}
+
+fn private_ok() -> Limits {
+    Limits {
+        allow_private_targets: true,
+        ..Limits::default()
+    }
+}
+
+fn start_delivery(s: &crate::server::TestServer) {
+    docent::events::start_worker(
+        s.state.store.clone(),
+        docent::events::DeliveryConfig {
+            allow_private_targets: true,
+            base_delay: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+            ..Default::default()
+        },
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhooks_are_signed_retried_with_the_same_event_id_rotated_and_replayed() {
+    let (s, _) = fake_server(private_ok()).await;
+    start_delivery(&s);
+    let hook = receiver();
+    let admin = s.admin.clone();
+
+    // Bad requests are refused with their codes.
+    for (body, code) in [
+        (
+            json!({"url": hook.url, "events": ["lead.captured"]}),
+            "missing_field",
+        ),
+        (
+            json!({"bot_id": "zephyr", "url": "ftp://x/", "events": ["*"]}),
+            "invalid_request",
+        ),
+        (
+            json!({"bot_id": "zephyr", "url": hook.url, "events": []}),
+            "invalid_request",
+        ),
+        (
+            json!({"bot_id": "zephyr", "url": hook.url, "events": ["lead.lost"]}),
+            "invalid_request",
+        ),
+        (
+            json!({"bot_id": "nope", "url": hook.url, "events": ["*"]}),
+            "bot_not_found",
+        ),
+    ] {
+        let response = s
+            .call("POST", "/v1/webhooks", Some(&admin), Some(body))
+            .await;
+        let status = if code == "bot_not_found" { 404 } else { 400 };
+        assert_error(&response, status, code);
+    }
+    let public = s.make_key(
+        KeyKind::Public,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![docent::domain::BotId::parse("zephyr").unwrap()]),
+        vec!["https://shop.example".into()],
+    );
+    let response = s
+        .http
+        .post(s.url("/v1/webhooks"))
+        .bearer_auth(&public)
+        .header("Origin", "https://shop.example")
+        .json(&json!({"bot_id": "zephyr", "url": hook.url, "events": ["*"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403, "public keys cannot add webhooks");
+
+    let (status, _, created) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["lead.captured"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_") && secret.len() > 30);
+    let webhook_id = created["id"].as_str().unwrap().to_string();
+    let (_, _, shown) = s
+        .call(
+            "GET",
+            &format!("/v1/webhooks/{webhook_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert!(
+        shown.get("secret").is_none(),
+        "the secret is shown once: {shown}"
+    );
+    assert_eq!(shown["events"], json!(["lead.captured"]));
+
+    // The receiver fails twice: 500, then 429 asking for a second's wait.
+    hook.script
+        .lock()
+        .unwrap()
+        .extend([(500, None), (429, Some("1"))]);
+    let (status, _, lead) = s
+        .call(
+            "POST",
+            "/v1/leads",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "name": "Jane", "email": "jane@example.com", "consent": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{lead}");
+    let got = hook.wait_for(3, 30).await;
+    assert_eq!(got.len(), 3, "delivered once the receiver said 200");
+    let ids: Vec<Value> = got.iter().map(|r| r.json()["id"].clone()).collect();
+    assert!(
+        ids.iter().all(|id| *id == ids[0]),
+        "one event id on every attempt: {ids:?}"
+    );
+    assert!(ids[0].as_str().unwrap().starts_with("evt_"));
+    assert!(
+        got.iter()
+            .all(|r| r.event_id_header == ids[0].as_str().unwrap())
+    );
+    assert!(
+        got.iter().all(|r| verifies(r, &secret)),
+        "every attempt is signed"
+    );
+    assert!(!verifies(&got[0], "whsec_wrong"));
+    let event = got[0].json();
+    assert_eq!(event["type"], "lead.captured");
+    assert_eq!(event["data"]["lead"]["email"], "jane@example.com");
+    assert_eq!(event["data"]["bot_id"], "zephyr");
+    assert!(
+        got[2].at - got[1].at >= Duration::from_millis(900),
+        "Retry-After: 1 was honoured ({:?})",
+        got[2].at - got[1].at
+    );
+
+    // The deliveries list shows each attempt.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let delivery = loop {
+        let (status, _, list) = s
+            .call(
+                "GET",
+                &format!("/v1/webhooks/{webhook_id}/deliveries"),
+                Some(&admin),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{list}");
+        let delivery = list["data"][0].clone();
+        if delivery["state"] == "delivered" || Instant::now() > deadline {
+            break delivery;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(delivery["state"], "delivered", "{delivery}");
+    assert_eq!(delivery["event_id"], ids[0]);
+    let statuses: Vec<Value> = delivery["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(statuses, [json!(500), json!(429), json!(200)]);
+    assert!(delivery["attempts"][0]["latency_ms"].is_u64());
+
+    // A replay sends the same event again.
+    let event_id = ids[0].as_str().unwrap();
+    let (status, _, replay) = s
+        .call(
+            "POST",
+            &format!("/v1/events/{event_id}/redeliver"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{replay}");
+    assert_eq!(replay["webhooks"], json!([webhook_id]));
+    let got = hook.wait_for(4, 20).await;
+    assert_eq!(got[3].json()["id"], ids[0]);
+    assert_error(
+        &s.call("POST", "/v1/events/evt_nope/redeliver", Some(&admin), None)
+            .await,
+        404,
+        "event_not_found",
+    );
+
+    // After a rotation both secrets verify the next delivery, which carries two v1 values.
+    let (status, _, rotated) = s
+        .call(
+            "POST",
+            &format!("/v1/webhooks/{webhook_id}/rotate"),
+            Some(&admin),
+            Some(json!({"overlap_seconds": 600})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    s.call(
+        "POST",
+        "/v1/leads",
+        Some(&admin),
+        Some(json!({"bot_id": "zephyr", "phone": "+44 20 7946 0958", "consent": false})),
+    )
+    .await;
+    let got = hook.wait_for(5, 20).await;
+    let last = &got[4];
+    assert_eq!(
+        last.signature.matches("v1=").count(),
+        2,
+        "{}",
+        last.signature
+    );
+    assert!(verifies(last, &secret) && verifies(last, &new_secret));
+
+    // Lists, then deletion: nothing more is sent to it.
+    let (_, _, list) = s
+        .call("GET", "/v1/webhooks?bot_id=zephyr", Some(&admin), None)
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    let (status, _, _) = s
+        .call(
+            "DELETE",
+            &format!("/v1/webhooks/{webhook_id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_error(
+        &s.call(
+            "GET",
+            &format!("/v1/webhooks/{webhook_id}"),
+            Some(&admin),
+            None,
+        )
+        .await,
+        404,
+        "webhook_not_found",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_urls_on_private_networks_are_refused_unless_allowed() {
+    let (s, _) = fake_server(Limits::default()).await;
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://10.0.0.5/hook",
+    ] {
+        let response = s
+            .call(
+                "POST",
+                "/v1/webhooks",
+                Some(&s.admin),
+                Some(json!({"bot_id": "zephyr", "url": url, "events": ["*"]})),
+            )
+            .await;
+        assert_error(&response, 400, "target_not_allowed");
+    }
+}
+
+/// Reads SSE `data:` events from a live feed until `stop` says so (or 20 s pass).
+async fn read_feed(res: reqwest::Response, stop: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    use futures::StreamExt;
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = res.bytes_stream();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for line in block.lines() {
+                if let Some(data) = line.strip_prefix("data: ") {
+                    events.push(serde_json::from_str(data).unwrap());
+                }
+            }
+            if stop(&events) {
+                return events;
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn handoff_leads_intents_and_analytics_work_end_to_end() {
+    let (s, _) = fake_server(private_ok()).await;
+    start_delivery(&s);
+    let hook = receiver();
+    let admin = s.admin.clone();
+    let (status, _, _) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, bot) = s
+        .call(
+            "PATCH",
+            "/v1/bots/zephyr",
+            Some(&admin),
+            Some(json!({
+                "lead_capture": {"mode": "on_detection"},
+                "handoff_topics": ["medical advice"],
+                "fallback": "Write to help@zephyr.example",
+                "intents": [{"id": "pricing", "label": "Pricing", "message": "How much is the kettle?"}],
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{bot}");
+    assert_eq!(bot["lead_capture"], json!({"mode": "on_detection"}));
+    for bad in [
+        json!({"lead_capture": {"mode": "sometimes"}}),
+        json!({"lead_capture": {"mode": "after_messages", "after_messages": 0}}),
+        json!({"intents": [{"id": "Bad Id", "label": "x"}]}),
+        json!({"handoff_topics": [""]}),
+    ] {
+        let response = s
+            .call("PATCH", "/v1/bots/zephyr", Some(&admin), Some(bad.clone()))
+            .await;
+        assert_eq!(response.0, 400, "{bad}: {}", response.2);
+    }
+
+    // A chosen intent is asked and stored; an unknown one is refused.
+    let (status, _, reply) = s
+        .call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "intent": "pricing"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let priced = reply["conversation_id"].as_str().unwrap().to_string();
+    let (_, _, conversation) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations/{priced}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(conversation["intent"], "pricing");
+    assert_eq!(
+        conversation["messages"][0]["content"],
+        "How much is the kettle?"
+    );
+    assert_error(
+        &s.call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "intent": "refunds"})),
+        )
+        .await,
+        400,
+        "unknown_intent",
+    );
+
+    // Contact details typed in chat become a lead.
+    let (_, _, reply) = s
+        .call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "message": "Call me on +1 (555) 123-4567 about descaling", "user_id": "u-9"})),
+        )
+        .await;
+    let with_lead = reply["conversation_id"].as_str().unwrap().to_string();
+    let (_, _, leads) = s
+        .call("GET", "/v1/leads?bot_id=zephyr", Some(&admin), None)
+        .await;
+    let lead = &leads["data"][0];
+    assert_eq!(lead["phone"], "+1 (555) 123-4567", "{leads}");
+    assert_eq!(lead["obtained"], "chat");
+    assert_eq!(lead["consent"], Value::Null);
+    assert_eq!(lead["conversation_id"], with_lead);
+
+    // A regulated topic goes to a person, with the fallback and a lead request.
+    let (_, _, reply) = s
+        .call(
+            "POST",
+            "/v1/chat",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "message": "Can you give me medical advice about a burn from the kettle?"})),
+        )
+        .await;
+    assert_eq!(reply["finish_reason"], "handed_off", "{reply}");
+    assert_eq!(reply["answered"], false);
+    assert_eq!(reply["actions"], json!(["collect_lead"]));
+    assert_eq!(reply["fallback"], "Write to help@zephyr.example");
+    assert!(
+        reply["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("a person will reply")
+    );
+
+    // A visitor asking for a person, with the widget's public key, then an agent's reply on
+    // the live feed (the key as a query parameter, as EventSource must send it).
+    let public = s.make_key(
+        KeyKind::Public,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![docent::domain::BotId::parse("zephyr").unwrap()]),
+        vec!["https://shop.example".into()],
+    );
+    let visitor = |path: &str| {
+        s.http
+            .post(s.url(path))
+            .bearer_auth(&public)
+            .header("Origin", "https://shop.example")
+    };
+    let reply: Value = visitor("/v1/chat")
+        .json(&json!({"bot_id": "zephyr", "message": "I want to talk to a human"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["finish_reason"], "handed_off", "{reply}");
+    let conversation = reply["conversation_id"].as_str().unwrap().to_string();
+    let feed = s
+        .http
+        .get(s.url(&format!(
+            "/v1/conversations/{conversation}/events?access_token={public}"
+        )))
+        .header("Origin", "https://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let reader = tokio::spawn(read_feed(feed, |events| {
+        events
+            .iter()
+            .any(|e| e["event"] == "message" && e["message"]["role"] == "agent")
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // While handed off, the visitor's messages are kept for the person; the bot is silent.
+    let reply: Value = visitor("/v1/chat")
+        .json(&json!({"bot_id": "zephyr", "message": "Hello? Anyone there?", "conversation_id": conversation}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["finish_reason"], "handed_off", "{reply}");
+    assert_eq!(reply["message"], Value::Null);
+    // Only secret keys post agent replies.
+    let response = visitor(&format!("/v1/conversations/{conversation}/messages"))
+        .json(&json!({"role": "agent", "content": "forged"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    let (status, _, agent) = s
+        .call(
+            "POST",
+            &format!("/v1/conversations/{conversation}/messages"),
+            Some(&admin),
+            Some(json!({"role": "agent", "content": "Hi, Sam here. How can I help?", "author": "Sam"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let events = reader.await.unwrap();
+    let agent_event = events
+        .iter()
+        .find(|e| e["event"] == "message" && e["message"]["role"] == "agent")
+        .unwrap_or_else(|| panic!("no agent reply on the feed: {events:?}"));
+    assert_eq!(
+        agent_event["message"]["content"],
+        "Hi, Sam here. How can I help?"
+    );
+    assert_eq!(agent_event["message"]["author"], "Sam");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "message" && e["message"]["content"] == "Hello? Anyone there?")
+    );
+    // A reconnecting client replays what it missed from the store.
+    let replay = s
+        .http
+        .get(s.url(&format!("/v1/conversations/{conversation}/events")))
+        .bearer_auth(&admin)
+        .header("Last-Event-ID", "0")
+        .send()
+        .await
+        .unwrap();
+    let replayed = read_feed(replay, |events| {
+        events.iter().any(|e| e["message"]["role"] == "agent")
+    })
+    .await;
+    assert_eq!(
+        replayed.iter().filter(|e| e["event"] == "message").count(),
+        3,
+        "messages 1 to 3 after position 0: {replayed:?}"
+    );
+    // Another visitor's page cannot open this conversation's feed.
+    let response = s
+        .http
+        .get(s.url(&format!(
+            "/v1/conversations/{conversation}/events?access_token={public}"
+        )))
+        .header("Origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+
+    // Explicit handoff over the API (idempotent).
+    for _ in 0..2 {
+        let (status, _, handed) = s
+            .call(
+                "POST",
+                &format!("/v1/conversations/{priced}/handoff"),
+                Some(&admin),
+                Some(json!({"reason": "billing"})),
+            )
+            .await;
+        assert_eq!(status, 200, "{handed}");
+        assert_eq!(handed["state"], "handed_off");
+        assert_eq!(handed["handoff_reason"], "billing");
+    }
+
+    // A lead by form, validated.
+    for (body, code) in [
+        (
+            json!({"bot_id": "zephyr", "name": "No contact", "consent": true}),
+            "missing_field",
+        ),
+        (
+            json!({"bot_id": "zephyr", "email": "not-an-email", "consent": true}),
+            "invalid_email",
+        ),
+        (
+            json!({"bot_id": "zephyr", "phone": "12", "consent": true}),
+            "invalid_phone",
+        ),
+        (
+            json!({"bot_id": "zephyr", "email": "a@b.io"}),
+            "missing_field",
+        ),
+        (
+            json!({"bot_id": "zephyr", "email": "a@b.io", "consent": true, "conversation_id": "conv_nope"}),
+            "conversation_not_found",
+        ),
+    ] {
+        let response = s
+            .call("POST", "/v1/leads", Some(&admin), Some(body.clone()))
+            .await;
+        let status = if code == "conversation_not_found" {
+            404
+        } else {
+            400
+        };
+        assert_error(&response, status, code);
+    }
+    let response = visitor("/v1/leads")
+        .json(&json!({"bot_id": "zephyr", "conversation_id": conversation, "name": "=cmd()", "email": "vis@example.org", "consent": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let csv = s
+        .http
+        .get(s.url("/v1/leads?bot_id=zephyr&format=csv"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        csv.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let csv = csv.text().await.unwrap();
+    assert_eq!(csv.lines().count(), 3, "a header and two leads: {csv}");
+    assert!(
+        csv.contains("'=cmd()") && csv.contains("vis@example.org,"),
+        "{csv}"
+    );
+
+    // Every event reached the receiver, signed, with the conversation it came from.
+    let handoffs = loop {
+        let handoffs = hook.of_type("conversation.handoff");
+        if handoffs.len() >= 3 && hook.of_type("lead.captured").len() >= 2 {
+            break handoffs;
+        }
+        hook.wait_for(hook.got.lock().unwrap().len() + 1, 20).await;
+    };
+    let reasons: Vec<&str> = handoffs
+        .iter()
+        .map(|e| e["data"]["reason"].as_str().unwrap())
+        .collect();
+    for reason in ["topic", "visitor_request", "billing"] {
+        assert!(reasons.contains(&reason), "{reasons:?}");
+    }
+    let started = hook.of_type("conversation.started");
+    assert!(
+        started
+            .iter()
+            .any(|e| e["data"]["intent"] == "pricing"
+                && e["data"]["conversation_id"] == priced.as_str()),
+        "{started:?}"
+    );
+
+    // Analytics count what happened today.
+    let (status, _, report) = s
+        .call("GET", "/v1/bots/zephyr/analytics", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let totals = &report["totals"];
+    assert_eq!(totals["conversations"], 4, "{report}");
+    assert_eq!(totals["handoffs"], 3, "{report}");
+    assert_eq!(totals["leads"], 2, "{report}");
+    assert_eq!(report["intents"]["pricing"], 1);
+    assert_eq!(report["days"].as_array().unwrap().len(), 30);
+    assert_error(
+        &s.call(
+            "GET",
+            "/v1/bots/zephyr/analytics?from=2026-02-30",
+            Some(&admin),
+            None,
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    // Erasing the user erases their lead too.
+    let (_, _, erased) = s.call("DELETE", "/v1/users/u-9", Some(&admin), None).await;
+    assert_eq!(erased["deleted_leads"], 1, "{erased}");
+}
