@@ -162,10 +162,16 @@ pub fn wants_human(message: &str) -> bool {
     false
 }
 
-/// Whether `question` is about `topic` by its words: every content word of the topic
-/// (or, for a topic of several words, all but generic ones like "advice") appears in the
-/// question, matching on a shared prefix of five letters so "medication" meets
-/// "medical". The embedding check in the chat path catches paraphrases.
+/// Whether `question` is about `topic`. A topic is a name, optionally followed by `:` and
+/// comma-separated trigger words or phrases: `"medical advice: dose, medication, burn,
+/// side effect"`. It matches when every word of the name (less generic ones such as
+/// "advice") or any trigger appears in the question. A word matches a question word that
+/// starts with its first five letters ("medication" meets "medicine", "burn" meets
+/// "burned"); a phrase matches when its words appear in a row.
+///
+/// Deterministic on purpose: a regulated deployment must be able to say which questions go
+/// to people. (Measured: the embedder's similarity and the small model's yes/no did not
+/// separate "Can I sue you?" from "What is the warranty?".)
 pub fn mentions_topic(question: &str, topic: &str) -> bool {
     const GENERIC: &[&str] = &[
         "advice",
@@ -188,21 +194,37 @@ pub fn mentions_topic(question: &str, topic: &str) -> bool {
     let words = |text: &str| -> Vec<String> {
         text.to_lowercase()
             .split(|c: char| !c.is_alphanumeric())
-            .filter(|w| w.len() > 2)
+            .filter(|w| !w.is_empty())
             .map(str::to_string)
             .collect()
     };
     let question = words(question);
-    let wanted: Vec<String> = words(topic)
+    let matches = |word: &str, candidate: &str| {
+        let prefix: String = word.chars().take(5).collect();
+        candidate.starts_with(&prefix)
+    };
+    let phrase_at = |phrase: &[String], start: usize| {
+        phrase
+            .iter()
+            .enumerate()
+            .all(|(i, w)| question.get(start + i).is_some_and(|q| matches(w, q)))
+    };
+    let (name, triggers) = topic.split_once(':').unwrap_or((topic, ""));
+    let wanted: Vec<String> = words(name)
         .into_iter()
-        .filter(|w| !GENERIC.contains(&w.as_str()))
+        .filter(|w| w.len() > 2 && !GENERIC.contains(&w.as_str()))
         .collect();
-    let stem = |w: &str| w.chars().take(5).collect::<String>();
-    !wanted.is_empty()
-        && wanted.iter().all(|w| {
-            let w = stem(w);
-            question.iter().any(|q| stem(q) == w)
-        })
+    if !wanted.is_empty()
+        && wanted
+            .iter()
+            .all(|w| question.iter().any(|q| matches(w, q)))
+    {
+        return true;
+    }
+    triggers.split(',').any(|trigger| {
+        let phrase = words(trigger);
+        !phrase.is_empty() && (0..question.len()).any(|start| phrase_at(&phrase, start))
+    })
 }
 
 #[cfg(test)]

@@ -241,7 +241,8 @@ pub(crate) struct BotFields {
     /// `{"mode": "off"}`, `{"mode": "on_detection"}` (contact details typed in chat become
     /// leads) or `{"mode": "after_messages", "after_messages": N}` (also ask for them).
     lead_capture: Option<LeadCapture>,
-    /// Topics (up to 20, each up to 200 characters) that always go to a person.
+    /// Topics that always go to a person (up to 20, each up to 200 characters): a name,
+    /// optionally `:` and comma-separated trigger words, e.g. `medical advice: dose, burn`.
     #[schema(inline, value_type = Option<Vec<String>>)]
     handoff_topics: Option<Vec<String>>,
     /// Contact link or text shown when the bot cannot answer (up to 1000 characters).

@@ -370,7 +370,11 @@ fn answer_and_store(
     // The visitor wants a person, or asks what people must answer.
     let reason = if crate::engage::wants_human(&turn.question) {
         Some("visitor_request")
-    } else if about_handoff_topic(engine, &turn.question, &settings.handoff_topics) {
+    } else if settings
+        .handoff_topics
+        .iter()
+        .any(|topic| crate::engage::mentions_topic(&turn.question, topic))
+    {
         Some("topic")
     } else {
         None
@@ -558,35 +562,6 @@ fn detected_lead(
         obtained: "chat".into(),
         created: unix_now(),
     }))
-}
-
-/// How close (cosine) a question must be to a handoff topic to go to a person, when the
-/// topic's words do not appear in it.
-pub const TOPIC_SIMILARITY: f32 = 0.5;
-
-/// Whether the question is about one of the topics: by the topic's words, or by meaning
-/// (the embedder's cosine similarity).
-fn about_handoff_topic(engine: &super::Engine, question: &str, topics: &[String]) -> bool {
-    if topics.is_empty() {
-        return false;
-    }
-    if topics
-        .iter()
-        .any(|t| crate::engage::mentions_topic(question, t))
-    {
-        return true;
-    }
-    let mut texts: Vec<&str> = vec![question];
-    texts.extend(topics.iter().map(String::as_str));
-    let Ok(vectors) = engine.retriever.embedder().embed(&texts) else {
-        return false;
-    };
-    let (q, rest) = vectors.split_first().expect("the question's vector");
-    rest.iter().any(|t| {
-        let cosine: f32 = q.iter().zip(t).map(|(a, b)| a * b).sum();
-        tracing::debug!(cosine, "handoff topic similarity");
-        cosine >= TOPIC_SIMILARITY
-    })
 }
 
 fn new_message_id() -> String {

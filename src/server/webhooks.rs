@@ -14,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
 use crate::events::TYPES;
-use crate::ingest::ssrf::{TargetGuard, is_public};
+use crate::ingest::ssrf::TargetGuard;
 use crate::store::Webhook;
 use crate::telemetry::unix_now;
 
@@ -88,8 +88,7 @@ pub(crate) struct NewWebhook {
     events: Option<Vec<String>>,
 }
 
-/// Checks a webhook URL: http(s), and public unless private targets are allowed (names are
-/// resolved now for a clear error, and again by the delivery worker's resolver).
+/// Checks a webhook URL: http(s), and public unless private targets are allowed.
 async fn check_url(raw: &str, allow_private: bool) -> ApiResult<String> {
     let url = url::Url::parse(raw)
         .ok()
@@ -107,26 +106,9 @@ async fn check_url(raw: &str, allow_private: bool) -> ApiResult<String> {
             format!("refusing to deliver to {url}: {why}"),
         )
     };
+    // IP literals and `localhost` are refused here; names are checked by the delivery
+    // worker's resolver each time they are resolved (a name can change where it points).
     TargetGuard::default().check(&url).map_err(refused)?;
-    if let Some(url::Host::Domain(name)) = url.host() {
-        let port = url.port_or_known_default().unwrap_or(443);
-        // A name that does not resolve yet is accepted: deliveries check again.
-        if let Ok(Ok(addresses)) = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            tokio::net::lookup_host((name.to_string(), port)),
-        )
-        .await
-        {
-            for address in addresses {
-                if !is_public(address.ip()) {
-                    return Err(refused(format!(
-                        "{name} resolves to a private address ({})",
-                        address.ip()
-                    )));
-                }
-            }
-        }
-    }
     Ok(url.to_string())
 }
 

@@ -14,6 +14,9 @@ use serde_json::{Value, json};
 
 use crate::server::{assert_error, fake_server};
 
+/// Scripted answers: (status, Retry-After).
+pub type Script = Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>;
+
 /// One request the receiver got.
 #[derive(Clone, Debug)]
 pub struct Received {
@@ -34,7 +37,7 @@ impl Received {
 pub struct Receiver {
     pub url: String,
     pub got: Arc<Mutex<Vec<Received>>>,
-    pub script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    pub script: Script,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -48,7 +51,7 @@ impl Drop for Receiver {
 #[derive(Clone)]
 struct ReceiverState {
     got: Arc<Mutex<Vec<Received>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Script,
 }
 
 async fn receive(
@@ -759,7 +762,8 @@ async fn handoff_leads_intents_and_analytics_work_end_to_end() {
         if handoffs.len() >= 3 && hook.of_type("lead.captured").len() >= 2 {
             break handoffs;
         }
-        hook.wait_for(hook.got.lock().unwrap().len() + 1, 20).await;
+        let seen = hook.got.lock().unwrap().len();
+        hook.wait_for(seen + 1, 20).await;
     };
     let reasons: Vec<&str> = handoffs
         .iter()
@@ -802,4 +806,227 @@ async fn handoff_leads_intents_and_analytics_work_end_to_end() {
     // Erasing the user erases their lead too.
     let (_, _, erased) = s.call("DELETE", "/v1/users/u-9", Some(&admin), None).await;
     assert_eq!(erased["deleted_leads"], 1, "{erased}");
+}
+
+/// A `docent serve` process on a data dir, with its stderr lines on a channel.
+struct Served {
+    child: std::process::Child,
+    base: String,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Served {
+    fn start(data: &std::path::Path, failpoint: Option<&str>) -> Served {
+        use std::io::{BufRead, BufReader};
+        let mut command = crate::crash::docent(data);
+        command
+            .args([
+                "serve",
+                "--bind",
+                "127.0.0.1:0",
+                "--model",
+                "small",
+                "--parallel",
+                "1",
+                "--webhook-retry-base-ms",
+                "200",
+            ])
+            .env("DOCENT_ALLOW_PRIVATE_TARGETS", "true")
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        if let Some(point) = failpoint {
+            command.env("DOCENT_FAILPOINT", point);
+        }
+        let mut child = command.spawn().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut served = Served {
+            child,
+            base: String::new(),
+            lines,
+        };
+        let line = served.wait_line("docent listening on http://");
+        let address = line
+            .trim_start_matches("docent listening on http://")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string();
+        served.base = format!("http://{address}");
+        served
+    }
+
+    fn wait_line(&self, prefix: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(prefix) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no {prefix:?} from docent serve: {e}"),
+            }
+        }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+    }
+
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_delivery() {
+    let data = tempfile::tempdir().unwrap();
+    docent::ingest::crawl::install_tls_provider();
+    let http = reqwest::Client::new();
+    let served = Served::start(data.path(), None);
+    let admin = std::fs::read_to_string(data.path().join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let call = |base: &str, method: &str, path: &str, body: Option<Value>| {
+        let mut request = http
+            .request(method.parse().unwrap(), format!("{base}{path}"))
+            .bearer_auth(&admin);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (status, bot) = call(
+        &served.base,
+        "POST",
+        "/v1/bots",
+        Some(json!({"id": "outbox", "name": "Outbox"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bot}");
+    // The receiver's port, closed for now: deliveries fail to connect.
+    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = port_holder.local_addr().unwrap();
+    drop(port_holder);
+    let (status, webhook) = call(
+        &served.base,
+        "POST",
+        "/v1/webhooks",
+        Some(json!({"bot_id": "outbox", "url": format!("http://{address}/hook"), "events": ["lead.captured"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{webhook}");
+    let secret = webhook["secret"].as_str().unwrap().to_string();
+    let webhook_id = webhook["id"].as_str().unwrap().to_string();
+    let (status, _) = call(
+        &served.base,
+        "POST",
+        "/v1/leads",
+        Some(json!({"bot_id": "outbox", "email": "first@example.com", "consent": true})),
+    )
+    .await;
+    assert_eq!(status, 201);
+    // Wait for a failed attempt, then stop docent while the receiver is still down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, list) = call(
+            &served.base,
+            "GET",
+            &format!("/v1/webhooks/{webhook_id}/deliveries"),
+            None,
+        )
+        .await;
+        let attempts = list["data"][0]["attempts"].as_array().map_or(0, Vec::len);
+        if attempts > 0 {
+            assert_eq!(list["data"][0]["state"], "pending", "{list}");
+            assert!(
+                list["data"][0]["attempts"][0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("connect"),
+                "{list}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt recorded: {list}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served.stop();
+    // The receiver comes up, then docent: the event arrives.
+    let hook = receiver_on(std::net::TcpListener::bind(address).unwrap());
+    let served = Served::start(data.path(), None);
+    let got = hook.wait_for(1, 60).await;
+    let first = got[0].json();
+    assert_eq!(first["data"]["lead"]["email"], "first@example.com");
+    assert!(verifies(&got[0], &secret));
+    served.stop();
+
+    // kill -9 after the lead's commit, before its delivery is sent.
+    let served = Served::start(data.path(), Some("webhook_send"));
+    let (status, _) = call(
+        &served.base,
+        "POST",
+        "/v1/leads",
+        Some(json!({"bot_id": "outbox", "email": "second@example.com", "consent": true})),
+    )
+    .await;
+    assert_eq!(status, 201, "the lead and its event are committed");
+    served.wait_line("failpoint webhook_send reached");
+    served.kill9();
+    assert_eq!(
+        hook.got.lock().unwrap().len(),
+        1,
+        "nothing was sent before the kill"
+    );
+    let served = Served::start(data.path(), None);
+    let got = hook.wait_for(2, 60).await;
+    let second = got[1].json();
+    assert_eq!(second["data"]["lead"]["email"], "second@example.com");
+    assert_ne!(second["id"], first["id"]);
+    assert!(verifies(&got[1], &secret));
+    let (_, list) = call(
+        &served.base,
+        "GET",
+        &format!("/v1/webhooks/{webhook_id}/deliveries"),
+        None,
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut list = list;
+    while list["data"][0]["state"] != "delivered" && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        list = call(
+            &served.base,
+            "GET",
+            &format!("/v1/webhooks/{webhook_id}/deliveries"),
+            None,
+        )
+        .await
+        .1;
+    }
+    assert_eq!(list["data"][0]["state"], "delivered", "{list}");
+    assert_eq!(list["data"][1]["state"], "delivered", "{list}");
+    served.stop();
 }
