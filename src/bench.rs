@@ -2,6 +2,7 @@
 //! same run on the same machine (never a fixed number from elsewhere).
 
 mod serve;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,6 +59,15 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         let result = serve::bench_serve(config, embedder.clone(), args.quick).await?;
         print_section(&args, "serve (HTTP, demo site)", &result);
         report.insert("serve".into(), result);
+    }
+    if parts.contains(&"webhooks") {
+        let result = webhooks::bench_webhooks(config, embedder.clone(), args.quick).await?;
+        print_section(
+            &args,
+            "webhooks (delivery worker, loopback receiver)",
+            &result,
+        );
+        report.insert("webhooks".into(), result);
     }
     if parts.contains(&"generate") {
         let config = config.clone();
@@ -216,7 +226,7 @@ fn print_section(args: &BenchArgs, name: &str, value: &Value) {
     }
 }
 
-fn ratio(a: f64, b: f64) -> f64 {
+pub(crate) fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 {
         (a / b * 1000.0).round() / 1000.0
     } else {
@@ -641,7 +651,7 @@ fn rss_mib() -> u64 {
         .unwrap_or(0)
 }
 
-fn round1(x: f64) -> f64 {
+pub(crate) fn round1(x: f64) -> f64 {
     (x * 10.0).round() / 10.0
 }
 

@@ -301,8 +301,12 @@ pub struct BenchArgs {
     /// A docent binary built with PORTABLE=1, to compare generation speed against
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
-    /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve
-    #[arg(long, default_value = "ingest,embed,search,generate,batch,serve")]
+    /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve,
+    /// webhooks
+    #[arg(
+        long,
+        default_value = "ingest,embed,search,generate,batch,serve,webhooks"
+    )]
     pub only: String,
     /// Print the results as JSON
     #[arg(long)]

@@ -120,7 +120,7 @@ pub struct Intent {
     #[schema(min_length = 1, max_length = 100)]
     pub label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(max_length = 4000)]
+    #[schema(min_length = 1, max_length = 1000)]
     pub message: Option<String>,
 }
 

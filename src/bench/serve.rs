@@ -26,7 +26,7 @@ use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
 use crate::store::Store;
 
-const QUESTIONS: &[&str] = &[
+pub(super) const QUESTIONS: &[&str] = &[
     "How many days do I have to return a kettle?",
     "How long does standard shipping take?",
     "How long is the warranty on the Zephyr Pro?",
@@ -46,7 +46,7 @@ const QUESTIONS: &[&str] = &[
 ];
 
 /// The bundled demo site, found from the working directory or the binary's repository.
-fn demo_site() -> Option<PathBuf> {
+pub(super) fn demo_site() -> Option<PathBuf> {
     let local = PathBuf::from("tests/fixtures/site");
     if local.is_dir() {
         return Some(local);
@@ -184,7 +184,11 @@ pub async fn bench_serve(
 }
 
 /// Ingests the demo site as bot `demo` and makes an admin key; returns the key.
-async fn prepare_data(data: &Path, site: &Path, embedder: Arc<MiniLm>) -> anyhow::Result<String> {
+pub(super) async fn prepare_data(
+    data: &Path,
+    site: &Path,
+    embedder: Arc<MiniLm>,
+) -> anyhow::Result<String> {
     let store = Store::open(data)?;
     let request = IngestRequest {
         bot: BotId::parse("demo").map_err(anyhow::Error::msg)?,

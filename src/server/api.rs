@@ -243,14 +243,14 @@ pub(crate) struct BotFields {
     lead_capture: Option<LeadCapture>,
     /// Topics that always go to a person (up to 20, each up to 200 characters): a name,
     /// optionally `:` and comma-separated trigger words, e.g. `medical advice: dose, burn`.
-    #[schema(inline, value_type = Option<Vec<String>>)]
+    #[schema(inline, value_type = Option<Vec<String>>, max_items = 20)]
     handoff_topics: Option<Vec<String>>,
     /// Contact link or text shown when the bot cannot answer (up to 1000 characters).
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<String>, max_length = 1000)]
     fallback: Option<Option<String>>,
     /// Quick replies (up to 20).
-    #[schema(inline, value_type = Option<Vec<Intent>>)]
+    #[schema(inline, value_type = Option<Vec<Intent>>, max_items = 20)]
     intents: Option<Vec<Intent>>,
 }
 
@@ -390,12 +390,12 @@ fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
                 || intent
                     .message
                     .as_ref()
-                    .is_some_and(|m| m.trim().is_empty() || m.chars().count() > 4000)
+                    .is_some_and(|m| m.trim().is_empty() || m.chars().count() > 1000)
             {
                 return Err(ApiError::bad_request(
                     "invalid_request",
                     format!(
-                        "intent {:?}: ids are unique [a-z0-9_-]{{1,64}}, labels 1 to 100 characters, messages 1 to 4000",
+                        "intent {:?}: ids are unique [a-z0-9_-]{{1,64}}, labels 1 to 100 characters, messages 1 to 1000",
                         intent.id
                     ),
                 ));
@@ -1015,8 +1015,9 @@ pub(crate) async fn rotate_key(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: Option<web::Json<Rotate>>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    let body: Option<Rotate> = super::error::optional_json(&body, state.limits.max_body_bytes)?;
     caller.require_admin()?;
     let overlap = body.and_then(|b| b.overlap_seconds).unwrap_or(86_400);
     let old = state.keys.get(&path).ok_or_else(|| {

@@ -178,3 +178,28 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
         other => ApiError::bad_request("invalid_json", format!("unreadable body: {other}")),
     }
 }
+
+/// An optional JSON body (`web::Json` inside `Option` would turn a bad body into none):
+/// empty means `None`; anything else must parse as `T`, within `limit` bytes.
+pub fn optional_json<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    limit: usize,
+) -> Result<Option<T>, ApiError> {
+    if body.len() > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is {} bytes; the limit is {limit}", body.len()),
+        ));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    serde_json::from_slice(body).map(Some).map_err(|e| {
+        if e.is_data() {
+            ApiError::bad_request("invalid_request", e.to_string())
+        } else {
+            ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
+        }
+    })
+}

@@ -139,19 +139,34 @@ async fn hand_off(
     Ok(stored)
 }
 
-#[utoipa::path(post, path = "/v1/conversations/{id}/handoff", tag = "conversations", summary = "Hand a conversation to a person (the bot stops answering it)", request_body = HandoffRequest, params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now handed_off", body = ConversationView), ApiErrors))]
+#[utoipa::path(post, path = "/v1/conversations/{id}/handoff", tag = "conversations", summary = "Hand a conversation to a person (the bot stops answering it)", request_body = Option<HandoffRequest>, params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now handed_off", body = ConversationView), ApiErrors))]
 pub(crate) async fn handoff(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: Option<web::Json<HandoffRequest>>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    let body: Option<HandoffRequest> =
+        super::error::optional_json(&body, state.limits.max_body_bytes)?;
     let conversation = load_conversation(&state, &caller, &path).await?;
-    let reason = body
-        .and_then(|b| b.into_inner().reason)
-        .map(|r| r.trim().chars().take(200).collect::<String>())
-        .filter(|r| !r.is_empty() && !r.chars().any(char::is_control))
-        .unwrap_or_else(|| "api".into());
+    let reason = match body.and_then(|b| b.reason) {
+        Some(reason) => {
+            let reason = reason.trim().to_string();
+            if reason.chars().count() > 200 || reason.chars().any(char::is_control) {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    "reason must be up to 200 printable characters",
+                ));
+            }
+            reason
+        }
+        None => String::new(),
+    };
+    let reason = if reason.is_empty() {
+        "api".into()
+    } else {
+        reason
+    };
     let conversation = hand_off(&state, conversation, reason).await?;
     Ok(HttpResponse::Ok().json(conversation_json(&conversation, None)))
 }

@@ -384,7 +384,7 @@ impl Modify for BearerAuth {
         webhooks::delete_webhook, webhooks::rotate, webhooks::list_deliveries,
         webhooks::redeliver, analytics::analytics,
     ),
-    components(schemas(EventPayload)),
+    components(schemas(EventPayload, ErrorEnvelope, ErrorBody)),
     modifiers(&BearerAuth),
     tags(
         (name = "chat", description = "Answers"),

@@ -242,13 +242,15 @@ pub(crate) struct RotateSecret {
     overlap_seconds: Option<u64>,
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate", tag = "webhooks", summary = "New signing secret; deliveries carry both signatures for the overlap", request_body = RotateSecret, params(("id" = String, Path, description = "Webhook id (whk_…)")), security(("bearer" = [])), responses((status = 200, description = "Rotated, with the new `secret`", body = CreatedWebhook), ApiErrors))]
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate", tag = "webhooks", summary = "New signing secret; deliveries carry both signatures for the overlap", request_body = Option<RotateSecret>, params(("id" = String, Path, description = "Webhook id (whk_…)")), security(("bearer" = [])), responses((status = 200, description = "Rotated, with the new `secret`", body = CreatedWebhook), ApiErrors))]
 pub(crate) async fn rotate(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: Option<web::Json<RotateSecret>>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    let body: Option<RotateSecret> =
+        super::error::optional_json(&body, state.limits.max_body_bytes)?;
     let mut webhook = load_webhook(&state, &caller, &path).await?;
     let overlap = body.and_then(|b| b.overlap_seconds).unwrap_or(86_400);
     if overlap > 30 * 86_400 {
@@ -311,13 +313,14 @@ pub(crate) struct Redeliver {
     webhook_id: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "webhooks", summary = "Send an event again (same id); its deliveries become pending now", request_body = Redeliver, params(("id" = String, Path, description = "Event id (evt_…)")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = Redelivered), ApiErrors))]
+#[utoipa::path(post, path = "/v1/events/{id}/redeliver", tag = "webhooks", summary = "Send an event again (same id); its deliveries become pending now", request_body = Option<Redeliver>, params(("id" = String, Path, description = "Event id (evt_…)")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = Redelivered), ApiErrors))]
 pub(crate) async fn redeliver(
     state: web::Data<AppState>,
     caller: Caller,
     path: web::Path<String>,
-    body: Option<web::Json<Redeliver>>,
+    body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    let body: Option<Redeliver> = super::error::optional_json(&body, state.limits.max_body_bytes)?;
     caller.require_secret()?;
     let id = path.into_inner();
     let store = state.store.clone();
@@ -331,7 +334,7 @@ pub(crate) async fn redeliver(
         Err(e) if e.status.as_u16() == 403 => return Err(not_found()),
         Err(e) => return Err(e),
     }
-    let targets = match body.and_then(|b| b.into_inner().webhook_id) {
+    let targets = match body.and_then(|b| b.webhook_id) {
         Some(webhook_id) => {
             let webhook = load_webhook(&state, &caller, &webhook_id).await?;
             if webhook.bot_id != bot {
