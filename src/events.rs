@@ -10,7 +10,7 @@
 //! failed otherwise. The event id is the same on every attempt, so receivers dedupe on it.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -192,27 +192,18 @@ async fn run(store: Store, config: DeliveryConfig) {
         }
     };
     let signal = store.outbox_signal();
-    let in_flight: Arc<Mutex<HashSet<(String, String)>>> = Arc::default();
+    // Deliveries being sent or waiting for their attempt to be recorded: not read again.
+    let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let free = config.concurrency.max(1).saturating_sub(tasks.len());
         if free > 0 {
-            let skip = in_flight.lock().expect("in-flight lock").clone();
-            match store.due_deliveries(now_ms(), free, &skip) {
+            match store.due_deliveries(now_ms(), free, &in_flight) {
                 Ok(due) => {
                     for delivery in due {
-                        let key = (delivery.webhook.id.clone(), delivery.event.id.clone());
-                        in_flight
-                            .lock()
-                            .expect("in-flight lock")
-                            .insert(key.clone());
-                        let (client, store, config) =
-                            (client.clone(), store.clone(), config.clone());
-                        let in_flight = in_flight.clone();
-                        tasks.spawn(async move {
-                            deliver(&client, &store, &config, &delivery).await;
-                            in_flight.lock().expect("in-flight lock").remove(&key);
-                        });
+                        in_flight.insert((delivery.webhook.id.clone(), delivery.event.id.clone()));
+                        let (client, config) = (client.clone(), config.clone());
+                        tasks.spawn(async move { send(&client, &config, delivery).await });
                     }
                 }
                 Err(e) => tracing::error!("cannot read the webhook outbox: {e:#}"),
@@ -230,21 +221,42 @@ async fn run(store: Store, config: DeliveryConfig) {
         } else {
             wait.max(Duration::from_millis(20))
         };
+        let mut finished = Vec::new();
         tokio::select! {
-            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished.extend(done.ok()),
             _ = signal.notified() => {}
             _ = tokio::time::sleep(wait) => {}
+        }
+        // Every send that has finished by now is recorded in one transaction.
+        while let Some(done) = tasks.try_join_next() {
+            finished.extend(done.ok());
+        }
+        if finished.is_empty() {
+            continue;
+        }
+        let keys: Vec<(String, String)> = finished
+            .iter()
+            .map(|(due, _, _)| (due.webhook.id.clone(), due.event.id.clone()))
+            .collect();
+        let writer = store.clone();
+        match tokio::task::spawn_blocking(move || writer.record_attempts(&finished)).await {
+            Ok(Ok(())) => {}
+            // Unrecorded attempts are sent again later: at least once.
+            Ok(Err(e)) => tracing::error!("cannot record webhook attempts: {e:#}"),
+            Err(e) => tracing::error!("cannot record webhook attempts: {e}"),
+        }
+        for key in keys {
+            in_flight.remove(&key);
         }
     }
 }
 
-/// Sends one delivery and records the attempt.
-async fn deliver(
+/// Sends one delivery; returns the attempt and what follows from it.
+async fn send(
     client: &reqwest::Client,
-    store: &Store,
     config: &DeliveryConfig,
-    due: &DueDelivery,
-) {
+    due: DueDelivery,
+) -> (DueDelivery, Attempt, Outcome) {
     crate::telemetry::failpoint("webhook_send");
     let body = payload(&due.event);
     let now = crate::telemetry::unix_now();
@@ -313,15 +325,7 @@ async fn deliver(
         error,
         latency_ms,
     };
-    let store = store.clone();
-    let due = due.clone();
-    let written =
-        tokio::task::spawn_blocking(move || store.record_attempt(&due, attempt, outcome)).await;
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!("cannot record a webhook attempt: {e:#}"),
-        Err(e) => tracing::error!("cannot record a webhook attempt: {e}"),
-    }
+    (due, attempt, outcome)
 }
 
 fn error_text(e: &reqwest::Error) -> String {

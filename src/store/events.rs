@@ -388,53 +388,51 @@ impl Store {
         Ok(out)
     }
 
-    /// Records an attempt and what follows from it, in one transaction.
-    pub fn record_attempt(
-        &self,
-        due: &DueDelivery,
-        attempt: Attempt,
-        outcome: Outcome,
-    ) -> Result<()> {
-        let (webhook_id, event_id) = (due.webhook.id.as_str(), due.event.id.as_str());
+    /// Records attempts and what follows from each, in one transaction (the delivery
+    /// worker batches the attempts that finished together).
+    pub fn record_attempts(&self, attempts: &[(DueDelivery, Attempt, Outcome)]) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
-            let raw = deliveries
-                .get((webhook_id, event_id))
-                .context("read delivery")?
-                .map(|r| r.value().to_vec());
-            // Deleted (with its webhook) while it was being sent: nothing to record.
-            let Some(raw) = raw else {
-                return Ok(());
-            };
-            let mut delivery: Delivery = decode(&raw)?;
             let mut due_table = txn.open_table(DUE).context("open deliveries_due")?;
-            due_table
-                .remove((due.due_ms, webhook_id, event_id))
-                .context("remove due delivery")?;
-            delivery.attempts.push(attempt);
-            match outcome {
-                Outcome::Delivered => {
-                    delivery.state = "delivered".into();
-                    delivery.next_attempt_ms = None;
+            for (due, attempt, outcome) in attempts {
+                let (webhook_id, event_id) = (due.webhook.id.as_str(), due.event.id.as_str());
+                let raw = deliveries
+                    .get((webhook_id, event_id))
+                    .context("read delivery")?
+                    .map(|r| r.value().to_vec());
+                // Deleted (with its webhook) while it was being sent: nothing to record.
+                let Some(raw) = raw else {
+                    continue;
+                };
+                let mut delivery: Delivery = decode(&raw)?;
+                due_table
+                    .remove((due.due_ms, webhook_id, event_id))
+                    .context("remove due delivery")?;
+                delivery.attempts.push(attempt.clone());
+                match outcome {
+                    Outcome::Delivered => {
+                        delivery.state = "delivered".into();
+                        delivery.next_attempt_ms = None;
+                    }
+                    Outcome::Failed => {
+                        delivery.state = "failed".into();
+                        delivery.next_attempt_ms = None;
+                    }
+                    Outcome::RetryAt(at) => {
+                        delivery.state = "pending".into();
+                        delivery.next_attempt_ms = Some(*at);
+                        due_table
+                            .insert((*at, webhook_id, event_id), ())
+                            .context("write due delivery")?;
+                    }
                 }
-                Outcome::Failed => {
-                    delivery.state = "failed".into();
-                    delivery.next_attempt_ms = None;
-                }
-                Outcome::RetryAt(at) => {
-                    delivery.state = "pending".into();
-                    delivery.next_attempt_ms = Some(at);
-                    due_table
-                        .insert((at, webhook_id, event_id), ())
-                        .context("write due delivery")?;
-                }
+                deliveries
+                    .insert((webhook_id, event_id), encode(&delivery)?.as_slice())
+                    .context("write delivery")?;
             }
-            deliveries
-                .insert((webhook_id, event_id), encode(&delivery)?.as_slice())
-                .context("write delivery")?;
         }
-        txn.commit().context("failed to commit attempt")?;
+        txn.commit().context("failed to commit attempts")?;
         Ok(())
     }
 
