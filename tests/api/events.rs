@@ -1030,3 +1030,162 @@ async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_del
     assert_eq!(list["data"][1]["state"], "delivered", "{list}");
     served.stop();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn real_models_hand_off_regulated_topics_capture_leads_and_count_unanswered_questions() {
+    use crate::helpers::{dyn_embedder, generator};
+    let s = crate::server::start(dyn_embedder(), generator(), private_ok(), 0.3).await;
+    start_delivery(&s);
+    let hook = receiver();
+    let admin = s.admin.clone();
+    let (status, _, _) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["*"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let fallback = "Email help@zephyr.example and we will answer within a day.";
+    let (status, _, bot) = s
+        .call(
+            "PATCH",
+            "/v1/bots/zephyr",
+            Some(&admin),
+            Some(json!({
+                "lead_capture": {"mode": "after_messages", "after_messages": 2},
+                "handoff_topics": ["medical advice: burn, burned, injury, dose, doctor"],
+                "fallback": fallback,
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{bot}");
+    let ask = |message: &str, conversation: Option<&str>| {
+        let mut body = json!({"bot_id": "zephyr", "message": message, "user_id": "visitor-1"});
+        if let Some(id) = conversation {
+            body["conversation_id"] = json!(id);
+        }
+        s.call("POST", "/v1/chat", Some(&admin), Some(body))
+    };
+
+    // Answered from the pages; one visitor message, so no lead request yet.
+    let (_, _, first) = ask("How many days do I have to return a kettle?", None).await;
+    assert_eq!(first["answered"], true, "{first}");
+    assert_eq!(first["actions"], json!([]), "{first}");
+    assert_eq!(first["fallback"], Value::Null);
+    let conversation = first["conversation_id"].as_str().unwrap().to_string();
+
+    // Not in the pages: declined honestly, with the bot's contact text, and a lead request.
+    let (_, _, second) = ask("What is the capital of Australia?", Some(&conversation)).await;
+    assert_eq!(second["answered"], false, "{second}");
+    assert_eq!(second["finish_reason"], "unanswered");
+    assert_eq!(second["fallback"], fallback);
+    assert!(
+        second["message"]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with(fallback),
+        "{second}"
+    );
+    assert_eq!(second["actions"], json!(["collect_lead"]));
+
+    // Contact details typed in the chat become the conversation's lead.
+    let (_, _, third) = ask(
+        "You can reach me at sam.lee@example.com",
+        Some(&conversation),
+    )
+    .await;
+    assert_eq!(
+        third["actions"],
+        json!([]),
+        "the lead is known now: {third}"
+    );
+    let (_, _, leads) = s
+        .call("GET", "/v1/leads?bot_id=zephyr", Some(&admin), None)
+        .await;
+    assert_eq!(leads["data"][0]["email"], "sam.lee@example.com", "{leads}");
+    assert_eq!(leads["data"][0]["conversation_id"], conversation.as_str());
+
+    // A regulated topic goes to a person with a clear message, never an improvised answer.
+    let (_, _, medical) = ask(
+        "I burned my hand on the kettle, what should I put on it?",
+        None,
+    )
+    .await;
+    assert_eq!(medical["finish_reason"], "handed_off", "{medical}");
+    assert_eq!(
+        medical["message"]["content"],
+        format!("{}\n\n{fallback}", docent::server::chat::HANDOFF_NOTICE)
+    );
+    assert_eq!(medical["sources"], json!([]));
+    // And a visitor can ask for a person in their own words.
+    let (_, _, person) = ask("Can I speak with someone from your support team?", None).await;
+    assert_eq!(person["finish_reason"], "handed_off", "{person}");
+
+    // The receiver saw each kind of event.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let kinds = [
+            "conversation.started",
+            "message.unanswered",
+            "lead.captured",
+            "conversation.handoff",
+        ];
+        if kinds.iter().all(|k| !hook.of_type(k).is_empty())
+            && hook.of_type("conversation.handoff").len() == 2
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "missing events: {:?}",
+            hook.got
+                .lock()
+                .unwrap()
+                .iter()
+                .map(|r| r.json()["type"].clone())
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let unanswered = hook.of_type("message.unanswered");
+    assert!(
+        unanswered
+            .iter()
+            .any(|e| e["data"]["question"] == "What is the capital of Australia?"),
+        "{unanswered:?}"
+    );
+
+    // Analytics add up to what happened.
+    let (status, _, report) = s
+        .call("GET", "/v1/bots/zephyr/analytics", Some(&admin), None)
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let totals = &report["totals"];
+    assert_eq!(totals["conversations"], 3, "{report}");
+    assert_eq!(totals["handoffs"], 2, "{report}");
+    assert_eq!(totals["leads"], 1, "{report}");
+    assert_eq!(
+        totals["replies"], 3,
+        "the handoff notices are not replies: {report}"
+    );
+    let (answered, unanswered_n) = (
+        totals["answered"].as_u64().unwrap(),
+        totals["unanswered"].as_u64().unwrap(),
+    );
+    assert!(
+        answered >= 1 && unanswered_n >= 1 && answered + unanswered_n <= 3,
+        "{report}"
+    );
+    assert!(totals["ttft_ms"]["p50"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(
+        totals["latency_ms"]["p95"].as_f64().unwrap() >= totals["ttft_ms"]["p50"].as_f64().unwrap()
+    );
+    let gaps = report["unanswered_questions"].as_array().unwrap();
+    assert!(
+        gaps.iter()
+            .any(|g| g["question"] == "What is the capital of Australia?" && g["count"] == 1),
+        "{report}"
+    );
+}
