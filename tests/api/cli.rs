@@ -333,3 +333,105 @@ fn keys_cli_creates_scoped_public_and_test_keys_and_rejects_nonsense() {
         "a revoked key cannot be rotated"
     );
 }
+
+#[test]
+fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
+    use docent::domain::{Bot, BotId, BotSettings, Conversation, Message};
+    let data = tempfile::tempdir().unwrap();
+    let now = docent::telemetry::unix_now();
+    {
+        let store = docent::store::Store::open(data.path()).unwrap();
+        let bot = BotId::parse("shop").unwrap();
+        store
+            .create_bot(&Bot {
+                id: bot.clone(),
+                name: "Shop".into(),
+                source: String::new(),
+                created_unix: now,
+                updated_unix: now,
+                pages: 0,
+                chunks: 0,
+                test: false,
+                settings: BotSettings::default(),
+            })
+            .unwrap();
+        let turns = [
+            ("Do you ship to Canada?", false),
+            ("Do you deliver to Canada?", false),
+            ("How do I descale the kettle?", true),
+        ];
+        for (i, (question, answered)) in turns.iter().enumerate() {
+            let conversation = Conversation {
+                id: format!("conv_{i}"),
+                bot_id: bot.clone(),
+                user_id: None,
+                state: "open".into(),
+                key_id: "key_x".into(),
+                created: now,
+                updated: now,
+                intent: None,
+                handed_off_at: None,
+                handoff_reason: None,
+                lead_id: None,
+            };
+            let messages = [
+                Message {
+                    id: format!("msg_q{i}"),
+                    role: "user".into(),
+                    content: question.to_string(),
+                    created: now,
+                    ..Message::default()
+                },
+                Message {
+                    id: format!("msg_a{i}"),
+                    role: "assistant".into(),
+                    content: "…".into(),
+                    created: now,
+                    answered: Some(*answered),
+                    finish_reason: Some(if *answered { "stop" } else { "unanswered" }.into()),
+                    ttft_ms: Some(100 * (i as u64 + 1)),
+                    total_ms: Some(1000 * (i as u64 + 1)),
+                    ..Message::default()
+                },
+            ];
+            store.append_messages(&conversation, &messages).unwrap();
+        }
+    }
+    let out = docent(data.path())
+        .args(["analytics", "--bot", "shop", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let totals = &report["totals"];
+    assert_eq!(totals["conversations"], 3, "{report}");
+    assert_eq!(totals["replies"], 3);
+    assert_eq!(totals["unanswered"], 2);
+    assert!((totals["answered_rate"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(totals["ttft_ms"]["p50"], 200.0);
+    assert_eq!(totals["latency_ms"]["p95"], 3000.0);
+    // The two shipping questions are one gap, found by the real embedder.
+    let gaps = report["unanswered_questions"].as_array().unwrap();
+    assert_eq!(gaps.len(), 1, "{report}");
+    assert_eq!(gaps[0]["count"], 2);
+    // The table form, and a clear error for a bad date.
+    let out = docent(data.path())
+        .args(["analytics", "--bot", "shop"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("total") && text.contains("2 x Do you"),
+        "{text}"
+    );
+    let out = docent(data.path())
+        .args(["analytics", "--bot", "shop", "--from", "2026-02-30"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a date"));
+}
