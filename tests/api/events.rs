@@ -1119,6 +1119,17 @@ async fn real_models_hand_off_regulated_topics_capture_leads_and_count_unanswere
         format!("{}\n\n{fallback}", docent::server::chat::HANDOFF_NOTICE)
     );
     assert_eq!(medical["sources"], json!([]));
+    // The handoff asks for a lead; the visitor fills in the form.
+    assert_eq!(medical["actions"], json!(["collect_lead"]));
+    let (status, _, lead) = s
+        .call(
+            "POST",
+            "/v1/leads",
+            Some(&admin),
+            Some(json!({"bot_id": "zephyr", "conversation_id": medical["conversation_id"], "name": "Ana", "phone": "+34 600 123 456", "consent": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{lead}");
     // And a visitor can ask for a person in their own words.
     let (_, _, person) = ask("Can I speak with someone from your support team?", None).await;
     assert_eq!(person["finish_reason"], "handed_off", "{person}");
@@ -1165,7 +1176,7 @@ async fn real_models_hand_off_regulated_topics_capture_leads_and_count_unanswere
     let totals = &report["totals"];
     assert_eq!(totals["conversations"], 3, "{report}");
     assert_eq!(totals["handoffs"], 2, "{report}");
-    assert_eq!(totals["leads"], 1, "{report}");
+    assert_eq!(totals["leads"], 2, "{report}");
     assert_eq!(
         totals["replies"], 3,
         "the handoff notices are not replies: {report}"
