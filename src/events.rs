@@ -150,23 +150,9 @@ pub fn payload(event: &crate::store::Event) -> Vec<u8> {
 
 /// Starts the delivery worker on a thread of its own; it runs as long as the process.
 pub fn start_worker(store: Store, config: DeliveryConfig) {
-    std::thread::Builder::new()
-        .name("docent-webhooks".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    tracing::error!("webhook worker cannot start: {e}");
-                    return;
-                }
-            };
-            runtime.block_on(run(store, config));
-        })
-        .expect("spawn the webhook worker");
+    crate::telemetry::spawn_worker("docent-webhooks", move |runtime| {
+        runtime.block_on(run(store, config))
+    });
 }
 
 fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {

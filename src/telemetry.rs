@@ -28,6 +28,33 @@ pub fn failpoint(name: &str) {
     }
 }
 
+/// Runs `work` on a named thread of its own with a two-thread tokio runtime (the
+/// background workers: crawls, webhook deliveries). Logs and returns if the runtime
+/// cannot start.
+pub fn spawn_worker<F>(
+    name: &str,
+    work: impl FnOnce(&tokio::runtime::Runtime) -> F + Send + 'static,
+) where
+    F: Send,
+{
+    let label = name.to_string();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => {
+                    work(&runtime);
+                }
+                Err(e) => tracing::error!("{label} cannot start: {e}"),
+            }
+        })
+        .expect("spawn a worker thread");
+}
+
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -115,6 +115,19 @@ pub async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::internal(&anyhow::anyhow!("blocking task failed: {e}")))?
 }
 
+/// A list's `limit`: 1 to 200, 50 when absent.
+pub fn page_limit(limit: Option<u32>) -> ApiResult<usize> {
+    let limit = limit.unwrap_or(50);
+    if (1..=200).contains(&limit) {
+        Ok(limit as usize)
+    } else {
+        Err(ApiError::bad_request(
+            "invalid_request",
+            "limit must be 1 to 200",
+        ))
+    }
+}
+
 pub fn parse_bot_id(raw: &str) -> ApiResult<BotId> {
     BotId::parse(raw).map_err(|e| ApiError::bad_request("invalid_bot_id", e))
 }
@@ -765,14 +778,7 @@ pub(crate) async fn list_conversations(
         }
         None => None,
     };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "limit must be 1 to 200",
-        ));
-    }
-    let limit = limit as usize;
+    let limit = page_limit(query.limit)?;
     let store = state.store.clone();
     let bots = store_bots_visible(&state, &caller).await?;
     let page = blocking(move || {

@@ -168,23 +168,9 @@ pub fn start_worker(state: Arc<AppState>) {
         Ok(n) => tracing::info!("queued {n} crawl jobs left unfinished by the last run"),
         Err(e) => tracing::error!("cannot resume unfinished crawl jobs: {e:#}"),
     }
-    std::thread::Builder::new()
-        .name("docent-crawl".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    tracing::error!("crawl worker cannot start: {e}");
-                    return;
-                }
-            };
-            worker_loop(&state, &rx, &runtime);
-        })
-        .expect("spawn the crawl worker");
+    crate::telemetry::spawn_worker("docent-crawl", move |runtime| {
+        worker_loop(&state, &rx, runtime)
+    });
 }
 
 fn worker_loop(state: &AppState, rx: &Receiver<Arc<Job>>, runtime: &tokio::runtime::Runtime) {

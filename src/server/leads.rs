@@ -185,13 +185,7 @@ pub(crate) async fn list_leads(
             ));
         }
     };
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "limit must be 1 to 200",
-        ));
-    }
+    let limit = super::api::page_limit(query.limit)?;
     let store = state.store.clone();
     let target = bot.clone();
     if csv {
@@ -205,9 +199,8 @@ pub(crate) async fn list_leads(
             .body(leads_csv(&leads)));
     }
     let cursor = query.cursor;
-    let leads =
-        blocking(move || Ok(store.leads(&target, cursor.as_deref(), limit as usize)?)).await?;
-    let next = (leads.len() == limit as usize)
+    let leads = blocking(move || Ok(store.leads(&target, cursor.as_deref(), limit)?)).await?;
+    let next = (leads.len() == limit)
         .then(|| leads.last().map(|l| l.id.clone()))
         .flatten();
     Ok(HttpResponse::Ok().json(json!({"data": leads, "next_cursor": next})))

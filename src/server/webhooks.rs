@@ -287,19 +287,12 @@ pub(crate) async fn list_deliveries(
     query: web::Query<DeliveriesQuery>,
 ) -> ApiResult<HttpResponse> {
     let webhook = load_webhook(&state, &caller, &path).await?;
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "limit must be 1 to 200",
-        ));
-    }
+    let limit = super::api::page_limit(query.limit)?;
     let store = state.store.clone();
     let cursor = query.cursor.clone();
     let deliveries =
-        blocking(move || Ok(store.deliveries(&webhook.id, cursor.as_deref(), limit as usize)?))
-            .await?;
-    let next = (deliveries.len() == limit as usize)
+        blocking(move || Ok(store.deliveries(&webhook.id, cursor.as_deref(), limit)?)).await?;
+    let next = (deliveries.len() == limit)
         .then(|| deliveries.last().map(|d| d.event_id.clone()))
         .flatten();
     Ok(HttpResponse::Ok().json(json!({"data": deliveries, "next_cursor": next})))
