@@ -36,7 +36,7 @@ pub struct Day {
     pub replies: u64,
     pub answered: u64,
     pub unanswered: u64,
-    /// Conversations handed to a person.
+    /// Of the conversations started that day, those handed to a person.
     pub handoffs: u64,
     pub leads: u64,
     /// Shares of `replies`; of `conversations` for handoffs. Null when there were none.
@@ -183,10 +183,13 @@ pub fn report(
                 *intents.entry(intent.clone()).or_insert(0u64) += 1;
             }
         }
-        if let Some(at) = conversation.handed_off_at.map(day_of)
-            && (from..=to).contains(&at)
-        {
-            for tally in [days.get_mut(&at), Some(&mut totals)].into_iter().flatten() {
+        // Counted with the day the conversation started, so the rate is a share of that
+        // day's conversations.
+        if conversation.handed_off_at.is_some() && (from..=to).contains(&started) {
+            for tally in [days.get_mut(&started), Some(&mut totals)]
+                .into_iter()
+                .flatten()
+            {
                 tally.day.handoffs += 1;
             }
         }

@@ -9,7 +9,7 @@
 //! on network errors, 408, 429 (honouring `Retry-After`) and 5xx until the retry horizon;
 //! failed otherwise. The event id is the same on every attempt, so receivers dedupe on it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -164,7 +164,10 @@ fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
         // A redirect could point anywhere; receivers answer where they were asked.
         .redirect(reqwest::redirect::Policy::none());
     if !config.allow_private_targets {
-        builder = builder.dns_resolver(Arc::new(PublicResolver(Arc::new(TargetGuard::default()))));
+        // A proxy would resolve names itself, past the resolver's check.
+        builder = builder
+            .no_proxy()
+            .dns_resolver(Arc::new(PublicResolver(Arc::new(TargetGuard::default()))));
     }
     Ok(builder.build()?)
 }
@@ -180,6 +183,7 @@ async fn run(store: Store, config: DeliveryConfig) {
     let signal = store.outbox_signal();
     // Deliveries being sent or waiting for their attempt to be recorded: not read again.
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
+    let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
         let free = config.concurrency.max(1).saturating_sub(tasks.len());
@@ -187,16 +191,19 @@ async fn run(store: Store, config: DeliveryConfig) {
             match store.due_deliveries(now_ms(), free, &in_flight) {
                 Ok(due) => {
                     for delivery in due {
-                        in_flight.insert((delivery.webhook.id.clone(), delivery.event.id.clone()));
+                        let key = (delivery.webhook.id.clone(), delivery.event.id.clone());
+                        in_flight.insert(key.clone());
                         let (client, config) = (client.clone(), config.clone());
-                        tasks.spawn(async move { send(&client, &config, delivery).await });
+                        let handle =
+                            tasks.spawn(async move { send(&client, &config, delivery).await });
+                        running.insert(handle.id(), key);
                     }
                 }
                 Err(e) => tracing::error!("cannot read the webhook outbox: {e:#}"),
             }
         }
         // Wake for a finished send, a new event, or the next delivery's time.
-        let wait = match store.next_due_ms() {
+        let wait = match store.next_due_ms_except(&in_flight) {
             Ok(Some(at)) => {
                 Duration::from_millis(at.saturating_sub(now_ms())).min(Duration::from_secs(5))
             }
@@ -207,23 +214,36 @@ async fn run(store: Store, config: DeliveryConfig) {
         } else {
             wait.max(Duration::from_millis(20))
         };
-        let mut finished = Vec::new();
+        let mut joined = Vec::new();
         tokio::select! {
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished.extend(done.ok()),
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => joined.push(done),
             _ = signal.notified() => {}
             _ = tokio::time::sleep(wait) => {}
         }
         // Every send that has finished by now is recorded in one transaction.
-        while let Some(done) = tasks.try_join_next() {
-            finished.extend(done.ok());
+        while let Some(done) = tasks.try_join_next_with_id() {
+            joined.push(done);
+        }
+        let mut finished = Vec::new();
+        let mut keys = Vec::new();
+        for done in joined {
+            match done {
+                Ok((id, result)) => {
+                    keys.extend(running.remove(&id));
+                    finished.push(result);
+                }
+                // A send that panicked is tried again at its next round.
+                Err(e) => {
+                    tracing::error!("a webhook send failed: {e}");
+                    if let Some(key) = running.remove(&e.id()) {
+                        in_flight.remove(&key);
+                    }
+                }
+            }
         }
         if finished.is_empty() {
             continue;
         }
-        let keys: Vec<(String, String)> = finished
-            .iter()
-            .map(|(due, _, _)| (due.webhook.id.clone(), due.event.id.clone()))
-            .collect();
         let writer = store.clone();
         match tokio::task::spawn_blocking(move || writer.record_attempts(&finished)).await {
             Ok(Ok(())) => {}
@@ -314,6 +334,7 @@ async fn send(
     (due, attempt, outcome)
 }
 
+/// What went wrong, without the URL (webhook URLs can carry secrets in their path).
 fn error_text(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
@@ -322,7 +343,7 @@ fn error_text(e: &reqwest::Error) -> String {
     } else {
         "request failed"
     };
-    let mut text = format!("{kind}: {e}");
+    let mut text = kind.to_string();
     let mut source = std::error::Error::source(e);
     while let Some(inner) = source {
         text.push_str(&format!(": {inner}"));

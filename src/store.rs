@@ -73,6 +73,20 @@ pub struct Store {
     outbox: Arc<tokio::sync::Notify>,
 }
 
+/// What `Store::append_turn` wrote.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The conversation record as stored.
+    pub conversation: Conversation,
+    /// The position of the first message appended.
+    pub first_position: u32,
+    /// The messages as stored (without a bot reply the turn brought to a conversation a
+    /// person took over meanwhile).
+    pub messages: Vec<Message>,
+    /// A bot reply was left out for that reason.
+    pub reply_dropped: bool,
+}
+
 /// What else a conversation turn writes in its transaction.
 #[derive(Debug, Default)]
 pub struct TurnExtras {
@@ -584,16 +598,22 @@ impl Store {
     /// handed off, and its lead and intent stay unless this turn brings new ones. The store
     /// adds `conversation.started` (the first user message), `conversation.handoff` (the
     /// state becomes `handed_off`) and `lead.captured` (a lead) to the turn's events.
+    ///
+    /// A bot reply to a conversation that a person took over while it was being written is
+    /// left out (the visitor's message is kept), and so is a lead typed in chat when the
+    /// conversation got one meanwhile.
     pub fn append_turn(
         &self,
         conversation: &Conversation,
         messages: &[Message],
-        extras: TurnExtras,
-    ) -> Result<(Conversation, u32)> {
+        mut extras: TurnExtras,
+    ) -> Result<Appended> {
         let id = conversation.id.as_str();
         let txn = self.db.begin_write().context("begin write")?;
         let mut record = conversation.clone();
         let mut wrote_events = false;
+        let mut messages = messages.to_vec();
+        let mut reply_dropped = false;
         let first_position;
         {
             let mut conversations = txn
@@ -609,6 +629,17 @@ impl Store {
                     record.state = previous.state.clone();
                     record.handed_off_at = previous.handed_off_at;
                     record.handoff_reason = previous.handoff_reason.clone();
+                    let before = messages.len();
+                    messages.retain(|m| m.role != "assistant");
+                    reply_dropped = messages.len() < before;
+                    extras
+                        .events
+                        .retain(|e| e.kind != crate::events::MESSAGE_UNANSWERED);
+                }
+                if previous.lead_id.is_some()
+                    && extras.lead.as_ref().is_some_and(|l| l.obtained == "chat")
+                {
+                    extras.lead = None;
                 }
                 record.lead_id = record.lead_id.take().or(previous.lead_id.clone());
                 record.intent = record.intent.take().or(previous.intent.clone());
@@ -646,11 +677,27 @@ impl Store {
                 });
             }
             if record.handed_off() && !previous.as_ref().is_some_and(Conversation::handed_off) {
+                // The visitor's last message: this turn's, or the last one stored.
+                let mut message = last_question.map(|m| m.content.clone());
+                if message.is_none() {
+                    for entry in table
+                        .range((id, 0u32)..(id, next))
+                        .context("range messages")?
+                        .rev()
+                    {
+                        let (_, raw) = entry.context("read message")?;
+                        let stored: Message = decode(raw.value())?;
+                        if stored.role == "user" {
+                            message = Some(stored.content);
+                            break;
+                        }
+                    }
+                }
                 new_events.push(NewEvent {
                     kind: crate::events::CONVERSATION_HANDOFF,
                     data: serde_json::json!({
                         "reason": record.handoff_reason,
-                        "message": last_question.map(|m| &m.content),
+                        "message": message,
                     }),
                 });
             }
@@ -685,7 +732,12 @@ impl Store {
         if wrote_events {
             self.outbox_written();
         }
-        Ok((record, first_position))
+        Ok(Appended {
+            conversation: record,
+            first_position,
+            messages,
+            reply_dropped,
+        })
     }
 
     /// Writes a lead given outside a chat turn, with its `lead.captured` event.
@@ -773,8 +825,17 @@ fn index_conversation(
     Ok(())
 }
 
-/// Removes conversations, their messages and their index entries within `txn`.
+/// Removes conversations, their messages, their index entries and their events within
+/// `txn` (events carry what visitors wrote).
 fn delete_conversations_in(txn: &redb::WriteTransaction, ids: &[String]) -> Result<usize> {
+    if !ids.is_empty() {
+        let erased: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
+        events::erase_events_in(txn, |_, data| {
+            data.get("conversation_id")
+                .and_then(|c| c.as_str())
+                .is_some_and(|c| erased.contains(c))
+        })?;
+    }
     let mut deleted = 0;
     let mut conversations = txn
         .open_table(CONVERSATIONS)

@@ -155,9 +155,11 @@ fn query_token(req: &HttpRequest) -> Option<String> {
     if !feed {
         return None;
     }
+    // Public keys only: a secret key in a URL ends up in proxy logs and browser history.
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "access_token")
         .map(|(_, v)| v.into_owned())
+        .filter(|v| v.starts_with("pk_"))
 }
 
 fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
@@ -172,8 +174,8 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
             .map(str::trim)
             .unwrap_or("")
             .to_string(),
-        // EventSource cannot send headers: a conversation's live feed takes the key as
-        // `?access_token=` (public keys are still held to their origins below).
+        // EventSource cannot send headers: a conversation's live feed takes a public key
+        // as `?access_token=` (still held to its origins below).
         None => query_token(req).ok_or_else(|| {
             ApiError::unauthorized(
                 "missing_api_key",

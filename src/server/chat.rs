@@ -353,11 +353,10 @@ fn answer_and_store(
             lead,
             ..TurnExtras::default()
         };
-        let messages = [question];
-        let (_, first) = state.store.append_turn(&conversation, &messages, extras)?;
-        state
-            .live
-            .publish_messages(&conversation.id, first, &messages);
+        let appended = state
+            .store
+            .append_turn(&conversation, &[question], extras)?;
+        state.live.publish_appended(&appended);
         return Ok(TurnOutcome {
             answer: empty_answer(String::new()),
             reply: None,
@@ -403,12 +402,12 @@ fn answer_and_store(
             lead,
             ..TurnExtras::default()
         };
-        let messages = [question, reply.clone()];
-        let (stored, first) = state.store.append_turn(&conversation, &messages, extras)?;
-        state
-            .live
-            .publish_messages(&conversation.id, first, &messages);
-        state.live.publish_state(&stored);
+        let appended =
+            state
+                .store
+                .append_turn(&conversation, &[question, reply.clone()], extras)?;
+        state.live.publish_appended(&appended);
+        state.live.publish_state(&appended.conversation);
         return Ok(TurnOutcome {
             answer: empty_answer(text),
             reply: Some(reply),
@@ -428,10 +427,15 @@ fn answer_and_store(
     let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
     let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));
     let from_cache = cached.is_some();
+    let started = std::time::Instant::now();
     let mut answer = match cached {
-        Some(answer) => {
+        Some(mut answer) => {
             on_retrieved(&answer.retrieved);
             on_token(&answer.answer);
+            // This answer's own timings, not those of the turn that generated it.
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            answer.timings.ttft_ms = elapsed;
+            answer.timings.total_ms = elapsed;
             answer
         }
         None => {
@@ -497,14 +501,22 @@ fn answer_and_store(
                 unanswered || visitor_messages >= after_messages as usize
             }
         };
-    let messages = [question, reply.clone()];
-    let (_, first) =
-        state
-            .store
-            .append_turn(&conversation, &messages, TurnExtras { events, lead })?;
-    state
-        .live
-        .publish_messages(&conversation.id, first, &messages);
+    let appended = state.store.append_turn(
+        &conversation,
+        &[question, reply.clone()],
+        TurnExtras { events, lead },
+    )?;
+    state.live.publish_appended(&appended);
+    if appended.reply_dropped {
+        // A person took the conversation over while this answer was being written.
+        return Ok(TurnOutcome {
+            answer,
+            reply: None,
+            actions: Vec::new(),
+            fallback: None,
+            handed_off: true,
+        });
+    }
     state.metrics.answer(AnswerSample {
         answered: answer.answered,
         cached: from_cache,

@@ -68,10 +68,11 @@ impl Live {
         }
     }
 
-    /// Announces messages just stored at positions `first`, `first + 1`, ….
-    pub fn publish_messages(&self, conversation: &str, first: u32, messages: &[Message]) {
-        for (i, message) in messages.iter().enumerate() {
-            let position = first + i as u32;
+    /// Announces the messages a turn just stored.
+    pub fn publish_appended(&self, appended: &crate::store::Appended) {
+        let conversation = appended.conversation.id.as_str();
+        for (i, message) in appended.messages.iter().enumerate() {
+            let position = appended.first_position + i as u32;
             self.publish(
                 conversation,
                 LiveEvent {
@@ -79,6 +80,17 @@ impl Live {
                     data: json!({"event": "message", "message": message_json(message)}),
                 },
             );
+        }
+    }
+
+    /// Forgets a conversation's channel once nobody listens (a feed ended).
+    pub fn release(&self, conversation: &str) {
+        let mut channels = self.channels.lock().expect("live lock");
+        if channels
+            .get(conversation)
+            .is_some_and(|sender| sender.receiver_count() == 0)
+        {
+            channels.remove(conversation);
         }
     }
 
@@ -133,10 +145,10 @@ async fn hand_off(
     conversation.handoff_reason = Some(reason);
     conversation.updated = unix_now();
     let store = state.store.clone();
-    let (stored, _) =
+    let appended =
         blocking(move || Ok(store.append_turn(&conversation, &[], TurnExtras::default())?)).await?;
-    state.live.publish_state(&stored);
-    Ok(stored)
+    state.live.publish_state(&appended.conversation);
+    Ok(appended.conversation)
 }
 
 #[utoipa::path(post, path = "/v1/conversations/{id}/handoff", tag = "conversations", summary = "Hand a conversation to a person (the bot stops answering it)", request_body = Option<HandoffRequest>, params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now handed_off", body = ConversationView), ApiErrors))]
@@ -242,12 +254,10 @@ pub(crate) async fn agent_message(
     };
     let store = state.store.clone();
     let (stored, written) = (conversation.clone(), message.clone());
-    let (_, first) =
+    let appended =
         blocking(move || Ok(store.append_turn(&stored, &[written], TurnExtras::default())?))
             .await?;
-    state
-        .live
-        .publish_messages(&conversation.id, first, std::slice::from_ref(&message));
+    state.live.publish_appended(&appended);
     Ok(HttpResponse::Created().json(message_json(&message)))
 }
 
@@ -280,7 +290,7 @@ pub(crate) async fn events(
         .and_then(|v| v.trim().parse::<u32>().ok())
         .or(query.after);
     // Subscribe first, then read the store: nothing falls between the two.
-    let mut live = state.live.subscribe(&conversation.id);
+    let live = state.live.subscribe(&conversation.id);
     let store = state.store.clone();
     let id = conversation.id.clone();
     let stored = blocking(move || Ok(store.messages(&id)?)).await?;
@@ -305,37 +315,11 @@ pub(crate) async fn events(
         }),
     );
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let shared = state.clone();
     actix_web::rt::spawn(async move {
-        for bytes in backlog {
-            if tx.send(bytes).await.is_err() {
-                return;
-            }
-        }
-        let mut heartbeat =
-            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-        loop {
-            let bytes = tokio::select! {
-                event = live.recv() => match event {
-                    Ok(event) => {
-                        if let (Some(id), Some(seen)) = (event.id, last)
-                            && id <= seen
-                        {
-                            continue;
-                        }
-                        last = event.id.or(last);
-                        frame(&event)
-                    }
-                    // Fell behind: the client reconnects and replays from the store.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => return,
-                },
-                _ = heartbeat.tick() => Bytes::from_static(b": keep-alive\n\n"),
-                _ = tx.closed() => return,
-            };
-            if tx.send(bytes).await.is_err() {
-                return;
-            }
-        }
+        let id = conversation.id.clone();
+        feed(&shared, &id, backlog, live, last, tx).await;
+        shared.live.release(&id);
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -347,6 +331,73 @@ pub(crate) async fn events(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// Sends the backlog, then live events in message order until the client leaves. Two
+/// turns committed close together can be announced out of order; a message that arrives
+/// past a gap first brings the missing ones from the store.
+async fn feed(
+    state: &AppState,
+    conversation: &str,
+    backlog: Vec<Bytes>,
+    mut live: broadcast::Receiver<LiveEvent>,
+    mut last: Option<u32>,
+    tx: tokio::sync::mpsc::Sender<Bytes>,
+) {
+    for bytes in backlog {
+        if tx.send(bytes).await.is_err() {
+            return;
+        }
+    }
+    let mut heartbeat =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+    loop {
+        let mut out = Vec::new();
+        tokio::select! {
+            event = live.recv() => match event {
+                Ok(event) => {
+                    if let Some(id) = event.id {
+                        if last.is_some_and(|seen| id <= seen) {
+                            continue;
+                        }
+                        let expected = last.map_or(0, |seen| seen + 1);
+                        if id > expected {
+                            let store = state.store.clone();
+                            let owned = conversation.to_string();
+                            let stored = tokio::task::spawn_blocking(move || store.messages(&owned))
+                                .await
+                                .ok()
+                                .and_then(Result::ok)
+                                .unwrap_or_default();
+                            for (position, message) in stored
+                                .iter()
+                                .enumerate()
+                                .take(id as usize)
+                                .skip(expected as usize)
+                            {
+                                out.push(frame(&LiveEvent {
+                                    id: Some(position as u32),
+                                    data: json!({"event": "message", "message": message_json(message)}),
+                                }));
+                            }
+                        }
+                        last = Some(id);
+                    }
+                    out.push(frame(&event));
+                }
+                // Fell behind: the client reconnects and replays from the store.
+                Err(broadcast::error::RecvError::Lagged(_)) => return,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = heartbeat.tick() => out.push(Bytes::from_static(b": keep-alive\n\n")),
+            _ = tx.closed() => return,
+        }
+        for bytes in out {
+            if tx.send(bytes).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 fn frame(event: &LiveEvent) -> Bytes {

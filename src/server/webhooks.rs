@@ -251,7 +251,7 @@ pub(crate) async fn rotate(
 ) -> ApiResult<HttpResponse> {
     let body: Option<RotateSecret> =
         super::error::optional_json(&body, state.limits.max_body_bytes)?;
-    let mut webhook = load_webhook(&state, &caller, &path).await?;
+    let webhook = load_webhook(&state, &caller, &path).await?;
     let overlap = body.and_then(|b| b.overlap_seconds).unwrap_or(86_400);
     if overlap > 30 * 86_400 {
         return Err(ApiError::bad_request(
@@ -259,11 +259,23 @@ pub(crate) async fn rotate(
             "overlap_seconds is at most 2592000 (30 days)",
         ));
     }
-    webhook.previous_secret = Some(std::mem::replace(&mut webhook.secret, new_secret()?));
-    webhook.previous_until = Some(unix_now() + overlap);
+    let secret = new_secret()?;
+    let until = unix_now() + overlap;
     let store = state.store.clone();
-    let stored = webhook.clone();
-    blocking(move || Ok(store.put_webhook(&stored)?)).await?;
+    let id = webhook.id.clone();
+    let webhook = blocking(move || {
+        Ok(store.update_webhook(&id, |w| {
+            w.previous_secret = Some(std::mem::replace(&mut w.secret, secret));
+            w.previous_until = Some(until);
+        })?)
+    })
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(
+            "webhook_not_found",
+            format!("no webhook with id {:?}", webhook.id),
+        )
+    })?;
     let mut body = webhook_json(&webhook);
     body["secret"] = json!(webhook.secret);
     Ok(HttpResponse::Ok().json(body))

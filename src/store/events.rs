@@ -233,6 +233,37 @@ impl From<StoredEvent> for Event {
     }
 }
 
+/// Removes, within `txn`, the events `erase` picks, with their deliveries and due rows
+/// (erasing a user, a conversation or a bot erases what its events carry).
+pub(super) fn erase_events_in(
+    txn: &WriteTransaction,
+    erase: impl Fn(Option<&BotId>, &Value) -> bool,
+) -> Result<usize> {
+    let mut events = txn.open_table(EVENTS).context("open events")?;
+    let mut ids = HashSet::new();
+    events
+        .retain(|id, raw| {
+            let gone = serde_json::from_slice::<StoredEvent>(raw)
+                .is_ok_and(|e| erase(e.bot_id.as_ref(), &e.data));
+            if gone {
+                ids.insert(id.to_string());
+            }
+            !gone
+        })
+        .context("remove events")?;
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let mut deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
+    deliveries
+        .retain(|(_, event), _| !ids.contains(event))
+        .context("remove deliveries")?;
+    let mut due = txn.open_table(DUE).context("open deliveries_due")?;
+    due.retain(|(_, _, event), _| !ids.contains(event))
+        .context("remove due deliveries")?;
+    Ok(ids.len())
+}
+
 /// Removes a bot's webhooks (with their deliveries) and leads within `txn`.
 pub(super) fn delete_bot_in(txn: &WriteTransaction, bot: &BotId) -> Result<()> {
     let ids: Vec<String> = {
@@ -250,6 +281,7 @@ pub(super) fn delete_bot_in(txn: &WriteTransaction, bot: &BotId) -> Result<()> {
     for id in &ids {
         delete_webhook_in(txn, id)?;
     }
+    erase_events_in(txn, |owner, _| owner == Some(bot))?;
     let mut leads = txn.open_table(LEADS).context("open leads")?;
     leads
         .retain_in((bot.as_str(), "")..(bot.as_str(), "\u{10ffff}"), |_, _| {
@@ -283,6 +315,31 @@ impl Store {
         }
         txn.commit().context("failed to commit webhook")?;
         Ok(())
+    }
+
+    /// Reads, changes and writes a webhook in one transaction; `None` when it is gone.
+    pub fn update_webhook(
+        &self,
+        id: &str,
+        change: impl FnOnce(&mut Webhook),
+    ) -> Result<Option<Webhook>> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let webhook = {
+            let mut table = txn.open_table(WEBHOOKS).context("open webhooks")?;
+            let raw = table
+                .get(id)
+                .context("read webhook")?
+                .map(|r| r.value().to_vec());
+            let Some(raw) = raw else { return Ok(None) };
+            let mut webhook: Webhook = decode(&raw)?;
+            change(&mut webhook);
+            table
+                .insert(id, encode(&webhook)?.as_slice())
+                .context("write webhook")?;
+            webhook
+        };
+        txn.commit().context("failed to commit webhook")?;
+        Ok(Some(webhook))
     }
 
     pub fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
@@ -334,58 +391,84 @@ impl Store {
         Ok(event)
     }
 
-    /// When the earliest pending delivery is due (unix ms).
-    pub fn next_due_ms(&self) -> Result<Option<u64>> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let due = txn.open_table(DUE).context("open deliveries_due")?;
-        let first = due.first().context("read due deliveries")?;
-        Ok(first.map(|(key, _)| key.value().0))
-    }
-
     /// Up to `limit` deliveries due by `now_ms`, earliest first, leaving out those in
-    /// `skip` (being sent).
+    /// `skip` (being sent). Rows whose webhook, event or delivery is gone are removed.
     pub fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
         skip: &HashSet<(String, String)>,
     ) -> Result<Vec<DueDelivery>> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let due = txn.open_table(DUE).context("open deliveries_due")?;
-        let webhooks = txn.open_table(WEBHOOKS).context("open webhooks")?;
-        let events = txn.open_table(EVENTS).context("open events")?;
-        let deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
         let mut out = Vec::new();
-        for entry in due
-            .range((0u64, "", "")..=(now_ms, "\u{10ffff}", "\u{10ffff}"))
-            .context("range due deliveries")?
+        let mut orphans: Vec<(u64, String, String)> = Vec::new();
         {
-            let (key, _) = entry.context("read due delivery")?;
-            let (due_ms, webhook_id, event_id) = key.value();
-            if skip.contains(&(webhook_id.to_string(), event_id.to_string())) {
-                continue;
-            }
-            let (Some(webhook), Some(event), Some(delivery)) = (
-                webhooks.get(webhook_id).context("read webhook")?,
-                events.get(event_id).context("read event")?,
-                deliveries
-                    .get((webhook_id, event_id))
-                    .context("read delivery")?,
-            ) else {
-                continue;
-            };
-            let delivery: Delivery = decode(delivery.value())?;
-            out.push(DueDelivery {
-                due_ms,
-                webhook: decode(webhook.value())?,
-                event: decode::<StoredEvent>(event.value())?.into(),
-                attempts: delivery.attempts.len(),
-            });
-            if out.len() == limit {
-                break;
+            let txn = self.db.begin_read().context("begin read")?;
+            let due = txn.open_table(DUE).context("open deliveries_due")?;
+            let webhooks = txn.open_table(WEBHOOKS).context("open webhooks")?;
+            let events = txn.open_table(EVENTS).context("open events")?;
+            let deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
+            for entry in due
+                .range((0u64, "", "")..=(now_ms, "\u{10ffff}", "\u{10ffff}"))
+                .context("range due deliveries")?
+            {
+                let (key, _) = entry.context("read due delivery")?;
+                let (due_ms, webhook_id, event_id) = key.value();
+                if skip.contains(&(webhook_id.to_string(), event_id.to_string())) {
+                    continue;
+                }
+                let (Some(webhook), Some(event), Some(delivery)) = (
+                    webhooks.get(webhook_id).context("read webhook")?,
+                    events.get(event_id).context("read event")?,
+                    deliveries
+                        .get((webhook_id, event_id))
+                        .context("read delivery")?,
+                ) else {
+                    orphans.push((due_ms, webhook_id.to_string(), event_id.to_string()));
+                    continue;
+                };
+                let delivery: Delivery = decode(delivery.value())?;
+                // Only the delivery's current row is live; another is left from a race.
+                if delivery.next_attempt_ms != Some(due_ms) {
+                    orphans.push((due_ms, webhook_id.to_string(), event_id.to_string()));
+                    continue;
+                }
+                out.push(DueDelivery {
+                    due_ms,
+                    webhook: decode(webhook.value())?,
+                    event: decode::<StoredEvent>(event.value())?.into(),
+                    attempts: delivery.attempts.len(),
+                });
+                if out.len() == limit {
+                    break;
+                }
             }
         }
+        if !orphans.is_empty() {
+            let txn = self.db.begin_write().context("begin write")?;
+            {
+                let mut due = txn.open_table(DUE).context("open deliveries_due")?;
+                for (at, webhook, event) in &orphans {
+                    due.remove((*at, webhook.as_str(), event.as_str()))
+                        .context("remove due delivery")?;
+                }
+            }
+            txn.commit().context("failed to commit due cleanup")?;
+        }
         Ok(out)
+    }
+
+    /// When the earliest pending delivery not in `skip` is due (unix ms).
+    pub fn next_due_ms_except(&self, skip: &HashSet<(String, String)>) -> Result<Option<u64>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let due = txn.open_table(DUE).context("open deliveries_due")?;
+        for entry in due.iter().context("scan due deliveries")? {
+            let (key, _) = entry.context("read due delivery")?;
+            let (at, webhook, event) = key.value();
+            if !skip.contains(&(webhook.to_string(), event.to_string())) {
+                return Ok(Some(at));
+            }
+        }
+        Ok(None)
     }
 
     /// Records attempts and what follows from each, in one transaction (the delivery
@@ -406,10 +489,18 @@ impl Store {
                     continue;
                 };
                 let mut delivery: Delivery = decode(&raw)?;
+                delivery.attempts.push(attempt.clone());
+                // Redelivered while this attempt was in flight: the newer schedule stands,
+                // and this attempt is only history.
+                if delivery.next_attempt_ms != Some(due.due_ms) {
+                    deliveries
+                        .insert((webhook_id, event_id), encode(&delivery)?.as_slice())
+                        .context("write delivery")?;
+                    continue;
+                }
                 due_table
                     .remove((due.due_ms, webhook_id, event_id))
                     .context("remove due delivery")?;
-                delivery.attempts.push(attempt.clone());
                 match outcome {
                     Outcome::Delivered => {
                         delivery.state = "delivered".into();
@@ -474,7 +565,16 @@ impl Store {
         {
             let mut deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
             let mut due = txn.open_table(DUE).context("open deliveries_due")?;
+            let existing_webhooks = txn.open_table(WEBHOOKS).context("open webhooks")?;
             for webhook in webhooks {
+                // Deleted since the caller listed it.
+                if existing_webhooks
+                    .get(webhook.id.as_str())
+                    .context("read webhook")?
+                    .is_none()
+                {
+                    continue;
+                }
                 let key = (webhook.id.as_str(), event.id.as_str());
                 let existing = deliveries
                     .get(key)
@@ -563,4 +663,167 @@ pub(super) fn put_lead_in(txn: &WriteTransaction, lead: &Lead) -> Result<()> {
         )
         .context("write lead")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use redb::ReadableTableMetadata;
+
+    use super::*;
+    use crate::domain::{Conversation, Message};
+    use crate::store::TurnExtras;
+
+    fn webhook(id: &str) -> Webhook {
+        Webhook {
+            id: id.into(),
+            bot_id: BotId::parse("shop").unwrap(),
+            url: "http://127.0.0.1:9/hook".into(),
+            events: vec!["*".into()],
+            secret: "whsec_x".into(),
+            previous_secret: None,
+            previous_until: None,
+            created: 1,
+        }
+    }
+
+    fn due_rows(store: &Store) -> Vec<(u64, String, String)> {
+        let txn = store.db.begin_read().unwrap();
+        let due = txn.open_table(DUE).unwrap();
+        due.iter()
+            .unwrap()
+            .map(|e| {
+                let (k, _) = e.unwrap();
+                let (at, w, ev) = k.value();
+                (at, w.to_string(), ev.to_string())
+            })
+            .collect()
+    }
+
+    fn attempt(status: u16) -> Attempt {
+        Attempt {
+            at_ms: now_ms(),
+            status: Some(status),
+            error: None,
+            latency_ms: 1,
+        }
+    }
+
+    #[test]
+    fn a_redelivery_during_a_send_keeps_one_schedule_and_the_attempt_as_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bot = BotId::parse("shop").unwrap();
+        store.put_webhook(&webhook("whk_a")).unwrap();
+        let event = store
+            .emit(
+                &bot,
+                NewEvent {
+                    kind: crate::events::LEAD_CAPTURED,
+                    data: serde_json::json!({}),
+                },
+            )
+            .unwrap();
+        let due = store.due_deliveries(u64::MAX, 10, &HashSet::new()).unwrap();
+        assert_eq!(due.len(), 1);
+        // While the first send is in flight, the operator asks for a replay...
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        store.redeliver(&event, &[webhook("whk_a")]).unwrap();
+        // ...and the first send then fails with a retry: it must not add a second schedule.
+        let retry_at = now_ms() + 60_000;
+        store
+            .record_attempts(&[(due[0].clone(), attempt(503), Outcome::RetryAt(retry_at))])
+            .unwrap();
+        let rows = due_rows(&store);
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_ne!(rows[0].0, retry_at, "the replay's schedule stands");
+        let delivery = &store.deliveries("whk_a", None, 10).unwrap()[0];
+        assert_eq!(delivery.state, "pending");
+        assert_eq!(delivery.attempts.len(), 1);
+        assert_eq!(delivery.next_attempt_ms, Some(rows[0].0));
+        // The replay is then sent and delivered: nothing is left due.
+        let due = store.due_deliveries(u64::MAX, 10, &HashSet::new()).unwrap();
+        assert_eq!(due.len(), 1);
+        store
+            .record_attempts(&[(due[0].clone(), attempt(200), Outcome::Delivered)])
+            .unwrap();
+        assert!(due_rows(&store).is_empty());
+        assert_eq!(
+            store.deliveries("whk_a", None, 10).unwrap()[0].state,
+            "delivered"
+        );
+        // A replay to a webhook deleted meanwhile queues nothing.
+        store.delete_webhook("whk_a").unwrap();
+        assert!(
+            store
+                .redeliver(&event, &[webhook("whk_a")])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(due_rows(&store).is_empty());
+    }
+
+    #[test]
+    fn erasing_a_conversation_erases_its_events_and_their_deliveries() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_webhook(&webhook("whk_a")).unwrap();
+        let conversation = Conversation {
+            id: "conv_1".into(),
+            bot_id: BotId::parse("shop").unwrap(),
+            user_id: Some("u1".into()),
+            state: "open".into(),
+            key_id: "key_x".into(),
+            created: 1,
+            updated: 1,
+            intent: None,
+            handed_off_at: None,
+            handoff_reason: None,
+            lead_id: None,
+        };
+        let question = Message {
+            id: "msg_1".into(),
+            role: "user".into(),
+            content: "my email is jane@example.com".into(),
+            ..Message::default()
+        };
+        store
+            .append_turn(
+                &conversation,
+                std::slice::from_ref(&question),
+                TurnExtras::default(),
+            )
+            .unwrap();
+        assert_eq!(due_rows(&store).len(), 1, "conversation.started is due");
+        // A person takes over; a bot reply written meanwhile is left out.
+        let mut handed = conversation.clone();
+        handed.state = "handed_off".into();
+        store
+            .append_turn(&handed, &[], TurnExtras::default())
+            .unwrap();
+        let reply = Message {
+            id: "msg_2".into(),
+            role: "assistant".into(),
+            content: "late answer".into(),
+            ..Message::default()
+        };
+        let appended = store
+            .append_turn(&conversation, &[question, reply], TurnExtras::default())
+            .unwrap();
+        assert!(appended.reply_dropped);
+        assert!(appended.conversation.handed_off());
+        assert!(
+            store
+                .messages("conv_1")
+                .unwrap()
+                .iter()
+                .all(|m| m.role == "user")
+        );
+        let handoff = due_rows(&store);
+        assert_eq!(handoff.len(), 2, "started and handoff are due: {handoff:?}");
+        store.delete_conversations(&["conv_1".into()]).unwrap();
+        assert!(due_rows(&store).is_empty());
+        let txn = store.db.begin_read().unwrap();
+        assert_eq!(txn.open_table(EVENTS).unwrap().len().unwrap(), 0);
+        assert_eq!(txn.open_table(DELIVERIES).unwrap().len().unwrap(), 0);
+    }
 }

@@ -670,6 +670,16 @@ async fn handoff_leads_intents_and_analytics_work_end_to_end() {
         3,
         "messages 1 to 3 after position 0: {replayed:?}"
     );
+    // Secret keys do not go in URLs: the query parameter takes public keys only.
+    let response = s
+        .http
+        .get(s.url(&format!(
+            "/v1/conversations/{conversation}/events?access_token={admin}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
     // Another visitor's page cannot open this conversation's feed.
     let response = s
         .http
