@@ -400,7 +400,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
     };
     let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
     server::jobs::start_worker(state.clone().into_inner());
-    crate::events::start_worker(store.clone(), deliveries);
+    crate::events::start_worker(store.clone(), deliveries, state.deliveries.clone());
     let config = config.clone();
     actix_web::rt::System::new().block_on(async move {
         let server = server::server(state.clone(), listener, args.workers)?;

@@ -11,6 +11,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
@@ -148,10 +149,31 @@ pub fn payload(event: &crate::store::Event) -> Vec<u8> {
     .unwrap_or_default()
 }
 
+/// Counts of recorded delivery attempts by outcome, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct DeliveryStats {
+    pub delivered: AtomicU64,
+    pub retried: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl DeliveryStats {
+    fn count(&self, attempts: &[(DueDelivery, Attempt, Outcome)]) {
+        for (_, _, outcome) in attempts {
+            let counter = match outcome {
+                Outcome::Delivered => &self.delivered,
+                Outcome::RetryAt(_) => &self.retried,
+                Outcome::Failed => &self.failed,
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
 /// Starts the delivery worker on a thread of its own; it runs as long as the process.
-pub fn start_worker(store: Store, config: DeliveryConfig) {
+pub fn start_worker(store: Store, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
     crate::telemetry::spawn_worker("docent-webhooks", move |runtime| {
-        runtime.block_on(run(store, config))
+        runtime.block_on(run(store, config, stats))
     });
 }
 
@@ -172,7 +194,7 @@ fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
-async fn run(store: Store, config: DeliveryConfig) {
+async fn run(store: Store, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
     let client = match client(&config) {
         Ok(client) => client,
         Err(e) => {
@@ -245,7 +267,13 @@ async fn run(store: Store, config: DeliveryConfig) {
             continue;
         }
         let writer = store.clone();
-        match tokio::task::spawn_blocking(move || writer.record_attempts(&finished)).await {
+        let counted = stats.clone();
+        let recorded = tokio::task::spawn_blocking(move || {
+            writer.record_attempts(&finished)?;
+            counted.count(&finished);
+            Ok::<_, crate::store::Error>(())
+        });
+        match recorded.await {
             Ok(Ok(())) => {}
             // Unrecorded attempts are sent again later: at least once.
             Ok(Err(e)) => tracing::error!("cannot record webhook attempts: {e:#}"),

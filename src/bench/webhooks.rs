@@ -183,7 +183,7 @@ async fn run(
             .await??;
     }
     let write_s = written.elapsed().as_secs_f64();
-    events::start_worker(store.clone(), delivery.clone());
+    events::start_worker(store.clone(), delivery.clone(), Default::default());
     let drain_s = wait_for(&received, n, Duration::from_secs(300)).await?;
     let reference_s = plain_posts(&url, n, delivery.concurrency).await?;
     let events_per_s = n as f64 / drain_s;

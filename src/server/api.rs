@@ -91,7 +91,18 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 #[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let store = state.store.clone();
+    let pending = blocking(move || Ok(store.pending_deliveries()?))
+        .await
+        .unwrap_or(0);
+    let stats = &state.deliveries;
     let gauges = super::metrics::Gauges {
+        webhooks: [
+            stats.delivered.load(std::sync::atomic::Ordering::Relaxed),
+            stats.retried.load(std::sync::atomic::Ordering::Relaxed),
+            stats.failed.load(std::sync::atomic::Ordering::Relaxed),
+        ],
+        webhooks_pending: pending,
         in_flight: state
             .limits
             .max_queue

@@ -76,6 +76,9 @@ pub struct AnswerSample {
 
 /// The gauges read when `/metrics` is scraped.
 pub struct Gauges {
+    /// Webhook deliveries recorded by outcome (delivered, retried, failed), and pending.
+    pub webhooks: [u64; 3],
+    pub webhooks_pending: u64,
     /// Chat requests admitted (generating or waiting).
     pub in_flight: usize,
     /// Requests waiting for a free sequence.
@@ -238,6 +241,25 @@ impl Metrics {
              # TYPE docent_generation_running gauge\ndocent_generation_running {}\n",
             answers.tokens_per_s, gauges.in_flight, gauges.waiting, gauges.running,
         );
+        out.push_str(
+            "# HELP docent_webhook_attempts_total Webhook delivery attempts by outcome.\n\
+             # TYPE docent_webhook_attempts_total counter\n",
+        );
+        for (outcome, n) in ["delivered", "retried", "failed"]
+            .iter()
+            .zip(gauges.webhooks)
+        {
+            let _ = writeln!(
+                out,
+                "docent_webhook_attempts_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP docent_webhook_pending Webhook deliveries waiting to be sent or retried.\n\
+             # TYPE docent_webhook_pending gauge\ndocent_webhook_pending {}\n",
+            gauges.webhooks_pending,
+        );
         out
     }
 }
@@ -279,11 +301,16 @@ mod tests {
             total_s: 0.0,
         });
         let text = metrics.render(&Gauges {
+            webhooks: [5, 2, 1],
+            webhooks_pending: 4,
             in_flight: 3,
             waiting: 1,
             running: 2,
         });
         for line in [
+            "docent_webhook_attempts_total{outcome=\"delivered\"} 5",
+            "docent_webhook_attempts_total{outcome=\"failed\"} 1",
+            "docent_webhook_pending 4",
             "docent_chat_requests_total 2",
             "docent_chat_unanswered_total 1",
             "docent_chat_cached_total 1",

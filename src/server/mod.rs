@@ -119,6 +119,8 @@ pub struct AppState {
     pub jobs: jobs::Jobs,
     /// Live feeds of conversations' new messages (agent replies).
     pub live: handoff::Live,
+    /// The webhook delivery worker's counts (the worker is started beside the server).
+    pub deliveries: Arc<crate::events::DeliveryStats>,
 }
 
 impl AppState {
@@ -138,6 +140,7 @@ impl AppState {
             limits,
             metrics: Metrics::default(),
             live: handoff::Live::default(),
+            deliveries: Arc::default(),
         })
     }
 

@@ -457,6 +457,14 @@ impl Store {
         Ok(out)
     }
 
+    /// How many deliveries are pending (for `/metrics`).
+    pub fn pending_deliveries(&self) -> Result<u64> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read().context("begin read")?;
+        let due = txn.open_table(DUE).context("open deliveries_due")?;
+        Ok(due.len().context("count due deliveries")?)
+    }
+
     /// When the earliest pending delivery not in `skip` is due (unix ms).
     pub fn next_due_ms_except(&self, skip: &HashSet<(String, String)>) -> Result<Option<u64>> {
         let txn = self.db.begin_read().context("begin read")?;

@@ -178,6 +178,7 @@ fn start_delivery(s: &crate::server::TestServer) {
             timeout: Duration::from_secs(5),
             ..Default::default()
         },
+        s.state.deliveries.clone(),
     );
 }
 
@@ -329,6 +330,21 @@ async fn webhooks_are_signed_retried_with_the_same_event_id_rotated_and_replayed
         .collect();
     assert_eq!(statuses, [json!(500), json!(429), json!(200)]);
     assert!(delivery["attempts"][0]["latency_ms"].is_u64());
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("docent_webhook_attempts_total{outcome=\"delivered\"} 1")
+            && metrics.contains("docent_webhook_attempts_total{outcome=\"retried\"} 2")
+            && metrics.contains("docent_webhook_pending 0"),
+        "{metrics}"
+    );
 
     // A replay sends the same event again.
     let event_id = ids[0].as_str().unwrap();
