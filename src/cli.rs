@@ -239,6 +239,9 @@ pub struct ServeArgs {
     /// First webhook retry delay in milliseconds; each later one doubles (with jitter)
     #[arg(long, env = "DOCENT_WEBHOOK_RETRY_BASE_MS", default_value_t = 1000)]
     pub webhook_retry_base_ms: u64,
+    /// How long events are kept once every delivery of theirs is settled, e.g. `30d`
+    #[arg(long, env = "DOCENT_EVENT_RETENTION", default_value = "30d")]
+    pub event_retention: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -396,6 +396,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         horizon: parse_duration(&args.webhook_retry_horizon).context("--webhook-retry-horizon")?,
         allow_private_targets: limits.allow_private_targets,
         base_delay: Duration::from_millis(args.webhook_retry_base_ms.max(1)),
+        retention: parse_duration(&args.event_retention).context("--event-retention")?,
         ..Default::default()
     };
     let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);

@@ -97,6 +97,8 @@ pub struct DeliveryConfig {
     pub allow_private_targets: bool,
     /// The first retry's delay; each later one doubles it (up to an hour), with jitter.
     pub base_delay: Duration,
+    /// How long settled events (every delivery delivered or failed) are kept.
+    pub retention: Duration,
 }
 
 impl Default for DeliveryConfig {
@@ -107,6 +109,7 @@ impl Default for DeliveryConfig {
             concurrency: 16,
             allow_private_targets: false,
             base_delay: Duration::from_secs(1),
+            retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -207,7 +210,36 @@ async fn run(store: Store, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut next_prune = std::time::Instant::now();
     loop {
+        if std::time::Instant::now() >= next_prune {
+            next_prune = std::time::Instant::now() + Duration::from_secs(3600);
+            let cutoff = now_ms().saturating_sub(config.retention.as_millis() as u64);
+            let pruner = store.clone();
+            // In slices, so a large backlog never holds the write lock for long.
+            let pruned = tokio::task::spawn_blocking(move || {
+                let mut total = 0;
+                loop {
+                    match pruner.prune_events(cutoff, 1000) {
+                        Ok(0) => return Ok(total),
+                        Ok(n) => total += n,
+                        Err(e) => return Err(e),
+                    }
+                    if total >= 100_000 {
+                        return Ok(total);
+                    }
+                }
+            })
+            .await;
+            match pruned {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => {
+                    tracing::info!(target: "docent::webhooks", pruned = n, "old events pruned")
+                }
+                Ok(Err(e)) => tracing::error!("cannot prune old events: {e:#}"),
+                Err(e) => tracing::error!("cannot prune old events: {e}"),
+            }
+        }
         let free = config.concurrency.max(1).saturating_sub(tasks.len());
         if free > 0 {
             match store.due_deliveries(now_ms(), free, &in_flight) {

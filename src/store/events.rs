@@ -457,6 +457,64 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes events created before `before_ms` whose deliveries are all settled
+    /// (delivered or failed), with those deliveries; returns how many went. Event ids
+    /// start with their creation time, so only the old end of the table is read.
+    pub fn prune_events(&self, before_ms: u64, limit: usize) -> Result<usize> {
+        let cutoff = format!("evt_{before_ms:012x}");
+        let txn = self.db.begin_write().context("begin write")?;
+        let mut pruned = 0;
+        {
+            let mut events = txn.open_table(EVENTS).context("open events")?;
+            let mut deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
+            let webhooks: Vec<String> = {
+                let table = txn.open_table(WEBHOOKS).context("open webhooks")?;
+                let mut ids = Vec::new();
+                for entry in table.iter().context("scan webhooks")? {
+                    ids.push(entry.context("read webhook")?.0.value().to_string());
+                }
+                ids
+            };
+            let old: Vec<String> = events
+                .range::<&str>(.."evt_\u{10ffff}")
+                .context("range events")?
+                .map_while(|entry| {
+                    entry
+                        .ok()
+                        .map(|(key, _)| key.value().to_string())
+                        .filter(|id| id.as_str() < cutoff.as_str())
+                })
+                .take(limit)
+                .collect();
+            for id in old {
+                let mut settled = true;
+                let mut keys = Vec::new();
+                for webhook in &webhooks {
+                    if let Some(raw) = deliveries
+                        .get((webhook.as_str(), id.as_str()))
+                        .context("read delivery")?
+                    {
+                        let delivery: Delivery = decode(raw.value())?;
+                        settled &= delivery.state != "pending";
+                        keys.push(webhook.clone());
+                    }
+                }
+                if !settled {
+                    continue;
+                }
+                for webhook in keys {
+                    deliveries
+                        .remove((webhook.as_str(), id.as_str()))
+                        .context("remove delivery")?;
+                }
+                events.remove(id.as_str()).context("remove event")?;
+                pruned += 1;
+            }
+        }
+        txn.commit().context("failed to commit event pruning")?;
+        Ok(pruned)
+    }
+
     /// How many deliveries are pending (for `/metrics`).
     pub fn pending_deliveries(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
@@ -768,6 +826,46 @@ mod tests {
                 .is_empty()
         );
         assert!(due_rows(&store).is_empty());
+    }
+
+    #[test]
+    fn old_settled_events_are_pruned_and_pending_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bot = BotId::parse("shop").unwrap();
+        store.put_webhook(&webhook("whk_a")).unwrap();
+        let new = |n: u64| NewEvent {
+            kind: crate::events::LEAD_CAPTURED,
+            data: serde_json::json!({"n": n}),
+        };
+        let settled = store.emit(&bot, new(1)).unwrap();
+        let pending = store.emit(&bot, new(2)).unwrap();
+        let due = store.due_deliveries(u64::MAX, 10, &HashSet::new()).unwrap();
+        let first = due.iter().find(|d| d.event.id == settled.id).unwrap();
+        store
+            .record_attempts(&[(first.clone(), attempt(200), Outcome::Delivered)])
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let cutoff = now_ms();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let recent = store.emit(&bot, new(3)).unwrap();
+        assert_eq!(store.prune_events(cutoff, 100).unwrap(), 1);
+        assert!(store.get_event(&settled.id).unwrap().is_none());
+        assert!(
+            store.get_event(&pending.id).unwrap().is_some(),
+            "still to deliver"
+        );
+        assert!(
+            store.get_event(&recent.id).unwrap().is_some(),
+            "newer than the cutoff"
+        );
+        let left: Vec<String> = store
+            .deliveries("whk_a", None, 10)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.event_id)
+            .collect();
+        assert_eq!(left, [recent.id.clone(), pending.id.clone()]);
     }
 
     #[test]
