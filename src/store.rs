@@ -893,7 +893,8 @@ fn bytes_to_vector(raw: &[u8]) -> Vec<f32> {
 mod tests {
     use super::*;
 
-    fn conversation(id: &str, bot: &str, user: Option<&str>) -> Conversation {
+    /// A fresh open conversation (shared with the outbox tests).
+    pub(super) fn conversation(id: &str, bot: &str, user: Option<&str>) -> Conversation {
         Conversation {
             id: id.into(),
             bot_id: BotId::parse(bot).unwrap(),

@@ -736,7 +736,7 @@ mod tests {
     use redb::ReadableTableMetadata;
 
     use super::*;
-    use crate::domain::{Conversation, Message};
+    use crate::domain::Message;
     use crate::store::TurnExtras;
 
     fn webhook(id: &str) -> Webhook {
@@ -873,19 +873,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.put_webhook(&webhook("whk_a")).unwrap();
-        let conversation = Conversation {
-            id: "conv_1".into(),
-            bot_id: BotId::parse("shop").unwrap(),
-            user_id: Some("u1".into()),
-            state: "open".into(),
-            key_id: "key_x".into(),
-            created: 1,
-            updated: 1,
-            intent: None,
-            handed_off_at: None,
-            handoff_reason: None,
-            lead_id: None,
-        };
+        let conversation = crate::store::tests::conversation("conv_1", "shop", Some("u1"));
         let question = Message {
             id: "msg_1".into(),
             role: "user".into(),
