@@ -62,7 +62,12 @@ $(PYENV)/.installed: tests/requirements.txt
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
-test: models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed
+# The widget's browser test tools (playwright-core, pinned by the lock file).
+BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
+$(BROWSER_MODULES): tests/browser/package-lock.json
+	cd tests/browser && npm ci --no-audit --no-fund
+
+test: models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 
 # Same environment as the build, so llama-cpp-sys-2's build script is not re-run.

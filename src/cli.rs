@@ -242,6 +242,19 @@ pub struct ServeArgs {
     /// How long events are kept once every delivery of theirs is settled, e.g. `30d`
     #[arg(long, env = "DOCENT_EVENT_RETENTION", default_value = "30d")]
     pub event_retention: String,
+    /// How long a widget session token lasts, e.g. `1h`, `15m`
+    #[arg(long, env = "DOCENT_WIDGET_SESSION_TTL", default_value = "1h")]
+    pub widget_session_ttl: String,
+    /// Chat messages an hour per widget visitor (or public-key client address); 0: no budget
+    #[arg(long, env = "DOCENT_VISITOR_MESSAGES_PER_HOUR", default_value_t = 60)]
+    pub visitor_messages_per_hour: u32,
+    /// Chat messages an hour per bot through public keys and widget sessions; 0: no budget
+    #[arg(
+        long,
+        env = "DOCENT_BOT_PUBLIC_MESSAGES_PER_HOUR",
+        default_value_t = 3000
+    )]
+    pub bot_public_messages_per_hour: u32,
 }
 
 #[derive(Debug, Subcommand)]

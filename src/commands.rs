@@ -390,6 +390,10 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         answer_cache_ttl: Duration::from_secs(args.answer_cache_ttl),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         allow_private_targets: args.allow_private_targets || config.allow_private_targets,
+        widget_session_ttl: parse_duration(&args.widget_session_ttl)
+            .context("--widget-session-ttl")?,
+        visitor_messages_per_hour: args.visitor_messages_per_hour,
+        bot_public_messages_per_hour: args.bot_public_messages_per_hour,
     };
     let deliveries = crate::events::DeliveryConfig {
         timeout: Duration::from_secs(args.webhook_timeout.max(1)),

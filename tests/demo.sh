@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: ingest a real site, answer a sample question with citations, then start the
-# API server on it and print a curl command with a working key.
+# API server on it and print the widget demo page's link and a curl command with a working
+# key.
 # Uses the Rust Book from the local toolchain docs (cited as https://doc.rust-lang.org/book/),
 # or the bundled Zephyr Kettles help site when those docs are absent.
 set -euo pipefail
@@ -38,8 +39,27 @@ if [[ -z "$key" ]]; then
     python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
   (umask 077 && echo "$key" > "$keyfile")
 fi
+# The widget's public key for the demo page: this server's own origin(s) only.
+pkfile="$data/demo-$bot.pk"
+pk=""
+if [[ -f "$pkfile" ]]; then
+  pk=$(cat "$pkfile")
+  id="key_${pk:8:8}"
+  "$bin" --data-dir "$data" keys list --json | grep -q "\"id\":\"$id\",[^}]*\"revoked\":null" || pk=""
+fi
+if [[ -z "$pk" ]]; then
+  port=${bind##*:}
+  pk=$("$bin" --data-dir "$data" keys create --public --bot "$bot" --name "make run widget demo" \
+    --origin "http://$bind" --origin "http://localhost:$port" --json |
+    python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+  echo "$pk" > "$pkfile"
+fi
 echo
-echo "== starting docent serve on http://$bind (Ctrl-C stops it). Try, from another terminal:"
+echo "== starting docent serve on http://$bind (Ctrl-C stops it)."
+echo
+echo "The chat widget on a demo page: open http://$bind/demo?bot=$bot&token=$pk"
+echo
+echo "Or, from another terminal:"
 echo
 echo "curl -sN http://$bind/v1/chat -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\"
 echo "  -d '{\"bot_id\": \"$bot\", \"message\": \"$question\", \"stream\": true}'"

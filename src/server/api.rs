@@ -647,6 +647,15 @@ pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> C
     }
 }
 
+/// The user id a conversation is started with: a widget session's visitor, or the
+/// caller's `user_id`.
+pub fn caller_user_id(caller: &Caller, user_id: Option<String>) -> ApiResult<Option<String>> {
+    match &caller.visitor {
+        Some(visitor) => Ok(Some(visitor.clone())),
+        None => validate_user_id(user_id),
+    }
+}
+
 pub fn validate_user_id(user_id: Option<String>) -> ApiResult<Option<String>> {
     match user_id {
         Some(u) if u.is_empty() || u.len() > 128 || u.chars().any(char::is_control) => {
@@ -671,7 +680,8 @@ pub(crate) async fn create_conversation(
         .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
     let bot = parse_bot_id(&raw)?;
     load_bot(&state, &caller, &bot).await?;
-    let conversation = new_conversation(&bot, validate_user_id(body.user_id)?, &caller.key.id);
+    let conversation =
+        new_conversation(&bot, caller_user_id(&caller, body.user_id)?, &caller.key.id);
     let store = state.store.clone();
     let record = conversation.clone();
     blocking(move || Ok(store.append_messages(&record, &[])?)).await?;
@@ -728,6 +738,15 @@ pub async fn load_conversation(
     if caller.key.kind == KeyKind::Public && conversation.key_id != caller.key.id {
         return Err(ApiError::forbidden(
             "public keys may read only the conversations they started",
+        ));
+    }
+    if caller
+        .visitor
+        .as_ref()
+        .is_some_and(|v| conversation.user_id.as_ref() != Some(v))
+    {
+        return Err(ApiError::forbidden(
+            "a widget session may read only its visitor's conversations",
         ));
     }
     Ok(conversation)

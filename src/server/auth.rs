@@ -4,7 +4,8 @@
 //!
 //! Missing or unknown keys are 401; a valid key asking for what it may not touch is 403.
 //! Public (`pk_`) keys work only from their allowed origins, only on one bot's
-//! visitor-facing routes.
+//! visitor-facing routes. Widget session tokens (`ws_`, see `widget`) act as their public
+//! key, for one bot and one visitor, from the one origin they were issued to.
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
@@ -44,6 +45,13 @@ impl KeyCache {
     pub fn get(&self, id: &str) -> Option<ApiKey> {
         self.keys.read().expect("key cache lock").get(id).cloned()
     }
+
+    /// Whether some active public key may be used from `origin` (CORS).
+    pub fn public_origin(&self, origin: &str, now: u64) -> bool {
+        self.keys.read().expect("key cache lock").values().any(|k| {
+            k.kind == KeyKind::Public && k.is_active(now) && k.origins.iter().any(|o| o == origin)
+        })
+    }
 }
 
 /// The authenticated key behind a request.
@@ -55,6 +63,11 @@ pub struct Caller {
     pub tenant: String,
     /// The bot the request turned out to be about, for the access log.
     pub bot: Arc<OnceLock<String>>,
+    /// A widget session's visitor (`v_…`): the user id of the conversations it starts, and
+    /// the only one whose conversations it may read.
+    pub visitor: Option<String>,
+    /// A widget session's one bot.
+    pub session_bot: Option<BotId>,
 }
 
 /// The key id of the request, for the access log.
@@ -66,6 +79,17 @@ pub struct CallerKeyId(pub String);
 pub struct CallerBot(pub Arc<OnceLock<String>>);
 
 impl Caller {
+    /// A public key acting for one visitor (a widget session being made).
+    pub fn public(key: ApiKey, visitor: String) -> Caller {
+        Caller {
+            tenant: format!("{}@{visitor}", key.id),
+            key,
+            bot: Arc::default(),
+            visitor: Some(visitor),
+            session_bot: None,
+        }
+    }
+
     pub fn require_admin(&self) -> Result<(), ApiError> {
         if self.key.kind == KeyKind::Secret && self.key.scope == KeyScope::Admin {
             Ok(())
@@ -99,11 +123,11 @@ impl Caller {
 
     pub fn may_see(&self, bot: &Bot) -> bool {
         let env_matches = (self.key.env == KeyEnv::Test) == bot.test;
-        env_matches && self.key.allows_bot(&bot.id)
+        env_matches && self.may_see_id(&bot.id)
     }
 
     pub fn may_see_id(&self, bot: &BotId) -> bool {
-        self.key.allows_bot(bot)
+        self.key.allows_bot(bot) && self.session_bot.as_ref().is_none_or(|b| b == bot)
     }
 }
 
@@ -155,11 +179,12 @@ fn query_token(req: &HttpRequest) -> Option<String> {
     if !feed {
         return None;
     }
-    // Public keys only: a secret key in a URL ends up in proxy logs and browser history.
+    // Public keys and widget sessions only: a secret key in a URL ends up in proxy logs
+    // and browser history.
     url::form_urlencoded::parse(req.query_string().as_bytes())
         .find(|(k, _)| k == "access_token")
         .map(|(_, v)| v.into_owned())
-        .filter(|v| v.starts_with("pk_"))
+        .filter(|v| v.starts_with("pk_") || v.starts_with("ws_"))
 }
 
 fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
@@ -185,22 +210,23 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     };
     let token = token.as_str();
     let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
+    let origin = req
+        .headers()
+        .get(ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if token.starts_with("ws_") {
+        return session_caller(state, token, origin);
+    }
     let presented = keys::parse(token).ok_or_else(invalid)?;
     let record = state.keys.get(&presented.id).ok_or_else(invalid)?;
     if !keys::verify(&presented, &record) || !record.is_active(unix_now()) {
         return Err(invalid());
     }
-    if record.kind == KeyKind::Public {
-        let origin = req
-            .headers()
-            .get(ORIGIN)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        if !record.origins.iter().any(|o| o == origin) {
-            return Err(ApiError::forbidden(
-                "this public key is not allowed from this origin",
-            ));
-        }
+    if record.kind == KeyKind::Public && !record.origins.iter().any(|o| o == origin) {
+        return Err(ApiError::forbidden(
+            "this public key is not allowed from this origin",
+        ));
     }
     // A public key is shared by every visitor of a site: its budgets are per visitor
     // address, so one busy page cannot starve the others.
@@ -216,5 +242,40 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
         key: record,
         tenant,
         bot: Arc::default(),
+        visitor: None,
+        session_bot: None,
     })
+}
+
+/// A widget session token: valid from its origin until it expires, while its public key
+/// is active and still allows that origin.
+fn session_caller(state: &AppState, token: &str, origin: &str) -> Result<Caller, ApiError> {
+    let now = unix_now();
+    let session = state
+        .sessions
+        .verify(token, origin, now)
+        .map_err(|e| match e {
+            super::widget::SessionError::Expired => ApiError::unauthorized(
+                "session_expired",
+                "the widget session has expired; make a new one",
+            ),
+            super::widget::SessionError::Invalid => ApiError::unauthorized(
+                "invalid_api_key",
+                "the session token is not valid (from this origin)",
+            ),
+        })?;
+    let record = state
+        .keys
+        .get(&session.key_id)
+        .filter(|k| k.kind == KeyKind::Public && k.is_active(now))
+        .filter(|k| k.origins.iter().any(|o| o == origin))
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "invalid_api_key",
+                "the session's public key is revoked or no longer allows this origin",
+            )
+        })?;
+    let mut caller = Caller::public(record, session.visitor);
+    caller.session_bot = Some(session.bot);
+    Ok(caller)
 }

@@ -129,6 +129,22 @@ pub fn admit(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
     })
 }
 
+/// Visitors' messages through public keys and widget sessions come out of two hourly
+/// budgets, on top of the rate limits: the visitor's (the session's visitor, or a public
+/// key's client address) and the bot's.
+fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<()> {
+    if caller.key.kind != crate::keys::KeyKind::Public {
+        return Ok(());
+    }
+    if let Some(budget) = &state.per_visitor {
+        budget.check(&caller.tenant).map_err(|(_, e)| e)?;
+    }
+    if let Some(budget) = &state.per_bot {
+        budget.check(bot.as_str()).map_err(|(_, e)| e)?;
+    }
+    Ok(())
+}
+
 /// Validates the request and loads what the turn needs: the bot (with the caller's right
 /// to use it), the conversation (new or continued) and the earlier turns.
 pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> ApiResult<Turn> {
@@ -139,7 +155,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     let bot = parse_bot_id(raw_bot)?;
     let record = load_bot(state, caller, &bot).await?;
     let (bot_version, settings) = (record.updated_unix, record.settings);
-    let user_id = api::validate_user_id(body.user_id)?;
+    let user_id = api::caller_user_id(caller, body.user_id)?;
     let intent = match &body.intent {
         Some(id) => Some(
             settings
@@ -205,6 +221,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         }
         let mut conversation = api::new_conversation(&bot, user_id, &caller.key.id);
         conversation.intent = intent.map(|i| i.id);
+        charge_budgets(state, caller, &bot)?;
         return Ok(Turn {
             conversation,
             bot,
@@ -253,6 +270,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     if let Some(intent) = intent {
         conversation.intent = Some(intent.id);
     }
+    charge_budgets(state, caller, &bot)?;
     Ok(Turn {
         bot,
         bot_version,

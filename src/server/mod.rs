@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod queue;
 pub mod ratelimit;
 pub mod webhooks;
+pub mod widget;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -76,6 +77,12 @@ pub struct Limits {
     pub request_timeout: std::time::Duration,
     /// Let API-started crawls reach private, loopback and link-local addresses.
     pub allow_private_targets: bool,
+    /// How long a widget session token lasts.
+    pub widget_session_ttl: Duration,
+    /// Chat messages an hour per widget visitor (or public-key client address); 0: none.
+    pub visitor_messages_per_hour: u32,
+    /// Chat messages an hour per bot through public keys and widget sessions; 0: none.
+    pub bot_public_messages_per_hour: u32,
 }
 
 impl Default for Limits {
@@ -92,6 +99,9 @@ impl Default for Limits {
             answer_cache_ttl: std::time::Duration::from_secs(3600),
             request_timeout: std::time::Duration::from_secs(120),
             allow_private_targets: false,
+            widget_session_ttl: Duration::from_secs(3600),
+            visitor_messages_per_hour: 60,
+            bot_public_messages_per_hour: 3000,
         }
     }
 }
@@ -115,6 +125,11 @@ pub struct AppState {
     pub metrics: Metrics,
     pub per_key: Option<RateLimit>,
     pub per_ip: Option<RateLimit>,
+    /// Visitors' and bots' hourly budgets of chat messages through public keys.
+    pub per_visitor: Option<RateLimit>,
+    pub per_bot: Option<RateLimit>,
+    /// Widget session tokens.
+    pub sessions: widget::Sessions,
     pub answers: Option<cache::AnswerCache>,
     pub jobs: jobs::Jobs,
     /// Live feeds of conversations' new messages (agent replies).
@@ -133,6 +148,15 @@ impl AppState {
             queue: queue::GenerationQueue::new(limits.parallel, limits.max_wait),
             per_key: RateLimit::per_minute(limits.per_key_per_minute),
             per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
+            per_visitor: RateLimit::budget_per_hour(
+                limits.visitor_messages_per_hour,
+                "this visitor's budget of {} messages an hour",
+            ),
+            per_bot: RateLimit::budget_per_hour(
+                limits.bot_public_messages_per_hour,
+                "this bot's budget of {} visitor messages an hour",
+            ),
+            sessions: widget::Sessions::new(limits.widget_session_ttl),
             answers: cache::AnswerCache::new(limits.answer_cache_ttl),
             jobs: jobs::Jobs::new(store.clone(), limits.allow_private_targets),
             store,
@@ -163,6 +187,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     handoff::routes(cfg);
     leads::routes(cfg);
     webhooks::routes(cfg);
+    widget::routes(cfg);
     openai::routes(cfg);
     openapi::routes(cfg);
 }
@@ -191,6 +216,8 @@ pub fn server(
             .configure(routes)
             .default_service(web::to(api::not_found))
             .wrap(from_fn(request_context))
+            // Outermost, so refusals (429s included) reach the page's script readable.
+            .wrap(widget::cors(state.clone()))
     })
     .workers(workers.max(1))
     .shutdown_timeout(30)

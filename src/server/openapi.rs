@@ -9,7 +9,7 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::{analytics, api, chat, handoff, leads, openai, webhooks};
+use super::{analytics, api, chat, handoff, leads, openai, webhooks, widget};
 use crate::chat::SourceRef;
 
 #[derive(Serialize, ToSchema)]
@@ -347,6 +347,35 @@ pub struct Completion {
     pub docent: DocentVerdict,
 }
 
+#[derive(Serialize, ToSchema)]
+pub struct WidgetIntent {
+    pub id: String,
+    pub label: String,
+}
+
+/// What the widget shows of its bot.
+#[derive(Serialize, ToSchema)]
+pub struct WidgetBot {
+    pub id: String,
+    pub name: String,
+    pub fallback: Option<String>,
+    pub intents: Vec<WidgetIntent>,
+    /// `off`, `on_detection` or `after_messages`.
+    pub lead_capture: String,
+}
+
+/// A widget session: send `session_token` as `Authorization: Bearer`, from the same
+/// origin, until `expires_at`.
+#[derive(Serialize, ToSchema)]
+pub struct WidgetSession {
+    /// `ws_…`
+    pub session_token: String,
+    pub expires_at: u64,
+    pub expires_in: u64,
+    pub visitor_id: String,
+    pub bot: WidgetBot,
+}
+
 struct BearerAuth;
 
 impl Modify for BearerAuth {
@@ -357,7 +386,9 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
-                    .description(Some("An API key: sk_live_…, sk_test_… or pk_…"))
+                    .description(Some(
+                        "An API key (sk_live_…, sk_test_… or pk_…) or a widget session token (ws_…)",
+                    ))
                     .build(),
             ),
         );
@@ -382,7 +413,7 @@ impl Modify for BearerAuth {
         leads::create_lead, leads::list_leads,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::delete_webhook, webhooks::rotate, webhooks::list_deliveries,
-        webhooks::redeliver, analytics::analytics,
+        webhooks::redeliver, analytics::analytics, widget::create_session,
     ),
     components(schemas(EventPayload, ErrorEnvelope, ErrorBody)),
     modifiers(&BearerAuth),
@@ -394,6 +425,7 @@ impl Modify for BearerAuth {
         (name = "keys", description = "API keys"),
         (name = "leads", description = "Visitors' contact details"),
         (name = "webhooks", description = "Signed event deliveries"),
+        (name = "widget", description = "The embeddable chat widget's sessions"),
         (name = "health", description = "Health, readiness and metrics"),
     )
 )]

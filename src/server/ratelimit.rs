@@ -21,11 +21,16 @@ use super::error::ApiError;
 type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
-/// One bucket per key string, `per_minute` requests a minute with that much burst.
+/// One bucket per key string, `limit` requests a window (a minute or an hour) with that
+/// much burst.
 pub struct RateLimit {
     limiter: Keyed,
     clock: DefaultClock,
-    per_minute: u32,
+    limit: u32,
+    window_secs: u64,
+    /// The refusal's error code and what it calls the limit.
+    code: &'static str,
+    what: &'static str,
     checks: AtomicU64,
 }
 
@@ -46,7 +51,26 @@ impl RateLimit {
             limiter: RateLimiter::keyed(Quota::per_minute(n))
                 .with_middleware::<StateInformationMiddleware>(),
             clock: DefaultClock::default(),
-            per_minute,
+            limit: per_minute,
+            window_secs: 60,
+            code: "rate_limited",
+            what: "rate limit of {} requests a minute",
+            checks: AtomicU64::new(0),
+        })
+    }
+
+    /// A budget: `per_hour` messages an hour, refused with 429 `budget_exhausted`. `what`
+    /// names whose budget it is (`"this visitor's"`). `None` when `per_hour` is 0.
+    pub fn budget_per_hour(per_hour: u32, what: &'static str) -> Option<RateLimit> {
+        let n = NonZeroU32::new(per_hour)?;
+        Some(RateLimit {
+            limiter: RateLimiter::keyed(Quota::per_hour(n))
+                .with_middleware::<StateInformationMiddleware>(),
+            clock: DefaultClock::default(),
+            limit: per_hour,
+            window_secs: 3600,
+            code: "budget_exhausted",
+            what,
             checks: AtomicU64::new(0),
         })
     }
@@ -57,13 +81,13 @@ impl RateLimit {
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             self.limiter.retain_recent();
         }
-        let seconds_per_token = 60.0 / self.per_minute as f64;
+        let seconds_per_token = self.window_secs as f64 / self.limit as f64;
         match self.limiter.check_key(&key.to_string()) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
-                let missing = self.per_minute.saturating_sub(remaining) as f64;
+                let missing = self.limit.saturating_sub(remaining) as f64;
                 Ok(Quote {
-                    limit: self.per_minute,
+                    limit: self.limit,
                     remaining,
                     reset: (missing * seconds_per_token).ceil() as u64,
                 })
@@ -72,17 +96,15 @@ impl RateLimit {
                 let wait = not_until.wait_time_from(self.clock.now());
                 let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
                 let quote = Quote {
-                    limit: self.per_minute,
+                    limit: self.limit,
                     remaining: 0,
-                    reset: (self.per_minute as f64 * seconds_per_token).ceil() as u64,
+                    reset: self.window_secs,
                 };
+                let what = self.what.replace("{}", &self.limit.to_string());
                 let mut error = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
-                    "rate_limited",
-                    format!(
-                        "rate limit of {} requests a minute reached; retry in {retry_after}s",
-                        self.per_minute
-                    ),
+                    self.code,
+                    format!("{what} reached; retry in {retry_after}s"),
                 );
                 error.retry_after = Some(retry_after);
                 Err((quote, error))

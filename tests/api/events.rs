@@ -169,7 +169,7 @@ fn private_ok() -> Limits {
     }
 }
 
-fn start_delivery(s: &crate::server::TestServer) {
+pub(crate) fn start_delivery(s: &crate::server::TestServer) {
     docent::events::start_worker(
         s.state.store.clone(),
         docent::events::DeliveryConfig {

@@ -13,3 +13,4 @@ mod eval;
 mod events;
 mod index_recall;
 mod server;
+mod widget;

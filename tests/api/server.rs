@@ -1546,6 +1546,7 @@ async fn the_openapi_document_lists_every_route_and_every_listed_route_exists() 
         ("POST", "/v1/bots/{id}/sources"),
         ("GET", "/v1/jobs/{id}"),
         ("GET", "/openapi.json"),
+        ("POST", "/v1/widget/session"),
     ] {
         assert!(
             operations

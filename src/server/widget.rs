@@ -1,0 +1,503 @@
+//! The embeddable widget's server side: `/widget.js` and `/demo` (embedded from `static/`),
+//! `POST /v1/widget/session` (a public key exchanged for a short-lived session token bound
+//! to the page's origin and an anonymous visitor), and CORS for the routes a browser calls.
+//!
+//! A session token is `ws_<key id>.<bot>.<visitor>.<expiry>.<hex HMAC-SHA256>`, the MAC
+//! taken over those fields and the page's Origin under a secret made at start-up: it holds
+//! no secret, cannot be widened, and works only from the origin it was issued to. Tokens
+//! die with the process; the widget asks for a new one on a 401.
+
+use std::time::Duration;
+
+use actix_cors::Cors;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::api::{load_bot, parse_bot_id, resource};
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
+use crate::domain::{BotId, LeadCapture};
+use crate::keys::{self, KeyKind, KeyScope};
+use crate::telemetry::unix_now;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The widget script, as served.
+pub const WIDGET_JS: &str = include_str!("../../static/widget.js");
+const DEMO_HTML: &str = include_str!("../../static/demo.html");
+
+/// The first 16 hex digits of the script's sha256: its ETag and its versioned URL
+/// (`/widget-<version>.js`).
+pub fn widget_version() -> &'static str {
+    static VERSION: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    VERSION.get_or_init(|| hex::encode(&Sha256::digest(WIDGET_JS.as_bytes())[..8]))
+}
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v1/widget/session", "POST").route(web::post().to(create_session)))
+        .service(
+            resource("/widget.js", "GET")
+                .wrap(actix_web::middleware::Compress::default())
+                .route(web::get().to(widget_js)),
+        )
+        .service(
+            resource("/widget-{version}.js", "GET")
+                .wrap(actix_web::middleware::Compress::default())
+                .route(web::get().to(widget_js_versioned)),
+        )
+        .service(resource("/demo", "GET").route(web::get().to(demo)));
+}
+
+/// Paths a page's script may call with a public key or a session token.
+fn browser_route(path: &str) -> bool {
+    matches!(path, "/v1/widget/session" | "/v1/chat" | "/v1/leads")
+        || path == "/v1/conversations"
+        || path.starts_with("/v1/conversations/")
+}
+
+/// CORS: only the browser routes, and only for an origin some active public key lists.
+/// Other origins get no CORS headers (the browser then withholds the response), and the
+/// request itself is still refused by the key check.
+pub fn cors(state: web::Data<AppState>) -> Cors {
+    Cors::default()
+        .allowed_origin_fn(move |origin, head| {
+            browser_route(head.uri.path())
+                && origin
+                    .to_str()
+                    .is_ok_and(|origin| state.keys.public_origin(origin, unix_now()))
+        })
+        .allowed_methods(["GET", "POST"])
+        .allowed_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
+        .expose_headers([
+            "x-request-id",
+            "retry-after",
+            "ratelimit-limit",
+            "ratelimit-remaining",
+            "ratelimit-reset",
+        ])
+        .max_age(600)
+        .block_on_origin_mismatch(false)
+}
+
+/// Issues and checks session tokens.
+pub struct Sessions {
+    secret: [u8; 32],
+    pub ttl: Duration,
+}
+
+/// What a valid session token says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// `key_<id>` of the public key it was issued for.
+    pub key_id: String,
+    pub bot: BotId,
+    pub visitor: String,
+    pub expires: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum SessionError {
+    Invalid,
+    Expired,
+}
+
+impl Sessions {
+    pub fn new(ttl: Duration) -> Sessions {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret).expect("the OS's randomness");
+        Sessions { secret, ttl }
+    }
+
+    fn mac(&self, fields: &str, origin: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key");
+        mac.update(fields.as_bytes());
+        mac.update(b"|");
+        mac.update(origin.as_bytes());
+        mac
+    }
+
+    /// A token for `visitor` on `bot` through the public key `key_id`, usable from `origin`
+    /// until the returned unix time.
+    pub fn issue(
+        &self,
+        key_id: &str,
+        bot: &BotId,
+        visitor: &str,
+        origin: &str,
+        now: u64,
+    ) -> (String, u64) {
+        let expires = now + self.ttl.as_secs().max(1);
+        let id = key_id.trim_start_matches("key_");
+        let fields = format!("{id}.{}.{visitor}.{expires}", bot.as_str());
+        let tag = hex::encode(self.mac(&fields, origin).finalize().into_bytes());
+        (format!("ws_{fields}.{tag}"), expires)
+    }
+
+    /// The session a token grants to a request from `origin`.
+    pub fn verify(&self, token: &str, origin: &str, now: u64) -> Result<Session, SessionError> {
+        let body = token.strip_prefix("ws_").ok_or(SessionError::Invalid)?;
+        let (fields, tag) = body.rsplit_once('.').ok_or(SessionError::Invalid)?;
+        let tag = hex::decode(tag).map_err(|_| SessionError::Invalid)?;
+        // Constant time, and over the origin: a token copied to another site fails here.
+        self.mac(fields, origin)
+            .verify_slice(&tag)
+            .map_err(|_| SessionError::Invalid)?;
+        let mut parts = fields.split('.');
+        let (Some(id), Some(bot), Some(visitor), Some(expires), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(SessionError::Invalid);
+        };
+        let expires: u64 = expires.parse().map_err(|_| SessionError::Invalid)?;
+        if expires <= now {
+            return Err(SessionError::Expired);
+        }
+        Ok(Session {
+            key_id: format!("key_{id}"),
+            bot: BotId::parse(bot).map_err(|_| SessionError::Invalid)?,
+            visitor: visitor.to_string(),
+            expires,
+        })
+    }
+}
+
+/// A visitor id the widget made: `v_` and 8 to 64 characters of `[A-Za-z0-9_-]`.
+pub fn valid_visitor(id: &str) -> bool {
+    id.strip_prefix("v_").is_some_and(|rest| {
+        (8..=64).contains(&rest.len())
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    })
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SessionRequest {
+    /// The site's public key (`pk_…`), as in the snippet's `data-token`.
+    #[schema(required = true, value_type = String, pattern = "^pk_")]
+    token: Option<String>,
+    /// The bot (the key's only bot when absent).
+    #[schema(pattern = "^[a-z0-9-]{1,64}$")]
+    bot_id: Option<String>,
+    /// The anonymous visitor id the widget keeps (`v_…`); a new one when absent.
+    #[schema(pattern = "^v_[A-Za-z0-9_-]{8,64}$")]
+    visitor_id: Option<String>,
+}
+
+/// The origin a browser sent, when it is one.
+fn request_origin(req: &HttpRequest) -> Option<&str> {
+    req.headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| !o.is_empty() && *o != "null")
+}
+
+#[utoipa::path(post, path = "/v1/widget/session", tag = "widget", summary = "Exchange a public key for a short-lived widget session token (from an allowed Origin)", request_body = SessionRequest, responses((status = 200, description = "The session", body = super::openapi::WidgetSession), super::openapi::ApiErrors))]
+pub(crate) async fn create_session(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Json<SessionRequest>,
+) -> ApiResult<HttpResponse> {
+    let body = body.into_inner();
+    let token = body
+        .token
+        .ok_or_else(|| ApiError::bad_request("missing_field", "token is required"))?;
+    let invalid = || ApiError::unauthorized("invalid_api_key", "the token is not valid");
+    let now = unix_now();
+    let presented = keys::parse(&token).ok_or_else(invalid)?;
+    let record = state.keys.get(&presented.id).ok_or_else(invalid)?;
+    if !keys::verify(&presented, &record) || !record.is_active(now) {
+        return Err(invalid());
+    }
+    if record.kind != KeyKind::Public {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "widget sessions are made from public (pk_) keys; keep secret keys on your server",
+        ));
+    }
+    let origin = request_origin(&req).ok_or_else(|| {
+        ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "a widget session is made from a web page: the request has no Origin",
+        )
+    })?;
+    if !record.origins.iter().any(|o| o == origin) {
+        state.metrics.auth_failure(403);
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            format!("this key is not allowed from {origin}"),
+        ));
+    }
+    let bot = match (&body.bot_id, &record.scope) {
+        (Some(raw), _) => parse_bot_id(raw)?,
+        (None, KeyScope::Bots(bots)) if bots.len() == 1 => bots[0].clone(),
+        (None, _) => {
+            return Err(ApiError::bad_request("missing_field", "bot_id is required"));
+        }
+    };
+    let visitor = match body.visitor_id {
+        Some(v) if valid_visitor(&v) => v,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "visitor_id must be v_ and 8 to 64 characters of [A-Za-z0-9_-]",
+            ));
+        }
+        None => format!("v_{}", keys::random_base62(22)?),
+    };
+    let caller = Caller::public(record.clone(), visitor.clone());
+    let bot = load_bot(&state, &caller, &bot).await?;
+    let (session_token, expires_at) = state
+        .sessions
+        .issue(&record.id, &bot.id, &visitor, origin, now);
+    let lead_capture = match bot.settings.lead_capture {
+        LeadCapture::Off => "off",
+        LeadCapture::OnDetection => "on_detection",
+        LeadCapture::AfterMessages { .. } => "after_messages",
+    };
+    let intents: Vec<_> = bot
+        .settings
+        .intents
+        .iter()
+        .map(|i| json!({"id": i.id, "label": i.label}))
+        .collect();
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(json!({
+            "session_token": session_token,
+            "expires_at": expires_at,
+            "expires_in": expires_at - now,
+            "visitor_id": visitor,
+            "bot": {
+                "id": bot.id,
+                "name": bot.name,
+                "fallback": bot.settings.fallback,
+                "intents": intents,
+                "lead_capture": lead_capture,
+            },
+        })))
+}
+
+async fn widget_js(req: HttpRequest) -> HttpResponse {
+    script_response(&req, "public, max-age=300")
+}
+
+async fn widget_js_versioned(req: HttpRequest, path: web::Path<String>) -> ApiResult<HttpResponse> {
+    if path.as_str() != widget_version() {
+        return Err(ApiError::not_found(
+            "not_found",
+            format!(
+                "this server's widget is /widget-{}.js (or /widget.js)",
+                widget_version()
+            ),
+        ));
+    }
+    Ok(script_response(&req, "public, max-age=31536000, immutable"))
+}
+
+/// The script with its ETag; 304 when the client has this version.
+fn script_response(req: &HttpRequest, cache: &'static str) -> HttpResponse {
+    let etag = format!("\"{}\"", widget_version());
+    let fresh = req
+        .headers()
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let mut response = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    response
+        .insert_header((header::ETAG, etag))
+        .insert_header((header::CACHE_CONTROL, cache))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(("cross-origin-resource-policy", "cross-origin"));
+    if fresh {
+        return response.finish();
+    }
+    response
+        .content_type("text/javascript; charset=utf-8")
+        .body(WIDGET_JS)
+}
+
+#[derive(Deserialize)]
+struct DemoQuery {
+    bot: Option<String>,
+    token: Option<String>,
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `/demo?bot=<id>&token=<pk_…>`: a host page with the widget on it. The token must be a
+/// public key allowing this server's own origin (`make run` makes one).
+async fn demo(req: HttpRequest, query: web::Query<DemoQuery>) -> HttpResponse {
+    let query = query.into_inner();
+    let bot = query.bot.filter(|b| BotId::parse(b).is_ok());
+    let token = query.token.filter(|t| {
+        (t.starts_with("pk_live_") || t.starts_with("pk_test_"))
+            && t.len() <= 64
+            && t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    });
+    let page = match (bot, token) {
+        (Some(bot), Some(token)) => {
+            let host = req.connection_info().host().to_string();
+            let scheme = req.connection_info().scheme().to_string();
+            let snippet = format!(
+                "<script src=\"{scheme}://{host}/widget.js\" data-bot=\"{bot}\" data-token=\"{token}\" async></script>"
+            );
+            DEMO_HTML
+                .replace("{{SNIPPET}}", &escape_html(&snippet))
+                .replace("{{BOT}}", &escape_html(&bot))
+                .replace("{{TOKEN}}", &escape_html(&token))
+        }
+        _ => DEMO_HELP.to_string(),
+    };
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+                 img-src 'self' data: https:; connect-src 'self'; frame-ancestors 'none'",
+            ),
+        ))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(page)
+}
+
+const DEMO_HELP: &str = "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><title>docent demo</title>\
+<style>body{font:16px/1.5 system-ui,sans-serif;max-width:40rem;margin:3rem auto;padding:0 1rem}\
+code,pre{background:#f3f4f6;border-radius:4px;padding:2px 4px}pre{padding:12px;overflow:auto}</style>\
+</head><body><h1>docent widget demo</h1><p>This page shows the chat widget on one of your bots. \
+It needs the bot and a public key that allows this server's origin:</p>\
+<pre>docent keys create --public --bot BOT --origin http://127.0.0.1:8080</pre>\
+<p>then open <code>/demo?bot=BOT&amp;token=pk_live_…</code>. <code>make run</code> does both \
+and prints the link.</p></body></html>";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_token_works_only_from_its_origin_and_until_it_expires() {
+        let sessions = Sessions::new(Duration::from_secs(60));
+        let bot = BotId::parse("demo").unwrap();
+        let (token, expires) = sessions.issue(
+            "key_Ab12Cd34",
+            &bot,
+            "v_abcdefgh12",
+            "https://a.example",
+            1000,
+        );
+        assert_eq!(expires, 1060);
+        let session = sessions.verify(&token, "https://a.example", 1001).unwrap();
+        assert_eq!(session.key_id, "key_Ab12Cd34");
+        assert_eq!(session.bot, bot);
+        assert_eq!(session.visitor, "v_abcdefgh12");
+        assert_eq!(
+            sessions.verify(&token, "https://b.example", 1001),
+            Err(SessionError::Invalid)
+        );
+        assert_eq!(
+            sessions.verify(&token, "https://a.example", 1060),
+            Err(SessionError::Expired)
+        );
+        // Changing any field (here the visitor) breaks the MAC.
+        let forged = token.replace("v_abcdefgh12", "v_zzzzzzzz12");
+        assert_eq!(
+            sessions.verify(&forged, "https://a.example", 1001),
+            Err(SessionError::Invalid)
+        );
+        // Another process's tokens are not this one's.
+        let other = Sessions::new(Duration::from_secs(60));
+        assert_eq!(
+            other.verify(&token, "https://a.example", 1001),
+            Err(SessionError::Invalid)
+        );
+        for junk in [
+            "",
+            "ws_",
+            "ws_a.b",
+            "ws_a.b.c.d.e",
+            "sk_live_x",
+            "ws_....zz",
+        ] {
+            assert_eq!(
+                sessions.verify(junk, "https://a.example", 1001),
+                Err(SessionError::Invalid),
+                "{junk}"
+            );
+        }
+    }
+
+    #[test]
+    fn visitor_ids_are_bounded_and_plain() {
+        assert!(valid_visitor("v_abcdEFGH1234"));
+        assert!(!valid_visitor("v_short"));
+        assert!(!valid_visitor("abcdefghijkl"));
+        assert!(!valid_visitor("v_abcdefgh.ij"));
+        assert!(!valid_visitor(&format!("v_{}", "a".repeat(65))));
+    }
+
+    #[test]
+    fn only_the_routes_a_page_calls_get_cors() {
+        for path in [
+            "/v1/widget/session",
+            "/v1/chat",
+            "/v1/leads",
+            "/v1/conversations",
+            "/v1/conversations/conv_1/events",
+        ] {
+            assert!(browser_route(path), "{path}");
+        }
+        for path in [
+            "/v1/keys",
+            "/v1/bots",
+            "/v1/webhooks",
+            "/metrics",
+            "/v1/chat/completions",
+        ] {
+            assert!(!browser_route(path), "{path}");
+        }
+    }
+
+    #[test]
+    fn demo_values_are_escaped() {
+        assert_eq!(
+            escape_html("<a href=\"x\">'&"),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;"
+        );
+    }
+}

@@ -1,0 +1,670 @@
+//! The widget over real HTTP: session tokens bound to an origin and a visitor, CORS only for
+//! allowed origins, visitor and bot budgets, the script's caching headers and `/demo`; and
+//! the widget itself driven in Debian's Chromium (playwright-core, tests/browser) against
+//! the real small model, from a host page on another loopback origin.
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use docent::domain::BotId;
+use docent::keys::{KeyEnv, KeyKind, KeyScope};
+use docent::server::Limits;
+use serde_json::{Value, json};
+
+use crate::helpers::repo_root;
+use crate::server::{TestServer, assert_error, fake_server};
+
+const SHOP: &str = "https://shop.example";
+
+fn zephyr_key(s: &TestServer, origins: &[&str]) -> String {
+    s.make_key(
+        KeyKind::Public,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![BotId::parse("zephyr").unwrap()]),
+        origins.iter().map(|o| o.to_string()).collect(),
+    )
+}
+
+/// `method path` with a bearer token (if any), an Origin (if any) and a JSON body (if any).
+async fn send(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    origin: Option<&str>,
+    body: Option<Value>,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = s.http.request(method.parse().unwrap(), s.url(path));
+    if let Some(token) = token {
+        req = req.bearer_auth(token);
+    }
+    if let Some(origin) = origin {
+        req = req.header("Origin", origin);
+    }
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let headers = res.headers().clone();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+async fn session(s: &TestServer, pk: &str, origin: &str, visitor: Option<&str>) -> Value {
+    let mut body = json!({"token": pk, "bot_id": "zephyr"});
+    if let Some(v) = visitor {
+        body["visitor_id"] = json!(v);
+    }
+    let response = send(
+        s,
+        "POST",
+        "/v1/widget/session",
+        None,
+        Some(origin),
+        Some(body),
+    )
+    .await;
+    assert_eq!(response.0, 200, "{}", response.2);
+    response.2
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let pk = zephyr_key(&s, &[SHOP]);
+    let (status, _, _) = s
+        .call(
+            "PATCH",
+            "/v1/bots/zephyr",
+            Some(&s.admin),
+            Some(json!({"fallback": "Email help@zephyr.example",
+                "intents": [{"id": "returns", "label": "Returns", "message": "How do returns work?"}]})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let exchange = |token: &str, origin: Option<&'static str>| {
+        let body = json!({"token": token, "bot_id": "zephyr"});
+        send(&s, "POST", "/v1/widget/session", None, origin, Some(body))
+    };
+
+    // Refusals: no Origin, a foreign one, a secret key, a bad key, a malformed body.
+    assert_error(&exchange(&pk, None).await, 403, "origin_not_allowed");
+    assert_error(
+        &exchange(&pk, Some("https://evil.example")).await,
+        403,
+        "origin_not_allowed",
+    );
+    assert_error(
+        &exchange(&s.admin, Some(SHOP)).await,
+        400,
+        "invalid_request",
+    );
+    let forged = format!("{}x", &pk[..pk.len() - 1]);
+    assert_error(&exchange(&forged, Some(SHOP)).await, 401, "invalid_api_key");
+    let junk = json!({"token": pk, "visitor_id": "../etc"});
+    assert_error(
+        &send(
+            &s,
+            "POST",
+            "/v1/widget/session",
+            None,
+            Some(SHOP),
+            Some(junk),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+    let sandbox = json!({"token": pk, "bot_id": "sandbox"});
+    assert_error(
+        &send(
+            &s,
+            "POST",
+            "/v1/widget/session",
+            None,
+            Some(SHOP),
+            Some(sandbox),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+
+    // A session: the bot's public face, and a visitor id made when none is sent.
+    let first = session(&s, &pk, SHOP, None).await;
+    let token = first["session_token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("ws_"), "{first}");
+    let visitor = first["visitor_id"].as_str().unwrap().to_string();
+    assert!(visitor.starts_with("v_"), "{first}");
+    assert!(first["expires_in"].as_u64().unwrap() > 3000, "{first}");
+    assert_eq!(first["bot"]["name"], "zephyr");
+    assert_eq!(first["bot"]["fallback"], "Email help@zephyr.example");
+    assert_eq!(
+        first["bot"]["intents"],
+        json!([{"id": "returns", "label": "Returns"}])
+    );
+    assert_eq!(first["bot"]["lead_capture"], "off");
+
+    // The token chats from its origin; the conversation is the visitor's.
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let (status, _, answer) = send(
+        &s,
+        "POST",
+        "/v1/chat",
+        Some(&token),
+        Some(SHOP),
+        Some(ask.clone()),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let conversation = answer["conversation_id"].as_str().unwrap().to_string();
+    let transcript_path = format!("/v1/conversations/{conversation}");
+    let (status, _, transcript) =
+        send(&s, "GET", &transcript_path, Some(&token), Some(SHOP), None).await;
+    assert_eq!(status, 200, "{transcript}");
+    assert_eq!(transcript["user_id"], visitor.as_str());
+    assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
+
+    // Copied to another site, or sent without an Origin, the token is worthless.
+    for origin in [Some("https://evil.example"), None] {
+        assert_error(
+            &send(
+                &s,
+                "POST",
+                "/v1/chat",
+                Some(&token),
+                origin,
+                Some(ask.clone()),
+            )
+            .await,
+            401,
+            "invalid_api_key",
+        );
+    }
+    // Another visitor of the same site cannot read this visitor's conversation.
+    let other = session(&s, &pk, SHOP, Some("v_someoneelse01")).await;
+    let other_token = other["session_token"].as_str().unwrap();
+    assert_eq!(other["visitor_id"], "v_someoneelse01");
+    assert_error(
+        &send(
+            &s,
+            "GET",
+            &transcript_path,
+            Some(other_token),
+            Some(SHOP),
+            None,
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    // Visitor-facing routes only: no bot lists, no agent messages, no key management.
+    for (method, path, body) in [
+        ("GET", "/v1/bots".to_string(), None),
+        ("GET", "/v1/keys".to_string(), None),
+        (
+            "POST",
+            format!("{transcript_path}/messages"),
+            Some(json!({"role": "agent", "content": "hi"})),
+        ),
+    ] {
+        assert_error(
+            &send(&s, method, &path, Some(&token), Some(SHOP), body).await,
+            403,
+            "forbidden",
+        );
+    }
+    // The visitor's own handoff, lead and live feed work with the session.
+    let (status, _, handed) = send(
+        &s,
+        "POST",
+        &format!("{transcript_path}/handoff"),
+        Some(&token),
+        Some(SHOP),
+        Some(json!({"reason": "visitor_request"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{handed}");
+    assert_eq!(handed["state"], "handed_off");
+    let lead = json!({"bot_id": "zephyr", "conversation_id": conversation,
+        "name": "Ada", "email": "ada@example.com", "consent": true});
+    let (status, _, lead) = send(
+        &s,
+        "POST",
+        "/v1/leads",
+        Some(&token),
+        Some(SHOP),
+        Some(lead),
+    )
+    .await;
+    assert_eq!(status, 201, "{lead}");
+    assert_eq!(lead["user_id"], visitor.as_str());
+
+    // Deleting the visitor as a user erases what the widget stored.
+    let (status, _, erased) = s
+        .call(
+            "DELETE",
+            &format!("/v1/users/{visitor}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{erased}");
+    let (status, _, _) = s.call("GET", &transcript_path, Some(&s.admin), None).await;
+    assert_eq!(status, 404);
+
+    // Revoking the public key ends its sessions at once.
+    let key_id = format!("key_{}", &pk[8..16]);
+    let (status, _, _) = s
+        .call(
+            "DELETE",
+            &format!("/v1/keys/{key_id}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_error(
+        &send(&s, "POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask)).await,
+        401,
+        "invalid_api_key",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cors_answers_only_allowed_origins_on_the_routes_a_page_calls() {
+    let (s, _) = fake_server(Limits::default()).await;
+    zephyr_key(&s, &[SHOP]);
+    let preflight = |path: &'static str, origin: &'static str| {
+        s.http
+            .request(reqwest::Method::OPTIONS, s.url(path))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "POST")
+            .header(
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            )
+            .send()
+    };
+    let allowed = preflight("/v1/chat", SHOP).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], SHOP);
+    let allowed_headers = headers["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    for (path, origin) in [
+        ("/v1/chat", "https://evil.example"),
+        ("/v1/widget/session", "https://evil.example"),
+        // Allowed origin, but not a route a page calls.
+        ("/v1/keys", SHOP),
+        ("/v1/bots", SHOP),
+    ] {
+        let res = preflight(path, origin).await.unwrap();
+        assert!(
+            !res.headers().contains_key("access-control-allow-origin"),
+            "{path} from {origin}: {:?}",
+            res.headers()
+        );
+    }
+    // Actual responses: the allowed origin is named (errors included), others are not.
+    let body = json!({"token": "pk_live_nonsense", "bot_id": "zephyr"});
+    let (_, headers, _) = send(
+        &s,
+        "POST",
+        "/v1/widget/session",
+        None,
+        Some(SHOP),
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(headers["access-control-allow-origin"], SHOP);
+    assert!(
+        headers["access-control-expose-headers"]
+            .to_str()
+            .unwrap()
+            .contains("retry-after")
+    );
+    let (status, headers, _) = send(
+        &s,
+        "POST",
+        "/v1/widget/session",
+        None,
+        Some("https://evil.example"),
+        Some(body),
+    )
+    .await;
+    assert_eq!(status, 401);
+    assert!(!headers.contains_key("access-control-allow-origin"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn visitors_and_bots_have_hourly_message_budgets() {
+    let (s, _) = fake_server(Limits {
+        visitor_messages_per_hour: 2,
+        bot_public_messages_per_hour: 3,
+        ..Limits::default()
+    })
+    .await;
+    let pk = zephyr_key(&s, &[SHOP]);
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let chat = |token: String| {
+        let ask = ask.clone();
+        let s = &s;
+        async move { send(s, "POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask)).await }
+    };
+    let one = session(&s, &pk, SHOP, Some("v_visitorone01")).await["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let two = session(&s, &pk, SHOP, Some("v_visitortwo02")).await["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(chat(one.clone()).await.0, 200);
+    assert_eq!(chat(one.clone()).await.0, 200);
+    let refused = chat(one.clone()).await;
+    assert_error(&refused, 429, "budget_exhausted");
+    let retry: u64 = refused.1["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((60..=3600).contains(&retry), "{retry}");
+    assert!(
+        refused.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("visitor")
+    );
+    // Another visitor has their own budget, until the bot's runs out.
+    assert_eq!(chat(two.clone()).await.0, 200);
+    let refused = chat(two).await;
+    assert_error(&refused, 429, "budget_exhausted");
+    assert!(
+        refused.2["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bot")
+    );
+    // Secret keys (the operator's backend) are not held to visitors' budgets.
+    let (status, _, _) = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()))
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_script_is_cached_by_etag_and_version_and_the_demo_page_embeds_it() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let res = s.http.get(s.url("/widget.js")).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    let headers = res.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/javascript")
+    );
+    let etag = headers["etag"].to_str().unwrap().to_string();
+    let version = etag.trim_matches('"').to_string();
+    assert_eq!(version.len(), 16, "{etag}");
+    assert!(
+        headers["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("max-age")
+    );
+    let script = res.text().await.unwrap();
+    assert!(script.contains("attachShadow"), "the widget script");
+    // Revalidation, compression, and the immutable versioned URL.
+    let res = s
+        .http
+        .get(s.url("/widget.js"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 304);
+    let res = s
+        .http
+        .get(s.url("/widget.js"))
+        .header("Accept-Encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["content-encoding"], "gzip");
+    let gzipped = res.bytes().await.unwrap().len();
+    assert!(
+        gzipped < 30 * 1024 && gzipped < script.len() / 2,
+        "{gzipped}"
+    );
+    let res = s
+        .http
+        .get(s.url(&format!("/widget-{version}.js")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable")
+    );
+    assert_eq!(
+        s.http
+            .get(s.url("/widget-0000000000000000.js"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    // /demo embeds the widget for a bot and token; anything else gets the instructions.
+    let pk = zephyr_key(&s, &[&s.base]);
+    let page = s
+        .http
+        .get(s.url(&format!("/demo?bot=zephyr&token={pk}")))
+        .send()
+        .await
+        .unwrap();
+    assert!(page.headers().contains_key("content-security-policy"));
+    let page = page.text().await.unwrap();
+    assert!(
+        page.contains(&format!(
+            "<script src=\"/widget.js\" data-bot=\"zephyr\" data-token=\"{pk}\""
+        )),
+        "{page}"
+    );
+    let hostile = s
+        .http
+        .get(s.url("/demo?bot=%3Cscript%3E&token=%22%3E%3Cscript%3Ealert(1)%3C/script%3E"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!hostile.contains("<script"), "{hostile}");
+    assert!(hostile.contains("docent keys create --public"), "{hostile}");
+}
+
+/// A page with the snippet, served from its own loopback origin.
+struct HostPage {
+    url: String,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Drop for HostPage {
+    fn drop(&mut self) {
+        let handle = self.handle.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
+    }
+}
+
+fn host_page(listener: std::net::TcpListener, html: String) -> HostPage {
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = HttpServer::new(move || {
+                let html = html.clone();
+                App::new().default_service(web::to(move || {
+                    let html = html.clone();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("text/html; charset=utf-8")
+                            .body(html)
+                    }
+                }))
+            })
+            .workers(1)
+            .listen(listener)
+            .unwrap()
+            .run();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    HostPage {
+        url,
+        handle: rx.recv().unwrap(),
+    }
+}
+
+/// tests/browser, with its node modules (`make test` installs them with `npm ci`).
+fn browser_tools() -> std::path::PathBuf {
+    let dir = repo_root().join("tests/browser");
+    assert!(
+        dir.join("node_modules/playwright-core").is_dir(),
+        "the browser tests need Node.js and `npm ci` in tests/browser (make test runs it)"
+    );
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_widget_works_in_a_real_browser_against_the_real_model() {
+    use crate::events::{receiver, start_delivery};
+    use crate::helpers::{dyn_embedder, generator};
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "the browser tests need Chromium at {chromium} (Debian: apt-get install chromium; .ci/run installs it)"
+    );
+    let dir = browser_tools();
+    let s = crate::server::start(
+        dyn_embedder(),
+        generator(),
+        Limits {
+            allow_private_targets: true,
+            ..Limits::default()
+        },
+        0.3,
+    )
+    .await;
+    start_delivery(&s);
+    let hook = receiver();
+    let (status, _, _) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&s.admin),
+            Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["lead.captured", "conversation.handoff"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, _, bot) = s
+        .call(
+            "PATCH",
+            "/v1/bots/zephyr",
+            Some(&s.admin),
+            Some(json!({
+                "lead_capture": {"mode": "after_messages", "after_messages": 1},
+                "fallback": "Email help@zephyr.example and a person will answer within a day.",
+                "intents": [{"id": "returns", "label": "Returns", "message": "How many days do I have to return a kettle?"}],
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{bot}");
+
+    // Two host pages on their own loopback origins; the key allows only the first.
+    let template = std::fs::read_to_string(dir.join("host.html")).unwrap();
+    let (host_listener, other_listener) = (
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    );
+    let host_origin = format!("http://{}", host_listener.local_addr().unwrap());
+    let pk = zephyr_key(&s, &[&host_origin]);
+    let fill = |t: &str| {
+        t.replace("{{DOCENT}}", &s.base)
+            .replace("{{BOT}}", "zephyr")
+            .replace("{{TOKEN}}", &pk)
+    };
+    let host = host_page(host_listener, fill(&template));
+    let other = host_page(other_listener, fill(&template));
+    assert_ne!(host.url, other.url);
+
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let config = json!({
+        "docent": s.base,
+        "host": host.url,
+        "other_host": other.url,
+        "bot": "zephyr",
+        "secret_key": s.admin,
+        "question": "How many days do I have to return a kettle?",
+        "hostile_question": "What did the customer comment on the kettle care page say?",
+        "artifacts": artifacts,
+    });
+    let config_path = s.data.path().join("browser.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg("widget.test.mjs")
+            .arg(&config_path)
+            .env("CHROMIUM", chromium)
+            .current_dir(&dir)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("metric time_to_interactive_ms"), "{stdout}");
+
+    // The lead the browser submitted arrived as a signed webhook, and so did the handoff.
+    let got = hook.wait_for(2, 30).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(types.contains(&"lead.captured".to_string()), "{types:?}");
+    assert!(
+        types.contains(&"conversation.handoff".to_string()),
+        "{types:?}"
+    );
+    let lead = got
+        .iter()
+        .map(|r| r.json())
+        .find(|e| e["type"] == "lead.captured")
+        .unwrap();
+    assert_eq!(lead["data"]["lead"]["email"], "ada@example.com", "{lead}");
+    assert!(
+        lead["data"]["lead"]["user_id"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("v_")),
+        "{lead}"
+    );
+}
