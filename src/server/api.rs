@@ -652,6 +652,14 @@ pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> C
 pub fn caller_user_id(caller: &Caller, user_id: Option<String>) -> ApiResult<Option<String>> {
     match &caller.visitor {
         Some(visitor) => Ok(Some(visitor.clone())),
+        None if caller.key.kind == KeyKind::Public
+            && user_id.as_deref().is_some_and(|u| u.starts_with("v_")) =>
+        {
+            Err(ApiError::bad_request(
+                "invalid_request",
+                "user ids starting with v_ are widget visitors'; a public key cannot claim one",
+            ))
+        }
         None => validate_user_id(user_id),
     }
 }
@@ -740,13 +748,19 @@ pub async fn load_conversation(
             "public keys may read only the conversations they started",
         ));
     }
-    if caller
-        .visitor
+    // A widget visitor's conversation is theirs alone: not another visitor's session's,
+    // and not the bare public key's either.
+    let visitor_owned = conversation
+        .user_id
         .as_ref()
-        .is_some_and(|v| conversation.user_id.as_ref() != Some(v))
-    {
+        .is_some_and(|u| u.starts_with("v_"));
+    let allowed = match &caller.visitor {
+        Some(v) => conversation.user_id.as_ref() == Some(v),
+        None => caller.key.kind != KeyKind::Public || !visitor_owned,
+    };
+    if !allowed {
         return Err(ApiError::forbidden(
-            "a widget session may read only its visitor's conversations",
+            "a widget visitor's conversation is readable only in that visitor's session",
         ));
     }
     Ok(conversation)

@@ -59,7 +59,8 @@ impl KeyCache {
 pub struct Caller {
     pub key: ApiKey,
     /// Who is charged for this request's share of the rate limit and of the generation
-    /// queue: the key, or for a public key the key and the visitor's address.
+    /// queue: the key, or for a public key (and a widget session) the key and the
+    /// client's address.
     pub tenant: String,
     /// The bot the request turned out to be about, for the access log.
     pub bot: Arc<OnceLock<String>>,
@@ -79,10 +80,11 @@ pub struct CallerKeyId(pub String);
 pub struct CallerBot(pub Arc<OnceLock<String>>);
 
 impl Caller {
-    /// A public key acting for one visitor (a widget session being made).
-    pub fn public(key: ApiKey, visitor: String) -> Caller {
+    /// A public key acting for one visitor (a widget session). `tenant` is the key and
+    /// the client's address: visitor ids are the client's to choose, addresses are not.
+    pub fn public(key: ApiKey, visitor: String, tenant: String) -> Caller {
         Caller {
-            tenant: format!("{}@{visitor}", key.id),
+            tenant,
             key,
             bot: Arc::default(),
             visitor: Some(visitor),
@@ -210,13 +212,10 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     };
     let token = token.as_str();
     let invalid = || ApiError::unauthorized("invalid_api_key", "the API key is not valid");
-    let origin = req
-        .headers()
-        .get(ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let origin = page_origin(req).unwrap_or_default();
+    let origin = origin.as_str();
     if token.starts_with("ws_") {
-        return session_caller(state, token, origin);
+        return session_caller(state, token, origin, client_address(req, state));
     }
     let presented = keys::parse(token).ok_or_else(invalid)?;
     let record = state.keys.get(&presented.id).ok_or_else(invalid)?;
@@ -231,11 +230,7 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
     // A public key is shared by every visitor of a site: its budgets are per visitor
     // address, so one busy page cannot starve the others.
     let tenant = match record.kind {
-        KeyKind::Public => {
-            let ip = super::ratelimit::client_ip(req, &state.limits.trusted_proxies)
-                .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
-            format!("{}@{ip}", record.id)
-        }
+        KeyKind::Public => format!("{}@{}", record.id, client_address(req, state)),
         KeyKind::Secret => record.id.clone(),
     };
     Ok(Caller {
@@ -249,7 +244,12 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
 
 /// A widget session token: valid from its origin until it expires, while its public key
 /// is active and still allows that origin.
-fn session_caller(state: &AppState, token: &str, origin: &str) -> Result<Caller, ApiError> {
+fn session_caller(
+    state: &AppState,
+    token: &str,
+    origin: &str,
+    address: String,
+) -> Result<Caller, ApiError> {
     let now = unix_now();
     let session = state
         .sessions
@@ -275,7 +275,31 @@ fn session_caller(state: &AppState, token: &str, origin: &str) -> Result<Caller,
                 "the session's public key is revoked or no longer allows this origin",
             )
         })?;
-    let mut caller = Caller::public(record, session.visitor);
+    let tenant = format!("{}@{address}", record.id);
+    let mut caller = Caller::public(record, session.visitor, tenant);
     caller.session_bot = Some(session.bot);
     Ok(caller)
+}
+
+/// The client's address, as the rate limits see it.
+pub fn client_address(req: &HttpRequest, state: &AppState) -> String {
+    super::ratelimit::client_ip(req, &state.limits.trusted_proxies)
+        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+}
+
+/// The origin of the page behind a request: its `Origin` header, or, for a same-origin
+/// request (browsers send no `Origin` on same-origin GETs), this server's own origin as
+/// the request addressed it. Neither can stop a non-browser client, which may send any
+/// headers; they stop other sites' pages.
+pub fn page_origin(req: &HttpRequest) -> Option<String> {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    match header(ORIGIN.as_str()) {
+        Some(origin) if !origin.is_empty() && origin != "null" => Some(origin.to_string()),
+        Some(_) => None,
+        None if header("sec-fetch-site") == Some("same-origin") => {
+            let info = req.connection_info();
+            Some(format!("{}://{}", info.scheme(), info.host()))
+        }
+        None => None,
+    }
 }

@@ -129,14 +129,22 @@ pub fn admit(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
     })
 }
 
-/// Visitors' messages through public keys and widget sessions come out of two hourly
-/// budgets, on top of the rate limits: the visitor's (the session's visitor, or a public
-/// key's client address) and the bot's.
+/// Visitors' messages through public keys and widget sessions come out of hourly budgets,
+/// on top of the rate limits: the visitor's (a session's visitor, or a bare public key's
+/// client address), the client address's (ten visitors' worth, since visitor ids are the
+/// client's to choose) and the bot's.
 fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<()> {
     if caller.key.kind != crate::keys::KeyKind::Public {
         return Ok(());
     }
     if let Some(budget) = &state.per_visitor {
+        let visitor = match &caller.visitor {
+            Some(visitor) => format!("{}#{visitor}", caller.key.id),
+            None => caller.tenant.clone(),
+        };
+        budget.check(&visitor).map_err(|(_, e)| e)?;
+    }
+    if let (Some(budget), Some(_)) = (&state.per_address, &caller.visitor) {
         budget.check(&caller.tenant).map_err(|(_, e)| e)?;
     }
     if let Some(budget) = &state.per_bot {

@@ -127,6 +127,7 @@ pub struct AppState {
     pub per_ip: Option<RateLimit>,
     /// Visitors' and bots' hourly budgets of chat messages through public keys.
     pub per_visitor: Option<RateLimit>,
+    pub per_address: Option<RateLimit>,
     pub per_bot: Option<RateLimit>,
     /// Widget session tokens.
     pub sessions: widget::Sessions,
@@ -151,6 +152,10 @@ impl AppState {
             per_visitor: RateLimit::budget_per_hour(
                 limits.visitor_messages_per_hour,
                 "this visitor's budget of {} messages an hour",
+            ),
+            per_address: RateLimit::budget_per_hour(
+                limits.visitor_messages_per_hour.saturating_mul(10),
+                "this address's budget of {} visitor messages an hour",
             ),
             per_bot: RateLimit::budget_per_hour(
                 limits.bot_public_messages_per_hour,

@@ -199,14 +199,6 @@ pub(crate) struct SessionRequest {
     visitor_id: Option<String>,
 }
 
-/// The origin a browser sent, when it is one.
-fn request_origin(req: &HttpRequest) -> Option<&str> {
-    req.headers()
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .filter(|o| !o.is_empty() && *o != "null")
-}
-
 #[utoipa::path(post, path = "/v1/widget/session", tag = "widget", summary = "Exchange a public key for a short-lived widget session token (from an allowed Origin)", request_body = SessionRequest, responses((status = 200, description = "The session", body = super::openapi::WidgetSession), super::openapi::ApiErrors))]
 pub(crate) async fn create_session(
     state: web::Data<AppState>,
@@ -230,13 +222,14 @@ pub(crate) async fn create_session(
             "widget sessions are made from public (pk_) keys; keep secret keys on your server",
         ));
     }
-    let origin = request_origin(&req).ok_or_else(|| {
+    let origin = super::auth::page_origin(&req).ok_or_else(|| {
         ApiError::new(
             actix_web::http::StatusCode::FORBIDDEN,
             "origin_not_allowed",
             "a widget session is made from a web page: the request has no Origin",
         )
     })?;
+    let origin = origin.as_str();
     if !record.origins.iter().any(|o| o == origin) {
         state.metrics.auth_failure(403);
         return Err(ApiError::new(
@@ -262,7 +255,12 @@ pub(crate) async fn create_session(
         }
         None => format!("v_{}", keys::random_base62(22)?),
     };
-    let caller = Caller::public(record.clone(), visitor.clone());
+    let address = super::auth::client_address(&req, &state);
+    let caller = Caller::public(
+        record.clone(),
+        visitor.clone(),
+        format!("{}@{address}", record.id),
+    );
     let bot = load_bot(&state, &caller, &bot).await?;
     let (session_token, expires_at) = state
         .sessions

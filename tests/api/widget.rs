@@ -201,6 +201,18 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
         403,
         "forbidden",
     );
+    // The bare public key cannot read a widget visitor's conversation, nor claim a visitor.
+    assert_error(
+        &send(&s, "GET", &transcript_path, Some(&pk), Some(SHOP), None).await,
+        403,
+        "forbidden",
+    );
+    let claim = json!({"bot_id": "zephyr", "message": "hi", "user_id": visitor});
+    assert_error(
+        &send(&s, "POST", "/v1/chat", Some(&pk), Some(SHOP), Some(claim)).await,
+        400,
+        "invalid_request",
+    );
     // Visitor-facing routes only: no bot lists, no agent messages, no key management.
     for (method, path, body) in [
         ("GET", "/v1/bots".to_string(), None),
@@ -272,6 +284,44 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
         401,
         "invalid_api_key",
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn same_origin_pages_work_without_an_origin_header_on_gets() {
+    // Browsers send no Origin on a same-origin GET (docent's own /demo page reading its
+    // transcript); Sec-Fetch-Site says it is same-origin, and the server's own origin counts.
+    let (s, _) = fake_server(Limits::default()).await;
+    let pk = zephyr_key(&s, &[&s.base]);
+    let token = session(&s, &pk, &s.base, None).await["session_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let (status, _, answer) = send(
+        &s,
+        "POST",
+        "/v1/chat",
+        Some(&token),
+        Some(&s.base),
+        Some(ask),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let path = format!(
+        "/v1/conversations/{}",
+        answer["conversation_id"].as_str().unwrap()
+    );
+    let get = |site: Option<&'static str>| {
+        let mut req = s.http.get(s.url(&path)).bearer_auth(&token);
+        if let Some(site) = site {
+            req = req.header("Sec-Fetch-Site", site);
+        }
+        req.send()
+    };
+    assert_eq!(get(Some("same-origin")).await.unwrap().status(), 200);
+    for site in [Some("cross-site"), Some("same-site"), None] {
+        assert_eq!(get(site).await.unwrap().status(), 401, "{site:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -396,6 +446,45 @@ async fn visitors_and_bots_have_hourly_message_budgets() {
         .call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()))
         .await;
     assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_visitor_ids_do_not_buy_one_address_more_than_ten_visitors_worth() {
+    let (s, _) = fake_server(Limits {
+        visitor_messages_per_hour: 1,
+        bot_public_messages_per_hour: 0,
+        ..Limits::default()
+    })
+    .await;
+    let pk = zephyr_key(&s, &[SHOP]);
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    for n in 0..11 {
+        // A fresh visitor id each time, all from one address.
+        let token = session(&s, &pk, SHOP, None).await["session_token"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let response = send(
+            &s,
+            "POST",
+            "/v1/chat",
+            Some(&token),
+            Some(SHOP),
+            Some(ask.clone()),
+        )
+        .await;
+        if n < 10 {
+            assert_eq!(response.0, 200, "{n}: {}", response.2);
+        } else {
+            assert_error(&response, 429, "budget_exhausted");
+            assert!(
+                response.2["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("address")
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -610,12 +699,16 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
     let other = host_page(other_listener, fill(&template));
     assert_ne!(host.url, other.url);
 
+    // docent's own /demo page, with a key for docent's own origin (same-origin requests).
+    let demo_key = zephyr_key(&s, &[&s.base]);
+    let demo = format!("{}/demo?bot=zephyr&token={demo_key}", s.base);
     let artifacts = dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
     let config = json!({
         "docent": s.base,
         "host": host.url,
         "other_host": other.url,
+        "demo": demo,
         "bot": "zephyr",
         "secret_key": s.admin,
         "question": "How many days do I have to return a kettle?",
