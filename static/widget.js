@@ -322,6 +322,7 @@
   var conversation = store.get('conversation');
   var shownIds = {};
   var streaming = false;
+  var humanPending = false; // a handoff request is under way
   var current = null; // AbortController of the answer being streamed
   var handedOff = false; // the waiting notice was shown for this conversation
   var leadOffered = false; // the lead form was shown for this conversation (this page view)
@@ -349,9 +350,17 @@
 
   function build() {
     host = h('div', { 'data-docent-widget': '' });
-    host.setAttribute('style', 'all: initial !important;');
+    host.style.setProperty('all', 'initial', 'important'); // CSSOM: allowed under a strict CSP
     root = host.attachShadow({ mode: 'open' });
-    root.appendChild(h('style', null, STYLES));
+    // A constructed stylesheet is not subject to the page's CSP style-src; <style> otherwise.
+    try {
+      if (!('adoptedStyleSheets' in root)) throw 0;
+      var sheet = new CSSStyleSheet();
+      sheet.replaceSync(STYLES);
+      root.adoptedStyleSheets = [sheet];
+    } catch (e) {
+      root.appendChild(h('style', null, STYLES));
+    }
 
     var wrap = h('div', { class: 'docent' + (cfg.position === 'left' ? ' left' : '') });
     if (cfg.color && window.CSS && window.CSS.supports('color', cfg.color)) wrap.style.setProperty('--accent', cfg.color);
@@ -366,14 +375,14 @@
     ui.handoff = h('button', { class: 'human', type: 'button', onclick: requestHuman }, 'Talk to a human');
     ui.log = h('div', { class: 'log', role: 'log', 'aria-live': 'polite' });
     ui.input = h('textarea', {
-      rows: 1, placeholder: 'Type your message…', 'aria-label': 'Message', maxlength: 4000,
+      rows: 1, placeholder: 'Type your message\u2026', 'aria-label': 'Message', maxlength: 4000,
       oninput: onInput, onkeydown: onKey
     });
     ui.send = h('button', { class: 'send', type: 'submit', 'aria-label': 'Send', disabled: true }, icon(ICON_SEND));
 
     ui.panel = h('div', {
       class: 'panel', id: 'docent-panel', role: 'dialog', 'aria-label': cfg.title || 'Chat', hidden: true,
-      onkeydown: function (e) { if (e.key === 'Escape') { e.stopPropagation(); close(); } }
+      onkeydown: onPanelKey
     }, [
       h('div', { class: 'header' }, [
         avatar ? h('img', { class: 'avatar', src: avatar, alt: '' }) : null,
@@ -455,7 +464,7 @@
     if (md) body.appendChild(markdown(text));
     else body.textContent = text;
     var el = h('div', { class: 'notice ' + kind, role: kind === 'error' ? 'alert' : null }, body);
-    if (retry) el.appendChild(h('button', { type: 'button', class: 'retry', onclick: function () { el.remove(); retry(); } }, 'Retry'));
+    if (retry) el.appendChild(h('button', { type: 'button', class: 'retry', onclick: function () { if (busy()) return; el.remove(); retry(); } }, 'Retry'));
     return push(el);
   }
   function unavailable(retry) {
@@ -465,9 +474,38 @@
 
   /* ---------- open / close ---------- */
 
+  var phone = window.matchMedia ? window.matchMedia('(max-width:479.98px)') : null;
+  function fullScreen() { return !!(phone && phone.matches); }
+  // On a phone the open panel covers the page: a modal dialog.
+  function updateModal() {
+    if (ui.panel) ui.panel.setAttribute('aria-modal', String(isOpen && fullScreen()));
+  }
+  if (phone) {
+    if (phone.addEventListener) phone.addEventListener('change', updateModal);
+    else if (phone.addListener) phone.addListener(updateModal);
+  }
+
+  function onPanelKey(e) {
+    if (e.key === 'Escape') {
+      e.stopPropagation();
+      close();
+    } else if (e.key === 'Tab' && fullScreen()) { // keep focus inside the full-screen panel
+      var els = [].filter.call(ui.panel.querySelectorAll('a[href],button,textarea,input,select,[tabindex]'), function (x) {
+        return !x.disabled && x.tabIndex >= 0 && x.getClientRects().length;
+      });
+      if (!els.length) return;
+      var first = els[0], last = els[els.length - 1], at = root.activeElement;
+      if (e.shiftKey ? at === first || !ui.panel.contains(at) : at === last) {
+        e.preventDefault();
+        (e.shiftKey ? last : first).focus();
+      }
+    }
+  }
+
   function open(opts) {
     if (destroyed || isOpen) return;
     isOpen = true;
+    updateModal();
     ui.panel.hidden = false;
     ui.wrap.classList.add('open');
     ui.launcher.setAttribute('aria-expanded', 'true');
@@ -478,6 +516,7 @@
   function close() {
     if (destroyed || !isOpen) return;
     isOpen = false;
+    updateModal();
     ui.panel.hidden = true;
     ui.wrap.classList.remove('open');
     ui.launcher.setAttribute('aria-expanded', 'false');
@@ -501,12 +540,18 @@
       sendInput();
     }
   }
+  // An answer is streaming or a handoff is being requested: one thing at a time, so that
+  // both don't each start a conversation.
+  function busy() {
+    return streaming || humanPending;
+  }
   function updateSend() {
-    ui.send.disabled = streaming || !ui.input.value.trim();
+    ui.send.disabled = busy() || !ui.input.value.trim();
+    ui.handoff.disabled = busy();
   }
   function sendInput() {
     var text = ui.input.value.trim();
-    if (!text || streaming) return;
+    if (!text || busy()) return;
     ui.input.value = '';
     onInput();
     ask({ message: text, label: text });
@@ -516,7 +561,7 @@
 
   // Asks a question ({message} or {intent}, with its label) and streams the answer.
   function ask(q, isRetry) {
-    if (streaming || destroyed) return;
+    if (busy() || destroyed) return;
     if (!isRetry) push(bubble('user', q.label).el);
     hideQuick();
     streaming = true;
@@ -525,7 +570,7 @@
     msg.el.setAttribute('data-state', 'thinking');
     var thinking = h('div', { class: 'thinking', role: 'status' }, [
       h('span', { class: 'dot' }), h('span', { class: 'dot' }), h('span', { class: 'dot' }),
-      h('span', { class: 'sr' }, 'Thinking…')
+      h('span', { class: 'sr' }, 'Thinking\u2026')
     ]);
     msg.body.appendChild(thinking);
     push(msg.el);
@@ -533,7 +578,6 @@
     var ctl = new AbortController();
     current = ctl;
     var text = '';
-    var started = false;
     var finished = null; // the done event
     var failed = null; // an error event
     var pending = 0;
@@ -549,7 +593,6 @@
 
     call('POST', '/v1/chat', body, { signal: ctl.signal, headers: { Accept: 'text/event-stream' } }).then(function (res) {
       if (!res.ok) return httpError(res).then(function (e) { throw e; });
-      started = true;
       return readSSE(res, function (data) {
         var ev = parse(data);
         if (!ev || ctl.signal.aborted) return;
@@ -558,6 +601,7 @@
         } else if (typeof ev.delta === 'string') {
           text += ev.delta;
           msg.el.setAttribute('data-state', 'streaming');
+          msg.el.setAttribute('aria-busy', 'true'); // announced once complete, not every frame
           if (!pending) pending = requestAnimationFrame(render);
         } else if (ev.event === 'done') {
           finished = ev;
@@ -568,7 +612,8 @@
     }).then(function () {
       if (ctl.signal.aborted) return;
       if (finished && !failed) return answered(msg, text, finished);
-      cutOff(msg, text, q);
+      if (text) return cutOff(msg, text, q);
+      throw ApiError(503, failed && failed.code, failed && failed.message); // failed before any text
     }).catch(function (e) {
       if (ctl.signal.aborted) return;
       if (e.status === 404 && conversation && !q.fresh) { // the conversation is gone: start over
@@ -577,7 +622,7 @@
         streaming = false;
         return ask({ message: q.message, intent: q.intent, label: q.label, fresh: true }, true);
       }
-      if (started || text) return cutOff(msg, text, q);
+      if (text) return cutOff(msg, text, q);
       msg.el.remove();
       var retry = function () { ask(q, true); };
       if (e.status === 429) {
@@ -589,6 +634,7 @@
       }
     }).then(function () {
       if (pending) cancelAnimationFrame(pending);
+      msg.el.removeAttribute('aria-busy');
       if (current === ctl) {
         current = null;
         streaming = false;
@@ -614,7 +660,7 @@
     scrollDown();
     emit('message', { role: 'assistant', content: text, sources: sources });
     if ((done.actions || []).indexOf('collect_lead') >= 0) offerLead();
-    if (done.finish_reason === 'handed_off') showHandoff();
+    if (done.finish_reason === 'handed_off') showHandoff(false, text);
   }
 
   function cutOff(msg, text, q) {
@@ -622,7 +668,7 @@
     msg.el.setAttribute('data-state', 'error');
     msg.el.appendChild(h('div', { class: 'cut', role: 'alert' }, [
       h('span', null, 'The answer was cut off.'),
-      h('button', { type: 'button', class: 'retry', onclick: function () { msg.el.remove(); ask(q, true); } }, 'Retry')
+      h('button', { type: 'button', class: 'retry', onclick: function () { if (busy()) return; msg.el.remove(); ask(q, true); } }, 'Retry')
     ]));
     scrollDown();
   }
@@ -638,11 +684,12 @@
       if (msgs.length) hideQuick();
       // A handed-off conversation shows the waiting notice before the first agent reply.
       var handed = c.state === 'handed_off';
+      var said = msgs.map(function (m) { return m.role === 'assistant' ? m.content : ''; }).join('\n');
       msgs.forEach(function (m) {
-        if (handed && m.role === 'agent') { showHandoff(true); handed = false; }
+        if (handed && m.role === 'agent') { showHandoff(true, said); handed = false; }
         showStored(m);
       });
-      if (handed) showHandoff(true);
+      if (handed) showHandoff(true, said);
     }, function (e) {
       if (e.status === 403 || e.status === 404) forgetConversation();
     });
@@ -705,7 +752,7 @@
       if (conversation) body.conversation_id = conversation;
       callJSON('POST', '/v1/leads', body).then(function (lead) {
         if (conversation) store.set('lead:' + conversation, '1');
-        form.replaceWith(h('div', { class: 'notice thanks', role: 'status' }, "Thanks — we'll be in touch."));
+        form.replaceWith(h('div', { class: 'notice thanks', role: 'status' }, "Thanks \u2014 we'll be in touch."));
         emit('lead', lead);
       }, function (e) {
         submit.disabled = false;
@@ -720,32 +767,38 @@
   /* ---------- handoff and the live feed ---------- */
 
   function requestHuman() {
-    if (destroyed) return;
-    ui.handoff.disabled = true;
+    if (destroyed || busy()) return;
+    humanPending = true;
+    updateSend();
     var id = conversation;
     (id ? Promise.resolve({ id: id }) : callJSON('POST', '/v1/conversations', { bot_id: BOT })).then(function (c) {
       setConversation(c.id);
       hideQuick();
       return callJSON('POST', '/v1/conversations/' + encodeURIComponent(c.id) + '/handoff', { reason: 'visitor_request' });
     }).then(function () {
+      humanPending = false;
+      updateSend();
       showHandoff();
       emit('handoff', { conversation_id: conversation });
     }, function (e) {
-      ui.handoff.disabled = false;
+      humanPending = false;
+      updateSend();
       if (!e.status || e.status >= 500) unavailable(requestHuman);
       else notice('error', e.message || UNAVAILABLE, requestHuman);
     });
   }
 
   // The waiting notice (once per conversation), the lead form if wanted, the live feed.
-  function showHandoff(fromTranscript) {
+  // `said`: what the bot already said about it (the server's handoff reply includes the
+  // fallback text, which then isn't repeated).
+  function showHandoff(fromTranscript, said) {
     ui.handoff.hidden = true;
-    ui.handoff.disabled = false;
     if (!handedOff) {
       handedOff = true;
       var el = notice('system', WAITING);
       var fb = fallbackText();
-      if (fb) el.appendChild(h('div', { class: 'body' }, markdown(fb)));
+      var squash = function (t) { return String(t || '').replace(/\s+/g, ' ').trim(); };
+      if (fb && squash(said).indexOf(squash(fb)) < 0) el.appendChild(h('div', { class: 'body' }, markdown(fb)));
       if (!fromTranscript) offerLead();
     }
     startFeed();
@@ -762,6 +815,7 @@
     var f = feed = { conv: conversation, abort: new AbortController(), last: null };
     var path = '/v1/conversations/' + encodeURIComponent(f.conv);
     var delay = 2000;
+    var refused = 0; // consecutive 401s / refused sessions: a revoked key or a lost origin
     var alive = function () { return feed === f && !destroyed; };
     var onEvent = function (data, id) {
       var ev = parse(data);
@@ -785,9 +839,16 @@
       var headers = f.last != null ? { 'Last-Event-ID': String(f.last) } : {};
       call('GET', path + '/events', undefined, { signal: f.abort.signal, headers: headers }).then(function (res) {
         if (res.status === 403 || res.status === 404) { stopFeed(); return; }
-        if (res.ok) return readSSE(res, onEvent);
-      }).catch(function () {}).then(function () {
+        if (res.status === 401) refused++;
+        if (res.ok) {
+          refused = 0;
+          return readSSE(res, onEvent);
+        }
+      }).catch(function (e) {
+        if (e && e.status && e.status < 500 && e.status !== 429) refused++; // the session was refused
+      }).then(function () {
         if (!alive()) return;
+        if (refused >= 3) { stopFeed(); return; }
         setTimeout(connect, delay);
         delay = Math.min(delay * 2, 30000);
       });
@@ -811,11 +872,16 @@
     if (host) host.remove();
   }
 
+  // Calls made before the widget is built (script in <head>) run once it is.
+  var queued = [];
+  function whenBuilt(fn) {
+    return function () { if (ui.panel) fn(); else queued.push(fn); };
+  }
   window.Docent = {
     version: 1,
-    open: function () { open(); },
-    close: function () { close(); },
-    toggle: function () { toggle(); },
+    open: whenBuilt(function () { open(); }),
+    close: whenBuilt(function () { close(); }),
+    toggle: whenBuilt(function () { toggle(); }),
     destroy: destroy,
     on: function (name, fn) {
       if (typeof fn !== 'function') return;
@@ -828,8 +894,10 @@
   };
 
   function init() {
+    if (destroyed) return;
     build();
     if (cfg.open === 'true') open({ noFocus: true });
+    queued.splice(0).forEach(function (fn) { fn(); });
     isReady = true;
     emit('ready');
     window.dispatchEvent(new CustomEvent('docent:ready'));
@@ -915,7 +983,9 @@
     '.send svg{width:20px;height:20px}',
     '.footer{display:flex;align-items:center;justify-content:space-between;padding:0 14px 10px;background:#fff;font-size:12px;color:var(--muted)}',
     '.human{padding:2px 0;border:0;background:none;color:var(--accent);text-decoration:underline}',
-    '@media (max-width:479.98px){.panel{top:0;left:0;right:auto;bottom:auto;width:100vw;max-width:none;height:100vh;height:100dvh;border-radius:0}.open .launcher{display:none}}',
+    // .docent .panel (later, as specific as .left .panel) wins for both positions; 16px
+    // inputs keep iOS from zooming in on focus.
+    '@media (max-width:479.98px){.docent .panel{top:0;left:0;right:auto;bottom:auto;width:100vw;max-width:none;height:100vh;height:100dvh;border-radius:0}.open .launcher{display:none}.docent textarea,.docent .lead input{font-size:16px}}',
     '@media (prefers-reduced-motion:reduce){*,*::before,*::after{animation:none!important;transition:none!important}}'
   ].join('\n');
 

@@ -31,10 +31,11 @@ let browser;
 let shotPage = null; // the page to photograph when a step fails
 const pageErrors = [];
 
+// A step may return {skip: reason} when the config lacks what it needs.
 async function step(name, fn) {
   try {
-    await fn();
-    console.log(`ok - ${name}`);
+    const result = await fn();
+    console.log(`ok - ${name}${result?.skip ? ` # skipped: ${result.skip}` : ''}`);
   } catch (error) {
     console.log(`not ok - ${name}`);
     console.error(error);
@@ -152,6 +153,15 @@ await step('a. host page loads the widget; host CSS does not leak in', async () 
   }, `${DOCENT}/widget.js`);
   assert.ok(Number.isFinite(tti) && tti >= 0, `time to interactive is a number (${tti})`);
   console.log(`metric time_to_interactive_ms ${Math.round(tti)}`);
+  // And until the widget holds its session (the first question can go out at once).
+  await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.includes('/v1/widget/session') && e.responseEnd > 0), null, { timeout: 20_000 });
+  const sessionReady = await page.evaluate(() => {
+    const resources = performance.getEntriesByType('resource');
+    const script = resources.find((e) => e.name.includes('/widget.js'));
+    const session = resources.find((e) => e.name.includes('/v1/widget/session') && e.responseEnd > 0);
+    return session.responseEnd - script.startTime;
+  });
+  console.log(`metric time_to_session_ms ${Math.round(sessionReady)}`);
 
   const launcher = $(page, '.launcher');
   await launcher.waitFor({ state: 'visible', timeout: 5_000 });
@@ -340,6 +350,8 @@ await step('g. a disallowed origin gets no working chat', async () => {
   await input.fill(config.question);
   await input.press('Enter');
   await $(other, '.notice.error').first().waitFor({ state: 'visible', timeout: 20_000 });
+  const noticeText = await $(other, '.notice.error').first().textContent();
+  assert.match(noticeText, /help@zephyr\.example/, `the page's data-fallback instead of a dead end: ${noticeText}`);
   const answers = await inShadow(other, (root) => [...root.querySelectorAll('.msg.assistant:not(.greeting) .body')].map((b) => b.textContent.trim()).filter(Boolean));
   assert.deepEqual(answers, [], 'no answer bubble on a disallowed origin');
   assert.deepEqual(okChats, [], 'no /v1/chat request succeeded');
@@ -403,6 +415,96 @@ await step('i. keyboard: Escape, Enter on the launcher, Shift+Enter, Enter', asy
   await page.waitForFunction((n) => document.querySelector('[data-docent-widget]').shadowRoot.querySelectorAll('.msg.user').length > n, users, { timeout: 10_000 });
   assert.equal((await $(page, '.msg.user').last().innerText()).trim(), 'first line\nsecond line', 'Enter sent the two lines');
   assert.equal(await $(page, 'textarea').inputValue(), '', 'the textarea is cleared');
+});
+
+await step('j. same origin: docent\'s /demo page (ask, reload, talk to a human)', async () => {
+  if (!config.demo) return { skip: 'no demo in config' };
+  // /demo is served by docent itself: the widget's API origin is the page's, so the
+  // browser sends no Origin header on its GET requests (transcript, live feed).
+  const ctx = await newContext({ viewport: { width: 1280, height: 800 } });
+  const gets = [];
+  ctx.on('response', (r) => {
+    if (r.request().method() === 'GET' && new URL(r.url()).pathname.startsWith('/v1/conversations/')) gets.push(`${r.status()} ${new URL(r.url()).pathname}`);
+  });
+  const demo = await openPage(ctx, config.demo);
+  await $(demo, '.panel').waitFor({ state: 'visible', timeout: 10_000 }); // data-open="true"
+  assert.equal(await $(demo, '.launcher').getAttribute('aria-expanded'), 'true', 'the demo page opens the chat by itself');
+
+  const question = 'How long is the warranty?';
+  const answer = await ask(demo, question);
+  assert.equal(answer.state, 'done', `the demo answer finished (state ${answer.state}): ${answer.text}`);
+  assert.ok(answer.text.trim().length > 0, 'the demo answer has text');
+  const source = $(demo, '.msg.assistant[data-state="done"]').last().locator('.sources a[href]').first();
+  await source.waitFor({ state: 'visible', timeout: 5_000 });
+  assert.match(await source.getAttribute('href'), /^https?:\/\//, 'the demo answer has an http(s) source');
+  const id = await localGet(demo, 'conversation');
+  assert.match(id || '', /^conv_/, 'the demo conversation id is stored');
+
+  // The transcript GET (same origin: no Origin header) brings the conversation back.
+  gets.length = 0;
+  await demo.reload();
+  await demo.waitForFunction(() => window.__docentReadyAt != null, null, { timeout: 20_000 });
+  try {
+    await $(demo, '.msg.assistant[data-state="done"]:not(.greeting)').first().waitFor({ state: 'attached', timeout: 15_000 });
+  } catch (e) {
+    throw new Error(`the transcript did not come back after a reload on /demo (GETs: ${gets.join(', ') || 'none'})`);
+  }
+  const shown = await inShadow(demo, (root) => ({
+    user: [...root.querySelectorAll('.msg.user')].map((m) => m.textContent.trim()),
+    answers: [...root.querySelectorAll('.msg.assistant:not(.greeting) .body')].map((b) => b.textContent.trim()),
+  }));
+  assert.ok(shown.user.includes(question), `the demo question is shown again: ${JSON.stringify(shown.user)}`);
+  const squash = (t) => t.replace(/\s+/g, ' ').trim().slice(0, 40);
+  assert.ok(shown.answers.some((t) => t && squash(t) === squash(answer.text)), `the demo answer is shown again: ${JSON.stringify(shown.answers)}`);
+  assert.equal(await localGet(demo, 'conversation'), id, 'same demo conversation id after the reload');
+  assert.ok(gets.some((g) => g === `200 /v1/conversations/${id}`), `the transcript GET succeeded: ${gets.join(', ')}`);
+
+  // Handoff, then an agent reply over the live feed (another same-origin GET).
+  await $(demo, '.human').getByText('Talk to a human').click();
+  await $(demo, '.notice.system').getByText("You're now waiting for a person. They'll reply here.").waitFor({ timeout: 15_000 });
+  const res = await fetch(`${DOCENT}/v1/conversations/${encodeURIComponent(id)}/messages`, {
+    method: 'POST',
+    headers: { Authorization: `Bearer ${config.secret_key}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ role: 'agent', content: 'Hello from the demo desk.', author: 'Lee' }),
+  });
+  assert.equal(res.status, 201, `posting the demo agent reply: ${res.status} ${await res.text()}`);
+  const reply = $(demo, '.msg.agent').filter({ hasText: 'Hello from the demo desk.' });
+  try {
+    await reply.first().waitFor({ state: 'visible', timeout: 15_000 });
+  } catch (e) {
+    throw new Error(`the agent reply did not arrive live on /demo (GETs: ${gets.join(', ') || 'none'})`);
+  }
+  assert.equal((await reply.first().locator('.author').innerText()).trim(), 'Lee', 'the demo agent reply shows its author');
+  await demo.screenshot({ path: path.join(ARTIFACTS, 'widget-demo.png'), fullPage: true });
+  await ctx.close();
+  shotPage = page;
+});
+
+await step('k. new conversation: intents as quick replies, and the fallback on a decline', async () => {
+  await openPanel(page);
+  await $(page, 'button[aria-label="New conversation"]').click();
+  await $(page, '.quick button.qr').first().waitFor({ state: 'visible', timeout: 5_000 });
+  const labels = await $(page, '.quick button.qr').allTextContents();
+  assert.deepEqual(labels, ['Returns'], 'the bot\'s intents are the quick replies');
+  const before = await answerCount(page);
+  await $(page, '.quick button.qr').first().click();
+  await page.waitForFunction((n) => {
+    const root = document.querySelector('[data-docent-widget]').shadowRoot;
+    const answers = root.querySelectorAll('.msg.assistant:not(.greeting)');
+    const last = answers[answers.length - 1];
+    return answers.length > n && /^(done|error)$/.test(last.getAttribute('data-state'));
+  }, before, { timeout: ANSWER_TIMEOUT });
+  const shown = await inShadow(page, (root) => ({
+    user: [...root.querySelectorAll('.msg.user')].map((m) => m.textContent.trim()),
+    answer: [...root.querySelectorAll('.msg.assistant:not(.greeting) .body')].pop().textContent,
+    quickVisible: !!root.querySelector('.quick') && !root.querySelector('.quick').hidden,
+  }));
+  assert.deepEqual(shown.user, ['Returns'], 'the quick reply shows as the visitor\'s message');
+  assert.match(shown.answer, /45/, `the intent's question was answered: ${shown.answer}`);
+  assert.equal(shown.quickVisible, false, 'quick replies hide once the conversation starts');
+  const declined = await ask(page, 'What is the capital of Australia?');
+  assert.equal(declined.state, 'done');
+  assert.match(declined.text, /help@zephyr\.example/, `a decline carries the bot's fallback: ${declined.text}`);
 });
 
 await step('widget size and page errors', async () => {
