@@ -187,7 +187,9 @@
       h('ol', null, sources.map(function (s) {
         var label = s.title || s.url || '';
         var href = safeUrl(s.url, false);
-        return h('li', null, href ? link(href, label) : h('span', null, label));
+        // Numbered as the answer cites them ([3] is 3.), not by position.
+        var n = parseInt(s.index, 10);
+        return h('li', n > 0 ? { value: n } : null, href ? link(href, label) : h('span', null, label));
       }))
     ]);
   }

@@ -221,6 +221,17 @@ await step('b. a question streams an answer with a source link that opens a popu
 
   const sourceLink = $(page, '.msg.assistant[data-state="done"] .sources a[href]').last();
   await sourceLink.waitFor({ state: 'visible', timeout: 5_000 });
+  // The list is numbered as the answer cites: every [n] marker has its n. in the list.
+  const numbering = await inShadow(page, (root) => {
+    const answers = root.querySelectorAll('.msg.assistant[data-state="done"]');
+    const last = answers[answers.length - 1];
+    return {
+      cited: [...last.querySelectorAll('sup')].map((s) => s.textContent.trim()),
+      listed: [...last.querySelectorAll('.sources li')].map((li) => String(li.value)),
+    };
+  });
+  assert.ok(numbering.cited.length > 0, 'the answer cites its source');
+  for (const n of numbering.cited) assert.ok(numbering.listed.includes(n), `source [${n}] is listed as ${n}.: ${JSON.stringify(numbering)}`);
   const href = await sourceLink.getAttribute('href');
   assert.match(href, /^https?:\/\//, 'source link is http(s)');
   assert.equal(await sourceLink.getAttribute('target'), '_blank');
