@@ -26,34 +26,29 @@ echo
 echo "== docent ask --bot $bot \"$question\""
 "$bin" --data-dir "$data" ask --bot "$bot" "$question"
 
-# A key for the demo bot, kept (0600) in the data dir and reused while it is valid.
-keyfile="$data/demo-$bot.key"
-key=""
-if [[ -f "$keyfile" ]]; then
-  key=$(cat "$keyfile")
-  id="key_${key:8:8}"
-  "$bin" --data-dir "$data" keys list --json | grep -q "\"id\":\"$id\",[^}]*\"revoked\":null" || key=""
-fi
-if [[ -z "$key" ]]; then
-  key=$("$bin" --data-dir "$data" keys create --bot "$bot" --name "make run demo" --json |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
-  (umask 077 && echo "$key" > "$keyfile")
-fi
-# The widget's public key for the demo page: this server's own origin(s) only.
-pkfile="$data/demo-$bot.pk"
-pk=""
-if [[ -f "$pkfile" ]]; then
-  pk=$(cat "$pkfile")
-  id="key_${pk:8:8}"
-  "$bin" --data-dir "$data" keys list --json | grep -q "\"id\":\"$id\",[^}]*\"revoked\":null" || pk=""
-fi
-if [[ -z "$pk" ]]; then
-  port=${bind##*:}
-  pk=$("$bin" --data-dir "$data" keys create --public --bot "$bot" --name "make run widget demo" \
-    --origin "http://$bind" --origin "http://localhost:$port" --json |
-    python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
-  echo "$pk" > "$pkfile"
-fi
+# A key kept (0600) in the data dir and reused while it is valid: demo_key FILE ARGS...
+# (ARGS for `docent keys create`).
+demo_key() {
+  local file=$1 k=""
+  shift
+  if [[ -f "$file" ]]; then
+    k=$(cat "$file")
+    "$bin" --data-dir "$data" keys list --json |
+      grep -q "\"id\":\"key_${k:8:8}\",[^}]*\"revoked\":null" || k=""
+  fi
+  if [[ -z "$k" ]]; then
+    k=$("$bin" --data-dir "$data" keys create "$@" --json |
+      python3 -c 'import json, sys; print(json.load(sys.stdin)["key"])')
+    (umask 077 && echo "$k" > "$file")
+  fi
+  echo "$k"
+}
+# A secret key for curl, and the widget's public key for the demo page (this server's own
+# origins only, so one per port).
+key=$(demo_key "$data/demo-$bot.key" --bot "$bot" --name "make run demo")
+port=${bind##*:}
+pk=$(demo_key "$data/demo-$bot-$port.pk" --public --bot "$bot" --name "make run widget demo" \
+  --origin "http://$bind" --origin "http://localhost:$port")
 echo
 echo "== starting docent serve on http://$bind (Ctrl-C stops it)."
 echo

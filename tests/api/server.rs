@@ -104,9 +104,24 @@ impl TestServer {
         key: Option<&str>,
         body: Option<Value>,
     ) -> (u16, reqwest::header::HeaderMap, Value) {
+        self.call_from(method, path, key, None, body).await
+    }
+
+    /// `call`, as a page on `origin` would (with that `Origin` header).
+    pub(crate) async fn call_from(
+        &self,
+        method: &str,
+        path: &str,
+        key: Option<&str>,
+        origin: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, reqwest::header::HeaderMap, Value) {
         let mut req = self.http.request(method.parse().unwrap(), self.url(path));
         if let Some(key) = key {
             req = req.bearer_auth(key);
+        }
+        if let Some(origin) = origin {
+            req = req.header("Origin", origin);
         }
         if let Some(body) = body {
             req = req.json(&body);

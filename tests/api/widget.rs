@@ -23,50 +23,14 @@ fn zephyr_key(s: &TestServer, origins: &[&str]) -> String {
     )
 }
 
-/// `method path` with a bearer token (if any), an Origin (if any) and a JSON body (if any).
-async fn send(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    origin: Option<&str>,
-    body: Option<Value>,
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let mut req = s.http.request(method.parse().unwrap(), s.url(path));
-    if let Some(token) = token {
-        req = req.bearer_auth(token);
-    }
-    if let Some(origin) = origin {
-        req = req.header("Origin", origin);
-    }
-    if let Some(body) = body {
-        req = req.json(&body);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let headers = res.headers().clone();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 async fn session(s: &TestServer, pk: &str, origin: &str, visitor: Option<&str>) -> Value {
     let mut body = json!({"token": pk, "bot_id": "zephyr"});
     if let Some(v) = visitor {
         body["visitor_id"] = json!(v);
     }
-    let response = send(
-        s,
-        "POST",
-        "/v1/widget/session",
-        None,
-        Some(origin),
-        Some(body),
-    )
-    .await;
+    let response = s
+        .call_from("POST", "/v1/widget/session", None, Some(origin), Some(body))
+        .await;
     assert_eq!(response.0, 200, "{}", response.2);
     response.2
 }
@@ -87,7 +51,7 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
     assert_eq!(status, 200);
     let exchange = |token: &str, origin: Option<&'static str>| {
         let body = json!({"token": token, "bot_id": "zephyr"});
-        send(&s, "POST", "/v1/widget/session", None, origin, Some(body))
+        s.call_from("POST", "/v1/widget/session", None, origin, Some(body))
     };
 
     // Refusals: no Origin, a foreign one, a secret key, a bad key, a malformed body.
@@ -106,22 +70,14 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
     assert_error(&exchange(&forged, Some(SHOP)).await, 401, "invalid_api_key");
     let junk = json!({"token": pk, "visitor_id": "../etc"});
     assert_error(
-        &send(
-            &s,
-            "POST",
-            "/v1/widget/session",
-            None,
-            Some(SHOP),
-            Some(junk),
-        )
-        .await,
+        &s.call_from("POST", "/v1/widget/session", None, Some(SHOP), Some(junk))
+            .await,
         400,
         "invalid_request",
     );
     let sandbox = json!({"token": pk, "bot_id": "sandbox"});
     assert_error(
-        &send(
-            &s,
+        &s.call_from(
             "POST",
             "/v1/widget/session",
             None,
@@ -150,20 +106,21 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
 
     // The token chats from its origin; the conversation is the visitor's.
     let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
-    let (status, _, answer) = send(
-        &s,
-        "POST",
-        "/v1/chat",
-        Some(&token),
-        Some(SHOP),
-        Some(ask.clone()),
-    )
-    .await;
+    let (status, _, answer) = s
+        .call_from(
+            "POST",
+            "/v1/chat",
+            Some(&token),
+            Some(SHOP),
+            Some(ask.clone()),
+        )
+        .await;
     assert_eq!(status, 200, "{answer}");
     let conversation = answer["conversation_id"].as_str().unwrap().to_string();
     let transcript_path = format!("/v1/conversations/{conversation}");
-    let (status, _, transcript) =
-        send(&s, "GET", &transcript_path, Some(&token), Some(SHOP), None).await;
+    let (status, _, transcript) = s
+        .call_from("GET", &transcript_path, Some(&token), Some(SHOP), None)
+        .await;
     assert_eq!(status, 200, "{transcript}");
     assert_eq!(transcript["user_id"], visitor.as_str());
     assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
@@ -171,15 +128,8 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
     // Copied to another site, or sent without an Origin, the token is worthless.
     for origin in [Some("https://evil.example"), None] {
         assert_error(
-            &send(
-                &s,
-                "POST",
-                "/v1/chat",
-                Some(&token),
-                origin,
-                Some(ask.clone()),
-            )
-            .await,
+            &s.call_from("POST", "/v1/chat", Some(&token), origin, Some(ask.clone()))
+                .await,
             401,
             "invalid_api_key",
         );
@@ -189,27 +139,22 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
     let other_token = other["session_token"].as_str().unwrap();
     assert_eq!(other["visitor_id"], "v_someoneelse01");
     assert_error(
-        &send(
-            &s,
-            "GET",
-            &transcript_path,
-            Some(other_token),
-            Some(SHOP),
-            None,
-        )
-        .await,
+        &s.call_from("GET", &transcript_path, Some(other_token), Some(SHOP), None)
+            .await,
         403,
         "forbidden",
     );
     // The bare public key cannot read a widget visitor's conversation, nor claim a visitor.
     assert_error(
-        &send(&s, "GET", &transcript_path, Some(&pk), Some(SHOP), None).await,
+        &s.call_from("GET", &transcript_path, Some(&pk), Some(SHOP), None)
+            .await,
         403,
         "forbidden",
     );
     let claim = json!({"bot_id": "zephyr", "message": "hi", "user_id": visitor});
     assert_error(
-        &send(&s, "POST", "/v1/chat", Some(&pk), Some(SHOP), Some(claim)).await,
+        &s.call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(claim))
+            .await,
         400,
         "invalid_request",
     );
@@ -224,34 +169,29 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
         ),
     ] {
         assert_error(
-            &send(&s, method, &path, Some(&token), Some(SHOP), body).await,
+            &s.call_from(method, &path, Some(&token), Some(SHOP), body)
+                .await,
             403,
             "forbidden",
         );
     }
     // The visitor's own handoff, lead and live feed work with the session.
-    let (status, _, handed) = send(
-        &s,
-        "POST",
-        &format!("{transcript_path}/handoff"),
-        Some(&token),
-        Some(SHOP),
-        Some(json!({"reason": "visitor_request"})),
-    )
-    .await;
+    let (status, _, handed) = s
+        .call_from(
+            "POST",
+            &format!("{transcript_path}/handoff"),
+            Some(&token),
+            Some(SHOP),
+            Some(json!({"reason": "visitor_request"})),
+        )
+        .await;
     assert_eq!(status, 200, "{handed}");
     assert_eq!(handed["state"], "handed_off");
     let lead = json!({"bot_id": "zephyr", "conversation_id": conversation,
         "name": "Ada", "email": "ada@example.com", "consent": true});
-    let (status, _, lead) = send(
-        &s,
-        "POST",
-        "/v1/leads",
-        Some(&token),
-        Some(SHOP),
-        Some(lead),
-    )
-    .await;
+    let (status, _, lead) = s
+        .call_from("POST", "/v1/leads", Some(&token), Some(SHOP), Some(lead))
+        .await;
     assert_eq!(status, 201, "{lead}");
     assert_eq!(lead["user_id"], visitor.as_str());
 
@@ -280,7 +220,8 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
         .await;
     assert_eq!(status, 200);
     assert_error(
-        &send(&s, "POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask)).await,
+        &s.call_from("POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask))
+            .await,
         401,
         "invalid_api_key",
     );
@@ -297,15 +238,9 @@ async fn same_origin_pages_work_without_an_origin_header_on_gets() {
         .unwrap()
         .to_string();
     let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
-    let (status, _, answer) = send(
-        &s,
-        "POST",
-        "/v1/chat",
-        Some(&token),
-        Some(&s.base),
-        Some(ask),
-    )
-    .await;
+    let (status, _, answer) = s
+        .call_from("POST", "/v1/chat", Some(&token), Some(&s.base), Some(ask))
+        .await;
     assert_eq!(status, 200, "{answer}");
     let path = format!(
         "/v1/conversations/{}",
@@ -367,15 +302,15 @@ async fn cors_answers_only_allowed_origins_on_the_routes_a_page_calls() {
     }
     // Actual responses: the allowed origin is named (errors included), others are not.
     let body = json!({"token": "pk_live_nonsense", "bot_id": "zephyr"});
-    let (_, headers, _) = send(
-        &s,
-        "POST",
-        "/v1/widget/session",
-        None,
-        Some(SHOP),
-        Some(body.clone()),
-    )
-    .await;
+    let (_, headers, _) = s
+        .call_from(
+            "POST",
+            "/v1/widget/session",
+            None,
+            Some(SHOP),
+            Some(body.clone()),
+        )
+        .await;
     assert_eq!(headers["access-control-allow-origin"], SHOP);
     assert!(
         headers["access-control-expose-headers"]
@@ -383,15 +318,15 @@ async fn cors_answers_only_allowed_origins_on_the_routes_a_page_calls() {
             .unwrap()
             .contains("retry-after")
     );
-    let (status, headers, _) = send(
-        &s,
-        "POST",
-        "/v1/widget/session",
-        None,
-        Some("https://evil.example"),
-        Some(body),
-    )
-    .await;
+    let (status, headers, _) = s
+        .call_from(
+            "POST",
+            "/v1/widget/session",
+            None,
+            Some("https://evil.example"),
+            Some(body),
+        )
+        .await;
     assert_eq!(status, 401);
     assert!(!headers.contains_key("access-control-allow-origin"));
 }
@@ -409,7 +344,10 @@ async fn visitors_and_bots_have_hourly_message_budgets() {
     let chat = |token: String| {
         let ask = ask.clone();
         let s = &s;
-        async move { send(s, "POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask)).await }
+        async move {
+            s.call_from("POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask))
+                .await
+        }
     };
     let one = session(&s, &pk, SHOP, Some("v_visitorone01")).await["session_token"]
         .as_str()
@@ -464,15 +402,15 @@ async fn new_visitor_ids_do_not_buy_one_address_more_than_ten_visitors_worth() {
             .as_str()
             .unwrap()
             .to_string();
-        let response = send(
-            &s,
-            "POST",
-            "/v1/chat",
-            Some(&token),
-            Some(SHOP),
-            Some(ask.clone()),
-        )
-        .await;
+        let response = s
+            .call_from(
+                "POST",
+                "/v1/chat",
+                Some(&token),
+                Some(SHOP),
+                Some(ask.clone()),
+            )
+            .await;
         if n < 10 {
             assert_eq!(response.0, 200, "{n}: {}", response.2);
         } else {

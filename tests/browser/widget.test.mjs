@@ -85,6 +85,16 @@ async function openPanel(page) {
 
 const answerCount = (page) => inShadow(page, (root) => root.querySelectorAll('.msg.assistant:not(.greeting)').length);
 
+// Waits until there are more than `before` answers and the last one finished (or failed).
+function waitForAnswer(page, before) {
+  return page.waitForFunction((n) => {
+    const root = document.querySelector('[data-docent-widget]').shadowRoot;
+    const answers = root.querySelectorAll('.msg.assistant:not(.greeting)');
+    const last = answers[answers.length - 1];
+    return answers.length > n && /^(done|error)$/.test(last.getAttribute('data-state'));
+  }, before, { timeout: ANSWER_TIMEOUT });
+}
+
 // Types a question, sends it with Enter and waits for its answer to finish (or fail).
 // Returns the answer's bubble state and text.
 async function ask(page, question) {
@@ -93,12 +103,7 @@ async function ask(page, question) {
   const input = $(page, 'textarea');
   await input.fill(question);
   await input.press('Enter');
-  await page.waitForFunction((n) => {
-    const root = document.querySelector('[data-docent-widget]').shadowRoot;
-    const answers = root.querySelectorAll('.msg.assistant:not(.greeting)');
-    const last = answers[answers.length - 1];
-    return answers.length > n && /^(done|error)$/.test(last.getAttribute('data-state'));
-  }, before, { timeout: ANSWER_TIMEOUT });
+  await waitForAnswer(page, before);
   return inShadow(page, (root) => {
     const answers = root.querySelectorAll('.msg.assistant:not(.greeting)');
     const last = answers[answers.length - 1];
@@ -499,12 +504,7 @@ await step('k. new conversation: intents as quick replies, and the fallback on a
   assert.deepEqual(labels, ['Returns'], 'the bot\'s intents are the quick replies');
   const before = await answerCount(page);
   await $(page, '.quick button.qr').first().click();
-  await page.waitForFunction((n) => {
-    const root = document.querySelector('[data-docent-widget]').shadowRoot;
-    const answers = root.querySelectorAll('.msg.assistant:not(.greeting)');
-    const last = answers[answers.length - 1];
-    return answers.length > n && /^(done|error)$/.test(last.getAttribute('data-state'));
-  }, before, { timeout: ANSWER_TIMEOUT });
+  await waitForAnswer(page, before);
   const shown = await inShadow(page, (root) => ({
     user: [...root.querySelectorAll('.msg.user')].map((m) => m.textContent.trim()),
     answer: [...root.querySelectorAll('.msg.assistant:not(.greeting) .body')].pop().textContent,
