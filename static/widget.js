@@ -87,17 +87,19 @@
     del: function (k) { try { localStorage.removeItem('docent:' + BOT + ':' + k); } catch (e) { /* ignore */ } }
   };
 
-  function randomId() {
+  function randomKey() {
     var abc = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
-    var bytes = crypto.getRandomValues(new Uint8Array(22));
-    var out = 'v_';
+    var bytes = crypto.getRandomValues(new Uint8Array(32));
+    var out = '';
     for (var i = 0; i < bytes.length; i++) out += abc[bytes[i] % abc.length];
     return out;
   }
-  var visitorId = store.get('visitor');
-  if (!/^v_[A-Za-z0-9]{22}$/.test(visitorId || '')) {
-    visitorId = randomId();
-    store.set('visitor', visitorId);
+  // The visitor's key: their credential, never shown. docent derives the visitor id it
+  // stores and shows (leads, webhooks) from it, and the id cannot be used as a key.
+  var visitorKey = store.get('visitor_key');
+  if (!/^[A-Za-z0-9]{32}$/.test(visitorKey || '')) {
+    visitorKey = randomKey();
+    store.set('visitor_key', visitorKey);
   }
 
   /* ---------- markdown-lite (text in, DOM out; nothing is parsed as HTML) ---------- */
@@ -263,15 +265,11 @@
       sessionPending = fetch(API + '/v1/widget/session', {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ token: TOKEN, bot_id: BOT, visitor_id: visitorId })
+        body: JSON.stringify({ token: TOKEN, bot_id: BOT, visitor_key: visitorKey })
       }).then(function (res) {
         return res.ok ? res.json() : httpError(res).then(function (e) { throw e; });
       }).then(function (s) {
         session = { token: s.session_token, bot: s.bot || {} };
-        if (/^v_[A-Za-z0-9]{22}$/.test(s.visitor_id || '') && s.visitor_id !== visitorId) {
-          visitorId = s.visitor_id;
-          store.set('visitor', visitorId);
-        }
         clearTimeout(refreshTimer);
         var ms = s.expires_at ? s.expires_at * 1000 - Date.now() - 60000 : (s.expires_in - 60) * 1000;
         if (ms > 0) refreshTimer = setTimeout(function () { getSession(true).catch(function () {}); }, Math.min(Math.max(ms, 5000), 2147483000));

@@ -5,7 +5,9 @@
 //! A session token is `ws_<key id>.<bot>.<visitor>.<expiry>.<hex HMAC-SHA256>`, the MAC
 //! taken over those fields and the page's Origin under a secret made at start-up: it holds
 //! no secret, cannot be widened, and works only from the origin it was issued to. Tokens
-//! die with the process; the widget asks for a new one on a 401.
+//! die with the process; the widget asks for a new one on a 401. The visitor is the id
+//! derived from a key only the visitor's browser holds (`visitor_id`), so the ids docent
+//! shows in leads and webhooks cannot be made into sessions.
 
 use std::time::Duration;
 
@@ -175,14 +177,23 @@ impl Sessions {
     }
 }
 
-/// A visitor id the widget made: `v_` and 8 to 64 characters of `[A-Za-z0-9_-]`.
-pub fn valid_visitor(id: &str) -> bool {
-    id.strip_prefix("v_").is_some_and(|rest| {
-        (8..=64).contains(&rest.len())
-            && rest
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-    })
+/// A visitor key the widget made and keeps: 16 to 128 characters of `[A-Za-z0-9_-]`.
+pub fn valid_visitor_key(key: &str) -> bool {
+    (16..=128).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The visitor id (`v_` and 24 hex digits) of a visitor key. The key is the visitor's
+/// credential and stays in their browser; the id is what docent stores and shows (the
+/// conversations' `user_id`, leads, webhooks), and cannot be turned back into a session.
+pub fn visitor_id(key: &str) -> String {
+    let digest = Sha256::new()
+        .chain_update(b"docent visitor\0")
+        .chain_update(key.as_bytes())
+        .finalize();
+    format!("v_{}", hex::encode(&digest[..12]))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -194,9 +205,10 @@ pub(crate) struct SessionRequest {
     /// The bot (the key's only bot when absent).
     #[schema(pattern = "^[a-z0-9-]{1,64}$")]
     bot_id: Option<String>,
-    /// The anonymous visitor id the widget keeps (`v_…`); a new one when absent.
-    #[schema(pattern = "^v_[A-Za-z0-9_-]{8,64}$")]
-    visitor_id: Option<String>,
+    /// A random key the widget keeps for its visitor (16 to 128 characters of
+    /// `[A-Za-z0-9_-]`): the same key is the same visitor. A new visitor when absent.
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
+    visitor_key: Option<String>,
 }
 
 #[utoipa::path(post, path = "/v1/widget/session", tag = "widget", summary = "Exchange a public key for a short-lived widget session token (from an allowed Origin)", request_body = SessionRequest, responses((status = 200, description = "The session", body = super::openapi::WidgetSession), super::openapi::ApiErrors))]
@@ -245,15 +257,15 @@ pub(crate) async fn create_session(
             return Err(ApiError::bad_request("missing_field", "bot_id is required"));
         }
     };
-    let visitor = match body.visitor_id {
-        Some(v) if valid_visitor(&v) => v,
+    let visitor = match body.visitor_key {
+        Some(key) if valid_visitor_key(&key) => visitor_id(&key),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_request",
-                "visitor_id must be v_ and 8 to 64 characters of [A-Za-z0-9_-]",
+                "visitor_key must be 16 to 128 characters of [A-Za-z0-9_-]",
             ));
         }
-        None => format!("v_{}", keys::random_base62(22)?),
+        None => visitor_id(&keys::random_base62(32)?),
     };
     let address = super::auth::client_address(&req, &state);
     let caller = Caller::public(
@@ -461,12 +473,17 @@ mod tests {
     }
 
     #[test]
-    fn visitor_ids_are_bounded_and_plain() {
-        assert!(valid_visitor("v_abcdEFGH1234"));
-        assert!(!valid_visitor("v_short"));
-        assert!(!valid_visitor("abcdefghijkl"));
-        assert!(!valid_visitor("v_abcdefgh.ij"));
-        assert!(!valid_visitor(&format!("v_{}", "a".repeat(65))));
+    fn visitor_keys_are_bounded_and_their_ids_are_derived() {
+        assert!(valid_visitor_key("abcdEFGH1234_-xy"));
+        assert!(!valid_visitor_key("short"));
+        assert!(!valid_visitor_key("abcdefgh.ijklmnopq"));
+        assert!(!valid_visitor_key(&"a".repeat(129)));
+        let id = visitor_id("abcdEFGH1234_-xy");
+        assert!(id.starts_with("v_") && id.len() == 26, "{id}");
+        assert_eq!(id, visitor_id("abcdEFGH1234_-xy"));
+        assert_ne!(id, visitor_id("abcdEFGH1234_-xz"));
+        // An id is not a key for itself: knowing a visitor's id gives another visitor.
+        assert_ne!(visitor_id(&id), id);
     }
 
     #[test]

@@ -26,7 +26,7 @@ fn zephyr_key(s: &TestServer, origins: &[&str]) -> String {
 async fn session(s: &TestServer, pk: &str, origin: &str, visitor: Option<&str>) -> Value {
     let mut body = json!({"token": pk, "bot_id": "zephyr"});
     if let Some(v) = visitor {
-        body["visitor_id"] = json!(v);
+        body["visitor_key"] = json!(v);
     }
     let response = s
         .call_from("POST", "/v1/widget/session", None, Some(origin), Some(body))
@@ -68,7 +68,7 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
     );
     let forged = format!("{}x", &pk[..pk.len() - 1]);
     assert_error(&exchange(&forged, Some(SHOP)).await, 401, "invalid_api_key");
-    let junk = json!({"token": pk, "visitor_id": "../etc"});
+    let junk = json!({"token": pk, "visitor_key": "../etc/passwd/xxxxxx"});
     assert_error(
         &s.call_from("POST", "/v1/widget/session", None, Some(SHOP), Some(junk))
             .await,
@@ -135,12 +135,35 @@ async fn widget_sessions_are_bound_to_their_origin_visitor_and_key() {
         );
     }
     // Another visitor of the same site cannot read this visitor's conversation.
-    let other = session(&s, &pk, SHOP, Some("v_someoneelse01")).await;
+    let other = session(&s, &pk, SHOP, Some("someone-else-key-0001")).await;
     let other_token = other["session_token"].as_str().unwrap();
-    assert_eq!(other["visitor_id"], "v_someoneelse01");
+    let other_visitor = other["visitor_id"].as_str().unwrap();
+    assert!(
+        other_visitor.starts_with("v_") && other_visitor != visitor,
+        "{other}"
+    );
+    // The same key is the same visitor.
+    let again = session(&s, &pk, SHOP, Some("someone-else-key-0001")).await;
+    assert_eq!(again["visitor_id"], other_visitor);
     assert_error(
         &s.call_from("GET", &transcript_path, Some(other_token), Some(SHOP), None)
             .await,
+        403,
+        "forbidden",
+    );
+    // A visitor's id (it is in leads, webhooks and exports) is not their key: used as a
+    // key it makes a different visitor, who cannot read the conversation.
+    let impostor = session(&s, &pk, SHOP, Some(&visitor)).await;
+    assert_ne!(impostor["visitor_id"], visitor.as_str());
+    assert_error(
+        &s.call_from(
+            "GET",
+            &transcript_path,
+            impostor["session_token"].as_str(),
+            Some(SHOP),
+            None,
+        )
+        .await,
         403,
         "forbidden",
     );
@@ -349,11 +372,11 @@ async fn visitors_and_bots_have_hourly_message_budgets() {
                 .await
         }
     };
-    let one = session(&s, &pk, SHOP, Some("v_visitorone01")).await["session_token"]
+    let one = session(&s, &pk, SHOP, Some("visitor-one-key-0001")).await["session_token"]
         .as_str()
         .unwrap()
         .to_string();
-    let two = session(&s, &pk, SHOP, Some("v_visitortwo02")).await["session_token"]
+    let two = session(&s, &pk, SHOP, Some("visitor-two-key-0002")).await["session_token"]
         .as_str()
         .unwrap()
         .to_string();

@@ -254,7 +254,7 @@ await step('b. a question streams an answer with a source link that opens a popu
 
   conversationId = await localGet(page, 'conversation');
   assert.match(conversationId || '', /^conv_/, 'the conversation id is stored');
-  assert.match(await localGet(page, 'visitor') || '', /^v_[A-Za-z0-9]{22}$/, 'the visitor id is stored');
+  assert.match(await localGet(page, 'visitor_key') || '', /^[A-Za-z0-9]{32}$/, 'the visitor key is stored');
 });
 
 await step('c. after a reload the conversation comes back from the transcript', async () => {
@@ -377,7 +377,7 @@ await step('g. a disallowed origin gets no working chat', async () => {
       const r = await fetch(`${docent}/v1/widget/session`, {
         method: 'POST',
         headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify({ token, bot_id: bot, visitor_id: 'v_abcdefghijklmnopqrstuv' }),
+        body: JSON.stringify({ token, bot_id: bot, visitor_key: 'abcdefghijklmnopqrstuv' }),
       });
       return { status: r.status };
     } catch (e) {
@@ -393,7 +393,7 @@ await step('h. on a 390x844 phone the panel is full-screen', async () => {
   const ctx = await newContext({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
   // The same visitor on their phone: the conversation so far (answer, lead, agent reply).
   const stored = await page.evaluate((prefix) => ({
-    visitor: localStorage.getItem(prefix + 'visitor'),
+    visitor_key: localStorage.getItem(prefix + 'visitor_key'),
     conversation: localStorage.getItem(prefix + 'conversation'),
   }), LOCAL);
   await ctx.addInitScript(({ prefix, stored }) => {
