@@ -38,14 +38,7 @@ pub struct Receiver {
     pub url: String,
     pub got: Arc<Mutex<Vec<Received>>>,
     pub script: Script,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
-    }
+    _server: crate::helpers::Running,
 }
 
 #[derive(Clone)]
@@ -94,27 +87,22 @@ pub fn receiver_on(listener: std::net::TcpListener) -> Receiver {
         script: Arc::default(),
     };
     let (got, script) = (state.got.clone(), state.script.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(web::Data::new(state.clone()))
-                    .default_service(web::to(receive))
-            })
-            .workers(1)
-            .listen(listener)
-            .unwrap()
-            .run();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
+    let server = crate::helpers::run_in_thread(move || {
+        HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .default_service(web::to(receive))
         })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run()
     });
     Receiver {
         url,
         got,
         script,
-        handle: rx.recv().unwrap(),
+        _server: server,
     }
 }
 

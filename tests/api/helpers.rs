@@ -86,7 +86,7 @@ pub struct TestSite {
     pub base: String,
     pub hits: Arc<Mutex<HashMap<String, usize>>>,
     pub not_modified: Arc<AtomicUsize>,
-    handle: actix_web::dev::ServerHandle,
+    _server: crate::helpers::Running,
 }
 
 impl TestSite {
@@ -99,19 +99,36 @@ impl TestSite {
     }
 }
 
-impl Drop for TestSite {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
-    }
-}
-
 #[derive(Clone)]
 struct SiteState {
     root: PathBuf,
     base: String,
     hits: Arc<Mutex<HashMap<String, usize>>>,
     not_modified: Arc<AtomicUsize>,
+}
+
+/// A server running on a thread of its own; dropping it stops the server.
+pub struct Running(actix_web::dev::ServerHandle);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let handle = self.0.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
+    }
+}
+
+/// Runs the server `make` builds on a thread of its own, in its own actix system, once it
+/// is listening.
+pub fn run_in_thread(make: impl FnOnce() -> actix_web::dev::Server + Send + 'static) -> Running {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        actix_web::rt::System::new().block_on(async move {
+            let server = make();
+            tx.send(server.handle()).unwrap();
+            server.await.unwrap();
+        })
+    });
+    Running(rx.recv().unwrap())
 }
 
 pub fn serve(root: &Path) -> TestSite {
@@ -124,28 +141,22 @@ pub fn serve(root: &Path) -> TestSite {
         not_modified: Arc::default(),
     };
     let (hits, not_modified) = (state.hits.clone(), state.not_modified.clone());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
-                App::new()
-                    .app_data(web::Data::new(state.clone()))
-                    .default_service(web::to(serve_path))
-            })
-            .workers(2)
-            .listen(listener)
-            .unwrap()
-            .run();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
+    let server = run_in_thread(move || {
+        HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .default_service(web::to(serve_path))
         })
+        .workers(2)
+        .listen(listener)
+        .unwrap()
+        .run()
     });
-    let handle = rx.recv().unwrap();
     TestSite {
         base,
         hits,
         not_modified,
-        handle,
+        _server: server,
     }
 }
 

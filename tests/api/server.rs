@@ -80,16 +80,9 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     pub(crate) state: web::Data<AppState>,
     pub(crate) admin: String,
-    handle: actix_web::dev::ServerHandle,
+    _server: crate::helpers::Running,
     pub(crate) data: tempfile::TempDir,
     pub(crate) http: reqwest::Client,
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
-    }
 }
 
 impl TestServer {
@@ -195,22 +188,15 @@ pub(crate) async fn start(
     });
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
     let server_state = state.clone();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = server::server(server_state, listener, 2).unwrap();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
-        })
-    });
-    let handle = rx.recv().unwrap();
+    let running =
+        crate::helpers::run_in_thread(move || server::server(server_state, listener, 2).unwrap());
     server::jobs::start_worker(state.clone().into_inner());
     TestServer {
         base,
         state,
         admin,
-        handle,
+        _server: running,
         data,
         http: {
             docent::ingest::crawl::install_tls_provider();

@@ -548,43 +548,31 @@ async fn the_script_is_cached_by_etag_and_version_and_the_demo_page_embeds_it() 
 /// A page with the snippet, served from its own loopback origin.
 struct HostPage {
     url: String,
-    handle: actix_web::dev::ServerHandle,
-}
-
-impl Drop for HostPage {
-    fn drop(&mut self) {
-        let handle = self.handle.clone();
-        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
-    }
+    _server: crate::helpers::Running,
 }
 
 fn host_page(listener: std::net::TcpListener, html: String) -> HostPage {
     let url = format!("http://{}/", listener.local_addr().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = HttpServer::new(move || {
+    let server = crate::helpers::run_in_thread(move || {
+        HttpServer::new(move || {
+            let html = html.clone();
+            App::new().default_service(web::to(move || {
                 let html = html.clone();
-                App::new().default_service(web::to(move || {
-                    let html = html.clone();
-                    async move {
-                        HttpResponse::Ok()
-                            .content_type("text/html; charset=utf-8")
-                            .body(html)
-                    }
-                }))
-            })
-            .workers(1)
-            .listen(listener)
-            .unwrap()
-            .run();
-            tx.send(server.handle()).unwrap();
-            server.await.unwrap();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("text/html; charset=utf-8")
+                        .body(html)
+                }
+            }))
         })
+        .workers(1)
+        .listen(listener)
+        .unwrap()
+        .run()
     });
     HostPage {
         url,
-        handle: rx.recv().unwrap(),
+        _server: server,
     }
 }
 
