@@ -27,9 +27,33 @@ endif
 BUILD_ENV := $(GGML_ENV) CARGO_TARGET_DIR=$(TARGET_DIR)
 BIN := $(TARGET_DIR)/release/docent
 
-.PHONY: all models models-test build run test bench lint
+.PHONY: all deps models models-test build run test bench lint install
 
-all: build
+# Debian packages the build and the tests need, checked before anything compiles:
+# installed with apt-get when root, otherwise the exact sudo line to run, and a stop.
+# Each entry is CHECK:PACKAGE; a check is a command on PATH or, for libraries, a package.
+DEPS := cmake:cmake lib:libclang-dev python-venv:python3-venv /usr/bin/chromium:chromium \
+	lib:fonts-liberation node:nodejs npm:npm
+
+deps:
+	@missing=""; for d in $(DEPS); do c=$${d%%:*} p=$${d#*:}; \
+		case $$c in \
+			lib) dpkg -s $$p >/dev/null 2>&1 ;; \
+			python-venv) python3 -c 'import ensurepip' >/dev/null 2>&1 ;; \
+			*) command -v $$c >/dev/null 2>&1 ;; \
+		esac || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "installing Debian packages:$$missing"; \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get update -qq && apt-get install -y -qq $$missing; \
+		else \
+			echo "docent needs these Debian packages before it can build; run:"; \
+			echo "  sudo apt-get install -y$$missing"; \
+			echo "then run make again."; \
+			exit 1; \
+		fi; \
+	fi
 
 models:
 	python3 models/fetch.py "$(MODEL_CACHE)" "$(MODELS_DIR)" embed small default
@@ -49,10 +73,10 @@ $(TARGET_DIR)/.ggml-flags: FORCE
 
 FORCE:
 
-build: $(TARGET_DIR)/.ggml-flags
+build: deps $(TARGET_DIR)/.ggml-flags
 	$(BUILD_ENV) $(CARGO) build --release --locked
 
-run: models build
+run: deps models build
 	bash tests/demo.sh $(BIN)
 
 # Python test tools (the official openai SDK) in a virtualenv under target/.
@@ -67,11 +91,31 @@ BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
 $(BROWSER_MODULES): tests/browser/package-lock.json
 	cd tests/browser && npm ci --no-audit --no-fund
 
-test: models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES)
+test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 
+# `make install [PREFIX=/usr/local] [DESTDIR=…]`: the binary without its debug info (kept
+# beside it in bin/.debug/docent.debug, where gdb looks; the release build carries about
+# 220 MB of it, mostly llama.cpp's), the models, and an example systemd unit with its
+# paths filled in (README: "Running as a service").
+PREFIX ?= /usr/local
+DESTDIR ?=
+INSTALL_ROOT = $(DESTDIR)$(PREFIX)
+
+install: models build
+	install -d $(INSTALL_ROOT)/bin/.debug $(INSTALL_ROOT)/share/docent/models
+	objcopy --only-keep-debug $(BIN) $(TARGET_DIR)/docent.debug
+	objcopy --strip-debug --add-gnu-debuglink=$(TARGET_DIR)/docent.debug \
+		$(BIN) $(TARGET_DIR)/docent.stripped
+	install -m 0755 $(TARGET_DIR)/docent.stripped $(INSTALL_ROOT)/bin/docent
+	install -m 0644 $(TARGET_DIR)/docent.debug $(INSTALL_ROOT)/bin/.debug/docent.debug
+	cp -R $(MODELS_DIR)/all-MiniLM-L6-v2 $(MODELS_DIR)/*.gguf $(INSTALL_ROOT)/share/docent/models/
+	sed 's|@PREFIX@|$(PREFIX)|g' docent.service > $(INSTALL_ROOT)/share/docent/docent.service
+	@echo "installed $(INSTALL_ROOT)/bin/docent ($$(du -h $(INSTALL_ROOT)/bin/docent | cut -f1));" \
+		"systemd unit: $(INSTALL_ROOT)/share/docent/docent.service"
+
 # Same environment as the build, so llama-cpp-sys-2's build script is not re-run.
-lint: $(TARGET_DIR)/.ggml-flags
+lint: deps $(TARGET_DIR)/.ggml-flags
 	$(CARGO) fmt --check
 	$(BUILD_ENV) $(CARGO) clippy --release --locked --all-targets -- -D warnings
 
