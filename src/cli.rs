@@ -219,6 +219,10 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// IPv6 clients count as their network of this many bits for rate limits and budgets
+    /// (one client usually holds a whole /64)
+    #[arg(long, env = "DOCENT_IPV6_PREFIX", default_value_t = 64, value_parser = clap::value_parser!(u8).range(32..=128))]
+    pub ipv6_prefix: u8,
     /// How long an identical first-turn question reuses its answer, in seconds (0: never)
     #[arg(long, env = "DOCENT_ANSWER_CACHE_TTL", default_value_t = 3600)]
     pub answer_cache_ttl: u64,
@@ -229,6 +233,17 @@ pub struct ServeArgs {
     /// and link-local addresses
     #[arg(long, env = "DOCENT_ALLOW_PRIVATE_TARGETS")]
     pub allow_private_targets: bool,
+    /// Serve /metrics on this address too, e.g. 10.0.0.5:9090 (a private interface for
+    /// Prometheus); the public listener serves it to loopback clients only
+    #[arg(long, env = "DOCENT_METRICS_BIND")]
+    pub metrics_bind: Option<String>,
+    /// A bearer token that may read /metrics from anywhere (keep it in an environment file)
+    #[arg(long, env = "DOCENT_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// A proxy for crawls started over the API, e.g. http://proxy:3128 (default: none,
+    /// whatever HTTP(S)_PROXY says: a proxy resolves names past the SSRF guard)
+    #[arg(long, env = "DOCENT_CRAWL_PROXY")]
+    pub crawl_proxy: Option<String>,
     /// Per-request timeout of a webhook delivery, in seconds
     #[arg(long, env = "DOCENT_WEBHOOK_TIMEOUT", default_value_t = 10)]
     pub webhook_timeout: u64,
@@ -255,6 +270,16 @@ pub struct ServeArgs {
         default_value_t = 3000
     )]
     pub bot_public_messages_per_hour: u32,
+    /// The most of a bot's hourly budget one client address (or IPv6 network) may spend, in
+    /// percent
+    #[arg(long, env = "DOCENT_BOT_BUDGET_SHARE", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub bot_budget_share: u32,
+    /// Live conversation feeds one widget visitor may hold open at once
+    #[arg(long, env = "DOCENT_MAX_FEEDS_PER_VISITOR", default_value_t = 4)]
+    pub max_feeds_per_visitor: usize,
+    /// Live conversation feeds one client address may hold open at once through public keys
+    #[arg(long, env = "DOCENT_MAX_FEEDS_PER_ADDRESS", default_value_t = 32)]
+    pub max_feeds_per_address: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -377,6 +377,14 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
     let listener = std::net::TcpListener::bind(&args.bind)
         .with_context(|| format!("failed to listen on {}", args.bind))?;
     let address = listener.local_addr()?;
+    let metrics_listener = args
+        .metrics_bind
+        .as_deref()
+        .map(|bind| {
+            std::net::TcpListener::bind(bind)
+                .with_context(|| format!("failed to listen for metrics on {bind}"))
+        })
+        .transpose()?;
     let options = config.ask_options();
     let limits = Limits {
         max_body_bytes: args.max_body_bytes.max(1024),
@@ -387,13 +395,22 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         per_key_per_minute: args.rate_limit_key,
         per_ip_per_minute: args.rate_limit_ip,
         trusted_proxies: args.trusted_proxies.clone(),
+        ipv6_prefix: args.ipv6_prefix,
         answer_cache_ttl: Duration::from_secs(args.answer_cache_ttl),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),
         allow_private_targets: args.allow_private_targets || config.allow_private_targets,
+        crawl_proxy: args
+            .crawl_proxy
+            .clone()
+            .or_else(|| config.crawl_proxy.clone()),
         widget_session_ttl: parse_duration(&args.widget_session_ttl)
             .context("--widget-session-ttl")?,
         visitor_messages_per_hour: args.visitor_messages_per_hour,
         bot_public_messages_per_hour: args.bot_public_messages_per_hour,
+        bot_budget_share_percent: args.bot_budget_share,
+        max_feeds_per_visitor: args.max_feeds_per_visitor.max(1),
+        max_feeds_per_address: args.max_feeds_per_address.max(1),
+        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
     };
     let deliveries = crate::events::DeliveryConfig {
         timeout: Duration::from_secs(args.webhook_timeout.max(1)),
@@ -410,6 +427,12 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
     actix_web::rt::System::new().block_on(async move {
         let server = server::server(state.clone(), listener, args.workers)?;
         eprintln!("docent listening on http://{address} (loading models…)");
+        if let Some(metrics) = metrics_listener {
+            let at = metrics.local_addr()?;
+            let metrics = server::metrics_server(state.clone(), metrics)?;
+            actix_web::rt::spawn(metrics);
+            eprintln!("metrics on http://{at}/metrics");
+        }
         let handle = server.handle();
         let failure = Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
         let failed = failure.clone();

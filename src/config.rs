@@ -28,6 +28,8 @@ pub struct Config {
     pub temperature: f32,
     /// API crawls may reach private addresses (`allow_private_targets` in the file).
     pub allow_private_targets: bool,
+    /// The proxy API crawls go through (`crawl_proxy` in the file; none by default).
+    pub crawl_proxy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -40,6 +42,7 @@ struct FileConfig {
     context_size: Option<u32>,
     parallel: Option<usize>,
     allow_private_targets: Option<bool>,
+    crawl_proxy: Option<String>,
     #[serde(default)]
     retrieval: FileRetrieval,
     #[serde(default)]
@@ -110,6 +113,7 @@ impl Config {
             max_tokens: file.generation.max_tokens.unwrap_or(400),
             temperature: file.generation.temperature.unwrap_or(0.0),
             allow_private_targets: file.allow_private_targets.unwrap_or(false),
+            crawl_proxy: file.crawl_proxy,
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");

@@ -13,6 +13,13 @@ use docent::{bench, commands, eval, store};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Everything docent writes (the database, keys, eval scratch data) is its owner's
+    // alone: files 0600, folders 0700.
+    #[cfg(unix)]
+    // SAFETY: umask only sets the process's file-mode mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
     let cli = Cli::parse();
     docent::telemetry::init(cli.global.verbose);
     match run(cli) {

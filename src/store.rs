@@ -41,8 +41,24 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 /// before the indexes existed get them built when first opened).
 const CONVERSATION_INDEX_BUILT: &str = "conversation_index_built";
 
+/// What was erased, and when (ms): `conv\0<conversation id>` for a deleted conversation,
+/// `user\0<bot>\0<user id>` for an erased user. A turn that was being answered meanwhile
+/// is dropped instead of bringing the conversation back (`append_turn`). Kept a day.
+const ERASED: TableDefinition<&str, u64> = TableDefinition::new("erased");
+const ERASED_KEPT_MS: u64 = 24 * 3600 * 1000;
+
+/// Chunks an ingest has written but not yet committed (chunk id → the ingest's id). No page
+/// lists them until the commit, so nothing reads them; a failed run's are removed at once
+/// (`discard_staged`) and any a crash left behind when the database is next opened.
+const STAGED: TableDefinition<u64, &str> = TableDefinition::new("staged_chunks");
+
 const NEXT_CHUNK_ID: &str = "next_chunk_id";
 pub const DB_FILE: &str = "docent.redb";
+/// redb's page cache, reads and a write transaction's dirty pages together (half of it at
+/// most for the dirty ones: beyond, they go to the file before the commit). Its default,
+/// 1 GiB, would let one large ingest commit hold half a gigabyte; every hot read (a bot's
+/// vectors and chunks, once per process; a conversation's messages) fits in this.
+const DB_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -73,6 +89,13 @@ pub struct Store {
     outbox: Arc<tokio::sync::Notify>,
 }
 
+/// What `Store::erase_user` erased.
+#[derive(Debug, Clone, Default)]
+pub struct Erased {
+    pub conversations: Vec<String>,
+    pub leads: usize,
+}
+
 /// What `Store::append_turn` wrote.
 #[derive(Debug, Clone)]
 pub struct Appended {
@@ -95,18 +118,18 @@ pub struct TurnExtras {
     pub events: Vec<NewEvent>,
     /// Contact details the visitor gave in this turn.
     pub lead: Option<Lead>,
-}
-
-/// A page to write with its new chunks and their vectors.
-pub struct PageWrite {
-    pub page: Page,
-    pub chunks: Vec<(Chunk, Vec<f32>)>,
+    /// When the turn began (ms), for a turn that may outlive an erasure of its user: if
+    /// the user was erased since, nothing is written.
+    pub started_ms: Option<u64>,
 }
 
 /// Everything one ingest run changes, applied in a single transaction.
 pub struct IngestCommit {
+    /// The run's id, under which it staged its chunks.
+    pub ingest: String,
     pub bot: Bot,
-    pub upserts: Vec<PageWrite>,
+    /// New or changed pages; their `chunk_ids` are chunks the run staged.
+    pub upserts: Vec<Page>,
     /// Pages that stay, with caching headers refreshed (their chunks are kept as they are).
     pub touched: Vec<Page>,
     pub removed_urls: Vec<String>,
@@ -115,10 +138,13 @@ pub struct IngestCommit {
 impl Store {
     /// Opens (or creates) the database in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Store> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("failed to create data dir {}", data_dir.display()))?;
+        create_private_dir(data_dir)?;
         let path = data_dir.join(DB_FILE);
-        let db = match Database::create(&path) {
+        create_private_file(&path)?;
+        let db = match Database::builder()
+            .set_cache_size(DB_CACHE_BYTES)
+            .create(&path)
+        {
             Ok(db) => db,
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Locked(data_dir.to_path_buf()));
@@ -142,7 +168,14 @@ impl Store {
                 .context("conversations table")?;
             txn.open_table(MESSAGES).context("messages table")?;
             txn.open_table(JOBS).context("jobs table")?;
+            txn.open_table(STAGED).context("staged_chunks table")?;
+            txn.open_table(ERASED).context("erased table")?;
             events::create_tables(&txn)?;
+            // No ingest runs yet in this process: whatever is staged, a crash left.
+            let swept = discard_staged_in(&txn, None)?;
+            if swept > 0 {
+                tracing::info!("removed {swept} chunks staged by an ingest that did not finish");
+            }
             let mut by_bot = txn
                 .open_table(CONVERSATIONS_BY_BOT)
                 .context("conversations_by_bot table")?;
@@ -277,6 +310,54 @@ impl Store {
         Ok(out)
     }
 
+    /// Writes an ingest's new chunks and vectors before its commit, in one transaction, and
+    /// returns their ids. They stay invisible (no page lists them) until `commit_ingest`
+    /// names them; `discard_staged` removes them if the run fails.
+    pub fn stage_chunks(&self, ingest: &str, batch: &[(Chunk, Vec<f32>)]) -> Result<Vec<u64>> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let ids = {
+            let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
+            let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
+            let mut staged = txn.open_table(STAGED).context("open staged_chunks")?;
+            let mut meta = txn.open_table(META).context("open meta")?;
+            let first = meta
+                .get(NEXT_CHUNK_ID)
+                .context("read chunk counter")?
+                .map(|v| v.value())
+                .unwrap_or(1);
+            let ids: Vec<u64> = (first..first + batch.len() as u64).collect();
+            for ((chunk, vector), id) in batch.iter().zip(&ids) {
+                chunks
+                    .insert(*id, encode(chunk)?.as_slice())
+                    .context("insert chunk")?;
+                vectors
+                    .insert(*id, vector_to_bytes(vector).as_slice())
+                    .context("insert vector")?;
+                staged.insert(*id, ingest).context("insert staged chunk")?;
+            }
+            meta.insert(NEXT_CHUNK_ID, first + batch.len() as u64)
+                .context("write chunk counter")?;
+            ids
+        };
+        txn.commit().context("failed to commit staged chunks")?;
+        Ok(ids)
+    }
+
+    /// Removes the chunks an ingest staged (every ingest's with `None`); returns how many.
+    pub fn discard_staged(&self, ingest: Option<&str>) -> Result<usize> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let removed = discard_staged_in(&txn, ingest)?;
+        txn.commit().context("failed to commit discarded chunks")?;
+        Ok(removed)
+    }
+
+    /// Chunks staged and not yet committed or discarded.
+    pub fn staged_chunks(&self) -> Result<u64> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let staged = txn.open_table(STAGED).context("open staged_chunks")?;
+        Ok(redb::ReadableTableMetadata::len(&staged).context("count staged chunks")?)
+    }
+
     /// Applies one ingest run atomically: either all of it is visible afterwards, or none.
     pub fn commit_ingest(&self, commit: IngestCommit) -> Result<()> {
         let bot = commit.bot.id.as_str();
@@ -286,17 +367,12 @@ impl Store {
             let mut pages = txn.open_table(PAGES).context("open pages")?;
             let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
             let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
-            let mut meta = txn.open_table(META).context("open meta")?;
-            let mut next_id = meta
-                .get(NEXT_CHUNK_ID)
-                .context("read chunk counter")?
-                .map(|v| v.value())
-                .unwrap_or(1);
+            let mut staged = txn.open_table(STAGED).context("open staged_chunks")?;
 
             let replaced = commit
                 .upserts
                 .iter()
-                .map(|w| w.page.url.clone())
+                .map(|page| page.url.clone())
                 .chain(commit.removed_urls.iter().cloned());
             for url in replaced {
                 let old = pages.remove((bot, url.as_str())).context("remove page")?;
@@ -308,31 +384,15 @@ impl Store {
                     }
                 }
             }
-            for write in commit.upserts {
-                let mut page = write.page;
-                page.chunk_ids.clear();
-                for (chunk, vector) in write.chunks {
-                    let id = next_id;
-                    next_id += 1;
-                    chunks
-                        .insert(id, encode(&chunk)?.as_slice())
-                        .context("insert chunk")?;
-                    vectors
-                        .insert(id, vector_to_bytes(&vector).as_slice())
-                        .context("insert vector")?;
-                    page.chunk_ids.push(id);
-                }
+            for page in commit.upserts.iter().chain(&commit.touched) {
                 pages
-                    .insert((bot, page.url.as_str()), encode(&page)?.as_slice())
-                    .context("insert page")?;
+                    .insert((bot, page.url.as_str()), encode(page)?.as_slice())
+                    .context("write page")?;
             }
-            for page in commit.touched {
-                pages
-                    .insert((bot, page.url.as_str()), encode(&page)?.as_slice())
-                    .context("update page")?;
+            // The staged chunks are the pages' now.
+            for id in commit.upserts.iter().flat_map(|p| &p.chunk_ids) {
+                staged.remove(*id).context("remove staged chunk")?;
             }
-            meta.insert(NEXT_CHUNK_ID, next_id)
-                .context("write chunk counter")?;
             // Settings changed while the ingest ran (over the API) win over its snapshot.
             let mut record = commit.bot.clone();
             let current = bots
@@ -347,6 +407,8 @@ impl Store {
             bots.insert(bot, encode(&record)?.as_slice())
                 .context("write bot")?;
         }
+        // Anything else the run staged (nothing, unless a page was dropped) goes.
+        discard_staged_in(&txn, Some(&commit.ingest))?;
         crate::telemetry::failpoint("commit");
         txn.commit().context("failed to commit ingest")?;
         Ok(())
@@ -390,8 +452,8 @@ impl Store {
     }
 
     /// Deletes a bot with all its pages, chunks, vectors and conversations, in one
-    /// transaction.
-    pub fn delete_bot(&self, id: &BotId) -> Result<()> {
+    /// transaction; returns the ids of the conversations it erased.
+    pub fn delete_bot(&self, id: &BotId) -> Result<Vec<String>> {
         let existing = self.pages(id)?;
         self.get_bot(id)?;
         let txn = self.db.begin_write().context("begin write")?;
@@ -432,7 +494,7 @@ impl Store {
             bots.remove(id.as_str()).context("remove bot")?;
         }
         txn.commit().context("failed to commit delete")?;
-        Ok(())
+        Ok(conversations)
     }
 }
 
@@ -602,6 +664,9 @@ impl Store {
     /// A bot reply to a conversation that a person took over while it was being written is
     /// left out (the visitor's message is kept), and so is a lead typed in chat when the
     /// conversation got one meanwhile.
+    ///
+    /// A turn on a conversation erased meanwhile (or, with `started_ms`, whose user was
+    /// erased since it began) writes nothing: `Error::ConversationNotFound`.
     pub fn append_turn(
         &self,
         conversation: &Conversation,
@@ -610,6 +675,9 @@ impl Store {
     ) -> Result<Appended> {
         let id = conversation.id.as_str();
         let txn = self.db.begin_write().context("begin write")?;
+        if was_erased(&txn, conversation, extras.started_ms)? {
+            return Err(Error::ConversationNotFound(id.to_string()));
+        }
         let mut record = conversation.clone();
         let mut wrote_events = false;
         let mut messages = messages.to_vec();
@@ -625,10 +693,13 @@ impl Store {
                 .map(|raw| decode(raw.value()))
                 .transpose()?;
             if let Some(previous) = &previous {
-                if previous.handed_off() && !record.handed_off() {
+                if previous.handed_off() {
+                    // The first handoff stands (a second, racing one changes nothing).
                     record.state = previous.state.clone();
                     record.handed_off_at = previous.handed_off_at;
                     record.handoff_reason = previous.handoff_reason.clone();
+                }
+                if previous.handed_off() && !conversation.handed_off() {
                     let before = messages.len();
                     messages.retain(|m| m.role != "assistant");
                     reply_dropped = messages.len() < before;
@@ -803,6 +874,149 @@ impl Store {
         txn.commit().context("failed to commit delete")?;
         Ok(deleted)
     }
+
+    /// Erases everything stored about one end user on the given bots (their conversations
+    /// with messages and events, and their leads) in one transaction, and remembers the
+    /// erasure so a turn answered meanwhile is dropped.
+    pub fn erase_user(&self, user: &str, bots: &[BotId]) -> Result<Erased> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let conversations = {
+            let by_user = txn
+                .open_table(CONVERSATIONS_BY_USER)
+                .context("open conversations_by_user")?;
+            let records = txn
+                .open_table(CONVERSATIONS)
+                .context("open conversations")?;
+            let mut ids = Vec::new();
+            for entry in by_user
+                .range((user, "")..)
+                .context("range conversations_by_user")?
+            {
+                let (key, _) = entry.context("read conversations_by_user")?;
+                let (owner, id) = key.value();
+                if owner != user {
+                    break;
+                }
+                let Some(raw) = records.get(id).context("read conversation")? else {
+                    continue;
+                };
+                let conversation: Conversation = decode(raw.value())?;
+                if bots.contains(&conversation.bot_id) {
+                    ids.push(id.to_string());
+                }
+            }
+            ids
+        };
+        delete_conversations_in(&txn, &conversations)?;
+        let leads = events::delete_user_leads_in(&txn, user, bots)?;
+        {
+            let mut erased = txn.open_table(ERASED).context("open erased")?;
+            let now = now_ms();
+            for bot in bots {
+                erased
+                    .insert(user_erasure(bot.as_str(), user).as_str(), now)
+                    .context("write erasure")?;
+            }
+        }
+        txn.commit().context("failed to commit erasure")?;
+        Ok(Erased {
+            conversations,
+            leads,
+        })
+    }
+}
+
+fn user_erasure(bot: &str, user: &str) -> String {
+    format!("user\0{bot}\0{user}")
+}
+
+fn conversation_erasure(id: &str) -> String {
+    format!("conv\0{id}")
+}
+
+/// Whether a turn of `conversation` (begun at `started_ms`) comes after its erasure.
+fn was_erased(
+    txn: &redb::WriteTransaction,
+    conversation: &Conversation,
+    started_ms: Option<u64>,
+) -> Result<bool> {
+    let erased = txn.open_table(ERASED).context("open erased")?;
+    if erased
+        .get(conversation_erasure(&conversation.id).as_str())
+        .context("read erasure")?
+        .is_some()
+    {
+        return Ok(true);
+    }
+    let (Some(started), Some(user)) = (started_ms, &conversation.user_id) else {
+        return Ok(false);
+    };
+    let at = erased
+        .get(user_erasure(conversation.bot_id.as_str(), user).as_str())
+        .context("read erasure")?
+        .map(|v| v.value());
+    Ok(at.is_some_and(|at| at >= started))
+}
+
+/// Creates the data dir (and any missing parents) readable only by its owner: it holds
+/// webhook secrets and visitors' messages. An existing one is left as the operator made it.
+fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder
+        .create(dir)
+        .with_context(|| format!("failed to create data dir {}", dir.display()))?;
+    Ok(())
+}
+
+/// Creates the database file with mode 0600 before redb opens it, and tightens an older
+/// one's mode to that.
+fn create_private_file(path: &Path) -> Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        options.mode(0o600);
+        let file = options
+            .open(path)
+            .with_context(|| format!("failed to create database {}", path.display()))?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("failed to restrict {}", path.display()))?;
+    }
+    #[cfg(not(unix))]
+    options
+        .open(path)
+        .with_context(|| format!("failed to create database {}", path.display()))?;
+    Ok(())
+}
+
+/// Removes staged chunks (one ingest's, or all) with their vectors, within `txn`.
+fn discard_staged_in(txn: &redb::WriteTransaction, ingest: Option<&str>) -> Result<usize> {
+    let mut staged = txn.open_table(STAGED).context("open staged_chunks")?;
+    let mut ids = Vec::new();
+    for entry in staged.iter().context("scan staged_chunks")? {
+        let (id, owner) = entry.context("read staged chunk")?;
+        if ingest.is_none_or(|i| i == owner.value()) {
+            ids.push(id.value());
+        }
+    }
+    let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
+    let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
+    for id in &ids {
+        chunks.remove(*id).context("remove chunk")?;
+        vectors.remove(*id).context("remove vector")?;
+        staged.remove(*id).context("remove staged chunk")?;
+    }
+    Ok(ids.len())
 }
 
 type Index<'t> = redb::Table<'t, (&'static str, &'static str), ()>;
@@ -826,8 +1040,21 @@ fn index_conversation(
 }
 
 /// Removes conversations, their messages, their index entries and their events within
-/// `txn` (events carry what visitors wrote).
+/// `txn` (events carry what visitors wrote), and remembers that they were erased (for a
+/// day; older memories go now).
 fn delete_conversations_in(txn: &redb::WriteTransaction, ids: &[String]) -> Result<usize> {
+    {
+        let mut erased = txn.open_table(ERASED).context("open erased")?;
+        let now = now_ms();
+        erased
+            .retain(|_, at| at + ERASED_KEPT_MS > now)
+            .context("prune erasures")?;
+        for id in ids {
+            erased
+                .insert(conversation_erasure(id).as_str(), now)
+                .context("write erasure")?;
+        }
+    }
     if !ids.is_empty() {
         let erased: std::collections::HashSet<&str> = ids.iter().map(String::as_str).collect();
         events::erase_events_in(txn, |_, data| {

@@ -1,6 +1,8 @@
 //! The website crawler: robots.txt, sitemaps, scoped link-following, conditional requests,
 //! bounded concurrency with a politeness delay, and every page check the issue names
 //! (redirect caps, meta-refresh stubs, noindex, canonical, size and type limits, duplicates).
+//! Every request goes through `fetch::Fetcher`; pages are handed on as they are found, so
+//! a crawl holds no more than its frontier and the pages in flight.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -8,15 +10,25 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_MODIFIED_SINCE, IF_NONE_MATCH};
-use reqwest::{StatusCode, redirect};
+use reqwest::StatusCode;
+use reqwest::header::{
+    CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
+};
 use texting_robots::Robot;
+use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
 
 use super::extract::{self, Extracted};
+use super::fetch::{FetchConfig, FetchError, Fetcher, read_capped};
 
-pub const USER_AGENT: &str = concat!("docent/", env!("CARGO_PKG_VERSION"));
+pub use super::fetch::USER_AGENT;
+/// Largest robots.txt read (Google reads 500 KiB).
+const MAX_ROBOTS_BYTES: usize = 1024 * 1024;
+/// Largest sitemap read (the sitemaps protocol's own limit).
+const MAX_SITEMAP_BYTES: usize = 50 * 1024 * 1024;
+/// Most sitemaps read per crawl (an index and the sitemaps it lists).
+const MAX_SITEMAPS: usize = 20;
 /// The token robots.txt groups are matched against.
 const ROBOTS_AGENT: &str = "docent";
 
@@ -40,6 +52,8 @@ pub struct CrawlOptions {
     pub max_redirects: usize,
     /// When set, only public addresses are fetched (API-started crawls; see `ssrf`).
     pub guard: Option<Arc<super::ssrf::TargetGuard>>,
+    /// A proxy the operator configured for crawling (see `fetch::FetchConfig`).
+    pub proxy: Option<String>,
 }
 
 impl Default for CrawlOptions {
@@ -54,6 +68,7 @@ impl Default for CrawlOptions {
             max_page_bytes: 5 * 1024 * 1024,
             max_redirects: 10,
             guard: None,
+            proxy: None,
         }
     }
 }
@@ -84,7 +99,11 @@ pub struct CrawledPage {
 
 #[derive(Debug, Default)]
 pub struct CrawlReport {
+    /// Pages to index, for sources read whole (folders, documents); the crawler sends its
+    /// pages on as it finds them instead.
     pub pages: Vec<CrawledPage>,
+    /// Pages the crawler sent on.
+    pub sent: usize,
     /// Known pages the server said are unchanged (304).
     pub not_modified: Vec<String>,
     /// Pages that answered 404 or 410.
@@ -127,47 +146,36 @@ impl Politeness {
     }
 }
 
-/// Crawls the site under `start`.
 /// reqwest is built without a bundled TLS provider; ring is the one docent ships. Call
 /// before building any HTTP client (idempotent).
 pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// Crawls the site under `start`, sending each page to index to `pages` as it is found.
+/// Stops with an error when the receiver goes away.
 pub async fn crawl(
     start: &Url,
     options: &CrawlOptions,
     known: &HashMap<String, Known>,
     progress: &ProgressBar,
+    pages: mpsc::Sender<CrawledPage>,
 ) -> anyhow::Result<CrawlReport> {
-    install_tls_provider();
-    let mut builder = reqwest::Client::builder()
-        .user_agent(USER_AGENT)
-        .timeout(options.timeout)
-        .connect_timeout(options.timeout.min(Duration::from_secs(10)))
-        .redirect(redirect::Policy::limited(options.max_redirects));
-    if let Some(guard) = &options.guard {
-        guard
-            .check(start)
-            .map_err(|e| anyhow::anyhow!("refusing to crawl: {e}"))?;
-        let (policy_guard, max) = (guard.clone(), options.max_redirects);
-        builder = builder
-            .dns_resolver(Arc::new(super::ssrf::PublicResolver(guard.clone())))
-            .redirect(redirect::Policy::custom(move |attempt| {
-                if attempt.previous().len() >= max {
-                    attempt.error("too many redirects")
-                } else if let Err(e) = policy_guard.check(attempt.url()) {
-                    attempt.error(format!("redirect refused: {e}"))
-                } else {
-                    attempt.follow()
-                }
-            }));
+    let config = FetchConfig {
+        timeout: options.timeout,
+        max_redirects: options.max_redirects,
+        guard: options.guard.clone(),
+        proxy: options.proxy.clone(),
+    };
+    let (fetcher, start) = Fetcher::new(&config, start)?;
+    if let Err(FetchError::Refused(why)) = fetcher.check(&start) {
+        bail!("refusing to crawl: {why}");
     }
-    let client = builder.build().context("failed to build the HTTP client")?;
-    let start = normalize(start.clone());
+    let fetcher = Arc::new(fetcher);
+    let start = normalize(start);
     let mut scope = ScopeRule::new(&start, options.scope);
 
-    let robots = fetch_robots(&client, &start).await?;
+    let robots = fetch_robots(&fetcher, &start).await?;
     if !robots.allowed(start.as_str()) {
         bail!(
             "robots.txt on {} disallows crawling {start}",
@@ -189,17 +197,7 @@ pub async fn crawl(
     let mut seen: HashSet<String> = HashSet::new();
     seen.insert(start.to_string());
     frontier.push_back((start.clone(), 0));
-    let sitemaps: Vec<String> = robots
-        .sitemaps
-        .iter()
-        .filter(|s| match (&options.guard, Url::parse(s)) {
-            (Some(guard), Ok(url)) => guard.check(&url).is_ok(),
-            (Some(_), Err(_)) => false,
-            (None, _) => true,
-        })
-        .cloned()
-        .collect();
-    for url in sitemap_urls(&client, &start, &sitemaps).await {
+    for url in sitemap_urls(&fetcher, &start, &robots.sitemaps).await {
         if scope.contains(&url) && robots.allowed(url.as_str()) && seen.insert(url.to_string()) {
             frontier.push_back((url, 1));
         }
@@ -219,20 +217,20 @@ pub async fn crawl(
 
     loop {
         while in_flight.len() < options.concurrency.max(1)
-            && report.pages.len() + report.not_modified.len() + in_flight.len() < options.max_pages
+            && report.sent + report.not_modified.len() + in_flight.len() < options.max_pages
             && fetches < max_fetches
         {
             let Some((url, depth)) = frontier.pop_front() else {
                 break;
             };
             fetches += 1;
-            let client = client.clone();
+            let fetcher = fetcher.clone();
             let politeness = politeness.clone();
             let known_page = known.get(url.as_str()).cloned();
             let max_bytes = options.max_page_bytes;
             in_flight.spawn(async move {
                 politeness.wait().await;
-                let outcome = fetch(&client, &url, known_page.as_ref(), max_bytes).await;
+                let outcome = fetch(&fetcher, &url, known_page.as_ref(), max_bytes).await;
                 (url, depth, outcome)
             });
             if first {
@@ -389,7 +387,7 @@ pub async fn crawl(
                     report.skipped.push((page.url, "duplicate content".into()));
                     continue;
                 }
-                report.pages.push(page);
+                send_page(&mut report, &pages, page, options.max_pages).await?;
             }
         }
         crate::telemetry::failpoint("crawl");
@@ -405,14 +403,29 @@ pub async fn crawl(
                 .skipped
                 .push((page.url, format!("canonical is {canonical}")));
         } else {
-            report.pages.push(page);
+            send_page(&mut report, &pages, page, options.max_pages).await?;
         }
     }
-    // Concurrency can overshoot the page budget by the fetches in flight at the end.
-    report
-        .pages
-        .truncate(options.max_pages.saturating_sub(report.not_modified.len()));
     Ok(report)
+}
+
+/// Hands a page on, within the page budget (concurrency can overshoot it by the fetches
+/// in flight at the end: those are left out).
+async fn send_page(
+    report: &mut CrawlReport,
+    pages: &mpsc::Sender<CrawledPage>,
+    page: CrawledPage,
+    max_pages: usize,
+) -> anyhow::Result<()> {
+    if report.sent + report.not_modified.len() >= max_pages {
+        return Ok(());
+    }
+    pages
+        .send(page)
+        .await
+        .map_err(|_| anyhow::anyhow!("the ingest stopped"))?;
+    report.sent += 1;
+    Ok(())
 }
 
 fn check_start(url: &Url, outcome: &Outcome, options: &CrawlOptions) -> anyhow::Result<()> {
@@ -428,24 +441,20 @@ fn check_start(url: &Url, outcome: &Outcome, options: &CrawlOptions) -> anyhow::
     }
 }
 
-async fn fetch(
-    client: &reqwest::Client,
-    url: &Url,
-    known: Option<&Known>,
-    max_bytes: usize,
-) -> Outcome {
-    let mut request = client.get(url.clone());
+async fn fetch(fetcher: &Fetcher, url: &Url, known: Option<&Known>, max_bytes: usize) -> Outcome {
+    let mut headers = HeaderMap::new();
+    let value = |v: &str| HeaderValue::from_str(v).ok();
     if let Some(known) = known {
-        if let Some(etag) = &known.etag {
-            request = request.header(IF_NONE_MATCH, etag);
+        if let Some(etag) = known.etag.as_deref().and_then(value) {
+            headers.insert(IF_NONE_MATCH, etag);
         }
-        if let Some(modified) = &known.last_modified {
-            request = request.header(IF_MODIFIED_SINCE, modified);
+        if let Some(modified) = known.last_modified.as_deref().and_then(value) {
+            headers.insert(IF_MODIFIED_SINCE, modified);
         }
     }
-    let mut response = match request.send().await {
-        Ok(r) => r,
-        Err(e) => return Outcome::Failed(describe_error(&e)),
+    let (final_url, response) = match fetcher.get(url, &headers).await {
+        Ok(answered) => answered,
+        Err(e) => return Outcome::Failed(e.to_string()),
     };
     let status = response.status();
     if status == StatusCode::NOT_MODIFIED && known.is_some() {
@@ -467,10 +476,6 @@ async fn fetch(
     if !content_type.is_empty() && !content_type.contains("html") {
         return Outcome::NotHtml(content_type);
     }
-    let declared: Option<usize> = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
-    if declared.is_some_and(|n| n > max_bytes) {
-        return Outcome::TooLarge;
-    }
     let etag = header(ETAG);
     let last_modified = header(reqwest::header::LAST_MODIFIED);
     let noindex_header = response
@@ -479,20 +484,11 @@ async fn fetch(
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.to_ascii_lowercase().contains("noindex"));
-    let final_url = response.url().clone();
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > max_bytes {
-                    return Outcome::TooLarge;
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => break,
-            Err(e) => return Outcome::Failed(describe_error(&e)),
-        }
-    }
+    let body = match read_capped(response, max_bytes).await {
+        Ok(Some(body)) => body,
+        Ok(None) => return Outcome::TooLarge,
+        Err(e) => return Outcome::Failed(e.to_string()),
+    };
     // Invalid UTF-8 is replaced rather than refused: the rest of the page is still useful.
     Outcome::Html {
         final_url,
@@ -503,45 +499,29 @@ async fn fetch(
     }
 }
 
-fn describe_error(e: &reqwest::Error) -> String {
-    if e.is_redirect() {
-        "too many redirects (a redirect loop?)".into()
-    } else if e.is_timeout() {
-        "timed out".into()
-    } else if e.is_connect() {
-        format!("cannot connect: {}", root_cause(e))
-    } else {
-        root_cause(e)
-    }
-}
-
-fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = e;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
-}
-
-async fn fetch_robots(client: &reqwest::Client, start: &Url) -> anyhow::Result<Robot> {
-    let robots_url = format!("{}/robots.txt", origin(start));
+async fn fetch_robots(fetcher: &Fetcher, start: &Url) -> anyhow::Result<Robot> {
+    let robots_url = Url::parse(&format!("{}/robots.txt", origin(start)))?;
     let allow_all = || Robot::new(ROBOTS_AGENT, b"").expect("empty robots.txt parses");
-    match client.get(&robots_url).send().await {
-        Ok(response) if response.status().is_success() => {
-            let body = response.bytes().await.unwrap_or_default();
+    match fetcher.get(&robots_url, &HeaderMap::new()).await {
+        Ok((_, response)) if response.status().is_success() => {
+            // Over the cap: read as if there were none, as for any unreadable robots.txt.
+            let body = read_capped(response, MAX_ROBOTS_BYTES)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_default();
             Ok(Robot::new(ROBOTS_AGENT, &body).unwrap_or_else(|_| allow_all()))
         }
         Ok(_) => Ok(allow_all()),
-        Err(e) if e.is_connect() || e.is_timeout() => {
-            bail!("cannot reach {}: {}", origin(start), describe_error(&e))
-        }
+        Err(e) if e.unreachable() => bail!("cannot reach {}: {e}", origin(start)),
         Err(_) => Ok(allow_all()),
     }
 }
 
 /// URLs listed in the site's sitemaps (robots.txt `Sitemap:` lines, else /sitemap.xml),
-/// following sitemap indexes one level down.
-async fn sitemap_urls(client: &reqwest::Client, start: &Url, declared: &[String]) -> Vec<Url> {
+/// following sitemap indexes; every sitemap is fetched through the guard, and read only up
+/// to `MAX_SITEMAP_BYTES`.
+async fn sitemap_urls(fetcher: &Fetcher, start: &Url, declared: &[String]) -> Vec<Url> {
     let mut queue: Vec<String> = if declared.is_empty() {
         vec![format!("{}/sitemap.xml", origin(start))]
     } else {
@@ -551,18 +531,25 @@ async fn sitemap_urls(client: &reqwest::Client, start: &Url, declared: &[String]
     let mut fetched = 0;
     while let Some(sitemap) = queue.pop() {
         fetched += 1;
-        if fetched > 20 {
+        if fetched > MAX_SITEMAPS {
             break;
         }
-        let Ok(response) = client.get(&sitemap).send().await else {
+        let Ok(sitemap) = Url::parse(&sitemap) else {
             continue;
         };
-        if !response.status().is_success() {
-            continue;
-        }
-        let Ok(body) = response.text().await else {
+        let response = match fetcher.get(&sitemap, &HeaderMap::new()).await {
+            Ok((_, response)) if response.status().is_success() => response,
+            Ok(_) => continue,
+            Err(e) => {
+                tracing::debug!(%sitemap, "sitemap not read: {e}");
+                continue;
+            }
+        };
+        let Ok(Some(body)) = read_capped(response, MAX_SITEMAP_BYTES).await else {
+            tracing::debug!(%sitemap, "sitemap not read: over the size limit or broken");
             continue;
         };
+        let body = String::from_utf8_lossy(&body);
         let is_index = body.contains("<sitemapindex");
         for loc in xml_locs(&body) {
             let Ok(url) = Url::parse(&loc) else { continue };
@@ -601,10 +588,11 @@ fn origin(url: &Url) -> String {
     url.origin().ascii_serialization()
 }
 
-/// Drops the fragment: `page#a` and `page#b` are one page.
+/// Drops the fragment (`page#a` and `page#b` are one page) and any `user:password@` (a
+/// page's URL is shown in citations).
 pub fn normalize(mut url: Url) -> Url {
     url.set_fragment(None);
-    url
+    super::fetch::strip_userinfo(url)
 }
 
 struct ScopeRule {

@@ -1,9 +1,12 @@
 //! The ingest pipeline: crawl (or scan a folder) → extract → chunk → embed in batches →
-//! store in one transaction. The index is rebuilt from the store when a bot is next loaded.
+//! stage → commit in one transaction. Pages stream through the stages, so memory holds a
+//! few pages and one batch, not the site; the index is rebuilt from the store when a bot
+//! is next loaded.
 
 pub mod chunk;
 pub mod crawl;
 pub mod extract;
+pub mod fetch;
 pub mod local;
 pub mod ssrf;
 
@@ -15,11 +18,12 @@ use std::time::Instant;
 use anyhow::{Context, bail};
 use indicatif::ProgressBar;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use url::Url;
 
 use crate::domain::{Bot, BotId, Chunk, Page};
 use crate::embed::Embedder;
-use crate::store::{IngestCommit, PageWrite, Store};
+use crate::store::{IngestCommit, Store};
 use chunk::{ChunkSpec, TextChunk};
 use crawl::{CrawlOptions, CrawlReport, CrawledPage, Known};
 
@@ -73,7 +77,8 @@ impl Source {
 
     fn describe(&self) -> String {
         match self {
-            Source::Web(url) => url.to_string(),
+            // What is shown and stored as the bot's source: never its credentials.
+            Source::Web(url) => fetch::redact_userinfo(url.as_str()),
             Source::Folder { root, .. } => root.display().to_string(),
             Source::Documents { name, .. } => name.clone(),
         }
@@ -145,15 +150,41 @@ pub fn page_hashes(extracted: &extract::Extracted) -> (String, String) {
     (hex::encode(content.finalize()), hex::encode(body))
 }
 
-/// Texts embedded per progress step; each step is one blocking call into the embedder.
+/// Chunks embedded per blocking call into the embedder, and staged per transaction.
 const EMBED_STEP: usize = 128;
+/// Pages the crawler may have found ahead of the embedder: what bounds an ingest's memory.
+const PAGE_QUEUE: usize = 16;
 
+/// Runs one ingest: pages stream from the source to chunking and embedding, whose output is
+/// staged in the store batch by batch and becomes the bot's in one final transaction. A
+/// run that fails leaves nothing behind (its staged chunks are discarded).
 #[tracing::instrument(skip_all, fields(bot = %request.bot))]
 pub async fn run(
     store: &Store,
     embedder: Arc<dyn Embedder>,
     request: IngestRequest,
     progress: &ProgressBar,
+) -> anyhow::Result<IngestSummary> {
+    let ingest = format!("ing_{}", crate::keys::random_base62(12)?);
+    let result = run_staged(store, embedder, request, progress, &ingest).await;
+    if result.is_err() {
+        let (store, ingest) = (store.clone(), ingest.clone());
+        let discarded = tokio::task::spawn_blocking(move || store.discard_staged(Some(&ingest)))
+            .await
+            .context("discard task failed");
+        if let Err(e) = discarded.and_then(|r| r.map_err(anyhow::Error::from)) {
+            tracing::warn!("cannot discard a failed ingest's chunks (the next start will): {e:#}");
+        }
+    }
+    result
+}
+
+async fn run_staged(
+    store: &Store,
+    embedder: Arc<dyn Embedder>,
+    request: IngestRequest,
+    progress: &ProgressBar,
+    ingest: &str,
 ) -> anyhow::Result<IngestSummary> {
     let started = Instant::now();
     let existing = match store.get_bot(&request.bot) {
@@ -180,23 +211,22 @@ pub async fn run(
         })
         .collect();
 
-    // Stage 1: crawl or scan.
-    let report = match &request.source {
-        Source::Web(url) => crawl::crawl(url, &request.crawl, &known, progress).await?,
-        Source::Folder { root, base_url } => {
-            let (root, base_url, max) = (root.clone(), base_url.clone(), request.crawl.max_pages);
-            tokio::task::spawn_blocking(move || local::scan(&root, base_url.as_ref(), max))
-                .await
-                .context("folder scan task failed")??
-        }
-        Source::Documents { documents, .. } => {
-            let documents = documents.clone();
-            tokio::task::spawn_blocking(move || document_pages(&documents))
-                .await
-                .context("document task failed")?
-        }
+    // Stages 1 to 4, side by side: read the source; chunk, embed and stage what changed.
+    let (tx, rx) = mpsc::channel(PAGE_QUEUE);
+    let stager = Stager {
+        store,
+        embedder: embedder.clone(),
+        bot: &request.bot,
+        spec: request.chunk,
+        ingest,
+        previous: &previous,
     };
-    if report.pages.is_empty() && report.not_modified.is_empty() {
+    let (report, staged) =
+        tokio::join!(read_source(&request, &known, progress, tx), stager.run(rx));
+    // A failed stager is the cause; the source then only saw the ingest stop.
+    let staged = staged?;
+    let report = report?;
+    if staged.upserts.is_empty() && staged.touched.is_empty() && report.not_modified.is_empty() {
         bail!(
             "no pages could be indexed from {}: {}",
             request.source.describe(),
@@ -210,101 +240,13 @@ pub async fn run(
         tracing::warn!(page = %failure.0, reason = %failure.1, "page failed; keeping its last state");
     }
 
-    // Stage 2: split pages into changed and unchanged.
-    let mut changed: Vec<CrawledPage> = Vec::new();
-    let mut touched: Vec<Page> = Vec::new();
-    for page in report.pages {
-        match previous.get(&page.url) {
-            Some(old) if old.content_hash == page.content_hash => touched.push(Page {
-                etag: page.etag,
-                last_modified: page.last_modified,
-                links: page.links,
-                body_hash: page.body_hash,
-                ..old.clone()
-            }),
-            _ => changed.push(page),
-        }
-    }
-    let unchanged = touched.len() + report.not_modified.len();
-
-    // Stage 3: chunk changed pages.
-    let spec = request.chunk;
-    let chunker = embedder.clone();
-    let bot_id = request.bot.clone();
-    let (changed, page_chunks) = tokio::task::spawn_blocking(move || {
-        let spans = |text: &str| chunker.token_spans(text);
-        let chunks: Vec<Vec<Chunk>> = changed
-            .iter()
-            .map(|page| {
-                chunk::chunk_sections(&page.extracted.sections, &spans, spec)
-                    .into_iter()
-                    .map(|TextChunk { heading_path, text }| Chunk {
-                        bot: bot_id.clone(),
-                        url: page.url.clone(),
-                        title: page.extracted.title.clone(),
-                        heading_path,
-                        text,
-                    })
-                    .collect()
-            })
-            .collect();
-        (changed, chunks)
-    })
-    .await
-    .context("chunking task failed")?;
-
-    // Stage 4: embed in batches.
-    let texts: Vec<String> = page_chunks
-        .iter()
-        .flatten()
-        .map(Chunk::embedding_text)
-        .collect();
-    progress.set_length(texts.len() as u64);
-    progress.set_position(0);
-    progress.set_message("embedding");
-    let mut vectors: Vec<Vec<f32>> = Vec::with_capacity(texts.len());
-    let texts = Arc::new(texts);
-    for step in (0..texts.len()).step_by(EMBED_STEP) {
-        let end = (step + EMBED_STEP).min(texts.len());
-        let (embedder, texts) = (embedder.clone(), texts.clone());
-        let batch = tokio::task::spawn_blocking(move || {
-            let refs: Vec<&str> = texts[step..end].iter().map(String::as_str).collect();
-            embedder.embed(&refs)
-        })
-        .await
-        .context("embedding task failed")??;
-        vectors.extend(batch);
-        progress.set_position(end as u64);
-        crate::telemetry::failpoint("embed");
-    }
-
     // Stage 5: one transaction.
-    let mut vectors = vectors.into_iter();
-    let n_chunks = texts.len();
-    let upserts: Vec<PageWrite> = changed
-        .into_iter()
-        .zip(page_chunks)
-        .map(|(page, chunks)| PageWrite {
-            page: Page {
-                url: page.url,
-                title: page.extracted.title,
-                content_hash: page.content_hash,
-                body_hash: page.body_hash,
-                etag: page.etag,
-                last_modified: page.last_modified,
-                links: page.links,
-                chunk_ids: Vec::new(),
-            },
-            chunks: chunks
-                .into_iter()
-                .map(|c| (c, vectors.next().expect("one vector per chunk")))
-                .collect(),
-        })
-        .collect();
-    let kept: HashSet<&str> = upserts
+    let unchanged = staged.touched.len() + report.not_modified.len();
+    let kept: HashSet<&str> = staged
+        .upserts
         .iter()
-        .map(|w| w.page.url.as_str())
-        .chain(touched.iter().map(|p| p.url.as_str()))
+        .chain(&staged.touched)
+        .map(|p| p.url.as_str())
         .chain(report.not_modified.iter().map(String::as_str))
         .chain(report.failed.iter().map(|(url, _)| url.as_str()))
         .collect();
@@ -314,12 +256,12 @@ pub async fn run(
         .cloned()
         .collect();
     // After the commit the bot holds every kept page that is stored or being written.
-    let upserted: HashSet<&str> = upserts.iter().map(|w| w.page.url.as_str()).collect();
+    let upserted: HashSet<&str> = staged.upserts.iter().map(|p| p.url.as_str()).collect();
     let total_pages = kept
         .iter()
         .filter(|url| previous.contains_key(**url) || upserted.contains(**url))
         .count();
-    let total_chunks = n_chunks
+    let total_chunks = staged.chunks
         + previous
             .values()
             .filter(|p| kept.contains(p.url.as_str()) && !upserted.contains(p.url.as_str()))
@@ -347,18 +289,19 @@ pub async fn run(
     };
     let summary = IngestSummary {
         bot: request.bot.to_string(),
-        pages_indexed: upserts.len(),
+        pages_indexed: staged.upserts.len(),
         pages_unchanged: unchanged,
         pages_skipped: report.skipped.len(),
         pages_removed: removed_urls.len(),
-        chunks: n_chunks,
+        chunks: staged.chunks,
         seconds: 0.0,
     };
     progress.set_message("saving");
     let commit = IngestCommit {
+        ingest: ingest.to_string(),
         bot,
-        upserts,
-        touched,
+        upserts: staged.upserts,
+        touched: staged.touched,
         removed_urls,
     };
     let writer = store.clone();
@@ -369,6 +312,158 @@ pub async fn run(
         seconds: started.elapsed().as_secs_f64(),
         ..summary
     })
+}
+
+/// Reads the source, sending each page to index to `pages`: the crawler as it goes, a
+/// folder or a document set once read.
+async fn read_source(
+    request: &IngestRequest,
+    known: &HashMap<String, Known>,
+    progress: &ProgressBar,
+    pages: mpsc::Sender<CrawledPage>,
+) -> anyhow::Result<CrawlReport> {
+    let mut report = match &request.source {
+        Source::Web(url) => return crawl::crawl(url, &request.crawl, known, progress, pages).await,
+        Source::Folder { root, base_url } => {
+            let (root, base_url, max) = (root.clone(), base_url.clone(), request.crawl.max_pages);
+            tokio::task::spawn_blocking(move || local::scan(&root, base_url.as_ref(), max))
+                .await
+                .context("folder scan task failed")??
+        }
+        Source::Documents { documents, .. } => {
+            let documents = documents.clone();
+            tokio::task::spawn_blocking(move || document_pages(&documents))
+                .await
+                .context("document task failed")?
+        }
+    };
+    for page in std::mem::take(&mut report.pages) {
+        pages
+            .send(page)
+            .await
+            .map_err(|_| anyhow::anyhow!("the ingest stopped"))?;
+        report.sent += 1;
+    }
+    Ok(report)
+}
+
+/// What the staging side of an ingest made: records of new and changed pages (pointing at
+/// their staged chunks), unchanged pages with refreshed caching headers, and how many
+/// chunks it embedded.
+#[derive(Default)]
+struct Staged {
+    upserts: Vec<Page>,
+    touched: Vec<Page>,
+    chunks: usize,
+}
+
+/// Chunks, embeds and stages pages as they arrive, `EMBED_STEP` chunks at a time.
+struct Stager<'a> {
+    store: &'a Store,
+    embedder: Arc<dyn Embedder>,
+    bot: &'a BotId,
+    spec: ChunkSpec,
+    ingest: &'a str,
+    previous: &'a HashMap<String, Page>,
+}
+
+impl Stager<'_> {
+    async fn run(self, mut pages: mpsc::Receiver<CrawledPage>) -> anyhow::Result<Staged> {
+        let mut staged = Staged::default();
+        let mut batch: Vec<(Page, Vec<Chunk>)> = Vec::new();
+        while let Some(page) = pages.recv().await {
+            if let Some(old) = self.previous.get(&page.url)
+                && old.content_hash == page.content_hash
+            {
+                staged.touched.push(Page {
+                    etag: page.etag,
+                    last_modified: page.last_modified,
+                    links: page.links,
+                    body_hash: page.body_hash,
+                    ..old.clone()
+                });
+                continue;
+            }
+            batch.push(self.chunk(page).await?);
+            if batch.iter().map(|(_, chunks)| chunks.len()).sum::<usize>() >= EMBED_STEP {
+                self.embed_and_stage(std::mem::take(&mut batch), &mut staged)
+                    .await?;
+            }
+        }
+        if !batch.is_empty() {
+            self.embed_and_stage(batch, &mut staged).await?;
+        }
+        Ok(staged)
+    }
+
+    /// A changed page's record (no chunks yet) and its chunks.
+    async fn chunk(&self, page: CrawledPage) -> anyhow::Result<(Page, Vec<Chunk>)> {
+        let (embedder, bot, spec) = (self.embedder.clone(), self.bot.clone(), self.spec);
+        tokio::task::spawn_blocking(move || {
+            let spans = |text: &str| embedder.token_spans(text);
+            let chunks = chunk::chunk_sections(&page.extracted.sections, &spans, spec)
+                .into_iter()
+                .map(|TextChunk { heading_path, text }| Chunk {
+                    bot: bot.clone(),
+                    url: page.url.clone(),
+                    title: page.extracted.title.clone(),
+                    heading_path,
+                    text,
+                })
+                .collect();
+            let record = Page {
+                url: page.url,
+                title: page.extracted.title,
+                content_hash: page.content_hash,
+                body_hash: page.body_hash,
+                etag: page.etag,
+                last_modified: page.last_modified,
+                links: page.links,
+                chunk_ids: Vec::new(),
+            };
+            (record, chunks)
+        })
+        .await
+        .context("chunking task failed")
+    }
+
+    /// Embeds a batch's chunks and stages them; the pages learn their chunks' ids.
+    async fn embed_and_stage(
+        &self,
+        batch: Vec<(Page, Vec<Chunk>)>,
+        staged: &mut Staged,
+    ) -> anyhow::Result<()> {
+        let (store, embedder) = (self.store.clone(), self.embedder.clone());
+        let ingest = self.ingest.to_string();
+        let (pages, chunks) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+            let mut rows = Vec::new();
+            let mut pages = Vec::with_capacity(batch.len());
+            for (page, chunks) in batch {
+                pages.push((page, chunks.len()));
+                for step in chunks.chunks(EMBED_STEP) {
+                    let texts: Vec<String> = step.iter().map(Chunk::embedding_text).collect();
+                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                    rows.extend(step.iter().cloned().zip(embedder.embed(&refs)?));
+                }
+            }
+            crate::telemetry::failpoint("embed");
+            let mut ids = store.stage_chunks(&ingest, &rows)?.into_iter();
+            crate::telemetry::failpoint("stage");
+            let pages: Vec<Page> = pages
+                .into_iter()
+                .map(|(mut page, n)| {
+                    page.chunk_ids = ids.by_ref().take(n).collect();
+                    page
+                })
+                .collect();
+            Ok((pages, rows.len()))
+        })
+        .await
+        .context("embedding task failed")??;
+        staged.chunks += chunks;
+        staged.upserts.extend(pages);
+        Ok(())
+    }
 }
 
 fn explain_nothing(report: &CrawlReport) -> String {

@@ -33,6 +33,10 @@ pub fn is_public(ip: IpAddr) -> bool {
             if let Some(v4) = v6.to_ipv4_mapped() {
                 return is_public(IpAddr::V4(v4));
             }
+            // Forms that carry an IPv4 address a gateway will reach: judged by it.
+            if let Some(embedded) = embedded_ipv4(v6) {
+                return embedded.iter().all(|v4| is_public(IpAddr::V4(*v4)));
+            }
             let first = v6.segments()[0];
             !(v6.is_loopback()
                 || v6.is_unspecified()
@@ -40,8 +44,27 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (first & 0xfe00) == 0xfc00 // unique local
                 || (first & 0xffc0) == 0xfe80 // link local
                 || (first == 0x2001 && v6.segments()[1] == 0x0db8) // documentation
+                || (first == 0x0064 && v6.segments()[1] == 0xff9b && v6.segments()[2] == 1) // local-use NAT64
+                || (first == 0x0100 && v6.segments()[1..4].iter().all(|s| *s == 0)) // discard-only
                 || (first == 0 && v6.segments()[1..6].iter().all(|s| *s == 0))) // IPv4-compatible
         }
+    }
+}
+
+/// The IPv4 addresses an IPv6 address reaches through a translator or tunnel: NAT64's
+/// well-known prefix (`64:ff9b::/96`, the last 32 bits), 6to4 (`2002::/16`, bits 16-47)
+/// and Teredo (`2001::/32`: the server in bits 32-63, the client inverted in the last 32).
+fn embedded_ipv4(v6: std::net::Ipv6Addr) -> Option<Vec<std::net::Ipv4Addr>> {
+    let s = v6.segments();
+    let v4 = |hi: u16, lo: u16| std::net::Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
+    if s[0] == 0x0064 && s[1] == 0xff9b && s[2..6].iter().all(|x| *x == 0) {
+        Some(vec![v4(s[6], s[7])])
+    } else if s[0] == 0x2002 {
+        Some(vec![v4(s[1], s[2])])
+    } else if s[0] == 0x2001 && s[1] == 0 {
+        Some(vec![v4(s[2], s[3]), v4(!s[6], !s[7])])
+    } else {
+        None
     }
 }
 
@@ -52,11 +75,14 @@ pub struct TargetGuard {
 }
 
 impl TargetGuard {
-    fn exempt(&self, url: &Url) -> bool {
+    /// Whether the URL's origin (scheme, host and port) is one the operator exempted.
+    pub fn exempt(&self, url: &Url) -> bool {
         let origin = url.origin().ascii_serialization();
         self.allowed_origins.iter().any(|o| o == &origin)
     }
 
+    /// Whether some exempt origin has this host name. Only the client that `fetch` uses
+    /// for exempt origins resolves with it, so other ports of the name stay guarded.
     fn exempt_name(&self, name: &str) -> bool {
         self.allowed_origins.iter().any(|o| {
             Url::parse(o)
@@ -150,6 +176,15 @@ mod tests {
             "http://[fe80::1]/",
             "http://0.0.0.0/",
             "http://localhost:8080/",
+            // NAT64, 6to4 and Teredo spellings of private IPv4 addresses.
+            "http://[64:ff9b::7f00:1]/",
+            "http://[64:ff9b::a9fe:a9fe]/",
+            "http://[64:ff9b:1::a00:1]/",
+            "http://[2002:7f00:1::1]/",
+            "http://[2002:a9fe:a9fe::]/",
+            "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/",
+            "http://[2001:0:a00:1:8000:63bf:3fff:fdd2]/",
+            "http://[100::1]/",
         ] {
             assert!(guard.check(&Url::parse(url).unwrap()).is_err(), "{url}");
         }
@@ -157,6 +192,10 @@ mod tests {
             "https://93.184.215.14/",
             "https://docs.example.com/",
             "http://[2606:4700::1111]/",
+            // The same forms around public IPv4 addresses.
+            "http://[64:ff9b::5db8:d70e]/",
+            "http://[2002:5db8:d70e::1]/",
+            "http://[2001:0:5db8:d70e:8000:63bf:a247:28f1]/",
         ] {
             assert!(guard.check(&Url::parse(url).unwrap()).is_ok(), "{url}");
         }

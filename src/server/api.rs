@@ -5,6 +5,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sha2::Digest;
 
 use super::AppState;
 use super::auth::Caller;
@@ -12,6 +13,7 @@ use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
 use crate::domain::{Bot, BotId, Conversation, Intent, LeadCapture};
+use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::telemetry::unix_now;
 
@@ -89,8 +91,65 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics", responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
-pub(crate) async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+#[utoipa::path(get, path = "/metrics", tag = "health", summary = "Prometheus metrics (loopback clients, the metrics token, or the metrics listener)", security((), ("bearer" = [])), responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), (status = 403, description = "Not from loopback and without the metrics token", body = ErrorEnvelope)))]
+pub(crate) async fn metrics(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> ApiResult<HttpResponse> {
+    if !may_scrape(&state, &req, false) {
+        return Err(ApiError::forbidden(
+            "metrics are served to loopback clients, with the metrics token, or on the \
+             metrics listener (--metrics-bind)",
+        ));
+    }
+    Ok(metrics_page(&state).await)
+}
+
+/// `/metrics` on the metrics listener (`--metrics-bind`): the operator's own port, where
+/// only the metrics token (when set) is asked for.
+pub(crate) async fn metrics_listener(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+) -> ApiResult<HttpResponse> {
+    if !may_scrape(&state, &req, true) {
+        return Err(ApiError::unauthorized(
+            "invalid_api_key",
+            "send the metrics token as `Authorization: Bearer <token>`",
+        ));
+    }
+    Ok(metrics_page(&state).await)
+}
+
+/// Who may read the metrics: the holder of the metrics token (compared in constant time);
+/// without one configured, the metrics listener's clients and direct loopback clients
+/// (no proxy in between: a proxy on the same host would make everyone loopback). With a
+/// token, loopback clients of the public listener still may.
+fn may_scrape(state: &AppState, req: &actix_web::HttpRequest, metrics_listener: bool) -> bool {
+    use subtle::ConstantTimeEq;
+    let presented = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if let (Some(token), Some(presented)) = (&state.limits.metrics_token, presented) {
+        let (a, b) = (
+            sha2::Sha256::digest(token.as_bytes()),
+            sha2::Sha256::digest(presented.trim().as_bytes()),
+        );
+        if bool::from(a.ct_eq(&b)) {
+            return true;
+        }
+    }
+    if metrics_listener {
+        return state.limits.metrics_token.is_none();
+    }
+    let proxied = ["x-forwarded-for", "forwarded", "x-real-ip"]
+        .iter()
+        .any(|h| req.headers().contains_key(*h));
+    !proxied && req.peer_addr().is_some_and(|peer| peer.ip().is_loopback())
+}
+
+async fn metrics_page(state: &AppState) -> HttpResponse {
     let store = state.store.clone();
     let pending = blocking(move || Ok(store.pending_deliveries()?))
         .await
@@ -155,7 +214,11 @@ fn bot_json(bot: &Bot) -> Value {
         "top_k": bot.settings.top_k,
         "min_score": bot.settings.min_score,
         "allowed_targets": bot.settings.allowed_targets,
-        "sources": bot.settings.sources,
+        "sources": bot.settings.sources.iter().map(|s| {
+            let mut shown = s.clone();
+            shown.url = redact_userinfo(&s.url);
+            shown
+        }).collect::<Vec<_>>(),
         "lead_capture": bot.settings.lead_capture,
         "handoff_topics": bot.settings.handoff_topics,
         "fallback": bot.settings.fallback,
@@ -188,18 +251,37 @@ async fn admin_bot(state: &AppState, caller: &Caller, path: &str) -> ApiResult<B
     load_bot(state, caller, &id).await
 }
 
-/// Loads a bot the caller may use (403 otherwise, 404 when it does not exist).
+/// The bot another resource (a job, a webhook, an event) belongs to: when the caller may
+/// not see the bot, the resource itself is unknown (`not_found`).
+pub async fn load_owner_bot(
+    state: &AppState,
+    caller: &Caller,
+    id: &BotId,
+    not_found: impl FnOnce() -> ApiError,
+) -> ApiResult<Bot> {
+    load_bot(state, caller, id).await.map_err(|e| {
+        if e.code == "bot_not_found" {
+            not_found()
+        } else {
+            e
+        }
+    })
+}
+
+/// Loads a bot the caller may use. A bot the caller may not see (another key's, or the
+/// other environment's) is 404 `bot_not_found`, exactly as one that does not exist: the
+/// answer never tells which.
 pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResult<Bot> {
+    let not_found = || ApiError::not_found("bot_not_found", format!("no bot with id \"{id}\""));
     if !caller.may_see_id(id) {
-        return Err(ApiError::forbidden(format!(
-            "this key may not use bot {:?}",
-            id.as_str()
-        )));
+        return Err(not_found());
     }
     let store = state.store.clone();
-    let id = id.clone();
-    let bot = blocking(move || Ok(store.get_bot(&id)?)).await?;
-    caller.require_bot(&bot)?;
+    let owned = id.clone();
+    let bot = blocking(move || Ok(store.get_bot(&owned)?)).await?;
+    if !caller.may_see(&bot) {
+        return Err(not_found());
+    }
     let _ = caller.bot.set(bot.id.to_string());
     Ok(bot)
 }
@@ -228,7 +310,10 @@ pub(crate) async fn delete_bot(
     let bot = id.clone();
     // The bot's conversations go with it (same transaction): nothing would be left to
     // reach them by.
-    blocking(move || Ok(store.delete_bot(&bot)?)).await?;
+    let erased = blocking(move || Ok(store.delete_bot(&bot)?)).await?;
+    for conversation in &erased {
+        state.live.end(conversation, "conversation_erased");
+    }
     if let Some(engine) = state.engine.get() {
         engine.retriever.invalidate(&id);
     }
@@ -546,7 +631,11 @@ pub(crate) async fn add_source(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))
         .ok_or_else(|| {
-            ApiError::bad_request("invalid_request", format!("{raw:?} is not an http(s) URL"))
+            let shown = redact_userinfo(&raw);
+            ApiError::bad_request(
+                "invalid_request",
+                format!("{shown:?} is not an http(s) URL"),
+            )
         })?;
     let every = body
         .recrawl_every
@@ -560,7 +649,8 @@ pub(crate) async fn add_source(
             allowed_origins: bot.settings.allowed_targets.clone(),
         };
         guard.check(&url).map_err(|e| {
-            ApiError::bad_request("target_not_allowed", format!("refusing to crawl: {e}"))
+            let why = redact_userinfo(&e);
+            ApiError::bad_request("target_not_allowed", format!("refusing to crawl: {why}"))
         })?;
     }
     let shared = state.clone();
@@ -580,7 +670,7 @@ pub(crate) async fn add_source(
             .map_err(|e| ApiError::internal(&e))
     })
     .await?;
-    Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job})))
+    Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job.redacted()})))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::jobs::JobView), ApiErrors))]
@@ -590,16 +680,13 @@ pub(crate) async fn get_job(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
-    let (shared, id) = (state.clone(), path.into_inner());
-    let job = blocking(move || {
-        shared
-            .jobs
-            .get(&id)?
-            .ok_or_else(|| ApiError::not_found("job_not_found", format!("no job with id {id:?}")))
-    })
-    .await?;
-    load_bot(&state, &caller, &job.bot_id).await?;
-    Ok(HttpResponse::Ok().json(job))
+    let (shared, path) = (state.clone(), path.into_inner());
+    let id = path.clone();
+    let not_found = move || ApiError::not_found("job_not_found", format!("no job with id {id:?}"));
+    let missing = not_found.clone();
+    let job = blocking(move || shared.jobs.get(&path)?.ok_or_else(missing)).await?;
+    load_owner_bot(&state, &caller, &job.bot_id, not_found).await?;
+    Ok(HttpResponse::Ok().json(job.redacted()))
 }
 
 #[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), ApiErrors))]
@@ -688,8 +775,9 @@ pub(crate) async fn create_conversation(
         .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
     let bot = parse_bot_id(&raw)?;
     load_bot(&state, &caller, &bot).await?;
-    let conversation =
-        new_conversation(&bot, caller_user_id(&caller, body.user_id)?, &caller.key.id);
+    let user_id = caller_user_id(&caller, body.user_id)?;
+    super::chat::charge_budgets(&state, &caller, &bot)?;
+    let conversation = new_conversation(&bot, user_id, &caller.key.id);
     let store = state.store.clone();
     let record = conversation.clone();
     blocking(move || Ok(store.append_messages(&record, &[])?)).await?;
@@ -730,16 +818,32 @@ pub async fn load_conversation(
     let store = state.store.clone();
     let owned = id.to_string();
     let conversation = blocking(move || Ok(store.get_conversation(&owned)?)).await?;
+    let not_found = || {
+        ApiError::not_found(
+            "conversation_not_found",
+            format!("no conversation with id {id:?}"),
+        )
+    };
     match load_bot(state, caller, &conversation.bot_id).await {
         Ok(_) => {}
-        // A conversation whose bot was deleted while it was being written: only an admin
-        // key can still reach it, to read or erase it.
-        Err(e) if e.code == "bot_not_found" && caller.require_admin().is_ok() => {}
         Err(e) if e.code == "bot_not_found" => {
-            return Err(ApiError::not_found(
-                "conversation_not_found",
-                format!("no conversation with id {id:?}"),
-            ));
+            // A conversation whose bot was deleted while it was being written: only an
+            // admin key of the environment it was started in can still reach it, to read
+            // or erase it.
+            let store = state.store.clone();
+            let bot = conversation.bot_id.clone();
+            let bot_gone = blocking(move || match store.get_bot(&bot) {
+                Err(crate::store::Error::BotNotFound(_)) => Ok(true),
+                other => other.map(|_| false).map_err(ApiError::from),
+            })
+            .await?;
+            let same_env = state
+                .keys
+                .get(&conversation.key_id)
+                .is_some_and(|k| k.env == caller.key.env);
+            if !(bot_gone && same_env && caller.require_admin().is_ok()) {
+                return Err(not_found());
+            }
         }
         Err(e) => return Err(e),
     }
@@ -790,6 +894,7 @@ pub(crate) async fn delete_conversation(
     let store = state.store.clone();
     let ids = vec![conversation.id.clone()];
     blocking(move || Ok(store.delete_conversations(&ids)?)).await?;
+    state.live.end(&conversation.id, "conversation_erased");
     Ok(HttpResponse::Ok().json(json!({"id": conversation.id, "deleted": true})))
 }
 
@@ -876,22 +981,15 @@ pub(crate) async fn delete_user(
     let bots = store_bots_visible(&state, &caller).await?;
     let store = state.store.clone();
     let for_user = user.clone();
-    let deleted = blocking(move || {
-        let ids: Vec<String> = store
-            .list_conversations(None, Some(&for_user), None, usize::MAX)?
-            .into_iter()
-            .filter(|c| bots.contains(&c.bot_id))
-            .map(|c| c.id)
-            .collect();
-        let conversations = store.delete_conversations(&ids)?;
-        let leads = store.delete_user_leads(&for_user, &bots)?;
-        Ok((conversations, leads))
-    })
-    .await?;
+    // One transaction: a turn answered meanwhile is dropped, not stored after it.
+    let erased = blocking(move || Ok(store.erase_user(&for_user, &bots)?)).await?;
+    for conversation in &erased.conversations {
+        state.live.end(conversation, "conversation_erased");
+    }
     Ok(HttpResponse::Ok().json(json!({
         "user_id": user,
-        "deleted_conversations": deleted.0,
-        "deleted_leads": deleted.1,
+        "deleted_conversations": erased.conversations.len(),
+        "deleted_leads": erased.leads,
     })))
 }
 
@@ -941,7 +1039,8 @@ pub(crate) async fn list_keys(
     caller.require_admin()?;
     let store = state.store.clone();
     let keys = blocking(move || Ok(store.list_keys()?)).await?;
-    let data: Vec<Value> = keys.iter().map(key_json).collect();
+    let env = caller.key.env;
+    let data: Vec<Value> = keys.iter().filter(|k| k.env == env).map(key_json).collect();
     Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
 }
 
@@ -1037,12 +1136,7 @@ pub(crate) async fn revoke_key(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
-    let mut record = state.keys.get(&path).ok_or_else(|| {
-        ApiError::not_found(
-            "key_not_found",
-            format!("no key with id {:?}", path.as_str()),
-        )
-    })?;
+    let mut record = own_key(&state, &caller, &path)?;
     if record.revoked.is_none() {
         record.revoked = Some(unix_now());
         let store = state.store.clone();
@@ -1056,7 +1150,8 @@ pub(crate) async fn revoke_key(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Rotate {
-    /// Seconds the old key stays valid (default one day).
+    /// Seconds the old key stays valid (default one day, at most 30 days).
+    #[schema(maximum = 2592000)]
     overlap_seconds: Option<u64>,
 }
 
@@ -1070,12 +1165,7 @@ pub(crate) async fn rotate_key(
     let body: Option<Rotate> = super::error::optional_json(&body, state.limits.max_body_bytes)?;
     caller.require_admin()?;
     let overlap = body.and_then(|b| b.overlap_seconds).unwrap_or(86_400);
-    let old = state.keys.get(&path).ok_or_else(|| {
-        ApiError::not_found(
-            "key_not_found",
-            format!("no key with id {:?}", path.as_str()),
-        )
-    })?;
+    let old = own_key(&state, &caller, &path)?;
     let (key, old, new) =
         rotate(old, overlap).map_err(|e| ApiError::bad_request("invalid_request", e))?;
     let store = state.store.clone();
@@ -1089,8 +1179,27 @@ pub(crate) async fn rotate_key(
     Ok(HttpResponse::Created().json(body))
 }
 
-/// A new key with the old one's powers; the old one expires `overlap` seconds from now.
+/// A key of the caller's own environment: test and live keys are separate worlds, so the
+/// other one's ids are 404 `key_not_found`, as unknown ones are.
+fn own_key(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKey> {
+    state
+        .keys
+        .get(id)
+        .filter(|k| k.env == caller.key.env)
+        .ok_or_else(|| ApiError::not_found("key_not_found", format!("no key with id {id:?}")))
+}
+
+/// The longest a rotated key stays valid beside its successor: 30 days.
+pub const MAX_KEY_OVERLAP_SECS: u64 = 30 * 86_400;
+
+/// A new key with the old one's powers; the old one expires `overlap` seconds from now (at
+/// most `MAX_KEY_OVERLAP_SECS`).
 pub fn rotate(mut old: ApiKey, overlap: u64) -> Result<(String, ApiKey, ApiKey), String> {
+    if overlap > MAX_KEY_OVERLAP_SECS {
+        return Err(format!(
+            "overlap_seconds is at most {MAX_KEY_OVERLAP_SECS} (30 days)"
+        ));
+    }
     let now = unix_now();
     if !old.is_active(now) {
         return Err(format!("key {} is revoked or expired", old.id));

@@ -1,8 +1,9 @@
 //! Who is calling: the `Caller` extractor reads `Authorization: Bearer <key>`, finds the
 //! key's record by id, and compares hashes in constant time. Route handlers then ask the
-//! caller for what they need (`require_admin`, `require_bot`, `require_secret`).
+//! caller for what they need (`require_admin`, `require_secret`, `may_see`).
 //!
-//! Missing or unknown keys are 401; a valid key asking for what it may not touch is 403.
+//! Missing or unknown keys are 401; a valid key asking for what it may not do is 403, and
+//! for a bot (or a bot's resource) it may not see, 404 as if it did not exist.
 //! Public (`pk_`) keys work only from their allowed origins, only on one bot's
 //! visitor-facing routes. Widget session tokens (`ws_`, see `widget`) act as their public
 //! key, for one bot and one visitor, from the one origin they were issued to.
@@ -23,15 +24,23 @@ use crate::telemetry::unix_now;
 
 /// Every key record, by id. The server owns the database, so every key change passes
 /// through it and this cache stays exact.
-#[derive(Default)]
 pub struct KeyCache {
     keys: RwLock<HashMap<String, ApiKey>>,
+    /// Bumped on every change, so what a key authorised once (a live feed) can look again.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for KeyCache {
+    fn default() -> KeyCache {
+        KeyCache::new(Vec::new())
+    }
 }
 
 impl KeyCache {
     pub fn new(records: Vec<ApiKey>) -> KeyCache {
         KeyCache {
             keys: RwLock::new(records.into_iter().map(|k| (k.id.clone(), k)).collect()),
+            changes: tokio::sync::watch::Sender::new(0),
         }
     }
 
@@ -40,6 +49,12 @@ impl KeyCache {
             .write()
             .expect("key cache lock")
             .insert(key.id.clone(), key);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes when any key changes (made, revoked, rotated).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn get(&self, id: &str) -> Option<ApiKey> {
@@ -69,6 +84,10 @@ pub struct Caller {
     pub visitor: Option<String>,
     /// A widget session's one bot.
     pub session_bot: Option<BotId>,
+    /// When a widget session ends (unix seconds).
+    pub session_expires: Option<u64>,
+    /// The origin the request came from (a public caller's, checked against its key).
+    pub origin: String,
 }
 
 /// The key id of the request, for the access log.
@@ -89,6 +108,30 @@ impl Caller {
             bot: Arc::default(),
             visitor: Some(visitor),
             session_bot: None,
+            session_expires: None,
+            origin: String::new(),
+        }
+    }
+
+    /// Whether what authorised this caller still holds: its key is active (and, for a
+    /// public caller, still allows its origin) and its widget session has not expired.
+    pub fn still_valid(&self, keys: &KeyCache, now: u64) -> Result<(), &'static str> {
+        if self.session_expires.is_some_and(|t| t <= now) {
+            return Err("session_expired");
+        }
+        let key = keys.get(&self.key.id).filter(|k| k.is_active(now));
+        let allowed =
+            key.is_some_and(|k| k.kind == KeyKind::Secret || k.origins.contains(&self.origin));
+        if allowed { Ok(()) } else { Err("key_revoked") }
+    }
+
+    /// The soonest moment this caller stops being valid by itself: its session, or its key
+    /// as rotated since, expiring.
+    pub fn valid_until(&self, keys: &KeyCache) -> Option<u64> {
+        let key = keys.get(&self.key.id).and_then(|k| k.expires);
+        match (self.session_expires, key) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 
@@ -112,17 +155,6 @@ impl Caller {
 
     /// The key may act on this bot: in scope, and of the same environment (test keys see
     /// only test bots, live keys only live ones).
-    pub fn require_bot(&self, bot: &Bot) -> Result<(), ApiError> {
-        if self.may_see(bot) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "this key may not use bot {:?}",
-                bot.id.as_str()
-            )))
-        }
-    }
-
     pub fn may_see(&self, bot: &Bot) -> bool {
         let env_matches = (self.key.env == KeyEnv::Test) == bot.test;
         env_matches && self.may_see_id(&bot.id)
@@ -239,6 +271,8 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
         bot: Arc::default(),
         visitor: None,
         session_bot: None,
+        session_expires: None,
+        origin: origin.to_string(),
     })
 }
 
@@ -278,13 +312,17 @@ fn session_caller(
     let tenant = format!("{}@{address}", record.id);
     let mut caller = Caller::public(record, session.visitor, tenant);
     caller.session_bot = Some(session.bot);
+    caller.session_expires = Some(session.expires);
+    caller.origin = origin.to_string();
     Ok(caller)
 }
 
-/// The client's address, as the rate limits see it.
+/// The client's address as limits and budgets count it (an IPv6 client by its network).
 pub fn client_address(req: &HttpRequest, state: &AppState) -> String {
-    super::ratelimit::client_ip(req, &state.limits.trusted_proxies)
-        .map_or_else(|| "unknown".to_string(), |ip| ip.to_string())
+    super::ratelimit::client_ip(req, &state.limits.trusted_proxies).map_or_else(
+        || "unknown".to_string(),
+        |ip| super::ratelimit::address_group(ip, state.limits.ipv6_prefix),
+    )
 }
 
 /// The origin of the page behind a request: its `Origin` header, or, for a same-origin

@@ -81,6 +81,8 @@ pub struct Turn {
     pub question: String,
     /// Whose turn this is in the generation queue (`Caller::tenant`).
     pub tenant: String,
+    /// When the request came in (ms): an erasure of its user after this drops the turn.
+    pub started_ms: u64,
 }
 
 /// What a turn came to.
@@ -109,7 +111,7 @@ pub(crate) async fn chat(
     let body = body.into_inner();
     let stream = body.stream;
     let turn = prepare(&state, &caller, body).await?;
-    let permit = admit(&state)?;
+    let permit = admit(&state, &caller, &turn.bot)?;
     if stream {
         Ok(stream_turn(state.into_inner(), turn, permit))
     } else {
@@ -117,23 +119,28 @@ pub(crate) async fn chat(
     }
 }
 
-/// A slot for one chat request: 503 when the models are loading or the queue is full.
-pub fn admit(state: &AppState) -> ApiResult<OwnedSemaphorePermit> {
+/// A slot for one chat request: 503 when the models are loading or the queue is full. An
+/// admitted request from a public caller is then charged to its budgets (a refused one
+/// never is), and refused with 429 when one is spent.
+pub fn admit(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<OwnedSemaphorePermit> {
     state.engine()?;
-    state.admission.clone().try_acquire_owned().map_err(|_| {
+    let permit = state.admission.clone().try_acquire_owned().map_err(|_| {
         ApiError::unavailable(
             "overloaded",
             "too many chat requests are in flight; retry shortly",
             2,
         )
-    })
+    })?;
+    charge_budgets(state, caller, bot)?;
+    Ok(permit)
 }
 
-/// Visitors' messages through public keys and widget sessions come out of hourly budgets,
-/// on top of the rate limits: the visitor's (a session's visitor, or a bare public key's
-/// client address), the client address's (ten visitors' worth, since visitor ids are the
-/// client's to choose) and the bot's.
-fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<()> {
+/// What public keys and widget sessions do (messages, new conversations, handoffs, leads)
+/// comes out of hourly budgets, on top of the rate limits: the visitor's (a session's
+/// visitor, or a bare public key's client address), the client address's (ten visitors'
+/// worth, since visitor ids are the client's to choose), the address's share of the bot's
+/// budget, and the bot's. Secret keys have none.
+pub fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<()> {
     if caller.key.kind != crate::keys::KeyKind::Public {
         return Ok(());
     }
@@ -147,6 +154,12 @@ fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<(
     if let (Some(budget), Some(_)) = (&state.per_address, &caller.visitor) {
         budget.check(&caller.tenant).map_err(|(_, e)| e)?;
     }
+    if let Some(budget) = &state.per_bot_address {
+        let address = caller.tenant.rsplit('@').next().unwrap_or_default();
+        budget
+            .check(&format!("{bot}@{address}"))
+            .map_err(|(_, e)| e)?;
+    }
     if let Some(budget) = &state.per_bot {
         budget.check(bot.as_str()).map_err(|(_, e)| e)?;
     }
@@ -156,6 +169,7 @@ fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<(
 /// Validates the request and loads what the turn needs: the bot (with the caller's right
 /// to use it), the conversation (new or continued) and the earlier turns.
 pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> ApiResult<Turn> {
+    let started_ms = crate::store::now_ms();
     let raw_bot = body
         .bot_id
         .as_deref()
@@ -229,7 +243,6 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         }
         let mut conversation = api::new_conversation(&bot, user_id, &caller.key.id);
         conversation.intent = intent.map(|i| i.id);
-        charge_budgets(state, caller, &bot)?;
         return Ok(Turn {
             conversation,
             bot,
@@ -238,6 +251,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             history,
             question: last.content.trim().to_string(),
             tenant: caller.tenant.clone(),
+            started_ms,
         });
     }
     let message = body
@@ -278,7 +292,6 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
     if let Some(intent) = intent {
         conversation.intent = Some(intent.id);
     }
-    charge_budgets(state, caller, &bot)?;
     Ok(Turn {
         bot,
         bot_version,
@@ -287,6 +300,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         history,
         question: message.trim().to_string(),
         tenant: caller.tenant.clone(),
+        started_ms,
     })
 }
 
@@ -377,6 +391,7 @@ fn answer_and_store(
     if conversation.handed_off() {
         let extras = TurnExtras {
             lead,
+            started_ms: Some(turn.started_ms),
             ..TurnExtras::default()
         };
         let appended = state
@@ -426,6 +441,7 @@ fn answer_and_store(
         };
         let extras = TurnExtras {
             lead,
+            started_ms: Some(turn.started_ms),
             ..TurnExtras::default()
         };
         let appended =
@@ -530,7 +546,11 @@ fn answer_and_store(
     let appended = state.store.append_turn(
         &conversation,
         &[question, reply.clone()],
-        TurnExtras { events, lead },
+        TurnExtras {
+            events,
+            lead,
+            started_ms: Some(turn.started_ms),
+        },
     )?;
     state.live.publish_appended(&appended);
     if appended.reply_dropped {

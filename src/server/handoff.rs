@@ -2,6 +2,10 @@
 //! replies (`POST /v1/conversations/{id}/messages`), and the live feed of a conversation's
 //! new messages and state (`GET /v1/conversations/{id}/events`, Server-Sent Events).
 //!
+//! Feeds are bounded: a public caller may hold a few open per visitor and per client
+//! address (429 beyond), and a feed ends, with a last `end` event, when its conversation
+//! is erased, its key is revoked or expires, or its widget session expires.
+//!
 //! The feed is fed in-process (`Live`) after each commit; each message event carries its
 //! position in the conversation as the SSE `id`, and a client that reconnects with
 //! `Last-Event-ID` (EventSource does this itself) first gets what it missed from the store.
@@ -42,13 +46,76 @@ pub struct LiveEvent {
     pub data: Value,
 }
 
-/// Subscribers to conversations' live feeds, by conversation id.
+/// Subscribers to conversations' live feeds, by conversation id, and how many feeds each
+/// public caller and client address holds open.
 #[derive(Default)]
 pub struct Live {
     channels: Mutex<HashMap<String, broadcast::Sender<LiveEvent>>>,
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// A public caller's places among the open feeds (its visitor's and its address's), given
+/// back when the feed ends.
+pub struct FeedSlots {
+    state: web::Data<AppState>,
+    held: Vec<String>,
+}
+
+impl Drop for FeedSlots {
+    fn drop(&mut self) {
+        let mut open = self.state.live.open.lock().expect("live lock");
+        for key in &self.held {
+            if let Some(n) = open.get_mut(key) {
+                *n -= 1;
+                if *n == 0 {
+                    open.remove(key);
+                }
+            }
+        }
+    }
 }
 
 impl Live {
+    /// Takes a place under each `(counter, cap)`, all or none; 429 `too_many_feeds` when
+    /// one is full.
+    pub fn take_slots(
+        state: &web::Data<AppState>,
+        wanted: &[(String, usize)],
+    ) -> ApiResult<FeedSlots> {
+        let mut open = state.live.open.lock().expect("live lock");
+        if let Some((_, cap)) = wanted
+            .iter()
+            .find(|(key, cap)| open.get(key).is_some_and(|n| n >= cap))
+        {
+            let mut error = ApiError::new(
+                actix_web::http::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_feeds",
+                format!("{cap} live feeds are open from here already; close one first"),
+            );
+            error.retry_after = Some(5);
+            return Err(error);
+        }
+        for (key, _) in wanted {
+            *open.entry(key.clone()).or_default() += 1;
+        }
+        Ok(FeedSlots {
+            state: state.clone(),
+            held: wanted.iter().map(|(key, _)| key.clone()).collect(),
+        })
+    }
+
+    /// Ends a conversation's feeds with a last `end` event (the conversation was erased).
+    pub fn end(&self, conversation: &str, reason: &str) {
+        let sender = self
+            .channels
+            .lock()
+            .expect("live lock")
+            .remove(conversation);
+        if let Some(sender) = sender {
+            let _ = sender.send(end_event(reason));
+        }
+    }
+
     pub fn subscribe(&self, conversation: &str) -> broadcast::Receiver<LiveEvent> {
         let mut channels = self.channels.lock().expect("live lock");
         channels
@@ -109,6 +176,15 @@ impl Live {
     }
 }
 
+/// The last event of a feed: why it ends (`conversation_erased`, `key_revoked`,
+/// `session_expired`).
+fn end_event(reason: &str) -> LiveEvent {
+    LiveEvent {
+        id: None,
+        data: json!({"event": "end", "reason": reason}),
+    }
+}
+
 pub fn message_json(m: &Message) -> Value {
     let mut value = json!({
         "id": m.id,
@@ -131,7 +207,9 @@ pub(crate) struct HandoffRequest {
     reason: Option<String>,
 }
 
-/// Marks a conversation handed off (idempotent) and tells its live feed.
+/// Marks a conversation handed off and tells its live feed. Idempotent: a conversation
+/// already handed off (also by a request racing this one) keeps its first handoff, and
+/// only that one is announced (`conversation.handoff`).
 async fn hand_off(
     state: &AppState,
     mut conversation: Conversation,
@@ -179,6 +257,10 @@ pub(crate) async fn handoff(
     } else {
         reason
     };
+    // A conversation has one pending handoff: asking again answers with it, free.
+    if !conversation.handed_off() {
+        super::chat::charge_budgets(&state, &caller, &conversation.bot_id)?;
+    }
     let conversation = hand_off(&state, conversation, reason).await?;
     Ok(HttpResponse::Ok().json(conversation_json(&conversation, None)))
 }
@@ -283,6 +365,7 @@ pub(crate) async fn events(
     req: HttpRequest,
 ) -> ApiResult<HttpResponse> {
     let conversation = load_conversation(&state, &caller, &path).await?;
+    let slots = feed_slots(&state, &caller)?;
     let after = req
         .headers()
         .get("last-event-id")
@@ -317,8 +400,14 @@ pub(crate) async fn events(
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let shared = state.clone();
     actix_web::rt::spawn(async move {
+        let _slots = slots;
         let id = conversation.id.clone();
-        feed(&shared, &id, backlog, live, last, tx).await;
+        let feed = Feed {
+            state: &shared,
+            caller: &caller,
+            conversation: &id,
+        };
+        feed.run(backlog, live, last, tx).await;
         shared.live.release(&id);
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
@@ -333,70 +422,143 @@ pub(crate) async fn events(
         .streaming(body))
 }
 
-/// Sends the backlog, then live events in message order until the client leaves. Two
-/// turns committed close together can be announced out of order; a message that arrives
-/// past a gap first brings the missing ones from the store.
-async fn feed(
-    state: &AppState,
-    conversation: &str,
-    backlog: Vec<Bytes>,
-    mut live: broadcast::Receiver<LiveEvent>,
-    mut last: Option<u32>,
-    tx: tokio::sync::mpsc::Sender<Bytes>,
-) {
-    for bytes in backlog {
-        if tx.send(bytes).await.is_err() {
-            return;
-        }
+/// A public caller's places among the open feeds: one per visitor (a widget session's, or
+/// a bare public key's client) and one per client address. Secret keys (agents) take none.
+fn feed_slots(state: &web::Data<AppState>, caller: &Caller) -> ApiResult<Option<FeedSlots>> {
+    if caller.key.kind != crate::keys::KeyKind::Public {
+        return Ok(None);
     }
-    let mut heartbeat =
-        tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-    loop {
-        let mut out = Vec::new();
-        tokio::select! {
-            event = live.recv() => match event {
-                Ok(event) => {
-                    if let Some(id) = event.id {
-                        if last.is_some_and(|seen| id <= seen) {
-                            continue;
-                        }
-                        let expected = last.map_or(0, |seen| seen + 1);
-                        if id > expected {
-                            let store = state.store.clone();
-                            let owned = conversation.to_string();
-                            let stored = tokio::task::spawn_blocking(move || store.messages(&owned))
-                                .await
-                                .ok()
-                                .and_then(Result::ok)
-                                .unwrap_or_default();
-                            for (position, message) in stored
-                                .iter()
-                                .enumerate()
-                                .take(id as usize)
-                                .skip(expected as usize)
-                            {
-                                out.push(frame(&LiveEvent {
-                                    id: Some(position as u32),
-                                    data: json!({"event": "message", "message": message_json(message)}),
-                                }));
-                            }
-                        }
-                        last = Some(id);
-                    }
-                    out.push(frame(&event));
-                }
-                // Fell behind: the client reconnects and replays from the store.
-                Err(broadcast::error::RecvError::Lagged(_)) => return,
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = heartbeat.tick() => out.push(Bytes::from_static(b": keep-alive\n\n")),
-            _ = tx.closed() => return,
-        }
-        for bytes in out {
+    let visitor = match &caller.visitor {
+        Some(visitor) => format!("visitor:{}#{visitor}", caller.key.id),
+        None => format!("visitor:{}", caller.tenant),
+    };
+    let address = caller.tenant.rsplit('@').next().unwrap_or_default();
+    let limits = &state.limits;
+    Live::take_slots(
+        state,
+        &[
+            (visitor, limits.max_feeds_per_visitor),
+            (format!("address:{address}"), limits.max_feeds_per_address),
+        ],
+    )
+    .map(Some)
+}
+
+/// One open feed: what it watches and who watches it.
+struct Feed<'a> {
+    state: &'a AppState,
+    caller: &'a Caller,
+    conversation: &'a str,
+}
+
+impl Feed<'_> {
+    /// Sends the backlog, then live events in message order until the client leaves, the
+    /// conversation is erased, or what authorised the feed (its key, its session) ends: then
+    /// a last `end` event says why. Two turns committed close together can be announced out
+    /// of order; a message that arrives past a gap first brings the missing ones from the
+    /// store.
+    async fn run(
+        &self,
+        backlog: Vec<Bytes>,
+        mut live: broadcast::Receiver<LiveEvent>,
+        mut last: Option<u32>,
+        tx: tokio::sync::mpsc::Sender<Bytes>,
+    ) {
+        for bytes in backlog {
             if tx.send(bytes).await.is_err() {
                 return;
             }
         }
+        let mut heartbeat =
+            tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
+        let mut key_changes = self.state.keys.changes();
+        loop {
+            let mut out = Vec::new();
+            let mut ended = false;
+            tokio::select! {
+                event = live.recv() => match event {
+                    Ok(event) => {
+                        ended = event.data["event"] == "end";
+                        if let Some(id) = event.id {
+                            if last.is_some_and(|seen| id <= seen) {
+                                continue;
+                            }
+                            let expected = last.map_or(0, |seen| seen + 1);
+                            if id > expected {
+                                out.extend(self.missed(expected, id).await);
+                            }
+                            last = Some(id);
+                        }
+                        out.push(frame(&event));
+                    }
+                    // Fell behind: the client reconnects and replays from the store.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => return,
+                },
+                changed = key_changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    if let Err(reason) = self.caller.still_valid(&self.state.keys, unix_now()) {
+                        out.push(frame(&end_event(reason)));
+                        ended = true;
+                    }
+                }
+                () = self.expiry() => {
+                    let reason = self
+                        .caller
+                        .still_valid(&self.state.keys, unix_now())
+                        .err()
+                        .unwrap_or("key_revoked");
+                    out.push(frame(&end_event(reason)));
+                    ended = true;
+                }
+                _ = heartbeat.tick() => out.push(Bytes::from_static(b": keep-alive\n\n")),
+                _ = tx.closed() => return,
+            }
+            for bytes in out {
+                if tx.send(bytes).await.is_err() {
+                    return;
+                }
+            }
+            if ended {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until the caller's session or rotated key expires (forever if neither does).
+    async fn expiry(&self) {
+        match self.caller.valid_until(&self.state.keys) {
+            Some(until) => {
+                let wait = until.saturating_sub(unix_now());
+                tokio::time::sleep(Duration::from_secs(wait)).await;
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stored messages `from..to` (positions), for a gap in the live events.
+    async fn missed(&self, from: u32, to: u32) -> Vec<Bytes> {
+        let store = self.state.store.clone();
+        let owned = self.conversation.to_string();
+        let stored = tokio::task::spawn_blocking(move || store.messages(&owned))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or_default();
+        stored
+            .iter()
+            .enumerate()
+            .take(to as usize)
+            .skip(from as usize)
+            .map(|(position, message)| {
+                frame(&LiveEvent {
+                    id: Some(position as u32),
+                    data: json!({"event": "message", "message": message_json(message)}),
+                })
+            })
+            .collect()
     }
 }
 

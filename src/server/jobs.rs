@@ -3,7 +3,9 @@
 //! scheduler that re-queues sources whose `recrawl_every` has passed.
 //!
 //! API crawls reach only public addresses unless the operator allowed private targets
-//! (`allow_private_targets`) or listed the origin in the bot's `allowed_targets`.
+//! (`allow_private_targets`) or listed the origin in the bot's `allowed_targets`, and go
+//! through no proxy unless the operator configured one for crawling (`crawl_proxy`).
+//! Credentials in a source URL are used, never shown: job views and errors redact them.
 //! Job records are stored when queued, started and finished, so `GET /v1/jobs/{id}`
 //! answers after a restart and a job that was queued or running when the server stopped
 //! is run again when it starts (a crawl is one transaction: an interrupted one left the
@@ -22,7 +24,7 @@ use super::AppState;
 use crate::domain::BotId;
 use crate::ingest::{
     self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
-    ssrf::TargetGuard,
+    fetch::redact_userinfo, ssrf::TargetGuard,
 };
 use crate::keys;
 use crate::store::Store;
@@ -61,15 +63,27 @@ pub struct Jobs {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     queue: Mutex<Option<Sender<Arc<Job>>>>,
     pub allow_private_targets: bool,
+    /// The proxy crawls go through, when the operator configured one (else none).
+    proxy: Option<String>,
+}
+
+impl JobView {
+    /// The job as the API shows it: credentials in its URL or error replaced by `***`.
+    pub fn redacted(mut self) -> JobView {
+        self.url = redact_userinfo(&self.url);
+        self.error = self.error.as_deref().map(redact_userinfo);
+        self
+    }
 }
 
 impl Jobs {
-    pub fn new(store: Store, allow_private_targets: bool) -> Jobs {
+    pub fn new(store: Store, allow_private_targets: bool, proxy: Option<String>) -> Jobs {
         Jobs {
             store,
             jobs: Mutex::new(HashMap::new()),
             queue: Mutex::new(None),
             allow_private_targets,
+            proxy,
         }
     }
 
@@ -201,7 +215,10 @@ fn queue_due_recrawls(state: &AppState) {
             if let Ok(url) = Url::parse(&source.url)
                 && let Err(e) = state.jobs.submit(&bot.id, &url)
             {
-                tracing::warn!("cannot queue the re-crawl of {}: {e:#}", source.url);
+                tracing::warn!(
+                    "cannot queue the re-crawl of {}: {e:#}",
+                    redact_userinfo(&source.url)
+                );
             }
         }
     }
@@ -241,9 +258,10 @@ fn run_job(state: &AppState, job: &Job, runtime: &tokio::runtime::Runtime) {
             view.chunks = Some(summary.chunks);
         }
         Err(e) => {
-            tracing::warn!(job = view.id, "crawl failed: {e:#}");
+            let error = redact_userinfo(&format!("{e:#}"));
+            tracing::warn!(job = view.id, "crawl failed: {error}");
             view.state = "failed".into();
-            view.error = Some(format!("{e:#}"));
+            view.error = Some(error);
         }
     }
     view.phase.clear();
@@ -278,6 +296,7 @@ fn crawl(
         source: Source::Web(Url::parse(url)?),
         crawl: CrawlOptions {
             guard,
+            proxy: state.jobs.proxy.clone(),
             ..CrawlOptions::default()
         },
         chunk: ChunkSpec::default(),

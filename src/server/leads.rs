@@ -97,6 +97,7 @@ pub(crate) async fn create_lead(
         ));
     }
     load_bot(&state, &caller, &bot).await?;
+    super::chat::charge_budgets(&state, &caller, &bot)?;
     let conversation = match &body.conversation_id {
         Some(id) => {
             let conversation = load_conversation(&state, &caller, id).await?;

@@ -71,18 +71,46 @@ pub struct Limits {
     pub per_ip_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// IPv6 clients count as their network of this many bits for limits and budgets.
+    pub ipv6_prefix: u8,
     /// How long a first-turn answer is reused (zero: no answer cache).
     pub answer_cache_ttl: std::time::Duration,
     /// The longest one answer may generate for.
     pub request_timeout: std::time::Duration,
     /// Let API-started crawls reach private, loopback and link-local addresses.
     pub allow_private_targets: bool,
+    /// The proxy API-started crawls go through (none by default: a proxy would resolve
+    /// names past the SSRF guard's resolver).
+    pub crawl_proxy: Option<String>,
     /// How long a widget session token lasts.
     pub widget_session_ttl: Duration,
     /// Chat messages an hour per widget visitor (or public-key client address); 0: none.
     pub visitor_messages_per_hour: u32,
     /// Chat messages an hour per bot through public keys and widget sessions; 0: none.
     pub bot_public_messages_per_hour: u32,
+    /// The most of a bot's hourly budget one client address (or IPv6 network) may use, in
+    /// percent.
+    pub bot_budget_share_percent: u32,
+    /// Live feeds one visitor (a widget session, or a bare public key's client) may hold open.
+    pub max_feeds_per_visitor: usize,
+    /// Live feeds one client address may hold open through public keys.
+    pub max_feeds_per_address: usize,
+    /// A bearer token that may read `/metrics` from anywhere (else loopback clients and the
+    /// metrics listener only).
+    pub metrics_token: Option<String>,
+}
+
+impl Limits {
+    /// One address's share of a bot's hourly budget (0: no budget, so no share either).
+    pub fn bot_address_budget(&self) -> u32 {
+        let share = u64::from(self.bot_public_messages_per_hour)
+            * u64::from(self.bot_budget_share_percent.clamp(1, 100))
+            / 100;
+        match self.bot_public_messages_per_hour {
+            0 => 0,
+            _ => share.max(1) as u32,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -96,12 +124,18 @@ impl Default for Limits {
             per_key_per_minute: 120,
             per_ip_per_minute: 600,
             trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
             answer_cache_ttl: std::time::Duration::from_secs(3600),
             request_timeout: std::time::Duration::from_secs(120),
             allow_private_targets: false,
+            crawl_proxy: None,
             widget_session_ttl: Duration::from_secs(3600),
             visitor_messages_per_hour: 60,
             bot_public_messages_per_hour: 3000,
+            bot_budget_share_percent: 10,
+            max_feeds_per_visitor: 4,
+            max_feeds_per_address: 32,
+            metrics_token: None,
         }
     }
 }
@@ -128,6 +162,8 @@ pub struct AppState {
     /// Visitors' and bots' hourly budgets of chat messages through public keys.
     pub per_visitor: Option<RateLimit>,
     pub per_address: Option<RateLimit>,
+    /// One client address's (or IPv6 network's) share of a bot's budget.
+    pub per_bot_address: Option<RateLimit>,
     pub per_bot: Option<RateLimit>,
     /// Widget session tokens.
     pub sessions: widget::Sessions,
@@ -157,13 +193,21 @@ impl AppState {
                 limits.visitor_messages_per_hour.saturating_mul(10),
                 "this address's budget of {} visitor messages an hour",
             ),
+            per_bot_address: RateLimit::budget_per_hour(
+                limits.bot_address_budget(),
+                "this address's share of {} of the bot's visitor messages an hour",
+            ),
             per_bot: RateLimit::budget_per_hour(
                 limits.bot_public_messages_per_hour,
                 "this bot's budget of {} visitor messages an hour",
             ),
             sessions: widget::Sessions::new(limits.widget_session_ttl),
             answers: cache::AnswerCache::new(limits.answer_cache_ttl),
-            jobs: jobs::Jobs::new(store.clone(), limits.allow_private_targets),
+            jobs: jobs::Jobs::new(
+                store.clone(),
+                limits.allow_private_targets,
+                limits.crawl_proxy.clone(),
+            ),
             store,
             options,
             limits,
@@ -232,6 +276,24 @@ pub fn server(
     Ok(server)
 }
 
+/// The metrics listener (`--metrics-bind`): `/metrics` alone, on a port of its own.
+pub fn metrics_server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+) -> anyhow::Result<actix_web::dev::Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .route("/metrics", web::get().to(api::metrics_listener))
+            .default_service(web::to(api::not_found))
+    })
+    .workers(1)
+    .listen(listener)
+    .context("failed to listen for metrics")?
+    .run();
+    Ok(server)
+}
+
 /// Request id (echoed when the client sent a sane one), the task-local for error bodies,
 /// the response header, metrics and the access log line.
 async fn request_context(
@@ -263,8 +325,7 @@ async fn request_context(
             if let (Some(state), false) = (&state, exempt)
                 && let Some(limit) = &state.per_ip
             {
-                let ip = ratelimit::client_ip(req.request(), &state.limits.trusted_proxies)
-                    .map_or_else(|| "unknown".to_string(), |ip| ip.to_string());
+                let ip = auth::client_address(req.request(), state);
                 match limit.check(&ip) {
                     Ok(quote) => {
                         req.extensions_mut().insert(IpQuote(quote));

@@ -128,7 +128,7 @@ pub(crate) async fn completions(
         intent: None,
     };
     let turn = chat::prepare(&state, &caller, request).await?;
-    let permit = chat::admit(&state)?;
+    let permit = chat::admit(&state, &caller, &turn.bot)?;
     let id = format!("chatcmpl-{}", keys::random_base62(24).unwrap_or_default());
     let created = unix_now();
     let state = state.into_inner();

@@ -1,5 +1,6 @@
 //! Rate limits per API key and per client IP (GCRA buckets from `governor`), and the client
-//! IP itself: the peer address, or the `X-Forwarded-For` entry a trusted proxy vouches for.
+//! IP itself: the peer address, or the `X-Forwarded-For` entry a trusted proxy vouches for,
+//! counted by address (IPv4) or by network (IPv6, a /64 by default).
 //!
 //! Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` (seconds from now until the bucket is full again); a refusal is 429
@@ -113,6 +114,24 @@ impl RateLimit {
     }
 }
 
+/// Who a client address counts as for limits and budgets: an IPv4 address is itself; an
+/// IPv6 one is its network of `ipv6_prefix` bits (`2001:db8:1:2::/64`), since one client
+/// holds a whole /64 and could rotate through it.
+pub fn address_group(ip: IpAddr, ipv6_prefix: u8) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let prefix = ipv6_prefix.min(128);
+                let mask = u128::MAX.checked_shl(128 - prefix as u32).unwrap_or(0);
+                let network = std::net::Ipv6Addr::from(u128::from(v6) & mask);
+                format!("{network}/{prefix}")
+            }
+        },
+    }
+}
+
 /// The client's address: the peer, unless the peer is a trusted proxy, in which case the
 /// right-most `X-Forwarded-For` entry that is not itself a trusted proxy.
 pub fn client_ip(req: &HttpRequest, trusted: &[IpAddr]) -> Option<IpAddr> {
@@ -155,6 +174,22 @@ mod tests {
         // Other keys have their own buckets.
         assert!(limit.check("other").is_ok());
         assert!(RateLimit::per_minute(0).is_none());
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_network_and_ipv4_ones_by_address() {
+        let group = |ip: &str, prefix| address_group(ip.parse().unwrap(), prefix);
+        assert_eq!(group("203.0.113.9", 64), "203.0.113.9");
+        assert_eq!(group("::ffff:203.0.113.9", 64), "203.0.113.9");
+        assert_eq!(group("2001:db8:1:2:aaaa::1", 64), "2001:db8:1:2::/64");
+        assert_eq!(
+            group("2001:db8:1:2:aaaa::1", 64),
+            group("2001:db8:1:2:ffff:ffff:ffff:ffff", 64)
+        );
+        assert_ne!(group("2001:db8:1:2::1", 64), group("2001:db8:1:3::1", 64));
+        assert_eq!(group("2001:db8:1:2::1", 48), "2001:db8:1::/48");
+        assert_eq!(group("2001:db8::1", 128), "2001:db8::1/128");
+        assert_eq!(group("2001:db8::1", 0), "::/0");
     }
 
     #[test]

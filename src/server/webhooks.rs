@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::{blocking, load_bot, parse_bot_id, resource};
+use super::api::{blocking, load_bot, load_owner_bot, parse_bot_id, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
@@ -56,15 +56,12 @@ async fn load_webhook(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
         .ok_or_else(|| {
             ApiError::not_found("webhook_not_found", format!("no webhook with id {id:?}"))
         })?;
-    match load_bot(state, caller, &webhook.bot_id).await {
-        Ok(_) => Ok(webhook),
-        // Not the caller's: as if it did not exist.
-        Err(e) if e.status.as_u16() == 403 => Err(ApiError::not_found(
-            "webhook_not_found",
-            format!("no webhook with id {id:?}"),
-        )),
-        Err(e) => Err(e),
-    }
+    // Not the caller's: as if it did not exist.
+    load_owner_bot(state, caller, &webhook.bot_id, || {
+        ApiError::not_found("webhook_not_found", format!("no webhook with id {id:?}"))
+    })
+    .await?;
+    Ok(webhook)
 }
 
 fn new_secret() -> ApiResult<String> {
@@ -334,11 +331,7 @@ pub(crate) async fn redeliver(
     let not_found = || ApiError::not_found("event_not_found", format!("no event with id {id:?}"));
     let event = event.ok_or_else(not_found)?;
     let bot = event.bot_id.clone().ok_or_else(not_found)?;
-    match load_bot(&state, &caller, &bot).await {
-        Ok(_) => {}
-        Err(e) if e.status.as_u16() == 403 => return Err(not_found()),
-        Err(e) => return Err(e),
-    }
+    load_owner_bot(&state, &caller, &bot, not_found).await?;
     let targets = match body.and_then(|b| b.webhook_id) {
         Some(webhook_id) => {
             let webhook = load_webhook(&state, &caller, &webhook_id).await?;

@@ -696,27 +696,27 @@ impl Store {
         }
         Ok(out)
     }
+}
 
-    /// Erases the leads of one end user (`DELETE /v1/users/{id}`); returns how many.
-    pub fn delete_user_leads(&self, user: &str, bots: &[BotId]) -> Result<usize> {
-        let txn = self.db.begin_write().context("begin write")?;
-        let mut removed = 0;
-        {
-            let mut table = txn.open_table(LEADS).context("open leads")?;
-            table
-                .retain(|(bot, _), raw| {
-                    let lead: Option<Lead> = serde_json::from_slice(raw).ok();
-                    let erase = lead.is_some_and(|l| {
-                        l.user_id.as_deref() == Some(user) && bots.iter().any(|b| b.as_str() == bot)
-                    });
-                    removed += usize::from(erase);
-                    !erase
-                })
-                .context("remove leads")?;
-        }
-        txn.commit().context("failed to commit lead erasure")?;
-        Ok(removed)
-    }
+/// Erases the leads of one end user on the given bots within `txn`; returns how many.
+pub(super) fn delete_user_leads_in(
+    txn: &WriteTransaction,
+    user: &str,
+    bots: &[BotId],
+) -> Result<usize> {
+    let mut removed = 0;
+    let mut table = txn.open_table(LEADS).context("open leads")?;
+    table
+        .retain(|(bot, _), raw| {
+            let lead: Option<Lead> = serde_json::from_slice(raw).ok();
+            let erase = lead.is_some_and(|l| {
+                l.user_id.as_deref() == Some(user) && bots.iter().any(|b| b.as_str() == bot)
+            });
+            removed += usize::from(erase);
+            !erase
+        })
+        .context("remove leads")?;
+    Ok(removed)
 }
 
 /// Writes a lead within `txn` (the caller emits `lead.captured`).

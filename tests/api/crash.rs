@@ -1,5 +1,6 @@
-//! `kill -9` during the crawl, the embedding and the commit: each time the bot still
-//! answers from its previous complete state, and a re-run completes.
+//! `kill -9` during the crawl, the embedding, the staging of chunks and the commit: each
+//! time the bot still answers from its previous complete state, nothing staged is left,
+//! and a re-run completes.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -89,12 +90,17 @@ fn kill_9_at_any_ingest_stage_keeps_the_previous_state_and_a_rerun_completes() {
     let returns = root.path().join("returns.html");
     let html = std::fs::read_to_string(&returns).unwrap();
     std::fs::write(&returns, html.replace("45 days", "60 days")).unwrap();
-    for point in ["crawl", "embed", "commit"] {
+    for point in ["crawl", "embed", "stage", "commit"] {
         kill_ingest_at(data.path(), &url, point);
         let passage = returns_passage(data.path());
         assert!(
             passage.contains("45 days"),
             "after kill at {point}: {passage}"
+        );
+        // What the killed run staged is gone once the database is opened again.
+        assert_eq!(
+            Store::open(data.path()).unwrap().staged_chunks().unwrap(),
+            0
         );
     }
 

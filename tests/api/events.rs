@@ -823,14 +823,27 @@ async fn handoff_leads_intents_and_analytics_work_end_to_end() {
 }
 
 /// A `docent serve` process on a data dir, with its stderr lines on a channel.
-struct Served {
+pub(crate) struct Served {
     child: std::process::Child,
-    base: String,
+    pub(crate) base: String,
     lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Served {
     fn start(data: &std::path::Path, failpoint: Option<&str>) -> Served {
+        let mut env = vec![("DOCENT_ALLOW_PRIVATE_TARGETS", "true")];
+        if let Some(point) = failpoint {
+            env.push(("DOCENT_FAILPOINT", point));
+        }
+        Served::start_with(data, &["--webhook-retry-base-ms", "200"], &env)
+    }
+
+    /// `docent serve` (small model, one sequence) with more flags and environment.
+    pub(crate) fn start_with(
+        data: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         use std::io::{BufRead, BufReader};
         let mut command = crate::crash::docent(data);
         command
@@ -842,15 +855,11 @@ impl Served {
                 "small",
                 "--parallel",
                 "1",
-                "--webhook-retry-base-ms",
-                "200",
             ])
-            .env("DOCENT_ALLOW_PRIVATE_TARGETS", "true")
+            .args(args)
+            .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());
-        if let Some(point) = failpoint {
-            command.env("DOCENT_FAILPOINT", point);
-        }
         let mut child = command.spawn().unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, lines) = std::sync::mpsc::channel();
@@ -877,7 +886,7 @@ impl Served {
         served
     }
 
-    fn wait_line(&self, prefix: &str) -> String {
+    pub(crate) fn wait_line(&self, prefix: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -894,7 +903,7 @@ impl Served {
         self.child.wait().unwrap();
     }
 
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();

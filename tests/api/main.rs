@@ -11,6 +11,7 @@ mod embedder;
 mod end_to_end;
 mod eval;
 mod events;
+mod hardening;
 mod index_recall;
 mod server;
 mod widget;

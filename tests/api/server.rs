@@ -44,6 +44,13 @@ impl SlowGenerator {
     }
 }
 
+impl SlowGenerator {
+    /// Generations started so far.
+    pub(crate) fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+}
+
 impl Generator for SlowGenerator {
     fn generate(
         &self,
@@ -206,7 +213,15 @@ pub(crate) async fn start(
 }
 
 pub(crate) async fn fake_server(limits: Limits) -> (TestServer, Arc<SlowGenerator>) {
-    let generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::ZERO);
+    slow_fake_server(limits, Duration::ZERO).await
+}
+
+/// `fake_server` whose generator waits `delay` before each piece it streams.
+pub(crate) async fn slow_fake_server(
+    limits: Limits,
+    delay: Duration,
+) -> (TestServer, Arc<SlowGenerator>) {
+    let generator = SlowGenerator::new(Arc::new(FakeGenerator), delay);
     let server = start(
         Arc::new(FakeEmbedder::default()),
         generator.clone(),
@@ -285,7 +300,8 @@ async fn every_error_has_its_status_code_and_envelope() {
         .collect();
     assert_eq!(ids, ["zephyr"]);
     assert!(bots.get("next_cursor").is_some());
-    // 403: a key scoped to another bot; a test key on a live bot; a bot key on admin routes.
+    // 404, as for a bot that does not exist: a key scoped to another bot; a test key on a
+    // live bot; a live key on a test bot. 403: a bot key on admin routes.
     let other = s.make_key(
         KeyKind::Secret,
         KeyEnv::Live,
@@ -296,15 +312,15 @@ async fn every_error_has_its_status_code_and_envelope() {
     assert_error(
         &s.call("POST", "/v1/chat", Some(&other), Some(ask.clone()))
             .await,
-        403,
-        "forbidden",
+        404,
+        "bot_not_found",
     );
     let test_key = s.make_key(KeyKind::Secret, KeyEnv::Test, KeyScope::Admin, vec![]);
     assert_error(
         &s.call("POST", "/v1/chat", Some(&test_key), Some(ask.clone()))
             .await,
-        403,
-        "forbidden",
+        404,
+        "bot_not_found",
     );
     let sandbox = json!({"bot_id": "sandbox", "message": "How long is the warranty?"});
     assert_eq!(
@@ -316,8 +332,8 @@ async fn every_error_has_its_status_code_and_envelope() {
     assert_error(
         &s.call("POST", "/v1/chat", Some(&admin), Some(sandbox))
             .await,
-        403,
-        "forbidden",
+        404,
+        "bot_not_found",
     );
     assert_error(
         &s.call("GET", "/v1/keys", Some(&other), None).await,
