@@ -31,14 +31,16 @@ BIN := $(TARGET_DIR)/release/docent
 
 # Debian packages the build and the tests need, checked before anything compiles:
 # installed with apt-get when root, otherwise the exact sudo line to run, and a stop.
-# Each entry is CHECK:PACKAGE; a check is a command on PATH or, for libraries, a package.
-DEPS := cmake:cmake lib:libclang-dev python-venv:python3-venv /usr/bin/chromium:chromium \
-	lib:fonts-liberation node:nodejs npm:npm
+# Each entry is CHECK:PACKAGE; a check is a command on PATH, a Python module, or (lib) an
+# installed package. pip fetches the models; cmake, g++ and libclang build llama.cpp.
+DEPS := cmake:cmake g++:g++ lib:libclang-dev python-pip:python3-pip python-venv:python3-venv \
+	/usr/bin/chromium:chromium lib:fonts-liberation node:nodejs npm:npm
 
 deps:
 	@missing=""; for d in $(DEPS); do c=$${d%%:*} p=$${d#*:}; \
 		case $$c in \
 			lib) dpkg -s $$p >/dev/null 2>&1 ;; \
+			python-pip) python3 -m pip --version >/dev/null 2>&1 ;; \
 			python-venv) python3 -c 'import ensurepip' >/dev/null 2>&1 ;; \
 			*) command -v $$c >/dev/null 2>&1 ;; \
 		esac || missing="$$missing $$p"; done; \
@@ -55,11 +57,11 @@ deps:
 		fi; \
 	fi
 
-models:
+models: deps
 	python3 models/fetch.py "$(MODEL_CACHE)" "$(MODELS_DIR)" embed small default
 
 # The tests need only the embedder and the small chat model.
-models-test:
+models-test: deps
 	python3 models/fetch.py "$(MODEL_CACHE)" "$(MODELS_DIR)" embed small
 
 # The GGML_* variables only take effect on a fresh llama-cpp-sys-2 build: remember the last
@@ -81,34 +83,38 @@ run: deps models build
 
 # Python test tools (the official openai SDK) in a virtualenv under target/.
 PYENV := target/pyenv
-$(PYENV)/.installed: tests/requirements.txt
+$(PYENV)/.installed: tests/requirements.txt | deps
 	python3 -m venv $(PYENV)
 	$(PYENV)/bin/pip install --quiet --disable-pip-version-check -r tests/requirements.txt
 	touch $@
 
 # The widget's browser test tools (playwright-core, pinned by the lock file).
 BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
-$(BROWSER_MODULES): tests/browser/package-lock.json
+$(BROWSER_MODULES): tests/browser/package-lock.json | deps
 	cd tests/browser && npm ci --no-audit --no-fund
 
 test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 
-# `make install [PREFIX=/usr/local] [DESTDIR=…]`: the binary without its debug info (kept
-# beside it in bin/.debug/docent.debug, where gdb looks; the release build carries about
-# 220 MB of it, mostly llama.cpp's), the models, and an example systemd unit with its
-# paths filled in (README: "Running as a service").
+# `make build && sudo make install [PREFIX=/usr/local] [DESTDIR=…]`: the binary without
+# its debug info (kept beside it in bin/.debug/docent.debug, where gdb looks; the release
+# build carries about 220 MB of it, mostly llama.cpp's), the models, and an example systemd
+# unit with its paths filled in (README: "Running as a service"). It builds nothing itself,
+# so root never runs cargo or writes to target/.
 PREFIX ?= /usr/local
 DESTDIR ?=
 INSTALL_ROOT = $(DESTDIR)$(PREFIX)
 
-install: models build
+install:
+	@test -x $(BIN) || { echo "no $(BIN): run make build (as yourself) first"; exit 1; }
+	@test -f $(MODELS_DIR)/all-MiniLM-L6-v2/model.safetensors || \
+		{ echo "no models in $(MODELS_DIR): run make models first"; exit 1; }
 	install -d $(INSTALL_ROOT)/bin/.debug $(INSTALL_ROOT)/share/docent/models
-	objcopy --only-keep-debug $(BIN) $(TARGET_DIR)/docent.debug
-	objcopy --strip-debug --add-gnu-debuglink=$(TARGET_DIR)/docent.debug \
-		$(BIN) $(TARGET_DIR)/docent.stripped
-	install -m 0755 $(TARGET_DIR)/docent.stripped $(INSTALL_ROOT)/bin/docent
-	install -m 0644 $(TARGET_DIR)/docent.debug $(INSTALL_ROOT)/bin/.debug/docent.debug
+	objcopy --only-keep-debug $(BIN) $(INSTALL_ROOT)/bin/.debug/docent.debug
+	objcopy --strip-debug --add-gnu-debuglink=$(INSTALL_ROOT)/bin/.debug/docent.debug \
+		$(BIN) $(INSTALL_ROOT)/bin/docent
+	chmod 0755 $(INSTALL_ROOT)/bin/docent
+	chmod 0644 $(INSTALL_ROOT)/bin/.debug/docent.debug
 	cp -R $(MODELS_DIR)/all-MiniLM-L6-v2 $(MODELS_DIR)/*.gguf $(INSTALL_ROOT)/share/docent/models/
 	sed 's|@PREFIX@|$(PREFIX)|g' docent.service > $(INSTALL_ROOT)/share/docent/docent.service
 	@echo "installed $(INSTALL_ROOT)/bin/docent ($$(du -h $(INSTALL_ROOT)/bin/docent | cut -f1));" \
@@ -121,6 +127,6 @@ lint: deps $(TARGET_DIR)/.ggml-flags
 
 # Every number beside a reference from the same run. The portable build (a second full
 # build, into target/portable) is the reference for the host-CPU llama.cpp flags.
-bench: models build
+bench: deps models build
 	$(MAKE) build PORTABLE=1
 	$(BIN) bench --portable-bin target/portable/release/docent $(BENCH_ARGS)

@@ -242,7 +242,7 @@ pub struct ServeArgs {
     pub metrics_token: Option<String>,
     /// A proxy for crawls started over the API, e.g. http://proxy:3128 (default: none,
     /// whatever HTTP(S)_PROXY says: a proxy resolves names past the SSRF guard)
-    #[arg(long, env = "DOCENT_CRAWL_PROXY")]
+    #[arg(long, env = "DOCENT_CRAWL_PROXY", hide_env_values = true)]
     pub crawl_proxy: Option<String>,
     /// Per-request timeout of a webhook delivery, in seconds
     #[arg(long, env = "DOCENT_WEBHOOK_TIMEOUT", default_value_t = 10)]

@@ -348,13 +348,16 @@ pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
     let n: u64 = number
         .parse()
         .with_context(|| format!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => anyhow::bail!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"),
     };
+    let seconds = n
+        .checked_mul(unit)
+        .with_context(|| format!("duration {text:?} is too long"))?;
     Ok(Duration::from_secs(seconds))
 }
 
@@ -402,6 +405,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         crawl_proxy: args
             .crawl_proxy
             .clone()
+            .map(crate::config::Secret)
             .or_else(|| config.crawl_proxy.clone()),
         widget_session_ttl: parse_duration(&args.widget_session_ttl)
             .context("--widget-session-ttl")?,
@@ -410,8 +414,20 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         bot_budget_share_percent: args.bot_budget_share,
         max_feeds_per_visitor: args.max_feeds_per_visitor.max(1),
         max_feeds_per_address: args.max_feeds_per_address.max(1),
-        metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
+        metrics_token: args
+            .metrics_token
+            .clone()
+            .filter(|t| !t.is_empty())
+            .map(crate::config::Secret),
     };
+    if let Some(proxy) = &limits.crawl_proxy {
+        reqwest::Proxy::all(proxy.0.as_str()).map_err(|_| {
+            anyhow::anyhow!(
+                "invalid --crawl-proxy {:?}",
+                crate::ingest::fetch::redact_userinfo(&proxy.0)
+            )
+        })?;
+    }
     let deliveries = crate::events::DeliveryConfig {
         timeout: Duration::from_secs(args.webhook_timeout.max(1)),
         horizon: parse_duration(&args.webhook_retry_horizon).context("--webhook-retry-horizon")?,

@@ -9,6 +9,18 @@ use crate::cli::GlobalArgs;
 
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
+/// A setting that is never printed: its `Debug` is `***` (a proxy URL with credentials, a
+/// token).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 /// The resolved configuration: no optional fields left.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -29,7 +41,7 @@ pub struct Config {
     /// API crawls may reach private addresses (`allow_private_targets` in the file).
     pub allow_private_targets: bool,
     /// The proxy API crawls go through (`crawl_proxy` in the file; none by default).
-    pub crawl_proxy: Option<String>,
+    pub crawl_proxy: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -42,7 +54,7 @@ struct FileConfig {
     context_size: Option<u32>,
     parallel: Option<usize>,
     allow_private_targets: Option<bool>,
-    crawl_proxy: Option<String>,
+    crawl_proxy: Option<Secret>,
     #[serde(default)]
     retrieval: FileRetrieval,
     #[serde(default)]

@@ -42,15 +42,16 @@ const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
 const CONVERSATION_INDEX_BUILT: &str = "conversation_index_built";
 
 /// What was erased, and when (ms): `conv\0<conversation id>` for a deleted conversation,
-/// `user\0<bot>\0<user id>` for an erased user. A turn that was being answered meanwhile
-/// is dropped instead of bringing the conversation back (`append_turn`). Kept a day.
+/// `user\0<bot>\0<user id>` for an erased user, `bot\0<bot>` for a deleted bot. A turn that
+/// was being answered meanwhile is dropped instead of bringing the conversation back
+/// (`append_turn`). Kept a day.
 const ERASED: TableDefinition<&str, u64> = TableDefinition::new("erased");
 const ERASED_KEPT_MS: u64 = 24 * 3600 * 1000;
 
-/// Chunks an ingest has written but not yet committed (chunk id → the ingest's id). No page
+/// Chunks an ingest has written but not yet committed, by (the ingest's id, chunk id). No page
 /// lists them until the commit, so nothing reads them; a failed run's are removed at once
 /// (`discard_staged`) and any a crash left behind when the database is next opened.
-const STAGED: TableDefinition<u64, &str> = TableDefinition::new("staged_chunks");
+const STAGED: TableDefinition<(&str, u64), ()> = TableDefinition::new("staged_chunks");
 
 const NEXT_CHUNK_ID: &str = "next_chunk_id";
 pub const DB_FILE: &str = "docent.redb";
@@ -333,7 +334,9 @@ impl Store {
                 vectors
                     .insert(*id, vector_to_bytes(vector).as_slice())
                     .context("insert vector")?;
-                staged.insert(*id, ingest).context("insert staged chunk")?;
+                staged
+                    .insert((ingest, *id), ())
+                    .context("insert staged chunk")?;
             }
             meta.insert(NEXT_CHUNK_ID, first + batch.len() as u64)
                 .context("write chunk counter")?;
@@ -368,6 +371,7 @@ impl Store {
             let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
             let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
             let mut staged = txn.open_table(STAGED).context("open staged_chunks")?;
+            let ingest = commit.ingest.as_str();
 
             let replaced = commit
                 .upserts
@@ -391,7 +395,9 @@ impl Store {
             }
             // The staged chunks are the pages' now.
             for id in commit.upserts.iter().flat_map(|p| &p.chunk_ids) {
-                staged.remove(*id).context("remove staged chunk")?;
+                staged
+                    .remove((ingest, *id))
+                    .context("remove staged chunk")?;
             }
             // Settings changed while the ingest ran (over the API) win over its snapshot.
             let mut record = commit.bot.clone();
@@ -477,6 +483,10 @@ impl Store {
         };
         delete_conversations_in(&txn, &conversations)?;
         events::delete_bot_in(&txn, id)?;
+        txn.open_table(ERASED)
+            .context("open erased")?
+            .insert(bot_erasure(id.as_str()).as_str(), now_ms())
+            .context("write erasure")?;
         {
             let mut bots = txn.open_table(BOTS).context("open bots")?;
             let mut pages = txn.open_table(PAGES).context("open pages")?;
@@ -665,8 +675,8 @@ impl Store {
     /// left out (the visitor's message is kept), and so is a lead typed in chat when the
     /// conversation got one meanwhile.
     ///
-    /// A turn on a conversation erased meanwhile (or, with `started_ms`, whose user was
-    /// erased since it began) writes nothing: `Error::ConversationNotFound`.
+    /// A turn on a conversation erased meanwhile (or, with `started_ms`, whose user or bot
+    /// was erased since it began) writes nothing: `Error::ConversationNotFound`.
     pub fn append_turn(
         &self,
         conversation: &Conversation,
@@ -934,28 +944,37 @@ fn conversation_erasure(id: &str) -> String {
     format!("conv\0{id}")
 }
 
-/// Whether a turn of `conversation` (begun at `started_ms`) comes after its erasure.
+fn bot_erasure(bot: &str) -> String {
+    format!("bot\0{bot}")
+}
+
+/// Whether a turn of `conversation` (begun at `started_ms`) comes after its erasure, or
+/// after its bot's deletion.
 fn was_erased(
     txn: &redb::WriteTransaction,
     conversation: &Conversation,
     started_ms: Option<u64>,
 ) -> Result<bool> {
     let erased = txn.open_table(ERASED).context("open erased")?;
-    if erased
-        .get(conversation_erasure(&conversation.id).as_str())
-        .context("read erasure")?
-        .is_some()
-    {
+    let at = |key: String| -> Result<Option<u64>> {
+        Ok(erased
+            .get(key.as_str())
+            .context("read erasure")?
+            .map(|v| v.value()))
+    };
+    if at(conversation_erasure(&conversation.id))?.is_some() {
         return Ok(true);
     }
-    let (Some(started), Some(user)) = (started_ms, &conversation.user_id) else {
+    let Some(started) = started_ms else {
         return Ok(false);
     };
-    let at = erased
-        .get(user_erasure(conversation.bot_id.as_str(), user).as_str())
-        .context("read erasure")?
-        .map(|v| v.value());
-    Ok(at.is_some_and(|at| at >= started))
+    let since = |erased: Option<u64>| erased.is_some_and(|at| at >= started);
+    let bot = conversation.bot_id.as_str();
+    Ok(since(at(bot_erasure(bot))?)
+        || match &conversation.user_id {
+            Some(user) => since(at(user_erasure(bot, user))?),
+            None => false,
+        })
 }
 
 /// Creates the data dir (and any missing parents) readable only by its owner: it holds
@@ -1002,21 +1021,27 @@ fn create_private_file(path: &Path) -> Result<()> {
 /// Removes staged chunks (one ingest's, or all) with their vectors, within `txn`.
 fn discard_staged_in(txn: &redb::WriteTransaction, ingest: Option<&str>) -> Result<usize> {
     let mut staged = txn.open_table(STAGED).context("open staged_chunks")?;
-    let mut ids = Vec::new();
-    for entry in staged.iter().context("scan staged_chunks")? {
-        let (id, owner) = entry.context("read staged chunk")?;
-        if ingest.is_none_or(|i| i == owner.value()) {
-            ids.push(id.value());
-        }
+    let entries = match ingest {
+        Some(ingest) => staged.range((ingest, 0)..=(ingest, u64::MAX)),
+        None => staged.range::<(&str, u64)>(..),
+    }
+    .context("range staged_chunks")?;
+    let mut gone: Vec<(String, u64)> = Vec::new();
+    for entry in entries {
+        let (key, _) = entry.context("read staged chunk")?;
+        let (owner, id) = key.value();
+        gone.push((owner.to_string(), id));
     }
     let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
     let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
-    for id in &ids {
+    for (owner, id) in &gone {
         chunks.remove(*id).context("remove chunk")?;
         vectors.remove(*id).context("remove vector")?;
-        staged.remove(*id).context("remove staged chunk")?;
+        staged
+            .remove((owner.as_str(), *id))
+            .context("remove staged chunk")?;
     }
-    Ok(ids.len())
+    Ok(gone.len())
 }
 
 type Index<'t> = redb::Table<'t, (&'static str, &'static str), ()>;

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 use url::Url;
 
 use super::extract::{self, Extracted};
-use super::fetch::{FetchConfig, FetchError, Fetcher, read_capped};
+use super::fetch::{FetchError, Fetcher, read_capped, read_prefix};
 
 pub use super::fetch::USER_AGENT;
 /// Largest robots.txt read (Google reads 500 KiB).
@@ -29,6 +29,8 @@ const MAX_ROBOTS_BYTES: usize = 1024 * 1024;
 const MAX_SITEMAP_BYTES: usize = 50 * 1024 * 1024;
 /// Most sitemaps read per crawl (an index and the sitemaps it lists).
 const MAX_SITEMAPS: usize = 20;
+/// Most pages kept waiting for their canonical page to be crawled.
+const MAX_DEFERRED: usize = 200;
 /// The token robots.txt groups are matched against.
 const ROBOTS_AGENT: &str = "docent";
 
@@ -52,8 +54,10 @@ pub struct CrawlOptions {
     pub max_redirects: usize,
     /// When set, only public addresses are fetched (API-started crawls; see `ssrf`).
     pub guard: Option<Arc<super::ssrf::TargetGuard>>,
-    /// A proxy the operator configured for crawling (see `fetch::FetchConfig`).
-    pub proxy: Option<String>,
+    /// A proxy the operator configured for crawling.
+    pub proxy: Option<crate::config::Secret>,
+    /// Without `proxy`, honour `HTTP(S)_PROXY` (the CLI's crawls; never API-started ones).
+    pub env_proxy: bool,
 }
 
 impl Default for CrawlOptions {
@@ -69,6 +73,7 @@ impl Default for CrawlOptions {
             max_redirects: 10,
             guard: None,
             proxy: None,
+            env_proxy: true,
         }
     }
 }
@@ -161,13 +166,7 @@ pub async fn crawl(
     progress: &ProgressBar,
     pages: mpsc::Sender<CrawledPage>,
 ) -> anyhow::Result<CrawlReport> {
-    let config = FetchConfig {
-        timeout: options.timeout,
-        max_redirects: options.max_redirects,
-        guard: options.guard.clone(),
-        proxy: options.proxy.clone(),
-    };
-    let (fetcher, start) = Fetcher::new(&config, start)?;
+    let (fetcher, start) = Fetcher::new(options, start)?;
     if let Err(FetchError::Refused(why)) = fetcher.check(&start) {
         bail!("refusing to crawl: {why}");
     }
@@ -193,12 +192,15 @@ pub async fn crawl(
         delay,
     });
 
+    // Never more fetches than this; so never more URLs remembered than this either.
+    let max_fetches = options.max_pages.saturating_mul(4) + 20;
     let mut frontier: VecDeque<(Url, usize)> = VecDeque::new();
     let mut seen: HashSet<String> = HashSet::new();
     seen.insert(start.to_string());
     frontier.push_back((start.clone(), 0));
-    for url in sitemap_urls(&fetcher, &start, &robots.sitemaps).await {
-        if scope.contains(&url) && robots.allowed(url.as_str()) && seen.insert(url.to_string()) {
+    let listed = |url: &Url| scope.contains(url) && robots.allowed(url.as_str());
+    for url in sitemap_urls(&fetcher, &start, &robots.sitemaps, &listed, max_fetches).await {
+        if seen.len() < max_fetches && seen.insert(url.to_string()) {
             frontier.push_back((url, 1));
         }
     }
@@ -211,7 +213,6 @@ pub async fn crawl(
     let mut deferred: Vec<(String, CrawledPage)> = Vec::new();
     let mut in_flight: JoinSet<(Url, usize, Outcome)> = JoinSet::new();
     let mut fetches = 0usize;
-    let max_fetches = options.max_pages.saturating_mul(4) + 20;
     let mut first = true;
     progress.set_message("crawling");
 
@@ -265,7 +266,8 @@ pub async fn crawl(
                         continue;
                     };
                     let resolved = normalize(resolved);
-                    if scope.contains(&resolved)
+                    if seen.len() < max_fetches
+                        && scope.contains(&resolved)
                         && robots.allowed(resolved.as_str())
                         && seen.insert(resolved.to_string())
                     {
@@ -375,9 +377,16 @@ pub async fn crawl(
                     links,
                 };
                 if let Some(canonical) = canonical {
-                    // Index the canonical page instead; this one only if that fails.
+                    // Index the canonical page instead; this one only if that fails (a
+                    // few such pages wait; beyond, they are left out).
                     enqueue(&mut seen, &[canonical.to_string()], &final_url, depth);
-                    deferred.push((canonical.to_string(), page));
+                    if deferred.len() < MAX_DEFERRED {
+                        deferred.push((canonical.to_string(), page));
+                    } else {
+                        report
+                            .skipped
+                            .push((page.url, format!("canonical is {canonical}")));
+                    }
                     continue;
                 }
                 if !emitted.insert(page.url.clone()) {
@@ -392,9 +401,9 @@ pub async fn crawl(
         }
         crate::telemetry::failpoint("crawl");
     }
+    let not_modified: HashSet<String> = report.not_modified.iter().cloned().collect();
     for (canonical, page) in deferred {
-        let canonical_kept =
-            emitted.contains(&canonical) || report.not_modified.contains(&canonical);
+        let canonical_kept = emitted.contains(&canonical) || not_modified.contains(&canonical);
         if canonical_kept
             || !emitted.insert(page.url.clone())
             || !bodies.insert(page.body_hash.clone())
@@ -504,11 +513,9 @@ async fn fetch_robots(fetcher: &Fetcher, start: &Url) -> anyhow::Result<Robot> {
     let allow_all = || Robot::new(ROBOTS_AGENT, b"").expect("empty robots.txt parses");
     match fetcher.get(&robots_url, &HeaderMap::new()).await {
         Ok((_, response)) if response.status().is_success() => {
-            // Over the cap: read as if there were none, as for any unreadable robots.txt.
-            let body = read_capped(response, MAX_ROBOTS_BYTES)
+            // What lies past the cap is ignored (as Google does past 500 KiB).
+            let body = read_prefix(response, MAX_ROBOTS_BYTES)
                 .await
-                .ok()
-                .flatten()
                 .unwrap_or_default();
             Ok(Robot::new(ROBOTS_AGENT, &body).unwrap_or_else(|_| allow_all()))
         }
@@ -518,10 +525,16 @@ async fn fetch_robots(fetcher: &Fetcher, start: &Url) -> anyhow::Result<Robot> {
     }
 }
 
-/// URLs listed in the site's sitemaps (robots.txt `Sitemap:` lines, else /sitemap.xml),
-/// following sitemap indexes; every sitemap is fetched through the guard, and read only up
-/// to `MAX_SITEMAP_BYTES`.
-async fn sitemap_urls(fetcher: &Fetcher, start: &Url, declared: &[String]) -> Vec<Url> {
+/// Up to `limit` URLs that `keep` accepts, listed in the site's sitemaps (robots.txt
+/// `Sitemap:` lines, else /sitemap.xml), following sitemap indexes; every sitemap is fetched
+/// through the guard, and read only up to `MAX_SITEMAP_BYTES`.
+async fn sitemap_urls(
+    fetcher: &Fetcher,
+    start: &Url,
+    declared: &[String],
+    keep: &dyn Fn(&Url) -> bool,
+    limit: usize,
+) -> Vec<Url> {
     let mut queue: Vec<String> = if declared.is_empty() {
         vec![format!("{}/sitemap.xml", origin(start))]
     } else {
@@ -554,9 +567,17 @@ async fn sitemap_urls(fetcher: &Fetcher, start: &Url, declared: &[String]) -> Ve
         for loc in xml_locs(&body) {
             let Ok(url) = Url::parse(&loc) else { continue };
             if is_index {
-                queue.push(url.to_string());
+                if queue.len() < MAX_SITEMAPS {
+                    queue.push(url.to_string());
+                }
             } else {
-                urls.push(normalize(url));
+                let url = normalize(url);
+                if keep(&url) {
+                    urls.push(url);
+                }
+                if urls.len() >= limit {
+                    return urls;
+                }
             }
         }
     }

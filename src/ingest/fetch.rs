@@ -3,8 +3,9 @@
 //! checks each hop against the SSRF guard before connecting, follows redirects itself,
 //! sends the start URL's credentials to that origin only, and reads bodies under a cap.
 //!
-//! Crawls with a guard (started over the API) use no proxy unless the operator configured
-//! one for crawling: a proxy would resolve names itself, past the resolver's check.
+//! Crawls started over the API use no proxy unless the operator configured one for crawling
+//! (`CrawlOptions::proxy`): a proxy would resolve names itself, past the resolver's check.
+//! The CLI's own crawls honour `HTTP(S)_PROXY` (`CrawlOptions::env_proxy`).
 
 use std::fmt;
 use std::sync::{Arc, LazyLock};
@@ -16,21 +17,10 @@ use reqwest::header::{HeaderMap, LOCATION};
 use reqwest::{Response, StatusCode, redirect};
 use url::Url;
 
+use super::crawl::CrawlOptions;
 use super::ssrf::{PublicResolver, TargetGuard};
 
 pub const USER_AGENT: &str = concat!("docent/", env!("CARGO_PKG_VERSION"));
-
-/// How a `Fetcher` reaches the web.
-#[derive(Debug, Clone)]
-pub struct FetchConfig {
-    pub timeout: Duration,
-    pub max_redirects: usize,
-    /// When set, only public addresses (and the guard's exempt origins) are fetched.
-    pub guard: Option<Arc<TargetGuard>>,
-    /// A proxy for crawling (`http://proxy:3128`), named by the operator. Without it,
-    /// guarded crawls use none and unguarded ones (the CLI's) honour `HTTP(S)_PROXY`.
-    pub proxy: Option<String>,
-}
 
 /// A start URL's `user:password@`: sent as HTTP basic auth to that origin only, and never
 /// part of a URL docent stores, logs or returns.
@@ -91,7 +81,7 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 impl Fetcher {
     /// A fetcher for a crawl of `start`; returns it with `start` minus its credentials.
-    pub fn new(config: &FetchConfig, start: &Url) -> anyhow::Result<(Fetcher, Url)> {
+    pub fn new(config: &CrawlOptions, start: &Url) -> anyhow::Result<(Fetcher, Url)> {
         super::crawl::install_tls_provider();
         let strict = config
             .guard
@@ -169,7 +159,7 @@ impl Fetcher {
 }
 
 fn build_client(
-    config: &FetchConfig,
+    config: &CrawlOptions,
     resolver: Option<PublicResolver>,
 ) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
@@ -178,12 +168,12 @@ fn build_client(
         .connect_timeout(config.timeout.min(Duration::from_secs(10)))
         // Every hop is checked by `Fetcher::get`.
         .redirect(redirect::Policy::none());
-    if config.guard.is_some() || config.proxy.is_some() {
+    if !config.env_proxy || config.proxy.is_some() {
         builder = builder.no_proxy();
     }
     if let Some(proxy) = &config.proxy {
-        let proxy = reqwest::Proxy::all(proxy.as_str())
-            .with_context(|| format!("invalid crawl proxy {:?}", redact_userinfo(proxy)))?;
+        let proxy = reqwest::Proxy::all(proxy.0.as_str())
+            .with_context(|| format!("invalid crawl proxy {:?}", redact_userinfo(&proxy.0)))?;
         builder = builder.proxy(proxy);
     }
     if let Some(resolver) = resolver {
@@ -209,6 +199,22 @@ pub async fn read_capped(
         body.extend_from_slice(&chunk);
     }
     Ok(Some(body))
+}
+
+/// Reads at most the first `max` bytes of a text body and stops there; a body cut short
+/// ends at its last whole line.
+pub async fn read_prefix(mut response: Response, max: usize) -> Result<Vec<u8>, FetchError> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(FetchError::Http)? {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == max {
+            let whole = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            body.truncate(whole);
+            break;
+        }
+    }
+    Ok(body)
 }
 
 /// `url` without `user:password@`, and the credentials it carried.
@@ -240,7 +246,7 @@ pub fn strip_userinfo(mut url: Url) -> Url {
 /// `scheme://***@`, for logs, errors and API answers.
 pub fn redact_userinfo(text: &str) -> String {
     static USERINFO: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#@\s]+@").expect("a valid pattern")
+        Regex::new(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/?#\s]*@").expect("a valid pattern")
     });
     USERINFO.replace_all(text, "${1}***@").into_owned()
 }
@@ -267,6 +273,10 @@ mod tests {
             "https://docs.example/"
         );
         assert_eq!(redact_userinfo("http://u:p@[bad"), "http://***@[bad");
+        assert_eq!(
+            redact_userinfo("http://u@x:p@host/a@b"),
+            "http://***@host/a@b"
+        );
         assert_eq!(
             redact_userinfo("cannot fetch http://a:b@h/x (see https://c@d/): timed out"),
             "cannot fetch http://***@h/x (see https://***@d/): timed out"

@@ -1,7 +1,7 @@
 //! The ingest pipeline: crawl (or scan a folder) → extract → chunk → embed in batches →
-//! stage → commit in one transaction. Pages stream through the stages, so memory holds a
-//! few pages and one batch, not the site; the index is rebuilt from the store when a bot
-//! is next loaded.
+//! stage → commit in one transaction. A crawl's pages stream through the stages, so memory
+//! holds a few pages and one batch, not the site (a folder or a document set is read whole
+//! first, up to `max_pages`); the index is rebuilt from the store when a bot is next loaded.
 
 pub mod chunk;
 pub mod crawl;
@@ -443,7 +443,15 @@ impl Stager<'_> {
                 for step in chunks.chunks(EMBED_STEP) {
                     let texts: Vec<String> = step.iter().map(Chunk::embedding_text).collect();
                     let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    rows.extend(step.iter().cloned().zip(embedder.embed(&refs)?));
+                    let vectors = embedder.embed(&refs)?;
+                    if vectors.len() != step.len() {
+                        bail!(
+                            "the embedder gave {} vectors for {} chunks",
+                            vectors.len(),
+                            step.len()
+                        );
+                    }
+                    rows.extend(step.iter().cloned().zip(vectors));
                 }
             }
             crate::telemetry::failpoint("embed");

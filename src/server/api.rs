@@ -121,9 +121,9 @@ pub(crate) async fn metrics_listener(
 }
 
 /// Who may read the metrics: the holder of the metrics token (compared in constant time);
-/// without one configured, the metrics listener's clients and direct loopback clients
-/// (no proxy in between: a proxy on the same host would make everyone loopback). With a
-/// token, loopback clients of the public listener still may.
+/// the metrics listener's clients when no token is set; and direct loopback clients of the
+/// public listener (not through a proxy, which would make everyone loopback: a request
+/// with forwarding headers, or from a trusted proxy, is not direct).
 fn may_scrape(state: &AppState, req: &actix_web::HttpRequest, metrics_listener: bool) -> bool {
     use subtle::ConstantTimeEq;
     let presented = req
@@ -133,7 +133,7 @@ fn may_scrape(state: &AppState, req: &actix_web::HttpRequest, metrics_listener: 
         .and_then(|v| v.strip_prefix("Bearer "));
     if let (Some(token), Some(presented)) = (&state.limits.metrics_token, presented) {
         let (a, b) = (
-            sha2::Sha256::digest(token.as_bytes()),
+            sha2::Sha256::digest(token.0.as_bytes()),
             sha2::Sha256::digest(presented.trim().as_bytes()),
         );
         if bool::from(a.ct_eq(&b)) {
@@ -143,10 +143,16 @@ fn may_scrape(state: &AppState, req: &actix_web::HttpRequest, metrics_listener: 
     if metrics_listener {
         return state.limits.metrics_token.is_none();
     }
-    let proxied = ["x-forwarded-for", "forwarded", "x-real-ip"]
-        .iter()
-        .any(|h| req.headers().contains_key(*h));
-    !proxied && req.peer_addr().is_some_and(|peer| peer.ip().is_loopback())
+    let Some(peer) = req.peer_addr().map(|a| a.ip().to_canonical()) else {
+        return false;
+    };
+    // A proxy's requests are its clients', wherever it runs: it forwards who they are,
+    // or the operator named it as a trusted proxy.
+    let proxied = state.limits.trusted_proxies.contains(&peer)
+        || ["x-forwarded-for", "forwarded", "x-real-ip"]
+            .iter()
+            .any(|h| req.headers().contains_key(*h));
+    !proxied && peer.is_loopback()
 }
 
 async fn metrics_page(state: &AppState) -> HttpResponse {
@@ -680,11 +686,12 @@ pub(crate) async fn get_job(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
-    let (shared, path) = (state.clone(), path.into_inner());
-    let id = path.clone();
-    let not_found = move || ApiError::not_found("job_not_found", format!("no job with id {id:?}"));
-    let missing = not_found.clone();
-    let job = blocking(move || shared.jobs.get(&path)?.ok_or_else(missing)).await?;
+    let id = path.into_inner();
+    let not_found = || ApiError::not_found("job_not_found", format!("no job with id {id:?}"));
+    let (shared, wanted) = (state.clone(), id.clone());
+    let job = blocking(move || Ok(shared.jobs.get(&wanted)?))
+        .await?
+        .ok_or_else(not_found)?;
     load_owner_bot(&state, &caller, &job.bot_id, not_found).await?;
     Ok(HttpResponse::Ok().json(job.redacted()))
 }

@@ -153,8 +153,8 @@ impl Caller {
         }
     }
 
-    /// The key may act on this bot: in scope, and of the same environment (test keys see
-    /// only test bots, live keys only live ones).
+    /// Whether the key may see this bot: in scope, and of the same environment (test keys
+    /// see only test bots, live keys only live ones).
     pub fn may_see(&self, bot: &Bot) -> bool {
         let env_matches = (self.key.env == KeyEnv::Test) == bot.test;
         env_matches && self.may_see_id(&bot.id)

@@ -144,26 +144,26 @@ pub fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResu
     if caller.key.kind != crate::keys::KeyKind::Public {
         return Ok(());
     }
+    let address = caller.tenant.rsplit('@').next().unwrap_or_default();
+    let visitor = match &caller.visitor {
+        Some(visitor) => format!("{}#{visitor}", caller.key.id),
+        None => caller.tenant.clone(),
+    };
+    let mut wanted = Vec::with_capacity(4);
     if let Some(budget) = &state.per_visitor {
-        let visitor = match &caller.visitor {
-            Some(visitor) => format!("{}#{visitor}", caller.key.id),
-            None => caller.tenant.clone(),
-        };
-        budget.check(&visitor).map_err(|(_, e)| e)?;
+        wanted.push((budget, visitor));
     }
     if let (Some(budget), Some(_)) = (&state.per_address, &caller.visitor) {
-        budget.check(&caller.tenant).map_err(|(_, e)| e)?;
+        wanted.push((budget, caller.tenant.clone()));
     }
     if let Some(budget) = &state.per_bot_address {
-        let address = caller.tenant.rsplit('@').next().unwrap_or_default();
-        budget
-            .check(&format!("{bot}@{address}"))
-            .map_err(|(_, e)| e)?;
+        wanted.push((budget, format!("{bot}@{address}")));
     }
     if let Some(budget) = &state.per_bot {
-        budget.check(bot.as_str()).map_err(|(_, e)| e)?;
+        wanted.push((budget, bot.to_string()));
     }
-    Ok(())
+    // All or nothing: a refusal by one budget takes nothing from the others.
+    state.budgets.charge(&wanted)
 }
 
 /// Validates the request and loads what the turn needs: the bot (with the caller's right

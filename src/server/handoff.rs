@@ -11,7 +11,7 @@
 //! `Last-Event-ID` (EventSource does this itself) first gets what it missed from the store.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::web::Bytes;
@@ -51,19 +51,19 @@ pub struct LiveEvent {
 #[derive(Default)]
 pub struct Live {
     channels: Mutex<HashMap<String, broadcast::Sender<LiveEvent>>>,
-    open: Mutex<HashMap<String, usize>>,
+    open: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 /// A public caller's places among the open feeds (its visitor's and its address's), given
 /// back when the feed ends.
 pub struct FeedSlots {
-    state: web::Data<AppState>,
+    open: Arc<Mutex<HashMap<String, usize>>>,
     held: Vec<String>,
 }
 
 impl Drop for FeedSlots {
     fn drop(&mut self) {
-        let mut open = self.state.live.open.lock().expect("live lock");
+        let mut open = self.open.lock().expect("live lock");
         for key in &self.held {
             if let Some(n) = open.get_mut(key) {
                 *n -= 1;
@@ -78,11 +78,8 @@ impl Drop for FeedSlots {
 impl Live {
     /// Takes a place under each `(counter, cap)`, all or none; 429 `too_many_feeds` when
     /// one is full.
-    pub fn take_slots(
-        state: &web::Data<AppState>,
-        wanted: &[(String, usize)],
-    ) -> ApiResult<FeedSlots> {
-        let mut open = state.live.open.lock().expect("live lock");
+    pub fn take_slots(&self, wanted: &[(String, usize)]) -> ApiResult<FeedSlots> {
+        let mut open = self.open.lock().expect("live lock");
         if let Some((_, cap)) = wanted
             .iter()
             .find(|(key, cap)| open.get(key).is_some_and(|n| n >= cap))
@@ -99,7 +96,7 @@ impl Live {
             *open.entry(key.clone()).or_default() += 1;
         }
         Ok(FeedSlots {
-            state: state.clone(),
+            open: self.open.clone(),
             held: wanted.iter().map(|(key, _)| key.clone()).collect(),
         })
     }
@@ -223,9 +220,14 @@ async fn hand_off(
     conversation.handoff_reason = Some(reason);
     conversation.updated = unix_now();
     let store = state.store.clone();
+    let ours = conversation.clone();
     let appended =
         blocking(move || Ok(store.append_turn(&conversation, &[], TurnExtras::default())?)).await?;
-    state.live.publish_state(&appended.conversation);
+    // A racing handoff that landed first keeps its own; only the one that stood is told.
+    let stood = &appended.conversation;
+    if stood.handed_off_at == ours.handed_off_at && stood.handoff_reason == ours.handoff_reason {
+        state.live.publish_state(stood);
+    }
     Ok(appended.conversation)
 }
 
@@ -372,11 +374,18 @@ pub(crate) async fn events(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u32>().ok())
         .or(query.after);
-    // Subscribe first, then read the store: nothing falls between the two.
+    // Subscribe first, then read the store: nothing falls between the two. The
+    // conversation is read again: if it was erased before the subscription, no `end` will
+    // come to this channel.
     let live = state.live.subscribe(&conversation.id);
     let store = state.store.clone();
     let id = conversation.id.clone();
-    let stored = blocking(move || Ok(store.messages(&id)?)).await?;
+    let stored = blocking(move || {
+        store.get_conversation(&id)?;
+        Ok(store.messages(&id)?)
+    })
+    .await
+    .inspect_err(|_| state.live.release(&conversation.id))?;
     let mut backlog: Vec<Bytes> = Vec::new();
     let mut last = after;
     if let Some(after) = after {
@@ -424,7 +433,7 @@ pub(crate) async fn events(
 
 /// A public caller's places among the open feeds: one per visitor (a widget session's, or
 /// a bare public key's client) and one per client address. Secret keys (agents) take none.
-fn feed_slots(state: &web::Data<AppState>, caller: &Caller) -> ApiResult<Option<FeedSlots>> {
+fn feed_slots(state: &AppState, caller: &Caller) -> ApiResult<Option<FeedSlots>> {
     if caller.key.kind != crate::keys::KeyKind::Public {
         return Ok(None);
     }
@@ -434,14 +443,13 @@ fn feed_slots(state: &web::Data<AppState>, caller: &Caller) -> ApiResult<Option<
     };
     let address = caller.tenant.rsplit('@').next().unwrap_or_default();
     let limits = &state.limits;
-    Live::take_slots(
-        state,
-        &[
+    state
+        .live
+        .take_slots(&[
             (visitor, limits.max_feeds_per_visitor),
             (format!("address:{address}"), limits.max_feeds_per_address),
-        ],
-    )
-    .map(Some)
+        ])
+        .map(Some)
 }
 
 /// One open feed: what it watches and who watches it.
@@ -464,14 +472,19 @@ impl Feed<'_> {
         mut last: Option<u32>,
         tx: tokio::sync::mpsc::Sender<Bytes>,
     ) {
+        let mut key_changes = self.state.keys.changes();
+        // Revoked between authentication and the line above: no change would come.
+        if let Err(reason) = self.caller.still_valid(&self.state.keys, unix_now()) {
+            let _ = send(&tx, frame(&end_event(reason))).await;
+            return;
+        }
         for bytes in backlog {
-            if tx.send(bytes).await.is_err() {
+            if !send(&tx, bytes).await {
                 return;
             }
         }
         let mut heartbeat =
             tokio::time::interval_at(tokio::time::Instant::now() + HEARTBEAT, HEARTBEAT);
-        let mut key_changes = self.state.keys.changes();
         loop {
             let mut out = Vec::new();
             let mut ended = false;
@@ -517,7 +530,7 @@ impl Feed<'_> {
                 _ = tx.closed() => return,
             }
             for bytes in out {
-                if tx.send(bytes).await.is_err() {
+                if !send(&tx, bytes).await {
                     return;
                 }
             }
@@ -560,6 +573,15 @@ impl Feed<'_> {
             })
             .collect()
     }
+}
+
+/// Hands bytes to the client's stream; false when the client left or stopped reading for
+/// two heartbeats (a feed nobody reads must not hold its place, or miss its end).
+async fn send(tx: &tokio::sync::mpsc::Sender<Bytes>, bytes: Bytes) -> bool {
+    matches!(
+        tokio::time::timeout(2 * HEARTBEAT, tx.send(bytes)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn frame(event: &LiveEvent) -> Bytes {

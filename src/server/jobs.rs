@@ -21,6 +21,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::AppState;
+use crate::config::Secret;
 use crate::domain::BotId;
 use crate::ingest::{
     self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
@@ -64,7 +65,7 @@ pub struct Jobs {
     queue: Mutex<Option<Sender<Arc<Job>>>>,
     pub allow_private_targets: bool,
     /// The proxy crawls go through, when the operator configured one (else none).
-    proxy: Option<String>,
+    proxy: Option<Secret>,
 }
 
 impl JobView {
@@ -77,7 +78,7 @@ impl JobView {
 }
 
 impl Jobs {
-    pub fn new(store: Store, allow_private_targets: bool, proxy: Option<String>) -> Jobs {
+    pub fn new(store: Store, allow_private_targets: bool, proxy: Option<Secret>) -> Jobs {
         Jobs {
             store,
             jobs: Mutex::new(HashMap::new()),
@@ -297,6 +298,7 @@ fn crawl(
         crawl: CrawlOptions {
             guard,
             proxy: state.jobs.proxy.clone(),
+            env_proxy: false,
             ..CrawlOptions::default()
         },
         chunk: ChunkSpec::default(),

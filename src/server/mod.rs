@@ -9,6 +9,7 @@
 pub mod analytics;
 pub mod api;
 pub mod auth;
+pub mod budget;
 pub mod cache;
 pub mod chat;
 pub mod error;
@@ -37,11 +38,13 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 
 use crate::chat::AskOptions;
+use crate::config::Secret;
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::retrieval::Retriever;
 use crate::store::Store;
 use auth::{CallerBot, CallerKeyId, KeyCache};
+use budget::{Budget, Budgets};
 use error::{ApiError, REQUEST_ID};
 pub use metrics::Metrics;
 use ratelimit::{Quote, RateLimit};
@@ -81,7 +84,7 @@ pub struct Limits {
     pub allow_private_targets: bool,
     /// The proxy API-started crawls go through (none by default: a proxy would resolve
     /// names past the SSRF guard's resolver).
-    pub crawl_proxy: Option<String>,
+    pub crawl_proxy: Option<Secret>,
     /// How long a widget session token lasts.
     pub widget_session_ttl: Duration,
     /// Chat messages an hour per widget visitor (or public-key client address); 0: none.
@@ -97,7 +100,7 @@ pub struct Limits {
     pub max_feeds_per_address: usize,
     /// A bearer token that may read `/metrics` from anywhere (else loopback clients and the
     /// metrics listener only).
-    pub metrics_token: Option<String>,
+    pub metrics_token: Option<Secret>,
 }
 
 impl Limits {
@@ -159,12 +162,13 @@ pub struct AppState {
     pub metrics: Metrics,
     pub per_key: Option<RateLimit>,
     pub per_ip: Option<RateLimit>,
-    /// Visitors' and bots' hourly budgets of chat messages through public keys.
-    pub per_visitor: Option<RateLimit>,
-    pub per_address: Option<RateLimit>,
-    /// One client address's (or IPv6 network's) share of a bot's budget.
-    pub per_bot_address: Option<RateLimit>,
-    pub per_bot: Option<RateLimit>,
+    /// Public callers' hourly budgets: per visitor, per client address, per address within
+    /// a bot (its share of the bot's), per bot; and the buckets they are charged to.
+    pub per_visitor: Option<Budget>,
+    pub per_address: Option<Budget>,
+    pub per_bot_address: Option<Budget>,
+    pub per_bot: Option<Budget>,
+    pub budgets: Budgets,
     /// Widget session tokens.
     pub sessions: widget::Sessions,
     pub answers: Option<cache::AnswerCache>,
@@ -185,22 +189,23 @@ impl AppState {
             queue: queue::GenerationQueue::new(limits.parallel, limits.max_wait),
             per_key: RateLimit::per_minute(limits.per_key_per_minute),
             per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
-            per_visitor: RateLimit::budget_per_hour(
+            per_visitor: Budget::per_hour(
                 limits.visitor_messages_per_hour,
                 "this visitor's budget of {} messages an hour",
             ),
-            per_address: RateLimit::budget_per_hour(
+            per_address: Budget::per_hour(
                 limits.visitor_messages_per_hour.saturating_mul(10),
                 "this address's budget of {} visitor messages an hour",
             ),
-            per_bot_address: RateLimit::budget_per_hour(
+            per_bot_address: Budget::per_hour(
                 limits.bot_address_budget(),
                 "this address's share of {} of the bot's visitor messages an hour",
             ),
-            per_bot: RateLimit::budget_per_hour(
+            per_bot: Budget::per_hour(
                 limits.bot_public_messages_per_hour,
                 "this bot's budget of {} visitor messages an hour",
             ),
+            budgets: Budgets::default(),
             sessions: widget::Sessions::new(limits.widget_session_ttl),
             answers: cache::AnswerCache::new(limits.answer_cache_ttl),
             jobs: jobs::Jobs::new(

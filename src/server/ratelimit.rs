@@ -60,22 +60,6 @@ impl RateLimit {
         })
     }
 
-    /// A budget: `per_hour` messages an hour, refused with 429 `budget_exhausted`. `what`
-    /// names whose budget it is (`"this visitor's"`). `None` when `per_hour` is 0.
-    pub fn budget_per_hour(per_hour: u32, what: &'static str) -> Option<RateLimit> {
-        let n = NonZeroU32::new(per_hour)?;
-        Some(RateLimit {
-            limiter: RateLimiter::keyed(Quota::per_hour(n))
-                .with_middleware::<StateInformationMiddleware>(),
-            clock: DefaultClock::default(),
-            limit: per_hour,
-            window_secs: 3600,
-            code: "budget_exhausted",
-            what,
-            checks: AtomicU64::new(0),
-        })
-    }
-
     /// Takes one request from `key`'s bucket, or refuses with 429.
     pub fn check(&self, key: &str) -> Result<Quote, (Quote, ApiError)> {
         // Forget idle buckets now and then so one-off clients do not pile up.

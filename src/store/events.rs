@@ -869,6 +869,45 @@ mod tests {
     }
 
     #[test]
+    fn two_handoffs_from_one_snapshot_keep_the_first_and_announce_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.put_webhook(&webhook("whk_a")).unwrap();
+        let open = crate::store::tests::conversation("conv_1", "shop", Some("u1"));
+        store
+            .append_turn(&open, &[], TurnExtras::default())
+            .unwrap();
+        // Both requests read the conversation open, then write their handoff.
+        let handed = |reason: &str, at: u64| {
+            let mut c = open.clone();
+            c.state = "handed_off".into();
+            c.handoff_reason = Some(reason.into());
+            c.handed_off_at = Some(at);
+            c
+        };
+        let first = store
+            .append_turn(&handed("first", 10), &[], TurnExtras::default())
+            .unwrap();
+        let second = store
+            .append_turn(&handed("second", 11), &[], TurnExtras::default())
+            .unwrap();
+        for stood in [&first.conversation, &second.conversation] {
+            assert_eq!(stood.handoff_reason.as_deref(), Some("first"));
+            assert_eq!(stood.handed_off_at, Some(10));
+        }
+        let handoffs = store
+            .deliveries("whk_a", None, 10)
+            .unwrap()
+            .iter()
+            .filter(|d| {
+                store.get_event(&d.event_id).unwrap().unwrap().kind
+                    == crate::events::CONVERSATION_HANDOFF
+            })
+            .count();
+        assert_eq!(handoffs, 1);
+    }
+
+    #[test]
     fn erasing_a_conversation_erases_its_events_and_their_deliveries() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();

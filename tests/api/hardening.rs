@@ -396,6 +396,18 @@ async fn a_test_admin_key_finds_nothing_of_the_live_world_on_any_route() {
             Some(json!({"bot_id": "zephyr", "message": "hi"})),
             "bot_not_found",
         ),
+        (
+            "POST",
+            "/v1/chat/completions".into(),
+            Some(json!({"model": "zephyr", "messages": [{"role": "user", "content": "hi"}]})),
+            "bot_not_found",
+        ),
+        (
+            "GET",
+            format!("/v1/conversations/{conversation}/events"),
+            None,
+            "conversation_not_found",
+        ),
     ];
     for (method, path, body, code) in routes {
         let response = s.call(method, &path, Some(&test_admin), body).await;
@@ -412,6 +424,33 @@ async fn a_test_admin_key_finds_nothing_of_the_live_world_on_any_route() {
     let (_, _, bots) = s.call("GET", "/v1/bots", Some(&test_admin), None).await;
     assert_eq!(bots["data"].as_array().unwrap().len(), 1, "{bots}");
     assert_eq!(bots["data"][0]["id"], "sandbox");
+    let (_, _, models) = s.call("GET", "/v1/models", Some(&test_admin), None).await;
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["sandbox"], "{models}");
+    // A test public key cannot open a widget session on a live bot.
+    let test_pk = s.make_key(
+        KeyKind::Public,
+        KeyEnv::Test,
+        KeyScope::Bots(vec![BotId::parse("zephyr").unwrap()]),
+        vec![SHOP.into()],
+    );
+    assert_error(
+        &s.call_from(
+            "POST",
+            "/v1/widget/session",
+            None,
+            Some(SHOP),
+            Some(json!({"token": test_pk, "bot_id": "zephyr"})),
+        )
+        .await,
+        404,
+        "bot_not_found",
+    );
     let (status, _, erased) = s
         .call("DELETE", "/v1/users/u-live", Some(&test_admin), None)
         .await;
@@ -470,8 +509,7 @@ async fn a_bot_the_caller_may_not_see_answers_like_one_that_does_not_exist() {
 async fn metrics_are_for_loopback_scrapes_the_token_or_the_metrics_listener() {
     let token = "metrics-token-0123456789";
     let (s, _) = fake_server(Limits {
-        metrics_token: Some(token.into()),
-        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        metrics_token: Some(docent::config::Secret(token.into())),
         ..Limits::default()
     })
     .await;
@@ -524,6 +562,21 @@ async fn metrics_are_for_loopback_scrapes_the_token_or_the_metrics_listener() {
         .send()
         .await
         .unwrap();
+    // A reverse proxy on this host that forwards nothing about its clients: once the
+    // operator names it a trusted proxy, its requests are not local scrapes.
+    let (behind, _) = fake_server(Limits {
+        trusted_proxies: vec!["127.0.0.1".parse().unwrap()],
+        ..Limits::default()
+    })
+    .await;
+    let proxied = behind
+        .http
+        .get(behind.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(proxied.status(), 403);
+
     assert_eq!(
         other.status(),
         404,
@@ -598,13 +651,14 @@ async fn nested_sitemaps_and_other_ports_of_an_exempt_name_go_through_the_guard(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fetches_refuse_metadata_and_private_addresses_before_connecting() {
-    use docent::ingest::fetch::{FetchConfig, FetchError, Fetcher};
+    use docent::ingest::crawl::CrawlOptions;
+    use docent::ingest::fetch::{FetchError, Fetcher};
     use docent::ingest::ssrf::TargetGuard;
-    let config = FetchConfig {
+    let config = CrawlOptions {
         timeout: Duration::from_secs(5),
-        max_redirects: 3,
         guard: Some(Arc::new(TargetGuard::default())),
-        proxy: None,
+        env_proxy: false,
+        ..CrawlOptions::default()
     };
     let start = url::Url::parse("https://docs.example/").unwrap();
     let (fetcher, _) = Fetcher::new(&config, &start).unwrap();
@@ -634,7 +688,7 @@ async fn api_crawls_ignore_proxy_variables_and_use_the_configured_crawl_proxy() 
     // A proxy named by the operator carries the crawl: the name only it can resolve works.
     let configured = counter();
     let (s, _) = fake_server(Limits {
-        crawl_proxy: Some(configured.base.clone()),
+        crawl_proxy: Some(docent::config::Secret(configured.base.clone())),
         ..Limits::default()
     })
     .await;
@@ -652,7 +706,8 @@ async fn api_crawls_ignore_proxy_variables_and_use_the_configured_crawl_proxy() 
     assert!(configured.hits.load(Ordering::SeqCst) >= 1);
 
     // HTTP(S)_PROXY in the server's environment is not used (a server process of its own,
-    // for its environment): the name does not resolve, and the proxy sees nothing.
+    // for its environment), not even with private targets allowed (the guard off): the
+    // name does not resolve, and the proxy sees nothing.
     let env_proxy = counter();
     let data = tempfile::tempdir().unwrap();
     let served = crate::events::Served::start_with(
@@ -663,6 +718,7 @@ async fn api_crawls_ignore_proxy_variables_and_use_the_configured_crawl_proxy() 
             ("http_proxy", env_proxy.base.as_str()),
             ("HTTPS_PROXY", env_proxy.base.as_str()),
             ("ALL_PROXY", env_proxy.base.as_str()),
+            ("DOCENT_ALLOW_PRIVATE_TARGETS", "true"),
         ],
     );
     served.wait_line("docent ready");
@@ -1132,6 +1188,23 @@ async fn live_feeds_end_when_the_key_is_revoked_the_session_expires_or_the_conve
     assert_eq!(status, 200);
     assert_eq!(end_of(feed).await["reason"], "key_revoked");
 
+    // A rotated key's overlap ends.
+    let pk = zephyr_public_key(&s);
+    let conversation = new_conversation(&s, &pk, Some(SHOP)).await;
+    let feed = open_feed(&s, &conversation, &pk, Some(SHOP)).await;
+    assert_eq!(feed.status(), 200);
+    let key_id = format!("key_{}", &pk[8..16]);
+    let (status, _, _) = s
+        .call(
+            "POST",
+            &format!("/v1/keys/{key_id}/rotate"),
+            Some(&s.admin),
+            Some(json!({"overlap_seconds": 2})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(end_of(feed).await["reason"], "key_revoked");
+
     // The widget session expires.
     let pk = zephyr_public_key(&s);
     let token = session_token(&s, &pk, "visitor-expiring-0001").await;
@@ -1298,6 +1371,11 @@ async fn public_conversations_handoffs_and_leads_come_out_of_the_budget() {
 #[test]
 fn the_data_dir_and_database_are_readable_by_their_owner_only() {
     use std::os::unix::fs::PermissionsExt;
+    // The usual umask (this process's may differ); docent's own modes must not depend on it.
+    // SAFETY: umask only sets the process's file-mode mask.
+    unsafe {
+        libc::umask(0o022);
+    }
     let parent = tempfile::tempdir().unwrap();
     let data = parent.path().join("fresh").join("data");
     let store = docent::store::Store::open(&data).unwrap();
@@ -1381,4 +1459,39 @@ async fn a_turn_answered_while_its_user_is_erased_is_dropped_not_stored() {
             .await;
         assert_eq!(status, 200, "{again}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_first_turn_answered_while_its_bot_is_deleted_leaves_no_conversation_behind() {
+    let (s, generator) = crate::server::slow_fake_server(
+        Limits {
+            answer_cache_ttl: Duration::ZERO,
+            ..Limits::default()
+        },
+        Duration::from_millis(150),
+    )
+    .await;
+    let test_admin = s.make_key(KeyKind::Secret, KeyEnv::Test, KeyScope::Admin, vec![]);
+    let calls = generator.calls();
+    let ask = json!({"bot_id": "sandbox", "message": "How long is the warranty?"});
+    let turn = s.call("POST", "/v1/chat", Some(&test_admin), Some(ask));
+    let delete = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while generator.calls() == calls {
+            assert!(Instant::now() < deadline, "generation never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.call("DELETE", "/v1/bots/sandbox", Some(&test_admin), None)
+            .await
+    };
+    let (answered, deleted) = tokio::join!(turn, delete);
+    assert_eq!(deleted.0, 200, "{}", deleted.2);
+    assert_error(&answered, 404, "conversation_not_found");
+    let sandbox = BotId::parse("sandbox").unwrap();
+    let left = s
+        .state
+        .store
+        .list_conversations(Some(&sandbox), None, None, 10)
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
 }

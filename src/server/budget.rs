@@ -1,0 +1,146 @@
+//! Public callers' hourly budgets (per visitor, per client address, per address within a
+//! bot, per bot), charged all or nothing: a request takes one unit from each of its
+//! budgets only when every one of them has a unit left, so a refused request costs none.
+//!
+//! Each budget is a token bucket holding `per_hour` units, refilled evenly over the hour
+//! (as `governor`'s GCRA with that burst would be; governor cannot check several buckets
+//! before taking from any, hence this).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use actix_web::http::StatusCode;
+
+use super::error::ApiError;
+
+/// One kind of budget: `per_hour` units for each key.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    pub per_hour: u32,
+    /// Whose budget it is, for the refusal: `{}` becomes `per_hour`.
+    pub what: &'static str,
+}
+
+impl Budget {
+    /// `None` when `per_hour` is 0 (no budget).
+    pub fn per_hour(per_hour: u32, what: &'static str) -> Option<Budget> {
+        (per_hour > 0).then_some(Budget { per_hour, what })
+    }
+
+    fn rate(&self) -> f64 {
+        f64::from(self.per_hour) / 3600.0
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    units: f64,
+    at: Instant,
+    /// Its budget's `per_hour`: what it refills to.
+    full: f64,
+}
+
+impl Bucket {
+    fn units_at(&self, now: Instant) -> f64 {
+        (self.units + now.duration_since(self.at).as_secs_f64() * self.full / 3600.0).min(self.full)
+    }
+}
+
+/// Every budget's buckets, behind one lock so a charge sees and takes them together.
+#[derive(Default)]
+pub struct Budgets {
+    buckets: Mutex<HashMap<(&'static str, String), Bucket>>,
+    charges: AtomicU64,
+}
+
+impl Budgets {
+    /// Takes one unit from each `(budget, key)`, or none: 429 `budget_exhausted` naming
+    /// the first budget without a unit, with the seconds until it has one.
+    pub fn charge(&self, wanted: &[(&Budget, String)]) -> Result<(), ApiError> {
+        self.charge_at(wanted, Instant::now())
+    }
+
+    fn charge_at(&self, wanted: &[(&Budget, String)], now: Instant) -> Result<(), ApiError> {
+        let mut buckets = self.buckets.lock().expect("budget lock");
+        // Forget full buckets now and then, so one-off clients do not pile up.
+        if self.charges.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
+            buckets.retain(|_, bucket| bucket.units_at(now) < bucket.full);
+        }
+        let refilled: Vec<f64> = wanted
+            .iter()
+            .map(|(budget, key)| {
+                buckets
+                    .get(&(budget.what, key.clone()))
+                    .map_or(f64::from(budget.per_hour), |b| b.units_at(now))
+            })
+            .collect();
+        if let Some((budget, units)) = wanted
+            .iter()
+            .zip(&refilled)
+            .find(|(_, units)| **units < 1.0)
+            .map(|((budget, _), units)| (budget, *units))
+        {
+            let retry_after = ((1.0 - units) / budget.rate()).ceil().max(1.0) as u64;
+            let what = budget.what.replace("{}", &budget.per_hour.to_string());
+            let mut error = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "budget_exhausted",
+                format!("{what} reached; retry in {retry_after}s"),
+            );
+            error.retry_after = Some(retry_after);
+            return Err(error);
+        }
+        for ((budget, key), units) in wanted.iter().zip(refilled) {
+            buckets.insert(
+                (budget.what, key.clone()),
+                Bucket {
+                    units: units - 1.0,
+                    at: now,
+                    full: f64::from(budget.per_hour),
+                },
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refusal_takes_nothing_from_the_other_budgets_and_units_come_back_over_the_hour() {
+        let visitor = Budget::per_hour(5, "this visitor's budget of {} messages an hour").unwrap();
+        let bot = Budget::per_hour(2, "this bot's budget of {} messages an hour").unwrap();
+        let budgets = Budgets::default();
+        let start = Instant::now();
+        let both = |v: &str| vec![(&visitor, v.to_string()), (&bot, "docs".to_string())];
+        assert!(budgets.charge_at(&both("a"), start).is_ok());
+        assert!(budgets.charge_at(&both("a"), start).is_ok());
+        // The bot's budget is spent: refused, and the visitor's three units stay.
+        for _ in 0..10 {
+            let refused = budgets.charge_at(&both("a"), start).unwrap_err();
+            assert_eq!(refused.status, 429);
+            assert_eq!(refused.code, "budget_exhausted");
+            assert!(
+                refused.message.contains("bot's budget of 2"),
+                "{}",
+                refused.message
+            );
+            // One unit comes back in 3600 / 2 seconds.
+            assert_eq!(refused.retry_after, Some(1800));
+        }
+        let alone = [(&visitor, "a".to_string())];
+        for _ in 0..3 {
+            assert!(budgets.charge_at(&alone, start).is_ok());
+        }
+        assert!(budgets.charge_at(&alone, start).is_err());
+        // Half an hour later the bot has one unit again.
+        let later = start + std::time::Duration::from_secs(1800);
+        assert!(budgets.charge_at(&both("b"), later).is_ok());
+        assert!(budgets.charge_at(&both("b"), later).is_err());
+        assert!(Budget::per_hour(0, "none").is_none());
+    }
+}
