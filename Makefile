@@ -39,7 +39,7 @@ DEPS := cmake:cmake g++:g++ lib:libclang-dev python-pip:python3-pip python-venv:
 deps:
 	@missing=""; for d in $(DEPS); do c=$${d%%:*} p=$${d#*:}; \
 		case $$c in \
-			lib) dpkg -s $$p >/dev/null 2>&1 ;; \
+			lib) dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' ;; \
 			python-pip) python3 -m pip --version >/dev/null 2>&1 ;; \
 			python-venv) python3 -c 'import ensurepip' >/dev/null 2>&1 ;; \
 			*) command -v $$c >/dev/null 2>&1 ;; \

@@ -129,6 +129,8 @@ pub struct IngestCommit {
     /// The run's id, under which it staged its chunks.
     pub ingest: String,
     pub bot: Bot,
+    /// The bot existed when the run began (so, if it is gone now, it was deleted).
+    pub bot_existed: bool,
     /// New or changed pages; their `chunk_ids` are chunks the run staged.
     pub upserts: Vec<Page>,
     /// Pages that stay, with caching headers refreshed (their chunks are kept as they are).
@@ -405,10 +407,18 @@ impl Store {
                 .get(bot)
                 .context("read bot")?
                 .map(|raw| raw.value().to_vec());
-            if let Some(current) = current {
-                let current: Bot = decode(&current)?;
-                record.settings = current.settings;
-                record.test = current.test;
+            match current {
+                Some(current) => {
+                    let current: Bot = decode(&current)?;
+                    record.settings = current.settings;
+                    record.test = current.test;
+                }
+                // Deleted while the run went on: it stays deleted (the run's staged
+                // chunks are discarded by its caller).
+                None if commit.bot_existed => {
+                    return Err(Error::BotNotFound(commit.bot.id.clone()));
+                }
+                None => {}
             }
             bots.insert(bot, encode(&record)?.as_slice())
                 .context("write bot")?;
@@ -460,9 +470,16 @@ impl Store {
     /// Deletes a bot with all its pages, chunks, vectors and conversations, in one
     /// transaction; returns the ids of the conversations it erased.
     pub fn delete_bot(&self, id: &BotId) -> Result<Vec<String>> {
-        let existing = self.pages(id)?;
-        self.get_bot(id)?;
         let txn = self.db.begin_write().context("begin write")?;
+        if txn
+            .open_table(BOTS)
+            .context("open bots")?
+            .get(id.as_str())
+            .context("read bot")?
+            .is_none()
+        {
+            return Err(Error::BotNotFound(id.clone()));
+        }
         let conversations: Vec<String> = {
             let by_bot = txn
                 .open_table(CONVERSATIONS_BY_BOT)
@@ -492,6 +509,14 @@ impl Store {
             let mut pages = txn.open_table(PAGES).context("open pages")?;
             let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
             let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
+            let mut existing: Vec<Page> = Vec::new();
+            for entry in pages.range((id.as_str(), "")..).context("range pages")? {
+                let (key, raw) = entry.context("read page")?;
+                if key.value().0 != id.as_str() {
+                    break;
+                }
+                existing.push(decode(raw.value())?);
+            }
             for page in existing {
                 pages
                     .remove((id.as_str(), page.url.as_str()))
@@ -821,9 +846,30 @@ impl Store {
         })
     }
 
-    /// Writes a lead given outside a chat turn, with its `lead.captured` event.
-    pub fn put_lead(&self, lead: &Lead) -> Result<()> {
+    /// Writes a lead given outside a chat turn, with its `lead.captured` event. A lead for a
+    /// bot that is gone, or for a user erased since `started_ms`, is not written
+    /// (`Error::BotNotFound`, `Error::ConversationNotFound`).
+    pub fn put_lead(&self, lead: &Lead, started_ms: u64) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
+        let bot_exists = txn
+            .open_table(BOTS)
+            .context("open bots")?
+            .get(lead.bot_id.as_str())
+            .context("read bot")?
+            .is_some();
+        if !bot_exists {
+            return Err(Error::BotNotFound(lead.bot_id.clone()));
+        }
+        if let Some(user) = &lead.user_id {
+            let erased = txn.open_table(ERASED).context("open erased")?;
+            let at = erased
+                .get(user_erasure(lead.bot_id.as_str(), user).as_str())
+                .context("read erasure")?
+                .map(|v| v.value());
+            if at.is_some_and(|at| at >= started_ms) {
+                return Err(Error::ConversationNotFound(format!("user {user}")));
+            }
+        }
         events::put_lead_in(&txn, lead)?;
         events::emit(
             &txn,
@@ -1164,6 +1210,62 @@ mod tests {
 
     fn ids(list: Vec<Conversation>) -> Vec<String> {
         list.into_iter().map(|c| c.id).collect()
+    }
+
+    #[test]
+    fn an_ingest_of_a_bot_deleted_while_it_ran_does_not_bring_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = BotId::parse("docs").unwrap();
+        let bot = Bot {
+            id: id.clone(),
+            name: "Docs".into(),
+            source: "test".into(),
+            created_unix: 1,
+            updated_unix: 1,
+            pages: 0,
+            chunks: 0,
+            test: false,
+            settings: Default::default(),
+        };
+        store.create_bot(&bot).unwrap();
+        let chunk = Chunk {
+            bot: id.clone(),
+            url: "https://docs.example/a".into(),
+            title: "A".into(),
+            heading_path: Vec::new(),
+            text: "text".into(),
+        };
+        let ids = store
+            .stage_chunks("ing_1", &[(chunk, vec![0.0; 4])])
+            .unwrap();
+        store.delete_bot(&id).unwrap();
+        let page = Page {
+            url: "https://docs.example/a".into(),
+            title: "A".into(),
+            content_hash: "h".into(),
+            body_hash: "b".into(),
+            etag: None,
+            last_modified: None,
+            links: Vec::new(),
+            chunk_ids: ids,
+        };
+        let commit = IngestCommit {
+            ingest: "ing_1".into(),
+            bot,
+            bot_existed: true,
+            upserts: vec![page],
+            touched: Vec::new(),
+            removed_urls: Vec::new(),
+        };
+        assert!(matches!(
+            store.commit_ingest(commit),
+            Err(Error::BotNotFound(_))
+        ));
+        assert!(matches!(store.get_bot(&id), Err(Error::BotNotFound(_))));
+        assert!(store.pages(&id).unwrap().is_empty());
+        assert_eq!(store.discard_staged(Some("ing_1")).unwrap(), 1);
+        assert_eq!(store.staged_chunks().unwrap(), 0);
     }
 
     #[test]

@@ -300,6 +300,7 @@ async fn run_staged(
     let commit = IngestCommit {
         ingest: ingest.to_string(),
         bot,
+        bot_existed: existing.is_some(),
         upserts: staged.upserts,
         touched: staged.touched,
         removed_urls,

@@ -776,6 +776,7 @@ pub(crate) async fn create_conversation(
     caller: Caller,
     body: web::Json<NewConversation>,
 ) -> ApiResult<HttpResponse> {
+    let started_ms = crate::store::now_ms();
     let body = body.into_inner();
     let raw = body
         .bot_id
@@ -787,7 +788,12 @@ pub(crate) async fn create_conversation(
     let conversation = new_conversation(&bot, user_id, &caller.key.id);
     let store = state.store.clone();
     let record = conversation.clone();
-    blocking(move || Ok(store.append_messages(&record, &[])?)).await?;
+    // Begun now: a bot deleted or a user erased meanwhile gets no conversation.
+    let extras = crate::store::TurnExtras {
+        started_ms: Some(started_ms),
+        ..Default::default()
+    };
+    blocking(move || Ok(store.append_turn(&record, &[], extras)?)).await?;
     Ok(HttpResponse::Created().json(conversation_json(&conversation, None)))
 }
 

@@ -48,6 +48,10 @@ impl Bucket {
     }
 }
 
+/// What one request was charged: given back if it is then refused for want of capacity.
+#[derive(Debug, Clone, Default)]
+pub struct Charge(Vec<(Budget, String)>);
+
 /// Every budget's buckets, behind one lock so a charge sees and takes them together.
 #[derive(Default)]
 pub struct Budgets {
@@ -57,12 +61,24 @@ pub struct Budgets {
 
 impl Budgets {
     /// Takes one unit from each `(budget, key)`, or none: 429 `budget_exhausted` naming
-    /// the first budget without a unit, with the seconds until it has one.
-    pub fn charge(&self, wanted: &[(&Budget, String)]) -> Result<(), ApiError> {
+    /// the budget that takes longest to have a unit again, with the seconds until then.
+    pub fn charge(&self, wanted: &[(&Budget, String)]) -> Result<Charge, ApiError> {
         self.charge_at(wanted, Instant::now())
     }
 
-    fn charge_at(&self, wanted: &[(&Budget, String)], now: Instant) -> Result<(), ApiError> {
+    /// Gives back what `charge` took (a request that was admitted, then refused).
+    pub fn refund(&self, charge: &Charge) {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("budget lock");
+        for (budget, key) in &charge.0 {
+            if let Some(bucket) = buckets.get_mut(&(budget.what, key.clone())) {
+                bucket.units = (bucket.units_at(now) + 1.0).min(bucket.full);
+                bucket.at = now;
+            }
+        }
+    }
+
+    fn charge_at(&self, wanted: &[(&Budget, String)], now: Instant) -> Result<Charge, ApiError> {
         let mut buckets = self.buckets.lock().expect("budget lock");
         // Forget full buckets now and then, so one-off clients do not pile up.
         if self.charges.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
@@ -76,13 +92,14 @@ impl Budgets {
                     .map_or(f64::from(budget.per_hour), |b| b.units_at(now))
             })
             .collect();
-        if let Some((budget, units)) = wanted
+        let empty = wanted
             .iter()
             .zip(&refilled)
-            .find(|(_, units)| **units < 1.0)
-            .map(|((budget, _), units)| (budget, *units))
-        {
-            let retry_after = ((1.0 - units) / budget.rate()).ceil().max(1.0) as u64;
+            .filter(|(_, units)| **units < 1.0)
+            .map(|((budget, _), units)| (budget, ((1.0 - units) / budget.rate()).ceil().max(1.0)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((budget, wait)) = empty {
+            let retry_after = wait as u64;
             let what = budget.what.replace("{}", &budget.per_hour.to_string());
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -102,7 +119,12 @@ impl Budgets {
                 },
             );
         }
-        Ok(())
+        Ok(Charge(
+            wanted
+                .iter()
+                .map(|(budget, key)| ((*budget).clone(), key.clone()))
+                .collect(),
+        ))
     }
 }
 
@@ -137,10 +159,23 @@ mod tests {
             assert!(budgets.charge_at(&alone, start).is_ok());
         }
         assert!(budgets.charge_at(&alone, start).is_err());
-        // Half an hour later the bot has one unit again.
+        // Half an hour later the bot has one unit again; given back, it has it again.
         let later = start + std::time::Duration::from_secs(1800);
-        assert!(budgets.charge_at(&both("b"), later).is_ok());
+        let charge = budgets.charge_at(&both("b"), later).unwrap();
         assert!(budgets.charge_at(&both("b"), later).is_err());
+        budgets.refund(&charge);
+        assert!(budgets.charge(&both("b")).is_ok());
+        // The refusal names the budget that takes longest to come back.
+        let slow = Budget::per_hour(1, "this address's budget of {} an hour").unwrap();
+        let pair = vec![(&bot, "x".to_string()), (&slow, "x".to_string())];
+        budgets.charge_at(&pair, start).unwrap();
+        let refused = budgets.charge_at(&pair, start).unwrap_err();
+        assert!(
+            refused.message.contains("address's budget of 1"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(refused.retry_after, Some(3600));
         assert!(Budget::per_hour(0, "none").is_none());
     }
 }

@@ -20,11 +20,12 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::AppState;
 use super::api::{self, blocking, load_bot, load_conversation, parse_bot_id, resource};
 use super::auth::Caller;
+use super::budget::Charge;
 use super::error::{ApiError, ApiResult, REQUEST_ID, current_request_id};
 use super::metrics::AnswerSample;
 #[allow(unused_imports)]
 use super::openapi::*;
-use super::queue::Queued;
+use super::queue::{QueueError, Queued};
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, Conversation, LeadCapture, Message};
 use crate::keys;
@@ -83,6 +84,8 @@ pub struct Turn {
     pub tenant: String,
     /// When the request came in (ms): an erasure of its user after this drops the turn.
     pub started_ms: u64,
+    /// What admitting it cost the caller's budgets (given back if it never gets a turn).
+    pub charge: Charge,
 }
 
 /// What a turn came to.
@@ -110,8 +113,9 @@ pub(crate) async fn chat(
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let stream = body.stream;
-    let turn = prepare(&state, &caller, body).await?;
-    let permit = admit(&state, &caller, &turn.bot)?;
+    let mut turn = prepare(&state, &caller, body).await?;
+    let (permit, charge) = admit(&state, &caller, &turn.bot)?;
+    turn.charge = charge;
     if stream {
         Ok(stream_turn(state.into_inner(), turn, permit))
     } else {
@@ -122,7 +126,11 @@ pub(crate) async fn chat(
 /// A slot for one chat request: 503 when the models are loading or the queue is full. An
 /// admitted request from a public caller is then charged to its budgets (a refused one
 /// never is), and refused with 429 when one is spent.
-pub fn admit(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<OwnedSemaphorePermit> {
+pub fn admit(
+    state: &AppState,
+    caller: &Caller,
+    bot: &BotId,
+) -> ApiResult<(OwnedSemaphorePermit, Charge)> {
     state.engine()?;
     let permit = state.admission.clone().try_acquire_owned().map_err(|_| {
         ApiError::unavailable(
@@ -131,8 +139,8 @@ pub fn admit(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<OwnedS
             2,
         )
     })?;
-    charge_budgets(state, caller, bot)?;
-    Ok(permit)
+    let charge = charge_budgets(state, caller, bot)?;
+    Ok((permit, charge))
 }
 
 /// What public keys and widget sessions do (messages, new conversations, handoffs, leads)
@@ -140,9 +148,9 @@ pub fn admit(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<OwnedS
 /// visitor, or a bare public key's client address), the client address's (ten visitors'
 /// worth, since visitor ids are the client's to choose), the address's share of the bot's
 /// budget, and the bot's. Secret keys have none.
-pub fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<()> {
+pub fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<Charge> {
     if caller.key.kind != crate::keys::KeyKind::Public {
-        return Ok(());
+        return Ok(Charge::default());
     }
     let address = caller.tenant.rsplit('@').next().unwrap_or_default();
     let visitor = match &caller.visitor {
@@ -252,6 +260,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             question: last.content.trim().to_string(),
             tenant: caller.tenant.clone(),
             started_ms,
+            charge: Charge::default(),
         });
     }
     let message = body
@@ -301,6 +310,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         question: message.trim().to_string(),
         tenant: caller.tenant.clone(),
         started_ms,
+        charge: Charge::default(),
     })
 }
 
@@ -583,6 +593,14 @@ fn answer_and_store(
     })
 }
 
+/// A turn that waited out `max_wait` without a turn at the model is refused (503): what it
+/// cost the caller's budgets comes back.
+fn refund_if_unserved(state: &AppState, turn: &Turn, error: &anyhow::Error) {
+    if matches!(error.downcast_ref(), Some(QueueError::TimedOut(_))) {
+        state.budgets.refund(&turn.charge);
+    }
+}
+
 /// An answer the model did not write (a handoff notice, or nothing).
 fn empty_answer(text: String) -> Answer {
     Answer {
@@ -659,6 +677,7 @@ pub async fn run_blocking(
             answer_and_store(&state, &turn, &options, &gone, &mut |_| {}, &mut |_| {
                 !gone()
             })
+            .inspect_err(|e| refund_if_unserved(&state, &turn, e))
             .map_err(ApiError::from)
         })
     })
@@ -843,7 +862,10 @@ pub fn run_streaming(
             );
             let last = match result {
                 Ok(outcome) => wire.done(&conversation_id, &outcome),
-                Err(e) => wire.error(&ApiError::from(e)),
+                Err(e) => {
+                    refund_if_unserved(&state, &turn, &e);
+                    wire.error(&ApiError::from(e))
+                }
             };
             let _ = tx.blocking_send(last);
         });

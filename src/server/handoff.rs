@@ -377,15 +377,14 @@ pub(crate) async fn events(
     // Subscribe first, then read the store: nothing falls between the two. The
     // conversation is read again: if it was erased before the subscription, no `end` will
     // come to this channel.
-    let live = state.live.subscribe(&conversation.id);
+    let mut subscription = Subscription::new(state.clone(), &conversation.id);
     let store = state.store.clone();
     let id = conversation.id.clone();
     let stored = blocking(move || {
         store.get_conversation(&id)?;
         Ok(store.messages(&id)?)
     })
-    .await
-    .inspect_err(|_| state.live.release(&conversation.id))?;
+    .await?;
     let mut backlog: Vec<Bytes> = Vec::new();
     let mut last = after;
     if let Some(after) = after {
@@ -416,8 +415,7 @@ pub(crate) async fn events(
             caller: &caller,
             conversation: &id,
         };
-        feed.run(backlog, live, last, tx).await;
-        shared.live.release(&id);
+        feed.run(backlog, subscription.receiver(), last, tx).await;
     });
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -429,6 +427,38 @@ pub(crate) async fn events(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body))
+}
+
+/// A feed's place on its conversation's channel. When it goes (the feed ended, or the
+/// request was given up before the feed began), so does the channel, if nobody else
+/// listens.
+struct Subscription {
+    /// Always present until dropped.
+    receiver: Option<broadcast::Receiver<LiveEvent>>,
+    state: web::Data<AppState>,
+    conversation: String,
+}
+
+impl Subscription {
+    fn new(state: web::Data<AppState>, conversation: &str) -> Subscription {
+        Subscription {
+            receiver: Some(state.live.subscribe(conversation)),
+            state,
+            conversation: conversation.to_string(),
+        }
+    }
+
+    fn receiver(&mut self) -> &mut broadcast::Receiver<LiveEvent> {
+        self.receiver.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        // The receiver still counts as a listener: release once it is gone.
+        self.receiver = None;
+        self.state.live.release(&self.conversation);
+    }
 }
 
 /// A public caller's places among the open feeds: one per visitor (a widget session's, or
@@ -468,7 +498,7 @@ impl Feed<'_> {
     async fn run(
         &self,
         backlog: Vec<Bytes>,
-        mut live: broadcast::Receiver<LiveEvent>,
+        live: &mut broadcast::Receiver<LiveEvent>,
         mut last: Option<u32>,
         tx: tokio::sync::mpsc::Sender<Bytes>,
     ) {

@@ -56,6 +56,7 @@ pub(crate) async fn create_lead(
     caller: Caller,
     body: web::Json<NewLead>,
 ) -> ApiResult<HttpResponse> {
+    let started_ms = crate::store::now_ms();
     let body = body.into_inner();
     let raw_bot = body
         .bot_id
@@ -115,7 +116,12 @@ pub(crate) async fn create_lead(
         id: time_ordered_id("lead"),
         bot_id: bot,
         conversation_id: conversation.as_ref().map(|c| c.id.clone()),
-        user_id: conversation.as_ref().and_then(|c| c.user_id.clone()),
+        // A widget visitor's lead is theirs even before any conversation, so erasing the
+        // visitor erases it.
+        user_id: conversation
+            .as_ref()
+            .and_then(|c| c.user_id.clone())
+            .or_else(|| caller.visitor.clone()),
         name,
         email,
         phone,
@@ -136,11 +142,12 @@ pub(crate) async fn create_lead(
                     &[],
                     TurnExtras {
                         lead: Some(stored),
+                        started_ms: Some(started_ms),
                         ..TurnExtras::default()
                     },
                 )?;
             }
-            None => store.put_lead(&stored)?,
+            None => store.put_lead(&stored, started_ms)?,
         }
         Ok(())
     })

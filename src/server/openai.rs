@@ -127,8 +127,9 @@ pub(crate) async fn completions(
         messages: Some(messages),
         intent: None,
     };
-    let turn = chat::prepare(&state, &caller, request).await?;
-    let permit = chat::admit(&state, &caller, &turn.bot)?;
+    let mut turn = chat::prepare(&state, &caller, request).await?;
+    let (permit, charge) = chat::admit(&state, &caller, &turn.bot)?;
+    turn.charge = charge;
     let id = format!("chatcmpl-{}", keys::random_base62(24).unwrap_or_default());
     let created = unix_now();
     let state = state.into_inner();

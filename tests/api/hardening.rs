@@ -1523,3 +1523,80 @@ async fn a_first_turn_answered_while_its_bot_is_deleted_leaves_no_conversation_b
         .unwrap();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_that_never_gets_a_turn_at_the_model_gets_its_budget_back() {
+    // One sequence, a one-second wait at most, and a slow answer holding the sequence.
+    let (s, generator) = crate::server::slow_fake_server(
+        Limits {
+            parallel: 1,
+            max_wait: Duration::from_secs(1),
+            bot_public_messages_per_hour: 2,
+            bot_budget_share_percent: 100,
+            answer_cache_ttl: Duration::ZERO,
+            ..Limits::default()
+        },
+        Duration::from_millis(400),
+    )
+    .await;
+    let pk = zephyr_public_key(&s);
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let calls = generator.calls();
+    let held = s.call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()));
+    let waited = async {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while generator.calls() == calls {
+            assert!(Instant::now() < deadline, "generation never started");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        s.call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask.clone()))
+            .await
+    };
+    let (held, waited) = tokio::join!(held, waited);
+    assert_eq!(held.0, 200, "{}", held.2);
+    assert_error(&waited, 503, "overloaded");
+    // It was admitted and charged, then refused: the bot's two messages are both there.
+    for n in 0..2 {
+        let answered = s
+            .call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask.clone()))
+            .await;
+        assert_eq!(answered.0, 200, "{n}: {}", answered.2);
+    }
+    assert_error(
+        &s.call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask))
+            .await,
+        429,
+        "budget_exhausted",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitors_lead_given_before_any_conversation_is_erased_with_the_visitor() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let pk = zephyr_public_key(&s);
+    let body = json!({"token": pk, "bot_id": "zephyr", "visitor_key": "visitor-lead-key-0001"});
+    let (_, _, session) = s
+        .call_from("POST", "/v1/widget/session", None, Some(SHOP), Some(body))
+        .await;
+    let token = session["session_token"].as_str().unwrap().to_string();
+    let visitor = session["visitor_id"].as_str().unwrap().to_string();
+    let lead = json!({"bot_id": "zephyr", "email": "ann@example.com", "consent": true});
+    let (status, _, stored) = s
+        .call_from("POST", "/v1/leads", Some(&token), Some(SHOP), Some(lead))
+        .await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(stored["user_id"], visitor.as_str(), "{stored}");
+    let (_, _, erased) = s
+        .call(
+            "DELETE",
+            &format!("/v1/users/{visitor}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(erased["deleted_leads"], 1, "{erased}");
+    let (_, _, leads) = s
+        .call("GET", "/v1/leads?bot_id=zephyr", Some(&s.admin), None)
+        .await;
+    assert_eq!(leads["data"], json!([]), "{leads}");
+}
