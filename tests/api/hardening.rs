@@ -75,6 +75,31 @@ fn counter() -> Counter {
     }
 }
 
+/// Waits (at most 30 s) until the generator has started more generations than `before`.
+async fn generation_started(generator: &crate::server::SlowGenerator, before: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while generator.calls() == before {
+        assert!(Instant::now() < deadline, "generation never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Asks `n` times with the public key, each answered, then once more: 429.
+async fn spend_budget(s: &TestServer, pk: &str, ask: &Value, n: usize) {
+    for i in 0..n {
+        let answered = s
+            .call_from("POST", "/v1/chat", Some(pk), Some(SHOP), Some(ask.clone()))
+            .await;
+        assert_eq!(answered.0, 200, "{i}: {}", answered.2);
+    }
+    assert_error(
+        &s.call_from("POST", "/v1/chat", Some(pk), Some(SHOP), Some(ask.clone()))
+            .await,
+        429,
+        "budget_exhausted",
+    );
+}
+
 async fn wait_for_job(s: &TestServer, key: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -1003,11 +1028,7 @@ async fn requests_refused_for_a_full_queue_spend_no_budget() {
     let calls = generator.calls();
     let held = s.call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()));
     let refused = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while generator.calls() == calls {
-            assert!(Instant::now() < deadline, "generation never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        generation_started(&generator, calls).await;
         let mut statuses = Vec::new();
         for _ in 0..5 {
             let refused = s
@@ -1026,18 +1047,7 @@ async fn requests_refused_for_a_full_queue_spend_no_budget() {
         "{refused:?}"
     );
     // Those five cost nothing: the bot's three messages an hour are all still there.
-    for n in 0..3 {
-        let answered = s
-            .call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask.clone()))
-            .await;
-        assert_eq!(answered.0, 200, "{n}: {}", answered.2);
-    }
-    assert_error(
-        &s.call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask))
-            .await,
-        429,
-        "budget_exhausted",
-    );
+    spend_budget(&s, &pk, &ask, 3).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1450,11 +1460,7 @@ async fn a_turn_answered_while_its_user_is_erased_is_dropped_not_stored() {
         let turn = s.call("POST", "/v1/chat", Some(&s.admin), Some(ask));
         let erase = async {
             // Erase while the answer is being generated.
-            let deadline = Instant::now() + Duration::from_secs(30);
-            while generator.calls() == calls {
-                assert!(Instant::now() < deadline, "generation never started");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            generation_started(&generator, calls).await;
             s.call("DELETE", &format!("/v1/users/{user}"), Some(&s.admin), None)
                 .await
         };
@@ -1504,11 +1510,7 @@ async fn a_first_turn_answered_while_its_bot_is_deleted_leaves_no_conversation_b
     let ask = json!({"bot_id": "sandbox", "message": "How long is the warranty?"});
     let turn = s.call("POST", "/v1/chat", Some(&test_admin), Some(ask));
     let delete = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while generator.calls() == calls {
-            assert!(Instant::now() < deadline, "generation never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        generation_started(&generator, calls).await;
         s.call("DELETE", "/v1/bots/sandbox", Some(&test_admin), None)
             .await
     };
@@ -1544,11 +1546,7 @@ async fn a_request_that_never_gets_a_turn_at_the_model_gets_its_budget_back() {
     let calls = generator.calls();
     let held = s.call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()));
     let waited = async {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while generator.calls() == calls {
-            assert!(Instant::now() < deadline, "generation never started");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        generation_started(&generator, calls).await;
         s.call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask.clone()))
             .await
     };
@@ -1556,18 +1554,7 @@ async fn a_request_that_never_gets_a_turn_at_the_model_gets_its_budget_back() {
     assert_eq!(held.0, 200, "{}", held.2);
     assert_error(&waited, 503, "overloaded");
     // It was admitted and charged, then refused: the bot's two messages are both there.
-    for n in 0..2 {
-        let answered = s
-            .call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask.clone()))
-            .await;
-        assert_eq!(answered.0, 200, "{n}: {}", answered.2);
-    }
-    assert_error(
-        &s.call_from("POST", "/v1/chat", Some(&pk), Some(SHOP), Some(ask))
-            .await,
-        429,
-        "budget_exhausted",
-    );
+    spend_budget(&s, &pk, &ask, 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
