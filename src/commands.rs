@@ -405,7 +405,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         crawl_proxy: args
             .crawl_proxy
             .clone()
-            .map(crate::config::Secret)
+            .map(crate::domain::Secret)
             .or_else(|| config.crawl_proxy.clone()),
         widget_session_ttl: parse_duration(&args.widget_session_ttl)
             .context("--widget-session-ttl")?,
@@ -418,7 +418,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
             .metrics_token
             .clone()
             .filter(|t| !t.is_empty())
-            .map(crate::config::Secret),
+            .map(crate::domain::Secret),
     };
     if let Some(proxy) = &limits.crawl_proxy {
         reqwest::Proxy::all(proxy.0.as_str()).map_err(|_| {

@@ -9,17 +9,7 @@ use crate::cli::GlobalArgs;
 
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
-/// A setting that is never printed: its `Debug` is `***` (a proxy URL with credentials, a
-/// token).
-#[derive(Clone, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
+pub use crate::domain::Secret;
 
 /// The resolved configuration: no optional fields left.
 #[derive(Debug, Clone)]

@@ -255,6 +255,18 @@ pub struct Message {
     pub author: Option<String>,
 }
 
+/// A setting that is never printed: its `Debug` is `***` (a proxy URL with credentials, a
+/// token).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

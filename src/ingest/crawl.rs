@@ -55,7 +55,7 @@ pub struct CrawlOptions {
     /// When set, only public addresses are fetched (API-started crawls; see `ssrf`).
     pub guard: Option<Arc<super::ssrf::TargetGuard>>,
     /// A proxy the operator configured for crawling.
-    pub proxy: Option<crate::config::Secret>,
+    pub proxy: Option<crate::domain::Secret>,
     /// Without `proxy`, honour `HTTP(S)_PROXY` (the CLI's crawls; never API-started ones).
     pub env_proxy: bool,
 }

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::AppState;
-use crate::config::Secret;
 use crate::domain::BotId;
+use crate::domain::Secret;
 use crate::ingest::{
     self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
     fetch::redact_userinfo, ssrf::TargetGuard,

@@ -38,7 +38,7 @@ use anyhow::Context;
 use tokio::sync::Semaphore;
 
 use crate::chat::AskOptions;
-use crate::config::Secret;
+use crate::domain::Secret;
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::retrieval::Retriever;
