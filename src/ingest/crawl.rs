@@ -117,6 +117,8 @@ pub struct CrawlReport {
     pub failed: Vec<(String, String)>,
     /// Pages seen and deliberately not indexed (noindex, duplicates, stubs, non-HTML, ...).
     pub skipped: Vec<(String, String)>,
+    /// URLs the SSRF guard refused before connecting (pages, sitemaps, redirect hops).
+    pub refused: usize,
 }
 
 enum Outcome {
@@ -415,6 +417,7 @@ pub async fn crawl(
             send_page(&mut report, &pages, page, options.max_pages).await?;
         }
     }
+    report.refused = fetcher.refused();
     Ok(report)
 }
 

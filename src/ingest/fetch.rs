@@ -8,6 +8,7 @@
 //! The CLI's own crawls honour `HTTP(S)_PROXY` (`CrawlOptions::env_proxy`).
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
@@ -40,6 +41,8 @@ pub struct Fetcher {
     guard: Option<Arc<TargetGuard>>,
     max_redirects: usize,
     credentials: Option<Credentials>,
+    /// URLs `check` refused so far (a crawl reports them as `urls_refused`).
+    refused: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -101,22 +104,33 @@ impl Fetcher {
             guard: config.guard.clone(),
             max_redirects: config.max_redirects,
             credentials,
+            refused: AtomicUsize::new(0),
         };
         Ok((fetcher, clean))
     }
 
     /// Checks a URL before anything is sent to it.
     pub fn check(&self, url: &Url) -> Result<(), FetchError> {
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(FetchError::Refused(format!(
+        let verdict = if !matches!(url.scheme(), "http" | "https") {
+            Err(format!(
                 "{} is not an http(s) URL",
                 redact_userinfo(url.as_str())
-            )));
+            ))
+        } else {
+            match &self.guard {
+                Some(guard) => guard.check(url),
+                None => Ok(()),
+            }
+        };
+        if verdict.is_err() {
+            self.refused.fetch_add(1, Ordering::Relaxed);
         }
-        match &self.guard {
-            Some(guard) => guard.check(url).map_err(FetchError::Refused),
-            None => Ok(()),
-        }
+        verdict.map_err(FetchError::Refused)
+    }
+
+    /// How many URLs `check` has refused (names the resolver refuses are not counted).
+    pub fn refused(&self) -> usize {
+        self.refused.load(Ordering::Relaxed)
     }
 
     /// GETs `url` with `headers`, following redirects one checked hop at a time. Returns

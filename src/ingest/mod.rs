@@ -129,6 +129,8 @@ pub struct IngestSummary {
     pub pages_unchanged: usize,
     pub pages_skipped: usize,
     pub pages_removed: usize,
+    /// URLs the crawl did not fetch because the SSRF guard refused them.
+    pub urls_refused: usize,
     /// Chunks embedded by this run (unchanged pages keep theirs).
     pub chunks: usize,
     pub seconds: f64,
@@ -293,6 +295,7 @@ async fn run_staged(
         pages_unchanged: unchanged,
         pages_skipped: report.skipped.len(),
         pages_removed: removed_urls.len(),
+        urls_refused: report.refused,
         chunks: staged.chunks,
         seconds: 0.0,
     };

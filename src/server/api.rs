@@ -399,6 +399,21 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// Exempting origins from the SSRF guard is a live admin's decision: a test key's crawls
+/// stay on public addresses (clearing the list is always allowed).
+fn check_target_exemption(caller: &Caller, fields: &BotFields) -> ApiResult<()> {
+    let exempts = fields
+        .allowed_targets
+        .as_ref()
+        .is_some_and(|t| !t.is_empty());
+    if exempts && caller.key.env == KeyEnv::Test {
+        return Err(ApiError::forbidden(
+            "allowed_targets can only be set with a live admin key",
+        ));
+    }
+    Ok(())
+}
+
 fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
     if let Some(name) = &fields.name {
         let name = name.trim();
@@ -569,6 +584,7 @@ pub(crate) async fn create_bot(
         test: caller.key.env == KeyEnv::Test,
         settings: Default::default(),
     };
+    check_target_exemption(&caller, &fields)?;
     apply_fields(&mut bot, &fields)?;
     let store = state.store.clone();
     let record = bot.clone();
@@ -592,6 +608,7 @@ pub(crate) async fn update_bot(
             "a bot's id cannot change",
         ));
     }
+    check_target_exemption(&caller, &fields)?;
     // Validate on a copy first, so a bad field changes nothing.
     let mut probe = bot;
     apply_fields(&mut probe, &fields)?;
@@ -1206,7 +1223,7 @@ fn own_key(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKey> {
 pub const MAX_KEY_OVERLAP_SECS: u64 = 30 * 86_400;
 
 /// A new key with the old one's powers; the old one expires `overlap` seconds from now (at
-/// most `MAX_KEY_OVERLAP_SECS`).
+/// most `MAX_KEY_OVERLAP_SECS`), or sooner if it was already due to.
 pub fn rotate(mut old: ApiKey, overlap: u64) -> Result<(String, ApiKey, ApiKey), String> {
     if overlap > MAX_KEY_OVERLAP_SECS {
         return Err(format!(
@@ -1226,6 +1243,8 @@ pub fn rotate(mut old: ApiKey, overlap: u64) -> Result<(String, ApiKey, ApiKey),
         now,
     )
     .map_err(|e| e.to_string())?;
-    old.expires = Some(now + overlap);
+    // A key already on its way out keeps its earlier end: rotating it again cannot extend it.
+    let end = now + overlap;
+    old.expires = Some(old.expires.map_or(end, |t| t.min(end)));
     Ok((key, old, new))
 }

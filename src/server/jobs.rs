@@ -47,6 +47,10 @@ pub struct JobView {
     pub pages_unchanged: Option<usize>,
     pub pages_skipped: Option<usize>,
     pub pages_removed: Option<usize>,
+    /// URLs not fetched because the SSRF guard refused them (e.g. a sitemap listing a
+    /// private address).
+    #[serde(default)]
+    pub urls_refused: Option<usize>,
     pub chunks: Option<usize>,
     pub error: Option<String>,
     pub created: u64,
@@ -102,6 +106,7 @@ impl Jobs {
             pages_unchanged: None,
             pages_skipped: None,
             pages_removed: None,
+            urls_refused: None,
             chunks: None,
             error: None,
             created: unix_now(),
@@ -256,6 +261,7 @@ fn run_job(state: &AppState, job: &Job, runtime: &tokio::runtime::Runtime) {
             view.pages_unchanged = Some(summary.pages_unchanged);
             view.pages_skipped = Some(summary.pages_skipped);
             view.pages_removed = Some(summary.pages_removed);
+            view.urls_refused = Some(summary.urls_refused);
             view.chunks = Some(summary.chunks);
         }
         Err(e) => {

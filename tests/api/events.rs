@@ -887,12 +887,23 @@ impl Served {
     }
 
     pub(crate) fn wait_line(&self, prefix: &str) -> String {
+        self.lines_until(prefix).pop().expect("the line found")
+    }
+
+    /// Every line printed from here up to and including the first that contains `prefix`.
+    pub(crate) fn lines_until(&self, prefix: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(prefix) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    let found = line.contains(prefix);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
                 Err(e) => panic!("no {prefix:?} from docent serve: {e}"),
             }
         }

@@ -1521,6 +1521,11 @@ async fn bots_are_managed_and_crawled_over_the_api_but_never_into_private_networ
                 .contains("cannot fetch start URL"),
             "{job}"
         );
+        // Refused by the guard before connecting, not tried and timed out.
+        assert!(
+            job["error"].as_str().unwrap().contains("refused: "),
+            "{job}"
+        );
     }
     assert_error(
         &s.call("GET", "/v1/jobs/job_nope", Some(&s.admin), None)
@@ -1694,6 +1699,7 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
         pages_unchanged: None,
         pages_skipped: None,
         pages_removed: None,
+        urls_refused: None,
         chunks: None,
         error: None,
         created: 1,
