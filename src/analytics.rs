@@ -13,6 +13,29 @@ use crate::store::Store;
 /// Two unanswered questions at least this similar (cosine of their embeddings) are the
 /// same gap.
 pub const GAP_SIMILARITY: f32 = 0.6;
+
+/// The date range of an analytics request: `to` defaults to today, `from` to 29 days
+/// before `to` (UTC days since the epoch).
+pub fn analytics_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), String> {
+    let parse = |name: &str, text: &str| {
+        parse_date(text).ok_or_else(|| format!("{name} {text:?} is not a date like 2026-11-27"))
+    };
+    let to = match to {
+        Some(text) => parse("to", text)?,
+        None => (crate::telemetry::unix_now() / 86_400) as i64,
+    };
+    let from = match from {
+        Some(text) => parse("from", text)?,
+        None => to - 29,
+    };
+    if from > to {
+        return Err("from is after to".into());
+    }
+    if to - from >= 366 {
+        return Err("the range is limited to 366 days".into());
+    }
+    Ok((from, to))
+}
 /// Gaps listed, largest first.
 pub const MAX_GAPS: usize = 10;
 

@@ -8,6 +8,7 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+use crate::analytics::analytics_range;
 use crate::chat;
 use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
@@ -17,6 +18,7 @@ use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlO
 use crate::llm::{LlamaConfig, LlamaGenerator};
 use crate::retrieval::Retriever;
 use crate::store::Store;
+use crate::telemetry::parse_duration;
 
 pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(Arc::new(
@@ -98,7 +100,7 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let generator = load_generator(config, 1)?;
     // Flags win over the bot's own settings, which win over the config.
     let settings = retriever.store().get_bot(&bot)?.settings;
-    let mut options = config.ask_options().for_bot(&settings);
+    let mut options = crate::chat::AskOptions::from_config(config).for_bot(&settings);
     if let Some(top_k) = args.top_k {
         options.top_k = top_k.max(1);
     }
@@ -330,35 +332,14 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 format!(
                     "{key}\n(key id {}; {id} stays valid for {}s more)",
                     new.id,
-                    overlap.as_secs()
+                    old.expires
+                        .unwrap_or_default()
+                        .saturating_sub(crate::telemetry::unix_now())
                 ),
             );
         }
     }
     Ok(())
-}
-
-/// `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    let text = text.trim();
-    let (number, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let n: u64 = number
-        .parse()
-        .with_context(|| format!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"))?;
-    let unit = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => anyhow::bail!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"),
-    };
-    let seconds = n
-        .checked_mul(unit)
-        .with_context(|| format!("duration {text:?} is too long"))?;
-    Ok(Duration::from_secs(seconds))
 }
 
 /// `docent serve`: bind, make the first admin key if there is none, load the models in the
@@ -388,7 +369,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
                 .with_context(|| format!("failed to listen for metrics on {bind}"))
         })
         .transpose()?;
-    let options = config.ask_options();
+    let options = crate::chat::AskOptions::from_config(config);
     let limits = Limits {
         max_body_bytes: args.max_body_bytes.max(1024),
         max_message_chars: args.max_message_chars.max(1),
@@ -486,30 +467,6 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
-}
-
-/// The date range of an analytics request: `to` defaults to today, `from` to 29 days
-/// before `to` (UTC days since the epoch).
-pub fn analytics_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64), String> {
-    let parse = |name: &str, text: &str| {
-        crate::analytics::parse_date(text)
-            .ok_or_else(|| format!("{name} {text:?} is not a date like 2026-11-27"))
-    };
-    let to = match to {
-        Some(text) => parse("to", text)?,
-        None => (crate::telemetry::unix_now() / 86_400) as i64,
-    };
-    let from = match from {
-        Some(text) => parse("from", text)?,
-        None => to - 29,
-    };
-    if from > to {
-        return Err("from is after to".into());
-    }
-    if to - from >= 366 {
-        return Err("the range is limited to 366 days".into());
-    }
-    Ok((from, to))
 }
 
 pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Result<()> {

@@ -228,6 +228,47 @@ pub struct Lead {
     pub created: u64,
 }
 
+/// The kinds of event a change emits (in the change's own transaction) and webhooks
+/// subscribe to.
+pub mod event_kinds {
+    pub const CONVERSATION_STARTED: &str = "conversation.started";
+    pub const LEAD_CAPTURED: &str = "lead.captured";
+    pub const CONVERSATION_HANDOFF: &str = "conversation.handoff";
+    pub const MESSAGE_UNANSWERED: &str = "message.unanswered";
+    /// Every event type a webhook can subscribe to (`*` means all of them).
+    pub const TYPES: [&str; 4] = [
+        CONVERSATION_STARTED,
+        LEAD_CAPTURED,
+        CONVERSATION_HANDOFF,
+        MESSAGE_UNANSWERED,
+    ];
+}
+
+impl Bot {
+    /// The origins the SSRF guard lets this bot's crawls reach although they are not
+    /// public: its `allowed_targets`, unless it is a test bot (whose crawls stay public).
+    pub fn exempt_origins(&self) -> Vec<String> {
+        if self.test {
+            Vec::new()
+        } else {
+            self.settings.allowed_targets.clone()
+        }
+    }
+}
+
+/// The fixed reply when no source is good enough; the model is not called.
+pub const NOT_IN_SOURCES: &str = "I don't have that in my sources.";
+
+/// A source an answer cites: its number in the answer (`[n]`), page and passage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SourceRef {
+    pub index: usize,
+    pub title: String,
+    pub url: String,
+    pub snippet: String,
+    pub score: f32,
+}
+
 /// One message of a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Message {
@@ -238,7 +279,7 @@ pub struct Message {
     pub content: String,
     /// The sources an assistant message cites.
     #[serde(default)]
-    pub sources: Vec<crate::chat::SourceRef>,
+    pub sources: Vec<SourceRef>,
     pub created: u64,
     /// Assistant messages: whether the answer came from the sources.
     #[serde(default, skip_serializing_if = "Option::is_none")]

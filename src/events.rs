@@ -21,17 +21,9 @@ use sha2::Sha256;
 use crate::ingest::ssrf::{PublicResolver, TargetGuard};
 use crate::store::{Attempt, DueDelivery, Outcome, Store, now_ms};
 
-pub const CONVERSATION_STARTED: &str = "conversation.started";
-pub const LEAD_CAPTURED: &str = "lead.captured";
-pub const CONVERSATION_HANDOFF: &str = "conversation.handoff";
-pub const MESSAGE_UNANSWERED: &str = "message.unanswered";
-/// Every event type a webhook can subscribe to (`*` means all of them).
-pub const TYPES: [&str; 4] = [
-    CONVERSATION_STARTED,
-    LEAD_CAPTURED,
-    CONVERSATION_HANDOFF,
-    MESSAGE_UNANSWERED,
-];
+pub use crate::domain::event_kinds::{
+    CONVERSATION_HANDOFF, CONVERSATION_STARTED, LEAD_CAPTURED, MESSAGE_UNANSWERED, TYPES,
+};
 
 /// The header receivers verify.
 pub const SIGNATURE_HEADER: &str = "Docent-Signature";

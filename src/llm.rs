@@ -894,7 +894,7 @@ impl Generator for FakeGenerator {
                 let sentence = body.split_inclusive('.').next().unwrap_or("").trim();
                 format!("{sentence} [1]")
             }
-            None => crate::chat::NOT_IN_SOURCES.to_string(),
+            None => crate::domain::NOT_IN_SOURCES.to_string(),
         };
         let mut completion_tokens = 0;
         let mut finish = Finish::Stop;

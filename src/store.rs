@@ -740,7 +740,7 @@ impl Store {
                     reply_dropped = messages.len() < before;
                     extras
                         .events
-                        .retain(|e| e.kind != crate::events::MESSAGE_UNANSWERED);
+                        .retain(|e| e.kind != crate::domain::event_kinds::MESSAGE_UNANSWERED);
                 }
                 if previous.lead_id.is_some()
                     && extras.lead.as_ref().is_some_and(|l| l.obtained == "chat")
@@ -770,7 +770,7 @@ impl Store {
             let mut new_events = Vec::new();
             if let (0, Some(first)) = (next, first_question) {
                 new_events.push(NewEvent {
-                    kind: crate::events::CONVERSATION_STARTED,
+                    kind: crate::domain::event_kinds::CONVERSATION_STARTED,
                     data: serde_json::json!({"message": first.content}),
                 });
             }
@@ -778,7 +778,7 @@ impl Store {
                 events::put_lead_in(&txn, lead)?;
                 record.lead_id = Some(lead.id.clone());
                 new_events.push(NewEvent {
-                    kind: crate::events::LEAD_CAPTURED,
+                    kind: crate::domain::event_kinds::LEAD_CAPTURED,
                     data: serde_json::json!({"lead": lead}),
                 });
             }
@@ -800,7 +800,7 @@ impl Store {
                     }
                 }
                 new_events.push(NewEvent {
-                    kind: crate::events::CONVERSATION_HANDOFF,
+                    kind: crate::domain::event_kinds::CONVERSATION_HANDOFF,
                     data: serde_json::json!({
                         "reason": record.handoff_reason,
                         "message": message,
@@ -875,7 +875,7 @@ impl Store {
             &txn,
             &lead.bot_id,
             NewEvent {
-                kind: crate::events::LEAD_CAPTURED,
+                kind: crate::domain::event_kinds::LEAD_CAPTURED,
                 data: serde_json::json!({
                     "bot_id": lead.bot_id,
                     "conversation_id": lead.conversation_id,

@@ -1,5 +1,8 @@
 //! Logging setup (tracing, quiet by default), the test failpoints, and small time helpers.
 
+use std::time::Duration;
+
+use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings, with llama.cpp silent).
@@ -116,6 +119,29 @@ fn redact_phones(text: &str) -> String {
         i = end.max(i + 1);
     }
     out
+}
+
+/// `90s`, `30m`, `24h`, `7d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    let text = text.trim();
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = number
+        .parse()
+        .with_context(|| format!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"))?;
+    let unit = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => anyhow::bail!("invalid duration {text:?}: use e.g. 90s, 30m, 24h, 7d"),
+    };
+    let seconds = n
+        .checked_mul(unit)
+        .with_context(|| format!("duration {text:?} is too long"))?;
+    Ok(Duration::from_secs(seconds))
 }
 
 #[cfg(test)]

@@ -358,7 +358,7 @@ async fn prompt_eval_alone(
             inner: &generator,
             prompt: std::sync::Mutex::new(None),
         };
-        let mut options = config.ask_options();
+        let mut options = crate::chat::AskOptions::from_config(&config);
         options.generation.max_tokens = 1;
         let bot = BotId::parse("demo").map_err(anyhow::Error::msg)?;
         crate::chat::answer(

@@ -209,8 +209,11 @@ async fn run(
         parallel: 1,
         ..Limits::default()
     };
-    let state =
-        actix_web::web::Data::new(AppState::new(store.clone(), config.ask_options(), limits)?);
+    let state = actix_web::web::Data::new(AppState::new(
+        store.clone(),
+        crate::chat::AskOptions::from_config(config),
+        limits,
+    )?);
     let _ = state.engine.set(Engine {
         retriever: Arc::new(Retriever::new(store.clone(), embedder)),
         generator: Arc::new(generator),

@@ -6,15 +6,14 @@ pub mod prompt;
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::config::Config;
 use crate::domain::BotId;
+pub use crate::domain::{NOT_IN_SOURCES, SourceRef};
 use crate::llm::{ChatMessage, Finish, GenParams, Generator};
 use crate::retrieval::{Retrieved, Retriever};
 use prompt::PromptSource;
-
-/// The fixed reply when no source is good enough; the model is not called.
-pub const NOT_IN_SOURCES: &str = "I don't have that in my sources.";
 
 #[derive(Debug, Clone)]
 pub struct AskOptions {
@@ -42,6 +41,22 @@ impl Default for AskOptions {
 }
 
 impl AskOptions {
+    /// The server-wide answering options a configuration gives (bots may override the
+    /// retrieval settings, `for_bot`).
+    pub fn from_config(config: &Config) -> AskOptions {
+        AskOptions {
+            top_k: config.top_k.max(1),
+            min_score: config.min_score,
+            generation: GenParams {
+                max_tokens: config.max_tokens.max(1),
+                temperature: config.temperature,
+                ..GenParams::default()
+            },
+            system_extra: None,
+            answerable_threshold: config.answerable_threshold,
+        }
+    }
+
     /// These options refined by a bot's own settings (its `top_k`, `min_score` and system
     /// prompt additions), as every path that answers for a bot applies them.
     pub fn for_bot(mut self, settings: &crate::domain::BotSettings) -> AskOptions {
@@ -54,25 +69,6 @@ impl AskOptions {
         self.system_extra = settings.system_prompt.clone();
         self
     }
-}
-
-/// The `answerable_threshold` for the default model (Qwen2.5-Coder 1.5B). The check's
-/// probability is the model's own and only means something calibrated against that model:
-/// the 0.5B model says "yes" to answerable fixture questions with 0.37 to 0.45, the 1.5B
-/// with 0.72 to 0.93. Tuned on a development sample of disflqa (seed 11, 100 questions): the
-/// 1.5B model's probability separates answerable from unanswerable questions with an AUC of
-/// 0.76, and 0.55 is the knee where declines of unanswerable questions rise (20% -> 40%)
-/// while accuracy on answerable ones barely moves (54% -> 52%); above it accuracy falls
-/// fast (0.6: 44%, 0.7: 32%). Other models run without the check unless configured.
-pub const DEFAULT_MODEL_ANSWERABLE_THRESHOLD: f32 = 0.55;
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
-pub struct SourceRef {
-    pub index: usize,
-    pub title: String,
-    pub url: String,
-    pub snippet: String,
-    pub score: f32,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -357,7 +353,7 @@ pub fn is_refusal(answer: &str) -> bool {
 }
 
 fn snippet(text: &str) -> String {
-    let flat = crate::ingest::extract::collapse_whitespace(text);
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
     match flat.char_indices().nth(240) {
         Some((cut, _)) => format!("{}…", &flat[..cut]),
         None => flat,

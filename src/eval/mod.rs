@@ -130,7 +130,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
     .await?;
     let retriever = Retriever::new(store, embedder);
     let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
-    let mut options = config.ask_options();
+    let mut options = crate::chat::AskOptions::from_config(config);
     if let Some(threshold) = args.answerable_threshold {
         options.answerable_threshold = threshold;
     }
@@ -242,7 +242,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
     .await?;
     let retriever = Retriever::new(store, embedder);
     let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
-    let options = config.ask_options();
+    let options = crate::chat::AskOptions::from_config(config);
     let mut questions: Vec<(String, String, data::ConflictAnswer)> = set
         .queries
         .iter()
@@ -330,7 +330,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     let settings = store.get_bot(&bot)?.settings;
     let retriever = Retriever::new(store, crate::commands::load_embedder(config)?);
     let generator = crate::commands::load_generator(config, 1)?;
-    let options = config.ask_options().for_bot(&settings);
+    let options = crate::chat::AskOptions::from_config(config).for_bot(&settings);
     let mut results = Vec::new();
     for (i, case) in golden.iter().enumerate() {
         let answer = chat::answer(

@@ -7,9 +7,9 @@
 //! (`CrawlOptions::proxy`): a proxy would resolve names itself, past the resolver's check.
 //! The CLI's own crawls honour `HTTP(S)_PROXY` (`CrawlOptions::env_proxy`).
 
+use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -41,8 +41,9 @@ pub struct Fetcher {
     guard: Option<Arc<TargetGuard>>,
     max_redirects: usize,
     credentials: Option<Credentials>,
-    /// URLs `check` refused so far (a crawl reports them as `urls_refused`).
-    refused: AtomicUsize,
+    /// The distinct URLs `check` refused so far (a crawl reports how many as
+    /// `urls_refused`); bounded by the crawl's fetch cap.
+    refused: Mutex<HashSet<String>>,
 }
 
 #[derive(Debug)]
@@ -104,7 +105,7 @@ impl Fetcher {
             guard: config.guard.clone(),
             max_redirects: config.max_redirects,
             credentials,
-            refused: AtomicUsize::new(0),
+            refused: Mutex::new(HashSet::new()),
         };
         Ok((fetcher, clean))
     }
@@ -123,14 +124,16 @@ impl Fetcher {
             }
         };
         if verdict.is_err() {
-            self.refused.fetch_add(1, Ordering::Relaxed);
+            let mut refused = self.refused.lock().expect("refused lock");
+            refused.insert(redact_userinfo(url.as_str()));
         }
         verdict.map_err(FetchError::Refused)
     }
 
-    /// How many URLs `check` has refused (names the resolver refuses are not counted).
+    /// How many distinct URLs `check` has refused: literal private addresses, `localhost`
+    /// and other schemes (names the resolver refuses are not counted).
     pub fn refused(&self) -> usize {
-        self.refused.load(Ordering::Relaxed)
+        self.refused.lock().expect("refused lock").len()
     }
 
     /// GETs `url` with `headers`, following redirects one checked hop at a time. Returns

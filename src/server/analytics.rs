@@ -35,7 +35,7 @@ pub(crate) async fn analytics(
 ) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
     let bot = parse_bot_id(&path)?;
-    let (from, to) = crate::commands::analytics_range(query.from.as_deref(), query.to.as_deref())
+    let (from, to) = crate::analytics::analytics_range(query.from.as_deref(), query.to.as_deref())
         .map_err(|e| ApiError::bad_request("invalid_request", e))?;
     load_bot(&state, &caller, &bot).await?;
     let shared = state.clone();

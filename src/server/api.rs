@@ -663,13 +663,13 @@ pub(crate) async fn add_source(
     let every = body
         .recrawl_every
         .as_deref()
-        .map(|e| crate::commands::parse_duration(e).map(|d| d.as_secs().max(60)))
+        .map(|e| crate::telemetry::parse_duration(e).map(|d| d.as_secs().max(60)))
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
     // Refuse obviously private targets at once (names are checked again when resolved).
     if !state.jobs.allow_private_targets {
         let guard = crate::ingest::ssrf::TargetGuard {
-            allowed_origins: bot.settings.allowed_targets.clone(),
+            allowed_origins: bot.exempt_origins(),
         };
         guard.check(&url).map_err(|e| {
             let why = redact_userinfo(&e);

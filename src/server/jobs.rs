@@ -294,7 +294,7 @@ fn crawl(
     let record = state.store.get_bot(bot)?;
     let guard = (!state.jobs.allow_private_targets).then(|| {
         Arc::new(TargetGuard {
-            allowed_origins: record.settings.allowed_targets.clone(),
+            allowed_origins: record.exempt_origins(),
         })
     });
     let request = IngestRequest {

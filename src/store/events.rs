@@ -784,7 +784,7 @@ mod tests {
             .emit(
                 &bot,
                 NewEvent {
-                    kind: crate::events::LEAD_CAPTURED,
+                    kind: crate::domain::event_kinds::LEAD_CAPTURED,
                     data: serde_json::json!({}),
                 },
             )
@@ -835,7 +835,7 @@ mod tests {
         let bot = BotId::parse("shop").unwrap();
         store.put_webhook(&webhook("whk_a")).unwrap();
         let new = |n: u64| NewEvent {
-            kind: crate::events::LEAD_CAPTURED,
+            kind: crate::domain::event_kinds::LEAD_CAPTURED,
             data: serde_json::json!({"n": n}),
         };
         let settled = store.emit(&bot, new(1)).unwrap();
@@ -901,7 +901,7 @@ mod tests {
             .iter()
             .filter(|d| {
                 store.get_event(&d.event_id).unwrap().unwrap().kind
-                    == crate::events::CONVERSATION_HANDOFF
+                    == crate::domain::event_kinds::CONVERSATION_HANDOFF
             })
             .count();
         assert_eq!(handoffs, 1);

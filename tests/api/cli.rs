@@ -77,6 +77,7 @@ fn ingest_then_ask_through_the_binary_returns_cited_json() {
         "pages_unchanged",
         "pages_skipped",
         "pages_removed",
+        "urls_refused",
         "chunks",
         "seconds",
     ] {

@@ -295,6 +295,24 @@ async fn only_live_admin_keys_exempt_origins_from_the_ssrf_guard() {
         .call("PATCH", "/v1/bots/zephyr", Some(&s.admin), Some(metadata))
         .await;
     assert_eq!(status, 200, "{bot}");
+    // A test bot that holds an exemption from before is crawled as if it held none.
+    let sandbox = BotId::parse("sandbox").unwrap();
+    let site = serve(&crate::helpers::fixture("site"));
+    s.state
+        .store
+        .update_bot(&sandbox, |bot| {
+            bot.settings.allowed_targets = vec![site.base.clone()];
+        })
+        .unwrap();
+    let refused = s
+        .call(
+            "POST",
+            "/v1/bots/sandbox/sources",
+            Some(&test_admin),
+            Some(json!({"url": site.url("/index.html")})),
+        )
+        .await;
+    assert_error(&refused, 400, "target_not_allowed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -759,7 +777,7 @@ async fn nested_sitemaps_and_other_ports_of_an_exempt_name_go_through_the_guard(
     assert_eq!(elsewhere.hits.load(Ordering::SeqCst), 0);
     // Each literal address (127.0.0.1, localhost, both spellings of the metadata service) is
     // refused before connecting, not tried and timed out; the name on the other port is
-    // refused by the resolver (the counter above saw nothing).
+    // refused by the resolver where it is not `localhost` itself (and then the same URL).
     assert_eq!(job["urls_refused"], 4, "{job}");
 }
 

@@ -3,6 +3,7 @@
 mod helpers;
 
 mod answer;
+mod architecture;
 
 mod cli;
 mod crash;

@@ -1,0 +1,135 @@
+//! The dependency rule, checked on the source: which of docent's top-level modules may
+//! import which (ARCHITECTURE.md, "Dependency rule").
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Imports that break the rule today and are still to be removed (issue 16's redesign).
+/// The test fails when one of them goes away too, so the list only ever shrinks.
+const KNOWN_DEBT: &[(&str, &str)] = &[
+    ("cli", "ingest"),
+    ("cli", "retrieval"),
+    ("config", "cli"),
+    ("eval", "cli"),
+    ("eval", "commands"),
+    ("bench", "cli"),
+    ("bench", "server"),
+];
+
+/// Modules at the edge: they wire the rest together and nothing inside imports them.
+const EDGES: &[&str] = &["main", "cli", "commands", "server", "bench", "eval"];
+
+/// The edge's own wiring: the CLI's commands start the server and read their flags.
+const EDGE_WIRING: &[(&str, &str)] = &[("commands", "server"), ("commands", "cli")];
+
+/// Modules that import nothing else of docent.
+const LEAVES: &[&str] = &["domain", "telemetry", "index", "keyword"];
+
+/// `crate::NAME` references outside comments and test modules, by top-level module.
+fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stack = vec![src.clone()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") {
+                continue;
+            }
+            let relative = path.strip_prefix(&src).unwrap();
+            let first = relative.components().next().unwrap();
+            let module = first.as_os_str().to_str().unwrap().trim_end_matches(".rs");
+            let text = std::fs::read_to_string(&path).unwrap();
+            let code = text.split("#[cfg(test)]").next().unwrap();
+            let targets = graph.entry(module.to_string()).or_default();
+            for line in code.lines() {
+                let line = line.split("//").next().unwrap();
+                for (at, _) in line.match_indices("crate::") {
+                    let name: String = line[at + "crate::".len()..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                        .collect();
+                    assert!(
+                        !name.is_empty(),
+                        "{}: grouped `crate::{{…}}` import",
+                        path.display()
+                    );
+                    if name != module {
+                        targets.insert(name);
+                    }
+                }
+            }
+        }
+    }
+    graph
+}
+
+fn reaches(graph: &BTreeMap<String, BTreeSet<String>>, from: &str, to: &str) -> bool {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![from.to_string()];
+    while let Some(module) = stack.pop() {
+        for next in graph.get(&module).into_iter().flatten() {
+            if next == to {
+                return true;
+            }
+            if seen.insert(next.clone()) {
+                stack.push(next.clone());
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_cycles_and_only_downwards() {
+    let graph = imports();
+    assert!(
+        graph.contains_key("domain") && graph.contains_key("server"),
+        "{graph:?}"
+    );
+    let debt: BTreeSet<(String, String)> = KNOWN_DEBT
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let mut broken = Vec::new();
+    for (module, targets) in &graph {
+        for target in targets {
+            let edge = (module.clone(), target.clone());
+            if debt.contains(&edge) {
+                continue;
+            }
+            if reaches(&graph, target, module) {
+                broken.push(format!("{module} -> {target}: a cycle"));
+            }
+            if LEAVES.contains(&module.as_str()) {
+                broken.push(format!(
+                    "{module} -> {target}: {module} imports nothing of docent"
+                ));
+            }
+            let wiring =
+                module == "main" || EDGE_WIRING.contains(&(module.as_str(), target.as_str()));
+            if EDGES.contains(&target.as_str()) && !wiring {
+                broken.push(format!(
+                    "{module} -> {target}: only the edge imports the edge"
+                ));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "the dependency rule is broken:\n{}",
+        broken.join("\n")
+    );
+    let paid: Vec<_> = debt
+        .iter()
+        .filter(|(a, b)| !graph.get(a).is_some_and(|t| t.contains(b)))
+        .collect();
+    assert!(
+        paid.is_empty(),
+        "remove from KNOWN_DEBT, it is gone: {paid:?}"
+    );
+}
