@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::ingest::crawl::Scope;
+use crate::retrieval::Mode;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -106,7 +107,7 @@ pub struct IngestArgs {
     pub base_url: Option<String>,
     /// `path`: stay under the start URL's folder; `host`: the whole host
     #[arg(long, value_enum, default_value = "path")]
-    pub scope: Scope,
+    pub scope: ScopeArg,
     /// Most pages to index
     #[arg(long, default_value_t = 1000)]
     pub max_pages: usize,
@@ -378,7 +379,7 @@ pub struct EvalRetrievalArgs {
     pub seed: u64,
     /// Which indexes answer: dense (vectors), keyword (BM25) or hybrid (both, fused)
     #[arg(long, value_enum, default_value = "hybrid")]
-    pub mode: crate::retrieval::Mode,
+    pub mode: ModeArg,
     /// Print one JSON object
     #[arg(long)]
     pub json: bool,
@@ -452,4 +453,43 @@ pub struct EvalQuestionsArgs {
 pub enum ConfigCommand {
     /// Print a commented example config file
     Example,
+}
+
+/// `--scope`, the crawler's `Scope` as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScopeArg {
+    /// Same scheme and host, and under the start URL's directory.
+    Path,
+    /// Same scheme and host.
+    Host,
+}
+
+impl From<ScopeArg> for Scope {
+    fn from(arg: ScopeArg) -> Scope {
+        match arg {
+            ScopeArg::Path => Scope::Path,
+            ScopeArg::Host => Scope::Host,
+        }
+    }
+}
+
+/// `--mode`, retrieval's `Mode` as a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// Vector search only.
+    Dense,
+    /// BM25 only.
+    Keyword,
+    /// Both, fused.
+    Hybrid,
+}
+
+impl From<ModeArg> for Mode {
+    fn from(arg: ModeArg) -> Mode {
+        match arg {
+            ModeArg::Dense => Mode::Dense,
+            ModeArg::Keyword => Mode::Keyword,
+            ModeArg::Hybrid => Mode::Hybrid,
+        }
+    }
 }

@@ -9,32 +9,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::analytics::analytics_range;
+use crate::app::{load_embedder, load_generator};
 use crate::chat;
 use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
 use crate::domain::BotId;
-use crate::embed::{Embedder, MiniLm};
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
-use crate::llm::{LlamaConfig, LlamaGenerator};
 use crate::retrieval::Retriever;
 use crate::store::Store;
 use crate::telemetry::parse_duration;
-
-pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    Ok(Arc::new(
-        MiniLm::load(&config.embedder_dir())?.with_threads(config.threads),
-    ))
-}
-
-/// The chat model with `parallel` sequences (one for the CLI, `--parallel` for `serve`).
-pub fn load_generator(config: &Config, parallel: usize) -> anyhow::Result<LlamaGenerator> {
-    LlamaGenerator::start(LlamaConfig {
-        model_path: config.model_path.clone(),
-        threads: config.threads,
-        context_size: config.context_size,
-        parallel,
-    })
-}
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
@@ -60,7 +43,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
         name: args.name,
         source,
         crawl: CrawlOptions {
-            scope: args.scope,
+            scope: args.scope.into(),
             max_pages: args.max_pages.max(1),
             max_depth: args.max_depth,
             concurrency: args.concurrency.max(1),

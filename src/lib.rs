@@ -1,6 +1,7 @@
 //! docent: a self-hosted RAG chatbot in one binary. Modules in reading order.
 
 pub mod analytics;
+pub mod app;
 pub mod bench;
 pub mod chat;
 pub mod cli;

@@ -24,7 +24,7 @@ pub struct Retrieved {
 }
 
 /// Which indexes answer a query (`eval retrieval --mode` compares them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Vector search only.

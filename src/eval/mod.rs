@@ -42,7 +42,7 @@ const RETRIEVE_CHUNKS: usize = 30;
 pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let set = data::load_beir(&args.corpus)?;
-    let embedder = crate::commands::load_embedder(config)?;
+    let embedder = crate::app::load_embedder(config)?;
     let (store, bot) = scratch_bot(
         config,
         &args.corpus,
@@ -52,7 +52,8 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
         args.json,
     )
     .await?;
-    let retriever = Arc::new(Retriever::new(store, embedder).with_mode(args.mode));
+    let mode = crate::retrieval::Mode::from(args.mode);
+    let retriever = Arc::new(Retriever::new(store, embedder).with_mode(mode));
     let mut queries: Vec<(String, String, Qrels)> = set
         .queries
         .iter()
@@ -96,14 +97,14 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
         "ndcg@10": mean(4),
         "seconds": round1(started.elapsed().as_secs_f64()),
         "search_ms_per_query": round1(search_started.elapsed().as_secs_f64() * 1000.0 / n),
-        "mode": args.mode,
+        "mode": mode,
         "documents": set.corpus.len(),
     });
     print_result(args.json, &out, || {
         format!(
             "{} queries ({:?}): recall@1 {} recall@5 {} recall@10 {} MRR@10 {} nDCG@10 {} in {}s",
             out["n_queries"],
-            args.mode,
+            mode,
             out["recall@1"],
             out["recall@5"],
             out["recall@10"],
@@ -118,7 +119,7 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
 pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let set = data::load_squad(&args.squad)?;
-    let embedder = crate::commands::load_embedder(config)?;
+    let embedder = crate::app::load_embedder(config)?;
     let (store, bot) = scratch_bot(
         config,
         &args.squad,
@@ -129,7 +130,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
     )
     .await?;
     let retriever = Retriever::new(store, embedder);
-    let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
+    let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let mut options = crate::chat::AskOptions::from_config(config);
     if let Some(threshold) = args.answerable_threshold {
         options.answerable_threshold = threshold;
@@ -230,7 +231,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
     let started = Instant::now();
     let set = data::load_beir(&args.corpus)?;
     let answers = data::load_conflict_answers(&args.answers)?;
-    let embedder = crate::commands::load_embedder(config)?;
+    let embedder = crate::app::load_embedder(config)?;
     let (store, bot) = scratch_bot(
         config,
         &args.corpus,
@@ -241,7 +242,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
     )
     .await?;
     let retriever = Retriever::new(store, embedder);
-    let generator = crate::commands::load_generator(config, args.concurrency.max(1))?;
+    let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let options = crate::chat::AskOptions::from_config(config);
     let mut questions: Vec<(String, String, data::ConflictAnswer)> = set
         .queries
@@ -328,8 +329,8 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let store = Store::open(&config.data_dir)?;
     let settings = store.get_bot(&bot)?.settings;
-    let retriever = Retriever::new(store, crate::commands::load_embedder(config)?);
-    let generator = crate::commands::load_generator(config, 1)?;
+    let retriever = Retriever::new(store, crate::app::load_embedder(config)?);
+    let generator = crate::app::load_generator(config, 1)?;
     let options = crate::chat::AskOptions::from_config(config).for_bot(&settings);
     let mut results = Vec::new();
     for (i, case) in golden.iter().enumerate() {

@@ -34,7 +34,7 @@ const MAX_DEFERRED: usize = 200;
 /// The token robots.txt groups are matched against.
 const ROBOTS_AGENT: &str = "docent";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scope {
     /// Same scheme and host, and under the start URL's directory.
     Path,
