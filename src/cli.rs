@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::Overrides;
 use crate::ingest::crawl::Scope;
 use crate::retrieval::Mode;
 
@@ -47,6 +48,21 @@ pub struct GlobalArgs {
     /// Log progress details to stderr
     #[arg(long, short, global = true)]
     pub verbose: bool,
+}
+
+impl GlobalArgs {
+    /// What these flags set, for `Config::load`.
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            data_dir: self.data_dir.clone(),
+            models_dir: self.models_dir.clone(),
+            model: self.model.clone(),
+            threads: self.threads,
+            ctx_size: self.ctx_size,
+            parallel: self.parallel,
+            config: self.config.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,8 +5,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::cli::GlobalArgs;
-
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
 pub use crate::domain::Secret;
@@ -76,9 +74,23 @@ struct FileGeneration {
     temperature: Option<f32>,
 }
 
+/// What the command line (its flags and their `DOCENT_*` variables) sets: each field, when
+/// present, wins over the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub models_dir: Option<PathBuf>,
+    pub model: Option<String>,
+    pub threads: Option<usize>,
+    pub ctx_size: Option<u32>,
+    pub parallel: Option<usize>,
+    /// The TOML file to read under them.
+    pub config: Option<PathBuf>,
+}
+
 impl Config {
     /// Merges the config file named by `--config` (if any) under the flags and env values.
-    pub fn load(args: &GlobalArgs) -> anyhow::Result<Config> {
+    pub fn load(args: &Overrides) -> anyhow::Result<Config> {
         let file = match &args.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)

@@ -48,7 +48,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config::EXAMPLE);
         return Ok(());
     }
-    let config = Config::load(&cli.global)?;
+    let config = Config::load(&cli.global.overrides())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -117,7 +117,8 @@ pub struct CrawlReport {
     pub failed: Vec<(String, String)>,
     /// Pages seen and deliberately not indexed (noindex, duplicates, stubs, non-HTML, ...).
     pub skipped: Vec<(String, String)>,
-    /// URLs the SSRF guard refused before connecting (pages, sitemaps, redirect hops).
+    /// Distinct URLs the SSRF guard refused before connecting (pages, sitemaps, redirect
+    /// hops).
     pub refused: usize,
 }
 
