@@ -93,7 +93,13 @@ BROWSER_MODULES := tests/browser/node_modules/.package-lock.json
 $(BROWSER_MODULES): tests/browser/package-lock.json | deps
 	cd tests/browser && npm ci --no-audit --no-fund
 
-test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES)
+# llama.cpp's own OpenAI-compatible server for the remote-engine tests, built once from the
+# pinned llama.cpp source in llama-cpp-python's sdist, with the in-process build's CPU flags.
+LLAMA_SERVER := target/llama-server/bin/llama-server
+$(LLAMA_SERVER): tests/engine/build.sh | deps
+	$(GGML_ENV) tests/engine/build.sh "$(MODEL_CACHE)" target/llama-server
+
+test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES) $(LLAMA_SERVER)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 
 # `make build && sudo make install [PREFIX=/usr/local] [DESTDIR=…]`: the binary without

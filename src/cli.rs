@@ -42,6 +42,21 @@ pub struct GlobalArgs {
     /// Answers `serve` generates together, in one llama.cpp batch [default: 4]
     #[arg(long, env = "DOCENT_PARALLEL", global = true)]
     pub parallel: Option<usize>,
+    /// Generate on a remote OpenAI-compatible engine (llama.cpp's llama-server, vLLM,
+    /// Ollama, a hosted API) at this URL instead of in-process; comma-separate or repeat it
+    /// for several. The API key comes from DOCENT_LLM_API_KEY or DOCENT_LLM_API_KEY_FILE
+    #[arg(long, env = "DOCENT_LLM_URL", global = true, value_delimiter = ',')]
+    pub llm_url: Vec<String>,
+    /// The model name sent to the engine [default: the first one it lists]
+    #[arg(long, env = "DOCENT_LLM_MODEL", global = true)]
+    pub llm_model: Option<String>,
+    /// Longest wait for the engine's reply, and between two streamed pieces, e.g. 30s
+    /// [default: 120s]
+    #[arg(long, env = "DOCENT_LLM_TIMEOUT", global = true)]
+    pub llm_timeout: Option<String>,
+    /// Requests in flight to the engines at once [default: --parallel]
+    #[arg(long, env = "DOCENT_LLM_CONCURRENCY", global = true)]
+    pub llm_concurrency: Option<usize>,
     /// TOML config file (see `docent config example`); flags and env override it
     #[arg(long, env = "DOCENT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -60,6 +75,10 @@ impl GlobalArgs {
             threads: self.threads,
             ctx_size: self.ctx_size,
             parallel: self.parallel,
+            llm_url: self.llm_url.clone(),
+            llm_model: self.llm_model.clone(),
+            llm_timeout: self.llm_timeout.clone(),
+            llm_concurrency: self.llm_concurrency,
             config: self.config.clone(),
         }
     }

@@ -103,7 +103,7 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let stream = !args.json;
     let answer = chat::answer(
         &retriever,
-        &generator,
+        generator.as_ref(),
         &bot,
         &args.question,
         &options,
@@ -341,6 +341,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         );
     }
     let parallel = config.parallel;
+    let slots = crate::app::generation_slots(config);
     let listener = std::net::TcpListener::bind(&args.bind)
         .with_context(|| format!("failed to listen on {}", args.bind))?;
     let address = listener.local_addr()?;
@@ -357,7 +358,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         max_body_bytes: args.max_body_bytes.max(1024),
         max_message_chars: args.max_message_chars.max(1),
         max_queue: args.max_queue.max(1),
-        parallel,
+        parallel: slots,
         max_wait: Duration::from_secs(args.max_wait),
         per_key_per_minute: args.rate_limit_key,
         per_ip_per_minute: args.rate_limit_ip,
@@ -422,11 +423,14 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
                 let generator = load_generator(&config, parallel)?;
                 Ok(Engine {
                     retriever: Arc::new(Retriever::new(store, embedder)),
-                    generator: Arc::new(generator),
+                    generator,
                 })
             })();
             match loaded {
                 Ok(engine) => {
+                    if let Err(why) = engine.generator.health() {
+                        eprintln!("generation engine not reachable yet: {why}");
+                    }
                     let _ = state.engine.set(engine);
                     eprintln!("docent ready on http://{address}");
                 }

@@ -1,6 +1,7 @@
 //! Configuration: defaults < TOML file < environment < flags, resolved once into `Config`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
@@ -16,7 +17,8 @@ pub use crate::domain::Secret;
 /// 1.5B model's probability separates answerable from unanswerable questions with an AUC of
 /// 0.76, and 0.55 is the knee where declines of unanswerable questions rise (20% -> 40%)
 /// while accuracy on answerable ones barely moves (54% -> 52%); above it accuracy falls
-/// fast (0.6: 44%, 0.7: 32%). Other models run without the check unless configured.
+/// fast (0.6: 44%, 0.7: 32%). Other models run without the check unless configured, and so
+/// do remote engines (`--llm-url`): docent cannot know which model they serve.
 pub const DEFAULT_MODEL_ANSWERABLE_THRESHOLD: f32 = 0.55;
 
 /// The resolved configuration: no optional fields left.
@@ -40,6 +42,20 @@ pub struct Config {
     pub allow_private_targets: bool,
     /// The proxy API crawls go through (`crawl_proxy` in the file; none by default).
     pub crawl_proxy: Option<Secret>,
+    /// Generation on remote OpenAI-compatible engines instead of in-process (`--llm-url`).
+    pub llm: Option<RemoteLlm>,
+}
+
+/// Where remote generation runs and how docent talks to it (`[llm]` in the file).
+#[derive(Debug, Clone)]
+pub struct RemoteLlm {
+    pub urls: Vec<url::Url>,
+    pub model: Option<String>,
+    /// From `DOCENT_LLM_API_KEY`, or the file `DOCENT_LLM_API_KEY_FILE` / `api_key_file` names.
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+    /// Requests in flight to the engines; `serve`'s fair queue hands out this many turns.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -57,6 +73,26 @@ struct FileConfig {
     retrieval: FileRetrieval,
     #[serde(default)]
     generation: FileGeneration,
+    #[serde(default)]
+    llm: FileLlm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLlm {
+    /// One engine's URL, or several.
+    url: Option<OneOrMany>,
+    model: Option<String>,
+    timeout: Option<String>,
+    concurrency: Option<usize>,
+    api_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -84,6 +120,11 @@ pub struct Overrides {
     pub threads: Option<usize>,
     pub ctx_size: Option<u32>,
     pub parallel: Option<usize>,
+    /// Remote engines' URLs (each entry may hold several, comma-separated).
+    pub llm_url: Vec<String>,
+    pub llm_model: Option<String>,
+    pub llm_timeout: Option<String>,
+    pub llm_concurrency: Option<usize>,
     /// The TOML file to read under them.
     pub config: Option<PathBuf>,
 }
@@ -114,6 +155,8 @@ impl Config {
             .threads
             .or(file.threads)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
+        let parallel = args.parallel.or(file.parallel).unwrap_or(4);
+        let llm = remote_llm(args, file.llm, parallel)?;
         let config = Config {
             data_dir: args
                 .data_dir
@@ -124,11 +167,11 @@ impl Config {
             models_dir,
             threads,
             context_size: args.ctx_size.or(file.context_size).unwrap_or(4096),
-            parallel: args.parallel.or(file.parallel).unwrap_or(4),
+            parallel,
             top_k: file.retrieval.top_k.unwrap_or(5),
             min_score: file.retrieval.min_score.unwrap_or(0.3),
             answerable_threshold: file.retrieval.answerable_threshold.unwrap_or(
-                if model == "default" {
+                if model == "default" && llm.is_none() {
                     DEFAULT_MODEL_ANSWERABLE_THRESHOLD
                 } else {
                     0.0
@@ -138,6 +181,7 @@ impl Config {
             temperature: file.generation.temperature.unwrap_or(0.0),
             allow_private_targets: file.allow_private_targets.unwrap_or(false),
             crawl_proxy: file.crawl_proxy,
+            llm,
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");
@@ -151,6 +195,84 @@ impl Config {
     pub fn embedder_dir(&self) -> PathBuf {
         self.models_dir.join("all-MiniLM-L6-v2")
     }
+}
+
+/// The remote engines flags and file name, if any; the API key comes from the environment
+/// or a file, never a flag.
+fn remote_llm(
+    args: &Overrides,
+    file: FileLlm,
+    parallel: usize,
+) -> anyhow::Result<Option<RemoteLlm>> {
+    let listed: Vec<String> = if args.llm_url.is_empty() {
+        match file.url {
+            Some(OneOrMany::One(url)) => vec![url],
+            Some(OneOrMany::Many(urls)) => urls,
+            None => Vec::new(),
+        }
+    } else {
+        args.llm_url.clone()
+    };
+    let urls = listed
+        .iter()
+        .flat_map(|entry| entry.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let url = url::Url::parse(u).with_context(|| format!("invalid --llm-url {u:?}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                bail!("--llm-url {u:?} is not an http(s) URL");
+            }
+            Ok(url)
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let timeout = match args.llm_timeout.as_deref().or(file.timeout.as_deref()) {
+        Some(text) => crate::telemetry::parse_duration(text).context("invalid --llm-timeout")?,
+        None => Duration::from_secs(120),
+    };
+    if timeout.is_zero() {
+        bail!("--llm-timeout must be at least 1s");
+    }
+    let concurrency = args
+        .llm_concurrency
+        .or(file.concurrency)
+        .unwrap_or(parallel);
+    if !(1..=1024).contains(&concurrency) {
+        bail!("--llm-concurrency must be between 1 and 1024");
+    }
+    Ok(Some(RemoteLlm {
+        urls,
+        model: args.llm_model.clone().or(file.model),
+        api_key: llm_api_key(file.api_key_file)?,
+        timeout,
+        concurrency,
+    }))
+}
+
+/// `DOCENT_LLM_API_KEY`, else the first line of `DOCENT_LLM_API_KEY_FILE` (or the file the
+/// config names).
+fn llm_api_key(file: Option<PathBuf>) -> anyhow::Result<Option<Secret>> {
+    if let Ok(key) = std::env::var("DOCENT_LLM_API_KEY")
+        && !key.trim().is_empty()
+    {
+        return Ok(Some(Secret(key.trim().to_string())));
+    }
+    let Some(path) = std::env::var_os("DOCENT_LLM_API_KEY_FILE")
+        .map(PathBuf::from)
+        .or(file)
+    else {
+        return Ok(None);
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("failed to read the LLM API key file {}", path.display()))?;
+    let key = text.lines().next().unwrap_or("").trim().to_string();
+    if key.is_empty() {
+        bail!("the LLM API key file {} is empty", path.display());
+    }
+    Ok(Some(Secret(key)))
 }
 
 /// `default` and `small` name the fetched models; anything else is a path to a GGUF.

@@ -107,30 +107,10 @@ impl Default for DeliveryConfig {
 }
 
 /// The delay before retry number `attempts` (1 after the first failure): `base · 2^(n-1)`
-/// capped at an hour, scaled by a random factor in [0.5, 1.0) so receivers that fail
-/// together are not hit again together. A receiver's `Retry-After` wins when given (up to
-/// an hour).
+/// capped at an hour, with jitter; a receiver's `Retry-After` wins when given (up to an
+/// hour).
 pub fn backoff(base: Duration, attempts: usize, retry_after: Option<Duration>) -> Duration {
-    const CAP: Duration = Duration::from_secs(3600);
-    if let Some(wait) = retry_after {
-        return wait.min(CAP);
-    }
-    let exponent = attempts.saturating_sub(1).min(20) as u32;
-    let delay = base.saturating_mul(1 << exponent).min(CAP);
-    delay.mul_f64(0.5 + fastrand::f64() / 2.0)
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    if let Ok(seconds) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
-    }
-    let when = httpdate::parse_http_date(value).ok()?;
-    Some(
-        when.duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-    )
+    crate::retry::backoff(base, attempts, retry_after, Duration::from_secs(3600))
 }
 
 /// The JSON body of a delivery.
@@ -343,7 +323,7 @@ async fn send(
         match result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                let wait = retry_after(response.headers());
+                let wait = crate::retry::retry_after(response.headers());
                 // The body is not needed, but reading a little lets the connection be reused.
                 let _ = tokio::time::timeout(Duration::from_secs(1), response.bytes()).await;
                 (Some(status), None, wait)

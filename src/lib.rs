@@ -18,6 +18,7 @@ pub mod keys;
 pub mod keyword;
 pub mod llm;
 pub mod retrieval;
+pub mod retry;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -146,7 +146,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
         let asked = Instant::now();
         let answer = chat::answer(
             &retriever,
-            &generator,
+            generator.as_ref(),
             &bot,
             &q.question,
             &options,
@@ -257,7 +257,14 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
         args.concurrency.max(1),
         &bar,
         |(id, text, gold)| {
-            let answer = chat::answer(&retriever, &generator, &bot, text, &options, &mut |_| true)?;
+            let answer = chat::answer(
+                &retriever,
+                generator.as_ref(),
+                &bot,
+                text,
+                &options,
+                &mut |_| true,
+            )?;
             let in_context = contains_gold(&answer.answer, std::slice::from_ref(&gold.in_context));
             let real_world = contains_gold(&answer.answer, std::slice::from_ref(&gold.real_world));
             Ok(json!({
@@ -336,7 +343,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     for (i, case) in golden.iter().enumerate() {
         let answer = chat::answer(
             &retriever,
-            &generator,
+            generator.as_ref(),
             &bot,
             &case.question,
             &options,

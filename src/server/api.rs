@@ -82,12 +82,19 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Models and indexes are loaded", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading", body = Health)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Models and indexes are loaded, and a remote generation engine answers", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading, or the generation engine is out of reach (`status` llm_unavailable, with the `reason`)", body = Health)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if state.engine.get().is_some() {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable().json(json!({"status": "loading"}))
+    let Some(engine) = state.engine.get() else {
+        return HttpResponse::ServiceUnavailable().json(json!({"status": "loading"}));
+    };
+    // A remote engine is asked whether it answers (in-process generation always can).
+    let generator = engine.generator.clone();
+    match web::block(move || generator.health()).await {
+        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Ok(Err(reason)) => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "5"))
+            .json(json!({"status": "llm_unavailable", "reason": reason})),
+        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"status": "loading"})),
     }
 }
 
@@ -175,6 +182,7 @@ async fn metrics_page(state: &AppState) -> HttpResponse {
             .saturating_sub(state.admission.available_permits()),
         waiting: state.queue.waiting(),
         running: state.queue.running(),
+        engine: state.engine.get().and_then(|e| e.generator.engine_stats()),
     };
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")

@@ -29,6 +29,7 @@ use super::queue::{QueueError, Queued};
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, Conversation, LeadCapture, Message};
 use crate::keys;
+use crate::llm::remote::EngineError;
 use crate::llm::{ChatMessage, Finish};
 use crate::store::{NewEvent, TurnExtras, time_ordered_id};
 use crate::telemetry::unix_now;
@@ -593,10 +594,11 @@ fn answer_and_store(
     })
 }
 
-/// A turn that waited out `max_wait` without a turn at the model is refused (503): what it
-/// cost the caller's budgets comes back.
+/// A turn that waited out `max_wait` without a turn at the model, or found the remote engine
+/// out of reach, is refused (503): what it cost the caller's budgets comes back.
 fn refund_if_unserved(state: &AppState, turn: &Turn, error: &anyhow::Error) {
-    if matches!(error.downcast_ref(), Some(QueueError::TimedOut(_))) {
+    let engine_down = matches!(error.downcast_ref(), Some(EngineError::Unavailable(_)));
+    if engine_down || matches!(error.downcast_ref(), Some(QueueError::TimedOut(_))) {
         state.budgets.refund(&turn.charge);
     }
 }

@@ -10,6 +10,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use super::queue::QueueError;
+use crate::llm::remote::EngineError;
 use crate::store;
 
 tokio::task_local! {
@@ -147,10 +148,34 @@ impl From<anyhow::Error> for ApiError {
         if let Some(waited) = e.downcast_ref::<QueueError>() {
             return ApiError::unavailable("overloaded", waited.to_string(), 5);
         }
+        if let Some(engine) = e.downcast_ref::<EngineError>() {
+            return engine_error(engine);
+        }
         match e.downcast::<store::Error>() {
             Ok(store_error) => store_error.into(),
             Err(e) => ApiError::internal(&e),
         }
+    }
+}
+
+/// A remote generation engine's fault: out of reach is 503 `llm_unavailable` (retry), too
+/// slow is 504 `llm_timeout`, a refused or broken-off answer is 502 `llm_failed`.
+fn engine_error(e: &EngineError) -> ApiError {
+    tracing::warn!(request_id = current_request_id(), "{e}");
+    match e {
+        EngineError::Unavailable(_) => ApiError::unavailable(
+            "llm_unavailable",
+            "the generation engine is out of reach; retry shortly",
+            5,
+        ),
+        EngineError::Timeout(_) => {
+            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string())
+        }
+        EngineError::Failed(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "llm_failed",
+            "the generation engine failed to answer; the server log has the cause",
+        ),
     }
 }
 

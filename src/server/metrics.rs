@@ -85,6 +85,8 @@ pub struct Gauges {
     pub waiting: usize,
     /// Generations running.
     pub running: usize,
+    /// Requests to remote generation engines (None: generation is in-process).
+    pub engine: Option<crate::llm::EngineStats>,
 }
 
 pub struct Metrics {
@@ -260,8 +262,37 @@ impl Metrics {
              # TYPE docent_webhook_pending gauge\ndocent_webhook_pending {}\n",
             gauges.webhooks_pending,
         );
+        if let Some(engine) = &gauges.engine {
+            render_engine(&mut out, engine);
+        }
         out
     }
+}
+
+/// The remote generation engines' counters: requests, errors by kind, upstream latency
+/// and time to first token.
+fn render_engine(out: &mut String, engine: &crate::llm::EngineStats) {
+    let _ = write!(
+        out,
+        "# HELP docent_llm_requests_total Requests sent to remote generation engines.\n\
+         # TYPE docent_llm_requests_total counter\ndocent_llm_requests_total {}\n\
+         # HELP docent_llm_errors_total Remote engine requests that failed, by kind.\n\
+         # TYPE docent_llm_errors_total counter\n",
+        engine.requests,
+    );
+    for (kind, n) in &engine.errors {
+        let _ = writeln!(out, "docent_llm_errors_total{{kind=\"{kind}\"}} {n}");
+    }
+    let _ = write!(
+        out,
+        "# HELP docent_llm_upstream_seconds Time from a request to the engine to the end of its answer.\n\
+         # TYPE docent_llm_upstream_seconds summary\n\
+         docent_llm_upstream_seconds_sum {:.6}\ndocent_llm_upstream_seconds_count {}\n\
+         # HELP docent_llm_ttft_seconds Time from a generation request to the engine's first piece.\n\
+         # TYPE docent_llm_ttft_seconds summary\n\
+         docent_llm_ttft_seconds_sum {:.6}\ndocent_llm_ttft_seconds_count {}\n",
+        engine.upstream_seconds, engine.upstream_count, engine.ttft_seconds, engine.ttft_count,
+    );
 }
 
 #[cfg(test)]
@@ -306,11 +337,23 @@ mod tests {
             in_flight: 3,
             waiting: 1,
             running: 2,
+            engine: Some(crate::llm::EngineStats {
+                requests: 9,
+                errors: vec![("unavailable", 2), ("timeout", 1)],
+                upstream_seconds: 1.5,
+                upstream_count: 6,
+                ttft_seconds: 0.25,
+                ttft_count: 5,
+            }),
         });
         for line in [
             "docent_webhook_attempts_total{outcome=\"delivered\"} 5",
             "docent_webhook_attempts_total{outcome=\"failed\"} 1",
             "docent_webhook_pending 4",
+            "docent_llm_requests_total 9",
+            "docent_llm_errors_total{kind=\"unavailable\"} 2",
+            "docent_llm_upstream_seconds_count 6",
+            "docent_llm_ttft_seconds_sum 0.250000",
             "docent_chat_requests_total 2",
             "docent_chat_unanswered_total 1",
             "docent_chat_cached_total 1",

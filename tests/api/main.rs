@@ -14,5 +14,6 @@ mod eval;
 mod events;
 mod hardening;
 mod index_recall;
+mod remote;
 mod server;
 mod widget;

@@ -1182,7 +1182,12 @@ async fn openai_compatible_routes_speak_the_wire_format_and_the_official_sdk_wor
     let (status, _, models) = s.call("GET", "/v1/models", Some(&s.admin), None).await;
     assert_eq!(status, 200);
     assert_eq!(models["data"][0]["id"], "zephyr");
-    // The official Python SDK, unmodified.
+    run_openai_sdk(&s, question).await;
+}
+
+/// The official Python SDK, unmodified, against bot `zephyr` on `s`: blocking and streamed
+/// completions (tests/python/openai_client.py checks each).
+pub(crate) async fn run_openai_sdk(s: &TestServer, question: &str) {
     let python = std::env::var("DOCENT_TEST_PYTHON").unwrap_or_else(|_| {
         concat!(env!("CARGO_MANIFEST_DIR"), "/target/pyenv/bin/python").to_string()
     });
@@ -1191,10 +1196,14 @@ async fn openai_compatible_routes_speak_the_wire_format_and_the_official_sdk_wor
         "{python} is missing: `make test` installs tests/requirements.txt into target/pyenv"
     );
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/openai_client.py");
-    let (base, key) = (format!("{}/v1", s.base), s.admin.clone());
+    let (base, key, question) = (
+        format!("{}/v1", s.base),
+        s.admin.clone(),
+        question.to_string(),
+    );
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(&python)
-            .args([script, &base, &key, "zephyr", question])
+            .args([script, &base, &key, "zephyr", &question])
             .output()
     })
     .await

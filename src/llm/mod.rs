@@ -1,5 +1,6 @@
-//! Text generation: the `Generator` seam, the llama.cpp actor that owns the model, and a
-//! deterministic fake for fast tests.
+//! Text generation: the `Generator` port, the in-process llama.cpp actor that owns the
+//! model, and a deterministic fake for fast tests (`remote` holds the adapter for engines
+//! reached over HTTP).
 //!
 //! One OS thread owns the llama model and context; the `LlamaGenerator` handle sends it jobs
 //! over a channel. The context holds `parallel` sequences that decode together: each step
@@ -26,6 +27,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+
+pub mod remote;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {
@@ -97,6 +100,30 @@ pub trait Generator: Send + Sync {
 
     /// The context window in tokens (prompt plus reply).
     fn context_size(&self) -> usize;
+
+    /// Whether generation can run now; the reason when not (an engine out of reach).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Counts of requests to a remote engine, for `/metrics` (None: generation is local).
+    fn engine_stats(&self) -> Option<EngineStats> {
+        None
+    }
+}
+
+/// What a remote generator has sent its engines since it started.
+#[derive(Debug, Clone, Default)]
+pub struct EngineStats {
+    pub requests: u64,
+    /// Failed requests by kind (`unavailable`, `timeout`, `failed`).
+    pub errors: Vec<(&'static str, u64)>,
+    /// Time from sending a request to the end of its answer, summed.
+    pub upstream_seconds: f64,
+    pub upstream_count: u64,
+    /// Time from a generation's start to its first streamed piece, summed.
+    pub ttft_seconds: f64,
+    pub ttft_count: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -870,7 +897,7 @@ fn take_valid_utf8(pending: &mut Vec<u8>) -> String {
 
 /// Chat-template control strings inside message text (crawled pages, questions) must stay
 /// text: llama.cpp parses special tokens in the templated prompt, so break them up.
-fn neutralize_special_tokens(text: &str) -> String {
+pub(crate) fn neutralize_special_tokens(text: &str) -> String {
     text.replace("<|", "<\u{200B}|").replace("|>", "|\u{200B}>")
 }
 

@@ -1,0 +1,663 @@
+//! Generation on a real remote engine: llama.cpp's own `llama-server` (built by `make test`
+//! into target/llama-server) serving the small GGUF on loopback, reached through docent's
+//! OpenAI-compatible adapter, answering as in-process generation does, and the engine's
+//! faults: not started, killed mid-answer, one of two killed, too slow.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docent::llm::remote::{RemoteConfig, RemoteGenerator};
+use docent::llm::{ChatMessage, GenParams, Generator};
+use docent::server::Limits;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::helpers::{dyn_embedder, generator, models_dir, repo_root};
+use crate::server::{TestServer, assert_error, start};
+
+/// A `llama-server` process on a loopback port, killed when dropped.
+pub(crate) struct Engine {
+    child: Option<Child>,
+    pub(crate) port: u16,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Engine {
+    pub(crate) fn binary() -> PathBuf {
+        repo_root().join("target/llama-server/bin/llama-server")
+    }
+
+    pub(crate) fn start() -> Engine {
+        Engine::start_on(free_port())
+    }
+
+    /// Starts the engine on `port` and waits (bounded) until it has loaded the model.
+    pub(crate) fn start_on(port: u16) -> Engine {
+        let binary = Engine::binary();
+        assert!(
+            binary.exists(),
+            "{} is missing: `make test` builds it (tests/engine/build.sh)",
+            binary.display()
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("engine.log");
+        let model = docent::config::resolve_model(&models_dir(), "small");
+        let child = Command::new(binary)
+            .args(["-m", model.to_str().unwrap(), "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string()])
+            // Two slots of 4096 tokens each, as docent's own tests give each sequence.
+            .args([
+                "-c",
+                "8192",
+                "-np",
+                "2",
+                "-t",
+                "2",
+                "--no-webui",
+                "--metrics",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let engine = Engine {
+            child: Some(child),
+            port,
+            log,
+            _dir: dir,
+        };
+        engine.wait_healthy();
+        engine
+    }
+
+    pub(crate) fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if http_status(self.port, "/health") == Some(200) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "llama-server did not become healthy:\n{}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGKILL, as a crashed or OOM-killed engine dies.
+    pub(crate) fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The status of a plain `GET path` on a loopback port (None: no HTTP answer).
+fn http_status(port: u16, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+pub(crate) fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+pub(crate) fn remote(urls: &[String], timeout: Duration) -> Arc<RemoteGenerator> {
+    Arc::new(
+        RemoteGenerator::new(RemoteConfig {
+            urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
+            model: None,
+            api_key: None,
+            timeout,
+            concurrency: 4,
+            context_size: 4096,
+        })
+        .unwrap(),
+    )
+}
+
+async fn chat(s: &TestServer, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
+    s.call("POST", "/v1/chat", Some(&s.admin), Some(body)).await
+}
+
+/// The events of a streamed chat; `after_first_delta` runs once when the first text arrives.
+async fn stream_events(
+    s: &TestServer,
+    body: Value,
+    mut after_first_delta: impl FnMut(),
+) -> Vec<Value> {
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&s.admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let mut events = Vec::new();
+    let mut buffer = String::new();
+    let mut body = res.bytes_stream();
+    let mut seen_delta = false;
+    while let Some(chunk) = body.next().await {
+        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
+                let event: Value = serde_json::from_str(data).unwrap();
+                if event.get("delta").is_some() && !seen_delta {
+                    seen_delta = true;
+                    after_first_delta();
+                }
+                events.push(event);
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_real_llama_server_answers_through_docent_as_in_process_generation_does() {
+    let engine = tokio::task::spawn_blocking(Engine::start).await.unwrap();
+    let remote = remote(&[engine.url()], Duration::from_secs(120));
+    let local = generator();
+
+    // The engine's tokenizer is the model's: counts match the in-process ones exactly, and
+    // the per-request context comes from the engine (8192 tokens over 2 slots).
+    let (r, text) = (
+        remote.clone(),
+        "Descale the Zephyr Pro kettle monthly, señor.",
+    );
+    let (counted, health) =
+        tokio::task::spawn_blocking(move || (r.count_tokens(text).unwrap(), r.health()))
+            .await
+            .unwrap();
+    assert_eq!(counted, local.count_tokens(text).unwrap());
+    assert_eq!(health, Ok(()));
+    assert_eq!(remote.context_size(), 4096);
+
+    // The answerability check reads the engine's log probabilities: the same order as
+    // in-process, and close to the same values.
+    let sources = "Sources:\n[1] Returns (https://zephyr.example/returns.html)\nKettles may be returned within 45 days of delivery.";
+    let check = |question: &str| {
+        vec![
+            ChatMessage::new("system", sources),
+            ChatMessage::new(
+                "user",
+                format!(
+                    "Question: {question}\n\nDo the sources above state the answer to this question? Reply with only yes or no."
+                ),
+            ),
+        ]
+    };
+    let answerable = check("How many days do I have to return a kettle?");
+    let unanswerable = check("Who founded the company?");
+    let (r, l) = (remote.clone(), local.clone());
+    let (a, u) = (answerable.clone(), unanswerable.clone());
+    let scores = tokio::task::spawn_blocking(move || {
+        let labels = ["yes", "no"];
+        [
+            r.classify(&a, &labels).unwrap()[0],
+            r.classify(&u, &labels).unwrap()[0],
+            l.classify(&a, &labels).unwrap()[0],
+            l.classify(&u, &labels).unwrap()[0],
+        ]
+    })
+    .await
+    .unwrap();
+    assert!(scores[0] > scores[1], "{scores:?}");
+    assert!((scores[0] - scores[2]).abs() < 0.15, "{scores:?}");
+    assert!((scores[1] - scores[3]).abs() < 0.15, "{scores:?}");
+
+    // Greedy generation reads the same prompt: the engine's reply starts as docent's own.
+    let (r, l) = (remote.clone(), local.clone());
+    let (remote_reply, local_reply) = tokio::task::spawn_blocking(move || {
+        let messages = answerable;
+        let params = GenParams {
+            max_tokens: 24,
+            ..GenParams::default()
+        };
+        let mut texts = [String::new(), String::new()];
+        let stats = r
+            .generate(&messages, &params, &mut |p| {
+                texts[0].push_str(p);
+                true
+            })
+            .unwrap();
+        assert!(
+            stats.prompt_tokens > 0 && stats.completion_tokens > 0,
+            "{stats:?}"
+        );
+        l.generate(&messages, &params, &mut |p| {
+            texts[1].push_str(p);
+            true
+        })
+        .unwrap();
+        let [a, b] = texts;
+        (a, b)
+    })
+    .await
+    .unwrap();
+    assert!(!remote_reply.trim().is_empty());
+    let opening: String = local_reply.chars().take(3).collect();
+    assert!(
+        remote_reply.starts_with(&opening),
+        "engine: {remote_reply:?}, in-process: {local_reply:?}"
+    );
+
+    let s = start(dyn_embedder(), remote.clone(), Limits::default(), 0.3).await;
+    // Blocking: answered from the returns page, with its citation.
+    let (status, _, answer) = chat(
+        &s,
+        json!({"bot_id": "zephyr", "message": "How many days do I have to return a kettle?"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["answered"], true, "{answer}");
+    assert!(
+        answer["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("45"),
+        "{answer}"
+    );
+    assert!(
+        answer["sources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["url"].as_str().unwrap().ends_with("/returns.html")),
+        "{answer}"
+    );
+    // Streamed, in the same conversation: start, sources, deltas, done; the deltas make up
+    // the stored reply.
+    let conversation = answer["conversation_id"].as_str().unwrap().to_string();
+    let events = stream_events(
+        &s,
+        json!({"bot_id": "zephyr", "message": "And how long is the warranty on the Zephyr Pro?", "conversation_id": conversation, "stream": true}),
+        || {},
+    )
+    .await;
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"start"), "{events:?}");
+    assert_eq!(kinds.last(), Some(&"done"), "{events:?}");
+    let streamed: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
+    let (_, _, stored) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations/{conversation}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    let messages = stored["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 4, "{stored}");
+    assert_eq!(
+        messages[3]["content"].as_str().unwrap().trim(),
+        streamed.trim()
+    );
+    // A visitor asking for a person is handed off, engine or not.
+    let (_, _, handed) = chat(
+        &s,
+        json!({"bot_id": "zephyr", "message": "I want to talk to a human"}),
+    )
+    .await;
+    assert_eq!(handed["finish_reason"], "handed_off", "{handed}");
+    // The official OpenAI SDK through docent, generation on the engine.
+    crate::server::run_openai_sdk(&s, "How many days do I have to return a kettle?").await;
+    // The engine's requests and first-token times are on /metrics.
+    let metrics = s
+        .http
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let requests: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("docent_llm_requests_total "))
+        .expect("docent_llm_requests_total")
+        .parse()
+        .unwrap();
+    assert!(requests >= 4, "{metrics}");
+    assert!(
+        metrics.contains("docent_llm_errors_total{kind=\"unavailable\"} 0"),
+        "{metrics}"
+    );
+
+    // `docent ingest` and `docent ask` on the command line, the engine named by --llm-url.
+    let data = tempfile::tempdir().unwrap();
+    let site = crate::helpers::fixture("site");
+    let out = crate::crash::docent(data.path())
+        .args([
+            "ingest",
+            site.to_str().unwrap(),
+            "--bot",
+            "zephyr",
+            "--base-url",
+            "https://help.example/",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = crate::crash::docent(data.path())
+        .args([
+            "ask",
+            "--bot",
+            "zephyr",
+            "--json",
+            "--llm-url",
+            &engine.url(),
+        ])
+        .arg("How many days do I have to return a kettle?")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let asked: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(asked["answered"], true, "{asked}");
+    assert!(asked["answer"].as_str().unwrap().contains("45"), "{asked}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn engine_faults_are_clear_errors_and_answers_resume_when_an_engine_is_back() {
+    // Not started: 503 llm_unavailable with Retry-After, on blocking and streamed chats,
+    // and /readyz says why.
+    let port = free_port();
+    let down = remote(
+        &[format!("http://127.0.0.1:{port}")],
+        Duration::from_secs(30),
+    );
+    let s = start(dyn_embedder(), down, Limits::default(), 0.3).await;
+    let question =
+        json!({"bot_id": "zephyr", "message": "How many days do I have to return a kettle?"});
+    let refused = chat(&s, question.clone()).await;
+    assert_error(&refused, 503, "llm_unavailable");
+    assert_eq!(refused.1["retry-after"], "5");
+    let (status, _, ready) = s.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(ready["status"], "llm_unavailable");
+    assert!(
+        ready["reason"]
+            .as_str()
+            .unwrap()
+            .contains(&port.to_string()),
+        "{ready}"
+    );
+    let mut streamed = question.clone();
+    streamed["stream"] = json!(true);
+    let events = stream_events(&s, streamed.clone(), || {}).await;
+    let last = events.last().unwrap();
+    assert_eq!(
+        (&last["event"], &last["code"]),
+        (&json!("error"), &json!("llm_unavailable")),
+        "{events:?}"
+    );
+    // Nothing was stored for the refused turns.
+    let (_, _, listed) = s
+        .call(
+            "GET",
+            "/v1/conversations?bot_id=zephyr",
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "{listed}");
+
+    // Started on that port: the readiness probe finds it and answers resume.
+    let mut engine = tokio::task::spawn_blocking(move || Engine::start_on(port))
+        .await
+        .unwrap();
+    let (status, _, ready) = s.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 200, "{ready}");
+    let (status, _, answer) = chat(&s, question.clone()).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["answered"], true, "{answer}");
+
+    // Killed mid-answer: the stream ends with an error event, nothing half-stored.
+    let mut long = json!({"bot_id": "zephyr", "stream": true, "message": "Describe every Zephyr kettle in full detail: each model, its warranty, its returns, how to descale it, and everything else the pages say."});
+    let conversation = answer["conversation_id"].as_str().unwrap();
+    long["conversation_id"] = json!(conversation);
+    let events = stream_events(&s, long, || engine.kill()).await;
+    let last = events.last().unwrap();
+    assert_eq!(last["event"], "error", "{events:?}");
+    assert!(
+        ["llm_failed", "llm_unavailable"].contains(&last["code"].as_str().unwrap()),
+        "{last}"
+    );
+    assert!(
+        events.iter().any(|e| e.get("delta").is_some()),
+        "{events:?}"
+    );
+    let (_, _, stored) = s
+        .call(
+            "GET",
+            &format!("/v1/conversations/{conversation}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        stored["messages"].as_array().unwrap().len(),
+        2,
+        "only the first turn: {stored}"
+    );
+    drop(engine);
+
+    // Two engines, one killed: every answer still comes, from the other.
+    let (mut first, second) = tokio::task::spawn_blocking(|| (Engine::start(), Engine::start()))
+        .await
+        .unwrap();
+    let pair = remote(&[first.url(), second.url()], Duration::from_secs(60));
+    let s2 = start(dyn_embedder(), pair, Limits::default(), 0.3).await;
+    first.kill();
+    for _ in 0..3 {
+        let (status, _, answer) = chat(&s2, question.clone()).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["answered"], true, "{answer}");
+    }
+    let (status, _, ready) = s2.call("GET", "/readyz", None, None).await;
+    assert_eq!(status, 200, "one engine answering is ready: {ready}");
+    drop(second);
+
+    // Too slow: an engine that accepts and never answers hits --llm-timeout (504).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_url = format!("http://{}", silent.local_addr().unwrap());
+    let held = std::thread::spawn(move || {
+        let mut open = Vec::new();
+        for stream in silent.incoming().take(8) {
+            open.push(stream);
+        }
+    });
+    let slow = remote(&[silent_url], Duration::from_secs(2));
+    let s3 = start(dyn_embedder(), slow, Limits::default(), 0.3).await;
+    assert_error(&chat(&s3, question.clone()).await, 504, "llm_timeout");
+    drop(held);
+}
+
+/// What the fake engine saw: each chat request's arrival, body and Authorization header.
+type Seen = Arc<std::sync::Mutex<Vec<(Instant, Value, Option<String>)>>>;
+
+/// An OpenAI-compatible engine without `/tokenize` or log probabilities that answers
+/// `busy` chat requests with 503 `Retry-After: 1` (or 429 without it, when `busy` is
+/// u32::MAX) before it streams "Hello world".
+fn fake_engine(busy: u32) -> (crate::helpers::Running, String, Seen) {
+    use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+    let seen: Seen = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = seen.clone();
+    let running = crate::helpers::run_in_thread(move || {
+        HttpServer::new(move || {
+            let seen = state.clone();
+            App::new()
+                .route(
+                    "/v1/models",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().json(json!({"data": [{"id": "fake-model"}]}))
+                    }),
+                )
+                .route(
+                    "/v1/chat/completions",
+                    web::post().to(move |req: HttpRequest, body: web::Json<Value>| {
+                        let seen = seen.clone();
+                        async move {
+                            let auth = req
+                                .headers()
+                                .get("authorization")
+                                .map(|v| v.to_str().unwrap().to_string());
+                            let n = {
+                                let mut seen = seen.lock().unwrap();
+                                seen.push((Instant::now(), body.0.clone(), auth));
+                                seen.len() as u32
+                            };
+                            if busy == u32::MAX {
+                                return HttpResponse::TooManyRequests().finish();
+                            }
+                            if n <= busy {
+                                return HttpResponse::ServiceUnavailable()
+                                    .insert_header(("Retry-After", "1"))
+                                    .finish();
+                            }
+                            if body.0["stream"] != json!(true) {
+                                return HttpResponse::Ok().json(json!({"choices": [{"message": {"role": "assistant", "content": "Yes."}}]}));
+                            }
+                            let chunk = |delta: Value, finish: Value| {
+                                format!("data: {}\n\n", json!({"choices": [{"delta": delta, "finish_reason": finish}]}))
+                            };
+                            let stream = [
+                                chunk(json!({"role": "assistant"}), Value::Null),
+                                chunk(json!({"content": "Hello "}), Value::Null),
+                                chunk(json!({"content": "world"}), Value::Null),
+                                chunk(json!({}), json!("stop")),
+                                format!("data: {}\n\n", json!({"choices": [], "usage": {"prompt_tokens": 21, "completion_tokens": 2}})),
+                                "data: [DONE]\n\n".to_string(),
+                            ];
+                            HttpResponse::Ok()
+                                .content_type("text/event-stream")
+                                .body(stream.concat())
+                        }
+                    }),
+                )
+        })
+        .listen(listener)
+        .unwrap()
+        .workers(1)
+        .run()
+    });
+    (running, url, seen)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn busy_engines_are_retried_after_their_retry_after_and_what_they_lack_is_worked_around() {
+    let (_engine, url, seen) = fake_engine(1);
+    let generator = Arc::new(
+        RemoteGenerator::new(RemoteConfig {
+            urls: vec![format!("{url}/v1").parse().unwrap()],
+            model: None,
+            api_key: Some(docent::domain::Secret("sk-test-123".into())),
+            timeout: Duration::from_secs(10),
+            concurrency: 2,
+            context_size: 4096,
+        })
+        .unwrap(),
+    );
+    let g = generator.clone();
+    let (text, stats, tokens, scores) = tokio::task::spawn_blocking(move || {
+        let mut text = String::new();
+        let stats = g
+            .generate(
+                &[ChatMessage::new("user", "Hi <|im_start|>system")],
+                &GenParams::default(),
+                &mut |p| {
+                    text.push_str(p);
+                    true
+                },
+            )
+            .unwrap();
+        let tokens = g.count_tokens("twelve bytes").unwrap();
+        let scores = g
+            .classify(&[ChatMessage::new("user", "yes or no?")], &["yes", "no"])
+            .unwrap();
+        (text, stats, tokens, scores)
+    })
+    .await
+    .unwrap();
+    assert_eq!(text, "Hello world");
+    assert_eq!((stats.prompt_tokens, stats.completion_tokens), (21, 2));
+    // No /tokenize: the estimate, one token per three bytes.
+    assert_eq!(tokens, 4);
+    // No log probabilities: the one-word reply decides.
+    assert_eq!(scores, vec![1.0, 0.0]);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3, "one 503, then the answer, then the check");
+    // The 503's Retry-After was waited out before the second attempt.
+    assert!(
+        seen[1].0 - seen[0].0 >= Duration::from_millis(990),
+        "{:?}",
+        seen[1].0 - seen[0].0
+    );
+    for (_, body, auth) in &seen {
+        assert_eq!(body["model"], "fake-model", "learned from /v1/models");
+        assert_eq!(auth.as_deref(), Some("Bearer sk-test-123"));
+    }
+    let content = seen[0].1["messages"][0]["content"].as_str().unwrap();
+    assert!(
+        !content.contains("<|im_start|>"),
+        "control strings stay text: {content}"
+    );
+    assert_eq!(seen[0].1["stream"], true);
+
+    // An engine that stays busy is given up on after a bounded number of attempts.
+    let (_busy, busy_url, busy_seen) = fake_engine(u32::MAX);
+    let busy = remote(&[busy_url], Duration::from_secs(30));
+    let error = tokio::task::spawn_blocking(move || {
+        busy.generate(
+            &[ChatMessage::new("user", "Hi")],
+            &GenParams::default(),
+            &mut |_| true,
+        )
+        .unwrap_err()
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            error.downcast_ref(),
+            Some(docent::llm::remote::EngineError::Unavailable(_))
+        ),
+        "{error:#}"
+    );
+    assert_eq!(busy_seen.lock().unwrap().len(), 4);
+}

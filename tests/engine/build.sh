@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Builds llama.cpp's own OpenAI-compatible server (`llama-server`) for the remote-engine
+# tests and benchmarks, from the llama.cpp source that llama-cpp-python's sdist on PyPI
+# vendors, pinned by version and sha256. Release build, static libraries, no TLS, no web UI.
+#
+#   tests/engine/build.sh CACHE_DIR OUT_DIR
+#
+# The sdist is downloaded into CACHE_DIR once; OUT_DIR/bin/llama-server is the result
+# (the Makefile skips this script when it exists).
+set -euo pipefail
+
+VERSION=0.3.36
+SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
+cache=${1:?cache dir}
+out=${2:?output dir}
+sdist="$cache/llama_cpp_python-$VERSION.tar.gz"
+
+mkdir -p "$cache" "$out"
+if ! echo "$SHA256  $sdist" | sha256sum -c --status 2>/dev/null; then
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+        --no-binary :all: "llama-cpp-python==$VERSION" -d "$cache"
+    echo "$SHA256  $sdist" | sha256sum -c --quiet
+fi
+
+work="$out/src"
+rm -rf "$work" && mkdir -p "$work"
+tar -xzf "$sdist" -C "$work" --strip-components=1
+src="$work/vendor/llama.cpp"
+
+# The same CPU features the in-process build enables (Makefile: GGML_*), passed through.
+ggml=()
+for v in GGML_AVX512 GGML_AVX512_VNNI GGML_AVX512_BF16 GGML_AVX512_VBMI GGML_AVX_VNNI \
+    GGML_AMX_TILE GGML_AMX_INT8 GGML_AMX_BF16; do
+    [[ -n ${!v:-} ]] && ggml+=("-D$v=${!v}")
+done
+
+cmake -S "$src" -B "$out/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+    -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+    -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF "${ggml[@]}" >"$out/cmake.log"
+cmake --build "$out/build" --target llama-server -j "$(nproc)" >>"$out/cmake.log"
+mkdir -p "$out/bin"
+cp "$out/build/bin/llama-server" "$out/bin/llama-server"
+rm -rf "$work"
+echo "built $out/bin/llama-server"
