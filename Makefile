@@ -96,10 +96,19 @@ $(BROWSER_MODULES): tests/browser/package-lock.json | deps
 # llama.cpp's own OpenAI-compatible server for the remote-engine tests, built once from the
 # pinned llama.cpp source in llama-cpp-python's sdist, with the in-process build's CPU flags.
 LLAMA_SERVER := target/llama-server/bin/llama-server
-$(LLAMA_SERVER): tests/engine/build.sh | deps
+$(LLAMA_SERVER): tests/engine/build.sh tests/engine/sdist.sh | deps
 	$(GGML_ENV) tests/engine/build.sh "$(MODEL_CACHE)" target/llama-server
 
-test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES) $(LLAMA_SERVER)
+# The embedder (all-MiniLM-L6-v2) as a GGUF file, for llama-server's /v1/embeddings in the
+# remote-embedding tests: written from the fetched weights by the same llama.cpp source's
+# GGUF writer.
+ENGINE_EMBEDDER := target/llama-server/all-MiniLM-L6-v2.gguf
+$(ENGINE_EMBEDDER): tests/engine/minilm_gguf.py tests/engine/sdist.sh $(PYENV)/.installed | models-test
+	@mkdir -p $(dir $@)
+	$(PYENV)/bin/python tests/engine/minilm_gguf.py $(MODELS_DIR)/all-MiniLM-L6-v2 $@ \
+		"$$(tests/engine/sdist.sh "$(MODEL_CACHE)")"
+
+test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES) $(LLAMA_SERVER) $(ENGINE_EMBEDDER)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 
 # `make build && sudo make install [PREFIX=/usr/local] [DESTDIR=…]`: the binary without
@@ -133,6 +142,6 @@ lint: deps $(TARGET_DIR)/.ggml-flags
 
 # Every number beside a reference from the same run. The portable build (a second full
 # build, into target/portable) is the reference for the host-CPU llama.cpp flags.
-bench: deps models build
+bench: deps models build $(LLAMA_SERVER)
 	$(MAKE) build PORTABLE=1
 	$(BIN) bench --portable-bin target/portable/release/docent $(BENCH_ARGS)

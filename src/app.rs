@@ -4,15 +4,39 @@
 use std::sync::Arc;
 
 use crate::config::{Config, RemoteLlm};
-use crate::embed::{Embedder, MiniLm};
-use crate::llm::remote::{RemoteConfig, RemoteGenerator};
+use crate::embed::{Embedder, Embedding, MiniLm, Tokenizer, WordPiece};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
+use crate::remote::{EmbedConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
 
-/// The embedder the configuration names.
+/// The embedder the configuration names: the remote engines `--embed-url` names (chunks
+/// still measured with MiniLM's tokenizer), else MiniLM in-process.
+pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
+    let Some(remote) = &config.embed else {
+        return Ok(Embedding::from(Arc::new(
+            MiniLm::load(&config.embedder_dir())?.with_threads(config.threads),
+        )));
+    };
+    let tokenizer: Arc<dyn Tokenizer> = Arc::new(WordPiece::load(&config.embedder_dir())?);
+    let embedder = RemoteEmbedder::new(
+        EmbedConfig {
+            urls: remote.urls.clone(),
+            model: remote.model.clone(),
+            api_key: remote.api_key.clone(),
+            timeout: remote.timeout,
+            batch: remote.batch,
+            concurrency: remote.concurrency,
+        },
+        tokenizer.clone(),
+    )?;
+    Ok(Embedding {
+        embedder: Arc::new(embedder),
+        tokenizer,
+    })
+}
+
+/// The embedder alone (searching, grouping questions): `load_embedding`'s.
 pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    Ok(Arc::new(
-        MiniLm::load(&config.embedder_dir())?.with_threads(config.threads),
-    ))
+    Ok(load_embedding(config)?.embedder)
 }
 
 /// The chat model: the remote engines `--llm-url` names, else the GGUF in-process with

@@ -1,6 +1,7 @@
 //! `docent bench`: speed of each stage, each printed beside a reference measured in the
 //! same run on the same machine (never a fixed number from elsewhere).
 
+mod remote;
 mod serve;
 mod webhooks;
 
@@ -15,7 +16,7 @@ use serde_json::{Value, json};
 use crate::cli::BenchArgs;
 use crate::config::Config;
 use crate::domain::BotId;
-use crate::embed::{BATCH_SIZE, CandleMiniLm, Embedder, MiniLm};
+use crate::embed::{BATCH_SIZE, CandleMiniLm, Embedder, MiniLm, Tokenizer};
 use crate::index::{VectorIndex, exact_search, recall_at_k};
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::llm::{ChatMessage, GenParams, Generator, LlamaConfig, LlamaGenerator};
@@ -69,6 +70,16 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         );
         report.insert("webhooks".into(), result);
     }
+    if parts.contains(&"remote") {
+        let engine_bin = match &args.engine_bin {
+            Some(bin) => bin.clone(),
+            None => default_engine_bin(),
+        };
+        let result =
+            remote::bench_remote(config, embedder.clone(), &engine_bin, args.quick).await?;
+        print_section(&args, "remote engine (llama-server, loopback)", &result);
+        report.insert("remote".into(), result);
+    }
     if parts.contains(&"generate") {
         let config = config.clone();
         let quick = args.quick;
@@ -105,6 +116,20 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         println!("{}", Value::Object(report));
     }
     Ok(())
+}
+
+/// The llama-server `make test` builds, found from the working directory or the binary's
+/// repository.
+fn default_engine_bin() -> PathBuf {
+    let relative = Path::new("target/llama-server/bin/llama-server");
+    if relative.is_file() {
+        return relative.to_path_buf();
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.parent()?.parent()?.join(relative)))
+        .filter(|path| path.is_file())
+        .unwrap_or_else(|| relative.to_path_buf())
 }
 
 /// Batched decoding: 1, `parallel` and 4 x `parallel` generations at once through one

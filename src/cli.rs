@@ -57,6 +57,18 @@ pub struct GlobalArgs {
     /// Requests in flight to the engines at once [default: --parallel]
     #[arg(long, env = "DOCENT_LLM_CONCURRENCY", global = true)]
     pub llm_concurrency: Option<usize>,
+    /// Embed on a remote OpenAI-compatible engine (`POST {url}/v1/embeddings`) instead of
+    /// in-process; comma-separate or repeat it for several. The API key comes from
+    /// DOCENT_EMBED_API_KEY or DOCENT_EMBED_API_KEY_FILE. Bots keep the embedder that made
+    /// their vectors: switching needs `docent reindex --bot ID`
+    #[arg(long, env = "DOCENT_EMBED_URL", global = true, value_delimiter = ',')]
+    pub embed_url: Vec<String>,
+    /// The embedding model name sent to the engine [default: the first one it lists]
+    #[arg(long, env = "DOCENT_EMBED_MODEL", global = true)]
+    pub embed_model: Option<String>,
+    /// Longest wait for one batch of embeddings, e.g. 30s [default: 60s]
+    #[arg(long, env = "DOCENT_EMBED_TIMEOUT", global = true)]
+    pub embed_timeout: Option<String>,
     /// TOML config file (see `docent config example`); flags and env override it
     #[arg(long, env = "DOCENT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -79,6 +91,9 @@ impl GlobalArgs {
             llm_model: self.llm_model.clone(),
             llm_timeout: self.llm_timeout.clone(),
             llm_concurrency: self.llm_concurrency,
+            embed_url: self.embed_url.clone(),
+            embed_model: self.embed_model.clone(),
+            embed_timeout: self.embed_timeout.clone(),
             config: self.config.clone(),
         }
     }
@@ -90,6 +105,9 @@ pub enum Command {
     Ingest(IngestArgs),
     /// Ask a bot a question; streams the answer, then prints the cited sources
     Ask(AskArgs),
+    /// Re-embed a bot's stored chunks with the configured embedder (after switching
+    /// embedders, e.g. to --embed-url), without crawling again; one transaction at the end
+    Reindex(ReindexArgs),
     /// List, show or delete bots
     #[command(subcommand)]
     Bots(BotsCommand),
@@ -168,6 +186,16 @@ pub struct IngestArgs {
     /// Create the bot in test mode: only `sk_test_`/`pk_test_` keys reach it
     #[arg(long)]
     pub test: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReindexArgs {
+    /// Bot id
+    #[arg(long)]
+    pub bot: String,
+    /// Print the summary as JSON
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -379,12 +407,16 @@ pub struct BenchArgs {
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
     /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve,
-    /// webhooks
+    /// webhooks, remote
     #[arg(
         long,
-        default_value = "ingest,embed,search,generate,batch,serve,webhooks"
+        default_value = "ingest,embed,search,generate,batch,serve,webhooks,remote"
     )]
     pub only: String,
+    /// The llama-server binary the remote part starts [default:
+    /// target/llama-server/bin/llama-server, which `make test` builds]
+    #[arg(long)]
+    pub engine_bin: Option<PathBuf>,
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::analytics::analytics_range;
-use crate::app::{load_embedder, load_generator};
+use crate::app::{load_embedder, load_embedding, load_generator};
 use crate::chat;
 use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
@@ -23,21 +23,8 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let source = Source::parse(&args.source, args.base_url.as_deref())?;
     let store = Store::open(&config.data_dir)?;
-    let embedder = load_embedder(config)?;
-    let progress = if args.json || !std::io::stderr().is_terminal() {
-        ProgressBar::hidden()
-    } else {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        bar
-    };
+    let embedding = load_embedding(config)?;
+    let progress = progress_bar(args.json);
     let request = IngestRequest {
         bot,
         name: args.name,
@@ -55,7 +42,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
         chunk: ChunkSpec::default(),
         test: args.test,
     };
-    let result = ingest::run(&store, embedder, request, &progress).await;
+    let result = ingest::run(&store, embedding, request, &progress).await;
     progress.finish_and_clear();
     let summary = result?;
     if args.json {
@@ -73,6 +60,58 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `docent reindex`: the bot's stored chunks re-embedded with the configured embedder.
+pub async fn reindex(config: &Config, args: crate::cli::ReindexArgs) -> anyhow::Result<()> {
+    let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
+    let store = Store::open(&config.data_dir)?;
+    store.get_bot(&bot)?;
+    let embedding = load_embedding(config)?;
+    let progress = progress_bar(args.json);
+    let result = ingest::reindex(&store, embedding, &bot, &progress).await;
+    progress.finish_and_clear();
+    let summary = result?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "bot {}: {} chunks of {} pages re-embedded with {} (were {}) in {:.1}s",
+            summary.bot,
+            summary.chunks,
+            summary.pages,
+            summary.to,
+            summary.from.as_deref().unwrap_or("all-MiniLM-L6-v2"),
+            summary.seconds
+        );
+    }
+    Ok(())
+}
+
+/// The CLI's ingest progress: a spinner with a bar on a terminal, nothing otherwise.
+fn progress_bar(hidden: bool) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed:>4} [{bar:30}] {pos}/{len} {wide_msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+/// indicatif's bar as the ingest pipeline's progress port.
+impl ingest::Progress for ProgressBar {
+    fn set_message(&self, message: &str) {
+        ProgressBar::set_message(self, message.to_string());
+    }
+
+    fn inc(&self, n: u64) {
+        ProgressBar::inc(self, n);
+    }
 }
 
 pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
@@ -419,12 +458,9 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         let failed = failure.clone();
         actix_web::rt::task::spawn_blocking(move || {
             let loaded = (|| -> anyhow::Result<Engine> {
-                let embedder = load_embedder(&config)?;
+                let embedding = load_embedding(&config)?;
                 let generator = load_generator(&config, parallel)?;
-                Ok(Engine {
-                    retriever: Arc::new(Retriever::new(store, embedder)),
-                    generator,
-                })
+                Ok(Engine::new(store, embedding, generator))
             })();
             match loaded {
                 Ok(engine) => {

@@ -44,6 +44,23 @@ pub struct Config {
     pub crawl_proxy: Option<Secret>,
     /// Generation on remote OpenAI-compatible engines instead of in-process (`--llm-url`).
     pub llm: Option<RemoteLlm>,
+    /// Embeddings on remote OpenAI-compatible engines instead of in-process (`--embed-url`).
+    pub embed: Option<RemoteEmbed>,
+}
+
+/// Where remote embedding runs and how docent talks to it (`[embed]` in the file).
+#[derive(Debug, Clone)]
+pub struct RemoteEmbed {
+    pub urls: Vec<url::Url>,
+    pub model: Option<String>,
+    /// From `DOCENT_EMBED_API_KEY`, or the file `DOCENT_EMBED_API_KEY_FILE` / `api_key_file`
+    /// names.
+    pub api_key: Option<Secret>,
+    pub timeout: Duration,
+    /// Inputs per request.
+    pub batch: usize,
+    /// Requests in flight to the engines at once.
+    pub concurrency: usize,
 }
 
 /// Where remote generation runs and how docent talks to it (`[llm]` in the file).
@@ -75,6 +92,20 @@ struct FileConfig {
     generation: FileGeneration,
     #[serde(default)]
     llm: FileLlm,
+    #[serde(default)]
+    embed: FileEmbed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEmbed {
+    /// One engine's URL, or several.
+    url: Option<OneOrMany>,
+    model: Option<String>,
+    timeout: Option<String>,
+    batch: Option<usize>,
+    concurrency: Option<usize>,
+    api_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -125,6 +156,10 @@ pub struct Overrides {
     pub llm_model: Option<String>,
     pub llm_timeout: Option<String>,
     pub llm_concurrency: Option<usize>,
+    /// Remote embedding engines' URLs (each entry may hold several, comma-separated).
+    pub embed_url: Vec<String>,
+    pub embed_model: Option<String>,
+    pub embed_timeout: Option<String>,
     /// The TOML file to read under them.
     pub config: Option<PathBuf>,
 }
@@ -157,6 +192,7 @@ impl Config {
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let parallel = args.parallel.or(file.parallel).unwrap_or(4);
         let llm = remote_llm(args, file.llm, parallel)?;
+        let embed = remote_embed(args, file.embed)?;
         let config = Config {
             data_dir: args
                 .data_dir
@@ -182,6 +218,7 @@ impl Config {
             allow_private_targets: file.allow_private_targets.unwrap_or(false),
             crawl_proxy: file.crawl_proxy,
             llm,
+            embed,
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");
@@ -204,38 +241,15 @@ fn remote_llm(
     file: FileLlm,
     parallel: usize,
 ) -> anyhow::Result<Option<RemoteLlm>> {
-    let listed: Vec<String> = if args.llm_url.is_empty() {
-        match file.url {
-            Some(OneOrMany::One(url)) => vec![url],
-            Some(OneOrMany::Many(urls)) => urls,
-            None => Vec::new(),
-        }
-    } else {
-        args.llm_url.clone()
-    };
-    let urls = listed
-        .iter()
-        .flat_map(|entry| entry.split(','))
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| {
-            let url = url::Url::parse(u).with_context(|| format!("invalid --llm-url {u:?}"))?;
-            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-                bail!("--llm-url {u:?} is not an http(s) URL");
-            }
-            Ok(url)
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let urls = engine_urls("--llm-url", &args.llm_url, file.url)?;
     if urls.is_empty() {
         return Ok(None);
     }
-    let timeout = match args.llm_timeout.as_deref().or(file.timeout.as_deref()) {
-        Some(text) => crate::telemetry::parse_duration(text).context("invalid --llm-timeout")?,
-        None => Duration::from_secs(120),
-    };
-    if timeout.is_zero() {
-        bail!("--llm-timeout must be at least 1s");
-    }
+    let timeout = engine_timeout(
+        "--llm-timeout",
+        args.llm_timeout.as_deref().or(file.timeout.as_deref()),
+        Duration::from_secs(120),
+    )?;
     let concurrency = args
         .llm_concurrency
         .or(file.concurrency)
@@ -246,31 +260,106 @@ fn remote_llm(
     Ok(Some(RemoteLlm {
         urls,
         model: args.llm_model.clone().or(file.model),
-        api_key: llm_api_key(file.api_key_file)?,
+        api_key: api_key("DOCENT_LLM_API_KEY", file.api_key_file)?,
         timeout,
         concurrency,
     }))
 }
 
-/// `DOCENT_LLM_API_KEY`, else the first line of `DOCENT_LLM_API_KEY_FILE` (or the file the
-/// config names).
-fn llm_api_key(file: Option<PathBuf>) -> anyhow::Result<Option<Secret>> {
-    if let Ok(key) = std::env::var("DOCENT_LLM_API_KEY")
+/// The remote embedding engines the flags and file name, if any; the API key comes from
+/// the environment or a file, never a flag.
+fn remote_embed(args: &Overrides, file: FileEmbed) -> anyhow::Result<Option<RemoteEmbed>> {
+    let urls = engine_urls("--embed-url", &args.embed_url, file.url)?;
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let timeout = engine_timeout(
+        "--embed-timeout",
+        args.embed_timeout.as_deref().or(file.timeout.as_deref()),
+        Duration::from_secs(60),
+    )?;
+    let batch = file.batch.unwrap_or(64);
+    let concurrency = file.concurrency.unwrap_or(4);
+    if !(1..=2048).contains(&batch) || !(1..=1024).contains(&concurrency) {
+        bail!("[embed] batch must be between 1 and 2048, and concurrency between 1 and 1024");
+    }
+    Ok(Some(RemoteEmbed {
+        urls,
+        model: args.embed_model.clone().or(file.model),
+        api_key: api_key("DOCENT_EMBED_API_KEY", file.api_key_file)?,
+        timeout,
+        batch,
+        concurrency,
+    }))
+}
+
+/// The engine URLs a flag (several entries, each perhaps comma-separated) or else the file
+/// lists, each checked to be http(s).
+fn engine_urls(
+    flag: &str,
+    given: &[String],
+    file: Option<OneOrMany>,
+) -> anyhow::Result<Vec<url::Url>> {
+    let listed: Vec<String> = if given.is_empty() {
+        match file {
+            Some(OneOrMany::One(url)) => vec![url],
+            Some(OneOrMany::Many(urls)) => urls,
+            None => Vec::new(),
+        }
+    } else {
+        given.to_vec()
+    };
+    listed
+        .iter()
+        .flat_map(|entry| entry.split(','))
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| {
+            let url = url::Url::parse(u).with_context(|| format!("invalid {flag} {u:?}"))?;
+            if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                bail!("{flag} {u:?} is not an http(s) URL");
+            }
+            Ok(url)
+        })
+        .collect()
+}
+
+fn engine_timeout(flag: &str, text: Option<&str>, default: Duration) -> anyhow::Result<Duration> {
+    let timeout = match text {
+        Some(text) => {
+            crate::telemetry::parse_duration(text).with_context(|| format!("invalid {flag}"))?
+        }
+        None => default,
+    };
+    if timeout.is_zero() {
+        bail!("{flag} must be at least 1s");
+    }
+    Ok(timeout)
+}
+
+/// The key in the environment variable `var` (`DOCENT_LLM_API_KEY`), else the first line of
+/// the file `{var}_FILE` (or the config) names.
+fn api_key(var: &str, file: Option<PathBuf>) -> anyhow::Result<Option<Secret>> {
+    if let Ok(key) = std::env::var(var)
         && !key.trim().is_empty()
     {
         return Ok(Some(Secret(key.trim().to_string())));
     }
-    let Some(path) = std::env::var_os("DOCENT_LLM_API_KEY_FILE")
+    let Some(path) = std::env::var_os(format!("{var}_FILE"))
         .map(PathBuf::from)
         .or(file)
     else {
         return Ok(None);
     };
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("failed to read the LLM API key file {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "failed to read the API key file {} ({var}_FILE)",
+            path.display()
+        )
+    })?;
     let key = text.lines().next().unwrap_or("").trim().to_string();
     if key.is_empty() {
-        bail!("the LLM API key file {} is empty", path.display());
+        bail!("the API key file {} is empty", path.display());
     }
     Ok(Some(Secret(key)))
 }

@@ -62,6 +62,47 @@ pub struct Bot {
     pub test: bool,
     #[serde(default)]
     pub settings: BotSettings,
+    /// The embedder that made the bot's vectors (None: none yet, or made before embedders
+    /// were recorded, which was always MiniLM).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderId>,
+}
+
+/// Which model made a set of vectors, and their length: vectors are only comparable with
+/// vectors of the same id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct EmbedderId {
+    pub model: String,
+    pub dim: usize,
+}
+
+impl EmbedderId {
+    pub fn new(model: impl Into<String>, dim: usize) -> EmbedderId {
+        EmbedderId {
+            model: model.into(),
+            dim,
+        }
+    }
+}
+
+impl fmt::Display for EmbedderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({} dimensions)", self.model, self.dim)
+    }
+}
+
+/// A bot whose vectors another embedder made than the one asked to search or extend them:
+/// its stored chunks must be re-embedded first (`docent reindex --bot ID`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "bot {bot}'s vectors were made by {recorded}, but this docent embeds with {current}: \
+     run `docent reindex --bot {bot}` to re-embed its stored chunks with the current embedder \
+     (or configure the embedder it was built with)"
+)]
+pub struct EmbedderMismatch {
+    pub bot: BotId,
+    pub recorded: EmbedderId,
+    pub current: EmbedderId,
 }
 
 /// What an operator can set on a bot over the API.
@@ -245,6 +286,28 @@ pub mod event_kinds {
 }
 
 impl Bot {
+    /// Whether `current` may search and extend this bot's vectors: a bot without chunks
+    /// takes any embedder; one with chunks only the embedder that made them (`legacy` for
+    /// bots stored before embedders were recorded).
+    pub fn check_embedder(
+        &self,
+        current: &EmbedderId,
+        legacy: &EmbedderId,
+    ) -> Result<(), EmbedderMismatch> {
+        if self.chunks == 0 {
+            return Ok(());
+        }
+        let recorded = self.embedder.as_ref().unwrap_or(legacy);
+        if recorded == current {
+            return Ok(());
+        }
+        Err(EmbedderMismatch {
+            bot: self.id.clone(),
+            recorded: recorded.clone(),
+            current: current.clone(),
+        })
+    }
+
     /// The origins the SSRF guard lets this bot's crawls reach although they are not
     /// public: its `allowed_targets`, unless it is a test bot (whose crawls stay public).
     pub fn exempt_origins(&self) -> Vec<String> {
@@ -311,6 +374,58 @@ impl std::fmt::Debug for Secret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn bot(chunks: u64, embedder: Option<EmbedderId>) -> Bot {
+        Bot {
+            id: BotId::parse("docs").unwrap(),
+            name: "Docs".into(),
+            source: "https://docs.example/".into(),
+            created_unix: 1,
+            updated_unix: 1,
+            pages: 1,
+            chunks,
+            test: false,
+            settings: BotSettings::default(),
+            embedder,
+        }
+    }
+
+    #[test]
+    fn only_the_embedder_that_made_a_bots_vectors_may_search_them() {
+        let minilm = EmbedderId::new("all-MiniLM-L6-v2", 384);
+        let remote = EmbedderId::new("nomic-embed-text", 768);
+        // Nothing stored yet: any embedder may start.
+        assert!(bot(0, None).check_embedder(&remote, &minilm).is_ok());
+        assert!(
+            bot(0, Some(minilm.clone()))
+                .check_embedder(&remote, &minilm)
+                .is_ok()
+        );
+        // Recorded: only the same one.
+        assert!(
+            bot(5, Some(remote.clone()))
+                .check_embedder(&remote, &minilm)
+                .is_ok()
+        );
+        let refused = bot(5, Some(remote.clone()))
+            .check_embedder(&minilm, &minilm)
+            .unwrap_err();
+        assert_eq!((&refused.recorded, &refused.current), (&remote, &minilm));
+        assert!(
+            refused.to_string().contains("docent reindex --bot docs"),
+            "{refused}"
+        );
+        // Unrecorded (stored before embedders were recorded): the legacy embedder's.
+        assert!(bot(5, None).check_embedder(&minilm, &minilm).is_ok());
+        assert!(bot(5, None).check_embedder(&remote, &minilm).is_err());
+        // The same model at another length is another embedder.
+        let shorter = EmbedderId::new("nomic-embed-text", 256);
+        assert!(
+            bot(5, Some(remote))
+                .check_embedder(&shorter, &minilm)
+                .is_err()
+        );
+    }
 
     #[test]
     fn bot_id_accepts_slugs_and_rejects_everything_else() {

@@ -1,5 +1,6 @@
-//! Sentence embeddings: the `Embedder` seam, MiniLM on docent's packed encoder (with
-//! candle-transformers' `BertModel` as its reference), and a deterministic fake for tests.
+//! Sentence embeddings: the `Embedder` and `Tokenizer` ports, MiniLM on docent's packed
+//! encoder (with candle-transformers' `BertModel` as its reference), its tokenizer alone
+//! (chunking's measure when vectors come from a remote engine), and a deterministic fake.
 
 mod bert;
 
@@ -10,22 +11,55 @@ use anyhow::{Context, bail};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::bert::{BertModel, Config, HiddenAct, PositionEmbeddingType};
-use tokenizers::{Tokenizer, TruncationParams};
+use std::sync::Arc;
 
+use tokenizers::TruncationParams;
+
+use crate::domain::EmbedderId;
 use bert::{Bert, Shape};
 
 /// Texts embedded per forward pass.
 pub const BATCH_SIZE: usize = 32;
 
+/// What turns text into vectors for search.
 pub trait Embedder: Send + Sync {
-    /// Vector length.
-    fn dim(&self) -> usize;
-    /// The most tokens of a passage the model reads; longer input is truncated.
-    fn max_tokens(&self) -> usize;
+    /// Which model makes these vectors and their length: vectors of two embedders with
+    /// different ids are not comparable. A remote embedder learns it from its engine.
+    fn id(&self) -> anyhow::Result<EmbedderId>;
     /// Embeds texts into L2-normalised vectors, in input order.
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>>;
+    /// Whether embedding can run now; the reason when not (an engine out of reach).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+/// What chunking measures text with.
+pub trait Tokenizer: Send + Sync {
     /// Byte spans of `text`'s tokens (without special tokens), for chunking by tokens.
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)>;
+}
+
+/// An embedder with the tokenizer an ingest chunks by: one local model's both, or a remote
+/// engine's vectors with MiniLM's tokenizer measuring the chunks.
+#[derive(Clone)]
+pub struct Embedding {
+    pub embedder: Arc<dyn Embedder>,
+    pub tokenizer: Arc<dyn Tokenizer>,
+}
+
+impl<T: Embedder + Tokenizer + 'static> From<Arc<T>> for Embedding {
+    fn from(model: Arc<T>) -> Embedding {
+        Embedding {
+            embedder: model.clone(),
+            tokenizer: model,
+        }
+    }
+}
+
+/// The id MiniLM's vectors carry; bots embedded before embedders were recorded had these.
+pub fn minilm_id() -> EmbedderId {
+    EmbedderId::new("all-MiniLM-L6-v2", 384)
 }
 
 /// all-MiniLM-L6-v2: BERT, mean pooling, L2 norm, on docent's packed CPU encoder
@@ -75,13 +109,16 @@ impl MiniLm {
     }
 }
 
-impl Embedder for MiniLm {
-    fn dim(&self) -> usize {
+impl MiniLm {
+    /// Vector length.
+    pub fn dim(&self) -> usize {
         self.bert.hidden()
     }
+}
 
-    fn max_tokens(&self) -> usize {
-        self.tokenizers.max_tokens
+impl Embedder for MiniLm {
+    fn id(&self) -> anyhow::Result<EmbedderId> {
+        Ok(EmbedderId::new("all-MiniLM-L6-v2", self.dim()))
     }
 
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -92,7 +129,32 @@ impl Embedder for MiniLm {
         }
         Ok(out)
     }
+}
 
+impl Tokenizer for MiniLm {
+    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
+        self.tokenizers.token_spans(text)
+    }
+}
+
+/// MiniLM's tokenizer without its weights: what chunks are measured with when the vectors
+/// come from a remote engine (`--embed-url`), so chunk boundaries do not depend on which
+/// engine embeds them.
+pub struct WordPiece {
+    tokenizers: Tokenizers,
+}
+
+impl WordPiece {
+    /// Loads `config.json` and `tokenizer.json` from `dir`.
+    pub fn load(dir: &Path) -> anyhow::Result<WordPiece> {
+        let config = read_config(dir)?;
+        Ok(WordPiece {
+            tokenizers: Tokenizers::load(dir, &config)?,
+        })
+    }
+}
+
+impl Tokenizer for WordPiece {
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
         self.tokenizers.token_spans(text)
     }
@@ -101,14 +163,13 @@ impl Embedder for MiniLm {
 /// The model's tokenizer twice: truncating at the model's input limit, for embedding; and
 /// untruncated, for measuring whole texts when chunking.
 struct Tokenizers {
-    tokenizer: Tokenizer,
-    span_tokenizer: Tokenizer,
-    max_tokens: usize,
+    tokenizer: tokenizers::Tokenizer,
+    span_tokenizer: tokenizers::Tokenizer,
 }
 
 impl Tokenizers {
     fn load(dir: &Path, config: &Config) -> anyhow::Result<Tokenizers> {
-        let mut tokenizer = Tokenizer::from_bytes(read(dir, "tokenizer.json")?)
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(read(dir, "tokenizer.json")?)
             .map_err(|e| anyhow::anyhow!("invalid tokenizer.json: {e}"))?;
         // The shipped tokenizer pads and truncates at a fixed 128; truncate at 256 tokens
         // instead, the length the model was tuned on, and never pad (callers pack or pad).
@@ -127,7 +188,6 @@ impl Tokenizers {
         Ok(Tokenizers {
             tokenizer,
             span_tokenizer,
-            max_tokens,
         })
     }
 
@@ -213,12 +273,8 @@ impl CandleMiniLm {
 }
 
 impl Embedder for CandleMiniLm {
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    fn max_tokens(&self) -> usize {
-        self.tokenizers.max_tokens
+    fn id(&self) -> anyhow::Result<EmbedderId> {
+        Ok(EmbedderId::new("all-MiniLM-L6-v2", self.dim))
     }
 
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -234,10 +290,6 @@ impl Embedder for CandleMiniLm {
             }
         }
         Ok(out)
-    }
-
-    fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
-        self.tokenizers.token_spans(text)
     }
 }
 
@@ -266,12 +318,8 @@ impl FakeEmbedder {
 }
 
 impl Embedder for FakeEmbedder {
-    fn dim(&self) -> usize {
-        Self::DIM
-    }
-
-    fn max_tokens(&self) -> usize {
-        256
+    fn id(&self) -> anyhow::Result<EmbedderId> {
+        Ok(EmbedderId::new("fake-bag-of-words", Self::DIM))
     }
 
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
@@ -279,7 +327,9 @@ impl Embedder for FakeEmbedder {
         self.texts_embedded.fetch_add(texts.len(), Ordering::SeqCst);
         Ok(texts.iter().map(|t| bag_of_words(t)).collect())
     }
+}
 
+impl Tokenizer for FakeEmbedder {
     fn token_spans(&self, text: &str) -> Vec<(usize, usize)> {
         word_spans(text)
     }

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod keys;
 pub mod keyword;
 pub mod llm;
+pub mod remote;
 pub mod retrieval;
 pub mod retry;
 pub mod server;

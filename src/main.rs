@@ -55,6 +55,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Ingest(args) => runtime.block_on(commands::ingest(&config, args)),
         Command::Ask(args) => commands::ask(&config, args),
+        Command::Reindex(args) => runtime.block_on(commands::reindex(&config, args)),
         Command::Bots(command) => commands::bots(&config, command),
         Command::Keys(command) => commands::keys(&config, command),
         Command::Serve(args) => {

@@ -86,7 +86,9 @@ impl Retriever {
         if let Some(index) = self.indexes.lock().expect("index lock").get(bot) {
             return Ok(index.clone());
         }
-        self.store.get_bot(bot)?;
+        // Vectors of another embedder would be searched with a meaningless query vector.
+        let record = self.store.get_bot(bot)?;
+        record.check_embedder(&self.embedder.id()?, &crate::embed::minilm_id())?;
         let vectors = VectorIndex::build(&self.store.vectors(bot)?);
         let texts: Vec<(u64, String)> = self
             .store

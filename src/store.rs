@@ -1227,6 +1227,7 @@ mod tests {
             chunks: 0,
             test: false,
             settings: Default::default(),
+            embedder: None,
         };
         store.create_bot(&bot).unwrap();
         let chunk = Chunk {

@@ -214,7 +214,8 @@ pub(super) async fn prepare_data(
     Ok(key)
 }
 
-struct Server {
+/// A `docent serve` process over a prepared data dir.
+pub(super) struct Server {
     child: std::process::Child,
     base: String,
     started: Instant,
@@ -222,6 +223,16 @@ struct Server {
 
 impl Server {
     fn spawn(config: &Config, data: &Path) -> anyhow::Result<Server> {
+        Server::spawn_with(config, data, &[], &[])
+    }
+
+    /// `spawn` with more global flags (before `serve`) and serve flags (after it).
+    pub(super) fn spawn_with(
+        config: &Config,
+        data: &Path,
+        global: &[String],
+        serve: &[String],
+    ) -> anyhow::Result<Server> {
         use std::io::{BufRead, BufReader};
         let started = Instant::now();
         let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -237,6 +248,7 @@ impl Server {
             .arg(config.context_size.to_string())
             .arg("--parallel")
             .arg(config.parallel.to_string())
+            .args(global)
             .args([
                 "serve",
                 "--bind",
@@ -246,6 +258,7 @@ impl Server {
                 "--rate-limit-ip",
                 "0",
             ])
+            .args(serve)
             .stderr(std::process::Stdio::piped())
             .spawn()
             .context("failed to start docent serve")?;
@@ -272,11 +285,15 @@ impl Server {
         })
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(super) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    async fn wait_ready(&self, client: &reqwest::Client) -> anyhow::Result<f64> {
+    pub(super) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub(super) async fn wait_ready(&self, client: &reqwest::Client) -> anyhow::Result<f64> {
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             if let Ok(res) = client.get(self.url("/readyz")).send().await
@@ -300,7 +317,7 @@ impl Server {
             .map_or(0, |kb| kb / 1024)
     }
 
-    fn stop(mut self) {
+    pub(super) fn stop(mut self) {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
@@ -354,10 +371,7 @@ async fn prompt_eval_alone(
     tokio::task::spawn_blocking(move || {
         let store = Store::open(&data)?;
         let retriever = crate::retrieval::Retriever::new(store, embedder);
-        let recorder = Recorder {
-            inner: &generator,
-            prompt: std::sync::Mutex::new(None),
-        };
+        let recorder = Recorder::new(&generator);
         let mut options = crate::chat::AskOptions::from_config(&config);
         options.generation.max_tokens = 1;
         let bot = BotId::parse("demo").map_err(anyhow::Error::msg)?;
@@ -370,9 +384,7 @@ async fn prompt_eval_alone(
             &mut |_| true,
         )?;
         let messages = recorder
-            .prompt
-            .into_inner()
-            .expect("recorder lock")
+            .prompt()
             .context("the question was not sent to the model")?;
         generator.forget_cache()?;
         let stats = generator.generate(&messages, &options.generation, &mut |_| true)?;
@@ -381,10 +393,25 @@ async fn prompt_eval_alone(
     .await?
 }
 
-/// Keeps the prompt it is given instead of generating.
-struct Recorder<'a> {
-    inner: &'a LlamaGenerator,
+/// Keeps the prompt it is given instead of generating; counts tokens and sizes the context
+/// as the generator it stands in for does.
+pub(super) struct Recorder<'a> {
+    inner: &'a dyn Generator,
     prompt: std::sync::Mutex<Option<Vec<crate::llm::ChatMessage>>>,
+}
+
+impl<'a> Recorder<'a> {
+    pub(super) fn new(inner: &'a dyn Generator) -> Recorder<'a> {
+        Recorder {
+            inner,
+            prompt: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The messages the last question was answered from.
+    pub(super) fn prompt(self) -> Option<Vec<crate::llm::ChatMessage>> {
+        self.prompt.into_inner().expect("recorder lock")
+    }
 }
 
 impl Generator for Recorder<'_> {

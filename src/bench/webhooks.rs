@@ -16,7 +16,6 @@ use crate::domain::BotId;
 use crate::embed::MiniLm;
 use crate::events::{self, DeliveryConfig};
 use crate::llm::{LlamaConfig, LlamaGenerator};
-use crate::retrieval::Retriever;
 use crate::server::{self, AppState, Engine, Limits};
 use crate::store::{NewEvent, Store, Webhook};
 
@@ -214,10 +213,11 @@ async fn run(
         crate::chat::AskOptions::from_config(config),
         limits,
     )?);
-    let _ = state.engine.set(Engine {
-        retriever: Arc::new(Retriever::new(store.clone(), embedder)),
-        generator: Arc::new(generator),
-    });
+    let _ = state.engine.set(Engine::new(
+        store.clone(),
+        crate::embed::Embedding::from(embedder),
+        Arc::new(generator),
+    ));
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let base = format!("http://{}", listener.local_addr()?);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -29,7 +29,7 @@ use crate::chat;
 use crate::cli::{EvalConflictsArgs, EvalQaArgs, EvalQuestionsArgs, EvalRetrievalArgs};
 use crate::config::Config;
 use crate::domain::BotId;
-use crate::embed::Embedder;
+use crate::embed::Embedding;
 use crate::ingest::{self, Document, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::retrieval::Retriever;
 use crate::store::Store;
@@ -42,16 +42,17 @@ const RETRIEVE_CHUNKS: usize = 30;
 pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let set = data::load_beir(&args.corpus)?;
-    let embedder = crate::app::load_embedder(config)?;
+    let embedding = crate::app::load_embedding(config)?;
     let (store, bot) = scratch_bot(
         config,
         &args.corpus,
         "beir",
         set.documents(),
-        embedder.clone(),
+        embedding.clone(),
         args.json,
     )
     .await?;
+    let embedder = embedding.embedder;
     let mode = crate::retrieval::Mode::from(args.mode);
     let retriever = Arc::new(Retriever::new(store, embedder).with_mode(mode));
     let mut queries: Vec<(String, String, Qrels)> = set
@@ -119,16 +120,17 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
 pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let set = data::load_squad(&args.squad)?;
-    let embedder = crate::app::load_embedder(config)?;
+    let embedding = crate::app::load_embedding(config)?;
     let (store, bot) = scratch_bot(
         config,
         &args.squad,
         "squad",
         set.documents(),
-        embedder.clone(),
+        embedding.clone(),
         args.json,
     )
     .await?;
+    let embedder = embedding.embedder;
     let retriever = Retriever::new(store, embedder);
     let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let mut options = crate::chat::AskOptions::from_config(config);
@@ -231,16 +233,17 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
     let started = Instant::now();
     let set = data::load_beir(&args.corpus)?;
     let answers = data::load_conflict_answers(&args.answers)?;
-    let embedder = crate::app::load_embedder(config)?;
+    let embedding = crate::app::load_embedding(config)?;
     let (store, bot) = scratch_bot(
         config,
         &args.corpus,
         "beir",
         set.documents(),
-        embedder.clone(),
+        embedding.clone(),
         args.json,
     )
     .await?;
+    let embedder = embedding.embedder;
     let retriever = Retriever::new(store, embedder);
     let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let options = crate::chat::AskOptions::from_config(config);
@@ -419,7 +422,7 @@ async fn scratch_bot(
     source: &Path,
     kind: &str,
     documents: Vec<Document>,
-    embedder: Arc<dyn Embedder>,
+    embedding: Embedding,
     quiet: bool,
 ) -> anyhow::Result<(Store, BotId)> {
     use sha2::{Digest, Sha256};
@@ -458,7 +461,7 @@ async fn scratch_bot(
         chunk: ChunkSpec::default(),
         test: false,
     };
-    let summary = ingest::run(&store, embedder, request, &bar).await?;
+    let summary = ingest::run(&store, embedding, request, &bar).await?;
     bar.finish_and_clear();
     if !quiet {
         eprintln!(

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use indicatif::ProgressBar;
 use reqwest::StatusCode;
 use reqwest::header::{
     CONTENT_TYPE, ETAG, HeaderMap, HeaderValue, IF_MODIFIED_SINCE, IF_NONE_MATCH,
@@ -166,7 +165,7 @@ pub async fn crawl(
     start: &Url,
     options: &CrawlOptions,
     known: &HashMap<String, Known>,
-    progress: &ProgressBar,
+    progress: &dyn super::Progress,
     pages: mpsc::Sender<CrawledPage>,
 ) -> anyhow::Result<CrawlReport> {
     let (fetcher, start) = Fetcher::new(options, start)?;
@@ -258,7 +257,7 @@ pub async fn crawl(
             }
         }
         progress.inc(1);
-        progress.set_message(url.to_string());
+        progress.set_message(url.as_str());
         let mut enqueue =
             |seen: &mut HashSet<String>, links: &[String], base: &Url, depth: usize| {
                 if depth > options.max_depth {

@@ -8,6 +8,7 @@ pub mod crawl;
 pub mod extract;
 pub mod fetch;
 pub mod local;
+mod reindex;
 pub mod ssrf;
 
 use std::collections::{HashMap, HashSet};
@@ -16,16 +17,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use indicatif::ProgressBar;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use url::Url;
 
 use crate::domain::{Bot, BotId, Chunk, Page};
-use crate::embed::Embedder;
+use crate::embed::{Embedding, minilm_id};
 use crate::store::{IngestCommit, Store};
 use chunk::{ChunkSpec, TextChunk};
 use crawl::{CrawlOptions, CrawlReport, CrawledPage, Known};
+pub use reindex::{ReindexSummary, reindex};
 
 /// Where a bot's content comes from.
 #[derive(Debug, Clone)]
@@ -112,6 +113,20 @@ fn document_pages(documents: &[Document]) -> CrawlReport {
     report
 }
 
+/// Where an ingest reports how far it got: the CLI's progress bar, a job's record, or
+/// nowhere (`&()`).
+pub trait Progress: Send + Sync {
+    /// What it is doing now (`crawling`, the page it fetched, `saving`).
+    fn set_message(&self, message: &str);
+    /// `n` more pages done.
+    fn inc(&self, n: u64);
+}
+
+impl Progress for () {
+    fn set_message(&self, _: &str) {}
+    fn inc(&self, _: u64) {}
+}
+
 pub struct IngestRequest {
     pub bot: BotId,
     pub name: Option<String>,
@@ -163,14 +178,20 @@ const PAGE_QUEUE: usize = 16;
 #[tracing::instrument(skip_all, fields(bot = %request.bot))]
 pub async fn run(
     store: &Store,
-    embedder: Arc<dyn Embedder>,
+    embedding: impl Into<Embedding>,
     request: IngestRequest,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
 ) -> anyhow::Result<IngestSummary> {
     let ingest = format!("ing_{}", crate::keys::random_base62(12)?);
-    let result = run_staged(store, embedder, request, progress, &ingest).await;
+    let result = run_staged(store, embedding.into(), request, progress, &ingest).await;
+    discard_if_failed(store, &ingest, &result).await;
+    result
+}
+
+/// Removes what a failed run staged (the next start would, otherwise).
+async fn discard_if_failed<T>(store: &Store, ingest: &str, result: &anyhow::Result<T>) {
     if result.is_err() {
-        let (store, ingest) = (store.clone(), ingest.clone());
+        let (store, ingest) = (store.clone(), ingest.to_string());
         let discarded = tokio::task::spawn_blocking(move || store.discard_staged(Some(&ingest)))
             .await
             .context("discard task failed");
@@ -178,14 +199,13 @@ pub async fn run(
             tracing::warn!("cannot discard a failed ingest's chunks (the next start will): {e:#}");
         }
     }
-    result
 }
 
 async fn run_staged(
     store: &Store,
-    embedder: Arc<dyn Embedder>,
+    embedding: Embedding,
     request: IngestRequest,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     ingest: &str,
 ) -> anyhow::Result<IngestSummary> {
     let started = Instant::now();
@@ -194,6 +214,11 @@ async fn run_staged(
         Err(crate::store::Error::BotNotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
+    // New vectors must be comparable with the ones the bot keeps.
+    let embedder_id = current_embedder(&embedding).await?;
+    if let Some(bot) = &existing {
+        bot.check_embedder(&embedder_id, &minilm_id())?;
+    }
     let previous: HashMap<String, Page> = store
         .pages(&request.bot)?
         .into_iter()
@@ -217,7 +242,7 @@ async fn run_staged(
     let (tx, rx) = mpsc::channel(PAGE_QUEUE);
     let stager = Stager {
         store,
-        embedder: embedder.clone(),
+        embedding: embedding.clone(),
         bot: &request.bot,
         spec: request.chunk,
         ingest,
@@ -288,6 +313,7 @@ async fn run_staged(
             .as_ref()
             .map(|b| b.settings.clone())
             .unwrap_or_default(),
+        embedder: (total_chunks > 0).then(|| embedder_id.clone()),
     };
     let summary = IngestSummary {
         bot: request.bot.to_string(),
@@ -323,7 +349,7 @@ async fn run_staged(
 async fn read_source(
     request: &IngestRequest,
     known: &HashMap<String, Known>,
-    progress: &ProgressBar,
+    progress: &dyn Progress,
     pages: mpsc::Sender<CrawledPage>,
 ) -> anyhow::Result<CrawlReport> {
     let mut report = match &request.source {
@@ -364,7 +390,7 @@ struct Staged {
 /// Chunks, embeds and stages pages as they arrive, `EMBED_STEP` chunks at a time.
 struct Stager<'a> {
     store: &'a Store,
-    embedder: Arc<dyn Embedder>,
+    embedding: Embedding,
     bot: &'a BotId,
     spec: ChunkSpec,
     ingest: &'a str,
@@ -402,9 +428,13 @@ impl Stager<'_> {
 
     /// A changed page's record (no chunks yet) and its chunks.
     async fn chunk(&self, page: CrawledPage) -> anyhow::Result<(Page, Vec<Chunk>)> {
-        let (embedder, bot, spec) = (self.embedder.clone(), self.bot.clone(), self.spec);
+        let (tokenizer, bot, spec) = (
+            self.embedding.tokenizer.clone(),
+            self.bot.clone(),
+            self.spec,
+        );
         tokio::task::spawn_blocking(move || {
-            let spans = |text: &str| embedder.token_spans(text);
+            let spans = |text: &str| tokenizer.token_spans(text);
             let chunks = chunk::chunk_sections(&page.extracted.sections, &spans, spec)
                 .into_iter()
                 .map(|TextChunk { heading_path, text }| Chunk {
@@ -437,45 +467,64 @@ impl Stager<'_> {
         batch: Vec<(Page, Vec<Chunk>)>,
         staged: &mut Staged,
     ) -> anyhow::Result<()> {
-        let (store, embedder) = (self.store.clone(), self.embedder.clone());
-        let ingest = self.ingest.to_string();
-        let (pages, chunks) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
-            let mut rows = Vec::new();
-            let mut pages = Vec::with_capacity(batch.len());
-            for (page, chunks) in batch {
-                pages.push((page, chunks.len()));
-                for step in chunks.chunks(EMBED_STEP) {
-                    let texts: Vec<String> = step.iter().map(Chunk::embedding_text).collect();
-                    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                    let vectors = embedder.embed(&refs)?;
-                    if vectors.len() != step.len() {
-                        bail!(
-                            "the embedder gave {} vectors for {} chunks",
-                            vectors.len(),
-                            step.len()
-                        );
-                    }
-                    rows.extend(step.iter().cloned().zip(vectors));
-                }
-            }
-            crate::telemetry::failpoint("embed");
-            let mut ids = store.stage_chunks(&ingest, &rows)?.into_iter();
-            crate::telemetry::failpoint("stage");
-            let pages: Vec<Page> = pages
-                .into_iter()
-                .map(|(mut page, n)| {
-                    page.chunk_ids = ids.by_ref().take(n).collect();
-                    page
-                })
-                .collect();
-            Ok((pages, rows.len()))
-        })
-        .await
-        .context("embedding task failed")??;
+        let embedder = self.embedding.embedder.clone();
+        let (pages, chunks) = stage_batch(self.store, embedder, self.ingest, batch).await?;
         staged.chunks += chunks;
         staged.upserts.extend(pages);
         Ok(())
     }
+}
+
+/// Embeds the chunks of a batch of pages and stages them under `ingest`; returns the pages
+/// pointing at their staged chunks, and how many chunks that was.
+async fn stage_batch(
+    store: &Store,
+    embedder: Arc<dyn crate::embed::Embedder>,
+    ingest: &str,
+    batch: Vec<(Page, Vec<Chunk>)>,
+) -> anyhow::Result<(Vec<Page>, usize)> {
+    let (store, ingest) = (store.clone(), ingest.to_string());
+    tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut rows = Vec::new();
+        let mut pages = Vec::with_capacity(batch.len());
+        for (page, chunks) in batch {
+            pages.push((page, chunks.len()));
+            for step in chunks.chunks(EMBED_STEP) {
+                let texts: Vec<String> = step.iter().map(Chunk::embedding_text).collect();
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                let vectors = embedder.embed(&refs)?;
+                if vectors.len() != step.len() {
+                    bail!(
+                        "the embedder gave {} vectors for {} chunks",
+                        vectors.len(),
+                        step.len()
+                    );
+                }
+                rows.extend(step.iter().cloned().zip(vectors));
+            }
+        }
+        crate::telemetry::failpoint("embed");
+        let mut ids = store.stage_chunks(&ingest, &rows)?.into_iter();
+        crate::telemetry::failpoint("stage");
+        let pages: Vec<Page> = pages
+            .into_iter()
+            .map(|(mut page, n)| {
+                page.chunk_ids = ids.by_ref().take(n).collect();
+                page
+            })
+            .collect();
+        Ok((pages, rows.len()))
+    })
+    .await
+    .context("embedding task failed")?
+}
+
+/// The embedder's id, asked off the async runtime (a remote one may call its engine).
+async fn current_embedder(embedding: &Embedding) -> anyhow::Result<crate::domain::EmbedderId> {
+    let embedder = embedding.embedder.clone();
+    tokio::task::spawn_blocking(move || embedder.id())
+        .await
+        .context("embedder task failed")?
 }
 
 fn explain_nothing(report: &CrawlReport) -> String {

@@ -1,6 +1,6 @@
 //! Text generation: the `Generator` port, the in-process llama.cpp actor that owns the
-//! model, and a deterministic fake for fast tests (`remote` holds the adapter for engines
-//! reached over HTTP).
+//! model, and a deterministic fake for fast tests (`crate::remote` holds the adapter for
+//! engines reached over HTTP).
 //!
 //! One OS thread owns the llama model and context; the `LlamaGenerator` handle sends it jobs
 //! over a channel. The context holds `parallel` sequences that decode together: each step
@@ -27,8 +27,6 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
-
-pub mod remote;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatMessage {

@@ -41,7 +41,7 @@ pub(crate) async fn analytics(
     let shared = state.clone();
     let report = blocking(move || {
         // Grouping uses the embedder once it is loaded; before that, exact repeats only.
-        let embedder = shared.engine.get().map(|e| e.retriever.embedder().clone());
+        let embedder = shared.engine.get().map(|e| e.embedding.embedder.clone());
         crate::analytics::report(&shared.store, embedder.as_deref(), &bot, from, to)
             .map_err(|e| ApiError::internal(&e))
     })

@@ -82,18 +82,29 @@ pub(crate) async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
-#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Models and indexes are loaded, and a remote generation engine answers", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading, or the generation engine is out of reach (`status` llm_unavailable, with the `reason`)", body = Health)))]
+#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Models and indexes are loaded, and remote engines answer", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading, or a remote engine is out of reach (`status` llm_unavailable or embedder_unavailable, with the `reason`)", body = Health)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let Some(engine) = state.engine.get() else {
         return HttpResponse::ServiceUnavailable().json(json!({"status": "loading"}));
     };
-    // A remote engine is asked whether it answers (in-process generation always can).
-    let generator = engine.generator.clone();
-    match web::block(move || generator.health()).await {
+    // Remote engines are asked whether they answer (in-process models always can).
+    let (generator, embedder) = (engine.generator.clone(), engine.embedding.embedder.clone());
+    let checked = web::block(move || {
+        generator
+            .health()
+            .map_err(|why| ("llm_unavailable", why))
+            .and_then(|()| {
+                embedder
+                    .health()
+                    .map_err(|why| ("embedder_unavailable", why))
+            })
+    })
+    .await;
+    match checked {
         Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready"})),
-        Ok(Err(reason)) => HttpResponse::ServiceUnavailable()
+        Ok(Err((status, reason))) => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))
-            .json(json!({"status": "llm_unavailable", "reason": reason})),
+            .json(json!({"status": status, "reason": reason})),
         Err(_) => HttpResponse::ServiceUnavailable().json(json!({"status": "loading"})),
     }
 }
@@ -591,6 +602,7 @@ pub(crate) async fn create_bot(
         chunks: 0,
         test: caller.key.env == KeyEnv::Test,
         settings: Default::default(),
+        embedder: None,
     };
     check_target_exemption(&caller, &fields)?;
     apply_fields(&mut bot, &fields)?;

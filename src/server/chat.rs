@@ -29,8 +29,8 @@ use super::queue::{QueueError, Queued};
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, Conversation, LeadCapture, Message};
 use crate::keys;
-use crate::llm::remote::EngineError;
 use crate::llm::{ChatMessage, Finish};
+use crate::remote::{EmbedError, EngineError};
 use crate::store::{NewEvent, TurnExtras, time_ordered_id};
 use crate::telemetry::unix_now;
 
@@ -594,10 +594,18 @@ fn answer_and_store(
     })
 }
 
-/// A turn that waited out `max_wait` without a turn at the model, or found the remote engine
-/// out of reach, is refused (503): what it cost the caller's budgets comes back.
+/// A turn that waited out `max_wait` without a turn at the model, found a remote engine
+/// out of reach, or a bot it cannot search yet (another embedder's vectors), is refused:
+/// what it cost the caller's budgets comes back.
 fn refund_if_unserved(state: &AppState, turn: &Turn, error: &anyhow::Error) {
-    let engine_down = matches!(error.downcast_ref(), Some(EngineError::Unavailable(_)));
+    let engine_down = matches!(error.downcast_ref(), Some(EngineError::Unavailable(_)))
+        || matches!(
+            error.downcast_ref(),
+            Some(EmbedError(EngineError::Unavailable(_)))
+        )
+        || error
+            .downcast_ref::<crate::domain::EmbedderMismatch>()
+            .is_some();
     if engine_down || matches!(error.downcast_ref(), Some(QueueError::TimedOut(_))) {
         state.budgets.refund(&turn.charge);
     }

@@ -10,7 +10,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
 use super::queue::QueueError;
-use crate::llm::remote::EngineError;
+use crate::domain::EmbedderMismatch;
+use crate::remote::{EmbedError, EngineError};
 use crate::store;
 
 tokio::task_local! {
@@ -148,8 +149,18 @@ impl From<anyhow::Error> for ApiError {
         if let Some(waited) = e.downcast_ref::<QueueError>() {
             return ApiError::unavailable("overloaded", waited.to_string(), 5);
         }
+        if let Some(EmbedError(engine)) = e.downcast_ref::<EmbedError>() {
+            return embed_error(engine);
+        }
         if let Some(engine) = e.downcast_ref::<EngineError>() {
             return engine_error(engine);
+        }
+        if let Some(mismatch) = e.downcast_ref::<EmbedderMismatch>() {
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                "embedder_mismatch",
+                mismatch.to_string(),
+            );
         }
         match e.downcast::<store::Error>() {
             Ok(store_error) => store_error.into(),
@@ -168,13 +179,38 @@ fn engine_error(e: &EngineError) -> ApiError {
             "the generation engine is out of reach; retry shortly",
             5,
         ),
-        EngineError::Timeout(_) => {
-            ApiError::new(StatusCode::GATEWAY_TIMEOUT, "llm_timeout", e.to_string())
-        }
+        EngineError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "llm_timeout",
+            format!("generation: {e} (--llm-timeout)"),
+        ),
         EngineError::Failed(_) => ApiError::new(
             StatusCode::BAD_GATEWAY,
             "llm_failed",
             "the generation engine failed to answer; the server log has the cause",
+        ),
+    }
+}
+
+/// A remote embedding engine's fault, as `engine_error` maps generation's: 503
+/// `embedder_unavailable`, 504 `embedder_timeout`, 502 `embedder_failed`.
+fn embed_error(e: &EngineError) -> ApiError {
+    tracing::warn!(request_id = current_request_id(), "embedding: {e}");
+    match e {
+        EngineError::Unavailable(_) => ApiError::unavailable(
+            "embedder_unavailable",
+            "the embedding engine is out of reach; retry shortly",
+            5,
+        ),
+        EngineError::Timeout(_) => ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "embedder_timeout",
+            format!("embedding: {e} (--embed-timeout)"),
+        ),
+        EngineError::Failed(_) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "embedder_failed",
+            "the embedding engine failed to answer; the server log has the cause",
         ),
     }
 }

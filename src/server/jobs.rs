@@ -310,6 +310,6 @@ fn crawl(
         chunk: ChunkSpec::default(),
         test: record.test,
     };
-    let embedder = engine.retriever.embedder().clone();
-    runtime.block_on(ingest::run(&state.store, embedder, request, &job.progress))
+    let embedding = engine.embedding.clone();
+    runtime.block_on(ingest::run(&state.store, embedding, request, &job.progress))
 }

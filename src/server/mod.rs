@@ -39,6 +39,7 @@ use tokio::sync::Semaphore;
 
 use crate::chat::AskOptions;
 use crate::domain::Secret;
+use crate::embed::Embedding;
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::retrieval::Retriever;
@@ -147,6 +148,19 @@ impl Default for Limits {
 pub struct Engine {
     pub retriever: Arc<Retriever>,
     pub generator: Arc<dyn Generator>,
+    /// The retriever's embedder with the tokenizer crawls chunk by.
+    pub embedding: Embedding,
+}
+
+impl Engine {
+    /// The engine over `store` with these models.
+    pub fn new(store: Store, embedding: Embedding, generator: Arc<dyn Generator>) -> Engine {
+        Engine {
+            retriever: Arc::new(Retriever::new(store, embedding.embedder.clone())),
+            generator,
+            embedding,
+        }
+    }
 }
 
 pub struct AppState {

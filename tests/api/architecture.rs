@@ -19,12 +19,11 @@ const EDGE_WIRING: &[(&str, &str)] = &[("commands", "server"), ("commands", "cli
 const FRAMEWORKS: &[&str] = &["clap", "actix_web", "utoipa", "indicatif"];
 
 /// Framework names the core still uses (issue 16): OpenAPI schemas on stored and domain
-/// types, and a progress bar in the ingest pipeline's signature. This list only shrinks too.
+/// types. This list only shrinks too.
 const FRAMEWORK_DEBT: &[(&str, &str)] = &[
     ("analytics", "utoipa"),
     ("domain", "utoipa"),
     ("store", "utoipa"),
-    ("ingest", "indicatif"),
 ];
 
 /// Modules that import nothing else of docent.

@@ -354,6 +354,7 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
                 chunks: 0,
                 test: false,
                 settings: BotSettings::default(),
+                embedder: None,
             })
             .unwrap();
         let turns = [

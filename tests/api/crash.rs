@@ -63,7 +63,7 @@ fn kill_ingest_at(data: &Path, url: &str, point: &str) {
 /// The text of the best chunk for the returns question.
 fn returns_passage(data: &Path) -> String {
     let store = Store::open(data).unwrap();
-    let retriever = Retriever::new(store, dyn_embedder());
+    let retriever = Retriever::new(store, dyn_embedder().embedder);
     let hits = retriever
         .retrieve(
             &BotId::parse("shop").unwrap(),

@@ -39,7 +39,7 @@ async fn ingest_fixture_site() -> Bot {
         .await
         .unwrap();
     Bot {
-        retriever: Arc::new(Retriever::new(store, dyn_embedder())),
+        retriever: Arc::new(Retriever::new(store, dyn_embedder().embedder)),
         id,
         _data: data,
     }

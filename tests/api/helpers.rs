@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
-use docent::embed::{Embedder, MiniLm};
+use docent::embed::{Embedding, MiniLm};
 use docent::llm::{LlamaConfig, LlamaGenerator};
 use sha2::{Digest, Sha256};
 
@@ -37,8 +37,9 @@ pub fn embedder() -> Arc<MiniLm> {
         .clone()
 }
 
-pub fn dyn_embedder() -> Arc<dyn Embedder> {
-    embedder()
+/// The real MiniLM as the ingest pipeline and the server take it (embedder and tokenizer).
+pub fn dyn_embedder() -> Embedding {
+    Embedding::from(embedder())
 }
 
 /// The small chat model, loaded once per test process.

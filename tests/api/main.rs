@@ -15,5 +15,6 @@ mod events;
 mod hardening;
 mod index_recall;
 mod remote;
+mod remote_embed;
 mod server;
 mod widget;

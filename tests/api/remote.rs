@@ -8,8 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use docent::llm::remote::{RemoteConfig, RemoteGenerator};
 use docent::llm::{ChatMessage, GenParams, Generator};
+use docent::remote::{RemoteConfig, RemoteGenerator};
 use docent::server::Limits;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -36,6 +36,39 @@ impl Engine {
 
     /// Starts the engine on `port` and waits (bounded) until it has loaded the model.
     pub(crate) fn start_on(port: u16) -> Engine {
+        let model = docent::config::resolve_model(&models_dir(), "small");
+        // Two slots of 4096 tokens each, as docent's own tests give each sequence.
+        let args = ["-c", "8192", "-np", "2", "--metrics"];
+        Engine::launch(port, &model, &args)
+    }
+
+    /// An embedding engine: all-MiniLM-L6-v2 as a GGUF (`make test` writes it from the
+    /// fetched weights), served on `/v1/embeddings` under the name `minilm-gguf`.
+    pub(crate) fn embeddings() -> Engine {
+        let model = repo_root().join("target/llama-server/all-MiniLM-L6-v2.gguf");
+        assert!(
+            model.exists(),
+            "{} is missing: `make test` writes it (tests/engine/minilm_gguf.py)",
+            model.display()
+        );
+        // Four slots of 512 tokens (the model's positions), read whole in one micro-batch.
+        let args = [
+            "--embeddings",
+            "--alias",
+            "minilm-gguf",
+            "-c",
+            "2048",
+            "-np",
+            "4",
+        ];
+        Engine::launch(
+            free_port(),
+            &model,
+            &[&args[..], &["-b", "512", "-ub", "512"]].concat(),
+        )
+    }
+
+    fn launch(port: u16, model: &std::path::Path, args: &[&str]) -> Engine {
         let binary = Engine::binary();
         assert!(
             binary.exists(),
@@ -44,21 +77,10 @@ impl Engine {
         );
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("engine.log");
-        let model = docent::config::resolve_model(&models_dir(), "small");
         let child = Command::new(binary)
             .args(["-m", model.to_str().unwrap(), "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string()])
-            // Two slots of 4096 tokens each, as docent's own tests give each sequence.
-            .args([
-                "-c",
-                "8192",
-                "-np",
-                "2",
-                "-t",
-                "2",
-                "--no-webui",
-                "--metrics",
-            ])
+            .args(["--port", &port.to_string(), "-t", "2", "--no-webui"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -655,9 +677,103 @@ async fn busy_engines_are_retried_after_their_retry_after_and_what_they_lack_is_
     assert!(
         matches!(
             error.downcast_ref(),
-            Some(docent::llm::remote::EngineError::Unavailable(_))
+            Some(docent::remote::EngineError::Unavailable(_))
         ),
         "{error:#}"
     );
     assert_eq!(busy_seen.lock().unwrap().len(), 4);
+}
+
+/// The engine's slots as `/slots` shows them.
+async fn slots(engine: &Engine) -> Vec<Value> {
+    reqwest::get(format!("{}/slots", engine.url()))
+        .await
+        .unwrap()
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_visitor_who_leaves_mid_answer_stops_the_engine_generating() {
+    let engine = tokio::task::spawn_blocking(Engine::start).await.unwrap();
+    let remote = remote(&[engine.url()], Duration::from_secs(120));
+    let s = start(dyn_embedder(), remote, Limits::default(), 0.3).await;
+    let body = json!({"bot_id": "zephyr", "stream": true, "message": "Describe every Zephyr kettle in full detail: each model, its warranty, its returns, how to descale it, and everything else the pages say."});
+    let response = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&s.admin)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // Read until the first piece of the answer, then hang up.
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"delta\"") {
+        let chunk = stream
+            .next()
+            .await
+            .expect("the stream ended before any text");
+        seen.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+    }
+    let conversation = seen
+        .split("\"conversation_id\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the start event names the conversation")
+        .to_string();
+    drop(stream);
+
+    // The engine's slot is released with tokens still to come: it stopped because docent
+    // closed the request, not because the answer ended (that would clear has_next_token).
+    let slot = last_task_once_idle(&engine).await;
+    assert_eq!(slot["next_token"][0]["has_next_token"], true, "{slot}");
+    // docent kept what was said, marked cancelled.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stored = loop {
+        let messages = s.state.store.messages(&conversation).unwrap_or_default();
+        if messages.len() == 2 {
+            break messages;
+        }
+        assert!(Instant::now() < deadline, "{messages:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        stored[1].finish_reason.as_deref(),
+        Some("cancelled"),
+        "{stored:?}"
+    );
+    // The engine answers the next visitor; an answer that ends by itself leaves no next
+    // token, so the mark above means what it says.
+    let (status, _, answer) = chat(
+        &s,
+        json!({"bot_id": "zephyr", "message": "How many days do I have to return a kettle?"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let slot = last_task_once_idle(&engine).await;
+    assert_eq!(slot["next_token"][0]["has_next_token"], false, "{slot}");
+}
+
+/// The slot that ran the engine's latest task, once no slot is busy (waiting at most a
+/// minute).
+async fn last_task_once_idle(engine: &Engine) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let slots = slots(engine).await;
+        if slots.iter().all(|s| s["is_processing"] == false) {
+            return slots
+                .into_iter()
+                .max_by_key(|s| s["id_task"].as_i64().unwrap_or(-1))
+                .unwrap();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the engine never stopped: {slots:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -10,11 +10,10 @@ use std::time::Duration;
 use actix_web::web;
 use docent::chat::AskOptions;
 use docent::domain::BotId;
-use docent::embed::{Embedder, FakeEmbedder};
+use docent::embed::{Embedding, FakeEmbedder};
 use docent::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use docent::keys::{KeyEnv, KeyKind, KeyScope};
 use docent::llm::{ChatMessage, FakeGenerator, GenParams, GenStats, Generator};
-use docent::retrieval::Retriever;
 use docent::server::{self, AppState, Engine, Limits};
 use docent::store::Store;
 use indicatif::ProgressBar;
@@ -148,7 +147,7 @@ impl TestServer {
     }
 }
 
-async fn ingest_site(store: &Store, embedder: Arc<dyn Embedder>, bot: &str, test: bool) {
+async fn ingest_site(store: &Store, embedding: Embedding, bot: &str, test: bool) {
     let request = IngestRequest {
         bot: BotId::parse(bot).unwrap(),
         name: None,
@@ -161,22 +160,23 @@ async fn ingest_site(store: &Store, embedder: Arc<dyn Embedder>, bot: &str, test
         chunk: ChunkSpec::default(),
         test,
     };
-    ingest::run(store, embedder, request, &ProgressBar::hidden())
+    ingest::run(store, embedding, request, &ProgressBar::hidden())
         .await
         .unwrap();
 }
 
 /// A server over a temp data dir holding bot `zephyr` (live) and `sandbox` (test mode).
 pub(crate) async fn start(
-    embedder: Arc<dyn Embedder>,
+    embedding: impl Into<Embedding>,
     generator: Arc<dyn Generator>,
     limits: Limits,
     min_score: f32,
 ) -> TestServer {
+    let embedding = embedding.into();
     let data = tempfile::tempdir().unwrap();
     let store = Store::open(data.path()).unwrap();
-    ingest_site(&store, embedder.clone(), "zephyr", false).await;
-    ingest_site(&store, embedder.clone(), "sandbox", true).await;
+    ingest_site(&store, embedding.clone(), "zephyr", false).await;
+    ingest_site(&store, embedding.clone(), "sandbox", true).await;
     let admin_file = server::bootstrap_admin_key(&store, data.path())
         .unwrap()
         .expect("a fresh database gets an admin key");
@@ -184,15 +184,42 @@ pub(crate) async fn start(
         .unwrap()
         .trim()
         .to_string();
+    let parts = Served {
+        store,
+        admin,
+        embedding,
+        generator,
+    };
+    serve(parts, data, limits, min_score)
+}
+
+/// What a test server serves: a store, its admin key, and the models.
+pub(crate) struct Served {
+    pub(crate) store: Store,
+    pub(crate) admin: String,
+    pub(crate) embedding: Embedding,
+    pub(crate) generator: Arc<dyn Generator>,
+}
+
+/// A server over a store already filled (`data` is kept as the server's data dir).
+pub(crate) fn serve(
+    served: Served,
+    data: tempfile::TempDir,
+    limits: Limits,
+    min_score: f32,
+) -> TestServer {
+    let Served {
+        store,
+        admin,
+        embedding,
+        generator,
+    } = served;
     let options = AskOptions {
         min_score,
         ..AskOptions::default()
     };
     let state = web::Data::new(AppState::new(store.clone(), options, limits).unwrap());
-    let _ = state.engine.set(Engine {
-        retriever: Arc::new(Retriever::new(store, embedder)),
-        generator,
-    });
+    let _ = state.engine.set(Engine::new(store, embedding, generator));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server_state = state.clone();
@@ -1693,6 +1720,7 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
             chunks: 0,
             test: false,
             settings: BotSettings::default(),
+            embedder: None,
         })
         .unwrap();
     // What a server killed mid-crawl leaves behind: a stored job in state `running`.
@@ -1722,11 +1750,11 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     };
     let state =
         web::Data::new(AppState::new(store.clone(), AskOptions::default(), limits).unwrap());
-    let embedder: Arc<dyn Embedder> = Arc::new(FakeEmbedder::default());
-    let _ = state.engine.set(Engine {
-        retriever: Arc::new(Retriever::new(store.clone(), embedder)),
-        generator: Arc::new(FakeGenerator),
-    });
+    let _ = state.engine.set(Engine::new(
+        store.clone(),
+        Embedding::from(Arc::new(FakeEmbedder::default())),
+        Arc::new(FakeGenerator),
+    ));
     server::jobs::start_worker(state.clone().into_inner());
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let finished = loop {

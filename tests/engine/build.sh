@@ -9,19 +9,11 @@
 # (the Makefile skips this script when it exists).
 set -euo pipefail
 
-VERSION=0.3.36
-SHA256=832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e
 cache=${1:?cache dir}
 out=${2:?output dir}
-sdist="$cache/llama_cpp_python-$VERSION.tar.gz"
+sdist=$("$(dirname "$0")/sdist.sh" "$cache")
 
-mkdir -p "$cache" "$out"
-if ! echo "$SHA256  $sdist" | sha256sum -c --status 2>/dev/null; then
-    python3 -m pip download --quiet --disable-pip-version-check --no-deps \
-        --no-binary :all: "llama-cpp-python==$VERSION" -d "$cache"
-    echo "$SHA256  $sdist" | sha256sum -c --quiet
-fi
-
+mkdir -p "$out"
 work="$out/src"
 rm -rf "$work" && mkdir -p "$work"
 tar -xzf "$sdist" -C "$work" --strip-components=1
