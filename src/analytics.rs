@@ -219,13 +219,13 @@ pub fn report(
         let mut last_question: Option<&str> = None;
         for message in &messages {
             let day = day_of(message.created);
-            if message.role == "user" {
+            if message.role == crate::domain::Role::User {
                 last_question = Some(&message.content);
             }
             if !(from..=to).contains(&day) {
                 continue;
             }
-            let is_reply = message.role == "assistant"
+            let is_reply = message.role == crate::domain::Role::Assistant
                 && message.finish_reason.as_deref() != Some("handed_off");
             for tally in [days.get_mut(&day), Some(&mut totals)]
                 .into_iter()

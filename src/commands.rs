@@ -343,7 +343,8 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             let overlap = parse_duration(&overlap)?;
             let old = store.get_key(&id)?;
             let (key, old, new) =
-                crate::server::api::rotate(old, overlap.as_secs()).map_err(anyhow::Error::msg)?;
+                crate::keys::rotate(old, overlap.as_secs(), crate::telemetry::unix_now())
+                    .map_err(anyhow::Error::msg)?;
             store.put_keys(&[&old, &new])?;
             let mut value = crate::server::api::key_json(&new);
             value["key"] = json!(key);

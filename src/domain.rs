@@ -218,6 +218,52 @@ impl Chunk {
     }
 }
 
+/// Who answers a conversation: the bot (`open`) or a person (`handed_off`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationState {
+    #[default]
+    Open,
+    HandedOff,
+}
+
+/// Who wrote a stored message: the visitor, the bot, or a person (an agent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    #[default]
+    User,
+    Assistant,
+    Agent,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Assistant => "assistant",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// How a lead's details were given: the lead form (`POST /v1/leads`) or typed in a chat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LeadSource {
+    Form,
+    Chat,
+}
+
+impl LeadSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeadSource::Form => "form",
+            LeadSource::Chat => "chat",
+        }
+    }
+}
+
 /// A conversation between one visitor and one bot, remembered by the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Conversation {
@@ -225,8 +271,8 @@ pub struct Conversation {
     pub id: String,
     pub bot_id: BotId,
     pub user_id: Option<String>,
-    /// `open` (the bot answers) or `handed_off` (a person does).
-    pub state: String,
+    /// Whether the bot (`open`) or a person (`handed_off`) answers.
+    pub state: ConversationState,
     /// The key that started it: public keys may read only their own conversations.
     pub key_id: String,
     pub created: u64,
@@ -246,8 +292,52 @@ pub struct Conversation {
 
 impl Conversation {
     pub fn handed_off(&self) -> bool {
-        self.state == "handed_off"
+        self.state == ConversationState::HandedOff
     }
+
+    /// Gives the conversation to a person, for `reason` (`visitor_request`, `topic`, `api`,
+    /// `agent`), at `now`; false (and nothing changes) when one already has it: the first
+    /// handoff stands.
+    pub fn hand_off(&mut self, reason: &str, now: u64) -> bool {
+        if self.handed_off() {
+            return false;
+        }
+        self.state = ConversationState::HandedOff;
+        self.handed_off_at = Some(now);
+        self.handoff_reason = Some(reason.to_string());
+        self.updated = now;
+        true
+    }
+
+    /// This record written over `stored`, the conversation as it is stored now (read in
+    /// the same transaction): a handoff already stored stands with its time and reason (a
+    /// racing one changes nothing), and the lead, intent and creation time already there
+    /// are kept. Returns what the turn being written must give up: a bot reply or a second
+    /// lead from chat.
+    pub fn settle_over(&mut self, stored: &Conversation) -> Settled {
+        let settled = Settled {
+            // A person took over while the bot was answering: its reply is not kept.
+            drop_bot_reply: stored.handed_off() && !self.handed_off(),
+            // One lead per conversation: the first one detected in chat stands.
+            drop_chat_lead: stored.lead_id.is_some(),
+        };
+        if stored.handed_off() {
+            self.state = stored.state;
+            self.handed_off_at = stored.handed_off_at;
+            self.handoff_reason = stored.handoff_reason.clone();
+        }
+        self.lead_id = self.lead_id.take().or(stored.lead_id.clone());
+        self.intent = self.intent.take().or(stored.intent.clone());
+        self.created = stored.created;
+        settled
+    }
+}
+
+/// What a turn written over a stored conversation gives up (`Conversation::settle_over`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    pub drop_bot_reply: bool,
+    pub drop_chat_lead: bool,
 }
 
 /// Contact details a visitor gave.
@@ -265,7 +355,7 @@ pub struct Lead {
     /// What the visitor agreed to on the form; `null` for details typed in a chat message.
     pub consent: Option<bool>,
     /// `form` (`POST /v1/leads`) or `chat` (detected in a visitor's message).
-    pub obtained: String,
+    pub obtained: LeadSource,
     pub created: u64,
 }
 
@@ -338,7 +428,7 @@ pub struct Message {
     /// `msg_` + base62.
     pub id: String,
     /// `user`, `assistant` or `agent`.
-    pub role: String,
+    pub role: Role,
     pub content: String,
     /// The sources an assistant message cites.
     #[serde(default)]
@@ -425,6 +515,101 @@ mod tests {
                 .check_embedder(&shorter, &minilm)
                 .is_err()
         );
+    }
+
+    fn conversation(state: ConversationState) -> Conversation {
+        Conversation {
+            id: "conv_1".into(),
+            bot_id: BotId::parse("docs").unwrap(),
+            user_id: None,
+            state,
+            key_id: "key_1".into(),
+            created: 5,
+            updated: 5,
+            intent: None,
+            handed_off_at: None,
+            handoff_reason: None,
+            lead_id: None,
+        }
+    }
+
+    #[test]
+    fn the_first_handoff_stands() {
+        let mut c = conversation(ConversationState::Open);
+        assert!(c.hand_off("topic", 10));
+        assert_eq!(
+            (c.state, c.handed_off_at, c.handoff_reason.as_deref()),
+            (ConversationState::HandedOff, Some(10), Some("topic"))
+        );
+        assert!(!c.hand_off("agent", 20));
+        assert_eq!(
+            (c.handed_off_at, c.handoff_reason.as_deref()),
+            (Some(10), Some("topic"))
+        );
+    }
+
+    #[test]
+    fn a_turn_written_over_a_stored_handoff_keeps_it_and_gives_up_the_bots_reply() {
+        let mut stored = conversation(ConversationState::Open);
+        stored.hand_off("visitor_request", 10);
+        stored.lead_id = Some("lead_1".into());
+        stored.intent = Some("pricing".into());
+        // A bot turn that read the conversation open, before the handoff.
+        let mut turn = conversation(ConversationState::Open);
+        turn.created = 99;
+        let settled = turn.settle_over(&stored);
+        assert_eq!(
+            settled,
+            Settled {
+                drop_bot_reply: true,
+                drop_chat_lead: true
+            }
+        );
+        assert!(turn.handed_off());
+        assert_eq!(turn.handoff_reason.as_deref(), Some("visitor_request"));
+        assert_eq!(
+            (
+                turn.lead_id.as_deref(),
+                turn.intent.as_deref(),
+                turn.created
+            ),
+            (Some("lead_1"), Some("pricing"), 5)
+        );
+        // A second handoff racing the first changes nothing of it.
+        let mut racing = conversation(ConversationState::Open);
+        racing.hand_off("agent", 11);
+        assert!(!racing.settle_over(&stored).drop_bot_reply);
+        assert_eq!(
+            (racing.handed_off_at, racing.handoff_reason.as_deref()),
+            (Some(10), Some("visitor_request"))
+        );
+        // An open conversation keeps everything the turn brings.
+        let open = conversation(ConversationState::Open);
+        let mut next = conversation(ConversationState::Open);
+        next.intent = Some("returns".into());
+        assert_eq!(
+            next.settle_over(&open),
+            Settled {
+                drop_bot_reply: false,
+                drop_chat_lead: false
+            }
+        );
+        assert_eq!(next.intent.as_deref(), Some("returns"));
+    }
+
+    #[test]
+    fn states_roles_and_lead_sources_are_stored_as_the_strings_they_were() {
+        assert_eq!(json(&ConversationState::HandedOff), "\"handed_off\"");
+        assert_eq!(json(&ConversationState::Open), "\"open\"");
+        assert_eq!(json(&Role::Assistant), "\"assistant\"");
+        assert_eq!(json(&Role::Agent), "\"agent\"");
+        assert_eq!(json(&LeadSource::Chat), "\"chat\"");
+        let role: Role = serde_json::from_str("\"user\"").unwrap();
+        assert_eq!(role.as_str(), "user");
+    }
+
+    fn json<T: Serialize>(value: &T) -> String {
+        serde_json::to_string(value).unwrap()
     }
 
     #[test]

@@ -166,6 +166,37 @@ pub fn generate(
     Ok((key, record))
 }
 
+/// The longest a rotated key stays valid beside its successor: 30 days.
+pub const MAX_KEY_OVERLAP_SECS: u64 = 30 * 86_400;
+
+/// Rotation, the one rule the API and the CLI share: a new key with the old one's powers,
+/// and the old one expiring `overlap` seconds after `now` (at most `MAX_KEY_OVERLAP_SECS`),
+/// or sooner if it was already due to. Returns the new key (shown once), the old record
+/// and the new one, to be stored together.
+pub fn rotate(mut old: ApiKey, overlap: u64, now: u64) -> Result<(String, ApiKey, ApiKey), String> {
+    if overlap > MAX_KEY_OVERLAP_SECS {
+        return Err(format!(
+            "overlap_seconds is at most {MAX_KEY_OVERLAP_SECS} (30 days)"
+        ));
+    }
+    if !old.is_active(now) {
+        return Err(format!("key {} is revoked or expired", old.id));
+    }
+    let (key, new) = generate(
+        old.kind,
+        old.env,
+        old.scope.clone(),
+        old.origins.clone(),
+        old.name.clone(),
+        now,
+    )
+    .map_err(|e| e.to_string())?;
+    // A key already on its way out keeps its earlier end: rotating it again cannot extend it.
+    let end = now + overlap;
+    old.expires = Some(old.expires.map_or(end, |t| t.min(end)));
+    Ok((key, old, new))
+}
+
 pub fn hash(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -197,6 +228,36 @@ pub fn random_base62(len: usize) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rotation_keeps_the_powers_and_never_extends_an_old_key() {
+        let (_, old) = generate(
+            KeyKind::Public,
+            KeyEnv::Test,
+            KeyScope::Bots(vec![BotId::parse("docs").unwrap()]),
+            vec!["https://shop.example".into()],
+            Some("widget".into()),
+            1,
+        )
+        .unwrap();
+        let (key, old, new) = rotate(old, 3_600, 100).unwrap();
+        assert!(key.starts_with("pk_test_"));
+        assert_eq!(
+            (new.kind, new.env, &new.scope),
+            (old.kind, old.env, &old.scope)
+        );
+        assert_eq!((&new.origins, &new.name), (&old.origins, &old.name));
+        assert_ne!(new.id, old.id);
+        assert_eq!((old.expires, new.expires), (Some(3_700), None));
+        // Rotating the outgoing key again ends it no later than before.
+        let (_, again, _) = rotate(old.clone(), MAX_KEY_OVERLAP_SECS, 200).unwrap();
+        assert_eq!(again.expires, Some(3_700));
+        let (_, sooner, _) = rotate(old.clone(), 10, 200).unwrap();
+        assert_eq!(sooner.expires, Some(210));
+        // Too long an overlap, or a key already over, is refused.
+        assert!(rotate(old.clone(), MAX_KEY_OVERLAP_SECS + 1, 200).is_err());
+        assert!(rotate(old, 10, 3_700).is_err());
+    }
 
     #[test]
     fn generated_keys_parse_and_verify_and_others_do_not() {

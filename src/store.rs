@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::domain::{Bot, BotId, Chunk, Conversation, Lead, Message, Page};
+use crate::domain::{Bot, BotId, Chunk, Conversation, Lead, LeadSource, Message, Page, Role};
 use crate::keys::ApiKey;
 
 mod events;
@@ -728,28 +728,24 @@ impl Store {
                 .map(|raw| decode(raw.value()))
                 .transpose()?;
             if let Some(previous) = &previous {
-                if previous.handed_off() {
-                    // The first handoff stands (a second, racing one changes nothing).
-                    record.state = previous.state.clone();
-                    record.handed_off_at = previous.handed_off_at;
-                    record.handoff_reason = previous.handoff_reason.clone();
-                }
-                if previous.handed_off() && !conversation.handed_off() {
+                // The rules are the domain's; this applies what they decide.
+                let settled = record.settle_over(previous);
+                if settled.drop_bot_reply {
                     let before = messages.len();
-                    messages.retain(|m| m.role != "assistant");
+                    messages.retain(|m| m.role != Role::Assistant);
                     reply_dropped = messages.len() < before;
                     extras
                         .events
                         .retain(|e| e.kind != crate::domain::event_kinds::MESSAGE_UNANSWERED);
                 }
-                if previous.lead_id.is_some()
-                    && extras.lead.as_ref().is_some_and(|l| l.obtained == "chat")
+                if settled.drop_chat_lead
+                    && extras
+                        .lead
+                        .as_ref()
+                        .is_some_and(|l| l.obtained == LeadSource::Chat)
                 {
                     extras.lead = None;
                 }
-                record.lead_id = record.lead_id.take().or(previous.lead_id.clone());
-                record.intent = record.intent.take().or(previous.intent.clone());
-                record.created = previous.created;
             }
             let mut table = txn.open_table(MESSAGES).context("open messages")?;
             let next = table
@@ -765,8 +761,8 @@ impl Store {
                     .insert((id, next + i as u32), encode(message)?.as_slice())
                     .context("write message")?;
             }
-            let first_question = messages.iter().find(|m| m.role == "user");
-            let last_question = messages.iter().rev().find(|m| m.role == "user");
+            let first_question = messages.iter().find(|m| m.role == Role::User);
+            let last_question = messages.iter().rev().find(|m| m.role == Role::User);
             let mut new_events = Vec::new();
             if let (0, Some(first)) = (next, first_question) {
                 new_events.push(NewEvent {
@@ -793,7 +789,7 @@ impl Store {
                     {
                         let (_, raw) = entry.context("read message")?;
                         let stored: Message = decode(raw.value())?;
-                        if stored.role == "user" {
+                        if stored.role == Role::User {
                             message = Some(stored.content);
                             break;
                         }
@@ -1190,6 +1186,7 @@ fn bytes_to_vector(raw: &[u8]) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ConversationState;
 
     /// A fresh open conversation (shared with the outbox tests).
     pub(super) fn conversation(id: &str, bot: &str, user: Option<&str>) -> Conversation {
@@ -1197,7 +1194,7 @@ mod tests {
             id: id.into(),
             bot_id: BotId::parse(bot).unwrap(),
             user_id: user.map(str::to_string),
-            state: "open".into(),
+            state: ConversationState::Open,
             key_id: "key_x".into(),
             created: 1,
             updated: 1,

@@ -35,6 +35,9 @@ struct Timed {
     ttft: Duration,
     total: Duration,
     tokens: u64,
+    /// The prompt's tokens, as the engine counted them: equal on both sides when the same
+    /// request was measured.
+    prompt_tokens: u64,
 }
 
 impl Timed {
@@ -81,15 +84,32 @@ async fn run(
     max_tokens: usize,
     quick: bool,
 ) -> anyhow::Result<Value> {
+    crate::ingest::crawl::install_tls_provider();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        .pool_idle_timeout(Duration::from_secs(4))
         .build()?;
     engine.wait_ready(&client).await?;
     let sequential = if quick { 4 } else { 8 };
-    let questions: Vec<String> = (0..STREAMS)
-        .map(|i| format!("Please tell me: {}", QUESTIONS[i % QUESTIONS.len()]))
+    // Twice the questions needed, worded apart from the other benches' (and each other).
+    let questions: Vec<String> = (0..2 * STREAMS)
+        .map(|i| {
+            let wording = ["Please tell me: ", "I wonder: "][i / QUESTIONS.len() % 2];
+            format!("{wording}{}", QUESTIONS[i % QUESTIONS.len()])
+        })
         .collect();
-    let prompts = record_prompts(config, data, embedder, engine, &questions, max_tokens).await?;
+    // Only questions that reach the model are measured (a decline generates nothing).
+    let recorded = record_prompts(config, data, embedder, engine, &questions, max_tokens).await?;
+    let (questions, prompts): (Vec<String>, Vec<Vec<ChatMessage>>) = questions
+        .into_iter()
+        .zip(recorded)
+        .filter_map(|(q, p)| Some((q, p?)))
+        .unzip();
+    anyhow::ensure!(
+        prompts.len() >= sequential,
+        "only {} of the demo questions reach the model",
+        prompts.len()
+    );
     let settings = data.join("bench.toml");
     std::fs::write(
         &settings,
@@ -102,25 +122,36 @@ async fn run(
         engine.url(),
         "--llm-concurrency".to_string(),
         STREAMS.to_string(),
-        "--parallel".to_string(),
-        STREAMS.to_string(),
     ];
     let serve = ["--answer-cache-ttl", "0", "--max-queue", "64"].map(String::from);
     let server = Server::spawn_with(config, data, &global, &serve)?;
     server.wait_ready(&client).await?;
 
-    // One at a time: docent and straight alternate, question by question.
+    // One at a time: docent and straight alternate, question by question. Each first-token
+    // time less the engine's own time reading that prompt (its /metrics) is what lies
+    // around the engine: HTTP, and on docent's side retrieval, prompt building and SSE.
     let (mut through, mut straight) = (Vec::new(), Vec::new());
+    let (mut around_docent, mut around_straight) = (Vec::new(), Vec::new());
     let cpu_before = cpu_seconds(server.pid());
     let engine_before = cpu_seconds(engine.pid());
     let started = Instant::now();
     for (i, (question, messages)) in questions.iter().zip(&prompts).take(sequential).enumerate() {
-        if i % 2 == 0 {
-            straight.push(direct(&client, engine, messages, max_tokens).await?);
-            through.push(via_docent(&client, &server.url("/v1/chat"), key, question).await?);
-        } else {
-            through.push(via_docent(&client, &server.url("/v1/chat"), key, question).await?);
-            straight.push(direct(&client, engine, messages, max_tokens).await?);
+        for docent_turn in [i % 2 == 1, i % 2 == 0] {
+            let before = engine.prompt_seconds(&client).await?;
+            let timed = if docent_turn {
+                via_docent(&client, &server.url("/v1/chat"), key, question).await?
+            } else {
+                direct(&client, engine, messages, max_tokens).await?
+            };
+            let reading = engine.prompt_seconds(&client).await? - before;
+            let around = timed.ttft.as_secs_f64() - reading;
+            if docent_turn {
+                through.push(timed);
+                around_docent.push(around * 1000.0);
+            } else {
+                straight.push(timed);
+                around_straight.push(around * 1000.0);
+            }
         }
     }
     let wall = started.elapsed().as_secs_f64();
@@ -128,7 +159,7 @@ async fn run(
     let engine_cpu = cpu_seconds(engine.pid()) - engine_before;
 
     // STREAMS at once: docent's queue and the engine's slots, against the engine alone.
-    let concurrent_docent = at_once(questions.iter().map(|q| {
+    let concurrent_docent = at_once(questions.iter().take(STREAMS).map(|q| {
         let (client, url, key, q) = (
             client.clone(),
             server.url("/v1/chat"),
@@ -138,7 +169,7 @@ async fn run(
         async move { via_docent(&client, &url, &key, &q).await }
     }))
     .await?;
-    let concurrent_direct = at_once(prompts.iter().map(|messages| {
+    let concurrent_direct = at_once(prompts.iter().take(STREAMS).map(|messages| {
         let (client, messages) = (client.clone(), messages.clone());
         async move { direct(&client, engine, &messages, max_tokens).await }
     }))
@@ -157,6 +188,11 @@ async fn run(
         median(&straight, Timed::tokens_per_s),
     );
     let per_chat_ms = docent_cpu * 1000.0 / sequential as f64;
+    let middle = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let (around_docent, around_straight) = (middle(around_docent), middle(around_straight));
     let chat_s = through.iter().map(|t| t.total.as_secs_f64()).sum::<f64>() / through.len() as f64;
     Ok(json!({
         "model": config.model_path.file_name().map(|n| n.to_string_lossy().to_string()),
@@ -167,10 +203,15 @@ async fn run(
             "ttft_docent_ms": round1(ttft_docent),
             "ttft_straight_ms": round1(ttft_direct),
             "ttft_added_ms": round1(ttft_docent - ttft_direct),
+            "ttft_outside_engine_docent_ms": round1(around_docent),
+            "ttft_outside_engine_straight_ms": round1(around_straight),
+            "ttft_added_by_docent_ms": round1(around_docent - around_straight),
             "ttft_docent_vs_straight": ratio(ttft_docent, ttft_direct),
             "tokens_per_s_docent": round1(speed_docent),
             "tokens_per_s_straight": round1(speed_direct),
             "tokens_per_s_docent_vs_straight": ratio(speed_docent, speed_direct),
+            "prompt_tokens_docent": through.iter().map(|t| t.prompt_tokens).sum::<u64>(),
+            "prompt_tokens_straight": straight.iter().map(|t| t.prompt_tokens).sum::<u64>(),
         },
         "docent_cpu": {
             "cpu_ms_per_chat": round1(per_chat_ms),
@@ -226,7 +267,7 @@ async fn record_prompts(
     engine: &EngineProcess,
     questions: &[String],
     max_tokens: usize,
-) -> anyhow::Result<Vec<Vec<ChatMessage>>> {
+) -> anyhow::Result<Vec<Option<Vec<ChatMessage>>>> {
     let remote = RemoteGenerator::new(RemoteConfig {
         urls: vec![engine.url().parse()?],
         model: None,
@@ -250,9 +291,7 @@ async fn record_prompts(
                 crate::chat::answer(&retriever, &recorder, &bot, question, &options, &mut |_| {
                     true
                 })?;
-                recorder
-                    .prompt()
-                    .context("the question was not sent to the model")
+                Ok(recorder.prompt())
             })
             .collect()
     })
@@ -275,13 +314,14 @@ async fn via_docent(
         response.status()
     );
     let mut ttft = None;
-    let mut tokens = 0;
+    let (mut tokens, mut prompt_tokens) = (0, 0);
     read_sse(response, |event| {
         if event.get("delta").is_some() && ttft.is_none() {
             ttft = Some(started.elapsed());
         }
         if event["event"] == "done" {
             tokens = event["usage"]["completion_tokens"].as_u64().unwrap_or(0);
+            prompt_tokens = event["usage"]["prompt_tokens"].as_u64().unwrap_or(0);
         }
         anyhow::ensure!(event["event"] != "error", "docent's stream failed: {event}");
         Ok(())
@@ -291,6 +331,7 @@ async fn via_docent(
         ttft: ttft.unwrap_or_else(|| started.elapsed()),
         total: started.elapsed(),
         tokens,
+        prompt_tokens,
     })
 }
 
@@ -323,7 +364,7 @@ async fn direct(
         response.status()
     );
     let mut ttft = None;
-    let mut tokens = 0;
+    let (mut tokens, mut prompt_tokens) = (0, 0);
     read_sse(response, |event| {
         let text = event["choices"][0]["delta"]["content"]
             .as_str()
@@ -334,6 +375,9 @@ async fn direct(
         if let Some(n) = event["usage"]["completion_tokens"].as_u64() {
             tokens = n;
         }
+        if let Some(n) = event["usage"]["prompt_tokens"].as_u64() {
+            prompt_tokens = n;
+        }
         Ok(())
     })
     .await?;
@@ -341,6 +385,7 @@ async fn direct(
         ttft: ttft.unwrap_or_else(|| started.elapsed()),
         total: started.elapsed(),
         tokens,
+        prompt_tokens,
     })
 }
 
@@ -411,7 +456,7 @@ impl EngineProcess {
                 "docent-bench",
                 "--no-webui",
             ])
-            .args(["--no-cache-prompt", "--cache-ram", "0"])
+            .args(["--no-cache-prompt", "--cache-ram", "0", "--metrics"])
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
@@ -425,6 +470,20 @@ impl EngineProcess {
 
     fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Seconds the engine has spent reading prompts (`llamacpp:prompt_seconds_total`).
+    async fn prompt_seconds(&self, client: &reqwest::Client) -> anyhow::Result<f64> {
+        let text = client
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await?
+            .text()
+            .await?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("llamacpp:prompt_seconds_total "))
+            .and_then(|v| v.trim().parse().ok())
+            .context("the engine's /metrics has no llamacpp:prompt_seconds_total")
     }
 
     async fn wait_ready(&self, client: &reqwest::Client) -> anyhow::Result<()> {

@@ -56,6 +56,8 @@ const RETRY_BASE: Duration = Duration::from_millis(250);
 const RETRY_CAP: Duration = Duration::from_secs(5);
 /// How long an engine that refused connections is skipped: 1 s, doubling up to this.
 const DOWN_CAP: Duration = Duration::from_secs(15);
+/// How long an idle connection to an engine is kept for reuse.
+const POOL_IDLE: Duration = Duration::from_secs(4);
 /// Readiness probes and small requests wait at most this long.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -122,6 +124,10 @@ impl Pool {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .connect_timeout(config.timeout.min(PROBE_TIMEOUT))
+            // Idle connections are dropped before the engines' own keep-alive ends them
+            // (llama.cpp's server and uvicorn both close after 5 s), so a request is not
+            // sent on a connection the engine is closing.
+            .pool_idle_timeout(POOL_IDLE)
             .redirect(reqwest::redirect::Policy::none())
             .build()?;
         let endpoints = config
@@ -229,9 +235,22 @@ impl Engines {
             let response = match tokio::time::timeout(timeout, request.send()).await {
                 Err(_) => return Err(EngineError::Timeout(timeout)),
                 Ok(Err(e)) => {
-                    endpoint.failed(&error_text(&e));
+                    // Refused: skip this engine for a while. Anything else before a
+                    // response (a pooled connection the engine closed as it was reused, a
+                    // reset) is tried again without marking the engine down.
+                    let why = error_text(&e);
+                    if e.is_connect() {
+                        endpoint.failed(&why);
+                    } else {
+                        tracing::debug!(engine = %endpoint.base, "request failed, retrying: {why}");
+                    }
                     if attempt >= MAX_ATTEMPTS {
-                        return Err(EngineError::Unavailable(self.down_reasons()));
+                        let reasons = if e.is_connect() {
+                            self.down_reasons()
+                        } else {
+                            format!("{}: {why}", endpoint.base)
+                        };
+                        return Err(EngineError::Unavailable(reasons));
                     }
                     continue;
                 }

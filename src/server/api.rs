@@ -767,7 +767,7 @@ pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> C
         id: format!("conv_{}", keys::random_base62(20).unwrap_or_default()),
         bot_id: bot.clone(),
         user_id,
-        state: "open".into(),
+        state: crate::domain::ConversationState::Open,
         key_id: key_id.to_string(),
         created: now,
         updated: now,
@@ -1216,8 +1216,8 @@ pub(crate) async fn rotate_key(
     caller.require_admin()?;
     let overlap = body.and_then(|b| b.overlap_seconds).unwrap_or(86_400);
     let old = own_key(&state, &caller, &path)?;
-    let (key, old, new) =
-        rotate(old, overlap).map_err(|e| ApiError::bad_request("invalid_request", e))?;
+    let (key, old, new) = keys::rotate(old, overlap, unix_now())
+        .map_err(|e| ApiError::bad_request("invalid_request", e))?;
     let store = state.store.clone();
     let (o, n) = (old.clone(), new.clone());
     blocking(move || Ok(store.put_keys(&[&o, &n])?)).await?;
@@ -1237,34 +1237,4 @@ fn own_key(state: &AppState, caller: &Caller, id: &str) -> ApiResult<ApiKey> {
         .get(id)
         .filter(|k| k.env == caller.key.env)
         .ok_or_else(|| ApiError::not_found("key_not_found", format!("no key with id {id:?}")))
-}
-
-/// The longest a rotated key stays valid beside its successor: 30 days.
-pub const MAX_KEY_OVERLAP_SECS: u64 = 30 * 86_400;
-
-/// A new key with the old one's powers; the old one expires `overlap` seconds from now (at
-/// most `MAX_KEY_OVERLAP_SECS`), or sooner if it was already due to.
-pub fn rotate(mut old: ApiKey, overlap: u64) -> Result<(String, ApiKey, ApiKey), String> {
-    if overlap > MAX_KEY_OVERLAP_SECS {
-        return Err(format!(
-            "overlap_seconds is at most {MAX_KEY_OVERLAP_SECS} (30 days)"
-        ));
-    }
-    let now = unix_now();
-    if !old.is_active(now) {
-        return Err(format!("key {} is revoked or expired", old.id));
-    }
-    let (key, new) = keys::generate(
-        old.kind,
-        old.env,
-        old.scope.clone(),
-        old.origins.clone(),
-        old.name.clone(),
-        now,
-    )
-    .map_err(|e| e.to_string())?;
-    // A key already on its way out keeps its earlier end: rotating it again cannot extend it.
-    let end = now + overlap;
-    old.expires = Some(old.expires.map_or(end, |t| t.min(end)));
-    Ok((key, old, new))
 }

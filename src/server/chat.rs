@@ -27,7 +27,7 @@ use super::metrics::AnswerSample;
 use super::openapi::*;
 use super::queue::{QueueError, Queued};
 use crate::chat::{self, Answer, AskOptions, SourceRef};
-use crate::domain::{BotId, Conversation, LeadCapture, Message};
+use crate::domain::{BotId, Conversation, LeadCapture, Message, Role};
 use crate::keys;
 use crate::llm::{ChatMessage, Finish};
 use crate::remote::{EmbedError, EngineError};
@@ -289,8 +289,8 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             let messages = blocking(move || Ok(store.messages(&id)?)).await?;
             let history = messages
                 .iter()
-                .filter(|m| matches!(m.role.as_str(), "user" | "assistant"))
-                .map(|m| ChatMessage::new(&m.role, strip_citations(&m.content)))
+                .filter(|m| matches!(m.role, Role::User | Role::Assistant))
+                .map(|m| ChatMessage::new(m.role.as_str(), strip_citations(&m.content)))
                 .collect();
             (conversation, history)
         }
@@ -387,7 +387,7 @@ fn answer_and_store(
     let settings = &turn.settings;
     let question = Message {
         id: new_message_id(),
-        role: "user".into(),
+        role: Role::User,
         content: turn.question.clone(),
         created: asked,
         ..Message::default()
@@ -438,12 +438,10 @@ fn answer_and_store(
         }
         on_retrieved(&[]);
         on_token(&text);
-        conversation.state = "handed_off".into();
-        conversation.handed_off_at = Some(unix_now());
-        conversation.handoff_reason = Some(reason.into());
+        conversation.hand_off(reason, unix_now());
         let reply = Message {
             id: new_message_id(),
-            role: "assistant".into(),
+            role: Role::Assistant,
             content: text.clone(),
             created: unix_now(),
             answered: Some(false),
@@ -524,7 +522,7 @@ fn answer_and_store(
     }
     let reply = Message {
         id: new_message_id(),
-        role: "assistant".into(),
+        role: Role::Assistant,
         content: answer.answer.clone(),
         sources: answer.sources.clone(),
         created: unix_now(),
@@ -645,7 +643,7 @@ fn detected_lead(
         email: contact.email,
         phone: contact.phone,
         consent: None,
-        obtained: "chat".into(),
+        obtained: crate::domain::LeadSource::Chat,
         created: unix_now(),
     }))
 }

@@ -212,13 +212,9 @@ async fn hand_off(
     mut conversation: Conversation,
     reason: String,
 ) -> ApiResult<Conversation> {
-    if conversation.handed_off() {
+    if !conversation.hand_off(&reason, unix_now()) {
         return Ok(conversation);
     }
-    conversation.state = "handed_off".into();
-    conversation.handed_off_at = Some(unix_now());
-    conversation.handoff_reason = Some(reason);
-    conversation.updated = unix_now();
     let store = state.store.clone();
     let ours = conversation.clone();
     let appended =
@@ -330,7 +326,7 @@ pub(crate) async fn agent_message(
     conversation.updated = unix_now();
     let message = Message {
         id: format!("msg_{}", crate::keys::random_base62(20).unwrap_or_default()),
-        role: "agent".into(),
+        role: crate::domain::Role::Agent,
         content,
         created: unix_now(),
         author,

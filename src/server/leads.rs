@@ -126,7 +126,7 @@ pub(crate) async fn create_lead(
         email,
         phone,
         consent: Some(consent),
-        obtained: "form".into(),
+        obtained: crate::domain::LeadSource::Form,
         created: unix_now(),
     };
     let store = state.store.clone();

@@ -880,7 +880,7 @@ mod tests {
         // Both requests read the conversation open, then write their handoff.
         let handed = |reason: &str, at: u64| {
             let mut c = open.clone();
-            c.state = "handed_off".into();
+            c.state = crate::domain::ConversationState::HandedOff;
             c.handoff_reason = Some(reason.into());
             c.handed_off_at = Some(at);
             c
@@ -915,7 +915,7 @@ mod tests {
         let conversation = crate::store::tests::conversation("conv_1", "shop", Some("u1"));
         let question = Message {
             id: "msg_1".into(),
-            role: "user".into(),
+            role: crate::domain::Role::User,
             content: "my email is jane@example.com".into(),
             ..Message::default()
         };
@@ -929,13 +929,13 @@ mod tests {
         assert_eq!(due_rows(&store).len(), 1, "conversation.started is due");
         // A person takes over; a bot reply written meanwhile is left out.
         let mut handed = conversation.clone();
-        handed.state = "handed_off".into();
+        handed.state = crate::domain::ConversationState::HandedOff;
         store
             .append_turn(&handed, &[], TurnExtras::default())
             .unwrap();
         let reply = Message {
             id: "msg_2".into(),
-            role: "assistant".into(),
+            role: crate::domain::Role::Assistant,
             content: "late answer".into(),
             ..Message::default()
         };
@@ -949,7 +949,7 @@ mod tests {
                 .messages("conv_1")
                 .unwrap()
                 .iter()
-                .all(|m| m.role == "user")
+                .all(|m| m.role == crate::domain::Role::User)
         );
         let handoff = due_rows(&store);
         assert_eq!(handoff.len(), 2, "started and handoff are due: {handoff:?}");

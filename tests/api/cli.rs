@@ -367,7 +367,7 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
                 id: format!("conv_{i}"),
                 bot_id: bot.clone(),
                 user_id: None,
-                state: "open".into(),
+                state: docent::domain::ConversationState::Open,
                 key_id: "key_x".into(),
                 created: now,
                 updated: now,
@@ -379,14 +379,14 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
             let messages = [
                 Message {
                     id: format!("msg_q{i}"),
-                    role: "user".into(),
+                    role: docent::domain::Role::User,
                     content: question.to_string(),
                     created: now,
                     ..Message::default()
                 },
                 Message {
                     id: format!("msg_a{i}"),
-                    role: "assistant".into(),
+                    role: docent::domain::Role::Assistant,
                     content: "…".into(),
                     created: now,
                     answered: Some(*answered),
