@@ -85,9 +85,11 @@ async fn run(
     quick: bool,
 ) -> anyhow::Result<Value> {
     crate::ingest::crawl::install_tls_provider();
+    // llama.cpp's server may close a connection after a streamed answer without saying
+    // so: the bench opens a fresh one per request rather than race that close (a loopback
+    // connect costs microseconds; docent's own client retries such a failure instead).
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(64)
-        .pool_idle_timeout(Duration::from_secs(4))
+        .pool_max_idle_per_host(0)
         .build()?;
     engine.wait_ready(&client).await?;
     let sequential = if quick { 4 } else { 8 };
@@ -122,8 +124,22 @@ async fn run(
         engine.url(),
         "--llm-concurrency".to_string(),
         STREAMS.to_string(),
+        // STREAMS prompts read at once on a small CPU take minutes: no timeout may cut
+        // docent's side short where the straight requests wait.
+        "--llm-timeout".to_string(),
+        "30m".to_string(),
     ];
-    let serve = ["--answer-cache-ttl", "0", "--max-queue", "64"].map(String::from);
+    let serve = [
+        "--answer-cache-ttl",
+        "0",
+        "--max-queue",
+        "64",
+        "--max-wait",
+        "1800",
+        "--request-timeout",
+        "1800",
+    ]
+    .map(String::from);
     let server = Server::spawn_with(config, data, &global, &serve)?;
     server.wait_ready(&client).await?;
 
@@ -206,6 +222,8 @@ async fn run(
             "ttft_outside_engine_docent_ms": round1(around_docent),
             "ttft_outside_engine_straight_ms": round1(around_straight),
             "ttft_added_by_docent_ms": round1(around_docent - around_straight),
+            "ttft_each_docent_ms": through.iter().map(|t| round1(t.ttft.as_secs_f64() * 1000.0)).collect::<Vec<_>>(),
+            "ttft_each_straight_ms": straight.iter().map(|t| round1(t.ttft.as_secs_f64() * 1000.0)).collect::<Vec<_>>(),
             "ttft_docent_vs_straight": ratio(ttft_docent, ttft_direct),
             "tokens_per_s_docent": round1(speed_docent),
             "tokens_per_s_straight": round1(speed_direct),

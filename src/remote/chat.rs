@@ -289,13 +289,18 @@ async fn tokenize(engines: &Engines, chat: &ChatState, text: &str) -> Option<usi
     if known.load(Ordering::Relaxed) == 2 {
         return None;
     }
-    let request = engines
-        .authorized(engines.client().post(endpoint.url("tokenize")))
-        .json(&json!({"content": text}));
-    let response = match tokio::time::timeout(engines.probe_timeout(), request.send()).await {
+    let request = || {
+        engines
+            .authorized(engines.client().post(endpoint.url("tokenize")))
+            .json(&json!({"content": text}))
+    };
+    let sent = engines.send_small(request);
+    let response = match tokio::time::timeout(engines.probe_timeout(), sent).await {
         Ok(Ok(response)) => response,
         Ok(Err(e)) => {
-            endpoint.failed(&error_text(&e));
+            if e.is_connect() {
+                endpoint.failed(&error_text(&e));
+            }
             return None;
         }
         Err(_) => {

@@ -377,9 +377,9 @@ impl Engines {
     }
 
     pub(crate) async fn get_json(&self, endpoint: &Endpoint, path: &str) -> Result<Value, String> {
-        let request = self.authorized(self.client.get(endpoint.url(path)));
         let wait = self.probe_timeout();
-        let response = tokio::time::timeout(wait, request.send())
+        let request = || self.authorized(self.client.get(endpoint.url(path)));
+        let response = tokio::time::timeout(wait, self.send_small(request))
             .await
             .map_err(|_| format!("no answer within {} s", wait.as_secs()))?
             .map_err(|e| error_text(&e))?;
@@ -391,6 +391,19 @@ impl Engines {
             .await
             .map_err(|_| format!("{path} sent no body"))?
             .map_err(|e| format!("{path}: {}", error_text(&e)))
+    }
+
+    /// Sends a small request (a probe, a token count), once more when it failed on a
+    /// pooled connection the engine had just closed (not for a refused connection: that
+    /// engine is down).
+    pub(crate) async fn send_small(
+        &self,
+        request: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, reqwest::Error> {
+        match request().send().await {
+            Err(e) if !e.is_connect() && !e.is_timeout() => request().send().await,
+            other => other,
+        }
     }
 
     pub(crate) fn probe_timeout(&self) -> Duration {

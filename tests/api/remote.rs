@@ -777,3 +777,84 @@ async fn last_task_once_idle(engine: &Engine) -> Value {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// An engine that answers the first request on each connection and closes the connection
+/// when a second one arrives on it, as llama.cpp's server may close a kept-alive connection
+/// just as the client reuses it. Returns its URL and how many connections it accepted.
+fn closing_engine() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(stream) = stream else { continue };
+            counter.fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                for served in 0.. {
+                    let mut length = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; length];
+                    reader.read_exact(&mut body).unwrap();
+                    if served > 0 {
+                        return; // closes the connection under the reused request
+                    }
+                    let reply =
+                        r#"{"choices":[{"message":{"role":"assistant","content":"Yes."}}]}"#;
+                    let mut out = &stream;
+                    let _ = write!(
+                        out,
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{reply}",
+                        reply.len()
+                    );
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_connection_the_engine_closes_as_it_is_reused_is_retried_not_taken_for_an_engine_down() {
+    let (url, accepted) = closing_engine();
+    let generator = Arc::new(
+        RemoteGenerator::new(RemoteConfig {
+            urls: vec![url.parse().unwrap()],
+            model: Some("fake".into()),
+            api_key: None,
+            timeout: Duration::from_secs(10),
+            concurrency: 1,
+            context_size: 4096,
+        })
+        .unwrap(),
+    );
+    let scores = tokio::task::spawn_blocking(move || {
+        (0..3)
+            .map(|_| {
+                generator
+                    .classify(&[ChatMessage::new("user", "yes or no?")], &["yes", "no"])
+                    .map_err(|e| format!("{e:#}"))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    // Every call answered: each reused connection closed under it, and the request went
+    // again on a new one instead of the only engine being marked down.
+    assert_eq!(scores, vec![Ok(vec![1.0, 0.0]); 3]);
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
