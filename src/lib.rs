@@ -21,5 +21,6 @@ pub mod remote;
 pub mod retrieval;
 pub mod retry;
 pub mod server;
+pub mod services;
 pub mod store;
 pub mod telemetry;

@@ -70,7 +70,7 @@ pub async fn bench_remote(
     let max_tokens = if quick { 24 } else { 64 };
     let engine = EngineProcess::spawn(engine_bin, config)?;
     let result = run(config, &data, &key, embedder, &engine, max_tokens, quick).await;
-    engine.stop();
+    drop(engine);
     let _ = std::fs::remove_dir_all(&data);
     result
 }
@@ -240,7 +240,7 @@ async fn run(
             "concurrent_chats_per_core": round1(chat_s * 1000.0 / per_chat_ms.max(0.001)),
         },
         "concurrent": {
-            "streams": STREAMS,
+            "streams": concurrent_docent.0.len(),
             "docent": summary(&concurrent_docent),
             "straight": summary(&concurrent_direct),
             "aggregate_tokens_per_s_docent_vs_straight": ratio(
@@ -519,8 +519,10 @@ impl EngineProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
 
-    fn stop(mut self) {
+impl Drop for EngineProcess {
+    fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);

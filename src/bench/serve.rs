@@ -332,6 +332,16 @@ impl Server {
     }
 }
 
+impl Drop for Server {
+    /// A bench that fails half way does not leave its server running.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// A bare actix server answering `ok` at `/`, on its own thread.
 fn bare_server() -> anyhow::Result<(String, actix_web::dev::ServerHandle)> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;

@@ -429,7 +429,14 @@ async fn scratch_bot(
     let canonical = source
         .canonicalize()
         .with_context(|| format!("cannot find {}", source.display()))?;
-    let digest = hex::encode(&Sha256::digest(canonical.to_string_lossy().as_bytes())[..6]);
+    // One scratch store per data set and embedder: switching embedders (`--embed-url`)
+    // gets a store of its own rather than a bot it may not search.
+    let embedder = embedding.embedder.clone();
+    let id = tokio::task::spawn_blocking(move || embedder.id())
+        .await
+        .context("embedder task failed")??;
+    let keyed = format!("{}\n{}\n{}", canonical.to_string_lossy(), id.model, id.dim);
+    let digest = hex::encode(&Sha256::digest(keyed.as_bytes())[..6]);
     let dir: PathBuf = config
         .data_dir
         .join("eval")

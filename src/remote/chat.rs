@@ -5,7 +5,7 @@
 //! has one, and the per-request context is read from its `/props`. A stream that breaks off
 //! is an error, never a short answer. Engines, retries and health are the pool's (`super`).
 
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -43,6 +43,8 @@ pub struct RemoteGenerator {
 struct ChatState {
     /// The engine's context per request, once learned (0: not yet).
     engine_context: AtomicUsize,
+    /// Whether an engine answered the question (its `/props`; some have none).
+    context_asked: AtomicBool,
     /// The turn budget the configuration allows.
     context_size: usize,
     /// Per engine, whether `/tokenize` exists: 0 not known yet, 1 yes, 2 no.
@@ -79,6 +81,7 @@ impl RemoteGenerator {
             pool,
             chat: Arc::new(ChatState {
                 engine_context: AtomicUsize::new(0),
+                context_asked: AtomicBool::new(false),
                 context_size: config.context_size,
                 tokenize: (0..engines).map(|_| AtomicU8::new(0)).collect(),
                 ttft_us: AtomicU64::new(0),
@@ -195,6 +198,16 @@ impl Generator for RemoteGenerator {
     }
 
     fn context_size(&self) -> usize {
+        // Asked once before the first prompt is fitted (the readiness probe may not have
+        // run: `docent ask`, `docent eval`, or an engine down when `serve` started).
+        if !self.chat.context_asked.load(Ordering::Relaxed) {
+            let (engines, chat) = (self.pool.engines().clone(), self.chat.clone());
+            self.pool.wait(async move {
+                if let Some((_, endpoint)) = engines.pick() {
+                    learn_context(&engines, &chat, endpoint).await;
+                }
+            });
+        }
         match self.chat.engine_context.load(Ordering::Relaxed) {
             0 => self.chat.context_size,
             engine => engine.min(self.chat.context_size),
@@ -205,16 +218,11 @@ impl Generator for RemoteGenerator {
         let (engines, chat) = (self.pool.engines().clone(), self.chat.clone());
         self.pool.wait(async move {
             let up = engines.probe().await?;
-            // The per-request context, from the first engine that tells (llama.cpp's /props).
-            if chat.engine_context.load(Ordering::Relaxed) == 0 {
-                for endpoint in up {
-                    if let Ok(props) = engines.get_json(endpoint, "props").await
-                        && let Some(n) = props["default_generation_settings"]["n_ctx"].as_u64()
-                    {
-                        chat.engine_context.store(n as usize, Ordering::Relaxed);
-                        break;
-                    }
+            for endpoint in up {
+                if chat.context_asked.load(Ordering::Relaxed) {
+                    break;
                 }
+                learn_context(&engines, &chat, endpoint).await;
             }
             Ok(())
         })
@@ -279,6 +287,22 @@ async fn stream_chat(
     let broke = "the stream ended before the answer did".to_string();
     endpoint.failed(&broke);
     Err(EngineError::Failed(broke))
+}
+
+/// The per-request context the engine reports (llama.cpp's `/props`), noted once an engine
+/// answered at all (an engine without `/props` leaves the configured size).
+async fn learn_context(engines: &Engines, chat: &ChatState, endpoint: &super::Endpoint) {
+    match engines.fetch_json(endpoint, "props").await {
+        Ok(Ok(props)) => {
+            if let Some(n) = props["default_generation_settings"]["n_ctx"].as_u64() {
+                chat.engine_context.store(n as usize, Ordering::Relaxed);
+            }
+            chat.context_asked.store(true, Ordering::Relaxed);
+        }
+        // A refusal (no such route) is an answer too; no answer at all is asked again.
+        Ok(Err(_)) => chat.context_asked.store(true, Ordering::Relaxed),
+        Err(_) => {}
+    }
 }
 
 /// Tokens `text` takes, from the engine's `/tokenize` (llama.cpp); None when no engine has

@@ -4,8 +4,10 @@
 //! Vectors come back L2-normalised whatever the engine does, and are checked: one per
 //! input, all of one length, finite. The embedder's id is the model's name (configured, or
 //! the engine's first listed model) with the length its vectors have, learned from the
-//! engine on first use. Inputs are cut at the same token budget in-process embedding reads
-//! (256 tokens of the chunking tokenizer), so a long question cannot overflow the engine.
+//! engine on first use (set `--embed-model` to fix the name across engines). Inputs are cut
+//! at the same token budget in-process embedding reads (256 tokens of the chunking
+//! tokenizer) and at six bytes a token, so a long question or an unbroken blob cannot
+//! overflow the engine.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,6 +37,9 @@ pub struct EmbedConfig {
 /// The most tokens of one input sent (the chunking tokenizer's, special tokens aside), as
 /// in-process MiniLM reads at most 256 with its two special tokens.
 const MAX_INPUT_TOKENS: usize = 254;
+/// The most bytes of one input sent: six per token, more than English prose takes (about
+/// four and a half), so only text a tokenizer cannot split is cut by it.
+const MAX_INPUT_BYTES: usize = 6 * MAX_INPUT_TOKENS;
 
 /// An embedding engine's fault: out of reach, too slow, or a wrong answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -79,12 +84,20 @@ impl RemoteEmbedder {
         self.pool.counts()
     }
 
+    /// `text` cut at `MAX_INPUT_TOKENS` of the chunking tokenizer, and at
+    /// `MAX_INPUT_BYTES`: a long unbroken string (base64, minified code) is one unknown
+    /// word to MiniLM's tokenizer but many tokens to an engine's own.
     fn truncated<'a>(&self, text: &'a str) -> &'a str {
         let spans = self.tokenizer.token_spans(text);
-        match spans.get(MAX_INPUT_TOKENS) {
+        let text = match spans.get(MAX_INPUT_TOKENS) {
             Some(&(start, _)) => &text[..start],
             None => text,
+        };
+        let mut end = text.len().min(MAX_INPUT_BYTES);
+        while !text.is_char_boundary(end) {
+            end -= 1;
         }
+        &text[..end]
     }
 
     fn known_dim(&self) -> Option<usize> {
@@ -105,7 +118,13 @@ impl Embedder for RemoteEmbedder {
         }
         let probe = self.embed(&["docent"])?;
         let engines = self.pool.engines().clone();
-        let model = self.pool.wait(async move { engines.model_name().await });
+        // A name guessed now would be recorded on bots for good: without one, no id.
+        let model = self.pool.wait(async move { engines.known_model().await });
+        let model = model.ok_or_else(|| {
+            EmbedError(EngineError::Unavailable(
+                "no embedding engine listed its model (GET /v1/models); set --embed-model".into(),
+            ))
+        })?;
         let id = EmbedderId::new(model, probe[0].len());
         let mut known = self.id.lock().expect("id lock");
         Ok(known.get_or_insert(id).clone())

@@ -224,6 +224,7 @@ impl Engines {
         let timeout = self.config.timeout;
         body["model"] = json!(self.model_name().await);
         let mut attempt = 0;
+        let mut quiet_retry_used = false;
         loop {
             attempt += 1;
             let Some((_, endpoint)) = self.pick() else {
@@ -235,22 +236,19 @@ impl Engines {
             let response = match tokio::time::timeout(timeout, request.send()).await {
                 Err(_) => return Err(EngineError::Timeout(timeout)),
                 Ok(Err(e)) => {
-                    // Refused: skip this engine for a while. Anything else before a
-                    // response (a pooled connection the engine closed as it was reused, a
-                    // reset) is tried again without marking the engine down.
+                    // Refused: skip this engine for a while. Failing otherwise before a
+                    // response is once taken for a kept-alive connection the engine closed
+                    // as it was reused, and sent again at once; a second time, the engine
+                    // is skipped like a refusing one.
                     let why = error_text(&e);
-                    if e.is_connect() {
+                    if e.is_connect() || quiet_retry_used {
                         endpoint.failed(&why);
                     } else {
-                        tracing::debug!(engine = %endpoint.base, "request failed, retrying: {why}");
+                        quiet_retry_used = true;
+                        tracing::debug!(engine = %endpoint.base, "request failed, sending again: {why}");
                     }
-                    if attempt >= MAX_ATTEMPTS {
-                        let reasons = if e.is_connect() {
-                            self.down_reasons()
-                        } else {
-                            format!("{}: {why}", endpoint.base)
-                        };
-                        return Err(EngineError::Unavailable(reasons));
+                    if attempt >= MAX_ATTEMPTS || started.elapsed() > timeout {
+                        return Err(EngineError::Unavailable(self.down_reasons()));
                     }
                     continue;
                 }
@@ -330,16 +328,21 @@ impl Engines {
     /// The configured model, else the first one an engine lists (learned once; until then
     /// each request asks, without marking engines down: that is the readiness probe's job).
     pub(crate) async fn model_name(&self) -> String {
+        self.known_model().await.unwrap_or_else(|| "default".into())
+    }
+
+    /// The configured model, else the first one an engine lists; None while no engine has
+    /// listed one.
+    pub(crate) async fn known_model(&self) -> Option<String> {
         if let Some(name) = self.model.lock().expect("model lock").clone() {
-            return name;
+            return Some(name);
         }
         for endpoint in &self.endpoints {
             if self.list_models(endpoint).await.is_ok() {
                 break;
             }
         }
-        let learned = self.model.lock().expect("model lock").clone();
-        learned.unwrap_or_else(|| "default".into())
+        self.model.lock().expect("model lock").clone()
     }
 
     /// Asks every engine whether it answers (`GET /v1/models`), marking each up or down and
@@ -377,6 +380,18 @@ impl Engines {
     }
 
     pub(crate) async fn get_json(&self, endpoint: &Endpoint, path: &str) -> Result<Value, String> {
+        self.fetch_json(endpoint, path)
+            .await?
+            .map_err(|status| format!("{path} answered {status}"))
+    }
+
+    /// `GET path` on one engine: its JSON, or the status it refused with (`Ok(Err(..))`),
+    /// or why it gave no answer at all (`Err`).
+    pub(crate) async fn fetch_json(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+    ) -> Result<Result<Value, reqwest::StatusCode>, String> {
         let wait = self.probe_timeout();
         let request = || self.authorized(self.client.get(endpoint.url(path)));
         let response = tokio::time::timeout(wait, self.send_small(request))
@@ -385,11 +400,12 @@ impl Engines {
             .map_err(|e| error_text(&e))?;
         let status = response.status();
         if !status.is_success() {
-            return Err(format!("{path} answered {status}"));
+            return Ok(Err(status));
         }
         tokio::time::timeout(wait, response.json::<Value>())
             .await
             .map_err(|_| format!("{path} sent no body"))?
+            .map(Ok)
             .map_err(|e| format!("{path}: {}", error_text(&e)))
     }
 

@@ -40,10 +40,18 @@ pub(crate) async fn analytics(
     load_bot(&state, &caller, &bot).await?;
     let shared = state.clone();
     let report = blocking(move || {
-        // Grouping uses the embedder once it is loaded; before that, exact repeats only.
+        // Grouping uses the embedder once it is loaded; before that, or while a remote one
+        // is out of reach, exact repeats only.
         let embedder = shared.engine.get().map(|e| e.embedding.embedder.clone());
-        crate::analytics::report(&shared.store, embedder.as_deref(), &bot, from, to)
-            .map_err(|e| ApiError::internal(&e))
+        let store = &shared.store;
+        match crate::analytics::report(store, embedder.as_deref(), &bot, from, to) {
+            Err(e) if e.downcast_ref::<crate::remote::EmbedError>().is_some() => {
+                tracing::warn!("unanswered questions grouped by exact repeats: {e:#}");
+                crate::analytics::report(store, None, &bot, from, to)
+            }
+            other => other,
+        }
+        .map_err(ApiError::from)
     })
     .await?;
     Ok(HttpResponse::Ok().json(report))

@@ -15,6 +15,7 @@ use super::openapi::*;
 use crate::domain::{Bot, BotId, Conversation, Intent, LeadCapture};
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
+use crate::services::bots::{InvalidSetting, SettingsChange};
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -418,147 +419,37 @@ where
     Option::<T>::deserialize(d).map(Some)
 }
 
-/// Exempting origins from the SSRF guard is a live admin's decision: a test key's crawls
-/// stay on public addresses (clearing the list is always allowed).
-fn check_target_exemption(caller: &Caller, fields: &BotFields) -> ApiResult<()> {
-    let exempts = fields
-        .allowed_targets
-        .as_ref()
-        .is_some_and(|t| !t.is_empty());
-    if exempts && caller.key.env == KeyEnv::Test {
+impl From<&BotFields> for SettingsChange {
+    fn from(fields: &BotFields) -> SettingsChange {
+        SettingsChange {
+            name: fields.name.clone(),
+            system_prompt: fields.system_prompt.clone(),
+            top_k: fields.top_k,
+            min_score: fields.min_score,
+            allowed_targets: fields.allowed_targets.clone(),
+            lead_capture: fields.lead_capture.clone(),
+            handoff_topics: fields.handoff_topics.clone(),
+            fallback: fields.fallback.clone(),
+            intents: fields.intents.clone(),
+        }
+    }
+}
+
+/// The settings change a create or update asks for, checked for what the caller may do:
+/// exempting origins from the SSRF guard is a live admin's decision (a test key's crawls
+/// stay on public addresses; clearing the list is always allowed).
+fn settings_change(caller: &Caller, fields: &BotFields) -> ApiResult<SettingsChange> {
+    let change = SettingsChange::from(fields);
+    if change.exempts_targets() && caller.key.env == KeyEnv::Test {
         return Err(ApiError::forbidden(
             "allowed_targets can only be set with a live admin key",
         ));
     }
-    Ok(())
+    Ok(change)
 }
 
-fn apply_fields(bot: &mut Bot, fields: &BotFields) -> ApiResult<()> {
-    if let Some(name) = &fields.name {
-        let name = name.trim();
-        if name.is_empty() || name.chars().count() > 200 {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "name must be 1 to 200 characters",
-            ));
-        }
-        bot.name = name.to_string();
-    }
-    if let Some(prompt) = &fields.system_prompt {
-        if prompt.as_ref().is_some_and(|p| p.chars().count() > 4000) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "system_prompt is limited to 4000 characters",
-            ));
-        }
-        bot.settings.system_prompt = prompt.clone().filter(|p| !p.trim().is_empty());
-    }
-    if let Some(top_k) = fields.top_k {
-        if top_k.is_some_and(|k| !(1..=50).contains(&k)) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "top_k must be 1 to 50",
-            ));
-        }
-        bot.settings.top_k = top_k;
-    }
-    if let Some(min_score) = fields.min_score {
-        if min_score.is_some_and(|m| !(-1.0..=1.0).contains(&m)) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "min_score must be between -1 and 1",
-            ));
-        }
-        // Checked as given (f64), so a value just outside the range cannot round into it.
-        bot.settings.min_score = min_score.map(|m| m as f32);
-    }
-    if let Some(targets) = &fields.allowed_targets {
-        for target in targets {
-            let ok = url::Url::parse(target).is_ok_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.origin().ascii_serialization() == *target
-            });
-            if !ok {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    format!(
-                        "allowed_targets: {target:?} is not an origin like https://host[:port]"
-                    ),
-                ));
-            }
-        }
-        bot.settings.allowed_targets = targets.clone();
-    }
-    if let Some(mode) = &fields.lead_capture {
-        if matches!(mode, LeadCapture::AfterMessages { after_messages } if !(1..=100).contains(after_messages))
-        {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "lead_capture.after_messages must be 1 to 100",
-            ));
-        }
-        bot.settings.lead_capture = mode.clone();
-    }
-    if let Some(topics) = &fields.handoff_topics {
-        let topics: Vec<String> = topics.iter().map(|t| t.trim().to_string()).collect();
-        if topics.len() > 20
-            || topics
-                .iter()
-                .any(|t| t.is_empty() || t.chars().count() > 200)
-        {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "handoff_topics: up to 20 topics of 1 to 200 characters",
-            ));
-        }
-        bot.settings.handoff_topics = topics;
-    }
-    if let Some(fallback) = &fields.fallback {
-        if fallback.as_ref().is_some_and(|f| f.chars().count() > 1000) {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "fallback is limited to 1000 characters",
-            ));
-        }
-        bot.settings.fallback = fallback.clone().filter(|f| !f.trim().is_empty());
-    }
-    if let Some(intents) = &fields.intents {
-        let valid_id = |id: &str| {
-            (1..=64).contains(&id.len())
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        };
-        let mut seen = std::collections::HashSet::new();
-        for intent in intents {
-            let label = intent.label.trim();
-            if !valid_id(&intent.id)
-                || !seen.insert(intent.id.as_str())
-                || label.is_empty()
-                || label.chars().count() > 100
-                || intent
-                    .message
-                    .as_ref()
-                    .is_some_and(|m| m.trim().is_empty() || m.chars().count() > 1000)
-            {
-                return Err(ApiError::bad_request(
-                    "invalid_request",
-                    format!(
-                        "intent {:?}: ids are unique [a-z0-9_-]{{1,64}}, labels 1 to 100 characters, messages 1 to 1000",
-                        intent.id
-                    ),
-                ));
-            }
-        }
-        if intents.len() > 20 {
-            return Err(ApiError::bad_request(
-                "invalid_request",
-                "at most 20 intents",
-            ));
-        }
-        bot.settings.intents = intents.clone();
-    }
-    Ok(())
+fn invalid_setting(e: InvalidSetting) -> ApiError {
+    ApiError::bad_request("invalid_request", e.0)
 }
 
 #[utoipa::path(post, path = "/v1/bots", tag = "bots", summary = "Create a bot (admin)", request_body = BotFields, security(("bearer" = [])), responses((status = 201, description = "Created", body = BotView), ApiErrors))]
@@ -604,8 +495,9 @@ pub(crate) async fn create_bot(
         settings: Default::default(),
         embedder: None,
     };
-    check_target_exemption(&caller, &fields)?;
-    apply_fields(&mut bot, &fields)?;
+    settings_change(&caller, &fields)?
+        .apply(&mut bot)
+        .map_err(invalid_setting)?;
     let store = state.store.clone();
     let record = bot.clone();
     blocking(move || Ok(store.create_bot(&record)?)).await?;
@@ -628,15 +520,18 @@ pub(crate) async fn update_bot(
             "a bot's id cannot change",
         ));
     }
-    check_target_exemption(&caller, &fields)?;
-    // Validate on a copy first, so a bad field changes nothing.
-    let mut probe = bot;
-    apply_fields(&mut probe, &fields)?;
+    let change = settings_change(&caller, &fields)?;
+    // Checked against the bot as read, then applied to the bot as it is when written (the
+    // bounds do not depend on the rest of the bot, so it cannot fail there).
+    change
+        .clone()
+        .apply(&mut bot.clone())
+        .map_err(invalid_setting)?;
     let store = state.store.clone();
     let target = id.clone();
     let bot = blocking(move || {
         Ok(store.update_bot(&target, |bot| {
-            let _ = apply_fields(bot, &fields);
+            let _ = change.apply(bot);
         })?)
     })
     .await?;
@@ -686,6 +581,18 @@ pub(crate) async fn add_source(
         .map(|e| crate::telemetry::parse_duration(e).map(|d| d.as_secs().max(60)))
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
+    // A bot whose vectors another embedder made cannot be extended: 409 now, not a job
+    // that fails later.
+    if let Some(engine) = state.engine.get() {
+        let (embedder, record) = (engine.embedding.embedder.clone(), bot.clone());
+        blocking(move || {
+            let current = embedder.id().map_err(ApiError::from)?;
+            record
+                .check_embedder(&current, &crate::embed::minilm_id())
+                .map_err(|e| ApiError::from(anyhow::Error::from(e)))
+        })
+        .await?;
+    }
     // Refuse obviously private targets at once (names are checked again when resolved).
     if !state.jobs.allow_private_targets {
         let guard = crate::ingest::ssrf::TargetGuard {

@@ -186,6 +186,16 @@ async fn bots_answer_through_the_embedding_engine_and_refuse_another_embedder_un
         message.contains("minilm-gguf (384 dimensions)"),
         "{message}"
     );
+    // A crawl asked of it over the API is refused at once too, not queued to fail.
+    let crawl = local
+        .call(
+            "POST",
+            "/v1/bots/zephyr/sources",
+            Some(&local.admin),
+            Some(json!({"url": "https://help.example/"})),
+        )
+        .await;
+    assert_error(&crawl, 409, "embedder_mismatch");
     let (_, _, listed) = local
         .call(
             "GET",
@@ -267,10 +277,27 @@ async fn docent_reindex_re_embeds_stored_chunks_with_the_configured_embedder() {
     let after = stored_vectors(data.path());
     assert_eq!(summary["chunks"].as_u64().unwrap() as usize, before.len());
     assert_eq!(after.len(), before.len());
-    let texts = |v: &[(String, Vec<f32>)]| v.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>();
+    // Every chunk was written anew (new ids), and the old ones are gone with their vectors.
+    let old_ids: Vec<u64> = before.iter().map(|(id, _, _)| *id).collect();
+    let new_ids: Vec<u64> = after.iter().map(|(id, _, _)| *id).collect();
+    assert!(
+        old_ids.iter().all(|id| !new_ids.contains(id)),
+        "{old_ids:?} {new_ids:?}"
+    );
+    let store = Store::open(data.path()).unwrap();
+    for id in &old_ids {
+        assert!(store.chunks(&[*id]).is_err(), "chunk {id} is still there");
+        assert!(
+            store.vectors_of(&[*id]).is_err(),
+            "vector {id} is still there"
+        );
+    }
+    drop(store);
+    let texts =
+        |v: &[(u64, String, Vec<f32>)]| v.iter().map(|(_, t, _)| t.clone()).collect::<Vec<_>>();
     assert_eq!(texts(&after), texts(&before));
     let local = embedder();
-    for ((text, new), (_, old)) in after.iter().zip(&before) {
+    for ((_, text, new), (_, _, old)) in after.iter().zip(&before) {
         let expected = local.embed(&[text.as_str()]).unwrap().pop().unwrap();
         assert!(cosine(new, &expected) > 0.99999, "{text:?}");
         assert!(cosine(old, &expected) > 0.999, "{text:?}");
@@ -293,8 +320,8 @@ async fn docent_reindex_re_embeds_stored_chunks_with_the_configured_embedder() {
     assert!(why.contains("nobody"), "{why}");
 }
 
-/// Every stored chunk's embedded text with its vector, in page and chunk order.
-fn stored_vectors(data: &std::path::Path) -> Vec<(String, Vec<f32>)> {
+/// Every stored chunk's id, embedded text and vector, in page and chunk order.
+fn stored_vectors(data: &std::path::Path) -> Vec<(u64, String, Vec<f32>)> {
     let store = Store::open(data).unwrap();
     let bot = BotId::parse("zephyr").unwrap();
     let mut pages = store.pages(&bot).unwrap();
@@ -302,9 +329,9 @@ fn stored_vectors(data: &std::path::Path) -> Vec<(String, Vec<f32>)> {
     let ids: Vec<u64> = pages.iter().flat_map(|p| p.chunk_ids.clone()).collect();
     let chunks = store.chunks(&ids).unwrap();
     let vectors = store.vectors_of(&ids).unwrap();
-    chunks
-        .iter()
-        .map(|c| c.embedding_text())
+    ids.into_iter()
+        .zip(chunks.iter().map(|c| c.embedding_text()))
         .zip(vectors)
+        .map(|((id, text), vector)| (id, text, vector))
         .collect()
 }

@@ -1,0 +1,4 @@
+//! Use cases that span records and rules, callable without HTTP: what a handler or a CLI
+//! command asks for, decided here and written through the store.
+
+pub mod bots;
