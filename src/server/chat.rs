@@ -26,13 +26,11 @@ use super::metrics::AnswerSample;
 #[allow(unused_imports)]
 use super::openapi::*;
 use super::queue::{QueueError, Queued};
-use crate::chat::{self, Answer, AskOptions, SourceRef};
-use crate::domain::{BotId, Conversation, LeadCapture, Message, Role};
-use crate::keys;
+use crate::chat::{Answer, AskOptions, SourceRef};
+use crate::domain::{BotId, Role};
 use crate::llm::{ChatMessage, Finish};
 use crate::remote::{EmbedError, EngineError};
-use crate::store::{NewEvent, TurnExtras, time_ordered_id};
-use crate::telemetry::unix_now;
+use crate::services::turn::{Sink, Turn, TurnOutcome, TurnService, strip_citations};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/chat", "POST").route(web::post().to(chat)));
@@ -72,40 +70,6 @@ pub struct InMessage {
     pub content: String,
 }
 
-/// A validated turn, ready to answer.
-pub struct Turn {
-    pub bot: BotId,
-    /// The bot's content version (its last ingest), for the answer cache.
-    pub bot_version: u64,
-    pub settings: crate::domain::BotSettings,
-    pub conversation: Conversation,
-    pub history: Vec<ChatMessage>,
-    pub question: String,
-    /// Whose turn this is in the generation queue (`Caller::tenant`).
-    pub tenant: String,
-    /// When the request came in (ms): an erasure of its user after this drops the turn.
-    pub started_ms: u64,
-    /// What admitting it cost the caller's budgets (given back if it never gets a turn).
-    pub charge: Charge,
-}
-
-/// What a turn came to.
-pub struct TurnOutcome {
-    pub answer: Answer,
-    /// The bot's message; none when a person has the conversation.
-    pub reply: Option<Message>,
-    /// What the client should do next (`collect_lead`).
-    pub actions: Vec<&'static str>,
-    /// The bot's contact text, when it could not answer or handed off.
-    pub fallback: Option<String>,
-    /// A person has the conversation now.
-    pub handed_off: bool,
-}
-
-/// What the bot says when it hands a conversation to a person.
-pub const HANDOFF_NOTICE: &str =
-    "I've passed your question to our team, and a person will reply here.";
-
 #[utoipa::path(post, path = "/v1/chat", tag = "chat", summary = "Ask a bot; JSON, or Server-Sent Events with stream = true", request_body = ChatRequest, security(("bearer" = [])), responses((status = 200, description = "The answer (or, streaming, text/event-stream of data: lines)", content((ChatResponse = "application/json"), (SseEvent = "text/event-stream"))), ApiErrors))]
 pub(crate) async fn chat(
     state: web::Data<AppState>,
@@ -114,24 +78,19 @@ pub(crate) async fn chat(
 ) -> ApiResult<HttpResponse> {
     let body = body.into_inner();
     let stream = body.stream;
-    let mut turn = prepare(&state, &caller, body).await?;
-    let (permit, charge) = admit(&state, &caller, &turn.bot)?;
-    turn.charge = charge;
+    let turn = prepare(&state, &caller, body).await?;
+    let admission = admit(&state, &caller, &turn.bot)?;
     if stream {
-        Ok(stream_turn(state.into_inner(), turn, permit))
+        Ok(stream_turn(state.into_inner(), turn, admission))
     } else {
-        blocking_turn(state.into_inner(), turn, permit).await
+        blocking_turn(state.into_inner(), turn, admission).await
     }
 }
 
 /// A slot for one chat request: 503 when the models are loading or the queue is full. An
 /// admitted request from a public caller is then charged to its budgets (a refused one
 /// never is), and refused with 429 when one is spent.
-pub fn admit(
-    state: &AppState,
-    caller: &Caller,
-    bot: &BotId,
-) -> ApiResult<(OwnedSemaphorePermit, Charge)> {
+pub fn admit(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResult<Admission> {
     state.engine()?;
     let permit = state.admission.clone().try_acquire_owned().map_err(|_| {
         ApiError::unavailable(
@@ -141,7 +100,14 @@ pub fn admit(
         )
     })?;
     let charge = charge_budgets(state, caller, bot)?;
-    Ok((permit, charge))
+    Ok(Admission { permit, charge })
+}
+
+/// A chat request's place among those in flight, and what it cost the caller's budgets
+/// (given back if it never gets a turn at the model).
+pub struct Admission {
+    permit: OwnedSemaphorePermit,
+    charge: Charge,
 }
 
 /// What public keys and widget sessions do (messages, new conversations, handoffs, leads)
@@ -261,7 +227,6 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
             question: last.content.trim().to_string(),
             tenant: caller.tenant.clone(),
             started_ms,
-            charge: Charge::default(),
         });
     }
     let message = body
@@ -311,291 +276,13 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
         question: message.trim().to_string(),
         tenant: caller.tenant.clone(),
         started_ms,
-        charge: Charge::default(),
-    })
-}
-
-/// Earlier answers go back to the model without their `[n]` marks: the numbers referred to
-/// that turn's sources, not this one's.
-fn strip_citations(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(open) = rest.find('[') {
-        out.push_str(&rest[..open]);
-        let tail = &rest[open..];
-        match tail.find(']') {
-            Some(close)
-                if tail[1..close]
-                    .chars()
-                    .all(|c| c.is_ascii_digit() || c == ',' || c == ' ')
-                    && close > 1 =>
-            {
-                rest = &tail[close + 1..];
-            }
-            _ => {
-                out.push('[');
-                rest = &tail[1..];
-            }
-        }
-    }
-    out.push_str(rest);
-    out.trim().to_string()
-}
-
-pub fn finish_reason(outcome: &TurnOutcome) -> &'static str {
-    if outcome.handed_off {
-        return "handed_off";
-    }
-    answer_finish_reason(&outcome.answer)
-}
-
-fn answer_finish_reason(answer: &Answer) -> &'static str {
-    match answer.finish {
-        Some(Finish::Cancelled) => "cancelled",
-        _ if !answer.answered => "unanswered",
-        Some(Finish::Length) => "length",
-        _ => "stop",
-    }
-}
-
-/// Answers the turn (blocking) and stores the question, the answer, any lead the visitor
-/// typed and the turn's events in one transaction. Generation waits for its turn in the
-/// queue, giving up when `gone` says the client left.
-///
-/// Before answering: a conversation a person has gets no bot answer; a visitor asking for
-/// a person, or asking about one of the bot's `handoff_topics`, is handed off.
-fn answer_and_store(
-    state: &AppState,
-    turn: &Turn,
-    options: &AskOptions,
-    gone: &(dyn Fn() -> bool + Sync),
-    on_retrieved: &mut dyn FnMut(&[SourceRef]),
-    on_token: &mut dyn FnMut(&str) -> bool,
-) -> anyhow::Result<TurnOutcome> {
-    let engine = state
-        .engine
-        .get()
-        .ok_or_else(|| anyhow::anyhow!("models not loaded"))?;
-    let asked = unix_now();
-    tracing::debug!(
-        target: "docent::chat",
-        bot = %turn.bot,
-        conversation = %turn.conversation.id,
-        message = %crate::telemetry::redact(&turn.question),
-        "question"
-    );
-    let settings = &turn.settings;
-    let question = Message {
-        id: new_message_id(),
-        role: Role::User,
-        content: turn.question.clone(),
-        created: asked,
-        ..Message::default()
-    };
-    let mut conversation = turn.conversation.clone();
-    conversation.updated = unix_now();
-    let lead = detected_lead(turn, &conversation)?;
-    let has_lead = conversation.lead_id.is_some() || lead.is_some();
-    let fallback = settings.fallback.clone();
-
-    // A person has this conversation: keep the message for them, say nothing.
-    if conversation.handed_off() {
-        let extras = TurnExtras {
-            lead,
-            started_ms: Some(turn.started_ms),
-            ..TurnExtras::default()
-        };
-        let appended = state
-            .store
-            .append_turn(&conversation, &[question], extras)?;
-        state.live.publish_appended(&appended);
-        return Ok(TurnOutcome {
-            answer: empty_answer(String::new()),
-            reply: None,
-            actions: Vec::new(),
-            fallback: None,
-            handed_off: true,
-        });
-    }
-
-    // The visitor wants a person, or asks what people must answer.
-    let reason = if crate::engage::wants_human(&turn.question) {
-        Some("visitor_request")
-    } else if settings
-        .handoff_topics
-        .iter()
-        .any(|topic| crate::engage::mentions_topic(&turn.question, topic))
-    {
-        Some("topic")
-    } else {
-        None
-    };
-    if let Some(reason) = reason {
-        let mut text = HANDOFF_NOTICE.to_string();
-        if let Some(fallback) = &fallback {
-            text.push_str("\n\n");
-            text.push_str(fallback);
-        }
-        on_retrieved(&[]);
-        on_token(&text);
-        conversation.hand_off(reason, unix_now());
-        let reply = Message {
-            id: new_message_id(),
-            role: Role::Assistant,
-            content: text.clone(),
-            created: unix_now(),
-            answered: Some(false),
-            finish_reason: Some("handed_off".into()),
-            ..Message::default()
-        };
-        let extras = TurnExtras {
-            lead,
-            started_ms: Some(turn.started_ms),
-            ..TurnExtras::default()
-        };
-        let appended =
-            state
-                .store
-                .append_turn(&conversation, &[question, reply.clone()], extras)?;
-        state.live.publish_appended(&appended);
-        state.live.publish_state(&appended.conversation);
-        return Ok(TurnOutcome {
-            answer: empty_answer(text),
-            reply: Some(reply),
-            actions: if has_lead {
-                vec![]
-            } else {
-                vec!["collect_lead"]
-            },
-            fallback,
-            handed_off: true,
-        });
-    }
-
-    // The bot's own settings refine the server's defaults.
-    let options = &options.clone().for_bot(&turn.settings);
-    // First turns may come from the answer cache; everything else is answered afresh.
-    let cache = state.answers.as_ref().filter(|_| turn.history.is_empty());
-    let cached = cache.and_then(|c| c.get(&turn.bot, turn.bot_version, &turn.question));
-    let from_cache = cached.is_some();
-    let started = std::time::Instant::now();
-    let mut answer = match cached {
-        Some(mut answer) => {
-            on_retrieved(&answer.retrieved);
-            on_token(&answer.answer);
-            // This answer's own timings, not those of the turn that generated it.
-            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
-            answer.timings.ttft_ms = elapsed;
-            answer.timings.total_ms = elapsed;
-            answer
-        }
-        None => {
-            let generator = Queued {
-                inner: engine.generator.as_ref(),
-                queue: &state.queue,
-                caller: &turn.tenant,
-                cancelled: gone,
-            };
-            let deadline = std::time::Instant::now() + state.limits.request_timeout;
-            let answer = chat::answer_turn(
-                &engine.retriever,
-                &generator,
-                &turn.bot,
-                &turn.history,
-                &turn.question,
-                options,
-                on_retrieved,
-                &mut |piece| std::time::Instant::now() < deadline && on_token(piece),
-            )?;
-            let finished = !matches!(answer.finish, Some(Finish::Cancelled | Finish::Length));
-            if let (Some(cache), true) = (cache, finished) {
-                cache.put(&turn.bot, turn.bot_version, &turn.question, &answer);
-            }
-            answer
-        }
-    };
-    let unanswered = !answer.answered && answer.finish != Some(Finish::Cancelled);
-    if unanswered && let Some(fallback) = &fallback {
-        let piece = format!("\n\n{fallback}");
-        on_token(&piece);
-        answer.answer.push_str(&piece);
-    }
-    let reply = Message {
-        id: new_message_id(),
-        role: Role::Assistant,
-        content: answer.answer.clone(),
-        sources: answer.sources.clone(),
-        created: unix_now(),
-        answered: Some(answer.answered),
-        finish_reason: Some(answer_finish_reason(&answer).into()),
-        ttft_ms: Some(answer.timings.ttft_ms as u64),
-        total_ms: Some(answer.timings.total_ms as u64),
-        ..Message::default()
-    };
-    let mut events = Vec::new();
-    if unanswered {
-        events.push(NewEvent {
-            kind: crate::events::MESSAGE_UNANSWERED,
-            data: json!({
-                "message_id": reply.id,
-                "question": turn.question,
-                "answer": reply.content,
-            }),
-        });
-    }
-    let visitor_messages = 1 + turn.history.iter().filter(|m| m.role == "user").count();
-    let wants_lead = !has_lead
-        && match settings.lead_capture {
-            LeadCapture::Off => false,
-            LeadCapture::OnDetection => unanswered,
-            LeadCapture::AfterMessages { after_messages } => {
-                unanswered || visitor_messages >= after_messages as usize
-            }
-        };
-    let appended = state.store.append_turn(
-        &conversation,
-        &[question, reply.clone()],
-        TurnExtras {
-            events,
-            lead,
-            started_ms: Some(turn.started_ms),
-        },
-    )?;
-    state.live.publish_appended(&appended);
-    if appended.reply_dropped {
-        // A person took the conversation over while this answer was being written.
-        return Ok(TurnOutcome {
-            answer,
-            reply: None,
-            actions: Vec::new(),
-            fallback: None,
-            handed_off: true,
-        });
-    }
-    state.metrics.answer(AnswerSample {
-        answered: answer.answered,
-        cached: from_cache,
-        completion_tokens: answer.timings.completion_tokens,
-        ttft_s: answer.timings.ttft_ms / 1000.0,
-        total_s: answer.timings.total_ms / 1000.0,
-    });
-    Ok(TurnOutcome {
-        answer,
-        reply: Some(reply),
-        actions: if wants_lead {
-            vec!["collect_lead"]
-        } else {
-            vec![]
-        },
-        fallback: if unanswered { fallback } else { None },
-        handed_off: false,
     })
 }
 
 /// A turn that waited out `max_wait` without a turn at the model, found a remote engine
 /// out of reach, or a bot it cannot search yet (another embedder's vectors), is refused:
 /// what it cost the caller's budgets comes back.
-fn refund_if_unserved(state: &AppState, turn: &Turn, error: &anyhow::Error) {
+fn refund_if_unserved(state: &AppState, charge: &Charge, error: &anyhow::Error) {
     let engine_down = matches!(error.downcast_ref(), Some(EngineError::Unavailable(_)))
         || matches!(
             error.downcast_ref(),
@@ -605,51 +292,50 @@ fn refund_if_unserved(state: &AppState, turn: &Turn, error: &anyhow::Error) {
             .downcast_ref::<crate::domain::EmbedderMismatch>()
             .is_some();
     if engine_down || matches!(error.downcast_ref(), Some(QueueError::TimedOut(_))) {
-        state.budgets.refund(&turn.charge);
+        state.budgets.refund(charge);
     }
 }
 
-/// An answer the model did not write (a handoff notice, or nothing).
-fn empty_answer(text: String) -> Answer {
-    Answer {
-        answer: text,
-        answered: false,
-        sources: Vec::new(),
-        timings: Default::default(),
-        retrieved: Vec::new(),
-        answerable: None,
-        finish: Some(Finish::Stop),
-    }
-}
-
-/// A lead from contact details the visitor typed, when the bot captures leads and the
-/// conversation has none yet.
-fn detected_lead(
+/// Answers the turn through the turn service (blocking): generation waits for its turn in
+/// the fair queue, giving up when `gone` says the client left; stored turns reach the live
+/// feeds, and answers the bot gave reach the metrics.
+fn answer_turn(
+    state: &AppState,
     turn: &Turn,
-    conversation: &Conversation,
-) -> anyhow::Result<Option<crate::domain::Lead>> {
-    if !turn.settings.lead_capture.enabled() || conversation.lead_id.is_some() {
-        return Ok(None);
-    }
-    let Some(contact) = crate::engage::find_contact(&turn.question) else {
-        return Ok(None);
+    options: &AskOptions,
+    gone: &(dyn Fn() -> bool + Sync),
+    sink: Sink<'_>,
+) -> anyhow::Result<TurnOutcome> {
+    let engine = state
+        .engine
+        .get()
+        .ok_or_else(|| anyhow::anyhow!("models not loaded"))?;
+    let generator = Queued {
+        inner: engine.generator.as_ref(),
+        queue: &state.queue,
+        caller: &turn.tenant,
+        cancelled: gone,
     };
-    Ok(Some(crate::domain::Lead {
-        id: time_ordered_id("lead"),
-        bot_id: turn.bot.clone(),
-        conversation_id: Some(conversation.id.clone()),
-        user_id: conversation.user_id.clone(),
-        name: None,
-        email: contact.email,
-        phone: contact.phone,
-        consent: None,
-        obtained: crate::domain::LeadSource::Chat,
-        created: unix_now(),
-    }))
-}
-
-fn new_message_id() -> String {
-    format!("msg_{}", keys::random_base62(20).unwrap_or_default())
+    let service = TurnService {
+        store: &state.store,
+        retriever: &engine.retriever,
+        generator: &generator,
+        answers: state.answers.as_ref(),
+        listener: &state.live,
+        timeout: state.limits.request_timeout,
+    };
+    let outcome = service.answer(turn, options, sink)?;
+    if !outcome.handed_off {
+        let answer = &outcome.answer;
+        state.metrics.answer(AnswerSample {
+            answered: answer.answered,
+            cached: outcome.cached,
+            completion_tokens: answer.timings.completion_tokens,
+            ttft_s: answer.timings.ttft_ms / 1000.0,
+            total_s: answer.timings.total_ms / 1000.0,
+        });
+    }
+    Ok(outcome)
 }
 
 fn usage(answer: &Answer) -> Value {
@@ -672,21 +358,24 @@ impl Drop for CancelOnDrop {
 pub async fn run_blocking(
     state: Arc<AppState>,
     turn: Turn,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
     options: AskOptions,
 ) -> ApiResult<TurnOutcome> {
     let cancelled = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancelled.clone());
     let request_id = current_request_id();
     blocking(move || {
+        let Admission { permit, charge } = admission;
         let _permit = permit;
         REQUEST_ID.sync_scope(request_id, || {
             let gone = || cancelled.load(Ordering::Relaxed);
-            answer_and_store(&state, &turn, &options, &gone, &mut |_| {}, &mut |_| {
-                !gone()
-            })
-            .inspect_err(|e| refund_if_unserved(&state, &turn, e))
-            .map_err(ApiError::from)
+            let sink = Sink {
+                on_retrieved: &mut |_| {},
+                on_token: &mut |_| !gone(),
+            };
+            answer_turn(&state, &turn, &options, &gone, sink)
+                .inspect_err(|e| refund_if_unserved(&state, &charge, e))
+                .map_err(ApiError::from)
         })
     })
     .await
@@ -695,18 +384,18 @@ pub async fn run_blocking(
 async fn blocking_turn(
     state: Arc<AppState>,
     turn: Turn,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
 ) -> ApiResult<HttpResponse> {
     let conversation_id = turn.conversation.id.clone();
     let options = state.options.clone();
-    let outcome = run_blocking(state, turn, permit, options).await?;
+    let outcome = run_blocking(state, turn, admission, options).await?;
     let answer = &outcome.answer;
     Ok(HttpResponse::Ok().json(json!({
         "conversation_id": conversation_id,
         "message_id": outcome.reply.as_ref().map(|r| &r.id),
         "message": outcome.reply.as_ref().map(|_| json!({"role": "assistant", "content": answer.answer})),
         "sources": answer.sources,
-        "finish_reason": finish_reason(&outcome),
+        "finish_reason": outcome.finish_reason(),
         "answered": answer.answered,
         "actions": outcome.actions,
         "fallback": outcome.fallback,
@@ -764,7 +453,7 @@ impl Wire {
                 "event": "done",
                 "conversation_id": conversation_id,
                 "message_id": outcome.reply.as_ref().map(|r| &r.id),
-                "finish_reason": finish_reason(outcome),
+                "finish_reason": outcome.finish_reason(),
                 "answered": answer.answered,
                 "cited": answer.sources.iter().map(|s| s.index).collect::<Vec<_>>(),
                 "sources": answer.sources,
@@ -779,7 +468,7 @@ impl Wire {
                 last["docent"] = json!({
                     "answered": answer.answered,
                     "conversation_id": conversation_id,
-                    "finish_reason": finish_reason(outcome),
+                    "finish_reason": outcome.finish_reason(),
                     "actions": outcome.actions,
                 });
                 let mut bytes = sse(&last).to_vec();
@@ -834,16 +523,16 @@ pub fn openai_usage(answer: &Answer) -> Value {
     json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
-fn stream_turn(state: Arc<AppState>, turn: Turn, permit: OwnedSemaphorePermit) -> HttpResponse {
+fn stream_turn(state: Arc<AppState>, turn: Turn, admission: Admission) -> HttpResponse {
     let options = state.options.clone();
-    run_streaming(state, turn, permit, Wire::Docent, options)
+    run_streaming(state, turn, admission, Wire::Docent, options)
 }
 
 /// Streams a turn as Server-Sent Events in the given wire format.
 pub fn run_streaming(
     state: Arc<AppState>,
     turn: Turn,
-    permit: OwnedSemaphorePermit,
+    admission: Admission,
     wire: Wire,
     options: AskOptions,
 ) -> HttpResponse {
@@ -852,26 +541,24 @@ pub fn run_streaming(
     let _ = tx.try_send(wire.start(&conversation_id));
     let request_id = current_request_id();
     actix_web::rt::task::spawn_blocking(move || {
+        let Admission { permit, charge } = admission;
         let _permit = permit;
         REQUEST_ID.sync_scope(request_id, || {
             let sender = tx.clone();
             let gone = || tx.is_closed();
-            let result = answer_and_store(
-                &state,
-                &turn,
-                &options,
-                &gone,
-                &mut |sources| {
+            let sink = Sink {
+                on_retrieved: &mut |sources| {
                     if let Some(event) = wire.sources(sources) {
                         let _ = sender.blocking_send(event);
                     }
                 },
-                &mut |piece| sender.blocking_send(wire.delta(piece)).is_ok(),
-            );
+                on_token: &mut |piece| sender.blocking_send(wire.delta(piece)).is_ok(),
+            };
+            let result = answer_turn(&state, &turn, &options, &gone, sink);
             let last = match result {
                 Ok(outcome) => wire.done(&conversation_id, &outcome),
                 Err(e) => {
-                    refund_if_unserved(&state, &turn, &e);
+                    refund_if_unserved(&state, &charge, &e);
                     wire.error(&ApiError::from(e))
                 }
             };
@@ -892,19 +579,4 @@ pub fn run_streaming(
         .insert_header(("Cache-Control", "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
         .streaming(body)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn earlier_answers_lose_their_citation_marks_only() {
-        assert_eq!(
-            strip_citations("Descale monthly [1][2]. See vec![3] and [a]."),
-            "Descale monthly . See vec! and [a]."
-        );
-        assert_eq!(strip_citations("no marks"), "no marks");
-        assert_eq!(strip_citations("open [ bracket"), "open [ bracket");
-    }
 }

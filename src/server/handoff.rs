@@ -173,6 +173,17 @@ impl Live {
     }
 }
 
+/// The chat turn's stored messages and handoffs reach the conversation's feeds.
+impl crate::services::turn::TurnListener for Live {
+    fn appended(&self, appended: &crate::store::Appended) {
+        self.publish_appended(appended);
+    }
+
+    fn state_changed(&self, conversation: &Conversation) {
+        self.publish_state(conversation);
+    }
+}
+
 /// The last event of a feed: why it ends (`conversation_erased`, `key_revoked`,
 /// `session_expired`).
 fn end_event(reason: &str) -> LiveEvent {

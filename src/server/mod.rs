@@ -10,7 +10,6 @@ pub mod analytics;
 pub mod api;
 pub mod auth;
 pub mod budget;
-pub mod cache;
 pub mod chat;
 pub mod error;
 pub mod handoff;
@@ -43,6 +42,7 @@ use crate::embed::Embedding;
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::retrieval::Retriever;
+use crate::services::cache::AnswerCache;
 use crate::store::Store;
 use auth::{CallerBot, CallerKeyId, KeyCache};
 use budget::{Budget, Budgets};
@@ -185,7 +185,7 @@ pub struct AppState {
     pub budgets: Budgets,
     /// Widget session tokens.
     pub sessions: widget::Sessions,
-    pub answers: Option<cache::AnswerCache>,
+    pub answers: Option<AnswerCache>,
     pub jobs: jobs::Jobs,
     /// Live feeds of conversations' new messages (agent replies).
     pub live: handoff::Live,
@@ -221,7 +221,7 @@ impl AppState {
             ),
             budgets: Budgets::default(),
             sessions: widget::Sessions::new(limits.widget_session_ttl),
-            answers: cache::AnswerCache::new(limits.answer_cache_ttl),
+            answers: AnswerCache::new(limits.answer_cache_ttl),
             jobs: jobs::Jobs::new(
                 store.clone(),
                 limits.allow_private_targets,

@@ -127,9 +127,8 @@ pub(crate) async fn completions(
         messages: Some(messages),
         intent: None,
     };
-    let mut turn = chat::prepare(&state, &caller, request).await?;
-    let (permit, charge) = chat::admit(&state, &caller, &turn.bot)?;
-    turn.charge = charge;
+    let turn = chat::prepare(&state, &caller, request).await?;
+    let admission = chat::admit(&state, &caller, &turn.bot)?;
     let id = format!("chatcmpl-{}", keys::random_base62(24).unwrap_or_default());
     let created = unix_now();
     let state = state.into_inner();
@@ -142,13 +141,13 @@ pub(crate) async fn completions(
         return Ok(chat::run_streaming(
             state,
             turn,
-            permit,
+            admission,
             Wire::OpenAi { id, model, created },
             options,
         ));
     }
     let conversation_id = turn.conversation.id.clone();
-    let outcome = chat::run_blocking(state, turn, permit, options).await?;
+    let outcome = chat::run_blocking(state, turn, admission, options).await?;
     let answer = &outcome.answer;
     Ok(HttpResponse::Ok().json(json!({
         "id": id,
@@ -165,7 +164,7 @@ pub(crate) async fn completions(
         "docent": {
             "answered": answer.answered,
             "conversation_id": conversation_id,
-            "finish_reason": chat::finish_reason(&outcome),
+            "finish_reason": outcome.finish_reason(),
             "actions": outcome.actions,
         },
     })))

@@ -2,3 +2,5 @@
 //! command asks for, decided here and written through the store.
 
 pub mod bots;
+pub mod cache;
+pub mod turn;

@@ -1150,7 +1150,7 @@ async fn real_models_hand_off_regulated_topics_capture_leads_and_count_unanswere
     assert_eq!(medical["finish_reason"], "handed_off", "{medical}");
     assert_eq!(
         medical["message"]["content"],
-        format!("{}\n\n{fallback}", docent::server::chat::HANDOFF_NOTICE)
+        format!("{}\n\n{fallback}", docent::services::turn::HANDOFF_NOTICE)
     );
     assert_eq!(medical["sources"], json!([]));
     // The handoff asks for a lead; the visitor fills in the form.
