@@ -39,14 +39,14 @@ pub fn analytics_range(from: Option<&str>, to: Option<&str>) -> Result<(i64, i64
 /// Gaps listed, largest first.
 pub const MAX_GAPS: usize = 10;
 
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct Percentiles {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
 }
 
 /// One day's numbers (or the whole range's, in `totals`).
-#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Day {
     /// `YYYY-MM-DD` (UTC); absent in totals.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +72,7 @@ pub struct Day {
 }
 
 /// Unanswered questions that ask the same thing.
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Gap {
     pub count: u64,
     /// The question closest to the group's centre.
@@ -81,9 +81,8 @@ pub struct Gap {
     pub examples: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
-    #[schema(value_type = String)]
     pub bot_id: BotId,
     pub from: String,
     pub to: String,

@@ -368,7 +368,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 /// `docent serve`: bind, make the first admin key if there is none, load the models in the
 /// background, serve until SIGINT/SIGTERM.
 pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()> {
-    use crate::server::{self, AppState, Engine, Limits};
+    use crate::server::{self, Engine, Limits};
     let store = Store::open(&config.data_dir)?;
     let marker = config.data_dir.join(server::SERVE_MARKER);
     std::fs::write(&marker, format!("{}\n", std::process::id()))
@@ -441,9 +441,14 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         retention: parse_duration(&args.event_retention).context("--event-retention")?,
         ..Default::default()
     };
-    let state = actix_web::web::Data::new(AppState::new(store.clone(), options, limits)?);
-    server::jobs::start_worker(state.clone().into_inner());
-    crate::events::start_worker(store.clone(), deliveries, state.deliveries.clone());
+    let state = server::Launch {
+        store: store.clone(),
+        options,
+        limits,
+        engine: None,
+        deliveries: Some(deliveries),
+    }
+    .start()?;
     let config = config.clone();
     actix_web::rt::System::new().block_on(async move {
         let server = server::server(state.clone(), listener, args.workers)?;

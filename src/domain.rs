@@ -134,7 +134,7 @@ pub struct BotSettings {
 
 /// When a bot collects leads: never, whenever a visitor types an email address or phone
 /// number, or also by asking (`actions: ["collect_lead"]`) after N visitor messages.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
 pub enum LeadCapture {
     #[default]
@@ -153,15 +153,12 @@ impl LeadCapture {
 
 /// A quick reply: `id` is what `/v1/chat` takes as `intent`, `label` what the button says,
 /// `message` what is asked when it is chosen (the label when absent).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Intent {
-    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub id: String,
-    #[schema(min_length = 1, max_length = 100)]
     pub label: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(min_length = 1, max_length = 1000)]
     pub message: Option<String>,
 }
 
@@ -248,7 +245,7 @@ impl Role {
 }
 
 /// How a lead's details were given: the lead form (`POST /v1/leads`) or typed in a chat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LeadSource {
     Form,
@@ -341,11 +338,10 @@ pub struct Settled {
 }
 
 /// Contact details a visitor gave.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
     /// `lead_` + creation time + random, so ids sort by time.
     pub id: String,
-    #[schema(value_type = String)]
     pub bot_id: BotId,
     pub conversation_id: Option<String>,
     pub user_id: Option<String>,
@@ -413,7 +409,7 @@ impl Bot {
 pub const NOT_IN_SOURCES: &str = "I don't have that in my sources.";
 
 /// A source an answer cites: its number in the answer (`[n]`), page and passage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SourceRef {
     pub index: usize,
     pub title: String,

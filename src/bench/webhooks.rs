@@ -16,7 +16,7 @@ use crate::domain::BotId;
 use crate::embed::MiniLm;
 use crate::events::{self, DeliveryConfig};
 use crate::llm::{LlamaConfig, LlamaGenerator};
-use crate::server::{self, AppState, Engine, Limits};
+use crate::server::{self, Engine, Limits};
 use crate::store::{NewEvent, Store, Webhook};
 
 /// A receiver on loopback that answers 200 and counts what it got.
@@ -208,28 +208,21 @@ async fn run(
         parallel: 1,
         ..Limits::default()
     };
-    let state = actix_web::web::Data::new(AppState::new(
-        store.clone(),
-        crate::chat::AskOptions::from_config(config),
+    let state = server::Launch {
+        store: store.clone(),
+        options: crate::chat::AskOptions::from_config(config),
         limits,
-    )?);
-    let _ = state.engine.set(Engine::new(
-        store.clone(),
-        crate::embed::Embedding::from(embedder),
-        Arc::new(generator),
-    ));
+        engine: Some(Engine::new(
+            store.clone(),
+            crate::embed::Embedding::from(embedder),
+            Arc::new(generator),
+        )),
+        deliveries: None,
+    }
+    .start()?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     let base = format!("http://{}", listener.local_addr()?);
-    let (tx, rx) = std::sync::mpsc::channel();
-    let served = state.clone();
-    std::thread::spawn(move || {
-        actix_web::rt::System::new().block_on(async move {
-            let server = server::server(served, listener, 2).expect("bench server");
-            let _ = tx.send(server.handle());
-            let _ = server.await;
-        })
-    });
-    let server_handle = rx.recv()?;
+    let server = server::spawn(state, listener, 2)?;
     let client = reqwest::Client::new();
     let k = if quick { 3 } else { 6 };
     let questions = |wording: &str| -> Vec<String> {
@@ -292,7 +285,7 @@ async fn run(
     // Every event written while chatting (and the chats' own) arrives.
     let _ = wait_for(&received, before + emitted, Duration::from_secs(120)).await?;
     let delivered_during = received.load(Ordering::Relaxed) - before;
-    server_handle.stop(false).await;
+    drop(server);
     handle.stop(false).await;
     let (idle_ms, busy_ms) = (median(&idle), median(&busy));
     Ok(json!({

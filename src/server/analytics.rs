@@ -26,7 +26,7 @@ pub(crate) struct Range {
     to: Option<String>,
 }
 
-#[utoipa::path(get, path = "/v1/bots/{id}/analytics", tag = "bots", summary = "Conversations, answer, unanswered and handoff rates, leads and latency per day; unanswered questions grouped", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$"), Range), security(("bearer" = [])), responses((status = 200, description = "The report", body = crate::analytics::Report), ApiErrors))]
+#[utoipa::path(get, path = "/v1/bots/{id}/analytics", tag = "bots", summary = "Conversations, answer, unanswered and handoff rates, leads and latency per day; unanswered questions grouped", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$"), Range), security(("bearer" = [])), responses((status = 200, description = "The report", body = super::schemas::Report), ApiErrors))]
 pub(crate) async fn analytics(
     state: web::Data<AppState>,
     caller: Caller,

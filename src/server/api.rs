@@ -375,6 +375,7 @@ pub(crate) struct BotFields {
     allowed_targets: Option<Vec<String>>,
     /// `{"mode": "off"}`, `{"mode": "on_detection"}` (contact details typed in chat become
     /// leads) or `{"mode": "after_messages", "after_messages": N}` (also ask for them).
+    #[schema(value_type = Option<super::schemas::LeadCapture>)]
     lead_capture: Option<LeadCapture>,
     /// Topics that always go to a person (up to 20, each up to 200 characters): a name,
     /// optionally `:` and comma-separated trigger words, e.g. `medical advice: dose, burn`.
@@ -385,7 +386,7 @@ pub(crate) struct BotFields {
     #[schema(value_type = Option<String>, max_length = 1000)]
     fallback: Option<Option<String>>,
     /// Quick replies (up to 20).
-    #[schema(inline, value_type = Option<Vec<Intent>>, max_items = 20)]
+    #[schema(inline, value_type = Option<Vec<super::schemas::Intent>>, max_items = 20)]
     intents: Option<Vec<Intent>>,
 }
 
@@ -403,10 +404,12 @@ pub(crate) struct BotPatch {
     #[schema(minimum = -1.0, maximum = 1.0)]
     min_score: Option<f64>,
     allowed_targets: Option<Vec<String>>,
+    #[schema(value_type = Option<super::schemas::LeadCapture>)]
     lead_capture: Option<LeadCapture>,
     handoff_topics: Option<Vec<String>>,
     #[schema(max_length = 1000)]
     fallback: Option<String>,
+    #[schema(value_type = Option<Vec<super::schemas::Intent>>)]
     intents: Option<Vec<Intent>>,
 }
 

@@ -50,7 +50,7 @@ fn clean(field: Option<String>) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-#[utoipa::path(post, path = "/v1/leads", tag = "leads", summary = "Record a visitor's contact details (emits lead.captured)", request_body = NewLead, security(("bearer" = [])), responses((status = 201, description = "The lead", body = Lead), ApiErrors))]
+#[utoipa::path(post, path = "/v1/leads", tag = "leads", summary = "Record a visitor's contact details (emits lead.captured)", request_body = NewLead, security(("bearer" = [])), responses((status = 201, description = "The lead", body = super::schemas::Lead), ApiErrors))]
 pub(crate) async fn create_lead(
     state: web::Data<AppState>,
     caller: Caller,

@@ -20,6 +20,7 @@ pub mod openai;
 pub mod openapi;
 pub mod queue;
 pub mod ratelimit;
+pub mod schemas;
 pub mod webhooks;
 pub mod widget;
 
@@ -245,6 +246,78 @@ impl AppState {
             )
         })
     }
+}
+
+/// What a node starts from: its store, answer options and limits, the models when they
+/// are loaded already (`serve` loads them after binding), and how webhooks are delivered
+/// (no delivery worker when `None`). `serve`, the bench and the tests all start here.
+pub struct Launch {
+    pub store: Store,
+    pub options: AskOptions,
+    pub limits: Limits,
+    pub engine: Option<Engine>,
+    pub deliveries: Option<crate::events::DeliveryConfig>,
+}
+
+impl Launch {
+    /// The state every route shares, with its background workers running: crawl jobs
+    /// (unfinished ones resumed), and webhook deliveries when configured.
+    pub fn start(self) -> anyhow::Result<web::Data<AppState>> {
+        let state = web::Data::new(AppState::new(
+            self.store.clone(),
+            self.options,
+            self.limits,
+        )?);
+        if let Some(engine) = self.engine {
+            let _ = state.engine.set(engine);
+        }
+        jobs::start_worker(state.clone().into_inner());
+        if let Some(config) = self.deliveries {
+            crate::events::start_worker(self.store, config, state.deliveries.clone());
+        }
+        Ok(state)
+    }
+}
+
+/// The HTTP server on a thread of its own, in its own actix system (the bench and the
+/// tests); stopped when dropped.
+pub struct Running(actix_web::dev::ServerHandle);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let handle = self.0.clone();
+        std::thread::spawn(move || actix_web::rt::System::new().block_on(handle.stop(false)));
+    }
+}
+
+/// Serves `state` on `listener` from a thread of its own, once it is listening.
+pub fn spawn(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    workers: usize,
+) -> anyhow::Result<Running> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("docent-http".into())
+        .spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = match server(state, listener, workers) {
+                    Ok(server) => server,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = tx.send(Ok(server.handle()));
+                if let Err(e) = server.await {
+                    tracing::error!("the server stopped: {e}");
+                }
+            })
+        })?;
+    let handle = rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the server thread ended before it listened"))??;
+    Ok(Running(handle))
 }
 
 /// Registers every route under its path.

@@ -9,8 +9,8 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::schemas::SourceRef;
 use super::{analytics, api, chat, handoff, leads, openai, webhooks, widget};
-use crate::chat::SourceRef;
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -90,10 +90,10 @@ pub struct BotView {
     pub min_score: Option<f32>,
     pub allowed_targets: Vec<String>,
     pub sources: Vec<SourceScheduleView>,
-    pub lead_capture: crate::domain::LeadCapture,
+    pub lead_capture: super::schemas::LeadCapture,
     pub handoff_topics: Vec<String>,
     pub fallback: Option<String>,
-    pub intents: Vec<crate::domain::Intent>,
+    pub intents: Vec<super::schemas::Intent>,
     pub created: u64,
     pub updated: u64,
 }
@@ -270,7 +270,7 @@ pub struct CreatedWebhook {
 
 #[derive(Serialize, ToSchema)]
 pub struct DeliveryList {
-    pub data: Vec<crate::store::Delivery>,
+    pub data: Vec<super::schemas::Delivery>,
     pub next_cursor: Option<String>,
 }
 
@@ -283,7 +283,7 @@ pub struct Redelivered {
 
 #[derive(Serialize, ToSchema)]
 pub struct LeadList {
-    pub data: Vec<crate::domain::Lead>,
+    pub data: Vec<super::schemas::Lead>,
     pub next_cursor: Option<String>,
 }
 

@@ -37,7 +37,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 }
 
 /// Something that happened, as stored and as sent (`id`, `type`, `created`, `data`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Event {
     /// `evt_` + creation time + random: the same on every delivery attempt.
     pub id: String,
@@ -95,7 +95,7 @@ impl Webhook {
 }
 
 /// One send of a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Attempt {
     /// Unix milliseconds.
     pub at_ms: u64,
@@ -106,7 +106,7 @@ pub struct Attempt {
 }
 
 /// One event's delivery to one webhook.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Delivery {
     pub webhook_id: String,
     pub event_id: String,

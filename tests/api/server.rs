@@ -86,7 +86,7 @@ pub(crate) struct TestServer {
     pub(crate) base: String,
     pub(crate) state: web::Data<AppState>,
     pub(crate) admin: String,
-    _server: crate::helpers::Running,
+    _server: server::Running,
     pub(crate) data: tempfile::TempDir,
     pub(crate) http: reqwest::Client,
 }
@@ -218,14 +218,18 @@ pub(crate) fn serve(
         min_score,
         ..AskOptions::default()
     };
-    let state = web::Data::new(AppState::new(store.clone(), options, limits).unwrap());
-    let _ = state.engine.set(Engine::new(store, embedding, generator));
+    let state = server::Launch {
+        store: store.clone(),
+        options,
+        limits,
+        engine: Some(Engine::new(store, embedding, generator)),
+        deliveries: None,
+    }
+    .start()
+    .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let server_state = state.clone();
-    let running =
-        crate::helpers::run_in_thread(move || server::server(server_state, listener, 2).unwrap());
-    server::jobs::start_worker(state.clone().into_inner());
+    let running = server::spawn(state.clone(), listener, 2).unwrap();
     TestServer {
         base,
         state,
@@ -1748,14 +1752,19 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
         allow_private_targets: true,
         ..Limits::default()
     };
-    let state =
-        web::Data::new(AppState::new(store.clone(), AskOptions::default(), limits).unwrap());
-    let _ = state.engine.set(Engine::new(
-        store.clone(),
-        Embedding::from(Arc::new(FakeEmbedder::default())),
-        Arc::new(FakeGenerator),
-    ));
-    server::jobs::start_worker(state.clone().into_inner());
+    let state = server::Launch {
+        store: store.clone(),
+        options: AskOptions::default(),
+        limits,
+        engine: Some(Engine::new(
+            store.clone(),
+            Embedding::from(Arc::new(FakeEmbedder::default())),
+            Arc::new(FakeGenerator),
+        )),
+        deliveries: None,
+    }
+    .start()
+    .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let finished = loop {
         let view = state.jobs.get(&job.id).unwrap().expect("the job is known");

@@ -1,0 +1,293 @@
+//! The API's schemas of the core's types (domain, store, analytics) that responses and
+//! requests carry as they are: the core names no HTTP framework, so their OpenAPI schemas
+//! live here, each spelling its type's serde form field for field. A test below checks
+//! each against its type's serialised fields, and schemathesis checks every response
+//! against the document.
+
+#![allow(dead_code)] // Schema types: only their `ToSchema` is used.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// When a bot collects leads: never, whenever a visitor types an email address or phone
+/// number, or also by asking (`actions: ["collect_lead"]`) after N visitor messages.
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "mode", rename_all = "snake_case", deny_unknown_fields)]
+pub enum LeadCapture {
+    Off,
+    OnDetection,
+    AfterMessages { after_messages: u32 },
+}
+
+/// A quick reply: `id` is what `/v1/chat` takes as `intent`, `label` what the button says,
+/// `message` what is asked when it is chosen (the label when absent).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Intent {
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
+    pub id: String,
+    #[schema(min_length = 1, max_length = 100)]
+    pub label: String,
+    #[schema(min_length = 1, max_length = 1000)]
+    pub message: Option<String>,
+}
+
+/// How a lead's details were given: the lead form (`POST /v1/leads`) or typed in a chat.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LeadSource {
+    Form,
+    Chat,
+}
+
+/// Contact details a visitor gave.
+#[derive(Serialize, ToSchema)]
+pub struct Lead {
+    /// `lead_` + creation time + random, so ids sort by time.
+    pub id: String,
+    pub bot_id: String,
+    pub conversation_id: Option<String>,
+    pub user_id: Option<String>,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    /// What the visitor agreed to on the form; `null` for details typed in a chat message.
+    pub consent: Option<bool>,
+    /// `form` (`POST /v1/leads`) or `chat` (detected in a visitor's message).
+    pub obtained: LeadSource,
+    pub created: u64,
+}
+
+/// A source an answer cites: its number in the answer (`[n]`), page and passage.
+#[derive(Serialize, ToSchema)]
+pub struct SourceRef {
+    pub index: usize,
+    pub title: String,
+    pub url: String,
+    pub snippet: String,
+    pub score: f32,
+}
+
+/// Something that happened, as stored and as sent (`id`, `type`, `created`, `data`).
+#[derive(Serialize, ToSchema)]
+pub struct Event {
+    /// `evt_` + creation time + random: the same on every delivery attempt.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub data: serde_json::Value,
+}
+
+/// One send of a delivery.
+#[derive(Serialize, ToSchema)]
+pub struct Attempt {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The receiver's HTTP status; absent when the request failed.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// One event's delivery to one webhook.
+#[derive(Serialize, ToSchema)]
+pub struct Delivery {
+    pub webhook_id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `pending`, `delivered` or `failed` (the retry horizon passed).
+    pub state: String,
+    pub attempts: Vec<Attempt>,
+    /// Unix milliseconds of the next attempt, while pending.
+    pub next_attempt_ms: Option<u64>,
+    /// Unix seconds the event was created.
+    pub created: u64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Percentiles {
+    pub p50: Option<f64>,
+    pub p95: Option<f64>,
+}
+
+/// One day's numbers (or the whole range's, in `totals`).
+#[derive(Serialize, ToSchema)]
+pub struct Day {
+    /// `YYYY-MM-DD` (UTC); absent in totals.
+    pub date: Option<String>,
+    /// Conversations started.
+    pub conversations: u64,
+    /// Every message: visitors', the bot's and agents'.
+    pub messages: u64,
+    /// Replies the bot wrote (not counting handoff notices).
+    pub replies: u64,
+    pub answered: u64,
+    pub unanswered: u64,
+    /// Of the conversations started that day, those handed to a person.
+    pub handoffs: u64,
+    pub leads: u64,
+    /// Shares of `replies`; of `conversations` for handoffs. Null when there were none.
+    pub answered_rate: Option<f64>,
+    pub unanswered_rate: Option<f64>,
+    pub handoff_rate: Option<f64>,
+    /// Time to first token and to the whole answer, in milliseconds.
+    pub ttft_ms: Percentiles,
+    pub latency_ms: Percentiles,
+}
+
+/// Unanswered questions that ask the same thing.
+#[derive(Serialize, ToSchema)]
+pub struct Gap {
+    pub count: u64,
+    /// The question closest to the group's centre.
+    pub question: String,
+    /// Up to five distinct questions of the group.
+    pub examples: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Report {
+    pub bot_id: String,
+    pub from: String,
+    pub to: String,
+    pub totals: Day,
+    pub days: Vec<Day>,
+    /// Conversations per chosen intent.
+    pub intents: BTreeMap<String, u64>,
+    /// The content gaps: unanswered questions grouped by meaning, largest first.
+    pub unanswered_questions: Vec<Gap>,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::{Value, json};
+    use utoipa::PartialSchema;
+
+    use super::*;
+    use crate::domain::BotId;
+
+    /// The property names a schema lists.
+    fn properties<T: PartialSchema>() -> BTreeSet<String> {
+        let schema = serde_json::to_value(T::schema()).unwrap();
+        schema["properties"]
+            .as_object()
+            .unwrap_or_else(|| panic!("no properties: {schema}"))
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The field names a value serialises with (all optional ones present).
+    fn fields(value: impl serde::Serialize) -> BTreeSet<String> {
+        let value = serde_json::to_value(value).unwrap();
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    #[test]
+    fn each_schema_names_the_fields_its_type_serialises() {
+        let bot = BotId::parse("docs").unwrap();
+        let lead = crate::domain::Lead {
+            id: "lead_1".into(),
+            bot_id: bot.clone(),
+            conversation_id: None,
+            user_id: None,
+            name: None,
+            email: None,
+            phone: None,
+            consent: None,
+            obtained: crate::domain::LeadSource::Chat,
+            created: 1,
+        };
+        assert_eq!(properties::<Lead>(), fields(&lead));
+        let intent = crate::domain::Intent {
+            id: "a".into(),
+            label: "A".into(),
+            message: Some("a?".into()),
+        };
+        assert_eq!(properties::<Intent>(), fields(&intent));
+        let source = crate::domain::SourceRef {
+            index: 1,
+            title: String::new(),
+            url: String::new(),
+            snippet: String::new(),
+            score: 0.5,
+        };
+        assert_eq!(properties::<SourceRef>(), fields(&source));
+        let event = crate::store::Event {
+            id: "evt_1".into(),
+            kind: "lead.captured".into(),
+            created: 1,
+            bot_id: Some(bot.clone()),
+            data: json!({}),
+        };
+        assert_eq!(properties::<Event>(), fields(&event));
+        let attempt = crate::store::Attempt {
+            at_ms: 1,
+            status: Some(200),
+            error: None,
+            latency_ms: 1,
+        };
+        assert_eq!(properties::<Attempt>(), fields(&attempt));
+        let delivery = crate::store::Delivery {
+            webhook_id: "whk_1".into(),
+            event_id: "evt_1".into(),
+            kind: "lead.captured".into(),
+            state: "pending".into(),
+            attempts: vec![attempt],
+            next_attempt_ms: None,
+            created: 1,
+        };
+        assert_eq!(properties::<Delivery>(), fields(&delivery));
+        let day = crate::analytics::Day {
+            date: Some("2026-12-02".into()),
+            ..Default::default()
+        };
+        assert_eq!(properties::<Day>(), fields(&day));
+        assert_eq!(properties::<Percentiles>(), fields(day.ttft_ms));
+        let gap = crate::analytics::Gap {
+            count: 1,
+            question: "q".into(),
+            examples: Vec::new(),
+        };
+        assert_eq!(properties::<Gap>(), fields(&gap));
+        let report = crate::analytics::Report {
+            bot_id: bot,
+            from: String::new(),
+            to: String::new(),
+            totals: day.clone(),
+            days: Vec::new(),
+            intents: Default::default(),
+            unanswered_questions: Vec::new(),
+        };
+        assert_eq!(properties::<Report>(), fields(&report));
+    }
+
+    #[test]
+    fn the_enums_spell_their_values_as_serde_does() {
+        let modes: Vec<Value> = [
+            crate::domain::LeadCapture::Off,
+            crate::domain::LeadCapture::OnDetection,
+            crate::domain::LeadCapture::AfterMessages { after_messages: 2 },
+        ]
+        .iter()
+        .map(|m| serde_json::to_value(m).unwrap()["mode"].clone())
+        .collect();
+        let schema = serde_json::to_value(LeadCapture::schema())
+            .unwrap()
+            .to_string();
+        for mode in &modes {
+            assert!(schema.contains(&mode.to_string()), "{mode} not in {schema}");
+        }
+        let sources = serde_json::to_value(LeadSource::schema()).unwrap()["enum"].clone();
+        assert_eq!(sources, json!(["form", "chat"]));
+        let chat = serde_json::to_value(crate::domain::LeadSource::Chat).unwrap();
+        assert_eq!(chat, json!("chat"));
+    }
+}
