@@ -330,6 +330,118 @@ impl Conversation {
     }
 }
 
+/// What a stored turn announces, besides the events its caller adds: the rules of which
+/// turn starts a conversation, captures a lead or hands it off, decided once for every
+/// storage engine (`Conversation::settle_turn`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// `conversation.started`: the conversation's first visitor message.
+    Started { message: String },
+    /// `lead.captured`: contact details typed in the turn.
+    LeadCaptured(Lead),
+    /// `conversation.handoff`: a person has the conversation now; the visitor's last
+    /// message (this turn's, or the last one stored).
+    HandedOff {
+        reason: Option<String>,
+        message: Option<String>,
+    },
+}
+
+impl TurnEvent {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            TurnEvent::Started { .. } => event_kinds::CONVERSATION_STARTED,
+            TurnEvent::LeadCaptured(_) => event_kinds::LEAD_CAPTURED,
+            TurnEvent::HandedOff { .. } => event_kinds::CONVERSATION_HANDOFF,
+        }
+    }
+}
+
+/// A turn as it is to be written: the record settled over the stored one, the messages
+/// and lead it keeps, and the events it announces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettledTurn {
+    pub record: Conversation,
+    pub messages: Vec<Message>,
+    pub lead: Option<Lead>,
+    pub events: Vec<TurnEvent>,
+    /// A bot reply was given up: a person took the conversation over meanwhile.
+    pub reply_dropped: bool,
+    /// The caller's `message.unanswered` event goes with the reply it was about.
+    drop_unanswered: bool,
+}
+
+impl SettledTurn {
+    /// Whether an event the caller added to the turn is still written.
+    pub fn keeps_event(&self, kind: &str) -> bool {
+        !(self.drop_unanswered && kind == event_kinds::MESSAGE_UNANSWERED)
+    }
+}
+
+impl Conversation {
+    /// This turn's record with its `messages` and typed `lead`, written after `next`
+    /// stored messages over `stored` (the conversation as stored now, read in the same
+    /// transaction): `settle_over`'s rules, then the events the turn announces.
+    /// `last_stored_question` is asked only when a handoff needs the visitor's last
+    /// message and this turn has none.
+    pub fn settle_turn(
+        mut self,
+        stored: Option<&Conversation>,
+        mut messages: Vec<Message>,
+        mut lead: Option<Lead>,
+        next: u32,
+        last_stored_question: impl FnOnce() -> Option<String>,
+    ) -> SettledTurn {
+        let mut reply_dropped = false;
+        let mut drop_unanswered = false;
+        if let Some(stored) = stored {
+            let settled = self.settle_over(stored);
+            if settled.drop_bot_reply {
+                let before = messages.len();
+                messages.retain(|m| m.role != Role::Assistant);
+                reply_dropped = messages.len() < before;
+                drop_unanswered = true;
+            }
+            if settled.drop_chat_lead
+                && lead
+                    .as_ref()
+                    .is_some_and(|l| l.obtained == LeadSource::Chat)
+            {
+                lead = None;
+            }
+        }
+        let mut events = Vec::new();
+        let first_question = messages.iter().find(|m| m.role == Role::User);
+        if let (0, Some(first)) = (next, first_question) {
+            events.push(TurnEvent::Started {
+                message: first.content.clone(),
+            });
+        }
+        if let Some(lead) = &lead {
+            self.lead_id = Some(lead.id.clone());
+            events.push(TurnEvent::LeadCaptured(lead.clone()));
+        }
+        if self.handed_off() && !stored.is_some_and(Conversation::handed_off) {
+            let this_turns = messages.iter().rev().find(|m| m.role == Role::User);
+            let message = this_turns
+                .map(|m| m.content.clone())
+                .or_else(last_stored_question);
+            events.push(TurnEvent::HandedOff {
+                reason: self.handoff_reason.clone(),
+                message,
+            });
+        }
+        SettledTurn {
+            record: self,
+            messages,
+            lead,
+            events,
+            reply_dropped,
+            drop_unanswered,
+        }
+    }
+}
+
 /// What a turn written over a stored conversation gives up (`Conversation::settle_over`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Settled {
@@ -614,5 +726,117 @@ mod tests {
         for bad in ["", "Docs", "a b", "a/b", "ü", &"x".repeat(65)] {
             assert!(BotId::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+    fn message(role: Role, content: &str) -> Message {
+        Message {
+            id: format!("msg_{content}"),
+            role,
+            content: content.into(),
+            ..Message::default()
+        }
+    }
+
+    fn chat_lead() -> Lead {
+        Lead {
+            id: "lead_2".into(),
+            bot_id: BotId::parse("docs").unwrap(),
+            conversation_id: Some("conv_1".into()),
+            user_id: None,
+            name: None,
+            email: Some("ana@example.org".into()),
+            phone: None,
+            consent: None,
+            obtained: LeadSource::Chat,
+            created: 1,
+        }
+    }
+
+    #[test]
+    fn a_first_turn_starts_the_conversation_and_records_the_lead_typed_in_it() {
+        let turn = vec![message(Role::User, "hi"), message(Role::Assistant, "hello")];
+        let settled = conversation(ConversationState::Open).settle_turn(
+            None,
+            turn,
+            Some(chat_lead()),
+            0,
+            || unreachable!("no handoff"),
+        );
+        let kinds: Vec<_> = settled.events.iter().map(TurnEvent::kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                event_kinds::CONVERSATION_STARTED,
+                event_kinds::LEAD_CAPTURED
+            ]
+        );
+        assert_eq!(
+            settled.events[0],
+            TurnEvent::Started {
+                message: "hi".into()
+            }
+        );
+        assert_eq!(settled.record.lead_id.as_deref(), Some("lead_2"));
+        assert_eq!(settled.messages.len(), 2);
+        assert!(!settled.reply_dropped && settled.keeps_event(event_kinds::MESSAGE_UNANSWERED));
+        // A later turn starts nothing.
+        let stored = settled.record.clone();
+        let later = stored.clone().settle_turn(
+            Some(&stored),
+            vec![message(Role::User, "and?")],
+            None,
+            2,
+            || unreachable!("no handoff"),
+        );
+        assert!(later.events.is_empty(), "{:?}", later.events);
+    }
+
+    #[test]
+    fn a_handoff_is_announced_once_with_the_visitors_last_message() {
+        let stored = conversation(ConversationState::Open);
+        let mut handed = stored.clone();
+        handed.hand_off("agent", 10);
+        // An agent's handoff brings no visitor message: the last stored one is asked for.
+        let settled = handed
+            .clone()
+            .settle_turn(Some(&stored), Vec::new(), None, 4, || {
+                Some("where is my order?".into())
+            });
+        assert_eq!(
+            settled.events,
+            [TurnEvent::HandedOff {
+                reason: Some("agent".into()),
+                message: Some("where is my order?".into())
+            }]
+        );
+        // Already handed off: no second announcement.
+        let again = handed.clone().settle_turn(
+            Some(&settled.record),
+            vec![message(Role::User, "hello?")],
+            None,
+            5,
+            || unreachable!("not asked"),
+        );
+        assert!(again.events.is_empty(), "{:?}", again.events);
+    }
+
+    #[test]
+    fn a_bot_reply_written_after_a_person_took_over_is_given_up_with_its_events() {
+        let mut stored = conversation(ConversationState::Open);
+        stored.hand_off("visitor_request", 10);
+        stored.lead_id = Some("lead_1".into());
+        let turn = vec![message(Role::User, "q"), message(Role::Assistant, "a")];
+        let settled = conversation(ConversationState::Open).settle_turn(
+            Some(&stored),
+            turn,
+            Some(chat_lead()),
+            3,
+            || unreachable!("the handoff is stored already"),
+        );
+        assert!(settled.reply_dropped);
+        assert_eq!(settled.messages, [message(Role::User, "q")]);
+        assert_eq!(settled.lead, None, "the first lead stands");
+        assert!(settled.events.is_empty(), "{:?}", settled.events);
+        assert!(!settled.keeps_event(event_kinds::MESSAGE_UNANSWERED));
+        assert!(settled.keeps_event(event_kinds::LEAD_CAPTURED));
     }
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::domain::{Bot, BotId, Chunk, Conversation, Lead, LeadSource, Message, Page, Role};
+use crate::domain::{Bot, BotId, Chunk, Conversation, Lead, Message, Page, Role, TurnEvent};
 use crate::keys::ApiKey;
 
 mod events;
@@ -713,10 +713,8 @@ impl Store {
         if was_erased(&txn, conversation, extras.started_ms)? {
             return Err(Error::ConversationNotFound(id.to_string()));
         }
-        let mut record = conversation.clone();
         let mut wrote_events = false;
-        let mut messages = messages.to_vec();
-        let mut reply_dropped = false;
+        let settled;
         let first_position;
         {
             let mut conversations = txn
@@ -727,26 +725,6 @@ impl Store {
                 .context("read conversation")?
                 .map(|raw| decode(raw.value()))
                 .transpose()?;
-            if let Some(previous) = &previous {
-                // The rules are the domain's; this applies what they decide.
-                let settled = record.settle_over(previous);
-                if settled.drop_bot_reply {
-                    let before = messages.len();
-                    messages.retain(|m| m.role != Role::Assistant);
-                    reply_dropped = messages.len() < before;
-                    extras
-                        .events
-                        .retain(|e| e.kind != crate::domain::event_kinds::MESSAGE_UNANSWERED);
-                }
-                if settled.drop_chat_lead
-                    && extras
-                        .lead
-                        .as_ref()
-                        .is_some_and(|l| l.obtained == LeadSource::Chat)
-                {
-                    extras.lead = None;
-                }
-            }
             let mut table = txn.open_table(MESSAGES).context("open messages")?;
             let next = table
                 .range((id, 0u32)..=(id, u32::MAX))
@@ -756,54 +734,38 @@ impl Store {
                 .context("read last message")?
                 .map_or(0, |(key, _)| key.value().1 + 1);
             first_position = next;
-            for (i, message) in messages.iter().enumerate() {
+            // The rules are the domain's; this writes what they decide.
+            let mut lookup_failed = None;
+            settled = conversation.clone().settle_turn(
+                previous.as_ref(),
+                messages.to_vec(),
+                extras.lead.take(),
+                next,
+                || match last_question(&table, id, next) {
+                    Ok(found) => found,
+                    Err(e) => {
+                        lookup_failed = Some(e);
+                        None
+                    }
+                },
+            );
+            if let Some(e) = lookup_failed {
+                return Err(e);
+            }
+            let record = &settled.record;
+            for (i, message) in settled.messages.iter().enumerate() {
                 table
                     .insert((id, next + i as u32), encode(message)?.as_slice())
                     .context("write message")?;
             }
-            let first_question = messages.iter().find(|m| m.role == Role::User);
-            let last_question = messages.iter().rev().find(|m| m.role == Role::User);
-            let mut new_events = Vec::new();
-            if let (0, Some(first)) = (next, first_question) {
-                new_events.push(NewEvent {
-                    kind: crate::domain::event_kinds::CONVERSATION_STARTED,
-                    data: serde_json::json!({"message": first.content}),
-                });
-            }
-            if let Some(lead) = &extras.lead {
+            if let Some(lead) = &settled.lead {
                 events::put_lead_in(&txn, lead)?;
-                record.lead_id = Some(lead.id.clone());
-                new_events.push(NewEvent {
-                    kind: crate::domain::event_kinds::LEAD_CAPTURED,
-                    data: serde_json::json!({"lead": lead}),
-                });
             }
-            if record.handed_off() && !previous.as_ref().is_some_and(Conversation::handed_off) {
-                // The visitor's last message: this turn's, or the last one stored.
-                let mut message = last_question.map(|m| m.content.clone());
-                if message.is_none() {
-                    for entry in table
-                        .range((id, 0u32)..(id, next))
-                        .context("range messages")?
-                        .rev()
-                    {
-                        let (_, raw) = entry.context("read message")?;
-                        let stored: Message = decode(raw.value())?;
-                        if stored.role == Role::User {
-                            message = Some(stored.content);
-                            break;
-                        }
-                    }
-                }
-                new_events.push(NewEvent {
-                    kind: crate::domain::event_kinds::CONVERSATION_HANDOFF,
-                    data: serde_json::json!({
-                        "reason": record.handoff_reason,
-                        "message": message,
-                    }),
-                });
-            }
-            new_events.extend(extras.events);
+            let caller_events = extras
+                .events
+                .into_iter()
+                .filter(|e| settled.keeps_event(e.kind));
+            let new_events = settled.events.iter().map(turn_event).chain(caller_events);
             for mut event in new_events {
                 if let serde_json::Value::Object(data) = &mut event.data {
                     for (key, value) in [
@@ -819,7 +781,7 @@ impl Store {
                 wrote_events = true;
             }
             conversations
-                .insert(id, encode(&record)?.as_slice())
+                .insert(id, encode(record)?.as_slice())
                 .context("write conversation")?;
             let mut by_bot = txn
                 .open_table(CONVERSATIONS_BY_BOT)
@@ -827,7 +789,7 @@ impl Store {
             let mut by_user = txn
                 .open_table(CONVERSATIONS_BY_USER)
                 .context("open conversations_by_user")?;
-            index_conversation(&mut by_bot, &mut by_user, &record)?;
+            index_conversation(&mut by_bot, &mut by_user, record)?;
         }
         crate::telemetry::failpoint("turn_commit");
         txn.commit().context("failed to commit messages")?;
@@ -835,10 +797,10 @@ impl Store {
             self.outbox_written();
         }
         Ok(Appended {
-            conversation: record,
+            conversation: settled.record,
             first_position,
-            messages,
-            reply_dropped,
+            messages: settled.messages,
+            reply_dropped: settled.reply_dropped,
         })
     }
 
@@ -1181,6 +1143,41 @@ fn bytes_to_vector(raw: &[u8]) -> Vec<f32> {
     raw.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
+}
+
+/// The event a turn announces, as the outbox stores it.
+fn turn_event(event: &TurnEvent) -> NewEvent {
+    let data = match event {
+        TurnEvent::Started { message } => serde_json::json!({"message": message}),
+        TurnEvent::LeadCaptured(lead) => serde_json::json!({"lead": lead}),
+        TurnEvent::HandedOff { reason, message } => {
+            serde_json::json!({"reason": reason, "message": message})
+        }
+    };
+    NewEvent {
+        kind: event.kind(),
+        data,
+    }
+}
+
+/// The content of the last visitor message stored before position `before`.
+fn last_question(
+    table: &redb::Table<(&str, u32), &[u8]>,
+    id: &str,
+    before: u32,
+) -> Result<Option<String>> {
+    for entry in table
+        .range((id, 0u32)..(id, before))
+        .context("range messages")?
+        .rev()
+    {
+        let (_, raw) = entry.context("read message")?;
+        let stored: Message = decode(raw.value())?;
+        if stored.role == Role::User {
+            return Ok(Some(stored.content));
+        }
+    }
+    Ok(None)
 }
 
 #[cfg(test)]
