@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::config::{Config, RemoteLlm};
 use crate::embed::{Embedder, Embedding, MiniLm, Tokenizer, WordPiece};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
-use crate::remote::{EmbedConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
+use crate::remote::{EmbedConfig, PoolConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
 
 /// The embedder the configuration names: the remote engines `--embed-url` names (chunks
 /// still measured with MiniLM's tokenizer), else MiniLM in-process.
@@ -19,12 +19,14 @@ pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
     let tokenizer: Arc<dyn Tokenizer> = Arc::new(WordPiece::load(&config.embedder_dir())?);
     let embedder = RemoteEmbedder::new(
         EmbedConfig {
-            urls: remote.urls.clone(),
-            model: remote.model.clone(),
-            api_key: remote.api_key.clone(),
-            timeout: remote.timeout,
+            engines: PoolConfig {
+                urls: remote.urls.clone(),
+                model: remote.model.clone(),
+                api_key: remote.api_key.clone(),
+                timeout: remote.timeout,
+                concurrency: remote.concurrency,
+            },
             batch: remote.batch,
-            concurrency: remote.concurrency,
         },
         tokenizer.clone(),
     )?;
@@ -66,11 +68,13 @@ pub fn generation_slots(config: &Config) -> usize {
 
 fn remote_config(remote: &RemoteLlm, context_size: u32) -> RemoteConfig {
     RemoteConfig {
-        urls: remote.urls.clone(),
-        model: remote.model.clone(),
-        api_key: remote.api_key.clone(),
-        timeout: remote.timeout,
-        concurrency: remote.concurrency,
+        engines: PoolConfig {
+            urls: remote.urls.clone(),
+            model: remote.model.clone(),
+            api_key: remote.api_key.clone(),
+            timeout: remote.timeout,
+            concurrency: remote.concurrency,
+        },
         context_size: context_size as usize,
     }
 }

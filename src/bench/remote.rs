@@ -23,7 +23,7 @@ use crate::config::Config;
 use crate::domain::BotId;
 use crate::embed::MiniLm;
 use crate::llm::{ChatMessage, GenParams, Generator};
-use crate::remote::{RemoteConfig, RemoteGenerator};
+use crate::remote::{PoolConfig, RemoteConfig, RemoteGenerator};
 use crate::store::Store;
 
 /// Slots the engine runs, and streams sent at once in the concurrent part.
@@ -287,11 +287,13 @@ async fn record_prompts(
     max_tokens: usize,
 ) -> anyhow::Result<Vec<Option<Vec<ChatMessage>>>> {
     let remote = RemoteGenerator::new(RemoteConfig {
-        urls: vec![engine.url().parse()?],
-        model: None,
-        api_key: None,
-        timeout: Duration::from_secs(60),
-        concurrency: 1,
+        engines: PoolConfig {
+            urls: vec![engine.url().parse()?],
+            model: None,
+            api_key: None,
+            timeout: Duration::from_secs(60),
+            concurrency: 1,
+        },
         context_size: config.context_size as usize,
     })?;
     let (config, data, questions) = (config.clone(), data.to_path_buf(), questions.to_vec());

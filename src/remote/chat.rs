@@ -7,29 +7,20 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use url::Url;
 
 use super::{EngineError, Engines, Pool, PoolConfig, add_us, error_text};
-use crate::domain::Secret;
 use crate::llm::{ChatMessage, EngineStats, Finish, GenParams, GenStats, Generator};
 
 /// Where the engines are and how to talk to them.
 #[derive(Debug, Clone)]
 pub struct RemoteConfig {
-    /// Each engine's root (`http://host:8080`; a trailing `/v1` is accepted too).
-    pub urls: Vec<Url>,
-    /// The model name sent with each request [default: the engine's first listed model].
-    pub model: Option<String>,
-    /// Sent as `Authorization: Bearer …`.
-    pub api_key: Option<Secret>,
-    /// The longest wait for the engine's response, and then between two streamed pieces.
-    pub timeout: Duration,
-    /// Requests in flight to the engines at once.
-    pub concurrency: usize,
+    /// The engines, and how they are reached (the timeout is the longest wait for the
+    /// engine's response, and then between two streamed pieces).
+    pub engines: PoolConfig,
     /// Tokens one turn may use; the engine's own per-request context caps it when smaller.
     pub context_size: usize,
 }
@@ -66,17 +57,8 @@ enum Piece {
 impl RemoteGenerator {
     /// Connects nothing yet: engines are reached on first use (and by `health`).
     pub fn new(config: RemoteConfig) -> anyhow::Result<RemoteGenerator> {
-        let engines = config.urls.len();
-        let pool = Pool::new(
-            PoolConfig {
-                urls: config.urls,
-                model: config.model,
-                api_key: config.api_key,
-                timeout: config.timeout,
-                concurrency: config.concurrency,
-            },
-            "docent-llm",
-        )?;
+        let engines = config.engines.urls.len();
+        let pool = Pool::new(config.engines, "docent-llm")?;
         Ok(RemoteGenerator {
             pool,
             chat: Arc::new(ChatState {

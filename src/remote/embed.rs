@@ -10,28 +10,22 @@
 //! overflow the engine.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{Value, json};
-use url::Url;
 
 use super::{EngineError, Engines, Pool, PoolConfig, add_us};
-use crate::domain::{EmbedderId, Secret};
+use crate::domain::EmbedderId;
 use crate::embed::{Embedder, Tokenizer};
 
 /// Where the embedding engines are and how to talk to them.
 #[derive(Debug, Clone)]
 pub struct EmbedConfig {
-    pub urls: Vec<Url>,
-    /// The model name sent with each request [default: the engine's first listed model].
-    pub model: Option<String>,
-    pub api_key: Option<Secret>,
-    /// The longest wait for one batch's response.
-    pub timeout: Duration,
+    /// The engines, and how they are reached (the timeout is the longest wait for one
+    /// batch's response).
+    pub engines: PoolConfig,
     /// Inputs per request.
     pub batch: usize,
-    /// Requests in flight at once.
-    pub concurrency: usize,
 }
 
 /// The most tokens of one input sent (the chunking tokenizer's, special tokens aside), as
@@ -61,16 +55,7 @@ impl RemoteEmbedder {
             config.batch >= 1,
             "the embedding batch must hold one input at least"
         );
-        let pool = Pool::new(
-            PoolConfig {
-                urls: config.urls,
-                model: config.model,
-                api_key: config.api_key,
-                timeout: config.timeout,
-                concurrency: config.concurrency,
-            },
-            "docent-embed",
-        )?;
+        let pool = Pool::new(config.engines, "docent-embed")?;
         Ok(RemoteEmbedder {
             pool,
             batch: config.batch,

@@ -8,14 +8,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use docent::chat::AskOptions;
+use docent::domain::NOT_IN_SOURCES;
 use docent::llm::{ChatMessage, GenParams, Generator};
-use docent::remote::{RemoteConfig, RemoteGenerator};
+use docent::remote::{PoolConfig, RemoteConfig, RemoteGenerator};
 use docent::server::Limits;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{dyn_embedder, generator, models_dir, repo_root};
-use crate::server::{TestServer, assert_error, start};
+use crate::server::{TestServer, assert_error, start, start_with};
 
 /// A `llama-server` process on a loopback port, killed when dropped.
 pub(crate) struct Engine {
@@ -148,15 +150,31 @@ pub(crate) fn free_port() -> u16 {
 pub(crate) fn remote(urls: &[String], timeout: Duration) -> Arc<RemoteGenerator> {
     Arc::new(
         RemoteGenerator::new(RemoteConfig {
-            urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
-            model: None,
-            api_key: None,
-            timeout,
-            concurrency: 4,
+            engines: PoolConfig {
+                urls: urls.iter().map(|u| u.parse().unwrap()).collect(),
+                model: None,
+                api_key: None,
+                timeout,
+                concurrency: 4,
+            },
             context_size: 4096,
         })
         .unwrap(),
     )
+}
+
+/// "How many days do I have to return a kettle?" streamed by a server over the engine whose
+/// answerability check declines below `threshold` (every retrieved page given to it).
+async fn answer_with_threshold(remote: &Arc<RemoteGenerator>, threshold: f32) -> Vec<Value> {
+    let options = AskOptions {
+        min_score: 0.0,
+        answerable_threshold: threshold,
+        ..AskOptions::default()
+    };
+    let s = start_with(dyn_embedder(), remote.clone(), Limits::default(), options).await;
+    let question = "How many days do I have to return a kettle?";
+    let body = json!({"bot_id": "zephyr", "message": question, "stream": true});
+    stream_events(&s, body, || {}).await
 }
 
 async fn chat(s: &TestServer, body: Value) -> (u16, reqwest::header::HeaderMap, Value) {
@@ -368,6 +386,37 @@ async fn a_real_llama_server_answers_through_docent_as_in_process_generation_doe
     assert!(
         metrics.contains("docent_llm_errors_total{kind=\"unavailable\"} 0"),
         "{metrics}"
+    );
+
+    // The answerability check runs on the engine's log probabilities in the API's path:
+    // below the threshold the question is declined after retrieval (the candidates are
+    // streamed) and before generating (no completion tokens); above it, answered. (The test
+    // model's yes-probabilities for these pages sit between 0.35 and 0.5 whether the pages
+    // answer or not, so the thresholds here are set outside that band: how well the check
+    // separates questions is the model's, measured by `docent eval qa`, and the order of
+    // the engine's scores against in-process ones is checked above.)
+    let declined = answer_with_threshold(&remote, 0.99).await;
+    let retrieved = declined.iter().find(|e| e["event"] == "sources").unwrap();
+    assert!(
+        !retrieved["sources"].as_array().unwrap().is_empty(),
+        "{declined:?}"
+    );
+    let done = declined.last().unwrap();
+    assert_eq!(done["event"], "done", "{declined:?}");
+    assert_eq!(done["answered"], false, "{declined:?}");
+    assert_eq!(done["finish_reason"], "unanswered", "{declined:?}");
+    assert_eq!(done["usage"]["completion_tokens"], 0, "{declined:?}");
+    let streamed: String = declined
+        .iter()
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert_eq!(streamed, NOT_IN_SOURCES);
+    let answered = answer_with_threshold(&remote, 0.2).await;
+    let done = answered.last().unwrap();
+    assert_eq!(done["answered"], true, "{answered:?}");
+    assert!(
+        done["usage"]["completion_tokens"].as_u64().unwrap() > 0,
+        "{answered:?}"
     );
 
     // `docent ingest` and `docent ask` on the command line, the engine named by --llm-url.
@@ -606,11 +655,13 @@ async fn busy_engines_are_retried_after_their_retry_after_and_what_they_lack_is_
     let (_engine, url, seen) = fake_engine(1);
     let generator = Arc::new(
         RemoteGenerator::new(RemoteConfig {
-            urls: vec![format!("{url}/v1").parse().unwrap()],
-            model: None,
-            api_key: Some(docent::domain::Secret("sk-test-123".into())),
-            timeout: Duration::from_secs(10),
-            concurrency: 2,
+            engines: PoolConfig {
+                urls: vec![format!("{url}/v1").parse().unwrap()],
+                model: None,
+                api_key: Some(docent::domain::Secret("sk-test-123".into())),
+                timeout: Duration::from_secs(10),
+                concurrency: 2,
+            },
             context_size: 4096,
         })
         .unwrap(),
@@ -833,11 +884,13 @@ async fn a_connection_the_engine_closes_as_it_is_reused_is_retried_not_taken_for
     let (url, accepted) = closing_engine();
     let generator = Arc::new(
         RemoteGenerator::new(RemoteConfig {
-            urls: vec![url.parse().unwrap()],
-            model: Some("fake".into()),
-            api_key: None,
-            timeout: Duration::from_secs(10),
-            concurrency: 1,
+            engines: PoolConfig {
+                urls: vec![url.parse().unwrap()],
+                model: Some("fake".into()),
+                api_key: None,
+                timeout: Duration::from_secs(10),
+                concurrency: 1,
+            },
             context_size: 4096,
         })
         .unwrap(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use docent::domain::{BotId, EmbedderId};
 use docent::embed::{Embedder, Embedding, Tokenizer, WordPiece};
-use docent::remote::{EmbedConfig, RemoteEmbedder};
+use docent::remote::{EmbedConfig, PoolConfig, RemoteEmbedder};
 use docent::server::Limits;
 use docent::store::Store;
 use serde_json::{Value, json};
@@ -21,12 +21,14 @@ fn remote_embedder(url: &str, batch: usize) -> Arc<RemoteEmbedder> {
     let tokenizer: Arc<dyn Tokenizer> =
         Arc::new(WordPiece::load(&models_dir().join("all-MiniLM-L6-v2")).unwrap());
     let config = EmbedConfig {
-        urls: vec![url.parse().unwrap()],
-        model: None,
-        api_key: None,
-        timeout: Duration::from_secs(30),
+        engines: PoolConfig {
+            urls: vec![url.parse().unwrap()],
+            model: None,
+            api_key: None,
+            timeout: Duration::from_secs(30),
+            concurrency: 2,
+        },
         batch,
-        concurrency: 2,
     };
     Arc::new(RemoteEmbedder::new(config, tokenizer).unwrap())
 }

@@ -172,6 +172,20 @@ pub(crate) async fn start(
     limits: Limits,
     min_score: f32,
 ) -> TestServer {
+    let options = AskOptions {
+        min_score,
+        ..AskOptions::default()
+    };
+    start_with(embedding, generator, limits, options).await
+}
+
+/// `start` answering with these options.
+pub(crate) async fn start_with(
+    embedding: impl Into<Embedding>,
+    generator: Arc<dyn Generator>,
+    limits: Limits,
+    options: AskOptions,
+) -> TestServer {
     let embedding = embedding.into();
     let data = tempfile::tempdir().unwrap();
     let store = Store::open(data.path()).unwrap();
@@ -190,7 +204,7 @@ pub(crate) async fn start(
         embedding,
         generator,
     };
-    serve(parts, data, limits, min_score)
+    serve_with(parts, data, limits, options)
 }
 
 /// What a test server serves: a store, its admin key, and the models.
@@ -208,16 +222,26 @@ pub(crate) fn serve(
     limits: Limits,
     min_score: f32,
 ) -> TestServer {
+    let options = AskOptions {
+        min_score,
+        ..AskOptions::default()
+    };
+    serve_with(served, data, limits, options)
+}
+
+/// `serve` answering with these options.
+pub(crate) fn serve_with(
+    served: Served,
+    data: tempfile::TempDir,
+    limits: Limits,
+    options: AskOptions,
+) -> TestServer {
     let Served {
         store,
         admin,
         embedding,
         generator,
     } = served;
-    let options = AskOptions {
-        min_score,
-        ..AskOptions::default()
-    };
     let state = server::Launch {
         store: store.clone(),
         options,
@@ -1707,8 +1731,7 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts() {
-    use docent::domain::{Bot, BotSettings};
-    use docent::server::jobs::JobView;
+    use docent::domain::{Bot, BotSettings, CrawlJob, JobState};
     let site = crate::helpers::serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
     let store = Store::open(data.path()).unwrap();
@@ -1728,25 +1751,12 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
         })
         .unwrap();
     // What a server killed mid-crawl leaves behind: a stored job in state `running`.
-    let job = JobView {
-        id: "job_interrupted".into(),
-        bot_id: bot.clone(),
-        url: site.url("/"),
-        state: "running".into(),
-        phase: String::new(),
+    let job = CrawlJob {
+        state: JobState::Running,
         progress: 3,
-        total: None,
-        pages_indexed: None,
-        pages_unchanged: None,
-        pages_skipped: None,
-        pages_removed: None,
-        urls_refused: None,
-        chunks: None,
-        error: None,
-        created: 1,
-        finished: None,
+        ..CrawlJob::queued("job_interrupted".into(), bot.clone(), site.url("/"), 1)
     };
-    store.put_job(&job.id, &job).unwrap();
+    store.put_job(&job).unwrap();
     // The next start queues it again and runs it to the end.
     let limits = Limits {
         allow_private_targets: true,
@@ -1768,17 +1778,17 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let finished = loop {
         let view = state.jobs.get(&job.id).unwrap().expect("the job is known");
-        if view.state == "done" || view.state == "failed" {
+        if !view.state.unfinished() {
             break view;
         }
         assert!(std::time::Instant::now() < deadline, "{view:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    assert_eq!(finished.state, "done", "{finished:?}");
+    assert_eq!(finished.state, JobState::Done, "{finished:?}");
     assert!(finished.pages_indexed.unwrap() > 3, "{finished:?}");
     assert!(!store.pages(&bot).unwrap().is_empty());
     // The finished record is the stored one, so it outlives this process too.
-    let stored: JobView = store.get_job(&job.id).unwrap().unwrap();
-    assert_eq!(stored.state, "done");
+    let stored = store.get_job(&job.id).unwrap().unwrap();
+    assert_eq!(stored.state, JobState::Done);
     assert_eq!(stored.pages_indexed, finished.pages_indexed);
 }
