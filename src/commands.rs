@@ -44,22 +44,18 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     };
     let result = ingest::run(&store, embedding, request, &progress).await;
     progress.finish_and_clear();
-    let summary = result?;
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        println!(
+    print_summary(args.json, &result?, |s| {
+        format!(
             "bot {}: {} pages indexed, {} unchanged, {} skipped, {} removed; {} chunks embedded in {:.1}s",
-            summary.bot,
-            summary.pages_indexed,
-            summary.pages_unchanged,
-            summary.pages_skipped,
-            summary.pages_removed,
-            summary.chunks,
-            summary.seconds
-        );
-    }
-    Ok(())
+            s.bot,
+            s.pages_indexed,
+            s.pages_unchanged,
+            s.pages_skipped,
+            s.pages_removed,
+            s.chunks,
+            s.seconds
+        )
+    })
 }
 
 /// `docent reindex`: the bot's stored chunks re-embedded with the configured embedder.
@@ -71,19 +67,29 @@ pub async fn reindex(config: &Config, args: crate::cli::ReindexArgs) -> anyhow::
     let progress = progress_bar(args.json);
     let result = ingest::reindex(&store, embedding, &bot, &progress).await;
     progress.finish_and_clear();
-    let summary = result?;
-    if args.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    } else {
-        println!(
+    print_summary(args.json, &result?, |s| {
+        format!(
             "bot {}: {} chunks of {} pages re-embedded with {} (were {}) in {:.1}s",
-            summary.bot,
-            summary.chunks,
-            summary.pages,
-            summary.to,
-            summary.from.as_deref().unwrap_or("all-MiniLM-L6-v2"),
-            summary.seconds
-        );
+            s.bot,
+            s.chunks,
+            s.pages,
+            s.to,
+            s.from.as_deref().unwrap_or("all-MiniLM-L6-v2"),
+            s.seconds
+        )
+    })
+}
+
+/// What a command did: one JSON object with `--json`, else one line for a person.
+fn print_summary<T: serde::Serialize>(
+    json: bool,
+    summary: &T,
+    line: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(summary)?);
+    } else {
+        println!("{}", line(summary));
     }
     Ok(())
 }
@@ -258,6 +264,7 @@ pub fn bots(config: &Config, command: BotsCommand) -> anyhow::Result<()> {
 }
 
 pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
+    use crate::server::views::{CreatedKey, KeyView};
     let store = Store::open(&config.data_dir)?;
     let print = |json: bool, value: serde_json::Value, text: String| {
         if json {
@@ -280,8 +287,11 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 crate::server::api::make_key(admin, &bots, public, &origins, test, name)
                     .map_err(anyhow::Error::msg)?;
             store.put_key(&record)?;
-            let mut value = crate::server::api::key_json(&record);
-            value["key"] = json!(key);
+            let value = serde_json::to_value(CreatedKey {
+                key: key.clone(),
+                record: KeyView::from(&record),
+                replaces: None,
+            })?;
             print(
                 json,
                 value,
@@ -294,7 +304,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
         KeysCommand::List { json } => {
             let keys = store.list_keys()?;
             if json {
-                let data: Vec<_> = keys.iter().map(crate::server::api::key_json).collect();
+                let data: Vec<_> = keys.iter().map(KeyView::from).collect();
                 println!("{}", json!({"data": data}));
             } else if keys.is_empty() {
                 println!("no keys yet: `docent keys create --admin` makes one");
@@ -335,7 +345,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             }
             print(
                 json,
-                crate::server::api::key_json(&record),
+                serde_json::to_value(KeyView::from(&record))?,
                 format!("revoked {id}"),
             );
         }
@@ -346,9 +356,11 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 crate::keys::rotate(old, overlap.as_secs(), crate::telemetry::unix_now())
                     .map_err(anyhow::Error::msg)?;
             store.put_keys(&[&old, &new])?;
-            let mut value = crate::server::api::key_json(&new);
-            value["key"] = json!(key);
-            value["replaces"] = crate::server::api::key_json(&old);
+            let value = serde_json::to_value(CreatedKey {
+                key: key.clone(),
+                record: KeyView::from(&new),
+                replaces: Some(KeyView::from(&old)),
+            })?;
             print(
                 json,
                 value,

@@ -449,6 +449,75 @@ pub struct Settled {
     pub drop_chat_lead: bool,
 }
 
+/// Where a crawl job is: waiting for the worker, crawling, or finished either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+impl JobState {
+    /// Not finished: a stopped server's queued or running jobs run again when it starts.
+    pub fn unfinished(self) -> bool {
+        matches!(self, JobState::Queued | JobState::Running)
+    }
+}
+
+/// A crawl of one source into a bot, as stored (when queued, started and finished) and as
+/// `GET /v1/jobs/{id}` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CrawlJob {
+    /// `job_` + random.
+    pub id: String,
+    pub bot_id: BotId,
+    pub url: String,
+    pub state: JobState,
+    /// While running: what the crawler is doing and how far it got.
+    pub phase: String,
+    pub progress: u64,
+    /// How many pages the crawl will take, where it is known (not yet: always null).
+    pub total: Option<u64>,
+    pub pages_indexed: Option<usize>,
+    pub pages_unchanged: Option<usize>,
+    pub pages_skipped: Option<usize>,
+    pub pages_removed: Option<usize>,
+    /// URLs not fetched because the SSRF guard refused them (e.g. a sitemap listing a
+    /// private address).
+    #[serde(default)]
+    pub urls_refused: Option<usize>,
+    pub chunks: Option<usize>,
+    pub error: Option<String>,
+    pub created: u64,
+    pub finished: Option<u64>,
+}
+
+impl CrawlJob {
+    /// A job just queued.
+    pub fn queued(id: String, bot_id: BotId, url: String, created: u64) -> CrawlJob {
+        CrawlJob {
+            id,
+            bot_id,
+            url,
+            state: JobState::Queued,
+            phase: String::new(),
+            progress: 0,
+            total: None,
+            pages_indexed: None,
+            pages_unchanged: None,
+            pages_skipped: None,
+            pages_removed: None,
+            urls_refused: None,
+            chunks: None,
+            error: None,
+            created,
+            finished: None,
+        }
+    }
+}
+
 /// Contact details a visitor gave.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Lead {
@@ -838,5 +907,18 @@ mod tests {
         assert!(settled.events.is_empty(), "{:?}", settled.events);
         assert!(!settled.keeps_event(event_kinds::MESSAGE_UNANSWERED));
         assert!(settled.keeps_event(event_kinds::LEAD_CAPTURED));
+    }
+    #[test]
+    fn crawl_job_records_stored_before_typed_states_still_read() {
+        // As the server stored them before `urls_refused` existed, state as a string.
+        let old = r#"{"id":"job_1","bot_id":"docs","url":"https://a/","state":"running",
+            "phase":"","progress":3,"total":null,"pages_indexed":null,"pages_unchanged":null,
+            "pages_skipped":null,"pages_removed":null,"chunks":null,"error":null,
+            "created":1,"finished":null}"#;
+        let job: CrawlJob = serde_json::from_str(old).unwrap();
+        assert_eq!((job.state, job.progress), (JobState::Running, 3));
+        assert!(job.state.unfinished() && !JobState::Failed.unfinished());
+        let written = serde_json::to_value(&job).unwrap();
+        assert_eq!(written["state"], "running");
     }
 }

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::domain::{Bot, BotId, Chunk, Conversation, Lead, Message, Page, Role, TurnEvent};
+use crate::domain::{
+    Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role, TurnEvent,
+};
 use crate::keys::ApiKey;
 
 mod events;
@@ -849,20 +851,20 @@ impl Store {
 
     // ---- crawl jobs ----
 
-    /// Writes a job record (the server's own type; the store keeps it as JSON).
-    pub fn put_job<T: serde::Serialize>(&self, id: &str, job: &T) -> Result<()> {
+    /// Writes a crawl job's record.
+    pub fn put_job(&self, job: &CrawlJob) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut table = txn.open_table(JOBS).context("open jobs")?;
             table
-                .insert(id, encode(job)?.as_slice())
+                .insert(job.id.as_str(), encode(job)?.as_slice())
                 .context("write job")?;
         }
         txn.commit().context("failed to commit job")?;
         Ok(())
     }
 
-    pub fn get_job<T: serde::de::DeserializeOwned>(&self, id: &str) -> Result<Option<T>> {
+    pub fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(JOBS).context("open jobs")?;
         let raw = table.get(id).context("read job")?;
@@ -870,7 +872,7 @@ impl Store {
     }
 
     /// Every job record, in id order.
-    pub fn jobs<T: serde::de::DeserializeOwned>(&self) -> Result<Vec<T>> {
+    pub fn jobs(&self) -> Result<Vec<CrawlJob>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(JOBS).context("open jobs")?;
         let mut out = Vec::new();

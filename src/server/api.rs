@@ -16,6 +16,7 @@ use crate::domain::{Bot, BotId, Conversation, Intent, LeadCapture};
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::services::bots::{InvalidSetting, SettingsChange};
+use crate::services::jobs::redacted;
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -175,8 +176,8 @@ fn may_scrape(state: &AppState, req: &actix_web::HttpRequest, metrics_listener: 
 }
 
 async fn metrics_page(state: &AppState) -> HttpResponse {
-    let store = state.store.clone();
-    let pending = blocking(move || Ok(store.pending_deliveries()?))
+    let pending = state
+        .stored(move |store| store.pending_deliveries())
         .await
         .unwrap_or(0);
     let stats = &state.deliveries;
@@ -228,46 +229,22 @@ pub fn parse_bot_id(raw: &str) -> ApiResult<BotId> {
     BotId::parse(raw).map_err(|e| ApiError::bad_request("invalid_bot_id", e))
 }
 
-fn bot_json(bot: &Bot) -> Value {
-    json!({
-        "id": bot.id,
-        "name": bot.name,
-        "source": bot.source,
-        "pages": bot.pages,
-        "chunks": bot.chunks,
-        "test": bot.test,
-        "system_prompt": bot.settings.system_prompt,
-        "top_k": bot.settings.top_k,
-        "min_score": bot.settings.min_score,
-        "allowed_targets": bot.settings.allowed_targets,
-        "sources": bot.settings.sources.iter().map(|s| {
-            let mut shown = s.clone();
-            shown.url = redact_userinfo(&s.url);
-            shown
-        }).collect::<Vec<_>>(),
-        "lead_capture": bot.settings.lead_capture,
-        "handoff_topics": bot.settings.handoff_topics,
-        "fallback": bot.settings.fallback,
-        "intents": bot.settings.intents,
-        "created": bot.created_unix,
-        "updated": bot.updated_unix,
-    })
-}
-
 #[utoipa::path(get, path = "/v1/bots", tag = "bots", summary = "List the bots this key may use", security(("bearer" = [])), responses((status = 200, description = "Bots", body = BotList), ApiErrors))]
 pub(crate) async fn list_bots(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
-    let store = state.store.clone();
-    let bots = blocking(move || Ok(store.list_bots()?)).await?;
-    let data: Vec<Value> = bots
+    let bots = state.stored(move |store| store.list_bots()).await?;
+    let data = bots
         .iter()
         .filter(|b| caller.may_see(b))
-        .map(bot_json)
+        .map(BotView::from)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
+    Ok(HttpResponse::Ok().json(BotList {
+        data,
+        next_cursor: None,
+    }))
 }
 
 /// The bot named by the path, for an admin key that may manage it.
@@ -302,9 +279,8 @@ pub async fn load_bot(state: &AppState, caller: &Caller, id: &BotId) -> ApiResul
     if !caller.may_see_id(id) {
         return Err(not_found());
     }
-    let store = state.store.clone();
     let owned = id.clone();
-    let bot = blocking(move || Ok(store.get_bot(&owned)?)).await?;
+    let bot = state.stored(move |store| store.get_bot(&owned)).await?;
     if !caller.may_see(&bot) {
         return Err(not_found());
     }
@@ -321,7 +297,7 @@ pub(crate) async fn get_bot(
     caller.require_secret()?;
     let id = parse_bot_id(&path)?;
     let bot = load_bot(&state, &caller, &id).await?;
-    Ok(HttpResponse::Ok().json(bot_json(&bot)))
+    Ok(HttpResponse::Ok().json(BotView::from(&bot)))
 }
 
 #[utoipa::path(delete, path = "/v1/bots/{id}", tag = "bots", summary = "Delete a bot and its content (admin)", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), ApiErrors))]
@@ -332,11 +308,10 @@ pub(crate) async fn delete_bot(
 ) -> ApiResult<HttpResponse> {
     let bot = admin_bot(&state, &caller, &path).await?;
     let id = bot.id.clone();
-    let store = state.store.clone();
     let bot = id.clone();
     // The bot's conversations go with it (same transaction): nothing would be left to
     // reach them by.
-    let erased = blocking(move || Ok(store.delete_bot(&bot)?)).await?;
+    let erased = state.stored(move |store| store.delete_bot(&bot)).await?;
     for conversation in &erased {
         state.live.end(conversation, "conversation_erased");
     }
@@ -501,10 +476,9 @@ pub(crate) async fn create_bot(
     settings_change(&caller, &fields)?
         .apply(&mut bot)
         .map_err(invalid_setting)?;
-    let store = state.store.clone();
     let record = bot.clone();
-    blocking(move || Ok(store.create_bot(&record)?)).await?;
-    Ok(HttpResponse::Created().json(bot_json(&bot)))
+    state.stored(move |store| store.create_bot(&record)).await?;
+    Ok(HttpResponse::Created().json(BotView::from(&bot)))
 }
 
 #[utoipa::path(patch, path = "/v1/bots/{id}", tag = "bots", summary = "Change a bot's settings (admin)", request_body = BotPatch, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "The bot", body = BotView), ApiErrors))]
@@ -541,7 +515,7 @@ pub(crate) async fn update_bot(
     if let Some(cache) = &state.answers {
         cache.invalidate(&id);
     }
-    Ok(HttpResponse::Ok().json(bot_json(&bot)))
+    Ok(HttpResponse::Ok().json(BotView::from(&bot)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -606,27 +580,12 @@ pub(crate) async fn add_source(
             ApiError::bad_request("target_not_allowed", format!("refusing to crawl: {why}"))
         })?;
     }
-    let shared = state.clone();
-    let (target, source_url) = (id.clone(), url.to_string());
-    let job = blocking(move || {
-        shared.store.update_bot(&target, |bot| {
-            bot.settings.sources.retain(|s| s.url != source_url);
-            bot.settings.sources.push(crate::domain::SourceSchedule {
-                url: source_url,
-                recrawl_every: every,
-                last_crawl: None,
-            });
-        })?;
-        shared
-            .jobs
-            .submit(&target, &url)
-            .map_err(|e| ApiError::internal(&e))
-    })
-    .await?;
-    Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": job.redacted()})))
+    let jobs = state.jobs.clone();
+    let job = blocking(move || Ok(jobs.add_source(&id, &url, every)?)).await?;
+    Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": redacted(job)})))
 }
 
-#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::jobs::JobView), ApiErrors))]
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::schemas::JobView), ApiErrors))]
 pub(crate) async fn get_job(
     state: web::Data<AppState>,
     caller: Caller,
@@ -635,12 +594,12 @@ pub(crate) async fn get_job(
     caller.require_secret()?;
     let id = path.into_inner();
     let not_found = || ApiError::not_found("job_not_found", format!("no job with id {id:?}"));
-    let (shared, wanted) = (state.clone(), id.clone());
-    let job = blocking(move || Ok(shared.jobs.get(&wanted)?))
+    let (jobs, wanted) = (state.jobs.clone(), id.clone());
+    let job = blocking(move || Ok(jobs.get(&wanted)?))
         .await?
         .ok_or_else(not_found)?;
     load_owner_bot(&state, &caller, &job.bot_id, not_found).await?;
-    Ok(HttpResponse::Ok().json(job.redacted()))
+    Ok(HttpResponse::Ok().json(redacted(job)))
 }
 
 #[utoipa::path(get, path = "/v1/bots/{id}/pages", tag = "bots", summary = "What the bot has indexed", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 200, description = "Pages", body = PageList), ApiErrors))]
@@ -652,8 +611,7 @@ pub(crate) async fn list_pages(
     caller.require_secret()?;
     let id = parse_bot_id(&path)?;
     load_bot(&state, &caller, &id).await?;
-    let store = state.store.clone();
-    let pages = blocking(move || Ok(store.pages(&id)?)).await?;
+    let pages = state.stored(move |store| store.pages(&id)).await?;
     let data: Vec<Value> = pages
         .iter()
         .map(|p| json!({"url": p.url, "title": p.title, "chunks": p.chunk_ids.len()}))
@@ -733,39 +691,16 @@ pub(crate) async fn create_conversation(
     let user_id = caller_user_id(&caller, body.user_id)?;
     super::chat::charge_budgets(&state, &caller, &bot)?;
     let conversation = new_conversation(&bot, user_id, &caller.key.id);
-    let store = state.store.clone();
     let record = conversation.clone();
     // Begun now: a bot deleted or a user erased meanwhile gets no conversation.
     let extras = crate::store::TurnExtras {
         started_ms: Some(started_ms),
         ..Default::default()
     };
-    blocking(move || Ok(store.append_turn(&record, &[], extras)?)).await?;
-    Ok(HttpResponse::Created().json(conversation_json(&conversation, None)))
-}
-
-pub fn conversation_json(c: &Conversation, messages: Option<&[crate::domain::Message]>) -> Value {
-    let mut value = json!({
-        "id": c.id,
-        "bot_id": c.bot_id,
-        "user_id": c.user_id,
-        "state": c.state,
-        "intent": c.intent,
-        "handed_off_at": c.handed_off_at,
-        "handoff_reason": c.handoff_reason,
-        "lead_id": c.lead_id,
-        "created": c.created,
-        "updated": c.updated,
-    });
-    if let Some(messages) = messages {
-        value["messages"] = json!(
-            messages
-                .iter()
-                .map(super::handoff::message_json)
-                .collect::<Vec<_>>()
-        );
-    }
-    value
+    state
+        .stored(move |store| store.append_turn(&record, &[], extras))
+        .await?;
+    Ok(HttpResponse::Created().json(ConversationView::new(&conversation, None)))
 }
 
 /// A conversation the caller may read: a secret key with access to its bot, or the public
@@ -775,9 +710,10 @@ pub async fn load_conversation(
     caller: &Caller,
     id: &str,
 ) -> ApiResult<Conversation> {
-    let store = state.store.clone();
     let owned = id.to_string();
-    let conversation = blocking(move || Ok(store.get_conversation(&owned)?)).await?;
+    let conversation = state
+        .stored(move |store| store.get_conversation(&owned))
+        .await?;
     let not_found = || {
         ApiError::not_found(
             "conversation_not_found",
@@ -837,10 +773,9 @@ pub(crate) async fn get_conversation(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let conversation = load_conversation(&state, &caller, &path).await?;
-    let store = state.store.clone();
     let id = conversation.id.clone();
-    let messages = blocking(move || Ok(store.messages(&id)?)).await?;
-    Ok(HttpResponse::Ok().json(conversation_json(&conversation, Some(&messages))))
+    let messages = state.stored(move |store| store.messages(&id)).await?;
+    Ok(HttpResponse::Ok().json(ConversationView::new(&conversation, Some(&messages))))
 }
 
 #[utoipa::path(delete, path = "/v1/conversations/{id}", tag = "conversations", summary = "Delete a conversation", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), ApiErrors))]
@@ -851,9 +786,10 @@ pub(crate) async fn delete_conversation(
 ) -> ApiResult<HttpResponse> {
     caller.require_secret()?;
     let conversation = load_conversation(&state, &caller, &path).await?;
-    let store = state.store.clone();
     let ids = vec![conversation.id.clone()];
-    blocking(move || Ok(store.delete_conversations(&ids)?)).await?;
+    state
+        .stored(move |store| store.delete_conversations(&ids))
+        .await?;
     state.live.end(&conversation.id, "conversation_erased");
     Ok(HttpResponse::Ok().json(json!({"id": conversation.id, "deleted": true})))
 }
@@ -916,13 +852,19 @@ pub(crate) async fn list_conversations(
         }
     })
     .await?;
-    let data: Vec<Value> = page.0.iter().map(|c| conversation_json(c, None)).collect();
-    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": page.1})))
+    let data = page
+        .0
+        .iter()
+        .map(|c| ConversationView::new(c, None))
+        .collect();
+    Ok(HttpResponse::Ok().json(ConversationList {
+        data,
+        next_cursor: page.1,
+    }))
 }
 
 async fn store_bots_visible(state: &AppState, caller: &Caller) -> ApiResult<Vec<BotId>> {
-    let store = state.store.clone();
-    let bots = blocking(move || Ok(store.list_bots()?)).await?;
+    let bots = state.stored(move |store| store.list_bots()).await?;
     Ok(bots
         .into_iter()
         .filter(|b| caller.may_see(b))
@@ -939,10 +881,11 @@ pub(crate) async fn delete_user(
     caller.require_secret()?;
     let user = path.into_inner();
     let bots = store_bots_visible(&state, &caller).await?;
-    let store = state.store.clone();
     let for_user = user.clone();
     // One transaction: a turn answered meanwhile is dropped, not stored after it.
-    let erased = blocking(move || Ok(store.erase_user(&for_user, &bots)?)).await?;
+    let erased = state
+        .stored(move |store| store.erase_user(&for_user, &bots))
+        .await?;
     for conversation in &erased.conversations {
         state.live.end(conversation, "conversation_erased");
     }
@@ -954,22 +897,6 @@ pub(crate) async fn delete_user(
 }
 
 // ---- keys ----
-
-pub fn key_json(key: &ApiKey) -> Value {
-    json!({
-        "id": key.id,
-        "prefix": key.display_prefix(),
-        "type": key.kind,
-        "env": key.env,
-        "admin": key.scope == KeyScope::Admin,
-        "bots": match &key.scope { KeyScope::Admin => vec![], KeyScope::Bots(b) => b.clone() },
-        "origins": key.origins,
-        "name": key.name,
-        "created": key.created,
-        "revoked": key.revoked,
-        "expires": key.expires,
-    })
-}
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -997,11 +924,17 @@ pub(crate) async fn list_keys(
     caller: Caller,
 ) -> ApiResult<HttpResponse> {
     caller.require_admin()?;
-    let store = state.store.clone();
-    let keys = blocking(move || Ok(store.list_keys()?)).await?;
+    let keys = state.stored(move |store| store.list_keys()).await?;
     let env = caller.key.env;
-    let data: Vec<Value> = keys.iter().filter(|k| k.env == env).map(key_json).collect();
-    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
+    let data = keys
+        .iter()
+        .filter(|k| k.env == env)
+        .map(KeyView::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(KeyList {
+        data,
+        next_cursor: None,
+    }))
 }
 
 /// Checks a key request and makes the key: shared by the API and the CLI.
@@ -1080,13 +1013,14 @@ pub(crate) async fn create_key(
         body.name,
     )
     .map_err(|e| ApiError::bad_request("invalid_request", e))?;
-    let store = state.store.clone();
     let stored = record.clone();
-    blocking(move || Ok(store.put_key(&stored)?)).await?;
+    state.stored(move |store| store.put_key(&stored)).await?;
     state.keys.put(record.clone());
-    let mut body = key_json(&record);
-    body["key"] = json!(key);
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(CreatedKey {
+        key,
+        record: KeyView::from(&record),
+        replaces: None,
+    }))
 }
 
 #[utoipa::path(delete, path = "/v1/keys/{id}", tag = "keys", summary = "Revoke a key at once (admin)", params(("id" = String, Path, description = "Key id (key_…)")), security(("bearer" = [])), responses((status = 200, description = "Revoked", body = KeyView), ApiErrors))]
@@ -1099,12 +1033,11 @@ pub(crate) async fn revoke_key(
     let mut record = own_key(&state, &caller, &path)?;
     if record.revoked.is_none() {
         record.revoked = Some(unix_now());
-        let store = state.store.clone();
         let stored = record.clone();
-        blocking(move || Ok(store.put_key(&stored)?)).await?;
+        state.stored(move |store| store.put_key(&stored)).await?;
         state.keys.put(record.clone());
     }
-    Ok(HttpResponse::Ok().json(key_json(&record)))
+    Ok(HttpResponse::Ok().json(KeyView::from(&record)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -1128,15 +1061,15 @@ pub(crate) async fn rotate_key(
     let old = own_key(&state, &caller, &path)?;
     let (key, old, new) = keys::rotate(old, overlap, unix_now())
         .map_err(|e| ApiError::bad_request("invalid_request", e))?;
-    let store = state.store.clone();
     let (o, n) = (old.clone(), new.clone());
-    blocking(move || Ok(store.put_keys(&[&o, &n])?)).await?;
+    state.stored(move |store| store.put_keys(&[&o, &n])).await?;
     state.keys.put(old.clone());
     state.keys.put(new.clone());
-    let mut body = key_json(&new);
-    body["key"] = json!(key);
-    body["replaces"] = key_json(&old);
-    Ok(HttpResponse::Created().json(body))
+    Ok(HttpResponse::Created().json(CreatedKey {
+        key,
+        record: KeyView::from(&new),
+        replaces: Some(KeyView::from(&old)),
+    }))
 }
 
 /// A key of the caller's own environment: test and live keys are separate worlds, so the

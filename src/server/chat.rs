@@ -250,8 +250,7 @@ pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> Ap
                     format!("conversation {id} belongs to bot {}", conversation.bot_id),
                 ));
             }
-            let store = state.store.clone();
-            let messages = blocking(move || Ok(store.messages(&id)?)).await?;
+            let messages = state.stored(move |store| store.messages(&id)).await?;
             let history = messages
                 .iter()
                 .filter(|m| matches!(m.role, Role::User | Role::Assistant))
@@ -338,13 +337,6 @@ fn answer_turn(
     Ok(outcome)
 }
 
-fn usage(answer: &Answer) -> Value {
-    json!({
-        "prompt_tokens": answer.timings.prompt_tokens,
-        "completion_tokens": answer.timings.completion_tokens,
-    })
-}
-
 /// Sets its flag when dropped: the blocking work sees that the request is gone.
 struct CancelOnDrop(Arc<AtomicBool>);
 
@@ -389,18 +381,7 @@ async fn blocking_turn(
     let conversation_id = turn.conversation.id.clone();
     let options = state.options.clone();
     let outcome = run_blocking(state, turn, admission, options).await?;
-    let answer = &outcome.answer;
-    Ok(HttpResponse::Ok().json(json!({
-        "conversation_id": conversation_id,
-        "message_id": outcome.reply.as_ref().map(|r| &r.id),
-        "message": outcome.reply.as_ref().map(|_| json!({"role": "assistant", "content": answer.answer})),
-        "sources": answer.sources,
-        "finish_reason": outcome.finish_reason(),
-        "answered": answer.answered,
-        "actions": outcome.actions,
-        "fallback": outcome.fallback,
-        "usage": usage(answer),
-    })))
+    Ok(HttpResponse::Ok().json(ChatResponse::new(conversation_id, outcome)))
 }
 
 fn sse(value: &Value) -> Bytes {
@@ -459,7 +440,7 @@ impl Wire {
                 "sources": answer.sources,
                 "actions": outcome.actions,
                 "fallback": outcome.fallback,
-                "usage": usage(answer),
+                "usage": Usage::from(answer),
             })),
             Wire::OpenAi { .. } => {
                 let mut last =

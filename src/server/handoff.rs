@@ -21,11 +21,12 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast;
 
 use super::AppState;
-use super::api::{blocking, conversation_json, load_conversation, resource};
+use super::api::{blocking, load_conversation, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
+use super::views::{ConversationView, MessageView};
 use crate::domain::{Conversation, Message};
 use crate::store::TurnExtras;
 use crate::telemetry::unix_now;
@@ -141,7 +142,7 @@ impl Live {
                 conversation,
                 LiveEvent {
                     id: Some(position),
-                    data: json!({"event": "message", "message": message_json(message)}),
+                    data: json!({"event": "message", "message": MessageView::from(message)}),
                 },
             );
         }
@@ -193,20 +194,6 @@ fn end_event(reason: &str) -> LiveEvent {
     }
 }
 
-pub fn message_json(m: &Message) -> Value {
-    let mut value = json!({
-        "id": m.id,
-        "role": m.role,
-        "content": m.content,
-        "sources": m.sources,
-        "created": m.created,
-    });
-    if let Some(author) = &m.author {
-        value["author"] = json!(author);
-    }
-    value
-}
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct HandoffRequest {
@@ -226,10 +213,10 @@ async fn hand_off(
     if !conversation.hand_off(&reason, unix_now()) {
         return Ok(conversation);
     }
-    let store = state.store.clone();
     let ours = conversation.clone();
-    let appended =
-        blocking(move || Ok(store.append_turn(&conversation, &[], TurnExtras::default())?)).await?;
+    let appended = state
+        .stored(move |store| store.append_turn(&conversation, &[], TurnExtras::default()))
+        .await?;
     // A racing handoff that landed first keeps its own; only the one that stood is told.
     let stood = &appended.conversation;
     if stood.handed_off_at == ours.handed_off_at && stood.handoff_reason == ours.handoff_reason {
@@ -271,7 +258,7 @@ pub(crate) async fn handoff(
         super::chat::charge_budgets(&state, &caller, &conversation.bot_id)?;
     }
     let conversation = hand_off(&state, conversation, reason).await?;
-    Ok(HttpResponse::Ok().json(conversation_json(&conversation, None)))
+    Ok(HttpResponse::Ok().json(ConversationView::new(&conversation, None)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -343,13 +330,12 @@ pub(crate) async fn agent_message(
         author,
         ..Message::default()
     };
-    let store = state.store.clone();
     let (stored, written) = (conversation.clone(), message.clone());
-    let appended =
-        blocking(move || Ok(store.append_turn(&stored, &[written], TurnExtras::default())?))
-            .await?;
+    let appended = state
+        .stored(move |store| store.append_turn(&stored, &[written], TurnExtras::default()))
+        .await?;
     state.live.publish_appended(&appended);
-    Ok(HttpResponse::Created().json(message_json(&message)))
+    Ok(HttpResponse::Created().json(MessageView::from(&message)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -398,7 +384,7 @@ pub(crate) async fn events(
         for (position, message) in stored.iter().enumerate().skip(after as usize + 1) {
             backlog.push(frame(&LiveEvent {
                 id: Some(position as u32),
-                data: json!({"event": "message", "message": message_json(message)}),
+                data: json!({"event": "message", "message": MessageView::from(message)}),
             }));
             last = Some(position as u32);
         }
@@ -605,7 +591,7 @@ impl Feed<'_> {
             .map(|(position, message)| {
                 frame(&LiveEvent {
                     id: Some(position as u32),
-                    data: json!({"event": "message", "message": message_json(message)}),
+                    data: json!({"event": "message", "message": MessageView::from(message)}),
                 })
             })
             .collect()

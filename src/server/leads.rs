@@ -194,10 +194,11 @@ pub(crate) async fn list_leads(
         }
     };
     let limit = super::api::page_limit(query.limit)?;
-    let store = state.store.clone();
     let target = bot.clone();
     if csv {
-        let leads = blocking(move || Ok(store.leads(&target, None, usize::MAX)?)).await?;
+        let leads = state
+            .stored(move |store| store.leads(&target, None, usize::MAX))
+            .await?;
         return Ok(HttpResponse::Ok()
             .content_type("text/csv; charset=utf-8")
             .insert_header((
@@ -207,7 +208,9 @@ pub(crate) async fn list_leads(
             .body(leads_csv(&leads)));
     }
     let cursor = query.cursor;
-    let leads = blocking(move || Ok(store.leads(&target, cursor.as_deref(), limit)?)).await?;
+    let leads = state
+        .stored(move |store| store.leads(&target, cursor.as_deref(), limit))
+        .await?;
     let next = (leads.len() == limit)
         .then(|| leads.last().map(|l| l.id.clone()))
         .flatten();

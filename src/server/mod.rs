@@ -13,7 +13,6 @@ pub mod budget;
 pub mod chat;
 pub mod error;
 pub mod handoff;
-pub mod jobs;
 pub mod leads;
 pub mod metrics;
 pub mod openai;
@@ -21,6 +20,7 @@ pub mod openapi;
 pub mod queue;
 pub mod ratelimit;
 pub mod schemas;
+pub mod views;
 pub mod webhooks;
 pub mod widget;
 
@@ -44,10 +44,11 @@ use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::retrieval::Retriever;
 use crate::services::cache::AnswerCache;
+use crate::services::jobs::{CrawlHost, Jobs};
 use crate::store::Store;
 use auth::{CallerBot, CallerKeyId, KeyCache};
 use budget::{Budget, Budgets};
-use error::{ApiError, REQUEST_ID};
+use error::{ApiError, ApiResult, REQUEST_ID};
 pub use metrics::Metrics;
 use ratelimit::{Quote, RateLimit};
 
@@ -187,7 +188,7 @@ pub struct AppState {
     /// Widget session tokens.
     pub sessions: widget::Sessions,
     pub answers: Option<AnswerCache>,
-    pub jobs: jobs::Jobs,
+    pub jobs: Arc<Jobs>,
     /// Live feeds of conversations' new messages (agent replies).
     pub live: handoff::Live,
     /// The webhook delivery worker's counts (the worker is started beside the server).
@@ -223,11 +224,11 @@ impl AppState {
             budgets: Budgets::default(),
             sessions: widget::Sessions::new(limits.widget_session_ttl),
             answers: AnswerCache::new(limits.answer_cache_ttl),
-            jobs: jobs::Jobs::new(
+            jobs: Arc::new(Jobs::new(
                 store.clone(),
                 limits.allow_private_targets,
                 limits.crawl_proxy.clone(),
-            ),
+            )),
             store,
             options,
             limits,
@@ -235,6 +236,16 @@ impl AppState {
             live: handoff::Live::default(),
             deliveries: Arc::default(),
         })
+    }
+
+    /// Runs `work` on the store off the async workers (redb blocks); its errors become
+    /// API errors (a missing bot 404, and so on).
+    pub async fn stored<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Store) -> Result<T, crate::store::Error> + Send + 'static,
+    ) -> ApiResult<T> {
+        let store = self.store.clone();
+        api::blocking(move || Ok(work(&store)?)).await
     }
 
     pub fn engine(&self) -> Result<&Engine, ApiError> {
@@ -271,11 +282,31 @@ impl Launch {
         if let Some(engine) = self.engine {
             let _ = state.engine.set(engine);
         }
-        jobs::start_worker(state.clone().into_inner());
+        let host = Arc::new(NodeHost(state.clone().into_inner()));
+        crate::services::jobs::start_worker(state.jobs.clone(), host);
         if let Some(config) = self.deliveries {
             crate::events::start_worker(self.store, config, state.deliveries.clone());
         }
         Ok(state)
+    }
+}
+
+/// The crawl worker's view of the node: the engine's embedding once the models are
+/// loaded; a crawled bot's search indexes and cached answers dropped.
+struct NodeHost(Arc<AppState>);
+
+impl CrawlHost for NodeHost {
+    fn embedding(&self) -> Option<Embedding> {
+        self.0.engine.get().map(|engine| engine.embedding.clone())
+    }
+
+    fn crawled(&self, bot: &crate::domain::BotId) {
+        if let Some(engine) = self.0.engine.get() {
+            engine.retriever.invalidate(bot);
+        }
+        if let Some(cache) = &self.0.answers {
+            cache.invalidate(bot);
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::api::{blocking, resource};
+use super::api::resource;
 use super::auth::Caller;
 use super::chat::{self, ChatRequest, InMessage, Wire};
 use super::error::{ApiError, ApiResult};
@@ -29,8 +29,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 
 #[utoipa::path(get, path = "/v1/models", tag = "openai", summary = "Bots as OpenAI models", security(("bearer" = [])), responses((status = 200, description = "Models", body = ModelList), ApiErrors))]
 pub(crate) async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
-    let store = state.store.clone();
-    let bots = blocking(move || Ok(store.list_bots()?)).await?;
+    let bots = state.stored(move |store| store.list_bots()).await?;
     let data: Vec<Value> = bots
         .iter()
         .filter(|b| caller.may_see(b))

@@ -10,6 +10,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::schemas::SourceRef;
+pub use super::views::*;
 use super::{analytics, api, chat, handoff, leads, openai, webhooks, widget};
 
 #[derive(Serialize, ToSchema)]
@@ -71,40 +72,6 @@ pub struct Health {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct SourceScheduleView {
-    pub url: String,
-    pub recrawl_every: Option<u64>,
-    pub last_crawl: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BotView {
-    pub id: String,
-    pub name: String,
-    pub source: String,
-    pub pages: u64,
-    pub chunks: u64,
-    pub test: bool,
-    pub system_prompt: Option<String>,
-    pub top_k: Option<usize>,
-    pub min_score: Option<f32>,
-    pub allowed_targets: Vec<String>,
-    pub sources: Vec<SourceScheduleView>,
-    pub lead_capture: super::schemas::LeadCapture,
-    pub handoff_topics: Vec<String>,
-    pub fallback: Option<String>,
-    pub intents: Vec<super::schemas::Intent>,
-    pub created: u64,
-    pub updated: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct BotList {
-    pub data: Vec<BotView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct Deleted {
     pub id: String,
     pub deleted: bool,
@@ -113,7 +80,7 @@ pub struct Deleted {
 #[derive(Serialize, ToSchema)]
 pub struct SourceAccepted {
     pub job_id: String,
-    pub job: super::jobs::JobView,
+    pub job: super::schemas::JobView,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -130,142 +97,10 @@ pub struct PageList {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct MessageView {
-    pub id: String,
-    /// `user`, `assistant` or `agent`.
-    pub role: String,
-    pub content: String,
-    pub sources: Vec<SourceRef>,
-    pub created: u64,
-    /// Agent messages: who wrote it.
-    pub author: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ConversationView {
-    pub id: String,
-    pub bot_id: String,
-    pub user_id: Option<String>,
-    /// `open` or `handed_off`.
-    pub state: String,
-    /// The quick reply last chosen.
-    pub intent: Option<String>,
-    pub handed_off_at: Option<u64>,
-    /// `visitor_request`, `topic`, `agent`, `api` or the reason given.
-    pub handoff_reason: Option<String>,
-    pub lead_id: Option<String>,
-    pub created: u64,
-    pub updated: u64,
-    /// Present when one conversation is read.
-    pub messages: Option<Vec<MessageView>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ConversationList {
-    pub data: Vec<ConversationView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
 pub struct UserErased {
     pub user_id: String,
     pub deleted_conversations: usize,
     pub deleted_leads: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct KeyView {
-    /// `key_…`: safe to show and log.
-    pub id: String,
-    /// The key's first characters, e.g. `sk_live_AbCd1234…`.
-    pub prefix: String,
-    /// `secret` or `public`.
-    #[serde(rename = "type")]
-    #[schema(rename = "type")]
-    pub kind: String,
-    /// `live` or `test`.
-    pub env: String,
-    pub admin: bool,
-    pub bots: Vec<String>,
-    pub origins: Vec<String>,
-    pub name: Option<String>,
-    pub created: u64,
-    pub revoked: Option<u64>,
-    pub expires: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct KeyList {
-    pub data: Vec<KeyView>,
-    pub next_cursor: Option<String>,
-}
-
-/// A new key: `key` is shown here once and never again.
-#[derive(Serialize, ToSchema)]
-pub struct CreatedKey {
-    pub key: String,
-    #[serde(flatten)]
-    pub record: KeyView,
-    /// After a rotation: the old key, with its deadline.
-    pub replaces: Option<KeyView>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AssistantMessage {
-    pub role: String,
-    pub content: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Usage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ChatResponse {
-    pub conversation_id: String,
-    /// Absent (null) when a person has the conversation.
-    pub message_id: Option<String>,
-    pub message: Option<AssistantMessage>,
-    /// The sources the answer cites; `index` is the n of its `[n]`.
-    pub sources: Vec<SourceRef>,
-    /// `stop`, `length`, `unanswered`, `handed_off` or `cancelled`.
-    pub finish_reason: String,
-    pub answered: bool,
-    /// What the client should do next: `collect_lead` (show the lead form).
-    pub actions: Vec<String>,
-    /// The bot's contact text, when it could not answer or handed off.
-    pub fallback: Option<String>,
-    pub usage: Usage,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WebhookView {
-    /// `whk_…`.
-    pub id: String,
-    pub bot_id: String,
-    pub url: String,
-    pub events: Vec<String>,
-    /// The secret's first characters, to tell secrets apart.
-    pub secret_prefix: String,
-    /// During a rotation's overlap: when the previous secret stops signing.
-    pub previous_secret_expires: Option<u64>,
-    pub created: u64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WebhookList {
-    pub data: Vec<WebhookView>,
-    pub next_cursor: Option<String>,
-}
-
-/// A webhook with its signing secret (`whsec_…`), shown on creation and rotation only.
-#[derive(Serialize, ToSchema)]
-pub struct CreatedWebhook {
-    pub secret: String,
-    #[serde(flatten)]
-    pub webhook: WebhookView,
 }
 
 #[derive(Serialize, ToSchema)]

@@ -163,6 +163,40 @@ pub struct Report {
     pub unanswered_questions: Vec<Gap>,
 }
 
+/// Where a crawl job is.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Failed,
+}
+
+/// A crawl job: its state, live progress while it runs, and its counts once done.
+#[derive(Serialize, ToSchema)]
+pub struct JobView {
+    pub id: String,
+    pub bot_id: String,
+    pub url: String,
+    pub state: JobState,
+    /// While running: what the crawler is doing and how far it got.
+    pub phase: String,
+    pub progress: u64,
+    pub total: Option<u64>,
+    pub pages_indexed: Option<usize>,
+    pub pages_unchanged: Option<usize>,
+    pub pages_skipped: Option<usize>,
+    pub pages_removed: Option<usize>,
+    /// URLs not fetched because the SSRF guard refused them (e.g. a sitemap listing a
+    /// private address).
+    pub urls_refused: Option<usize>,
+    pub chunks: Option<usize>,
+    pub error: Option<String>,
+    pub created: u64,
+    pub finished: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -258,7 +292,7 @@ mod tests {
         };
         assert_eq!(properties::<Gap>(), fields(&gap));
         let report = crate::analytics::Report {
-            bot_id: bot,
+            bot_id: bot.clone(),
             from: String::new(),
             to: String::new(),
             totals: day.clone(),
@@ -267,6 +301,8 @@ mod tests {
             unanswered_questions: Vec::new(),
         };
         assert_eq!(properties::<Report>(), fields(&report));
+        let job = crate::domain::CrawlJob::queued("job_1".into(), bot, "https://a/".into(), 1);
+        assert_eq!(properties::<JobView>(), fields(&job));
     }
 
     #[test]
@@ -289,5 +325,9 @@ mod tests {
         assert_eq!(sources, json!(["form", "chat"]));
         let chat = serde_json::to_value(crate::domain::LeadSource::Chat).unwrap();
         assert_eq!(chat, json!("chat"));
+        let states = serde_json::to_value(JobState::schema()).unwrap()["enum"].clone();
+        use crate::domain::JobState as S;
+        let stored = [S::Queued, S::Running, S::Done, S::Failed].map(|s| json!(s));
+        assert_eq!(states, json!(stored));
     }
 }

@@ -5,7 +5,7 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::api::{blocking, load_bot, load_owner_bot, parse_bot_id, resource};
@@ -34,24 +34,12 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .service(resource("/v1/events/{id}/redeliver", "POST").route(web::post().to(redeliver)));
 }
 
-fn webhook_json(w: &Webhook) -> Value {
-    json!({
-        "id": w.id,
-        "bot_id": w.bot_id,
-        "url": w.url,
-        "events": w.events,
-        "secret_prefix": format!("{}…", w.secret.chars().take(10).collect::<String>()),
-        "previous_secret_expires": w.previous_until.filter(|u| *u > unix_now()),
-        "created": w.created,
-    })
-}
-
 /// The webhook named by the path, for a secret key that may use its bot.
 async fn load_webhook(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Webhook> {
     caller.require_secret()?;
-    let store = state.store.clone();
     let owned = id.to_string();
-    let webhook = blocking(move || Ok(store.get_webhook(&owned)?))
+    let webhook = state
+        .stored(move |store| store.get_webhook(&owned))
         .await?
         .ok_or_else(|| {
             ApiError::not_found("webhook_not_found", format!("no webhook with id {id:?}"))
@@ -161,12 +149,11 @@ pub(crate) async fn create_webhook(
         previous_until: None,
         created: unix_now(),
     };
-    let store = state.store.clone();
     let stored = webhook.clone();
-    blocking(move || Ok(store.put_webhook(&stored)?)).await?;
-    let mut body = webhook_json(&webhook);
-    body["secret"] = json!(webhook.secret);
-    Ok(HttpResponse::Created().json(body))
+    state
+        .stored(move |store| store.put_webhook(&stored))
+        .await?;
+    Ok(HttpResponse::Created().json(CreatedWebhook::from(&webhook)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -199,12 +186,15 @@ pub(crate) async fn list_webhooks(
         .filter(|b| caller.may_see(b))
         .map(|b| b.id)
         .collect();
-    let data: Vec<Value> = webhooks
+    let data = webhooks
         .iter()
         .filter(|w| visible.contains(&w.bot_id))
-        .map(webhook_json)
+        .map(WebhookView::from)
         .collect();
-    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
+    Ok(HttpResponse::Ok().json(WebhookList {
+        data,
+        next_cursor: None,
+    }))
 }
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", summary = "One webhook (without its secret)", params(("id" = String, Path, description = "Webhook id (whk_…)")), security(("bearer" = [])), responses((status = 200, description = "The webhook", body = WebhookView), ApiErrors))]
@@ -214,7 +204,7 @@ pub(crate) async fn get_webhook(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let webhook = load_webhook(&state, &caller, &path).await?;
-    Ok(HttpResponse::Ok().json(webhook_json(&webhook)))
+    Ok(HttpResponse::Ok().json(WebhookView::from(&webhook)))
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", summary = "Delete a webhook and its pending deliveries", params(("id" = String, Path, description = "Webhook id (whk_…)")), security(("bearer" = [])), responses((status = 200, description = "Deleted", body = Deleted), ApiErrors))]
@@ -224,9 +214,8 @@ pub(crate) async fn delete_webhook(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let webhook = load_webhook(&state, &caller, &path).await?;
-    let store = state.store.clone();
     let id = webhook.id.clone();
-    blocking(move || Ok(store.delete_webhook(&id)?)).await?;
+    state.stored(move |store| store.delete_webhook(&id)).await?;
     Ok(HttpResponse::Ok().json(json!({"id": webhook.id, "deleted": true})))
 }
 
@@ -273,9 +262,7 @@ pub(crate) async fn rotate(
             format!("no webhook with id {:?}", webhook.id),
         )
     })?;
-    let mut body = webhook_json(&webhook);
-    body["secret"] = json!(webhook.secret);
-    Ok(HttpResponse::Ok().json(body))
+    Ok(HttpResponse::Ok().json(CreatedWebhook::from(&webhook)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -297,10 +284,10 @@ pub(crate) async fn list_deliveries(
 ) -> ApiResult<HttpResponse> {
     let webhook = load_webhook(&state, &caller, &path).await?;
     let limit = super::api::page_limit(query.limit)?;
-    let store = state.store.clone();
     let cursor = query.cursor.clone();
-    let deliveries =
-        blocking(move || Ok(store.deliveries(&webhook.id, cursor.as_deref(), limit)?)).await?;
+    let deliveries = state
+        .stored(move |store| store.deliveries(&webhook.id, cursor.as_deref(), limit))
+        .await?;
     let next = (deliveries.len() == limit)
         .then(|| deliveries.last().map(|d| d.event_id.clone()))
         .flatten();
@@ -325,9 +312,8 @@ pub(crate) async fn redeliver(
     let body: Option<Redeliver> = super::error::optional_json(&body, state.limits.max_body_bytes)?;
     caller.require_secret()?;
     let id = path.into_inner();
-    let store = state.store.clone();
     let owned = id.clone();
-    let event = blocking(move || Ok(store.get_event(&owned)?)).await?;
+    let event = state.stored(move |store| store.get_event(&owned)).await?;
     let not_found = || ApiError::not_found("event_not_found", format!("no event with id {id:?}"));
     let event = event.ok_or_else(not_found)?;
     let bot = event.bot_id.clone().ok_or_else(not_found)?;
@@ -357,8 +343,9 @@ pub(crate) async fn redeliver(
             .await?
         }
     };
-    let store = state.store.clone();
     let replayed = event.clone();
-    let queued = blocking(move || Ok(store.redeliver(&replayed, &targets)?)).await?;
+    let queued = state
+        .stored(move |store| store.redeliver(&replayed, &targets))
+        .await?;
     Ok(HttpResponse::Accepted().json(json!({"event_id": event.id, "webhooks": queued})))
 }

@@ -3,4 +3,5 @@
 
 pub mod bots;
 pub mod cache;
+pub mod jobs;
 pub mod turn;

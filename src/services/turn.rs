@@ -88,7 +88,7 @@ pub struct TurnService<'a> {
     pub generator: &'a dyn Generator,
     pub answers: Option<&'a AnswerCache>,
     pub listener: &'a dyn TurnListener,
-    /// How long generation may go on before the answer is cut (`length`).
+    /// How long generation may go on: past it the answer stops where it is (`cancelled`).
     pub timeout: Duration,
 }
 
@@ -706,6 +706,89 @@ mod tests {
         assert_eq!(leads[0].email.as_deref(), Some("ana@example.org"));
         assert_eq!(leads[0].conversation_id.as_deref(), Some("c_6"));
         assert!(emitted(&store).contains(&"lead.captured".to_string()));
+    }
+
+    /// The fake model, but a person takes the conversation over (through the store, as the
+    /// handoff route does) while it writes.
+    struct TakenOverMidAnswer<'a> {
+        store: &'a Store,
+        conversation: Conversation,
+    }
+
+    impl Generator for TakenOverMidAnswer<'_> {
+        fn generate(
+            &self,
+            messages: &[ChatMessage],
+            params: &crate::llm::GenParams,
+            on_token: &mut dyn FnMut(&str) -> bool,
+        ) -> anyhow::Result<crate::llm::GenStats> {
+            let mut taken = self.conversation.clone();
+            taken.hand_off("agent", 5);
+            self.store
+                .append_turn(&taken, &[], TurnExtras::default())
+                .unwrap();
+            FakeGenerator.generate(messages, params, on_token)
+        }
+
+        fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+            FakeGenerator.classify(messages, labels)
+        }
+
+        fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+            FakeGenerator.count_tokens(text)
+        }
+
+        fn context_size(&self) -> usize {
+            FakeGenerator.context_size()
+        }
+    }
+
+    #[test]
+    fn a_reply_finished_after_a_person_took_over_is_not_stored_or_returned() {
+        let (_dir, store, embedder) = fixture(BotSettings::default());
+        let conversation = new_conversation("c_7");
+        store
+            .append_turn(&conversation, &[], TurnExtras::default())
+            .unwrap();
+        let retriever = Retriever::new(store.clone(), embedder.clone());
+        let generator = TakenOverMidAnswer {
+            store: &store,
+            conversation: conversation.clone(),
+        };
+        let service = TurnService {
+            store: &store,
+            retriever: &retriever,
+            generator: &generator,
+            answers: None,
+            listener: &(),
+            timeout: Duration::from_secs(60),
+        };
+        let options = AskOptions {
+            min_score: 0.3,
+            ..AskOptions::default()
+        };
+        let asked = turn(
+            &store,
+            "How often must the espresso machine be descaled?",
+            conversation,
+        );
+        let sink = Sink {
+            on_retrieved: &mut |_| {},
+            on_token: &mut |_| true,
+        };
+        let outcome = service.answer(&asked, &options, sink).unwrap();
+        assert!(outcome.handed_off && outcome.reply.is_none(), "{outcome:?}");
+        assert_eq!(outcome.finish_reason(), "handed_off");
+        let messages = store.messages("c_7").unwrap();
+        let roles: Vec<_> = messages.iter().map(|m| m.role).collect();
+        assert_eq!(
+            roles,
+            [Role::User],
+            "the question stays, the reply does not"
+        );
+        let stored = store.get_conversation("c_7").unwrap();
+        assert_eq!(stored.handoff_reason.as_deref(), Some("agent"));
+        assert!(!emitted(&store).contains(&"message.unanswered".to_string()));
     }
 
     #[test]

@@ -1,0 +1,340 @@
+//! What the API returns for bots, conversations and their messages, keys, webhooks and
+//! chat answers: each view is built from the core's record by `from`, serialised as it
+//! is, and its schema is the OpenAPI document's, so the document and the responses are
+//! one type. (Core types carried unchanged inside a view take their schemas from
+//! `schemas.rs`.)
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::chat::Answer;
+use crate::domain::{
+    Bot, BotId, Conversation, ConversationState, Intent, LeadCapture, Message, Role, SourceRef,
+};
+use crate::ingest::fetch::redact_userinfo;
+use crate::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
+use crate::services::turn::TurnOutcome;
+use crate::store::Webhook;
+use crate::telemetry::unix_now;
+
+#[derive(Serialize, ToSchema)]
+pub struct SourceScheduleView {
+    pub url: String,
+    pub recrawl_every: Option<u64>,
+    pub last_crawl: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotView {
+    #[schema(value_type = String)]
+    pub id: BotId,
+    pub name: String,
+    pub source: String,
+    pub pages: u64,
+    pub chunks: u64,
+    pub test: bool,
+    pub system_prompt: Option<String>,
+    pub top_k: Option<usize>,
+    pub min_score: Option<f32>,
+    pub allowed_targets: Vec<String>,
+    /// Credentials in a source's URL are shown as `***`.
+    pub sources: Vec<SourceScheduleView>,
+    #[schema(value_type = super::schemas::LeadCapture)]
+    pub lead_capture: LeadCapture,
+    pub handoff_topics: Vec<String>,
+    pub fallback: Option<String>,
+    #[schema(value_type = Vec<super::schemas::Intent>)]
+    pub intents: Vec<Intent>,
+    pub created: u64,
+    pub updated: u64,
+}
+
+impl From<&Bot> for BotView {
+    fn from(bot: &Bot) -> BotView {
+        let settings = &bot.settings;
+        BotView {
+            id: bot.id.clone(),
+            name: bot.name.clone(),
+            source: bot.source.clone(),
+            pages: bot.pages,
+            chunks: bot.chunks,
+            test: bot.test,
+            system_prompt: settings.system_prompt.clone(),
+            top_k: settings.top_k,
+            min_score: settings.min_score,
+            allowed_targets: settings.allowed_targets.clone(),
+            sources: settings
+                .sources
+                .iter()
+                .map(|s| SourceScheduleView {
+                    url: redact_userinfo(&s.url),
+                    recrawl_every: s.recrawl_every,
+                    last_crawl: s.last_crawl,
+                })
+                .collect(),
+            lead_capture: settings.lead_capture.clone(),
+            handoff_topics: settings.handoff_topics.clone(),
+            fallback: settings.fallback.clone(),
+            intents: settings.intents.clone(),
+            created: bot.created_unix,
+            updated: bot.updated_unix,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BotList {
+    pub data: Vec<BotView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MessageView {
+    pub id: String,
+    /// `user`, `assistant` or `agent`.
+    #[schema(value_type = String)]
+    pub role: Role,
+    pub content: String,
+    #[schema(value_type = Vec<super::schemas::SourceRef>)]
+    pub sources: Vec<SourceRef>,
+    pub created: u64,
+    /// Agent messages: who wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+}
+
+impl From<&Message> for MessageView {
+    fn from(m: &Message) -> MessageView {
+        MessageView {
+            id: m.id.clone(),
+            role: m.role,
+            content: m.content.clone(),
+            sources: m.sources.clone(),
+            created: m.created,
+            author: m.author.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationView {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub bot_id: BotId,
+    pub user_id: Option<String>,
+    /// `open` or `handed_off`.
+    #[schema(value_type = String)]
+    pub state: ConversationState,
+    /// The quick reply last chosen.
+    pub intent: Option<String>,
+    pub handed_off_at: Option<u64>,
+    /// `visitor_request`, `topic`, `agent`, `api` or the reason given.
+    pub handoff_reason: Option<String>,
+    pub lead_id: Option<String>,
+    pub created: u64,
+    pub updated: u64,
+    /// Present when one conversation is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub messages: Option<Vec<MessageView>>,
+}
+
+impl ConversationView {
+    /// The conversation, with its messages when given.
+    pub fn new(c: &Conversation, messages: Option<&[Message]>) -> ConversationView {
+        ConversationView {
+            id: c.id.clone(),
+            bot_id: c.bot_id.clone(),
+            user_id: c.user_id.clone(),
+            state: c.state,
+            intent: c.intent.clone(),
+            handed_off_at: c.handed_off_at,
+            handoff_reason: c.handoff_reason.clone(),
+            lead_id: c.lead_id.clone(),
+            created: c.created,
+            updated: c.updated,
+            messages: messages.map(|m| m.iter().map(MessageView::from).collect()),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConversationList {
+    pub data: Vec<ConversationView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyView {
+    /// `key_…`: safe to show and log.
+    pub id: String,
+    /// The key's first characters, e.g. `sk_live_AbCd1234…`.
+    pub prefix: String,
+    /// `secret` or `public`.
+    #[serde(rename = "type")]
+    #[schema(value_type = String)]
+    pub kind: KeyKind,
+    /// `live` or `test`.
+    #[schema(value_type = String)]
+    pub env: KeyEnv,
+    pub admin: bool,
+    #[schema(value_type = Vec<String>)]
+    pub bots: Vec<BotId>,
+    pub origins: Vec<String>,
+    pub name: Option<String>,
+    pub created: u64,
+    pub revoked: Option<u64>,
+    pub expires: Option<u64>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(key: &ApiKey) -> KeyView {
+        KeyView {
+            id: key.id.clone(),
+            prefix: key.display_prefix(),
+            kind: key.kind,
+            env: key.env,
+            admin: key.scope == KeyScope::Admin,
+            bots: match &key.scope {
+                KeyScope::Admin => Vec::new(),
+                KeyScope::Bots(bots) => bots.clone(),
+            },
+            origins: key.origins.clone(),
+            name: key.name.clone(),
+            created: key.created,
+            revoked: key.revoked,
+            expires: key.expires,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct KeyList {
+    pub data: Vec<KeyView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A new key: `key` is shown here once and never again.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedKey {
+    pub key: String,
+    #[serde(flatten)]
+    pub record: KeyView,
+    /// After a rotation: the old key, with its deadline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replaces: Option<KeyView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    /// `whk_…`.
+    pub id: String,
+    #[schema(value_type = String)]
+    pub bot_id: BotId,
+    pub url: String,
+    pub events: Vec<String>,
+    /// The secret's first characters, to tell secrets apart.
+    pub secret_prefix: String,
+    /// During a rotation's overlap: when the previous secret stops signing.
+    pub previous_secret_expires: Option<u64>,
+    pub created: u64,
+}
+
+impl From<&Webhook> for WebhookView {
+    fn from(w: &Webhook) -> WebhookView {
+        WebhookView {
+            id: w.id.clone(),
+            bot_id: w.bot_id.clone(),
+            url: w.url.clone(),
+            events: w.events.clone(),
+            secret_prefix: format!("{}…", w.secret.chars().take(10).collect::<String>()),
+            previous_secret_expires: w.previous_until.filter(|u| *u > unix_now()),
+            created: w.created,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    pub data: Vec<WebhookView>,
+    pub next_cursor: Option<String>,
+}
+
+/// A webhook with its signing secret (`whsec_…`), shown on creation and rotation only.
+#[derive(Serialize, ToSchema)]
+pub struct CreatedWebhook {
+    pub secret: String,
+    #[serde(flatten)]
+    pub webhook: WebhookView,
+}
+
+impl From<&Webhook> for CreatedWebhook {
+    fn from(w: &Webhook) -> CreatedWebhook {
+        CreatedWebhook {
+            secret: w.secret.clone(),
+            webhook: WebhookView::from(w),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AssistantMessage {
+    pub role: String,
+    pub content: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Usage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+impl From<&Answer> for Usage {
+    fn from(answer: &Answer) -> Usage {
+        Usage {
+            prompt_tokens: answer.timings.prompt_tokens,
+            completion_tokens: answer.timings.completion_tokens,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ChatResponse {
+    pub conversation_id: String,
+    /// Absent (null) when a person has the conversation.
+    pub message_id: Option<String>,
+    pub message: Option<AssistantMessage>,
+    /// The sources the answer cites; `index` is the n of its `[n]`.
+    #[schema(value_type = Vec<super::schemas::SourceRef>)]
+    pub sources: Vec<SourceRef>,
+    /// `stop`, `length`, `unanswered`, `handed_off` or `cancelled`.
+    #[schema(value_type = String)]
+    pub finish_reason: &'static str,
+    pub answered: bool,
+    /// What the client should do next: `collect_lead` (show the lead form).
+    #[schema(value_type = Vec<String>)]
+    pub actions: Vec<&'static str>,
+    /// The bot's contact text, when it could not answer or handed off.
+    pub fallback: Option<String>,
+    pub usage: Usage,
+}
+
+impl ChatResponse {
+    /// A turn's answer as `POST /v1/chat` returns it without streaming.
+    pub fn new(conversation_id: String, outcome: TurnOutcome) -> ChatResponse {
+        let answer = &outcome.answer;
+        ChatResponse {
+            conversation_id,
+            message_id: outcome.reply.as_ref().map(|r| r.id.clone()),
+            message: outcome.reply.as_ref().map(|_| AssistantMessage {
+                role: "assistant".into(),
+                content: answer.answer.clone(),
+            }),
+            sources: answer.sources.clone(),
+            finish_reason: outcome.finish_reason(),
+            answered: answer.answered,
+            actions: outcome.actions.clone(),
+            fallback: outcome.fallback.clone(),
+            usage: Usage::from(answer),
+        }
+    }
+}

@@ -1,0 +1,408 @@
+//! Crawl jobs: a queue, one worker thread that runs them one at a time (never inside a
+//! request), their live progress, the sources a bot re-crawls on a schedule, and the
+//! scheduler that queues them when `recrawl_every` has passed.
+//!
+//! Crawls reach only public addresses unless the operator allowed private targets
+//! (`allow_private_targets`) or listed the origin in the bot's `allowed_targets`, and go
+//! through no proxy unless the operator configured one for crawling. Credentials in a
+//! source URL are used, never shown: `redacted` jobs and errors replace them by `***`.
+//! Job records are stored when queued, started and finished, so a job is known after a
+//! restart and one that was queued or running when the server stopped is run again when
+//! it starts (a crawl is one transaction: an interrupted one left the bot as its last
+//! complete crawl did). Live progress is kept in memory only.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::domain::{BotId, CrawlJob, JobState, Secret, SourceSchedule};
+use crate::embed::Embedding;
+use crate::ingest::fetch::redact_userinfo;
+use crate::ingest::ssrf::TargetGuard;
+use crate::ingest::{self, IngestRequest, IngestSummary, Source, crawl::CrawlOptions};
+use crate::store::Store;
+use crate::telemetry::unix_now;
+
+/// What the crawl worker needs from the node it runs in: the embedding its crawls use
+/// (none while the models load), and a word when a bot's content changed (its search
+/// indexes and cached answers are stale).
+pub trait CrawlHost: Send + Sync + 'static {
+    fn embedding(&self) -> Option<Embedding>;
+    fn crawled(&self, bot: &BotId);
+}
+
+/// A queued or running job: its record and its live progress.
+struct Job {
+    record: Mutex<CrawlJob>,
+    progress: JobProgress,
+}
+
+/// What a running crawl reports: its phase and how many pages it got through.
+#[derive(Default)]
+struct JobProgress {
+    phase: Mutex<String>,
+    pages: AtomicU64,
+}
+
+impl ingest::Progress for JobProgress {
+    fn set_message(&self, message: &str) {
+        *self.phase.lock().expect("progress lock") = message.to_string();
+    }
+
+    fn inc(&self, n: u64) {
+        self.pages.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+pub struct Jobs {
+    store: Store,
+    /// Queued and running jobs; finished ones are read from the store.
+    active: Mutex<HashMap<String, Arc<Job>>>,
+    queue: Mutex<Option<Sender<Arc<Job>>>>,
+    pub allow_private_targets: bool,
+    /// The proxy crawls go through, when the operator configured one (else none).
+    proxy: Option<Secret>,
+}
+
+/// The job as it may be shown: credentials in its URL or error replaced by `***`.
+pub fn redacted(mut job: CrawlJob) -> CrawlJob {
+    job.url = redact_userinfo(&job.url);
+    job.error = job.error.as_deref().map(redact_userinfo);
+    job
+}
+
+impl Jobs {
+    pub fn new(store: Store, allow_private_targets: bool, proxy: Option<Secret>) -> Jobs {
+        Jobs {
+            store,
+            active: Mutex::new(HashMap::new()),
+            queue: Mutex::new(None),
+            allow_private_targets,
+            proxy,
+        }
+    }
+
+    /// Makes `url` one of the bot's sources (re-crawled every `every` seconds when
+    /// given; one entry per URL) and queues its crawl now.
+    pub fn add_source(
+        &self,
+        bot: &BotId,
+        url: &Url,
+        every: Option<u64>,
+    ) -> anyhow::Result<CrawlJob> {
+        let source_url = url.to_string();
+        self.store.update_bot(bot, |record| {
+            let sources = &mut record.settings.sources;
+            sources.retain(|s| s.url != source_url);
+            sources.push(SourceSchedule {
+                url: source_url.clone(),
+                recrawl_every: every,
+                last_crawl: None,
+            });
+        })?;
+        self.submit(bot, url)
+    }
+
+    /// Queues a crawl of `url` into `bot`.
+    pub fn submit(&self, bot: &BotId, url: &Url) -> anyhow::Result<CrawlJob> {
+        let id = format!("job_{}", crate::keys::random_base62(16)?);
+        let job = CrawlJob::queued(id, bot.clone(), url.to_string(), unix_now());
+        self.store.put_job(&job)?;
+        self.enqueue(job.clone())?;
+        Ok(job)
+    }
+
+    /// Hands a stored job to the worker.
+    fn enqueue(&self, record: CrawlJob) -> anyhow::Result<()> {
+        let id = record.id.clone();
+        let job = Arc::new(Job {
+            record: Mutex::new(record),
+            progress: JobProgress::default(),
+        });
+        self.active
+            .lock()
+            .expect("jobs lock")
+            .insert(id, job.clone());
+        let queue = self.queue.lock().expect("jobs lock");
+        let sender = queue
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the crawl worker is not running"))?;
+        sender
+            .send(job)
+            .map_err(|_| anyhow::anyhow!("the crawl worker has stopped"))?;
+        Ok(())
+    }
+
+    /// A job's state: live progress while it is queued or running, else its stored record.
+    pub fn get(&self, id: &str) -> anyhow::Result<Option<CrawlJob>> {
+        let active = self.active.lock().expect("jobs lock").get(id).cloned();
+        let Some(job) = active else {
+            return Ok(self.store.get_job(id)?);
+        };
+        let mut record = job.record.lock().expect("job lock").clone();
+        if record.state == JobState::Running {
+            record.phase = job.progress.phase.lock().expect("progress lock").clone();
+            record.progress = job.progress.pages.load(Ordering::Relaxed);
+        }
+        Ok(Some(record))
+    }
+
+    /// Whether a crawl of `url` into `bot` is queued or running.
+    fn is_active(&self, bot: &BotId, url: &str) -> bool {
+        self.active.lock().expect("jobs lock").values().any(|job| {
+            let record = job.record.lock().expect("job lock");
+            &record.bot_id == bot && record.url == url
+        })
+    }
+
+    /// Queues again the jobs a stopped server left queued or running, oldest first.
+    fn resume(&self) -> anyhow::Result<usize> {
+        let mut unfinished: Vec<CrawlJob> = self
+            .store
+            .jobs()?
+            .into_iter()
+            .filter(|j| j.state.unfinished())
+            .collect();
+        unfinished.sort_by_key(|j| j.created);
+        let n = unfinished.len();
+        for mut job in unfinished {
+            job.state = JobState::Queued;
+            job.phase = "queued again after a restart".into();
+            self.store.put_job(&job)?;
+            self.enqueue(job)?;
+        }
+        Ok(n)
+    }
+}
+
+/// Starts the worker thread: runs queued jobs in order and, once a minute, queues the
+/// sources whose re-crawl is due. Unfinished jobs of a stopped server are queued first.
+pub fn start_worker(jobs: Arc<Jobs>, host: Arc<dyn CrawlHost>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    *jobs.queue.lock().expect("jobs lock") = Some(tx);
+    match jobs.resume() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("queued {n} crawl jobs left unfinished by the last run"),
+        Err(e) => tracing::error!("cannot resume unfinished crawl jobs: {e:#}"),
+    }
+    crate::telemetry::spawn_worker("docent-crawl", move |runtime| {
+        worker_loop(&jobs, host.as_ref(), &rx, runtime)
+    });
+}
+
+fn worker_loop(
+    jobs: &Jobs,
+    host: &dyn CrawlHost,
+    rx: &Receiver<Arc<Job>>,
+    runtime: &tokio::runtime::Runtime,
+) {
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(job) => run_job(jobs, host, &job, runtime),
+            Err(RecvTimeoutError::Timeout) => queue_due_recrawls(jobs),
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn queue_due_recrawls(jobs: &Jobs) {
+    let Ok(bots) = jobs.store.list_bots() else {
+        return;
+    };
+    let now = unix_now();
+    for bot in bots {
+        for source in &bot.settings.sources {
+            let Some(every) = source.recrawl_every else {
+                continue;
+            };
+            if source.last_crawl.is_some_and(|t| now < t + every)
+                || jobs.is_active(&bot.id, &source.url)
+            {
+                continue;
+            }
+            if let Ok(url) = Url::parse(&source.url)
+                && let Err(e) = jobs.submit(&bot.id, &url)
+            {
+                tracing::warn!(
+                    "cannot queue the re-crawl of {}: {e:#}",
+                    redact_userinfo(&source.url)
+                );
+            }
+        }
+    }
+}
+
+fn run_job(jobs: &Jobs, host: &dyn CrawlHost, job: &Job, runtime: &tokio::runtime::Runtime) {
+    let (bot, url) = {
+        let mut record = job.record.lock().expect("job lock");
+        record.state = JobState::Running;
+        record.phase.clear();
+        if let Err(e) = jobs.store.put_job(&record) {
+            tracing::warn!(job = record.id, "cannot record the job's start: {e:#}");
+        }
+        (record.bot_id.clone(), record.url.clone())
+    };
+    let result = crawl(jobs, host, job, &bot, &url, runtime);
+    host.crawled(&bot);
+    let _ = jobs.store.update_bot(&bot, |b| {
+        for source in b.settings.sources.iter_mut().filter(|s| s.url == url) {
+            source.last_crawl = Some(unix_now());
+        }
+    });
+    let mut record = job.record.lock().expect("job lock");
+    finish(&mut record, result);
+    if let Err(e) = jobs.store.put_job(&record) {
+        tracing::error!(job = record.id, "cannot record the job's result: {e:#}");
+    }
+    let id = record.id.clone();
+    drop(record);
+    jobs.active.lock().expect("jobs lock").remove(&id);
+}
+
+/// Records how a crawl ended: its counts, or its error without credentials.
+fn finish(record: &mut CrawlJob, result: anyhow::Result<IngestSummary>) {
+    record.finished = Some(unix_now());
+    record.phase.clear();
+    match result {
+        Ok(summary) => {
+            record.state = JobState::Done;
+            record.pages_indexed = Some(summary.pages_indexed);
+            record.pages_unchanged = Some(summary.pages_unchanged);
+            record.pages_skipped = Some(summary.pages_skipped);
+            record.pages_removed = Some(summary.pages_removed);
+            record.urls_refused = Some(summary.urls_refused);
+            record.chunks = Some(summary.chunks);
+        }
+        Err(e) => {
+            let error = redact_userinfo(&format!("{e:#}"));
+            tracing::warn!(job = record.id, "crawl failed: {error}");
+            record.state = JobState::Failed;
+            record.error = Some(error);
+        }
+    }
+}
+
+fn crawl(
+    jobs: &Jobs,
+    host: &dyn CrawlHost,
+    job: &Job,
+    bot: &BotId,
+    url: &str,
+    runtime: &tokio::runtime::Runtime,
+) -> anyhow::Result<IngestSummary> {
+    let embedding = host
+        .embedding()
+        .ok_or_else(|| anyhow::anyhow!("the models are not loaded yet"))?;
+    let record = jobs.store.get_bot(bot)?;
+    let guard = (!jobs.allow_private_targets).then(|| {
+        Arc::new(TargetGuard {
+            allowed_origins: record.exempt_origins(),
+        })
+    });
+    let request = IngestRequest {
+        bot: bot.clone(),
+        name: None,
+        source: Source::Web(Url::parse(url)?),
+        crawl: CrawlOptions {
+            guard,
+            proxy: jobs.proxy.clone(),
+            env_proxy: false,
+            ..CrawlOptions::default()
+        },
+        chunk: Default::default(),
+        test: record.test,
+    };
+    runtime.block_on(ingest::run(&jobs.store, embedding, request, &job.progress))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> CrawlJob {
+        let url = "https://ana:secret@docs.example/".to_string();
+        CrawlJob::queued("job_1".into(), BotId::parse("docs").unwrap(), url, 1)
+    }
+
+    #[test]
+    fn a_source_is_kept_once_per_url_with_its_schedule_and_each_crawl_is_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = BotId::parse("docs").unwrap();
+        store
+            .create_bot(&crate::domain::Bot {
+                id: id.clone(),
+                name: "Docs".into(),
+                source: "https://docs.example/".into(),
+                created_unix: 1,
+                updated_unix: 1,
+                pages: 0,
+                chunks: 0,
+                test: false,
+                settings: Default::default(),
+                embedder: None,
+            })
+            .unwrap();
+        let jobs = Jobs::new(store.clone(), false, None);
+        let url = Url::parse("https://docs.example/").unwrap();
+        // No worker yet: nothing can be queued.
+        assert!(jobs.submit(&id, &url).is_err());
+        let (tx, rx) = std::sync::mpsc::channel();
+        *jobs.queue.lock().unwrap() = Some(tx);
+        let first = jobs.add_source(&id, &url, Some(3600)).unwrap();
+        let second = jobs.add_source(&id, &url, None).unwrap();
+        let sources = store.get_bot(&id).unwrap().settings.sources;
+        assert_eq!(sources.len(), 1, "{sources:?}");
+        assert_eq!(
+            sources[0].recrawl_every, None,
+            "the last schedule given stands"
+        );
+        assert_eq!(
+            jobs.get(&first.id).unwrap().unwrap().state,
+            JobState::Queued
+        );
+        assert_eq!(store.get_job(&second.id).unwrap().unwrap(), second);
+        assert_eq!(rx.try_iter().count(), 2);
+        assert!(jobs.is_active(&id, url.as_str()));
+        assert!(jobs.get("job_unknown").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_finished_crawl_records_its_counts_and_a_failed_one_its_error_without_credentials() {
+        let mut done = job();
+        let summary = IngestSummary {
+            bot: "docs".into(),
+            pages_indexed: 4,
+            pages_unchanged: 1,
+            pages_skipped: 2,
+            pages_removed: 0,
+            urls_refused: 3,
+            chunks: 9,
+            seconds: 0.5,
+        };
+        finish(&mut done, Ok(summary));
+        assert_eq!(done.state, JobState::Done);
+        assert_eq!(
+            (done.pages_indexed, done.urls_refused, done.chunks),
+            (Some(4), Some(3), Some(9))
+        );
+        assert!(done.finished.is_some());
+        let mut failed = job();
+        let error = anyhow::anyhow!("cannot fetch https://ana:secret@docs.example/a");
+        finish(&mut failed, Err(error));
+        assert_eq!(failed.state, JobState::Failed);
+        // Stored without the credentials already, and shown without them.
+        assert!(!failed.error.as_deref().unwrap().contains("secret"));
+        let shown = redacted(failed);
+        assert!(!shown.url.contains("secret") && shown.url.contains("docs.example"));
+        let error = shown.error.unwrap();
+        assert!(
+            !error.contains("secret") && error.contains("docs.example/a"),
+            "{error}"
+        );
+    }
+}
