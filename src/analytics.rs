@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::domain::BotId;
 use crate::embed::Embedder;
-use crate::store::Store;
+use crate::ports::Storage;
 
 /// Two unanswered questions at least this similar (cosine of their embeddings) are the
 /// same gap.
@@ -175,7 +175,7 @@ fn day_of(unix: u64) -> i64 {
 /// The report for `bot` over the days `from..=to` (days since the epoch, UTC). Unanswered
 /// questions are grouped with `embedder`; without one each distinct question is a group.
 pub fn report(
-    store: &Store,
+    store: &dyn Storage,
     embedder: Option<&dyn Embedder>,
     bot: &BotId,
     from: i64,

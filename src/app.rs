@@ -1,12 +1,15 @@
-//! Wiring the CLI's commands and `docent eval` share: the models a configuration names,
-//! loaded behind their ports.
+//! Wiring the CLI's commands, `serve` and `docent eval` share: the models a configuration
+//! names, loaded behind their ports, and retrieval over the in-process search.
 
 use std::sync::Arc;
 
 use crate::config::{Config, RemoteLlm};
 use crate::embed::{Embedder, Embedding, MiniLm, Tokenizer, WordPiece};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
+use crate::ports::ContentStore;
 use crate::remote::{EmbedConfig, PoolConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
+use crate::retrieval::Retriever;
+use crate::search::InProcess;
 
 /// The embedder the configuration names: the remote engines `--embed-url` names (chunks
 /// still measured with MiniLM's tokenizer), else MiniLM in-process.
@@ -39,6 +42,13 @@ pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
 /// The embedder alone (searching, grouping questions): `load_embedding`'s.
 pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(load_embedding(config)?.embedder)
+}
+
+/// Retrieval over `store`'s content through the in-process search (HNSW and BM25), with
+/// queries embedded by `embedder`.
+pub fn retriever(store: Arc<dyn ContentStore>, embedder: Arc<dyn Embedder>) -> Retriever {
+    let search = Arc::new(InProcess::new(store.clone()));
+    Retriever::new(store, search, embedder)
 }
 
 /// The chat model: the remote engines `--llm-url` names, else the GGUF in-process with

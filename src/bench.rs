@@ -20,7 +20,6 @@ use crate::embed::{BATCH_SIZE, CandleMiniLm, Embedder, MiniLm, Tokenizer};
 use crate::index::{VectorIndex, exact_search, recall_at_k};
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::llm::{ChatMessage, GenParams, Generator, LlamaConfig, LlamaGenerator};
-use crate::store::Store;
 
 pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     let parts: Vec<&str> = args.only.split(',').map(str::trim).collect();
@@ -419,7 +418,7 @@ fn percentiles(times: &mut [Duration]) -> (f64, f64) {
 async fn bench_ingest(book: &Path, embedder: Arc<MiniLm>) -> anyhow::Result<Value> {
     let data = std::env::temp_dir().join(format!("docent-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
-    let store = Store::open(&data)?;
+    let store = crate::store::open(&data)?;
     let request = IngestRequest {
         bot: BotId::parse("bench").map_err(anyhow::Error::msg)?,
         name: None,
@@ -432,7 +431,13 @@ async fn bench_ingest(book: &Path, embedder: Arc<MiniLm>) -> anyhow::Result<Valu
         test: false,
     };
     let started = Instant::now();
-    let summary = ingest::run(&store, embedder.clone(), request, &ProgressBar::hidden()).await?;
+    let summary = ingest::run(
+        store.clone(),
+        embedder.clone(),
+        request,
+        &ProgressBar::hidden(),
+    )
+    .await?;
     let seconds = started.elapsed().as_secs_f64();
     // Reference: embedding the same chunk texts alone, with no crawl, chunking or storage.
     let bot = BotId::parse("bench").map_err(anyhow::Error::msg)?;

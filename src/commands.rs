@@ -15,14 +15,12 @@ use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
 use crate::domain::BotId;
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
-use crate::retrieval::Retriever;
-use crate::store::Store;
 use crate::telemetry::parse_duration;
 
 pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let source = Source::parse(&args.source, args.base_url.as_deref())?;
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     let embedding = load_embedding(config)?;
     let progress = progress_bar(args.json);
     let request = IngestRequest {
@@ -42,7 +40,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
         chunk: ChunkSpec::default(),
         test: args.test,
     };
-    let result = ingest::run(&store, embedding, request, &progress).await;
+    let result = ingest::run(store.clone(), embedding, request, &progress).await;
     progress.finish_and_clear();
     print_summary(args.json, &result?, |s| {
         format!(
@@ -61,11 +59,11 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
 /// `docent reindex`: the bot's stored chunks re-embedded with the configured embedder.
 pub async fn reindex(config: &Config, args: crate::cli::ReindexArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     store.get_bot(&bot)?;
     let embedding = load_embedding(config)?;
     let progress = progress_bar(args.json);
-    let result = ingest::reindex(&store, embedding, &bot, &progress).await;
+    let result = ingest::reindex(store.clone(), embedding, &bot, &progress).await;
     progress.finish_and_clear();
     print_summary(args.json, &result?, |s| {
         format!(
@@ -118,13 +116,17 @@ impl ingest::Progress for ProgressBar {
     fn inc(&self, n: u64) {
         ProgressBar::inc(self, n);
     }
+
+    fn set_total(&self, total: u64) {
+        ProgressBar::set_length(self, total);
+    }
 }
 
 pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     store.get_bot(&bot)?;
-    let retriever = Retriever::new(store, load_embedder(config)?);
+    let retriever = crate::app::retriever(store, load_embedder(config)?);
     let generator = load_generator(config, 1)?;
     // Flags win over the bot's own settings, which win over the config.
     let settings = retriever.store().get_bot(&bot)?.settings;
@@ -208,7 +210,7 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
 }
 
 pub fn bots(config: &Config, command: BotsCommand) -> anyhow::Result<()> {
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     match command {
         BotsCommand::List { json } => {
             let bots = store.list_bots()?;
@@ -265,7 +267,7 @@ pub fn bots(config: &Config, command: BotsCommand) -> anyhow::Result<()> {
 
 pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     use crate::server::views::{CreatedKey, KeyView};
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     let print = |json: bool, value: serde_json::Value, text: String| {
         if json {
             println!("{value}");
@@ -381,12 +383,12 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 /// background, serve until SIGINT/SIGTERM.
 pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()> {
     use crate::server::{self, Engine, Limits};
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     let marker = config.data_dir.join(server::SERVE_MARKER);
     std::fs::write(&marker, format!("{}\n", std::process::id()))
         .with_context(|| format!("failed to write {}", marker.display()))?;
     let _remove_marker = RemoveOnDrop(marker);
-    if let Some(path) = server::bootstrap_admin_key(&store, &config.data_dir)? {
+    if let Some(path) = server::bootstrap_admin_key(store.as_ref(), &config.data_dir)? {
         eprintln!(
             "created the first admin key; it is in {} (readable only by this user)",
             path.display()
@@ -514,10 +516,10 @@ pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Re
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let (from, to) =
         analytics_range(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     store.get_bot(&bot)?;
     let embedder = load_embedder(config)?;
-    let report = crate::analytics::report(&store, Some(embedder.as_ref()), &bot, from, to)?;
+    let report = crate::analytics::report(store.as_ref(), Some(embedder.as_ref()), &bot, from, to)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());

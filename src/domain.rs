@@ -478,7 +478,9 @@ pub struct CrawlJob {
     /// While running: what the crawler is doing and how far it got.
     pub phase: String,
     pub progress: u64,
-    /// How many pages the crawl will take, where it is known (not yet: always null).
+    /// The pages in sight: every URL the crawl has found so far, up to what it may fetch
+    /// (it grows as pages link to more, and equals `progress` when the crawl ends); null
+    /// until the first page is fetched.
     pub total: Option<u64>,
     pub pages_indexed: Option<usize>,
     pub pages_unchanged: Option<usize>,

@@ -19,7 +19,7 @@ use serde_json::json;
 use sha2::Sha256;
 
 use crate::ingest::ssrf::{PublicResolver, TargetGuard};
-use crate::store::{Attempt, DueDelivery, Outcome, Store, now_ms};
+use crate::ports::{Attempt, DueDelivery, OutboxStore, Outcome, now_ms};
 
 pub use crate::domain::event_kinds::{
     CONVERSATION_HANDOFF, CONVERSATION_STARTED, LEAD_CAPTURED, MESSAGE_UNANSWERED, TYPES,
@@ -114,7 +114,7 @@ pub fn backoff(base: Duration, attempts: usize, retry_after: Option<Duration>) -
 }
 
 /// The JSON body of a delivery.
-pub fn payload(event: &crate::store::Event) -> Vec<u8> {
+pub fn payload(event: &crate::ports::Event) -> Vec<u8> {
     serde_json::to_vec(&json!({
         "id": event.id,
         "type": event.kind,
@@ -146,7 +146,11 @@ impl DeliveryStats {
 }
 
 /// Starts the delivery worker on a thread of its own; it runs as long as the process.
-pub fn start_worker(store: Store, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
+pub fn start_worker(
+    store: Arc<dyn OutboxStore>,
+    config: DeliveryConfig,
+    stats: Arc<DeliveryStats>,
+) {
     crate::telemetry::spawn_worker("docent-webhooks", move |runtime| {
         runtime.block_on(run(store, config, stats))
     });
@@ -169,7 +173,7 @@ fn client(config: &DeliveryConfig) -> anyhow::Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
-async fn run(store: Store, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
+async fn run(store: Arc<dyn OutboxStore>, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
     let client = match client(&config) {
         Ok(client) => client,
         Err(e) => {
@@ -275,7 +279,7 @@ async fn run(store: Store, config: DeliveryConfig, stats: Arc<DeliveryStats>) {
         let recorded = tokio::task::spawn_blocking(move || {
             writer.record_attempts(&finished)?;
             counted.count(&finished);
-            Ok::<_, crate::store::Error>(())
+            Ok::<_, crate::ports::Error>(())
         });
         match recorded.await {
             Ok(Ok(())) => {}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use docent::cli::{Cli, Command, ConfigCommand, EvalCommand};
 use docent::config::{self, Config};
-use docent::{bench, commands, eval, store};
+use docent::{bench, commands, eval, ports};
 
 /// candle allocates a fresh buffer per tensor op; with glibc's malloc every large one is an
 /// mmap/munmap pair and a storm of page faults. mimalloc keeps and reuses that memory.
@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // A database held by another process is an expected condition with its own code.
-            if let Some(store::Error::Locked(dir)) = e.downcast_ref::<store::Error>() {
+            if let Some(ports::Error::Locked(dir)) = e.downcast_ref::<ports::Error>() {
                 if dir.join(docent::server::SERVE_MARKER).exists() {
                     eprintln!(
                         "error: docent serve is running on {}; use the API",

@@ -1,20 +1,18 @@
-//! Retrieval: hybrid search over a bot's chunks. The query is embedded and searched in the
-//! bot's vector index (HNSW, cosine) and, for exact terms the embedder misses, in its
-//! keyword index (BM25); the two candidate lists are fused by a convex combination of their
-//! min-max-normalised scores. Both indexes are derived data, built from the store the first
-//! time a bot is queried.
+//! Retrieval: hybrid search over a bot's chunks. The query is embedded and searched through
+//! the `Search` port, by vector (cosine) and, for exact terms the embedder misses, by
+//! keyword; the two candidate lists are fused here by a convex combination of their
+//! min-max-normalised scores, whichever engine found them (`crate::search` is the
+//! in-process one).
 //!
 //! Every hit's `score` is its cosine similarity to the query, whichever index found it, so
 //! thresholds on evidence mean the same thing for every hit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::domain::{BotId, Chunk};
 use crate::embed::Embedder;
-use crate::index::VectorIndex;
-use crate::keyword::KeywordIndex;
-use crate::store::Store;
+use crate::ports::{ContentStore, Search};
 
 #[derive(Debug, Clone)]
 pub struct Retrieved {
@@ -44,25 +42,31 @@ const DENSE_WEIGHT: f32 = 0.5;
 /// Candidates taken from each index before fusion, at least.
 const CANDIDATES: usize = 50;
 
-struct BotIndexes {
-    vectors: VectorIndex,
-    keywords: KeywordIndex,
-}
-
+/// The retrieval service: embeds the query, asks the `Search` port for each side's
+/// candidates, fuses them, and reads the chunks and their cosine scores from the store.
 pub struct Retriever {
-    store: Store,
+    store: Arc<dyn ContentStore>,
+    search: Arc<dyn Search>,
     embedder: Arc<dyn Embedder>,
     mode: Mode,
-    indexes: Mutex<HashMap<BotId, Arc<BotIndexes>>>,
+    /// Bots whose vectors this embedder is known to have made (checked once, until the
+    /// bot's content changes).
+    checked: Mutex<HashSet<BotId>>,
 }
 
 impl Retriever {
-    pub fn new(store: Store, embedder: Arc<dyn Embedder>) -> Retriever {
+    /// Search through `search` over `store`'s content, with queries embedded by `embedder`.
+    pub fn new(
+        store: Arc<dyn ContentStore>,
+        search: Arc<dyn Search>,
+        embedder: Arc<dyn Embedder>,
+    ) -> Retriever {
         Retriever {
             store,
+            search,
             embedder,
             mode: Mode::default(),
-            indexes: Mutex::new(HashMap::new()),
+            checked: Mutex::new(HashSet::new()),
         }
     }
 
@@ -72,47 +76,38 @@ impl Retriever {
         self
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    pub fn store(&self) -> &dyn ContentStore {
+        self.store.as_ref()
     }
 
     pub fn embedder(&self) -> &Arc<dyn Embedder> {
         &self.embedder
     }
 
-    /// The bot's indexes, built from its stored vectors and chunks the first time they are
-    /// asked for.
-    fn indexes(&self, bot: &BotId) -> anyhow::Result<Arc<BotIndexes>> {
-        if let Some(index) = self.indexes.lock().expect("index lock").get(bot) {
-            return Ok(index.clone());
+    /// Vectors of another embedder would be searched with a meaningless query vector.
+    fn check_embedder(&self, bot: &BotId) -> anyhow::Result<()> {
+        if self.checked.lock().expect("checked lock").contains(bot) {
+            return Ok(());
         }
-        // Vectors of another embedder would be searched with a meaningless query vector.
         let record = self.store.get_bot(bot)?;
         record.check_embedder(&self.embedder.id()?, &crate::embed::minilm_id())?;
-        let vectors = VectorIndex::build(&self.store.vectors(bot)?);
-        let texts: Vec<(u64, String)> = self
-            .store
-            .bot_chunks(bot)?
-            .into_iter()
-            .map(|(id, chunk)| (id, chunk.embedding_text()))
-            .collect();
-        let keywords = KeywordIndex::build(&texts);
-        let indexes = Arc::new(BotIndexes { vectors, keywords });
-        self.indexes
+        self.checked
             .lock()
-            .expect("index lock")
-            .insert(bot.clone(), indexes.clone());
-        Ok(indexes)
+            .expect("checked lock")
+            .insert(bot.clone());
+        Ok(())
     }
 
-    /// Forgets a bot's indexes so the next query rebuilds them (after an ingest or delete).
+    /// Forgets what was derived from a bot's content so the next query rebuilds it (after
+    /// an ingest or delete).
     pub fn invalidate(&self, bot: &BotId) {
-        self.indexes.lock().expect("index lock").remove(bot);
+        self.checked.lock().expect("checked lock").remove(bot);
+        self.search.invalidate(bot);
     }
 
     /// The `k` best chunks for `query`, best first. Blocking: call off the async runtime.
     pub fn retrieve(&self, bot: &BotId, query: &str, k: usize) -> anyhow::Result<Vec<Retrieved>> {
-        let indexes = self.indexes(bot)?;
+        self.check_embedder(bot)?;
         if k == 0 {
             return Ok(Vec::new());
         }
@@ -122,24 +117,37 @@ impl Retriever {
             .pop()
             .ok_or_else(|| anyhow::anyhow!("embedder returned no vector"))?;
         let depth = CANDIDATES.max(k * 2);
-        let dense: Vec<(u64, f32)> = if self.mode == Mode::Keyword {
-            Vec::new()
-        } else {
-            let hits = indexes.vectors.search(&query_vector, depth);
-            hits.into_iter().map(|h| (h.chunk_id, h.score)).collect()
+        let dense = match self.mode {
+            Mode::Keyword => Vec::new(),
+            _ => self.search.dense(bot, &query_vector, depth)?,
         };
-        let keyword: Vec<(u64, f32)> = if self.mode == Mode::Dense {
-            Vec::new()
-        } else {
-            indexes.keywords.search(query, depth)
+        let keyword = match self.mode {
+            Mode::Dense => Vec::new(),
+            _ => self.search.keyword(bot, query, depth)?,
         };
         let ranked = fuse(&dense, &keyword, k);
-        // Cosine similarities: known for dense hits, computed for keyword-only ones.
-        let cosine: HashMap<u64, f32> = dense.iter().copied().collect();
+        let scores = self.cosines(&dense, &ranked, &query_vector)?;
+        let chunks = self.store.chunks(&ranked)?;
+        Ok(chunks
+            .into_iter()
+            .zip(scores)
+            .map(|(chunk, score)| Retrieved { chunk, score })
+            .collect())
+    }
+
+    /// The cosine similarity of each ranked chunk to the query: known for dense hits,
+    /// computed from stored vectors for keyword-only ones.
+    fn cosines(
+        &self,
+        dense: &[(u64, f32)],
+        ranked: &[u64],
+        query: &[f32],
+    ) -> anyhow::Result<Vec<f32>> {
+        let known: HashMap<u64, f32> = dense.iter().copied().collect();
         let missing: Vec<u64> = ranked
             .iter()
             .copied()
-            .filter(|id| !cosine.contains_key(id))
+            .filter(|id| !known.contains_key(id))
             .collect();
         let computed: HashMap<u64, f32> = missing
             .iter()
@@ -148,17 +156,12 @@ impl Retriever {
                 self.store
                     .vectors_of(&missing)?
                     .iter()
-                    .map(|v| crate::index::dot(v, &query_vector)),
+                    .map(|v| crate::index::dot(v, query)),
             )
             .collect();
-        let chunks = self.store.chunks(&ranked)?;
-        Ok(chunks
-            .into_iter()
-            .zip(&ranked)
-            .map(|(chunk, id)| Retrieved {
-                chunk,
-                score: cosine.get(id).or(computed.get(id)).copied().unwrap_or(0.0),
-            })
+        Ok(ranked
+            .iter()
+            .map(|id| known.get(id).or(computed.get(id)).copied().unwrap_or(0.0))
             .collect())
     }
 }
@@ -189,6 +192,163 @@ fn fuse(dense: &[(u64, f32)], keyword: &[(u64, f32)], k: usize) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::EmbedderId;
+    use crate::embed::FakeEmbedder;
+    use crate::ingest::{Document, IngestRequest, Source};
+    use crate::ports::ContentStore;
+
+    /// A search engine that answers with scripted candidates and records what it was
+    /// asked, standing in for any engine behind the port.
+    #[derive(Default)]
+    struct Scripted {
+        dense: Vec<(u64, f32)>,
+        keyword: Vec<(u64, f32)>,
+        asked: Mutex<Vec<String>>,
+    }
+
+    impl Search for Scripted {
+        fn dense(&self, _: &BotId, query: &[f32], k: usize) -> anyhow::Result<Vec<(u64, f32)>> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("dense {} {k}", query.len()));
+            Ok(self.dense.clone())
+        }
+
+        fn keyword(&self, _: &BotId, query: &str, k: usize) -> anyhow::Result<Vec<(u64, f32)>> {
+            self.asked
+                .lock()
+                .unwrap()
+                .push(format!("keyword {query} {k}"));
+            Ok(self.keyword.clone())
+        }
+
+        fn invalidate(&self, bot: &BotId) {
+            self.asked.lock().unwrap().push(format!("invalidate {bot}"));
+        }
+    }
+
+    /// A store holding bot `docs` with three one-chunk pages, and their chunk ids in page
+    /// order (a, b, c).
+    fn store_with_three_pages() -> (tempfile::TempDir, Arc<dyn ContentStore>, Vec<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn ContentStore> = crate::store::open(dir.path()).unwrap();
+        let documents = [
+            "alpha river stones",
+            "beta mountain paths",
+            "gamma forest trails",
+        ]
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Document {
+            url: format!("https://docs.example/{i}"),
+            title: format!("Page {i}"),
+            text: text.to_string(),
+        })
+        .collect();
+        let request = IngestRequest {
+            bot: BotId::parse("docs").unwrap(),
+            name: None,
+            source: Source::Documents {
+                name: "docs".into(),
+                documents: Arc::new(documents),
+            },
+            crawl: Default::default(),
+            chunk: Default::default(),
+            test: false,
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let embedder = Arc::new(FakeEmbedder::default());
+        runtime
+            .block_on(crate::ingest::run(store.clone(), embedder, request, &()))
+            .unwrap();
+        let mut pages = store.pages(&BotId::parse("docs").unwrap()).unwrap();
+        pages.sort_by(|x, y| x.url.cmp(&y.url));
+        let ids = pages.iter().map(|p| p.chunk_ids[0]).collect();
+        (dir, store, ids)
+    }
+
+    #[test]
+    fn candidates_from_any_search_engine_are_fused_and_scored_by_cosine_here() {
+        let (_dir, store, ids) = store_with_three_pages();
+        let (a, b, c) = (ids[0], ids[1], ids[2]);
+        let search = Arc::new(Scripted {
+            dense: vec![(a, 0.9), (c, 0.5)],
+            keyword: vec![(b, 7.0), (a, 5.0), (c, 3.0)],
+            ..Scripted::default()
+        });
+        let embedder: Arc<dyn Embedder> = Arc::new(FakeEmbedder::default());
+        let retriever = Retriever::new(store.clone(), search.clone(), embedder.clone());
+        let bot = BotId::parse("docs").unwrap();
+        let hits = retriever.retrieve(&bot, "beta paths", 3).unwrap();
+        // Fused: a 0.5 + 0.25, b 0.5, c 0 (each list min-max normalised, halved).
+        let urls: Vec<&str> = hits.iter().map(|h| h.chunk.url.as_str()).collect();
+        assert_eq!(
+            urls,
+            [
+                "https://docs.example/0",
+                "https://docs.example/1",
+                "https://docs.example/2"
+            ]
+        );
+        // Dense hits keep the engine's cosine; the keyword-only one gets its own from the
+        // stored vector, so every score means the same.
+        let query = embedder.embed(&["beta paths"]).unwrap().remove(0);
+        let stored = store.vectors_of(&[b]).unwrap().remove(0);
+        assert_eq!(hits[0].score, 0.9);
+        assert_eq!(hits[1].score, crate::index::dot(&stored, &query));
+        assert!(hits[1].score > 0.0);
+        assert_eq!(hits[2].score, 0.5);
+        assert_eq!(
+            *search.asked.lock().unwrap(),
+            [
+                format!("dense {} 50", FakeEmbedder::DIM),
+                "keyword beta paths 50".to_string()
+            ]
+        );
+    }
+
+    #[test]
+    fn a_mode_asks_one_side_and_a_foreign_embedder_is_refused_before_searching() {
+        let (_dir, store, ids) = store_with_three_pages();
+        let search = Arc::new(Scripted {
+            dense: vec![(ids[2], 0.4)],
+            keyword: vec![(ids[0], 1.0)],
+            ..Scripted::default()
+        });
+        let embedder: Arc<dyn Embedder> = Arc::new(FakeEmbedder::default());
+        let bot = BotId::parse("docs").unwrap();
+        let dense =
+            Retriever::new(store.clone(), search.clone(), embedder.clone()).with_mode(Mode::Dense);
+        let hits = dense.retrieve(&bot, "gamma", 5).unwrap();
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].chunk.url, "https://docs.example/2");
+        dense.invalidate(&bot);
+        assert_eq!(
+            *search.asked.lock().unwrap(),
+            [
+                format!("dense {} 50", FakeEmbedder::DIM),
+                "invalidate docs".to_string()
+            ]
+        );
+        store
+            .update_bot(&bot, &mut |b| {
+                b.embedder = Some(EmbedderId::new("another-model", 3))
+            })
+            .unwrap();
+        search.asked.lock().unwrap().clear();
+        let error = dense.retrieve(&bot, "gamma", 5).unwrap_err();
+        assert!(
+            error
+                .downcast_ref::<crate::domain::EmbedderMismatch>()
+                .is_some(),
+            "{error:#}"
+        );
+        assert!(search.asked.lock().unwrap().is_empty());
+    }
 
     #[test]
     fn fusion_rewards_agreement_and_keeps_a_single_list_in_order() {

@@ -1,9 +1,11 @@
-//! The redb database: the source of truth for bots, pages, chunks and vectors.
+//! The redb adapter of the storage ports (`crate::ports`): one embedded database file,
+//! the source of truth for a one-box node.
 //!
 //! Every durable change is one write transaction, so a crash at any moment leaves the
-//! previous committed state. The vector index (`index.rs`) is derived from this data.
+//! previous committed state. The search indexes (`crate::search`) are derived from this
+//! data.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,11 +15,13 @@ use crate::domain::{
     Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role, TurnEvent,
 };
 use crate::keys::ApiKey;
+use crate::ports::{
+    Appended, ContentStore, ConversationStore, Erased, Error, IngestCommit, JobStore, KeyStore,
+    NewEvent, Result, Storage, TurnExtras, now_ms,
+};
 
 mod events;
-pub use events::{
-    Attempt, Delivery, DueDelivery, Event, NewEvent, Outcome, Webhook, now_ms, time_ordered_id,
-};
+use events::LEADS;
 
 const BOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("bots");
 /// Keyed by (bot id, page url).
@@ -63,26 +67,6 @@ pub const DB_FILE: &str = "docent.redb";
 /// vectors and chunks, once per process; a conversation's messages) fits in this.
 const DB_CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("bot {0} not found")]
-    BotNotFound(BotId),
-    #[error(
-        "the database in {0} is in use by another docent process (is `docent serve` running on it?)"
-    )]
-    Locked(PathBuf),
-    #[error("bot {0} already exists")]
-    BotExists(BotId),
-    #[error("conversation {0} not found")]
-    ConversationNotFound(String),
-    #[error("key {0} not found")]
-    KeyNotFound(String),
-    #[error(transparent)]
-    Other(#[from] anyhow::Error),
-}
-
-type Result<T, E = Error> = std::result::Result<T, E>;
-
 /// A handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -92,52 +76,10 @@ pub struct Store {
     outbox: Arc<tokio::sync::Notify>,
 }
 
-/// What `Store::erase_user` erased.
-#[derive(Debug, Clone, Default)]
-pub struct Erased {
-    pub conversations: Vec<String>,
-    pub leads: usize,
-}
-
-/// What `Store::append_turn` wrote.
-#[derive(Debug, Clone)]
-pub struct Appended {
-    /// The conversation record as stored.
-    pub conversation: Conversation,
-    /// The position of the first message appended.
-    pub first_position: u32,
-    /// The messages as stored (without a bot reply the turn brought to a conversation a
-    /// person took over meanwhile).
-    pub messages: Vec<Message>,
-    /// A bot reply was left out for that reason.
-    pub reply_dropped: bool,
-}
-
-/// What else a conversation turn writes in its transaction.
-#[derive(Debug, Default)]
-pub struct TurnExtras {
-    /// Events the turn caused beyond those the store derives itself
-    /// (`conversation.started`, `conversation.handoff`, `lead.captured`).
-    pub events: Vec<NewEvent>,
-    /// Contact details the visitor gave in this turn.
-    pub lead: Option<Lead>,
-    /// When the turn began (ms), for a turn that may outlive an erasure of its user: if
-    /// the user was erased since, nothing is written.
-    pub started_ms: Option<u64>,
-}
-
-/// Everything one ingest run changes, applied in a single transaction.
-pub struct IngestCommit {
-    /// The run's id, under which it staged its chunks.
-    pub ingest: String,
-    pub bot: Bot,
-    /// The bot existed when the run began (so, if it is gone now, it was deleted).
-    pub bot_existed: bool,
-    /// New or changed pages; their `chunk_ids` are chunks the run staged.
-    pub upserts: Vec<Page>,
-    /// Pages that stay, with caching headers refreshed (their chunks are kept as they are).
-    pub touched: Vec<Page>,
-    pub removed_urls: Vec<String>,
+/// The database in `data_dir` (opened, or created) behind the storage ports, as a node
+/// and the CLI's commands share it.
+pub fn open(data_dir: &Path) -> Result<Arc<dyn Storage>> {
+    Ok(Arc::new(Store::open(data_dir)?))
 }
 
 impl Store {
@@ -216,13 +158,10 @@ impl Store {
     fn outbox_written(&self) {
         self.outbox.notify_one();
     }
+}
 
-    /// What the delivery worker waits on between rounds.
-    pub fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
-        self.outbox.clone()
-    }
-
-    pub fn get_bot(&self, id: &BotId) -> Result<Bot> {
+impl ContentStore for Store {
+    fn get_bot(&self, id: &BotId) -> Result<Bot> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(BOTS).context("open bots")?;
         let raw = table.get(id.as_str()).context("read bot")?;
@@ -232,7 +171,7 @@ impl Store {
         }
     }
 
-    pub fn list_bots(&self) -> Result<Vec<Bot>> {
+    fn list_bots(&self) -> Result<Vec<Bot>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(BOTS).context("open bots")?;
         let mut bots = Vec::new();
@@ -243,8 +182,105 @@ impl Store {
         Ok(bots)
     }
 
-    /// The bot's pages, keyed by URL.
-    pub fn pages(&self, bot: &BotId) -> Result<Vec<Page>> {
+    fn create_bot(&self, bot: &Bot) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            if bots.get(bot.id.as_str()).context("read bot")?.is_some() {
+                return Err(Error::BotExists(bot.id.clone()));
+            }
+            bots.insert(bot.id.as_str(), encode(bot)?.as_slice())
+                .context("write bot")?;
+        }
+        txn.commit().context("failed to commit bot")?;
+        Ok(())
+    }
+
+    fn update_bot(&self, id: &BotId, change: &mut dyn FnMut(&mut Bot)) -> Result<Bot> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let bot = {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            let raw = bots
+                .get(id.as_str())
+                .context("read bot")?
+                .map(|r| r.value().to_vec());
+            let Some(raw) = raw else {
+                return Err(Error::BotNotFound(id.clone()));
+            };
+            let mut bot: Bot = decode(&raw)?;
+            change(&mut bot);
+            bots.insert(id.as_str(), encode(&bot)?.as_slice())
+                .context("write bot")?;
+            bot
+        };
+        txn.commit().context("failed to commit bot")?;
+        Ok(bot)
+    }
+
+    fn delete_bot(&self, id: &BotId) -> Result<Vec<String>> {
+        let txn = self.db.begin_write().context("begin write")?;
+        if txn
+            .open_table(BOTS)
+            .context("open bots")?
+            .get(id.as_str())
+            .context("read bot")?
+            .is_none()
+        {
+            return Err(Error::BotNotFound(id.clone()));
+        }
+        let conversations: Vec<String> = {
+            let by_bot = txn
+                .open_table(CONVERSATIONS_BY_BOT)
+                .context("open conversations_by_bot")?;
+            let mut ids = Vec::new();
+            for entry in by_bot
+                .range((id.as_str(), "")..)
+                .context("range conversations_by_bot")?
+            {
+                let (key, _) = entry.context("read conversations_by_bot")?;
+                let (bot, conversation) = key.value();
+                if bot != id.as_str() {
+                    break;
+                }
+                ids.push(conversation.to_string());
+            }
+            ids
+        };
+        delete_conversations_in(&txn, &conversations)?;
+        events::delete_bot_in(&txn, id)?;
+        txn.open_table(ERASED)
+            .context("open erased")?
+            .insert(bot_erasure(id.as_str()).as_str(), now_ms())
+            .context("write erasure")?;
+        {
+            let mut bots = txn.open_table(BOTS).context("open bots")?;
+            let mut pages = txn.open_table(PAGES).context("open pages")?;
+            let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
+            let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
+            let mut existing: Vec<Page> = Vec::new();
+            for entry in pages.range((id.as_str(), "")..).context("range pages")? {
+                let (key, raw) = entry.context("read page")?;
+                if key.value().0 != id.as_str() {
+                    break;
+                }
+                existing.push(decode(raw.value())?);
+            }
+            for page in existing {
+                pages
+                    .remove((id.as_str(), page.url.as_str()))
+                    .context("remove page")?;
+                for chunk_id in page.chunk_ids {
+                    chunks.remove(chunk_id).context("remove chunk")?;
+                    vectors.remove(chunk_id).context("remove vector")?;
+                }
+            }
+            bots.remove(id.as_str()).context("remove bot")?;
+        }
+        txn.commit().context("failed to commit delete")?;
+        Ok(conversations)
+    }
+
+    fn pages(&self, bot: &BotId) -> Result<Vec<Page>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(PAGES).context("open pages")?;
         let mut pages = Vec::new();
@@ -259,8 +295,7 @@ impl Store {
         Ok(pages)
     }
 
-    /// All (chunk id, vector) pairs of a bot, for building its index.
-    pub fn vectors(&self, bot: &BotId) -> Result<Vec<(u64, Vec<f32>)>> {
+    fn vectors(&self, bot: &BotId) -> Result<Vec<(u64, Vec<f32>)>> {
         let pages = self.pages(bot)?;
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(VECTORS).context("open vectors")?;
@@ -275,8 +310,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The vectors of the given chunks, in order.
-    pub fn vectors_of(&self, ids: &[u64]) -> Result<Vec<Vec<f32>>> {
+    fn vectors_of(&self, ids: &[u64]) -> Result<Vec<Vec<f32>>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(VECTORS).context("open vectors")?;
         let mut out = Vec::with_capacity(ids.len());
@@ -290,8 +324,7 @@ impl Store {
         Ok(out)
     }
 
-    /// All (chunk id, chunk) pairs of a bot, for building its keyword index.
-    pub fn bot_chunks(&self, bot: &BotId) -> Result<Vec<(u64, Chunk)>> {
+    fn bot_chunks(&self, bot: &BotId) -> Result<Vec<(u64, Chunk)>> {
         let ids: Vec<u64> = self
             .pages(bot)?
             .iter()
@@ -301,7 +334,7 @@ impl Store {
         Ok(ids.into_iter().zip(chunks).collect())
     }
 
-    pub fn chunks(&self, ids: &[u64]) -> Result<Vec<Chunk>> {
+    fn chunks(&self, ids: &[u64]) -> Result<Vec<Chunk>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(CHUNKS).context("open chunks")?;
         let mut out = Vec::with_capacity(ids.len());
@@ -315,10 +348,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes an ingest's new chunks and vectors before its commit, in one transaction, and
-    /// returns their ids. They stay invisible (no page lists them) until `commit_ingest`
-    /// names them; `discard_staged` removes them if the run fails.
-    pub fn stage_chunks(&self, ingest: &str, batch: &[(Chunk, Vec<f32>)]) -> Result<Vec<u64>> {
+    fn stage_chunks(&self, ingest: &str, batch: &[(Chunk, Vec<f32>)]) -> Result<Vec<u64>> {
         let txn = self.db.begin_write().context("begin write")?;
         let ids = {
             let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
@@ -350,23 +380,20 @@ impl Store {
         Ok(ids)
     }
 
-    /// Removes the chunks an ingest staged (every ingest's with `None`); returns how many.
-    pub fn discard_staged(&self, ingest: Option<&str>) -> Result<usize> {
+    fn discard_staged(&self, ingest: Option<&str>) -> Result<usize> {
         let txn = self.db.begin_write().context("begin write")?;
         let removed = discard_staged_in(&txn, ingest)?;
         txn.commit().context("failed to commit discarded chunks")?;
         Ok(removed)
     }
 
-    /// Chunks staged and not yet committed or discarded.
-    pub fn staged_chunks(&self) -> Result<u64> {
+    fn staged_chunks(&self) -> Result<u64> {
         let txn = self.db.begin_read().context("begin read")?;
         let staged = txn.open_table(STAGED).context("open staged_chunks")?;
         Ok(redb::ReadableTableMetadata::len(&staged).context("count staged chunks")?)
     }
 
-    /// Applies one ingest run atomically: either all of it is visible afterwards, or none.
-    pub fn commit_ingest(&self, commit: IngestCommit) -> Result<()> {
+    fn commit_ingest(&self, commit: IngestCommit) -> Result<()> {
         let bot = commit.bot.id.as_str();
         let txn = self.db.begin_write().context("begin write")?;
         {
@@ -431,114 +458,10 @@ impl Store {
         txn.commit().context("failed to commit ingest")?;
         Ok(())
     }
-
-    /// Creates a bot with no content; fails if the id is taken.
-    pub fn create_bot(&self, bot: &Bot) -> Result<()> {
-        let txn = self.db.begin_write().context("begin write")?;
-        {
-            let mut bots = txn.open_table(BOTS).context("open bots")?;
-            if bots.get(bot.id.as_str()).context("read bot")?.is_some() {
-                return Err(Error::BotExists(bot.id.clone()));
-            }
-            bots.insert(bot.id.as_str(), encode(bot)?.as_slice())
-                .context("write bot")?;
-        }
-        txn.commit().context("failed to commit bot")?;
-        Ok(())
-    }
-
-    /// Reads, changes and writes a bot in one transaction.
-    pub fn update_bot(&self, id: &BotId, change: impl FnOnce(&mut Bot)) -> Result<Bot> {
-        let txn = self.db.begin_write().context("begin write")?;
-        let bot = {
-            let mut bots = txn.open_table(BOTS).context("open bots")?;
-            let raw = bots
-                .get(id.as_str())
-                .context("read bot")?
-                .map(|r| r.value().to_vec());
-            let Some(raw) = raw else {
-                return Err(Error::BotNotFound(id.clone()));
-            };
-            let mut bot: Bot = decode(&raw)?;
-            change(&mut bot);
-            bots.insert(id.as_str(), encode(&bot)?.as_slice())
-                .context("write bot")?;
-            bot
-        };
-        txn.commit().context("failed to commit bot")?;
-        Ok(bot)
-    }
-
-    /// Deletes a bot with all its pages, chunks, vectors and conversations, in one
-    /// transaction; returns the ids of the conversations it erased.
-    pub fn delete_bot(&self, id: &BotId) -> Result<Vec<String>> {
-        let txn = self.db.begin_write().context("begin write")?;
-        if txn
-            .open_table(BOTS)
-            .context("open bots")?
-            .get(id.as_str())
-            .context("read bot")?
-            .is_none()
-        {
-            return Err(Error::BotNotFound(id.clone()));
-        }
-        let conversations: Vec<String> = {
-            let by_bot = txn
-                .open_table(CONVERSATIONS_BY_BOT)
-                .context("open conversations_by_bot")?;
-            let mut ids = Vec::new();
-            for entry in by_bot
-                .range((id.as_str(), "")..)
-                .context("range conversations_by_bot")?
-            {
-                let (key, _) = entry.context("read conversations_by_bot")?;
-                let (bot, conversation) = key.value();
-                if bot != id.as_str() {
-                    break;
-                }
-                ids.push(conversation.to_string());
-            }
-            ids
-        };
-        delete_conversations_in(&txn, &conversations)?;
-        events::delete_bot_in(&txn, id)?;
-        txn.open_table(ERASED)
-            .context("open erased")?
-            .insert(bot_erasure(id.as_str()).as_str(), now_ms())
-            .context("write erasure")?;
-        {
-            let mut bots = txn.open_table(BOTS).context("open bots")?;
-            let mut pages = txn.open_table(PAGES).context("open pages")?;
-            let mut chunks = txn.open_table(CHUNKS).context("open chunks")?;
-            let mut vectors = txn.open_table(VECTORS).context("open vectors")?;
-            let mut existing: Vec<Page> = Vec::new();
-            for entry in pages.range((id.as_str(), "")..).context("range pages")? {
-                let (key, raw) = entry.context("read page")?;
-                if key.value().0 != id.as_str() {
-                    break;
-                }
-                existing.push(decode(raw.value())?);
-            }
-            for page in existing {
-                pages
-                    .remove((id.as_str(), page.url.as_str()))
-                    .context("remove page")?;
-                for chunk_id in page.chunk_ids {
-                    chunks.remove(chunk_id).context("remove chunk")?;
-                    vectors.remove(chunk_id).context("remove vector")?;
-                }
-            }
-            bots.remove(id.as_str()).context("remove bot")?;
-        }
-        txn.commit().context("failed to commit delete")?;
-        Ok(conversations)
-    }
 }
 
-impl Store {
-    // ---- keys ----
-
-    pub fn put_key(&self, key: &ApiKey) -> Result<()> {
+impl KeyStore for Store {
+    fn put_key(&self, key: &ApiKey) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut keys = txn.open_table(KEYS).context("open keys")?;
@@ -549,8 +472,7 @@ impl Store {
         Ok(())
     }
 
-    /// Writes several keys at once (a rotation: the new key and the old one's deadline).
-    pub fn put_keys(&self, records: &[&ApiKey]) -> Result<()> {
+    fn put_keys(&self, records: &[&ApiKey]) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut keys = txn.open_table(KEYS).context("open keys")?;
@@ -563,7 +485,7 @@ impl Store {
         Ok(())
     }
 
-    pub fn get_key(&self, id: &str) -> Result<ApiKey> {
+    fn get_key(&self, id: &str) -> Result<ApiKey> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(KEYS).context("open keys")?;
         let raw = table.get(id).context("read key")?;
@@ -573,7 +495,7 @@ impl Store {
         }
     }
 
-    pub fn list_keys(&self) -> Result<Vec<ApiKey>> {
+    fn list_keys(&self) -> Result<Vec<ApiKey>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(KEYS).context("open keys")?;
         let mut out = Vec::new();
@@ -583,10 +505,10 @@ impl Store {
         }
         Ok(out)
     }
+}
 
-    // ---- conversations ----
-
-    pub fn get_conversation(&self, id: &str) -> Result<Conversation> {
+impl ConversationStore for Store {
+    fn get_conversation(&self, id: &str) -> Result<Conversation> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn
             .open_table(CONVERSATIONS)
@@ -598,9 +520,7 @@ impl Store {
         }
     }
 
-    /// Conversations matching the filters in id order, starting after the id `after`.
-    /// A user or bot filter reads that user's or bot's index, not every conversation.
-    pub fn list_conversations(
+    fn list_conversations(
         &self,
         bot: Option<&BotId>,
         user: Option<&str>,
@@ -668,8 +588,7 @@ impl Store {
         Ok(out)
     }
 
-    /// A conversation's messages in order.
-    pub fn messages(&self, conversation: &str) -> Result<Vec<Message>> {
+    fn messages(&self, conversation: &str) -> Result<Vec<Message>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(MESSAGES).context("open messages")?;
         let mut out = Vec::new();
@@ -683,28 +602,12 @@ impl Store {
         Ok(out)
     }
 
-    /// Writes the conversation record and appends `messages` to it, in one transaction.
-    pub fn append_messages(&self, conversation: &Conversation, messages: &[Message]) -> Result<()> {
+    fn append_messages(&self, conversation: &Conversation, messages: &[Message]) -> Result<()> {
         self.append_turn(conversation, messages, TurnExtras::default())?;
         Ok(())
     }
 
-    /// Appends `messages` to a conversation and writes its record, the turn's lead and its
-    /// events, in one transaction; returns the record as stored and the position of the
-    /// first message appended.
-    ///
-    /// The stored record keeps what earlier writes settled: a handed-off conversation stays
-    /// handed off, and its lead and intent stay unless this turn brings new ones. The store
-    /// adds `conversation.started` (the first user message), `conversation.handoff` (the
-    /// state becomes `handed_off`) and `lead.captured` (a lead) to the turn's events.
-    ///
-    /// A bot reply to a conversation that a person took over while it was being written is
-    /// left out (the visitor's message is kept), and so is a lead typed in chat when the
-    /// conversation got one meanwhile.
-    ///
-    /// A turn on a conversation erased meanwhile (or, with `started_ms`, whose user or bot
-    /// was erased since it began) writes nothing: `Error::ConversationNotFound`.
-    pub fn append_turn(
+    fn append_turn(
         &self,
         conversation: &Conversation,
         messages: &[Message],
@@ -806,10 +709,7 @@ impl Store {
         })
     }
 
-    /// Writes a lead given outside a chat turn, with its `lead.captured` event. A lead for a
-    /// bot that is gone, or for a user erased since `started_ms`, is not written
-    /// (`Error::BotNotFound`, `Error::ConversationNotFound`).
-    pub fn put_lead(&self, lead: &Lead, started_ms: u64) -> Result<()> {
+    fn put_lead(&self, lead: &Lead, started_ms: u64) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         let bot_exists = txn
             .open_table(BOTS)
@@ -849,52 +749,14 @@ impl Store {
         Ok(())
     }
 
-    // ---- crawl jobs ----
-
-    /// Writes a crawl job's record.
-    pub fn put_job(&self, job: &CrawlJob) -> Result<()> {
-        let txn = self.db.begin_write().context("begin write")?;
-        {
-            let mut table = txn.open_table(JOBS).context("open jobs")?;
-            table
-                .insert(job.id.as_str(), encode(job)?.as_slice())
-                .context("write job")?;
-        }
-        txn.commit().context("failed to commit job")?;
-        Ok(())
-    }
-
-    pub fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let table = txn.open_table(JOBS).context("open jobs")?;
-        let raw = table.get(id).context("read job")?;
-        raw.map(|raw| decode(raw.value())).transpose()
-    }
-
-    /// Every job record, in id order.
-    pub fn jobs(&self) -> Result<Vec<CrawlJob>> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let table = txn.open_table(JOBS).context("open jobs")?;
-        let mut out = Vec::new();
-        for entry in table.iter().context("scan jobs")? {
-            let (_, raw) = entry.context("read job")?;
-            out.push(decode(raw.value())?);
-        }
-        Ok(out)
-    }
-
-    /// Deletes conversations and their messages; returns how many existed.
-    pub fn delete_conversations(&self, ids: &[String]) -> Result<usize> {
+    fn delete_conversations(&self, ids: &[String]) -> Result<usize> {
         let txn = self.db.begin_write().context("begin write")?;
         let deleted = delete_conversations_in(&txn, ids)?;
         txn.commit().context("failed to commit delete")?;
         Ok(deleted)
     }
 
-    /// Erases everything stored about one end user on the given bots (their conversations
-    /// with messages and events, and their leads) in one transaction, and remembers the
-    /// erasure so a turn answered meanwhile is dropped.
-    pub fn erase_user(&self, user: &str, bots: &[BotId]) -> Result<Erased> {
+    fn erase_user(&self, user: &str, bots: &[BotId]) -> Result<Erased> {
         let txn = self.db.begin_write().context("begin write")?;
         let conversations = {
             let by_user = txn
@@ -939,6 +801,59 @@ impl Store {
             conversations,
             leads,
         })
+    }
+
+    fn leads(&self, bot: &BotId, after: Option<&str>, limit: usize) -> Result<Vec<Lead>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(LEADS).context("open leads")?;
+        let from = match after {
+            Some(after) => std::ops::Bound::Excluded((bot.as_str(), after)),
+            None => std::ops::Bound::Included((bot.as_str(), "")),
+        };
+        let mut out = Vec::new();
+        for entry in table
+            .range::<(&str, &str)>((from, std::ops::Bound::Unbounded))
+            .context("range leads")?
+        {
+            let (key, raw) = entry.context("read lead")?;
+            if key.value().0 != bot.as_str() || out.len() == limit {
+                break;
+            }
+            out.push(decode(raw.value())?);
+        }
+        Ok(out)
+    }
+}
+
+impl JobStore for Store {
+    fn put_job(&self, job: &CrawlJob) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut table = txn.open_table(JOBS).context("open jobs")?;
+            table
+                .insert(job.id.as_str(), encode(job)?.as_slice())
+                .context("write job")?;
+        }
+        txn.commit().context("failed to commit job")?;
+        Ok(())
+    }
+
+    fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(JOBS).context("open jobs")?;
+        let raw = table.get(id).context("read job")?;
+        raw.map(|raw| decode(raw.value())).transpose()
+    }
+
+    fn jobs(&self) -> Result<Vec<CrawlJob>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(JOBS).context("open jobs")?;
+        let mut out = Vec::new();
+        for entry in table.iter().context("scan jobs")? {
+            let (_, raw) = entry.context("read job")?;
+            out.push(decode(raw.value())?);
+        }
+        Ok(out)
     }
 }
 

@@ -24,7 +24,6 @@ use crate::domain::BotId;
 use crate::embed::MiniLm;
 use crate::llm::{ChatMessage, GenParams, Generator};
 use crate::remote::{PoolConfig, RemoteConfig, RemoteGenerator};
-use crate::store::Store;
 
 /// Slots the engine runs, and streams sent at once in the concurrent part.
 const STREAMS: usize = 16;
@@ -299,8 +298,8 @@ async fn record_prompts(
     let (config, data, questions) = (config.clone(), data.to_path_buf(), questions.to_vec());
     tokio::task::spawn_blocking(move || {
         remote.health().map_err(anyhow::Error::msg)?;
-        let store = Store::open(&data)?;
-        let retriever = crate::retrieval::Retriever::new(store, embedder);
+        let store = crate::store::open(&data)?;
+        let retriever = crate::app::retriever(store, embedder);
         let mut options = crate::chat::AskOptions::from_config(&config);
         options.generation.max_tokens = max_tokens;
         let bot = BotId::parse("demo").map_err(anyhow::Error::msg)?;

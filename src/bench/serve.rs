@@ -24,7 +24,6 @@ use crate::embed::MiniLm;
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
-use crate::store::Store;
 
 pub(super) const QUESTIONS: &[&str] = &[
     "How many days do I have to return a kettle?",
@@ -189,7 +188,7 @@ pub(super) async fn prepare_data(
     site: &Path,
     embedder: Arc<MiniLm>,
 ) -> anyhow::Result<String> {
-    let store = Store::open(data)?;
+    let store = crate::store::open(data)?;
     let request = IngestRequest {
         bot: BotId::parse("demo").map_err(anyhow::Error::msg)?,
         name: None,
@@ -201,7 +200,7 @@ pub(super) async fn prepare_data(
         chunk: ChunkSpec::default(),
         test: false,
     };
-    ingest::run(&store, embedder, request, &ProgressBar::hidden()).await?;
+    ingest::run(store.clone(), embedder, request, &ProgressBar::hidden()).await?;
     let (key, record) = keys::generate(
         KeyKind::Secret,
         KeyEnv::Live,
@@ -379,8 +378,8 @@ async fn prompt_eval_alone(
 ) -> anyhow::Result<f64> {
     let (config, data, question) = (config.clone(), data.to_path_buf(), question.to_string());
     tokio::task::spawn_blocking(move || {
-        let store = Store::open(&data)?;
-        let retriever = crate::retrieval::Retriever::new(store, embedder);
+        let store = crate::store::open(&data)?;
+        let retriever = crate::app::retriever(store, embedder);
         let recorder = Recorder::new(&generator);
         let mut options = crate::chat::AskOptions::from_config(&config);
         options.generation.max_tokens = 1;

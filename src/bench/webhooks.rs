@@ -16,8 +16,8 @@ use crate::domain::BotId;
 use crate::embed::MiniLm;
 use crate::events::{self, DeliveryConfig};
 use crate::llm::{LlamaConfig, LlamaGenerator};
+use crate::ports::{NewEvent, OutboxStore, Webhook};
 use crate::server::{self, Engine, Limits};
-use crate::store::{NewEvent, Store, Webhook};
 
 /// A receiver on loopback that answers 200 and counts what it got.
 fn receiver() -> anyhow::Result<(String, Arc<AtomicUsize>, actix_web::dev::ServerHandle)> {
@@ -88,7 +88,7 @@ async fn plain_posts(url: &str, n: usize, concurrency: usize) -> anyhow::Result<
     Ok(started.elapsed().as_secs_f64())
 }
 
-fn emit(store: &Store, bot: &BotId, i: usize) -> anyhow::Result<()> {
+fn emit(store: &dyn OutboxStore, bot: &BotId, i: usize) -> anyhow::Result<()> {
     store.emit(
         bot,
         NewEvent {
@@ -155,7 +155,7 @@ async fn run(
     quick: bool,
 ) -> anyhow::Result<Value> {
     crate::ingest::crawl::install_tls_provider();
-    let store = Store::open(data)?;
+    let store = crate::store::open(data)?;
     let bot = BotId::parse("demo").map_err(anyhow::Error::msg)?;
     let (url, received, handle) = receiver()?;
     store.put_webhook(&Webhook {
@@ -178,7 +178,7 @@ async fn run(
     let written = Instant::now();
     {
         let (store, bot) = (store.clone(), bot.clone());
-        tokio::task::spawn_blocking(move || (0..n).try_for_each(|i| emit(&store, &bot, i)))
+        tokio::task::spawn_blocking(move || (0..n).try_for_each(|i| emit(store.as_ref(), &bot, i)))
             .await??;
     }
     let write_s = written.elapsed().as_secs_f64();
@@ -249,7 +249,7 @@ async fn run(
             let mut i = 0;
             while !stop.load(Ordering::Relaxed) {
                 if flowing.load(Ordering::Relaxed) {
-                    let _ = emit(&store, &bot, i);
+                    let _ = emit(store.as_ref(), &bot, i);
                     i += 1;
                 }
                 std::thread::sleep(Duration::from_millis(50));

@@ -31,8 +31,7 @@ use crate::config::Config;
 use crate::domain::BotId;
 use crate::embed::Embedding;
 use crate::ingest::{self, Document, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
-use crate::retrieval::Retriever;
-use crate::store::Store;
+use crate::ports::Storage;
 use metrics::{Qrels, contains_gold, percentile, wilson_interval};
 
 /// Chunks retrieved per query before collapsing them to documents; enough that 10
@@ -54,7 +53,7 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
     .await?;
     let embedder = embedding.embedder;
     let mode = crate::retrieval::Mode::from(args.mode);
-    let retriever = Arc::new(Retriever::new(store, embedder).with_mode(mode));
+    let retriever = Arc::new(crate::app::retriever(store, embedder).with_mode(mode));
     let mut queries: Vec<(String, String, Qrels)> = set
         .queries
         .iter()
@@ -131,7 +130,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
     )
     .await?;
     let embedder = embedding.embedder;
-    let retriever = Retriever::new(store, embedder);
+    let retriever = crate::app::retriever(store, embedder);
     let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let mut options = crate::chat::AskOptions::from_config(config);
     if let Some(threshold) = args.answerable_threshold {
@@ -244,7 +243,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
     )
     .await?;
     let embedder = embedding.embedder;
-    let retriever = Retriever::new(store, embedder);
+    let retriever = crate::app::retriever(store, embedder);
     let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let options = crate::chat::AskOptions::from_config(config);
     let mut questions: Vec<(String, String, data::ConflictAnswer)> = set
@@ -337,9 +336,9 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
         args.file.display()
     );
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = crate::store::open(&config.data_dir)?;
     let settings = store.get_bot(&bot)?.settings;
-    let retriever = Retriever::new(store, crate::app::load_embedder(config)?);
+    let retriever = crate::app::retriever(store, crate::app::load_embedder(config)?);
     let generator = crate::app::load_generator(config, 1)?;
     let options = crate::chat::AskOptions::from_config(config).for_bot(&settings);
     let mut results = Vec::new();
@@ -424,7 +423,7 @@ async fn scratch_bot(
     documents: Vec<Document>,
     embedding: Embedding,
     quiet: bool,
-) -> anyhow::Result<(Store, BotId)> {
+) -> anyhow::Result<(Arc<dyn Storage>, BotId)> {
     use sha2::{Digest, Sha256};
     let canonical = source
         .canonicalize()
@@ -441,7 +440,7 @@ async fn scratch_bot(
         .data_dir
         .join("eval")
         .join(format!("{kind}-{digest}"));
-    let store = Store::open(&dir)?;
+    let store = crate::store::open(&dir)?;
     let bot = BotId::parse("eval").map_err(anyhow::Error::msg)?;
     let bar = if quiet || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -468,7 +467,7 @@ async fn scratch_bot(
         chunk: ChunkSpec::default(),
         test: false,
     };
-    let summary = ingest::run(&store, embedding, request, &bar).await?;
+    let summary = ingest::run(store.clone(), embedding, request, &bar).await?;
     bar.finish_and_clear();
     if !quiet {
         eprintln!(

@@ -401,8 +401,12 @@ pub async fn crawl(
                 send_page(&mut report, &pages, page, options.max_pages).await?;
             }
         }
+        // The pages in sight: every URL found so far, up to what the crawl may fetch.
+        progress.set_total(seen.len().min(max_fetches) as u64);
         crate::telemetry::failpoint("crawl");
     }
+    // Done: what was in sight is what was fetched.
+    progress.set_total(fetches as u64);
     let not_modified: HashSet<String> = report.not_modified.iter().cloned().collect();
     for (canonical, page) in deferred {
         let canonical_kept = emitted.contains(&canonical) || not_modified.contains(&canonical);

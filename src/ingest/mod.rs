@@ -23,7 +23,7 @@ use url::Url;
 
 use crate::domain::{Bot, BotId, Chunk, Page};
 use crate::embed::{Embedding, minilm_id};
-use crate::store::{IngestCommit, Store};
+use crate::ports::{ContentStore, IngestCommit};
 use chunk::{ChunkSpec, TextChunk};
 use crawl::{CrawlOptions, CrawlReport, CrawledPage, Known};
 pub use reindex::{ReindexSummary, reindex};
@@ -120,6 +120,10 @@ pub trait Progress: Send + Sync {
     fn set_message(&self, message: &str);
     /// `n` more pages done.
     fn inc(&self, n: u64);
+    /// How many pages the run takes, as far as it knows: a folder's or a bot's count, or
+    /// the URLs a crawl has found so far (growing as pages link to more, and equal to the
+    /// pages done when it ends).
+    fn set_total(&self, _total: u64) {}
 }
 
 impl Progress for () {
@@ -177,19 +181,23 @@ const PAGE_QUEUE: usize = 16;
 /// run that fails leaves nothing behind (its staged chunks are discarded).
 #[tracing::instrument(skip_all, fields(bot = %request.bot))]
 pub async fn run(
-    store: &Store,
+    store: Arc<dyn ContentStore>,
     embedding: impl Into<Embedding>,
     request: IngestRequest,
     progress: &dyn Progress,
 ) -> anyhow::Result<IngestSummary> {
     let ingest = format!("ing_{}", crate::keys::random_base62(12)?);
-    let result = run_staged(store, embedding.into(), request, progress, &ingest).await;
-    discard_if_failed(store, &ingest, &result).await;
+    let result = run_staged(&store, embedding.into(), request, progress, &ingest).await;
+    discard_if_failed(&store, &ingest, &result).await;
     result
 }
 
 /// Removes what a failed run staged (the next start would, otherwise).
-async fn discard_if_failed<T>(store: &Store, ingest: &str, result: &anyhow::Result<T>) {
+async fn discard_if_failed<T>(
+    store: &Arc<dyn ContentStore>,
+    ingest: &str,
+    result: &anyhow::Result<T>,
+) {
     if result.is_err() {
         let (store, ingest) = (store.clone(), ingest.to_string());
         let discarded = tokio::task::spawn_blocking(move || store.discard_staged(Some(&ingest)))
@@ -202,7 +210,7 @@ async fn discard_if_failed<T>(store: &Store, ingest: &str, result: &anyhow::Resu
 }
 
 async fn run_staged(
-    store: &Store,
+    store: &Arc<dyn ContentStore>,
     embedding: Embedding,
     request: IngestRequest,
     progress: &dyn Progress,
@@ -211,7 +219,7 @@ async fn run_staged(
     let started = Instant::now();
     let existing = match store.get_bot(&request.bot) {
         Ok(bot) => Some(bot),
-        Err(crate::store::Error::BotNotFound(_)) => None,
+        Err(crate::ports::Error::BotNotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
     // New vectors must be comparable with the ones the bot keeps.
@@ -367,12 +375,14 @@ async fn read_source(
                 .context("document task failed")?
         }
     };
+    progress.set_total(report.pages.len() as u64);
     for page in std::mem::take(&mut report.pages) {
         pages
             .send(page)
             .await
             .map_err(|_| anyhow::anyhow!("the ingest stopped"))?;
         report.sent += 1;
+        progress.inc(1);
     }
     Ok(report)
 }
@@ -389,7 +399,7 @@ struct Staged {
 
 /// Chunks, embeds and stages pages as they arrive, `EMBED_STEP` chunks at a time.
 struct Stager<'a> {
-    store: &'a Store,
+    store: &'a Arc<dyn ContentStore>,
     embedding: Embedding,
     bot: &'a BotId,
     spec: ChunkSpec,
@@ -478,7 +488,7 @@ impl Stager<'_> {
 /// Embeds the chunks of a batch of pages and stages them under `ingest`; returns the pages
 /// pointing at their staged chunks, and how many chunks that was.
 async fn stage_batch(
-    store: &Store,
+    store: &Arc<dyn ContentStore>,
     embedder: Arc<dyn crate::embed::Embedder>,
     ingest: &str,
     batch: Vec<(Page, Vec<Chunk>)>,

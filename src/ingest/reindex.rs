@@ -6,6 +6,7 @@
 //! old ones and records the embedder on the bot. A run that fails or dies leaves the bot as
 //! it was, old vectors and all.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
@@ -14,7 +15,7 @@ use serde::Serialize;
 use super::{EMBED_STEP, Progress, current_embedder, discard_if_failed, stage_batch};
 use crate::domain::{Bot, BotId, Chunk, Page};
 use crate::embed::Embedding;
-use crate::store::{IngestCommit, Store};
+use crate::ports::{ContentStore, IngestCommit};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReindexSummary {
@@ -32,19 +33,19 @@ pub struct ReindexSummary {
 /// the end.
 #[tracing::instrument(skip_all, fields(bot = %bot))]
 pub async fn reindex(
-    store: &Store,
+    store: Arc<dyn ContentStore>,
     embedding: impl Into<Embedding>,
     bot: &BotId,
     progress: &dyn Progress,
 ) -> anyhow::Result<ReindexSummary> {
     let ingest = format!("rei_{}", crate::keys::random_base62(12)?);
-    let result = reindex_staged(store, embedding.into(), bot, progress, &ingest).await;
-    discard_if_failed(store, &ingest, &result).await;
+    let result = reindex_staged(&store, embedding.into(), bot, progress, &ingest).await;
+    discard_if_failed(&store, &ingest, &result).await;
     result
 }
 
 async fn reindex_staged(
-    store: &Store,
+    store: &Arc<dyn ContentStore>,
     embedding: Embedding,
     bot: &BotId,
     progress: &dyn Progress,
@@ -54,6 +55,7 @@ async fn reindex_staged(
     let (record, pages) = read_bot(store, bot).await?;
     let embedder_id = current_embedder(&embedding).await?;
     progress.set_message("embedding");
+    progress.set_total(pages.len() as u64);
     let mut upserts = Vec::with_capacity(pages.len());
     let mut chunks = 0;
     let mut batch: Vec<(Page, Vec<Chunk>)> = Vec::new();
@@ -105,14 +107,14 @@ async fn reindex_staged(
     })
 }
 
-async fn read_bot(store: &Store, bot: &BotId) -> anyhow::Result<(Bot, Vec<Page>)> {
+async fn read_bot(store: &Arc<dyn ContentStore>, bot: &BotId) -> anyhow::Result<(Bot, Vec<Page>)> {
     let (store, bot) = (store.clone(), bot.clone());
     tokio::task::spawn_blocking(move || Ok((store.get_bot(&bot)?, store.pages(&bot)?)))
         .await
         .context("read task failed")?
 }
 
-async fn read_chunks(store: &Store, ids: &[u64]) -> anyhow::Result<Vec<Chunk>> {
+async fn read_chunks(store: &Arc<dyn ContentStore>, ids: &[u64]) -> anyhow::Result<Vec<Chunk>> {
     let (store, ids) = (store.clone(), ids.to_vec());
     tokio::task::spawn_blocking(move || Ok(store.chunks(&ids)?))
         .await

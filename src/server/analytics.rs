@@ -43,7 +43,7 @@ pub(crate) async fn analytics(
         // Grouping uses the embedder once it is loaded; before that, or while a remote one
         // is out of reach, exact repeats only.
         let embedder = shared.engine.get().map(|e| e.embedding.embedder.clone());
-        let store = &shared.store;
+        let store = shared.store.as_ref();
         match crate::analytics::report(store, embedder.as_deref(), &bot, from, to) {
             Err(e) if e.downcast_ref::<crate::remote::EmbedError>().is_some() => {
                 tracing::warn!("unanswered questions grouped by exact repeats: {e:#}");

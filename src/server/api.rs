@@ -4,7 +4,6 @@
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use sha2::Digest;
 
 use super::AppState;
@@ -81,13 +80,13 @@ pub async fn not_found() -> ApiResult<HttpResponse> {
 
 #[utoipa::path(get, path = "/healthz", tag = "health", summary = "Process is up", responses((status = 200, description = "Up", body = Health)))]
 pub(crate) async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health::is("ok"))
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health", summary = "Models and indexes are loaded, and remote engines answer", responses((status = 200, description = "Ready", body = Health), (status = 503, description = "Still loading, or a remote engine is out of reach (`status` llm_unavailable or embedder_unavailable, with the `reason`)", body = Health)))]
 pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let Some(engine) = state.engine.get() else {
-        return HttpResponse::ServiceUnavailable().json(json!({"status": "loading"}));
+        return HttpResponse::ServiceUnavailable().json(Health::is("loading"));
     };
     // Remote engines are asked whether they answer (in-process models always can).
     let (generator, embedder) = (engine.generator.clone(), engine.embedding.embedder.clone());
@@ -103,11 +102,14 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     })
     .await;
     match checked {
-        Ok(Ok(())) => HttpResponse::Ok().json(json!({"status": "ready"})),
+        Ok(Ok(())) => HttpResponse::Ok().json(Health::is("ready")),
         Ok(Err((status, reason))) => HttpResponse::ServiceUnavailable()
             .insert_header(("Retry-After", "5"))
-            .json(json!({"status": status, "reason": reason})),
-        Err(_) => HttpResponse::ServiceUnavailable().json(json!({"status": "loading"})),
+            .json(Health {
+                status,
+                reason: Some(reason),
+            }),
+        Err(_) => HttpResponse::ServiceUnavailable().json(Health::is("loading")),
     }
 }
 
@@ -321,7 +323,7 @@ pub(crate) async fn delete_bot(
     if let Some(cache) = &state.answers {
         cache.invalidate(&id);
     }
-    Ok(HttpResponse::Ok().json(json!({"id": id, "deleted": true})))
+    Ok(HttpResponse::Ok().json(Deleted::new(id.as_str())))
 }
 
 /// Bot fields to set; on PATCH, a JSON null clears a setting and an absent field keeps it.
@@ -507,7 +509,7 @@ pub(crate) async fn update_bot(
     let store = state.store.clone();
     let target = id.clone();
     let bot = blocking(move || {
-        Ok(store.update_bot(&target, |bot| {
+        Ok(store.update_bot(&target, &mut |bot| {
             let _ = change.apply(bot);
         })?)
     })
@@ -582,7 +584,7 @@ pub(crate) async fn add_source(
     }
     let jobs = state.jobs.clone();
     let job = blocking(move || Ok(jobs.add_source(&id, &url, every)?)).await?;
-    Ok(HttpResponse::Accepted().json(json!({"job_id": job.id, "job": redacted(job)})))
+    Ok(HttpResponse::Accepted().json(SourceAccepted::new(job)))
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::schemas::JobView), ApiErrors))]
@@ -612,11 +614,10 @@ pub(crate) async fn list_pages(
     let id = parse_bot_id(&path)?;
     load_bot(&state, &caller, &id).await?;
     let pages = state.stored(move |store| store.pages(&id)).await?;
-    let data: Vec<Value> = pages
-        .iter()
-        .map(|p| json!({"url": p.url, "title": p.title, "chunks": p.chunk_ids.len()}))
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"data": data, "next_cursor": null})))
+    Ok(HttpResponse::Ok().json(PageList {
+        data: pages.iter().map(PageView::from).collect(),
+        next_cursor: None,
+    }))
 }
 
 // ---- conversations ----
@@ -681,7 +682,7 @@ pub(crate) async fn create_conversation(
     caller: Caller,
     body: web::Json<NewConversation>,
 ) -> ApiResult<HttpResponse> {
-    let started_ms = crate::store::now_ms();
+    let started_ms = crate::ports::now_ms();
     let body = body.into_inner();
     let raw = body
         .bot_id
@@ -693,7 +694,7 @@ pub(crate) async fn create_conversation(
     let conversation = new_conversation(&bot, user_id, &caller.key.id);
     let record = conversation.clone();
     // Begun now: a bot deleted or a user erased meanwhile gets no conversation.
-    let extras = crate::store::TurnExtras {
+    let extras = crate::ports::TurnExtras {
         started_ms: Some(started_ms),
         ..Default::default()
     };
@@ -729,7 +730,7 @@ pub async fn load_conversation(
             let store = state.store.clone();
             let bot = conversation.bot_id.clone();
             let bot_gone = blocking(move || match store.get_bot(&bot) {
-                Err(crate::store::Error::BotNotFound(_)) => Ok(true),
+                Err(crate::ports::Error::BotNotFound(_)) => Ok(true),
                 other => other.map(|_| false).map_err(ApiError::from),
             })
             .await?;
@@ -791,7 +792,7 @@ pub(crate) async fn delete_conversation(
         .stored(move |store| store.delete_conversations(&ids))
         .await?;
     state.live.end(&conversation.id, "conversation_erased");
-    Ok(HttpResponse::Ok().json(json!({"id": conversation.id, "deleted": true})))
+    Ok(HttpResponse::Ok().json(Deleted::new(conversation.id)))
 }
 
 #[derive(Deserialize, utoipa::IntoParams)]
@@ -889,11 +890,7 @@ pub(crate) async fn delete_user(
     for conversation in &erased.conversations {
         state.live.end(conversation, "conversation_erased");
     }
-    Ok(HttpResponse::Ok().json(json!({
-        "user_id": user,
-        "deleted_conversations": erased.conversations.len(),
-        "deleted_leads": erased.leads,
-    })))
+    Ok(HttpResponse::Ok().json(UserErased::new(user, &erased)))
 }
 
 // ---- keys ----

@@ -9,7 +9,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpResponse, web};
@@ -26,9 +25,10 @@ use super::metrics::AnswerSample;
 #[allow(unused_imports)]
 use super::openapi::*;
 use super::queue::{QueueError, Queued};
+use super::sse::{self, Heartbeat};
 use crate::chat::{Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, Role};
-use crate::llm::{ChatMessage, Finish};
+use crate::llm::ChatMessage;
 use crate::remote::{EmbedError, EngineError};
 use crate::services::turn::{Sink, Turn, TurnOutcome, TurnService, strip_citations};
 
@@ -144,7 +144,7 @@ pub fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResu
 /// Validates the request and loads what the turn needs: the bot (with the caller's right
 /// to use it), the conversation (new or continued) and the earlier turns.
 pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> ApiResult<Turn> {
-    let started_ms = crate::store::now_ms();
+    let started_ms = crate::ports::now_ms();
     let raw_bot = body
         .bot_id
         .as_deref()
@@ -316,7 +316,7 @@ fn answer_turn(
         cancelled: gone,
     };
     let service = TurnService {
-        store: &state.store,
+        store: state.store.as_ref(),
         retriever: &engine.retriever,
         generator: &generator,
         answers: state.answers.as_ref(),
@@ -384,12 +384,6 @@ async fn blocking_turn(
     Ok(HttpResponse::Ok().json(ChatResponse::new(conversation_id, outcome)))
 }
 
-fn sse(value: &Value) -> Bytes {
-    Bytes::from(format!("data: {value}\n\n"))
-}
-
-const HEARTBEAT: Duration = Duration::from_secs(15);
-
 /// How a stream's events are spelled: docent's own events, or OpenAI's
 /// `chat.completion.chunk` objects.
 pub enum Wire {
@@ -404,8 +398,10 @@ pub enum Wire {
 impl Wire {
     fn start(&self, conversation_id: &str) -> Bytes {
         match self {
-            Wire::Docent => sse(&json!({"event": "start", "conversation_id": conversation_id})),
-            Wire::OpenAi { .. } => sse(&self.chunk(
+            Wire::Docent => {
+                sse::data(&json!({"event": "start", "conversation_id": conversation_id}))
+            }
+            Wire::OpenAi { .. } => sse::data(&self.chunk(
                 json!({"role": "assistant", "content": ""}),
                 Value::Null,
                 None,
@@ -415,22 +411,24 @@ impl Wire {
 
     fn sources(&self, sources: &[SourceRef]) -> Option<Bytes> {
         match self {
-            Wire::Docent => Some(sse(&json!({"event": "sources", "sources": sources}))),
+            Wire::Docent => Some(sse::data(&json!({"event": "sources", "sources": sources}))),
             Wire::OpenAi { .. } => None,
         }
     }
 
     fn delta(&self, piece: &str) -> Bytes {
         match self {
-            Wire::Docent => sse(&json!({"delta": piece})),
-            Wire::OpenAi { .. } => sse(&self.chunk(json!({"content": piece}), Value::Null, None)),
+            Wire::Docent => sse::data(&json!({"delta": piece})),
+            Wire::OpenAi { .. } => {
+                sse::data(&self.chunk(json!({"content": piece}), Value::Null, None))
+            }
         }
     }
 
     fn done(&self, conversation_id: &str, outcome: &TurnOutcome) -> Bytes {
         let answer = &outcome.answer;
         match self {
-            Wire::Docent => sse(&json!({
+            Wire::Docent => sse::data(&json!({
                 "event": "done",
                 "conversation_id": conversation_id,
                 "message_id": outcome.reply.as_ref().map(|r| &r.id),
@@ -452,7 +450,7 @@ impl Wire {
                     "finish_reason": outcome.finish_reason(),
                     "actions": outcome.actions,
                 });
-                let mut bytes = sse(&last).to_vec();
+                let mut bytes = sse::data(&last).to_vec();
                 bytes.extend_from_slice(b"data: [DONE]\n\n");
                 Bytes::from(bytes)
             }
@@ -462,9 +460,9 @@ impl Wire {
     fn error(&self, error: &ApiError) -> Bytes {
         match self {
             Wire::Docent => {
-                sse(&json!({"event": "error", "code": error.code, "message": error.message}))
+                sse::data(&json!({"event": "error", "code": error.code, "message": error.message}))
             }
-            Wire::OpenAi { .. } => sse(
+            Wire::OpenAi { .. } => sse::data(
                 &json!({"error": {"code": error.code, "message": error.message, "type": "server_error"}}),
             ),
         }
@@ -482,26 +480,10 @@ impl Wire {
             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
         });
         if let Some(answer) = answer {
-            chunk["usage"] = openai_usage(answer);
+            chunk["usage"] = json!(CompletionUsage::from(answer));
         }
         chunk
     }
-}
-
-/// OpenAI's finish reasons are `stop` or `length` here; docent's own is in `docent`.
-pub fn openai_finish_reason(answer: &Answer) -> &'static str {
-    match answer.finish {
-        Some(Finish::Length) => "length",
-        _ => "stop",
-    }
-}
-
-pub fn openai_usage(answer: &Answer) -> Value {
-    let (p, c) = (
-        answer.timings.prompt_tokens,
-        answer.timings.completion_tokens,
-    );
-    json!({"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c})
 }
 
 fn stream_turn(state: Arc<AppState>, turn: Turn, admission: Admission) -> HttpResponse {
@@ -546,18 +528,5 @@ pub fn run_streaming(
             let _ = tx.blocking_send(last);
         });
     });
-    let start = tokio::time::Instant::now() + HEARTBEAT;
-    let heartbeat = tokio::time::interval_at(start, HEARTBEAT);
-    let body = futures::stream::unfold((rx, heartbeat), |(mut rx, mut heartbeat)| async move {
-        tokio::select! {
-            biased;
-            next = rx.recv() => next.map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), (rx, heartbeat))),
-            _ = heartbeat.tick() => Some((Ok(Bytes::from_static(b": keep-alive\n\n")), (rx, heartbeat))),
-        }
-    });
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body)
+    sse::response(rx, Heartbeat::Here)
 }

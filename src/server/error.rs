@@ -7,12 +7,12 @@
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::{HttpResponse, ResponseError};
-use serde_json::json;
 
+use super::openapi::{ErrorBody, ErrorEnvelope};
 use super::queue::QueueError;
 use crate::domain::EmbedderMismatch;
+use crate::ports as store;
 use crate::remote::{EmbedError, EngineError};
-use crate::store;
 
 tokio::task_local! {
     /// The current request's id, set by the request-id middleware around each handler.
@@ -84,12 +84,15 @@ impl ApiError {
         )
     }
 
-    pub fn body(&self) -> serde_json::Value {
-        json!({"error": {
-            "code": self.code,
-            "message": self.message,
-            "request_id": current_request_id(),
-        }})
+    /// The envelope every error answers with.
+    pub fn body(&self) -> ErrorEnvelope {
+        ErrorEnvelope {
+            error: ErrorBody {
+                code: self.code.to_string(),
+                message: self.message.clone(),
+                request_id: current_request_id(),
+            },
+        }
     }
 }
 

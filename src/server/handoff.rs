@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+
 use tokio::sync::broadcast;
 
 use super::AppState;
@@ -26,9 +26,10 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
+use super::sse::{self, HEARTBEAT, Heartbeat, KEEP_ALIVE};
 use super::views::{ConversationView, MessageView};
-use crate::domain::{Conversation, Message};
-use crate::store::TurnExtras;
+use crate::domain::{Conversation, ConversationState, Message};
+use crate::ports::TurnExtras;
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -40,11 +41,56 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/conversations/{id}/events", "GET").route(web::get().to(events)));
 }
 
-/// One live update of a conversation: SSE `id` (message position) and JSON data.
+/// One live update of a conversation: SSE `id` (message position) and its data.
 #[derive(Clone, Debug)]
 pub struct LiveEvent {
     pub id: Option<u32>,
-    pub data: Value,
+    pub data: LiveData,
+}
+
+/// What a feed's `data:` carries, by its `event`.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum LiveData {
+    /// A message stored at position `id`.
+    Message { message: MessageView },
+    /// The conversation's state (first on every feed, then on each change).
+    State {
+        state: ConversationState,
+        handoff_reason: Option<String>,
+    },
+    /// The feed ends: `conversation_erased`, `key_revoked` or `session_expired`.
+    End { reason: String },
+}
+
+impl LiveEvent {
+    fn message(position: u32, message: &Message) -> LiveEvent {
+        LiveEvent {
+            id: Some(position),
+            data: LiveData::Message {
+                message: MessageView::from(message),
+            },
+        }
+    }
+
+    fn state(conversation: &Conversation) -> LiveEvent {
+        LiveEvent {
+            id: None,
+            data: LiveData::State {
+                state: conversation.state,
+                handoff_reason: conversation.handoff_reason.clone(),
+            },
+        }
+    }
+
+    fn end(reason: &str) -> LiveEvent {
+        LiveEvent {
+            id: None,
+            data: LiveData::End {
+                reason: reason.to_string(),
+            },
+        }
+    }
 }
 
 /// Subscribers to conversations' live feeds, by conversation id, and how many feeds each
@@ -110,7 +156,7 @@ impl Live {
             .expect("live lock")
             .remove(conversation);
         if let Some(sender) = sender {
-            let _ = sender.send(end_event(reason));
+            let _ = sender.send(LiveEvent::end(reason));
         }
     }
 
@@ -134,17 +180,11 @@ impl Live {
     }
 
     /// Announces the messages a turn just stored.
-    pub fn publish_appended(&self, appended: &crate::store::Appended) {
+    pub fn publish_appended(&self, appended: &crate::ports::Appended) {
         let conversation = appended.conversation.id.as_str();
         for (i, message) in appended.messages.iter().enumerate() {
             let position = appended.first_position + i as u32;
-            self.publish(
-                conversation,
-                LiveEvent {
-                    id: Some(position),
-                    data: json!({"event": "message", "message": MessageView::from(message)}),
-                },
-            );
+            self.publish(conversation, LiveEvent::message(position, message));
         }
     }
 
@@ -160,37 +200,18 @@ impl Live {
     }
 
     pub fn publish_state(&self, conversation: &Conversation) {
-        self.publish(
-            &conversation.id,
-            LiveEvent {
-                id: None,
-                data: json!({
-                    "event": "state",
-                    "state": conversation.state,
-                    "handoff_reason": conversation.handoff_reason,
-                }),
-            },
-        );
+        self.publish(&conversation.id, LiveEvent::state(conversation));
     }
 }
 
 /// The chat turn's stored messages and handoffs reach the conversation's feeds.
 impl crate::services::turn::TurnListener for Live {
-    fn appended(&self, appended: &crate::store::Appended) {
+    fn appended(&self, appended: &crate::ports::Appended) {
         self.publish_appended(appended);
     }
 
     fn state_changed(&self, conversation: &Conversation) {
         self.publish_state(conversation);
-    }
-}
-
-/// The last event of a feed: why it ends (`conversation_erased`, `key_revoked`,
-/// `session_expired`).
-fn end_event(reason: &str) -> LiveEvent {
-    LiveEvent {
-        id: None,
-        data: json!({"event": "end", "reason": reason}),
     }
 }
 
@@ -349,8 +370,6 @@ pub(crate) struct EventsQuery {
     after: Option<u32>,
 }
 
-const HEARTBEAT: Duration = Duration::from_secs(15);
-
 #[utoipa::path(get, path = "/v1/conversations/{id}/events", tag = "conversations", summary = "Live feed of a conversation's new messages (agent replies) and state, as Server-Sent Events", params(("id" = String, Path, description = "Conversation id"), EventsQuery), security(("bearer" = [])), responses((status = 200, description = "text/event-stream: `id:` message position, `data:` {\"event\": \"message\" | \"state\", ...}", content((SseEvent = "text/event-stream"))), ApiErrors))]
 pub(crate) async fn events(
     state: web::Data<AppState>,
@@ -382,22 +401,13 @@ pub(crate) async fn events(
     let mut last = after;
     if let Some(after) = after {
         for (position, message) in stored.iter().enumerate().skip(after as usize + 1) {
-            backlog.push(frame(&LiveEvent {
-                id: Some(position as u32),
-                data: json!({"event": "message", "message": MessageView::from(message)}),
-            }));
+            backlog.push(frame(&LiveEvent::message(position as u32, message)));
             last = Some(position as u32);
         }
     } else {
         last = (stored.len() as u32).checked_sub(1);
     }
-    backlog.insert(
-        0,
-        frame(&LiveEvent {
-            id: None,
-            data: json!({"event": "state", "state": conversation.state, "handoff_reason": conversation.handoff_reason}),
-        }),
-    );
+    backlog.insert(0, frame(&LiveEvent::state(&conversation)));
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
     let shared = state.clone();
     actix_web::rt::spawn(async move {
@@ -410,16 +420,7 @@ pub(crate) async fn events(
         };
         feed.run(backlog, subscription.receiver(), last, tx).await;
     });
-    let body = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), rx))
-    });
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("Cache-Control", "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(sse::response(rx, Heartbeat::Producer))
 }
 
 /// A feed's place on its conversation's channel. When it goes (the feed ended, or the
@@ -498,7 +499,7 @@ impl Feed<'_> {
         let mut key_changes = self.state.keys.changes();
         // Revoked between authentication and the line above: no change would come.
         if let Err(reason) = self.caller.still_valid(&self.state.keys, unix_now()) {
-            let _ = send(&tx, frame(&end_event(reason))).await;
+            let _ = send(&tx, frame(&LiveEvent::end(reason))).await;
             return;
         }
         for bytes in backlog {
@@ -514,7 +515,7 @@ impl Feed<'_> {
             tokio::select! {
                 event = live.recv() => match event {
                     Ok(event) => {
-                        ended = event.data["event"] == "end";
+                        ended = matches!(event.data, LiveData::End { .. });
                         if let Some(id) = event.id {
                             if last.is_some_and(|seen| id <= seen) {
                                 continue;
@@ -536,7 +537,7 @@ impl Feed<'_> {
                         return;
                     }
                     if let Err(reason) = self.caller.still_valid(&self.state.keys, unix_now()) {
-                        out.push(frame(&end_event(reason)));
+                        out.push(frame(&LiveEvent::end(reason)));
                         ended = true;
                     }
                 }
@@ -546,10 +547,10 @@ impl Feed<'_> {
                         .still_valid(&self.state.keys, unix_now())
                         .err()
                         .unwrap_or("key_revoked");
-                    out.push(frame(&end_event(reason)));
+                    out.push(frame(&LiveEvent::end(reason)));
                     ended = true;
                 }
-                _ = heartbeat.tick() => out.push(Bytes::from_static(b": keep-alive\n\n")),
+                _ = heartbeat.tick() => out.push(Bytes::from_static(KEEP_ALIVE)),
                 _ = tx.closed() => return,
             }
             for bytes in out {
@@ -588,12 +589,7 @@ impl Feed<'_> {
             .enumerate()
             .take(to as usize)
             .skip(from as usize)
-            .map(|(position, message)| {
-                frame(&LiveEvent {
-                    id: Some(position as u32),
-                    data: json!({"event": "message", "message": MessageView::from(message)}),
-                })
-            })
+            .map(|(position, message)| frame(&LiveEvent::message(position as u32, message)))
             .collect()
     }
 }
@@ -608,8 +604,5 @@ async fn send(tx: &tokio::sync::mpsc::Sender<Bytes>, bytes: Bytes) -> bool {
 }
 
 fn frame(event: &LiveEvent) -> Bytes {
-    match event.id {
-        Some(id) => Bytes::from(format!("id: {id}\ndata: {}\n\n", event.data)),
-        None => Bytes::from(format!("data: {}\n\n", event.data)),
-    }
+    sse::with_id(event.id, &event.data)
 }

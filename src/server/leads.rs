@@ -4,7 +4,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use super::api::{blocking, load_bot, load_conversation, parse_bot_id, resource};
@@ -14,7 +13,7 @@ use super::error::{ApiError, ApiResult};
 use super::openapi::*;
 use crate::domain::Lead;
 use crate::engage::{valid_email, valid_phone};
-use crate::store::{TurnExtras, time_ordered_id};
+use crate::ports::{TurnExtras, time_ordered_id};
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -56,7 +55,7 @@ pub(crate) async fn create_lead(
     caller: Caller,
     body: web::Json<NewLead>,
 ) -> ApiResult<HttpResponse> {
-    let started_ms = crate::store::now_ms();
+    let started_ms = crate::ports::now_ms();
     let body = body.into_inner();
     let raw_bot = body
         .bot_id
@@ -214,7 +213,10 @@ pub(crate) async fn list_leads(
     let next = (leads.len() == limit)
         .then(|| leads.last().map(|l| l.id.clone()))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({"data": leads, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(LeadList {
+        data: leads,
+        next_cursor: next,
+    }))
 }
 
 /// RFC 4180 CSV with a header row. A field that a spreadsheet would run as a formula

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod queue;
 pub mod ratelimit;
 pub mod schemas;
+pub mod sse;
 pub mod views;
 pub mod webhooks;
 pub mod widget;
@@ -42,10 +43,10 @@ use crate::domain::Secret;
 use crate::embed::Embedding;
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
+use crate::ports::Storage;
 use crate::retrieval::Retriever;
 use crate::services::cache::AnswerCache;
 use crate::services::jobs::{CrawlHost, Jobs};
-use crate::store::Store;
 use auth::{CallerBot, CallerKeyId, KeyCache};
 use budget::{Budget, Budgets};
 use error::{ApiError, ApiResult, REQUEST_ID};
@@ -156,9 +157,13 @@ pub struct Engine {
 
 impl Engine {
     /// The engine over `store` with these models.
-    pub fn new(store: Store, embedding: Embedding, generator: Arc<dyn Generator>) -> Engine {
+    pub fn new(
+        store: Arc<dyn Storage>,
+        embedding: Embedding,
+        generator: Arc<dyn Generator>,
+    ) -> Engine {
         Engine {
-            retriever: Arc::new(Retriever::new(store, embedding.embedder.clone())),
+            retriever: Arc::new(crate::app::retriever(store, embedding.embedder.clone())),
             generator,
             embedding,
         }
@@ -166,7 +171,7 @@ impl Engine {
 }
 
 pub struct AppState {
-    pub store: Store,
+    pub store: Arc<dyn Storage>,
     pub keys: KeyCache,
     pub engine: OnceLock<Engine>,
     pub options: AskOptions,
@@ -196,7 +201,11 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(store: Store, options: AskOptions, limits: Limits) -> anyhow::Result<AppState> {
+    pub fn new(
+        store: Arc<dyn Storage>,
+        options: AskOptions,
+        limits: Limits,
+    ) -> anyhow::Result<AppState> {
         let keys = KeyCache::new(store.list_keys()?);
         Ok(AppState {
             keys,
@@ -242,10 +251,10 @@ impl AppState {
     /// API errors (a missing bot 404, and so on).
     pub async fn stored<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&Store) -> Result<T, crate::store::Error> + Send + 'static,
+        work: impl FnOnce(&dyn Storage) -> Result<T, crate::ports::Error> + Send + 'static,
     ) -> ApiResult<T> {
         let store = self.store.clone();
-        api::blocking(move || Ok(work(&store)?)).await
+        api::blocking(move || Ok(work(store.as_ref())?)).await
     }
 
     pub fn engine(&self) -> Result<&Engine, ApiError> {
@@ -263,7 +272,7 @@ impl AppState {
 /// are loaded already (`serve` loads them after binding), and how webhooks are delivered
 /// (no delivery worker when `None`). `serve`, the bench and the tests all start here.
 pub struct Launch {
-    pub store: Store,
+    pub store: Arc<dyn Storage>,
     pub options: AskOptions,
     pub limits: Limits,
     pub engine: Option<Engine>,
@@ -534,7 +543,10 @@ struct IpQuote(Quote);
 
 /// Creates an admin key when the database has none, writing it to `ADMIN_KEY_FILE` (0600).
 /// Returns the file's path when a key was made.
-pub fn bootstrap_admin_key(store: &Store, data_dir: &Path) -> anyhow::Result<Option<PathBuf>> {
+pub fn bootstrap_admin_key(
+    store: &dyn Storage,
+    data_dir: &Path,
+) -> anyhow::Result<Option<PathBuf>> {
     if !store.list_keys()?.is_empty() {
         return Ok(None);
     }

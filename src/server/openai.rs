@@ -10,7 +10,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::{Value, json};
 
 use super::AppState;
 use super::api::resource;
@@ -30,14 +29,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 #[utoipa::path(get, path = "/v1/models", tag = "openai", summary = "Bots as OpenAI models", security(("bearer" = [])), responses((status = 200, description = "Models", body = ModelList), ApiErrors))]
 pub(crate) async fn models(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
     let bots = state.stored(move |store| store.list_bots()).await?;
-    let data: Vec<Value> = bots
-        .iter()
-        .filter(|b| caller.may_see(b))
-        .map(|b| {
-            json!({"id": b.id, "object": "model", "created": b.created_unix, "owned_by": "docent", "name": b.name})
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({"object": "list", "data": data})))
+    Ok(HttpResponse::Ok().json(ModelList {
+        object: "list",
+        data: bots
+            .iter()
+            .filter(|b| caller.may_see(b))
+            .map(ModelView::from)
+            .collect(),
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -147,24 +146,11 @@ pub(crate) async fn completions(
     }
     let conversation_id = turn.conversation.id.clone();
     let outcome = chat::run_blocking(state, turn, admission, options).await?;
-    let answer = &outcome.answer;
-    Ok(HttpResponse::Ok().json(json!({
-        "id": id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "choices": [{
-            "index": 0,
-            "message": {"role": "assistant", "content": answer.answer},
-            "finish_reason": chat::openai_finish_reason(answer),
-        }],
-        "usage": chat::openai_usage(answer),
-        "sources": answer.sources,
-        "docent": {
-            "answered": answer.answered,
-            "conversation_id": conversation_id,
-            "finish_reason": outcome.finish_reason(),
-            "actions": outcome.actions,
-        },
-    })))
+    Ok(HttpResponse::Ok().json(Completion::new(
+        id,
+        model,
+        created,
+        conversation_id,
+        &outcome,
+    )))
 }

@@ -2,14 +2,13 @@
 //! `#[utoipa::path]` attributes and the schemas below (response shapes the handlers build
 //! as JSON; request bodies derive their schemas where they are defined).
 
-#![allow(dead_code)] // Response types exist for their schemas.
+#![allow(dead_code)] // `SseEvent` and `EventPayload` exist for their schemas.
 
 use actix_web::{HttpResponse, web};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
-use super::schemas::SourceRef;
 pub use super::views::*;
 use super::{analytics, api, chat, handoff, leads, openai, webhooks, widget};
 
@@ -65,63 +64,6 @@ pub enum ApiErrors {
     Unavailable(ErrorEnvelope),
 }
 
-#[derive(Serialize, ToSchema)]
-pub struct Health {
-    /// `ok`, `ready` or `loading`.
-    pub status: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Deleted {
-    pub id: String,
-    pub deleted: bool,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct SourceAccepted {
-    pub job_id: String,
-    pub job: super::schemas::JobView,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PageView {
-    pub url: String,
-    pub title: String,
-    pub chunks: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct PageList {
-    pub data: Vec<PageView>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UserErased {
-    pub user_id: String,
-    pub deleted_conversations: usize,
-    pub deleted_leads: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DeliveryList {
-    pub data: Vec<super::schemas::Delivery>,
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Redelivered {
-    pub event_id: String,
-    /// The webhooks it was queued for.
-    pub webhooks: Vec<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct LeadList {
-    pub data: Vec<super::schemas::Lead>,
-    pub next_cursor: Option<String>,
-}
-
 /// What a webhook receives: `POST` with this body and `Docent-Signature`.
 #[derive(Serialize, ToSchema)]
 pub struct EventPayload {
@@ -132,83 +74,6 @@ pub struct EventPayload {
     pub kind: String,
     pub created: u64,
     pub data: serde_json::Value,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ModelView {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub owned_by: String,
-    pub name: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ModelList {
-    pub object: String,
-    pub data: Vec<ModelView>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CompletionChoice {
-    pub index: usize,
-    pub message: AssistantMessage,
-    pub finish_reason: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CompletionUsage {
-    pub prompt_tokens: usize,
-    pub completion_tokens: usize,
-    pub total_tokens: usize,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct DocentVerdict {
-    pub answered: bool,
-    pub finish_reason: String,
-    pub conversation_id: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Completion {
-    pub id: String,
-    pub object: String,
-    pub created: u64,
-    pub model: String,
-    pub choices: Vec<CompletionChoice>,
-    pub usage: CompletionUsage,
-    pub sources: Vec<SourceRef>,
-    pub docent: DocentVerdict,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WidgetIntent {
-    pub id: String,
-    pub label: String,
-}
-
-/// What the widget shows of its bot.
-#[derive(Serialize, ToSchema)]
-pub struct WidgetBot {
-    pub id: String,
-    pub name: String,
-    pub fallback: Option<String>,
-    pub intents: Vec<WidgetIntent>,
-    /// `off`, `on_detection` or `after_messages`.
-    pub lead_capture: String,
-}
-
-/// A widget session: send `session_token` as `Authorization: Bearer`, from the same
-/// origin, until `expires_at`.
-#[derive(Serialize, ToSchema)]
-pub struct WidgetSession {
-    /// `ws_…`
-    pub session_token: String,
-    pub expires_at: u64,
-    pub expires_in: u64,
-    pub visitor_id: String,
-    pub bot: WidgetBot,
 }
 
 struct BearerAuth;

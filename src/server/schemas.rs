@@ -182,7 +182,10 @@ pub struct JobView {
     pub state: JobState,
     /// While running: what the crawler is doing and how far it got.
     pub phase: String,
+    /// Pages fetched so far (each URL once, whatever came of it).
     pub progress: u64,
+    /// The pages in sight: every URL found so far, up to what the crawl may fetch; it
+    /// grows as pages link to more, and equals `progress` when the crawl ends.
     pub total: Option<u64>,
     pub pages_indexed: Option<usize>,
     pub pages_unchanged: Option<usize>,
@@ -254,7 +257,7 @@ mod tests {
             score: 0.5,
         };
         assert_eq!(properties::<SourceRef>(), fields(&source));
-        let event = crate::store::Event {
+        let event = crate::ports::Event {
             id: "evt_1".into(),
             kind: "lead.captured".into(),
             created: 1,
@@ -262,14 +265,14 @@ mod tests {
             data: json!({}),
         };
         assert_eq!(properties::<Event>(), fields(&event));
-        let attempt = crate::store::Attempt {
+        let attempt = crate::ports::Attempt {
             at_ms: 1,
             status: Some(200),
             error: None,
             latency_ms: 1,
         };
         assert_eq!(properties::<Attempt>(), fields(&attempt));
-        let delivery = crate::store::Delivery {
+        let delivery = crate::ports::Delivery {
             webhook_id: "whk_1".into(),
             event_id: "evt_1".into(),
             kind: "lead.captured".into(),

@@ -1,5 +1,5 @@
-//! What the API returns for bots, conversations and their messages, keys, webhooks and
-//! chat answers: each view is built from the core's record by `from`, serialised as it
+//! What the API returns (bots, pages, conversations and their messages, keys, webhooks,
+//! deliveries, leads, chat and completion answers, health, widget sessions): each view is built from the core's record by `from`, serialised as it
 //! is, and its schema is the OpenAPI document's, so the document and the responses are
 //! one type. (Core types carried unchanged inside a view take their schemas from
 //! `schemas.rs`.)
@@ -9,12 +9,15 @@ use utoipa::ToSchema;
 
 use crate::chat::Answer;
 use crate::domain::{
-    Bot, BotId, Conversation, ConversationState, Intent, LeadCapture, Message, Role, SourceRef,
+    Bot, BotId, Conversation, ConversationState, CrawlJob, Intent, Lead, LeadCapture, Message,
+    Page, Role, SourceRef,
 };
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
+use crate::llm::Finish;
+use crate::ports::{Delivery, Erased, Webhook};
+use crate::services::jobs::redacted;
 use crate::services::turn::TurnOutcome;
-use crate::store::Webhook;
 use crate::telemetry::unix_now;
 
 #[derive(Serialize, ToSchema)]
@@ -88,7 +91,7 @@ pub struct BotList {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Serialize, ToSchema)]
+#[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct MessageView {
     pub id: String,
     /// `user`, `assistant` or `agent`.
@@ -337,4 +340,302 @@ impl ChatResponse {
             usage: Usage::from(answer),
         }
     }
+}
+
+/// `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready`, `loading`, `llm_unavailable` or `embedder_unavailable`.
+    pub status: &'static str,
+    /// Why an engine is out of reach.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Health {
+    pub fn is(status: &'static str) -> Health {
+        Health {
+            status,
+            reason: None,
+        }
+    }
+}
+
+/// What a `DELETE` answers.
+#[derive(Serialize, ToSchema)]
+pub struct Deleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+impl Deleted {
+    pub fn new(id: impl Into<String>) -> Deleted {
+        Deleted {
+            id: id.into(),
+            deleted: true,
+        }
+    }
+}
+
+/// A source added: the crawl job it queued.
+#[derive(Serialize, ToSchema)]
+pub struct SourceAccepted {
+    pub job_id: String,
+    #[schema(value_type = super::schemas::JobView)]
+    pub job: CrawlJob,
+}
+
+impl SourceAccepted {
+    /// `job` as callers see it: credentials out of its URL and error.
+    pub fn new(job: CrawlJob) -> SourceAccepted {
+        SourceAccepted {
+            job_id: job.id.clone(),
+            job: redacted(job),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageView {
+    pub url: String,
+    pub title: String,
+    pub chunks: usize,
+}
+
+impl From<&Page> for PageView {
+    fn from(page: &Page) -> PageView {
+        PageView {
+            url: page.url.clone(),
+            title: page.title.clone(),
+            chunks: page.chunk_ids.len(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PageList {
+    pub data: Vec<PageView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserErased {
+    pub user_id: String,
+    pub deleted_conversations: usize,
+    pub deleted_leads: usize,
+}
+
+impl UserErased {
+    pub fn new(user_id: String, erased: &Erased) -> UserErased {
+        UserErased {
+            user_id,
+            deleted_conversations: erased.conversations.len(),
+            deleted_leads: erased.leads,
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    #[schema(value_type = Vec<super::schemas::Delivery>)]
+    pub data: Vec<Delivery>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Redelivered {
+    pub event_id: String,
+    /// The webhooks it was queued for.
+    pub webhooks: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct LeadList {
+    #[schema(value_type = Vec<super::schemas::Lead>)]
+    pub data: Vec<Lead>,
+    pub next_cursor: Option<String>,
+}
+
+/// A bot as an OpenAI model.
+#[derive(Serialize, ToSchema)]
+pub struct ModelView {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub object: &'static str,
+    pub created: u64,
+    #[schema(value_type = String)]
+    pub owned_by: &'static str,
+    pub name: String,
+}
+
+impl From<&Bot> for ModelView {
+    fn from(bot: &Bot) -> ModelView {
+        ModelView {
+            id: bot.id.to_string(),
+            object: "model",
+            created: bot.created_unix,
+            owned_by: "docent",
+            name: bot.name.clone(),
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ModelList {
+    #[schema(value_type = String)]
+    pub object: &'static str,
+    pub data: Vec<ModelView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CompletionChoice {
+    pub index: usize,
+    pub message: AssistantMessage,
+    #[schema(value_type = String)]
+    pub finish_reason: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct CompletionUsage {
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+    pub total_tokens: usize,
+}
+
+impl From<&Answer> for CompletionUsage {
+    fn from(answer: &Answer) -> CompletionUsage {
+        let usage = Usage::from(answer);
+        CompletionUsage {
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            total_tokens: usage.prompt_tokens + usage.completion_tokens,
+        }
+    }
+}
+
+/// docent's own verdict on an OpenAI-style completion.
+#[derive(Serialize, ToSchema)]
+pub struct DocentVerdict {
+    pub answered: bool,
+    /// As `POST /v1/chat` spells it.
+    #[schema(value_type = String)]
+    pub finish_reason: &'static str,
+    pub conversation_id: String,
+    /// What the client should do next: `collect_lead`.
+    #[schema(value_type = Vec<String>)]
+    pub actions: Vec<&'static str>,
+}
+
+/// How OpenAI spells why an answer ended: `length` at the token limit, else `stop`.
+pub fn openai_finish_reason(answer: &Answer) -> &'static str {
+    match answer.finish {
+        Some(Finish::Length) => "length",
+        _ => "stop",
+    }
+}
+
+/// `POST /v1/chat/completions` without streaming.
+#[derive(Serialize, ToSchema)]
+pub struct Completion {
+    pub id: String,
+    #[schema(value_type = String)]
+    pub object: &'static str,
+    pub created: u64,
+    pub model: String,
+    pub choices: Vec<CompletionChoice>,
+    pub usage: CompletionUsage,
+    #[schema(value_type = Vec<super::schemas::SourceRef>)]
+    pub sources: Vec<SourceRef>,
+    pub docent: DocentVerdict,
+}
+
+impl Completion {
+    /// A turn's answer as a `chat.completion` (`finish_reason` OpenAI's: `stop` or
+    /// `length`).
+    pub fn new(
+        id: String,
+        model: String,
+        created: u64,
+        conversation_id: String,
+        outcome: &TurnOutcome,
+    ) -> Completion {
+        let answer = &outcome.answer;
+        let finish_reason = openai_finish_reason(answer);
+        Completion {
+            id,
+            object: "chat.completion",
+            created,
+            model,
+            choices: vec![CompletionChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant".into(),
+                    content: answer.answer.clone(),
+                },
+                finish_reason,
+            }],
+            usage: CompletionUsage::from(answer),
+            sources: answer.sources.clone(),
+            docent: DocentVerdict {
+                answered: answer.answered,
+                finish_reason: outcome.finish_reason(),
+                conversation_id,
+                actions: outcome.actions.clone(),
+            },
+        }
+    }
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WidgetIntent {
+    pub id: String,
+    pub label: String,
+}
+
+/// What the widget shows of its bot.
+#[derive(Serialize, ToSchema)]
+pub struct WidgetBot {
+    pub id: String,
+    pub name: String,
+    pub fallback: Option<String>,
+    pub intents: Vec<WidgetIntent>,
+    /// `off`, `on_detection` or `after_messages`.
+    #[schema(value_type = String)]
+    pub lead_capture: &'static str,
+}
+
+impl From<&Bot> for WidgetBot {
+    fn from(bot: &Bot) -> WidgetBot {
+        let settings = &bot.settings;
+        WidgetBot {
+            id: bot.id.to_string(),
+            name: bot.name.clone(),
+            fallback: settings.fallback.clone(),
+            intents: settings
+                .intents
+                .iter()
+                .map(|i| WidgetIntent {
+                    id: i.id.clone(),
+                    label: i.label.clone(),
+                })
+                .collect(),
+            lead_capture: match settings.lead_capture {
+                LeadCapture::Off => "off",
+                LeadCapture::OnDetection => "on_detection",
+                LeadCapture::AfterMessages { .. } => "after_messages",
+            },
+        }
+    }
+}
+
+/// A widget session: send `session_token` as `Authorization: Bearer`, from the same
+/// origin, until `expires_at`.
+#[derive(Serialize, ToSchema)]
+pub struct WidgetSession {
+    /// `ws_…`
+    pub session_token: String,
+    pub expires_at: u64,
+    pub expires_in: u64,
+    pub visitor_id: String,
+    pub bot: WidgetBot,
 }

@@ -5,7 +5,6 @@
 
 use actix_web::{HttpResponse, web};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::AppState;
 use super::api::{blocking, load_bot, load_owner_bot, parse_bot_id, resource};
@@ -15,7 +14,7 @@ use super::error::{ApiError, ApiResult};
 use super::openapi::*;
 use crate::events::TYPES;
 use crate::ingest::ssrf::TargetGuard;
-use crate::store::Webhook;
+use crate::ports::Webhook;
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -216,7 +215,7 @@ pub(crate) async fn delete_webhook(
     let webhook = load_webhook(&state, &caller, &path).await?;
     let id = webhook.id.clone();
     state.stored(move |store| store.delete_webhook(&id)).await?;
-    Ok(HttpResponse::Ok().json(json!({"id": webhook.id, "deleted": true})))
+    Ok(HttpResponse::Ok().json(Deleted::new(webhook.id)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -250,9 +249,12 @@ pub(crate) async fn rotate(
     let store = state.store.clone();
     let id = webhook.id.clone();
     let webhook = blocking(move || {
-        Ok(store.update_webhook(&id, |w| {
-            w.previous_secret = Some(std::mem::replace(&mut w.secret, secret));
-            w.previous_until = Some(until);
+        let mut secret = Some(secret);
+        Ok(store.update_webhook(&id, &mut |w| {
+            if let Some(secret) = secret.take() {
+                w.previous_secret = Some(std::mem::replace(&mut w.secret, secret));
+                w.previous_until = Some(until);
+            }
         })?)
     })
     .await?
@@ -291,7 +293,10 @@ pub(crate) async fn list_deliveries(
     let next = (deliveries.len() == limit)
         .then(|| deliveries.last().map(|d| d.event_id.clone()))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({"data": deliveries, "next_cursor": next})))
+    Ok(HttpResponse::Ok().json(DeliveryList {
+        data: deliveries,
+        next_cursor: next,
+    }))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -347,5 +352,8 @@ pub(crate) async fn redeliver(
     let queued = state
         .stored(move |store| store.redeliver(&replayed, &targets))
         .await?;
-    Ok(HttpResponse::Accepted().json(json!({"event_id": event.id, "webhooks": queued})))
+    Ok(HttpResponse::Accepted().json(Redelivered {
+        event_id: event.id,
+        webhooks: queued,
+    }))
 }

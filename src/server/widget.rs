@@ -16,14 +16,15 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
-use serde_json::json;
+
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::api::{load_bot, parse_bot_id, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use crate::domain::{BotId, LeadCapture};
+use super::views::{WidgetBot, WidgetSession};
+use crate::domain::BotId;
 use crate::keys::{self, KeyKind, KeyScope};
 use crate::telemetry::unix_now;
 
@@ -277,32 +278,15 @@ pub(crate) async fn create_session(
     let (session_token, expires_at) = state
         .sessions
         .issue(&record.id, &bot.id, &visitor, origin, now);
-    let lead_capture = match bot.settings.lead_capture {
-        LeadCapture::Off => "off",
-        LeadCapture::OnDetection => "on_detection",
-        LeadCapture::AfterMessages { .. } => "after_messages",
-    };
-    let intents: Vec<_> = bot
-        .settings
-        .intents
-        .iter()
-        .map(|i| json!({"id": i.id, "label": i.label}))
-        .collect();
     Ok(HttpResponse::Ok()
         .insert_header((header::CACHE_CONTROL, "no-store"))
-        .json(json!({
-            "session_token": session_token,
-            "expires_at": expires_at,
-            "expires_in": expires_at - now,
-            "visitor_id": visitor,
-            "bot": {
-                "id": bot.id,
-                "name": bot.name,
-                "fallback": bot.settings.fallback,
-                "intents": intents,
-                "lead_capture": lead_capture,
-            },
-        })))
+        .json(WidgetSession {
+            session_token,
+            expires_at,
+            expires_in: expires_at - now,
+            visitor_id: visitor,
+            bot: WidgetBot::from(&bot),
+        }))
 }
 
 async fn widget_js(req: HttpRequest) -> HttpResponse {

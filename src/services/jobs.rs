@@ -24,7 +24,7 @@ use crate::embed::Embedding;
 use crate::ingest::fetch::redact_userinfo;
 use crate::ingest::ssrf::TargetGuard;
 use crate::ingest::{self, IngestRequest, IngestSummary, Source, crawl::CrawlOptions};
-use crate::store::Store;
+use crate::ports::Storage;
 use crate::telemetry::unix_now;
 
 /// What the crawl worker needs from the node it runs in: the embedding its crawls use
@@ -46,6 +46,17 @@ struct Job {
 struct JobProgress {
     phase: Mutex<String>,
     pages: AtomicU64,
+    /// 0 until the crawl knows of any page.
+    total: AtomicU64,
+}
+
+impl JobProgress {
+    /// Writes the pages done and in sight into `record`.
+    fn count(&self, record: &mut CrawlJob) {
+        record.progress = self.pages.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        record.total = (total > 0).then_some(total);
+    }
 }
 
 impl ingest::Progress for JobProgress {
@@ -56,10 +67,14 @@ impl ingest::Progress for JobProgress {
     fn inc(&self, n: u64) {
         self.pages.fetch_add(n, Ordering::Relaxed);
     }
+
+    fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Relaxed);
+    }
 }
 
 pub struct Jobs {
-    store: Store,
+    store: Arc<dyn Storage>,
     /// Queued and running jobs; finished ones are read from the store.
     active: Mutex<HashMap<String, Arc<Job>>>,
     queue: Mutex<Option<Sender<Arc<Job>>>>,
@@ -76,7 +91,11 @@ pub fn redacted(mut job: CrawlJob) -> CrawlJob {
 }
 
 impl Jobs {
-    pub fn new(store: Store, allow_private_targets: bool, proxy: Option<Secret>) -> Jobs {
+    pub fn new(
+        store: Arc<dyn Storage>,
+        allow_private_targets: bool,
+        proxy: Option<Secret>,
+    ) -> Jobs {
         Jobs {
             store,
             active: Mutex::new(HashMap::new()),
@@ -95,7 +114,7 @@ impl Jobs {
         every: Option<u64>,
     ) -> anyhow::Result<CrawlJob> {
         let source_url = url.to_string();
-        self.store.update_bot(bot, |record| {
+        self.store.update_bot(bot, &mut |record| {
             let sources = &mut record.settings.sources;
             sources.retain(|s| s.url != source_url);
             sources.push(SourceSchedule {
@@ -146,7 +165,7 @@ impl Jobs {
         let mut record = job.record.lock().expect("job lock").clone();
         if record.state == JobState::Running {
             record.phase = job.progress.phase.lock().expect("progress lock").clone();
-            record.progress = job.progress.pages.load(Ordering::Relaxed);
+            job.progress.count(&mut record);
         }
         Ok(Some(record))
     }
@@ -248,12 +267,13 @@ fn run_job(jobs: &Jobs, host: &dyn CrawlHost, job: &Job, runtime: &tokio::runtim
     };
     let result = crawl(jobs, host, job, &bot, &url, runtime);
     host.crawled(&bot);
-    let _ = jobs.store.update_bot(&bot, |b| {
+    let _ = jobs.store.update_bot(&bot, &mut |b| {
         for source in b.settings.sources.iter_mut().filter(|s| s.url == url) {
             source.last_crawl = Some(unix_now());
         }
     });
     let mut record = job.record.lock().expect("job lock");
+    job.progress.count(&mut record);
     finish(&mut record, result);
     if let Err(e) = jobs.store.put_job(&record) {
         tracing::error!(job = record.id, "cannot record the job's result: {e:#}");
@@ -316,7 +336,12 @@ fn crawl(
         chunk: Default::default(),
         test: record.test,
     };
-    runtime.block_on(ingest::run(&jobs.store, embedding, request, &job.progress))
+    runtime.block_on(ingest::run(
+        jobs.store.clone(),
+        embedding,
+        request,
+        &job.progress,
+    ))
 }
 
 #[cfg(test)]
@@ -331,7 +356,7 @@ mod tests {
     #[test]
     fn a_source_is_kept_once_per_url_with_its_schedule_and_each_crawl_is_queued() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
         let id = BotId::parse("docs").unwrap();
         store
             .create_bot(&crate::domain::Bot {

@@ -16,8 +16,8 @@ use super::cache::AnswerCache;
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, BotSettings, Conversation, Lead, LeadCapture, Message, Role};
 use crate::llm::{ChatMessage, Finish, Generator};
+use crate::ports::{Appended, NewEvent, Storage, TurnExtras, time_ordered_id};
 use crate::retrieval::Retriever;
-use crate::store::{Appended, NewEvent, Store, TurnExtras, time_ordered_id};
 use crate::telemetry::unix_now;
 
 /// What the bot says when it hands a conversation to a person.
@@ -83,7 +83,7 @@ impl TurnListener for () {
 /// What answering a turn uses: the store, search, the generator (already behind the fair
 /// queue when there is one), the answer cache, and the listener of stored turns.
 pub struct TurnService<'a> {
-    pub store: &'a Store,
+    pub store: &'a dyn Storage,
     pub retriever: &'a Retriever,
     pub generator: &'a dyn Generator,
     pub answers: Option<&'a AnswerCache>,
@@ -453,7 +453,8 @@ mod tests {
     use crate::embed::FakeEmbedder;
     use crate::ingest::{Document, IngestRequest, Source};
     use crate::llm::FakeGenerator;
-    use crate::store::Webhook;
+    use crate::ports::{ContentStore, ConversationStore, OutboxStore, Webhook};
+    use crate::store::Store;
 
     const FACT: &str = "The espresso machine must be descaled every month with citric acid.";
 
@@ -484,10 +485,15 @@ mod tests {
             .build()
             .unwrap();
         runtime
-            .block_on(crate::ingest::run(&store, embedder.clone(), request, &()))
+            .block_on(crate::ingest::run(
+                Arc::new(store.clone()),
+                embedder.clone(),
+                request,
+                &(),
+            ))
             .unwrap();
         store
-            .update_bot(&bot, |b: &mut Bot| b.settings = settings)
+            .update_bot(&bot, &mut |b: &mut Bot| b.settings = settings.clone())
             .unwrap();
         store
             .put_webhook(&Webhook {
@@ -534,7 +540,7 @@ mod tests {
             history: Vec::new(),
             question: question.into(),
             tenant: "key_x".into(),
-            started_ms: crate::store::now_ms(),
+            started_ms: crate::ports::now_ms(),
         }
     }
 
@@ -562,7 +568,7 @@ mod tests {
         listener: &dyn TurnListener,
         turn: &Turn,
     ) -> (TurnOutcome, String) {
-        let retriever = Retriever::new(store.clone(), embedder.clone());
+        let retriever = crate::app::retriever(Arc::new(store.clone()), embedder.clone());
         let service = TurnService {
             store,
             retriever: &retriever,
@@ -750,7 +756,7 @@ mod tests {
         store
             .append_turn(&conversation, &[], TurnExtras::default())
             .unwrap();
-        let retriever = Retriever::new(store.clone(), embedder.clone());
+        let retriever = crate::app::retriever(Arc::new(store.clone()), embedder.clone());
         let generator = TakenOverMidAnswer {
             store: &store,
             conversation: conversation.clone(),

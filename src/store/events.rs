@@ -8,14 +8,19 @@
 //! event either delivered or still due: at-least-once.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{Result, Store, decode, encode};
+use super::{Store, decode, encode};
 use crate::domain::{BotId, Lead};
+use crate::ports::{
+    Attempt, Delivery, DueDelivery, Event, NewEvent, OutboxStore, Outcome, Result, Webhook, now_ms,
+    time_ordered_id,
+};
 
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
@@ -24,7 +29,7 @@ const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("d
 /// (next attempt in unix ms, webhook id, event id) for every pending delivery.
 const DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("deliveries_due");
 /// Keyed by (bot id, lead id); lead ids sort by time.
-const LEADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leads");
+pub(super) const LEADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("leads");
 
 /// Creates the outbox tables (called from `Store::open`'s schema transaction).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
@@ -34,121 +39,6 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(DUE).context("deliveries_due table")?;
     txn.open_table(LEADS).context("leads table")?;
     Ok(())
-}
-
-/// Something that happened, as stored and as sent (`id`, `type`, `created`, `data`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Event {
-    /// `evt_` + creation time + random: the same on every delivery attempt.
-    pub id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// Unix seconds.
-    pub created: u64,
-    #[serde(skip)]
-    pub bot_id: Option<BotId>,
-    pub data: Value,
-}
-
-/// An event to write with a change: its type and data (the store adds id and time).
-#[derive(Debug, Clone)]
-pub struct NewEvent {
-    pub kind: &'static str,
-    pub data: Value,
-}
-
-/// A receiver of one bot's events.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Webhook {
-    /// `whk_` + random.
-    pub id: String,
-    pub bot_id: BotId,
-    pub url: String,
-    /// Event types sent to it (`*`: all).
-    pub events: Vec<String>,
-    /// The signing secret (`whsec_…`). Kept as is: signing needs it.
-    pub secret: String,
-    /// The secret before the last rotation, still signing until `previous_until`.
-    #[serde(default)]
-    pub previous_secret: Option<String>,
-    #[serde(default)]
-    pub previous_until: Option<u64>,
-    pub created: u64,
-}
-
-impl Webhook {
-    pub fn wants(&self, kind: &str) -> bool {
-        self.events.iter().any(|e| e == kind || e == "*")
-    }
-
-    /// The secrets to sign with at `now`: the current one, and the previous one during
-    /// its overlap.
-    pub fn signing_secrets(&self, now: u64) -> Vec<&str> {
-        let mut out = vec![self.secret.as_str()];
-        if let (Some(previous), Some(until)) = (&self.previous_secret, self.previous_until)
-            && now < until
-        {
-            out.push(previous);
-        }
-        out
-    }
-}
-
-/// One send of a delivery.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attempt {
-    /// Unix milliseconds.
-    pub at_ms: u64,
-    /// The receiver's HTTP status; absent when the request failed.
-    pub status: Option<u16>,
-    pub error: Option<String>,
-    pub latency_ms: u64,
-}
-
-/// One event's delivery to one webhook.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Delivery {
-    pub webhook_id: String,
-    pub event_id: String,
-    #[serde(rename = "type")]
-    pub kind: String,
-    /// `pending`, `delivered` or `failed` (the retry horizon passed).
-    pub state: String,
-    pub attempts: Vec<Attempt>,
-    /// Unix milliseconds of the next attempt, while pending.
-    pub next_attempt_ms: Option<u64>,
-    /// Unix seconds the event was created.
-    pub created: u64,
-}
-
-/// A pending delivery whose time has come, with what sending it needs.
-#[derive(Debug, Clone)]
-pub struct DueDelivery {
-    pub due_ms: u64,
-    pub webhook: Webhook,
-    pub event: Event,
-    pub attempts: usize,
-}
-
-/// What an attempt leads to.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Outcome {
-    Delivered,
-    RetryAt(u64),
-    Failed,
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `prefix_` + 12 hex digits of unix ms + 12 random base62: unique and time-ordered.
-pub fn time_ordered_id(prefix: &str) -> String {
-    let random = crate::keys::random_base62(12).unwrap_or_default();
-    format!("{prefix}_{:012x}{random}", now_ms())
 }
 
 /// Writes `new` for `bot` within `txn`, with a pending delivery to every webhook of the bot
@@ -304,8 +194,12 @@ fn delete_webhook_in(txn: &WriteTransaction, id: &str) -> Result<bool> {
     Ok(existed)
 }
 
-impl Store {
-    pub fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
+impl OutboxStore for Store {
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.outbox.clone()
+    }
+
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut table = txn.open_table(WEBHOOKS).context("open webhooks")?;
@@ -317,11 +211,10 @@ impl Store {
         Ok(())
     }
 
-    /// Reads, changes and writes a webhook in one transaction; `None` when it is gone.
-    pub fn update_webhook(
+    fn update_webhook(
         &self,
         id: &str,
-        change: impl FnOnce(&mut Webhook),
+        change: &mut dyn FnMut(&mut Webhook),
     ) -> Result<Option<Webhook>> {
         let txn = self.db.begin_write().context("begin write")?;
         let webhook = {
@@ -342,15 +235,14 @@ impl Store {
         Ok(Some(webhook))
     }
 
-    pub fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
+    fn get_webhook(&self, id: &str) -> Result<Option<Webhook>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(WEBHOOKS).context("open webhooks")?;
         let raw = table.get(id).context("read webhook")?;
         raw.map(|raw| decode(raw.value())).transpose()
     }
 
-    /// Every webhook, or one bot's, in id order.
-    pub fn list_webhooks(&self, bot: Option<&BotId>) -> Result<Vec<Webhook>> {
+    fn list_webhooks(&self, bot: Option<&BotId>) -> Result<Vec<Webhook>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(WEBHOOKS).context("open webhooks")?;
         let mut out = Vec::new();
@@ -364,15 +256,14 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes a webhook with its deliveries; false when it did not exist.
-    pub fn delete_webhook(&self, id: &str) -> Result<bool> {
+    fn delete_webhook(&self, id: &str) -> Result<bool> {
         let txn = self.db.begin_write().context("begin write")?;
         let existed = delete_webhook_in(&txn, id)?;
         txn.commit().context("failed to commit webhook delete")?;
         Ok(existed)
     }
 
-    pub fn get_event(&self, id: &str) -> Result<Option<Event>> {
+    fn get_event(&self, id: &str) -> Result<Option<Event>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(EVENTS).context("open events")?;
         let raw = table.get(id).context("read event")?;
@@ -382,8 +273,7 @@ impl Store {
             .map(Event::from))
     }
 
-    /// Writes one event on its own (for changes that are not a store write of their own).
-    pub fn emit(&self, bot: &BotId, new: NewEvent) -> Result<Event> {
+    fn emit(&self, bot: &BotId, new: NewEvent) -> Result<Event> {
         let txn = self.db.begin_write().context("begin write")?;
         let event = emit(&txn, bot, new)?;
         txn.commit().context("failed to commit event")?;
@@ -391,9 +281,7 @@ impl Store {
         Ok(event)
     }
 
-    /// Up to `limit` deliveries due by `now_ms`, earliest first, leaving out those in
-    /// `skip` (being sent). Rows whose webhook, event or delivery is gone are removed.
-    pub fn due_deliveries(
+    fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
@@ -457,10 +345,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Deletes events created before `before_ms` whose deliveries are all settled
-    /// (delivered or failed), with those deliveries; returns how many went. Event ids
-    /// start with their creation time, so only the old end of the table is read.
-    pub fn prune_events(&self, before_ms: u64, limit: usize) -> Result<usize> {
+    fn prune_events(&self, before_ms: u64, limit: usize) -> Result<usize> {
         let cutoff = format!("evt_{before_ms:012x}");
         let txn = self.db.begin_write().context("begin write")?;
         let mut pruned = 0;
@@ -515,16 +400,14 @@ impl Store {
         Ok(pruned)
     }
 
-    /// How many deliveries are pending (for `/metrics`).
-    pub fn pending_deliveries(&self) -> Result<u64> {
+    fn pending_deliveries(&self) -> Result<u64> {
         use redb::ReadableTableMetadata;
         let txn = self.db.begin_read().context("begin read")?;
         let due = txn.open_table(DUE).context("open deliveries_due")?;
         Ok(due.len().context("count due deliveries")?)
     }
 
-    /// When the earliest pending delivery not in `skip` is due (unix ms).
-    pub fn next_due_ms_except(&self, skip: &HashSet<(String, String)>) -> Result<Option<u64>> {
+    fn next_due_ms_except(&self, skip: &HashSet<(String, String)>) -> Result<Option<u64>> {
         let txn = self.db.begin_read().context("begin read")?;
         let due = txn.open_table(DUE).context("open deliveries_due")?;
         for entry in due.iter().context("scan due deliveries")? {
@@ -537,9 +420,7 @@ impl Store {
         Ok(None)
     }
 
-    /// Records attempts and what follows from each, in one transaction (the delivery
-    /// worker batches the attempts that finished together).
-    pub fn record_attempts(&self, attempts: &[(DueDelivery, Attempt, Outcome)]) -> Result<()> {
+    fn record_attempts(&self, attempts: &[(DueDelivery, Attempt, Outcome)]) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
         {
             let mut deliveries = txn.open_table(DELIVERIES).context("open deliveries")?;
@@ -593,8 +474,7 @@ impl Store {
         Ok(())
     }
 
-    /// A webhook's deliveries, newest first, starting after the event id `before`.
-    pub fn deliveries(
+    fn deliveries(
         &self,
         webhook_id: &str,
         before: Option<&str>,
@@ -621,10 +501,7 @@ impl Store {
         Ok(out)
     }
 
-    /// Sends an event again: its deliveries to `webhooks` (every webhook of its bot that
-    /// wants it when empty) become pending now, keeping their attempt history. Returns the
-    /// webhooks it was queued for.
-    pub fn redeliver(&self, event: &Event, webhooks: &[Webhook]) -> Result<Vec<String>> {
+    fn redeliver(&self, event: &Event, webhooks: &[Webhook]) -> Result<Vec<String>> {
         let now = now_ms();
         let txn = self.db.begin_write().context("begin write")?;
         let mut queued = Vec::new();
@@ -674,28 +551,6 @@ impl Store {
         self.outbox_written();
         Ok(queued)
     }
-
-    /// A bot's leads in time order, starting after the lead id `after`.
-    pub fn leads(&self, bot: &BotId, after: Option<&str>, limit: usize) -> Result<Vec<Lead>> {
-        let txn = self.db.begin_read().context("begin read")?;
-        let table = txn.open_table(LEADS).context("open leads")?;
-        let from = match after {
-            Some(after) => std::ops::Bound::Excluded((bot.as_str(), after)),
-            None => std::ops::Bound::Included((bot.as_str(), "")),
-        };
-        let mut out = Vec::new();
-        for entry in table
-            .range::<(&str, &str)>((from, std::ops::Bound::Unbounded))
-            .context("range leads")?
-        {
-            let (key, raw) = entry.context("read lead")?;
-            if key.value().0 != bot.as_str() || out.len() == limit {
-                break;
-            }
-            out.push(decode(raw.value())?);
-        }
-        Ok(out)
-    }
 }
 
 /// Erases the leads of one end user on the given bots within `txn`; returns how many.
@@ -737,7 +592,7 @@ mod tests {
 
     use super::*;
     use crate::domain::Message;
-    use crate::store::TurnExtras;
+    use crate::ports::{ConversationStore, TurnExtras};
 
     fn webhook(id: &str) -> Webhook {
         Webhook {

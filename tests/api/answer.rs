@@ -30,10 +30,15 @@ async fn fake_bot() -> (Retriever, tempfile::TempDir) {
         chunk: ChunkSpec::default(),
         test: false,
     };
-    ingest::run(&store, embedder.clone(), request, &ProgressBar::hidden())
-        .await
-        .unwrap();
-    (Retriever::new(store, embedder), data)
+    ingest::run(
+        Arc::new(store.clone()),
+        embedder.clone(),
+        request,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
+    (docent::app::retriever(Arc::new(store), embedder), data)
 }
 
 #[tokio::test]
@@ -88,8 +93,8 @@ async fn nothing_above_the_threshold_gives_the_fixed_fallback_without_the_model(
 #[test]
 fn an_empty_question_is_an_error_not_a_panic() {
     let data = tempfile::tempdir().unwrap();
-    let retriever = Retriever::new(
-        Store::open(data.path()).unwrap(),
+    let retriever = docent::app::retriever(
+        docent::store::open(data.path()).unwrap(),
         Arc::new(FakeEmbedder::default()),
     );
     let bot = BotId::parse("none").unwrap();

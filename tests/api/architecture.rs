@@ -33,6 +33,15 @@ const FRAMEWORK_DEBT: &[(&str, &str)] = &[];
 /// Modules that import nothing else of docent.
 const LEAVES: &[&str] = &["domain", "telemetry", "index", "keyword", "retry"];
 
+/// The adapters behind the state ports (`ports`): the redb store and the in-process
+/// search. Only the edge and `app` (which wire a node) name them; the core reaches state
+/// through the ports, so a second engine plugs in without touching it.
+const STATE_ADAPTERS: &[&str] = &["store", "search"];
+
+/// What the ports (traits and the records they carry) may name: the domain, and the key
+/// records the key store keeps.
+const PORTS_IMPORT: &[&str] = &["domain", "keys"];
+
 /// `crate::NAME` references outside comments and test modules, by top-level module.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -109,6 +118,9 @@ fn top_level_modules_import_each_other_without_cycles_and_only_downwards() {
         graph.contains_key("domain") && graph.contains_key("server"),
         "{graph:?}"
     );
+    // The adapters are wired somewhere, so their absence from the core means something.
+    assert!(graph["app"].contains("search"), "{graph:?}");
+    assert!(graph["commands"].contains("store"), "{graph:?}");
     let debt: BTreeSet<(String, String)> = KNOWN_DEBT
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -133,6 +145,17 @@ fn top_level_modules_import_each_other_without_cycles_and_only_downwards() {
             }
             if reaches(&graph, target, module) {
                 broken.push(format!("{module} -> {target}: a cycle"));
+            }
+            let wires_a_node = EDGES.contains(&module.as_str()) || module == "app";
+            if STATE_ADAPTERS.contains(&target.as_str()) && !wires_a_node {
+                broken.push(format!(
+                    "{module} -> {target}: the core reaches state through `ports`"
+                ));
+            }
+            if module == "ports" && !PORTS_IMPORT.contains(&target.as_str()) {
+                broken.push(format!(
+                    "ports -> {target}: ports name only {PORTS_IMPORT:?}"
+                ));
             }
             if LEAVES.contains(&module.as_str()) {
                 broken.push(format!(

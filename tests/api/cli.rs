@@ -341,7 +341,7 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
     let data = tempfile::tempdir().unwrap();
     let now = docent::telemetry::unix_now();
     {
-        let store = docent::store::Store::open(data.path()).unwrap();
+        let store = docent::store::open(data.path()).unwrap();
         let bot = BotId::parse("shop").unwrap();
         store
             .create_bot(&Bot {

@@ -5,10 +5,11 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use docent::domain::BotId;
-use docent::retrieval::Retriever;
+use docent::ports::ContentStore;
 use docent::store::Store;
 
 use crate::helpers::{copy_fixture, dyn_embedder, models_dir, serve};
@@ -63,7 +64,7 @@ fn kill_ingest_at(data: &Path, url: &str, point: &str) {
 /// The text of the best chunk for the returns question.
 fn returns_passage(data: &Path) -> String {
     let store = Store::open(data).unwrap();
-    let retriever = Retriever::new(store, dyn_embedder().embedder);
+    let retriever = docent::app::retriever(Arc::new(store), dyn_embedder().embedder);
     let hits = retriever
         .retrieve(
             &BotId::parse("shop").unwrap(),

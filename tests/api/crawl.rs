@@ -11,6 +11,7 @@ use docent::embed::FakeEmbedder;
 use docent::ingest::{
     self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
 };
+use docent::ports::ContentStore;
 use docent::store::Store;
 use indicatif::ProgressBar;
 
@@ -38,7 +39,13 @@ async fn ingest_with(
         chunk: ChunkSpec::default(),
         test: false,
     };
-    ingest::run(store, embedder, request, &ProgressBar::hidden()).await
+    ingest::run(
+        Arc::new(store.clone()),
+        embedder,
+        request,
+        &ProgressBar::hidden(),
+    )
+    .await
 }
 
 fn page_paths(store: &Store, base: &str) -> BTreeSet<String> {
@@ -233,7 +240,7 @@ async fn folder_ingest_cites_public_urls_and_skips_stubs_noindex_and_canonical_c
         test: false,
     };
     ingest::run(
-        &store,
+        Arc::new(store.clone()),
         Arc::new(FakeEmbedder::default()),
         request,
         &ProgressBar::hidden(),

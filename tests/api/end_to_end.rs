@@ -35,11 +35,19 @@ async fn ingest_fixture_site() -> Bot {
         chunk: ChunkSpec::default(),
         test: false,
     };
-    ingest::run(&store, dyn_embedder(), request, &ProgressBar::hidden())
-        .await
-        .unwrap();
+    ingest::run(
+        Arc::new(store.clone()),
+        dyn_embedder(),
+        request,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap();
     Bot {
-        retriever: Arc::new(Retriever::new(store, dyn_embedder().embedder)),
+        retriever: Arc::new(docent::app::retriever(
+            Arc::new(store),
+            dyn_embedder().embedder,
+        )),
         id,
         _data: data,
     }

@@ -300,7 +300,7 @@ async fn only_live_admin_keys_exempt_origins_from_the_ssrf_guard() {
     let site = serve(&crate::helpers::fixture("site"));
     s.state
         .store
-        .update_bot(&sandbox, |bot| {
+        .update_bot(&sandbox, &mut |bot| {
             bot.settings.allowed_targets = vec![site.base.clone()];
         })
         .unwrap();

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use docent::domain::{BotId, EmbedderId};
 use docent::embed::{Embedder, Embedding, Tokenizer, WordPiece};
+use docent::ports::ContentStore;
 use docent::remote::{EmbedConfig, PoolConfig, RemoteEmbedder};
 use docent::server::Limits;
 use docent::store::Store;

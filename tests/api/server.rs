@@ -14,8 +14,8 @@ use docent::embed::{Embedding, FakeEmbedder};
 use docent::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use docent::keys::{KeyEnv, KeyKind, KeyScope};
 use docent::llm::{ChatMessage, FakeGenerator, GenParams, GenStats, Generator};
+use docent::ports::Storage;
 use docent::server::{self, AppState, Engine, Limits};
-use docent::store::Store;
 use indicatif::ProgressBar;
 use serde_json::{Value, json};
 
@@ -147,7 +147,7 @@ impl TestServer {
     }
 }
 
-async fn ingest_site(store: &Store, embedding: Embedding, bot: &str, test: bool) {
+async fn ingest_site(store: &Arc<dyn Storage>, embedding: Embedding, bot: &str, test: bool) {
     let request = IngestRequest {
         bot: BotId::parse(bot).unwrap(),
         name: None,
@@ -160,7 +160,7 @@ async fn ingest_site(store: &Store, embedding: Embedding, bot: &str, test: bool)
         chunk: ChunkSpec::default(),
         test,
     };
-    ingest::run(store, embedding, request, &ProgressBar::hidden())
+    ingest::run(store.clone(), embedding, request, &ProgressBar::hidden())
         .await
         .unwrap();
 }
@@ -188,10 +188,10 @@ pub(crate) async fn start_with(
 ) -> TestServer {
     let embedding = embedding.into();
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = docent::store::open(data.path()).unwrap();
     ingest_site(&store, embedding.clone(), "zephyr", false).await;
     ingest_site(&store, embedding.clone(), "sandbox", true).await;
-    let admin_file = server::bootstrap_admin_key(&store, data.path())
+    let admin_file = server::bootstrap_admin_key(store.as_ref(), data.path())
         .unwrap()
         .expect("a fresh database gets an admin key");
     let admin = std::fs::read_to_string(admin_file)
@@ -209,7 +209,7 @@ pub(crate) async fn start_with(
 
 /// What a test server serves: a store, its admin key, and the models.
 pub(crate) struct Served {
-    pub(crate) store: Store,
+    pub(crate) store: Arc<dyn Storage>,
     pub(crate) admin: String,
     pub(crate) embedding: Embedding,
     pub(crate) generator: Arc<dyn Generator>,
@@ -1545,6 +1545,10 @@ async fn bots_are_managed_and_crawled_over_the_api_but_never_into_private_networ
     let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "done", "{job}");
     assert!(job["pages_indexed"].as_u64().unwrap() >= 5, "{job}");
+    // Every page fetched is counted, and when the crawl ends the pages in sight are the
+    // pages it fetched.
+    assert!(job["progress"].as_u64().unwrap() >= job["pages_indexed"].as_u64().unwrap());
+    assert_eq!(job["total"], job["progress"], "{job}");
     let (_, _, pages) = s
         .call("GET", "/v1/bots/kettles/pages", Some(&s.admin), None)
         .await;
@@ -1734,7 +1738,7 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     use docent::domain::{Bot, BotSettings, CrawlJob, JobState};
     let site = crate::helpers::serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = docent::store::open(data.path()).unwrap();
     let bot = BotId::parse("resumed").unwrap();
     store
         .create_bot(&Bot {

@@ -1,0 +1,273 @@
+//! The ports docent's state lives behind: storage cut by aggregate (a bot's content, its
+//! conversations and leads, API keys, the webhook outbox, crawl jobs) and search over a
+//! bot's chunks, with the records they carry. The core (services, ingest, retrieval, the
+//! delivery worker, analytics) names these traits, never an engine; `store` (redb) and
+//! `search` (HNSW and BM25 in process) are the adapters a node is built with.
+//!
+//! Every method that writes is one transaction of the engine: all of it is visible
+//! afterwards, or none. The rules of what a write keeps and announces (a turn's handoff,
+//! lead and events) are the domain's (`Conversation::settle_turn`), so every engine writes
+//! the same decisions.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page};
+use crate::keys::ApiKey;
+
+mod records;
+pub use records::{
+    Appended, Attempt, Delivery, DueDelivery, Erased, Event, IngestCommit, NewEvent, Outcome,
+    TurnExtras, Webhook, now_ms, time_ordered_id,
+};
+
+/// What a storage port fails with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("bot {0} not found")]
+    BotNotFound(BotId),
+    #[error(
+        "the database in {0} is in use by another docent process (is `docent serve` running on it?)"
+    )]
+    Locked(PathBuf),
+    #[error("bot {0} already exists")]
+    BotExists(BotId),
+    #[error("conversation {0} not found")]
+    ConversationNotFound(String),
+    #[error("key {0} not found")]
+    KeyNotFound(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Bots and their content: settings, pages, chunks and vectors, and an ingest's staging
+/// and commit.
+pub trait ContentStore: Send + Sync {
+    /// A bot (`Error::BotNotFound` when there is none).
+    fn get_bot(&self, id: &BotId) -> Result<Bot>;
+
+    /// Every bot, in id order.
+    fn list_bots(&self) -> Result<Vec<Bot>>;
+
+    /// Creates a bot with no content; fails if the id is taken.
+    fn create_bot(&self, bot: &Bot) -> Result<()>;
+
+    /// Reads, changes and writes a bot in one transaction.
+    fn update_bot(&self, id: &BotId, change: &mut dyn FnMut(&mut Bot)) -> Result<Bot>;
+
+    /// Deletes a bot with all its pages, chunks, vectors and conversations, in one
+    /// transaction; returns the ids of the conversations it erased.
+    fn delete_bot(&self, id: &BotId) -> Result<Vec<String>>;
+
+    /// The bot's pages, keyed by URL.
+    fn pages(&self, bot: &BotId) -> Result<Vec<Page>>;
+
+    /// All (chunk id, vector) pairs of a bot, for building its index.
+    fn vectors(&self, bot: &BotId) -> Result<Vec<(u64, Vec<f32>)>>;
+
+    /// The vectors of the given chunks, in order.
+    fn vectors_of(&self, ids: &[u64]) -> Result<Vec<Vec<f32>>>;
+
+    /// All (chunk id, chunk) pairs of a bot, for building its keyword index.
+    fn bot_chunks(&self, bot: &BotId) -> Result<Vec<(u64, Chunk)>>;
+
+    /// The given chunks, in order.
+    fn chunks(&self, ids: &[u64]) -> Result<Vec<Chunk>>;
+
+    /// Writes an ingest's new chunks and vectors before its commit, in one transaction, and
+    /// returns their ids. They stay invisible (no page lists them) until `commit_ingest`
+    /// names them; `discard_staged` removes them if the run fails.
+    fn stage_chunks(&self, ingest: &str, batch: &[(Chunk, Vec<f32>)]) -> Result<Vec<u64>>;
+
+    /// Removes the chunks an ingest staged (every ingest's with `None`); returns how many.
+    fn discard_staged(&self, ingest: Option<&str>) -> Result<usize>;
+
+    /// Chunks staged and not yet committed or discarded.
+    fn staged_chunks(&self) -> Result<u64>;
+
+    /// Applies one ingest run atomically: either all of it is visible afterwards, or none.
+    fn commit_ingest(&self, commit: IngestCommit) -> Result<()>;
+}
+
+/// API key records (hashes, never keys).
+pub trait KeyStore: Send + Sync {
+    /// Writes a key's record (new or changed).
+    fn put_key(&self, key: &ApiKey) -> Result<()>;
+
+    /// Writes several keys at once (a rotation: the new key and the old one's deadline).
+    fn put_keys(&self, records: &[&ApiKey]) -> Result<()>;
+
+    /// A key's record (`Error::KeyNotFound` when there is none).
+    fn get_key(&self, id: &str) -> Result<ApiKey>;
+
+    /// Every key record.
+    fn list_keys(&self) -> Result<Vec<ApiKey>>;
+}
+
+/// Conversations with their messages, and leads.
+pub trait ConversationStore: Send + Sync {
+    /// A conversation's record (`Error::ConversationNotFound` when there is none).
+    fn get_conversation(&self, id: &str) -> Result<Conversation>;
+
+    /// Conversations matching the filters in id order, starting after the id `after`.
+    /// A user or bot filter reads that user's or bot's index, not every conversation.
+    fn list_conversations(
+        &self,
+        bot: Option<&BotId>,
+        user: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Conversation>>;
+
+    /// A conversation's messages in order.
+    fn messages(&self, conversation: &str) -> Result<Vec<Message>>;
+
+    /// Writes the conversation record and appends `messages` to it, in one transaction.
+    fn append_messages(&self, conversation: &Conversation, messages: &[Message]) -> Result<()>;
+
+    /// Appends `messages` to a conversation and writes its record, the turn's lead and its
+    /// events, in one transaction; returns the record as stored and the position of the
+    /// first message appended.
+    ///
+    /// The stored record keeps what earlier writes settled: a handed-off conversation stays
+    /// handed off, and its lead and intent stay unless this turn brings new ones. The store
+    /// adds `conversation.started` (the first user message), `conversation.handoff` (the
+    /// state becomes `handed_off`) and `lead.captured` (a lead) to the turn's events.
+    ///
+    /// A bot reply to a conversation that a person took over while it was being written is
+    /// left out (the visitor's message is kept), and so is a lead typed in chat when the
+    /// conversation got one meanwhile.
+    ///
+    /// A turn on a conversation erased meanwhile (or, with `started_ms`, whose user or bot
+    /// was erased since it began) writes nothing: `Error::ConversationNotFound`.
+    fn append_turn(
+        &self,
+        conversation: &Conversation,
+        messages: &[Message],
+        extras: TurnExtras,
+    ) -> Result<Appended>;
+
+    /// Writes a lead given outside a chat turn, with its `lead.captured` event. A lead for a
+    /// bot that is gone, or for a user erased since `started_ms`, is not written
+    /// (`Error::BotNotFound`, `Error::ConversationNotFound`).
+    fn put_lead(&self, lead: &Lead, started_ms: u64) -> Result<()>;
+
+    /// A bot's leads in time order, starting after the lead id `after`.
+    fn leads(&self, bot: &BotId, after: Option<&str>, limit: usize) -> Result<Vec<Lead>>;
+
+    /// Deletes conversations and their messages; returns how many existed.
+    fn delete_conversations(&self, ids: &[String]) -> Result<usize>;
+
+    /// Erases everything stored about one end user on the given bots (their conversations
+    /// with messages and events, and their leads) in one transaction, and remembers the
+    /// erasure so a turn answered meanwhile is dropped.
+    fn erase_user(&self, user: &str, bots: &[BotId]) -> Result<Erased>;
+}
+
+/// The webhook outbox: webhooks, events, and each event's deliveries with their attempts.
+/// An event is written in the transaction of the change that caused it, with one pending
+/// delivery per webhook of its bot that wants it.
+pub trait OutboxStore: Send + Sync {
+    /// Woken after a commit that wrote events or made deliveries due: what the delivery
+    /// worker waits on between rounds (it also wakes when the next delivery is due, and
+    /// every 5 s, so an engine that other nodes write to may leave this unsignalled).
+    fn outbox_signal(&self) -> Arc<tokio::sync::Notify>;
+
+    /// Writes a webhook (new or replaced).
+    fn put_webhook(&self, webhook: &Webhook) -> Result<()>;
+
+    /// Reads, changes and writes a webhook in one transaction; `None` when it is gone.
+    fn update_webhook(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Webhook),
+    ) -> Result<Option<Webhook>>;
+
+    /// A webhook, if it exists.
+    fn get_webhook(&self, id: &str) -> Result<Option<Webhook>>;
+
+    /// Every webhook, or one bot's, in id order.
+    fn list_webhooks(&self, bot: Option<&BotId>) -> Result<Vec<Webhook>>;
+
+    /// Deletes a webhook with its deliveries; false when it did not exist.
+    fn delete_webhook(&self, id: &str) -> Result<bool>;
+
+    /// An event, if it is still kept.
+    fn get_event(&self, id: &str) -> Result<Option<Event>>;
+
+    /// Writes one event on its own (for changes that are not a store write of their own).
+    fn emit(&self, bot: &BotId, new: NewEvent) -> Result<Event>;
+
+    /// Up to `limit` deliveries due by `now_ms`, earliest first, leaving out those in
+    /// `skip` (being sent). Rows whose webhook, event or delivery is gone are removed.
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        limit: usize,
+        skip: &HashSet<(String, String)>,
+    ) -> Result<Vec<DueDelivery>>;
+
+    /// Deletes events created before `before_ms` whose deliveries are all settled
+    /// (delivered or failed), with those deliveries; returns how many went. Event ids
+    /// start with their creation time, so only the old end of the table is read.
+    fn prune_events(&self, before_ms: u64, limit: usize) -> Result<usize>;
+
+    /// How many deliveries are pending (for `/metrics`).
+    fn pending_deliveries(&self) -> Result<u64>;
+
+    /// When the earliest pending delivery not in `skip` is due (unix ms).
+    fn next_due_ms_except(&self, skip: &HashSet<(String, String)>) -> Result<Option<u64>>;
+
+    /// Records attempts and what follows from each, in one transaction (the delivery
+    /// worker batches the attempts that finished together).
+    fn record_attempts(&self, attempts: &[(DueDelivery, Attempt, Outcome)]) -> Result<()>;
+
+    /// A webhook's deliveries, newest first, starting after the event id `before`.
+    fn deliveries(
+        &self,
+        webhook_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Delivery>>;
+
+    /// Sends an event again: its deliveries to `webhooks` (every webhook of its bot that
+    /// wants it when empty) become pending now, keeping their attempt history. Returns the
+    /// webhooks it was queued for.
+    fn redeliver(&self, event: &Event, webhooks: &[Webhook]) -> Result<Vec<String>>;
+}
+
+/// Crawl job records, so a job's state outlives the process that ran it.
+pub trait JobStore: Send + Sync {
+    /// Writes a crawl job's record.
+    fn put_job(&self, job: &CrawlJob) -> Result<()>;
+
+    /// A job's record, if it exists.
+    fn get_job(&self, id: &str) -> Result<Option<CrawlJob>>;
+
+    /// Every job record, in id order.
+    fn jobs(&self) -> Result<Vec<CrawlJob>>;
+}
+
+/// Every storage port: what a node's state is kept in.
+pub trait Storage: ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore {}
+
+impl<T: ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore> Storage for T {}
+
+/// Candidate chunks for a query from a bot's indexes, each side best first; the caller
+/// fuses them (`retrieval`). Chunk ids are the content store's.
+pub trait Search: Send + Sync {
+    /// The `k` chunks whose vectors are nearest `query` (a unit vector), with their cosine
+    /// similarity.
+    fn dense(&self, bot: &BotId, query: &[f32], k: usize) -> anyhow::Result<Vec<(u64, f32)>>;
+
+    /// The `k` chunks that best match `query`'s words, with a relevance score (higher is
+    /// better, on the index's own scale).
+    fn keyword(&self, bot: &BotId, query: &str, k: usize) -> anyhow::Result<Vec<(u64, f32)>>;
+
+    /// Forgets whatever the search derived from the bot's content, after the content
+    /// changed (an ingest, a deletion).
+    fn invalidate(&self, bot: &BotId);
+}

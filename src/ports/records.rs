@@ -1,0 +1,171 @@
+//! The records the storage ports take and return beyond the domain's own: what a write
+//! did (`Appended`, `Erased`), what it carries (`TurnExtras`, `IngestCommit`), and the
+//! outbox's events, webhooks and deliveries.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{Bot, BotId, Conversation, Lead, Message, Page};
+
+/// What `Store::erase_user` erased.
+#[derive(Debug, Clone, Default)]
+pub struct Erased {
+    pub conversations: Vec<String>,
+    pub leads: usize,
+}
+
+/// What `Store::append_turn` wrote.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    /// The conversation record as stored.
+    pub conversation: Conversation,
+    /// The position of the first message appended.
+    pub first_position: u32,
+    /// The messages as stored (without a bot reply the turn brought to a conversation a
+    /// person took over meanwhile).
+    pub messages: Vec<Message>,
+    /// A bot reply was left out for that reason.
+    pub reply_dropped: bool,
+}
+
+/// What else a conversation turn writes in its transaction.
+#[derive(Debug, Default)]
+pub struct TurnExtras {
+    /// Events the turn caused beyond those the store derives itself
+    /// (`conversation.started`, `conversation.handoff`, `lead.captured`).
+    pub events: Vec<NewEvent>,
+    /// Contact details the visitor gave in this turn.
+    pub lead: Option<Lead>,
+    /// When the turn began (ms), for a turn that may outlive an erasure of its user: if
+    /// the user was erased since, nothing is written.
+    pub started_ms: Option<u64>,
+}
+
+/// Everything one ingest run changes, applied in a single transaction.
+pub struct IngestCommit {
+    /// The run's id, under which it staged its chunks.
+    pub ingest: String,
+    pub bot: Bot,
+    /// The bot existed when the run began (so, if it is gone now, it was deleted).
+    pub bot_existed: bool,
+    /// New or changed pages; their `chunk_ids` are chunks the run staged.
+    pub upserts: Vec<Page>,
+    /// Pages that stay, with caching headers refreshed (their chunks are kept as they are).
+    pub touched: Vec<Page>,
+    pub removed_urls: Vec<String>,
+}
+
+/// Something that happened, as stored and as sent (`id`, `type`, `created`, `data`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// `evt_` + creation time + random: the same on every delivery attempt.
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Unix seconds.
+    pub created: u64,
+    #[serde(skip)]
+    pub bot_id: Option<BotId>,
+    pub data: Value,
+}
+
+/// An event to write with a change: its type and data (the store adds id and time).
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// A receiver of one bot's events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Webhook {
+    /// `whk_` + random.
+    pub id: String,
+    pub bot_id: BotId,
+    pub url: String,
+    /// Event types sent to it (`*`: all).
+    pub events: Vec<String>,
+    /// The signing secret (`whsec_…`). Kept as is: signing needs it.
+    pub secret: String,
+    /// The secret before the last rotation, still signing until `previous_until`.
+    #[serde(default)]
+    pub previous_secret: Option<String>,
+    #[serde(default)]
+    pub previous_until: Option<u64>,
+    pub created: u64,
+}
+
+impl Webhook {
+    pub fn wants(&self, kind: &str) -> bool {
+        self.events.iter().any(|e| e == kind || e == "*")
+    }
+
+    /// The secrets to sign with at `now`: the current one, and the previous one during
+    /// its overlap.
+    pub fn signing_secrets(&self, now: u64) -> Vec<&str> {
+        let mut out = vec![self.secret.as_str()];
+        if let (Some(previous), Some(until)) = (&self.previous_secret, self.previous_until)
+            && now < until
+        {
+            out.push(previous);
+        }
+        out
+    }
+}
+
+/// One send of a delivery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The receiver's HTTP status; absent when the request failed.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub latency_ms: u64,
+}
+
+/// One event's delivery to one webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub webhook_id: String,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `pending`, `delivered` or `failed` (the retry horizon passed).
+    pub state: String,
+    pub attempts: Vec<Attempt>,
+    /// Unix milliseconds of the next attempt, while pending.
+    pub next_attempt_ms: Option<u64>,
+    /// Unix seconds the event was created.
+    pub created: u64,
+}
+
+/// A pending delivery whose time has come, with what sending it needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    pub due_ms: u64,
+    pub webhook: Webhook,
+    pub event: Event,
+    pub attempts: usize,
+}
+
+/// What an attempt leads to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Outcome {
+    Delivered,
+    RetryAt(u64),
+    Failed,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// `prefix_` + 12 hex digits of unix ms + 12 random base62: unique and time-ordered.
+pub fn time_ordered_id(prefix: &str) -> String {
+    let random = crate::keys::random_base62(12).unwrap_or_default();
+    format!("{prefix}_{:012x}{random}", now_ms())
+}
