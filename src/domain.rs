@@ -478,9 +478,9 @@ pub struct CrawlJob {
     /// While running: what the crawler is doing and how far it got.
     pub phase: String,
     pub progress: u64,
-    /// The pages in sight: every URL the crawl has found so far, up to what it may fetch
-    /// (it grows as pages link to more, and equals `progress` when the crawl ends); null
-    /// until the first page is fetched.
+    /// The pages in sight: every URL the crawl has found so far, as far as its page budget
+    /// reaches (never less than `progress`, growing as pages link to more, and equal to
+    /// `progress` once the job is `done`); null until the crawl starts fetching.
     pub total: Option<u64>,
     pub pages_indexed: Option<usize>,
     pub pages_unchanged: Option<usize>,

@@ -1,8 +1,8 @@
 //! Webhook delivery: event types, the `Docent-Signature` header, the retry policy and the
 //! delivery worker that drains the store's outbox.
 //!
-//! Events are written by the store in the transaction of the change that caused them
-//! (`store::events`). The worker sends each due delivery as
+//! Events are written by the storage engine in the transaction of the change that caused
+//! them (the `OutboxStore` port). The worker sends each due delivery as
 //! `{"id", "type", "created", "data"}`, signed `t=<unix>,v1=<hex hmac-sha256(secret,
 //! "<t>.<body>")>` (a second `v1=` with the previous secret during a rotation's overlap),
 //! and records the attempt: delivered on 2xx; retried with exponential backoff and jitter
@@ -18,8 +18,9 @@ use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
 
+use crate::ids::now_ms;
 use crate::ingest::ssrf::{PublicResolver, TargetGuard};
-use crate::ports::{Attempt, DueDelivery, OutboxStore, Outcome, now_ms};
+use crate::ports::{Attempt, DueDelivery, OutboxStore, Outcome};
 
 pub use crate::domain::event_kinds::{
     CONVERSATION_HANDOFF, CONVERSATION_STARTED, LEAD_CAPTURED, MESSAGE_UNANSWERED, TYPES,

@@ -15,7 +15,6 @@ use crate::domain::BotId;
 
 const ID_LEN: usize = 8;
 const SECRET_LEN: usize = 32;
-const BASE62: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -139,7 +138,7 @@ pub fn generate(
     name: Option<String>,
     now: u64,
 ) -> anyhow::Result<(String, ApiKey)> {
-    let body = random_base62(ID_LEN + SECRET_LEN)?;
+    let body = crate::ids::random_base62(ID_LEN + SECRET_LEN)?;
     let key = format!(
         "{}_{}_{body}",
         match kind {
@@ -207,22 +206,6 @@ pub fn verify(presented: &Presented<'_>, record: &ApiKey) -> bool {
     let hash = hash(presented.whole);
     let matches: bool = hash.as_bytes().ct_eq(record.hash.as_bytes()).into();
     matches && presented.kind == record.kind && presented.env == record.env
-}
-
-/// Uniform base62 characters from the OS's CSPRNG (rejection sampling: no modulo bias).
-pub fn random_base62(len: usize) -> anyhow::Result<String> {
-    let mut out = String::with_capacity(len);
-    let mut buf = [0u8; 64];
-    while out.len() < len {
-        getrandom::fill(&mut buf).map_err(|e| anyhow::anyhow!("no OS randomness: {e}"))?;
-        for &b in &buf {
-            // 248 = 4 * 62: bytes at or above it would favour the first characters.
-            if b < 248 && out.len() < len {
-                out.push(BASE62[(b % 62) as usize] as char);
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod embed;
 pub mod engage;
 pub mod eval;
 pub mod events;
+pub mod ids;
 pub mod index;
 pub mod ingest;
 pub mod keys;

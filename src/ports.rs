@@ -19,7 +19,7 @@ use crate::keys::ApiKey;
 mod records;
 pub use records::{
     Appended, Attempt, Delivery, DueDelivery, Erased, Event, IngestCommit, NewEvent, Outcome,
-    TurnExtras, Webhook, now_ms, time_ordered_id,
+    TurnExtras, Webhook,
 };
 
 /// What a storage port fails with.

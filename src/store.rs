@@ -14,10 +14,11 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::domain::{
     Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role, TurnEvent,
 };
+use crate::ids::now_ms;
 use crate::keys::ApiKey;
 use crate::ports::{
     Appended, ContentStore, ConversationStore, Erased, Error, IngestCommit, JobStore, KeyStore,
-    NewEvent, Result, Storage, TurnExtras, now_ms,
+    NewEvent, Result, Storage, TurnExtras,
 };
 
 mod events;

@@ -241,6 +241,13 @@ pub async fn crawl(
                 break;
             }
         }
+        // The pages in sight: every URL found so far, as far as the fetches made and the
+        // page budget left can reach (never fewer than the pages fetched).
+        let budget_left = options
+            .max_pages
+            .saturating_sub(report.sent + report.not_modified.len());
+        let in_sight = seen.len().min(fetches + budget_left).min(max_fetches);
+        progress.set_total(in_sight as u64);
         let Some(joined) = in_flight.join_next().await else {
             break;
         };
@@ -401,8 +408,6 @@ pub async fn crawl(
                 send_page(&mut report, &pages, page, options.max_pages).await?;
             }
         }
-        // The pages in sight: every URL found so far, up to what the crawl may fetch.
-        progress.set_total(seen.len().min(max_fetches) as u64);
         crate::telemetry::failpoint("crawl");
     }
     // Done: what was in sight is what was fetched.

@@ -118,11 +118,11 @@ fn document_pages(documents: &[Document]) -> CrawlReport {
 pub trait Progress: Send + Sync {
     /// What it is doing now (`crawling`, the page it fetched, `saving`).
     fn set_message(&self, message: &str);
-    /// `n` more pages done.
+    /// `n` more pages read (fetched by a crawl, read from a folder, or re-embedded).
     fn inc(&self, n: u64);
-    /// How many pages the run takes, as far as it knows: a folder's or a bot's count, or
-    /// the URLs a crawl has found so far (growing as pages link to more, and equal to the
-    /// pages done when it ends).
+    /// How many pages the run reads, as far as it knows: a folder's or a bot's count, or
+    /// the pages a crawl has in sight (the URLs found so far, as far as its page budget
+    /// reaches; never fewer than it read, and equal to them when it is done).
     fn set_total(&self, _total: u64) {}
 }
 
@@ -186,7 +186,7 @@ pub async fn run(
     request: IngestRequest,
     progress: &dyn Progress,
 ) -> anyhow::Result<IngestSummary> {
-    let ingest = format!("ing_{}", crate::keys::random_base62(12)?);
+    let ingest = crate::ids::ingest("ing");
     let result = run_staged(&store, embedding.into(), request, progress, &ingest).await;
     discard_if_failed(&store, &ingest, &result).await;
     result

@@ -38,7 +38,7 @@ pub async fn reindex(
     bot: &BotId,
     progress: &dyn Progress,
 ) -> anyhow::Result<ReindexSummary> {
-    let ingest = format!("rei_{}", crate::keys::random_base62(12)?);
+    let ingest = crate::ids::ingest("rei");
     let result = reindex_staged(&store, embedding.into(), bot, progress, &ingest).await;
     discard_if_failed(&store, &ingest, &result).await;
     result

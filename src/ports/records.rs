@@ -7,14 +7,14 @@ use serde_json::Value;
 
 use crate::domain::{Bot, BotId, Conversation, Lead, Message, Page};
 
-/// What `Store::erase_user` erased.
+/// What `ConversationStore::erase_user` erased.
 #[derive(Debug, Clone, Default)]
 pub struct Erased {
     pub conversations: Vec<String>,
     pub leads: usize,
 }
 
-/// What `Store::append_turn` wrote.
+/// What `ConversationStore::append_turn` wrote.
 #[derive(Debug, Clone)]
 pub struct Appended {
     /// The conversation record as stored.
@@ -155,17 +155,4 @@ pub enum Outcome {
     Delivered,
     RetryAt(u64),
     Failed,
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// `prefix_` + 12 hex digits of unix ms + 12 random base62: unique and time-ordered.
-pub fn time_ordered_id(prefix: &str) -> String {
-    let random = crate::keys::random_base62(12).unwrap_or_default();
-    format!("{prefix}_{:012x}{random}", now_ms())
 }

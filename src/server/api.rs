@@ -15,6 +15,7 @@ use crate::domain::{Bot, BotId, Conversation, Intent, LeadCapture};
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::services::bots::{InvalidSetting, SettingsChange};
+use crate::services::conversations::{Listing, visible_page};
 use crate::services::jobs::redacted;
 use crate::telemetry::unix_now;
 
@@ -454,7 +455,9 @@ pub(crate) async fn create_bot(
                 .collect::<Vec<_>>()
                 .join("-");
             let slug: String = slug.chars().take(40).collect();
-            let suffix = keys::random_base62(6).unwrap_or_default().to_lowercase();
+            let suffix = crate::ids::random_base62(6)
+                .unwrap_or_default()
+                .to_lowercase();
             parse_bot_id(&if slug.is_empty() {
                 format!("bot-{suffix}")
             } else {
@@ -633,7 +636,7 @@ pub(crate) struct NewConversation {
 pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> Conversation {
     let now = unix_now();
     Conversation {
-        id: format!("conv_{}", keys::random_base62(20).unwrap_or_default()),
+        id: crate::ids::conversation(),
         bot_id: bot.clone(),
         user_id,
         state: crate::domain::ConversationState::Open,
@@ -682,7 +685,7 @@ pub(crate) async fn create_conversation(
     caller: Caller,
     body: web::Json<NewConversation>,
 ) -> ApiResult<HttpResponse> {
-    let started_ms = crate::ports::now_ms();
+    let started_ms = crate::ids::now_ms();
     let body = body.into_inner();
     let raw = body
         .bot_id
@@ -825,34 +828,18 @@ pub(crate) async fn list_conversations(
         None => None,
     };
     let limit = page_limit(query.limit)?;
-    let store = state.store.clone();
     let bots = store_bots_visible(&state, &caller).await?;
-    let page = blocking(move || {
-        let mut out = Vec::new();
-        let mut cursor = query.cursor.clone();
-        // Filter by visibility page by page until the page is full or the table ends.
-        loop {
-            let batch = store.list_conversations(
-                bot.as_ref(),
-                query.user_id.as_deref(),
-                cursor.as_deref(),
+    let page = state
+        .stored(move |store| {
+            let listing = Listing {
+                bot: bot.as_ref(),
+                user: query.user_id.as_deref(),
+                cursor: query.cursor.clone(),
                 limit,
-            )?;
-            let exhausted = batch.len() < limit;
-            cursor = batch.last().map(|c| c.id.clone()).or(cursor);
-            out.extend(batch.into_iter().filter(|c| bots.contains(&c.bot_id)));
-            if exhausted || out.len() >= limit {
-                out.truncate(limit);
-                let next = if exhausted && out.len() < limit {
-                    None
-                } else {
-                    out.last().map(|c| c.id.clone())
-                };
-                return Ok((out, next));
-            }
-        }
-    })
-    .await?;
+            };
+            visible_page(store, listing, &bots)
+        })
+        .await?;
     let data = page
         .0
         .iter()

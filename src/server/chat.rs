@@ -144,7 +144,7 @@ pub fn charge_budgets(state: &AppState, caller: &Caller, bot: &BotId) -> ApiResu
 /// Validates the request and loads what the turn needs: the bot (with the caller's right
 /// to use it), the conversation (new or continued) and the earlier turns.
 pub async fn prepare(state: &AppState, caller: &Caller, body: ChatRequest) -> ApiResult<Turn> {
-    let started_ms = crate::ports::now_ms();
+    let started_ms = crate::ids::now_ms();
     let raw_bot = body
         .bot_id
         .as_deref()

@@ -11,7 +11,7 @@ use actix_web::{HttpResponse, ResponseError};
 use super::openapi::{ErrorBody, ErrorEnvelope};
 use super::queue::QueueError;
 use crate::domain::EmbedderMismatch;
-use crate::ports as store;
+use crate::ports;
 use crate::remote::{EmbedError, EngineError};
 
 tokio::task_local! {
@@ -124,22 +124,22 @@ impl ResponseError for ApiError {
     }
 }
 
-impl From<store::Error> for ApiError {
-    fn from(e: store::Error) -> ApiError {
+impl From<ports::Error> for ApiError {
+    fn from(e: ports::Error) -> ApiError {
         match e {
-            store::Error::BotNotFound(id) => {
+            ports::Error::BotNotFound(id) => {
                 ApiError::not_found("bot_not_found", format!("no bot with id \"{id}\""))
             }
-            store::Error::BotExists(id) => ApiError::new(
+            ports::Error::BotExists(id) => ApiError::new(
                 StatusCode::CONFLICT,
                 "bot_exists",
                 format!("a bot with id \"{id}\" already exists"),
             ),
-            store::Error::ConversationNotFound(id) => ApiError::not_found(
+            ports::Error::ConversationNotFound(id) => ApiError::not_found(
                 "conversation_not_found",
                 format!("no conversation with id {id:?}"),
             ),
-            store::Error::KeyNotFound(id) => {
+            ports::Error::KeyNotFound(id) => {
                 ApiError::not_found("key_not_found", format!("no key with id {id:?}"))
             }
             other => ApiError::internal(&anyhow::Error::new(other)),
@@ -165,7 +165,7 @@ impl From<anyhow::Error> for ApiError {
                 mismatch.to_string(),
             );
         }
-        match e.downcast::<store::Error>() {
+        match e.downcast::<ports::Error>() {
             Ok(store_error) => store_error.into(),
             Err(e) => ApiError::internal(&e),
         }

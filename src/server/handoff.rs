@@ -17,7 +17,6 @@ use std::time::Duration;
 use actix_web::web::Bytes;
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::{Deserialize, Serialize};
-
 use tokio::sync::broadcast;
 
 use super::AppState;
@@ -344,7 +343,7 @@ pub(crate) async fn agent_message(
     let mut conversation = hand_off(&state, conversation, "agent".into()).await?;
     conversation.updated = unix_now();
     let message = Message {
-        id: format!("msg_{}", crate::keys::random_base62(20).unwrap_or_default()),
+        id: crate::ids::message(),
         role: crate::domain::Role::Agent,
         content,
         created: unix_now(),

@@ -6,15 +6,14 @@ use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use super::AppState;
-use super::api::{blocking, load_bot, load_conversation, parse_bot_id, resource};
+use super::api::{load_bot, load_conversation, parse_bot_id, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
 use crate::domain::Lead;
-use crate::engage::{valid_email, valid_phone};
-use crate::ports::{TurnExtras, time_ordered_id};
-use crate::telemetry::unix_now;
+use crate::engage::valid_phone;
+use crate::services::leads::{self, LeadForm};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -43,59 +42,27 @@ pub(crate) struct NewLead {
     consent: Option<bool>,
 }
 
-fn clean(field: Option<String>) -> Option<String> {
-    field
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
 #[utoipa::path(post, path = "/v1/leads", tag = "leads", summary = "Record a visitor's contact details (emits lead.captured)", request_body = NewLead, security(("bearer" = [])), responses((status = 201, description = "The lead", body = super::schemas::Lead), ApiErrors))]
 pub(crate) async fn create_lead(
     state: web::Data<AppState>,
     caller: Caller,
     body: web::Json<NewLead>,
 ) -> ApiResult<HttpResponse> {
-    let started_ms = crate::ports::now_ms();
+    let started_ms = crate::ids::now_ms();
     let body = body.into_inner();
     let raw_bot = body
         .bot_id
         .ok_or_else(|| ApiError::bad_request("missing_field", "bot_id is required"))?;
     let bot = parse_bot_id(&raw_bot)?;
-    let consent = body.consent.ok_or_else(|| {
-        ApiError::bad_request("missing_field", "consent (true or false) is required")
-    })?;
-    let (name, email, phone) = (clean(body.name), clean(body.email), clean(body.phone));
-    if email.is_none() && phone.is_none() {
-        return Err(ApiError::bad_request(
-            "missing_field",
-            "a lead needs an email or a phone",
-        ));
-    }
-    if let Some(email) = &email
-        && !valid_email(email)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_email",
-            "email is not a valid address",
-        ));
-    }
-    if let Some(phone) = &phone
-        && !valid_phone(phone)
-    {
-        return Err(ApiError::bad_request(
-            "invalid_phone",
-            "phone must be 7 to 15 digits, with spaces, dashes, dots, parentheses or a leading +",
-        ));
-    }
-    if name
-        .as_ref()
-        .is_some_and(|n| n.chars().count() > 200 || n.chars().any(char::is_control))
-    {
-        return Err(ApiError::bad_request(
-            "invalid_request",
-            "name must be up to 200 printable characters",
-        ));
-    }
+    let form = LeadForm {
+        name: body.name,
+        email: body.email,
+        phone: body.phone,
+        consent: body.consent,
+    };
+    let contact = form
+        .check()
+        .map_err(|e| ApiError::bad_request(e.code, e.message))?;
     load_bot(&state, &caller, &bot).await?;
     super::chat::charge_budgets(&state, &caller, &bot)?;
     let conversation = match &body.conversation_id {
@@ -111,46 +78,16 @@ pub(crate) async fn create_lead(
         }
         None => None,
     };
-    let lead = Lead {
-        id: time_ordered_id("lead"),
-        bot_id: bot,
-        conversation_id: conversation.as_ref().map(|c| c.id.clone()),
-        // A widget visitor's lead is theirs even before any conversation, so erasing the
-        // visitor erases it.
-        user_id: conversation
-            .as_ref()
-            .and_then(|c| c.user_id.clone())
-            .or_else(|| caller.visitor.clone()),
-        name,
-        email,
-        phone,
-        consent: Some(consent),
-        obtained: crate::domain::LeadSource::Form,
-        created: unix_now(),
-    };
-    let store = state.store.clone();
+    let lead = leads::form_lead(
+        bot,
+        contact,
+        conversation.as_ref(),
+        caller.visitor.as_deref(),
+    );
     let stored = lead.clone();
-    blocking(move || {
-        match conversation {
-            // With its conversation: the conversation learns its lead in the same commit.
-            Some(mut conversation) => {
-                conversation.updated = unix_now();
-                conversation.lead_id = Some(stored.id.clone());
-                store.append_turn(
-                    &conversation,
-                    &[],
-                    TurnExtras {
-                        lead: Some(stored),
-                        started_ms: Some(started_ms),
-                        ..TurnExtras::default()
-                    },
-                )?;
-            }
-            None => store.put_lead(&stored, started_ms)?,
-        }
-        Ok(())
-    })
-    .await?;
+    state
+        .stored(move |store| leads::record(store, &stored, conversation, started_ms))
+        .await?;
     Ok(HttpResponse::Created().json(&lead))
 }
 

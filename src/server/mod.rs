@@ -444,7 +444,7 @@ async fn request_context(
                     .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
         })
         .map(str::to_string)
-        .unwrap_or_else(|| format!("req_{}", keys::random_base62(16).unwrap_or_default()));
+        .unwrap_or_else(crate::ids::request);
     let method = req.method().to_string();
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let exempt = matches!(

@@ -18,7 +18,6 @@ use super::chat::{self, ChatRequest, InMessage, Wire};
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
-use crate::keys;
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -127,7 +126,7 @@ pub(crate) async fn completions(
     };
     let turn = chat::prepare(&state, &caller, request).await?;
     let admission = chat::admit(&state, &caller, &turn.bot)?;
-    let id = format!("chatcmpl-{}", keys::random_base62(24).unwrap_or_default());
+    let id = crate::ids::completion();
     let created = unix_now();
     let state = state.into_inner();
     let mut options = state.options.clone();

@@ -1,6 +1,7 @@
 //! The OpenAPI 3 document served at `/openapi.json`, generated from the handlers'
-//! `#[utoipa::path]` attributes and the schemas below (response shapes the handlers build
-//! as JSON; request bodies derive their schemas where they are defined).
+//! `#[utoipa::path]` attributes, the response types of `views.rs` and the request bodies
+//! where they are defined; below, the error envelope and the shapes that are not a Rust
+//! response (an SSE event, a webhook's payload).
 
 #![allow(dead_code)] // `SseEvent` and `EventPayload` exist for their schemas.
 

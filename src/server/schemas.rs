@@ -184,8 +184,9 @@ pub struct JobView {
     pub phase: String,
     /// Pages fetched so far (each URL once, whatever came of it).
     pub progress: u64,
-    /// The pages in sight: every URL found so far, up to what the crawl may fetch; it
-    /// grows as pages link to more, and equals `progress` when the crawl ends.
+    /// The pages in sight: every URL found so far, as far as the page budget reaches
+    /// (never less than `progress`, growing as pages link to more, equal to `progress`
+    /// once the job is `done`).
     pub total: Option<u64>,
     pub pages_indexed: Option<usize>,
     pub pages_unchanged: Option<usize>,

@@ -1,8 +1,8 @@
 //! What the API returns (bots, pages, conversations and their messages, keys, webhooks,
-//! deliveries, leads, chat and completion answers, health, widget sessions): each view is built from the core's record by `from`, serialised as it
-//! is, and its schema is the OpenAPI document's, so the document and the responses are
-//! one type. (Core types carried unchanged inside a view take their schemas from
-//! `schemas.rs`.)
+//! deliveries, leads, chat and completion answers, health, widget sessions): each view is
+//! built from the core's records and serialised as it is, and its schema is the OpenAPI
+//! document's, so the document and the responses are one type. (Core types carried
+//! unchanged inside a view take their schemas from `schemas.rs`.)
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -346,6 +346,7 @@ impl ChatResponse {
 #[derive(Serialize, ToSchema)]
 pub struct Health {
     /// `ok`, `ready`, `loading`, `llm_unavailable` or `embedder_unavailable`.
+    #[schema(value_type = String)]
     pub status: &'static str,
     /// Why an engine is out of reach.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -52,7 +52,7 @@ async fn load_webhook(state: &AppState, caller: &Caller, id: &str) -> ApiResult<
 }
 
 fn new_secret() -> ApiResult<String> {
-    crate::keys::random_base62(32)
+    crate::ids::random_base62(32)
         .map(|s| format!("whsec_{s}"))
         .map_err(|e| ApiError::internal(&e))
 }
@@ -136,10 +136,7 @@ pub(crate) async fn create_webhook(
     load_bot(&state, &caller, &bot).await?;
     let url = check_url(&raw_url, state.limits.allow_private_targets).await?;
     let webhook = Webhook {
-        id: format!(
-            "whk_{}",
-            crate::keys::random_base62(16).map_err(|e| ApiError::internal(&e))?
-        ),
+        id: crate::ids::webhook(),
         bot_id: bot,
         url,
         events,
@@ -249,10 +246,10 @@ pub(crate) async fn rotate(
     let store = state.store.clone();
     let id = webhook.id.clone();
     let webhook = blocking(move || {
-        let mut secret = Some(secret);
+        // Safe to apply again (an engine may retry a transaction): the same change.
         Ok(store.update_webhook(&id, &mut |w| {
-            if let Some(secret) = secret.take() {
-                w.previous_secret = Some(std::mem::replace(&mut w.secret, secret));
+            if w.secret != secret {
+                w.previous_secret = Some(std::mem::replace(&mut w.secret, secret.clone()));
                 w.previous_until = Some(until);
             }
         })?)

@@ -16,7 +16,6 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
-
 use sha2::{Digest, Sha256};
 
 use super::AppState;
@@ -266,7 +265,7 @@ pub(crate) async fn create_session(
                 "visitor_key must be 16 to 128 characters of [A-Za-z0-9_-]",
             ));
         }
-        None => visitor_id(&keys::random_base62(32)?),
+        None => visitor_id(&crate::ids::random_base62(32)?),
     };
     let address = super::auth::client_address(&req, &state);
     let caller = Caller::public(

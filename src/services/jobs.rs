@@ -9,7 +9,8 @@
 //! Job records are stored when queued, started and finished, so a job is known after a
 //! restart and one that was queued or running when the server stopped is run again when
 //! it starts (a crawl is one transaction: an interrupted one left the bot as its last
-//! complete crawl did). Live progress is kept in memory only.
+//! complete crawl did). Live progress (phase, pages fetched, pages in sight) is kept in
+//! memory while a job runs; the finished record keeps its counts.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,7 +129,7 @@ impl Jobs {
 
     /// Queues a crawl of `url` into `bot`.
     pub fn submit(&self, bot: &BotId, url: &Url) -> anyhow::Result<CrawlJob> {
-        let id = format!("job_{}", crate::keys::random_base62(16)?);
+        let id = crate::ids::job();
         let job = CrawlJob::queued(id, bot.clone(), url.to_string(), unix_now());
         self.store.put_job(&job)?;
         self.enqueue(job.clone())?;

@@ -3,5 +3,7 @@
 
 pub mod bots;
 pub mod cache;
+pub mod conversations;
 pub mod jobs;
+pub mod leads;
 pub mod turn;

@@ -16,7 +16,7 @@ use super::cache::AnswerCache;
 use crate::chat::{self, Answer, AskOptions, SourceRef};
 use crate::domain::{BotId, BotSettings, Conversation, Lead, LeadCapture, Message, Role};
 use crate::llm::{ChatMessage, Finish, Generator};
-use crate::ports::{Appended, NewEvent, Storage, TurnExtras, time_ordered_id};
+use crate::ports::{Appended, NewEvent, Storage, TurnExtras};
 use crate::retrieval::Retriever;
 use crate::telemetry::unix_now;
 
@@ -399,7 +399,7 @@ fn detected_lead(turn: &Turn, conversation: &Conversation) -> Option<Lead> {
     }
     let contact = crate::engage::find_contact(&turn.question)?;
     Some(Lead {
-        id: time_ordered_id("lead"),
+        id: crate::ids::lead(),
         bot_id: turn.bot.clone(),
         conversation_id: Some(conversation.id.clone()),
         user_id: conversation.user_id.clone(),
@@ -413,7 +413,7 @@ fn detected_lead(turn: &Turn, conversation: &Conversation) -> Option<Lead> {
 }
 
 fn new_message_id() -> String {
-    format!("msg_{}", crate::keys::random_base62(20).unwrap_or_default())
+    crate::ids::message()
 }
 
 /// Earlier answers go back to the model without their `[n]` marks: the numbers referred to
@@ -540,7 +540,7 @@ mod tests {
             history: Vec::new(),
             question: question.into(),
             tenant: "key_x".into(),
-            started_ms: crate::ports::now_ms(),
+            started_ms: crate::ids::now_ms(),
         }
     }
 

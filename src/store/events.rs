@@ -17,9 +17,9 @@ use serde_json::Value;
 
 use super::{Store, decode, encode};
 use crate::domain::{BotId, Lead};
+use crate::ids::now_ms;
 use crate::ports::{
-    Attempt, Delivery, DueDelivery, Event, NewEvent, OutboxStore, Outcome, Result, Webhook, now_ms,
-    time_ordered_id,
+    Attempt, Delivery, DueDelivery, Event, NewEvent, OutboxStore, Outcome, Result, Webhook,
 };
 
 const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
@@ -46,7 +46,7 @@ pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 pub(super) fn emit(txn: &WriteTransaction, bot: &BotId, new: NewEvent) -> Result<Event> {
     let now = now_ms();
     let event = Event {
-        id: time_ordered_id("evt"),
+        id: crate::ids::event(),
         kind: new.kind.to_string(),
         created: now / 1000,
         bot_id: Some(bot.clone()),

@@ -31,7 +31,7 @@ const FRAMEWORKS: &[&str] = &["clap", "actix_web", "utoipa", "indicatif"];
 const FRAMEWORK_DEBT: &[(&str, &str)] = &[];
 
 /// Modules that import nothing else of docent.
-const LEAVES: &[&str] = &["domain", "telemetry", "index", "keyword", "retry"];
+const LEAVES: &[&str] = &["domain", "telemetry", "index", "keyword", "retry", "ids"];
 
 /// The adapters behind the state ports (`ports`): the redb store and the in-process
 /// search. Only the edge and `app` (which wire a node) name them; the core reaches state
