@@ -1,6 +1,7 @@
 //! Grounded answers: retrieve, decide whether the sources can answer, prompt the model,
 //! stream its reply, and cite the sources that verifiably support it (see `grounding`).
 
+pub mod claims;
 pub mod grounding;
 pub mod prompt;
 
@@ -96,6 +97,11 @@ pub struct Answer {
     pub answerable: Option<f32>,
     #[serde(skip)]
     pub finish: Option<Finish>,
+    /// Specifics of the answer (numbers, names, commands, flags, file names) that none of
+    /// its cited passages (nor the question) contains: invented facts behind a citation
+    /// (`claims`). Measured, not yet acted on; empty for an answer not answered.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unsupported: Vec<String>,
 }
 
 /// Answers `question` from `bot`'s content, streaming answer text to `on_token` (which may
@@ -162,6 +168,7 @@ pub fn answer_turn(
             retrieved,
             answerable,
             finish: None,
+            unsupported: Vec::new(),
         }
     };
     if evidence.is_empty() {
@@ -229,6 +236,22 @@ pub fn answer_turn(
     if !declined && !answered {
         tracing::info!("answer not supported by any retrieved source; marked unanswered");
     }
+    let unsupported = if answered {
+        let cited: Vec<String> = cited
+            .iter()
+            .map(|&n| evidence[n - 1].chunk.embedding_text())
+            .collect();
+        let cited: Vec<&str> = cited.iter().map(String::as_str).collect();
+        claims::unsupported(&answer, &cited, question)
+    } else {
+        Vec::new()
+    };
+    if !unsupported.is_empty() {
+        tracing::info!(
+            count = unsupported.len(),
+            "the answer states specifics no cited passage contains"
+        );
+    }
     Ok(Answer {
         answered,
         answer,
@@ -243,6 +266,7 @@ pub fn answer_turn(
         retrieved,
         answerable,
         finish: Some(stats.finish),
+        unsupported,
     })
 }
 

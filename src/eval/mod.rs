@@ -8,6 +8,9 @@
 //!   answer follows the passage rather than the model's memory.
 //! - `questions`: an operator's golden questions against one of their bots.
 //!
+//! Every kind also counts invented facts: answered questions whose answer states a
+//! specific no cited passage contains (`chat::claims`).
+//!
 //! Scratch bots live in their own database under `DATA_DIR/eval/`, one per data set, so a
 //! second run re-embeds nothing (ingest is incremental) and `serve` is never disturbed.
 
@@ -168,6 +171,8 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
             "correct": correct,
             "top_score": answer.retrieved.first().map(|s| s.score),
             "answerable": answer.answerable,
+            "unsupported": answer.unsupported,
+            "invented": invented(&answer),
             "latency_ms": round1(latency_ms),
         }))
     })?;
@@ -206,6 +211,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
             "declined": rate(declined, n_unanswerable),
             "ci95": interval(declined, n_unanswerable),
         },
+        "invented": invented_summary(&results),
         "latency_ms": {"p50": round1(percentile(&latencies, 0.5)), "p95": round1(percentile(&latencies, 0.95))},
         "seconds": round1(started.elapsed().as_secs_f64()),
         "model": config.model_path.file_name().map(|n| n.to_string_lossy().into_owned()),
@@ -273,6 +279,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
                 "id": id, "question": text, "answer": answer.answer, "answered": answer.answered,
                 "answer_in_context": gold.in_context, "real_world_answer": gold.real_world,
                 "follows_context": in_context, "follows_memory": real_world && !in_context,
+                "unsupported": answer.unsupported, "invented": invented(&answer),
             }))
         },
     )?;
@@ -299,6 +306,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
         "ci95": [round4(low), round4(high)],
         "real_world_answer": rate(memory),
         "answered": rate(answered),
+        "invented": invented_summary(&results),
         "seconds": round1(started.elapsed().as_secs_f64()),
     });
     print_result(args.json, &out, || {
@@ -309,6 +317,25 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
         )
     });
     Ok(())
+}
+
+/// An answer that states a specific (a number, a name, a command, a flag, a file) that
+/// none of its cited passages contains: an invented fact behind a citation.
+fn invented(answer: &chat::Answer) -> bool {
+    answer.answered && !answer.unsupported.is_empty()
+}
+
+/// How many answered questions had invented specifics, out of those answered.
+fn invented_summary(results: &[Value]) -> Value {
+    let answered = results.iter().filter(|r| r["answered"] == true).count();
+    let invented = results.iter().filter(|r| r["invented"] == true).count();
+    let (low, high) = wilson_interval(invented, answered);
+    json!({
+        "answers": invented,
+        "answered": answered,
+        "rate": if answered == 0 { 0.0 } else { round4(invented as f64 / answered as f64) },
+        "ci95": [round4(low), round4(high)],
+    })
 }
 
 /// One golden question of an operator's file.
@@ -392,11 +419,18 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
                 why,
                 answer.answer.replace('\n', " ")
             );
+            if invented(&answer) {
+                println!(
+                    "      not in its sources: {}",
+                    answer.unsupported.join(", ")
+                );
+            }
         }
         results.push(json!({
             "question": case.question, "passed": passed, "reason": why,
             "answer": answer.answer, "answered": answer.answered,
             "sources": answer.sources.iter().map(|s| &s.url).collect::<Vec<_>>(),
+            "unsupported": answer.unsupported, "invented": invented(&answer),
         }));
     }
     let passed = results.iter().filter(|r| r["passed"] == true).count();
@@ -405,10 +439,18 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     if args.json {
         println!(
             "{}",
-            json!({"passed": passed, "total": results.len(), "score": round4(score), "results": results})
+            json!({"passed": passed, "total": results.len(), "score": round4(score),
+                "invented": invented_summary(&results), "results": results})
         );
     } else {
-        println!("\n{passed}/{} passed (score {:.3})", results.len(), score);
+        let summary = invented_summary(&results);
+        println!(
+            "\n{passed}/{} passed (score {:.3}); {} of {} answers stated specifics their sources do not",
+            results.len(),
+            score,
+            summary["answers"],
+            summary["answered"]
+        );
     }
     Ok(ok)
 }

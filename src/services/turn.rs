@@ -388,6 +388,7 @@ fn empty_answer(text: String) -> Answer {
         retrieved: Vec::new(),
         answerable: None,
         finish: Some(Finish::Stop),
+        unsupported: Vec::new(),
     }
 }
 

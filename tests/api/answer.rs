@@ -70,6 +70,65 @@ async fn streamed_text_equals_the_answer_and_citations_are_verified() {
             .ends_with(&format!("[{}]", answer.sources[0].index))
     );
     assert!(answer.retrieved.len() >= answer.sources.len());
+    // Everything it states is in the passage it cites.
+    assert!(answer.unsupported.is_empty(), "{answer:?}");
+}
+
+/// The fake generator's faithful sentence, then an invented one.
+struct Embellishing;
+
+impl docent::llm::Generator for Embellishing {
+    fn generate(
+        &self,
+        messages: &[docent::llm::ChatMessage],
+        params: &docent::llm::GenParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> anyhow::Result<docent::llm::GenStats> {
+        let stats = FakeGenerator.generate(messages, params, on_token)?;
+        on_token(" The kettle was designed in 1987 by Hans Gruber of Nakatomi.");
+        Ok(stats)
+    }
+
+    fn classify(
+        &self,
+        messages: &[docent::llm::ChatMessage],
+        labels: &[&str],
+    ) -> anyhow::Result<Vec<f32>> {
+        FakeGenerator.classify(messages, labels)
+    }
+
+    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+        FakeGenerator.count_tokens(text)
+    }
+
+    fn context_size(&self) -> usize {
+        FakeGenerator.context_size()
+    }
+}
+
+#[tokio::test]
+async fn specifics_no_cited_passage_states_are_counted_as_invented() {
+    let (retriever, _data) = fake_bot().await;
+    let bot = BotId::parse("zephyr").unwrap();
+    let options = AskOptions {
+        min_score: 0.1,
+        ..AskOptions::default()
+    };
+    let question = "Which error code means the kettle needs descaling?";
+    let answer = chat::answer(
+        &retriever,
+        &Embellishing,
+        &bot,
+        question,
+        &options,
+        &mut |_| true,
+    )
+    .unwrap();
+    // The faithful sentence is cited, so it counts as answered; the invented year and
+    // names are what no cited passage contains.
+    assert!(answer.answered, "{answer:?}");
+    assert!(answer.answer.contains("1987"), "{answer:?}");
+    assert_eq!(answer.unsupported, ["1987", "Hans", "Gruber", "Nakatomi"]);
 }
 
 #[tokio::test]

@@ -225,6 +225,20 @@ fn eval_questions_reports_each_golden_question_and_fails_under_min_score() {
     );
     assert_eq!(results[2]["passed"], false);
     assert_eq!(results[2]["reason"], "missing a keyword");
+    // Each answer says which of its specifics no cited passage states, and the report
+    // counts the answers with any among those answered.
+    let answered = results.iter().filter(|r| r["answered"] == true).count();
+    let invented = results
+        .iter()
+        .filter(|r| !r["unsupported"].as_array().is_none_or(Vec::is_empty))
+        .count();
+    assert_eq!(report["invented"]["answered"], answered, "{report}");
+    assert_eq!(report["invented"]["answers"], invented, "{report}");
+    // The two answers about returns state the 45 days their page does.
+    for r in [&results[0], &results[2]] {
+        let unsupported = r["unsupported"].as_array().cloned().unwrap_or_default();
+        assert!(!unsupported.contains(&json!("45")), "{r}");
+    }
     // The same run under a stricter bar exits non-zero.
     let (code, _) = run_json(data.path(), &args("0.9"));
     assert_eq!(code, Some(1));
