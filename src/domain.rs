@@ -640,22 +640,59 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Records the crate's unit tests start from.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// An empty live bot, `Docs` for `docs`, crawled from `https://docs.example/`.
+    pub fn bot(id: &str) -> Bot {
+        let mut name: Vec<char> = id.chars().collect();
+        if let Some(first) = name.first_mut() {
+            *first = first.to_ascii_uppercase();
+        }
+        Bot {
+            id: BotId::parse(id).unwrap(),
+            name: name.into_iter().collect(),
+            source: "https://docs.example/".into(),
+            created_unix: 1,
+            updated_unix: 1,
+            pages: 0,
+            chunks: 0,
+            test: false,
+            settings: BotSettings::default(),
+            embedder: None,
+        }
+    }
+
+    /// A fresh open conversation with `bot`, of `user` when given.
+    pub fn conversation(id: &str, bot: &str, user: Option<&str>) -> Conversation {
+        Conversation {
+            id: id.into(),
+            bot_id: BotId::parse(bot).unwrap(),
+            user_id: user.map(str::to_string),
+            state: ConversationState::Open,
+            key_id: "key_x".into(),
+            created: 1,
+            updated: 1,
+            intent: None,
+            handed_off_at: None,
+            handoff_reason: None,
+            lead_id: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn bot(chunks: u64, embedder: Option<EmbedderId>) -> Bot {
         Bot {
-            id: BotId::parse("docs").unwrap(),
-            name: "Docs".into(),
-            source: "https://docs.example/".into(),
-            created_unix: 1,
-            updated_unix: 1,
             pages: 1,
             chunks,
-            test: false,
-            settings: BotSettings::default(),
             embedder,
+            ..fixtures::bot("docs")
         }
     }
 
@@ -698,17 +735,11 @@ mod tests {
 
     fn conversation(state: ConversationState) -> Conversation {
         Conversation {
-            id: "conv_1".into(),
-            bot_id: BotId::parse("docs").unwrap(),
-            user_id: None,
             state,
             key_id: "key_1".into(),
             created: 5,
             updated: 5,
-            intent: None,
-            handed_off_at: None,
-            handoff_reason: None,
-            lead_id: None,
+            ..fixtures::conversation("conv_1", "docs", None)
         }
     }
 

@@ -1101,24 +1101,7 @@ fn last_question(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ConversationState;
-
-    /// A fresh open conversation (shared with the outbox tests).
-    pub(super) fn conversation(id: &str, bot: &str, user: Option<&str>) -> Conversation {
-        Conversation {
-            id: id.into(),
-            bot_id: BotId::parse(bot).unwrap(),
-            user_id: user.map(str::to_string),
-            state: ConversationState::Open,
-            key_id: "key_x".into(),
-            created: 1,
-            updated: 1,
-            intent: None,
-            handed_off_at: None,
-            handoff_reason: None,
-            lead_id: None,
-        }
-    }
+    use crate::domain::fixtures::conversation;
 
     fn ids(list: Vec<Conversation>) -> Vec<String> {
         list.into_iter().map(|c| c.id).collect()
@@ -1129,18 +1112,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let id = BotId::parse("docs").unwrap();
-        let bot = Bot {
-            id: id.clone(),
-            name: "Docs".into(),
-            source: "test".into(),
-            created_unix: 1,
-            updated_unix: 1,
-            pages: 0,
-            chunks: 0,
-            test: false,
-            settings: Default::default(),
-            embedder: None,
-        };
+        let bot = crate::domain::fixtures::bot("docs");
         store.create_bot(&bot).unwrap();
         let chunk = Chunk {
             bot: id.clone(),

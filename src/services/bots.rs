@@ -165,24 +165,17 @@ fn check_intents(intents: &[Intent]) -> Result<(), InvalidSetting> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{BotId, BotSettings};
+    use crate::domain::BotSettings;
 
     fn bot() -> Bot {
         Bot {
-            id: BotId::parse("docs").unwrap(),
-            name: "Docs".into(),
             source: String::new(),
-            created_unix: 1,
-            updated_unix: 1,
-            pages: 0,
-            chunks: 0,
-            test: false,
             settings: BotSettings {
                 top_k: Some(5),
                 fallback: Some("Mail us".into()),
                 ..BotSettings::default()
             },
-            embedder: None,
+            ..crate::domain::fixtures::bot("docs")
         }
     }
 

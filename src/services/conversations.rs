@@ -46,23 +46,10 @@ pub fn visible_page(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ConversationState;
     use crate::store::Store;
 
     fn conversation(id: &str, bot: &str) -> Conversation {
-        Conversation {
-            id: id.into(),
-            bot_id: BotId::parse(bot).unwrap(),
-            user_id: None,
-            state: ConversationState::Open,
-            key_id: "key_x".into(),
-            created: 1,
-            updated: 1,
-            intent: None,
-            handed_off_at: None,
-            handoff_reason: None,
-            lead_id: None,
-        }
+        crate::domain::fixtures::conversation(id, bot, None)
     }
 
     #[test]

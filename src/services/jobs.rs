@@ -360,18 +360,7 @@ mod tests {
         let store = crate::store::open(dir.path()).unwrap();
         let id = BotId::parse("docs").unwrap();
         store
-            .create_bot(&crate::domain::Bot {
-                id: id.clone(),
-                name: "Docs".into(),
-                source: "https://docs.example/".into(),
-                created_unix: 1,
-                updated_unix: 1,
-                pages: 0,
-                chunks: 0,
-                test: false,
-                settings: Default::default(),
-                embedder: None,
-            })
+            .create_bot(&crate::domain::fixtures::bot("docs"))
             .unwrap();
         let jobs = Jobs::new(store.clone(), false, None);
         let url = Url::parse("https://docs.example/").unwrap();

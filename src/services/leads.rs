@@ -130,7 +130,7 @@ pub fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Bot, BotSettings, ConversationState};
+    use crate::domain::fixtures;
     use crate::ports::{ContentStore, ConversationStore, OutboxStore};
     use crate::store::Store;
 
@@ -175,20 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let bot = BotId::parse("docs").unwrap();
-        store
-            .create_bot(&Bot {
-                id: bot.clone(),
-                name: "Docs".into(),
-                source: "https://docs.example/".into(),
-                created_unix: 1,
-                updated_unix: 1,
-                pages: 0,
-                chunks: 0,
-                test: false,
-                settings: BotSettings::default(),
-                embedder: None,
-            })
-            .unwrap();
+        store.create_bot(&fixtures::bot("docs")).unwrap();
         store
             .put_webhook(&crate::ports::Webhook {
                 id: "whk_all".into(),
@@ -201,19 +188,7 @@ mod tests {
                 created: 1,
             })
             .unwrap();
-        let conversation = Conversation {
-            id: "conv_1".into(),
-            bot_id: bot.clone(),
-            user_id: Some("visitor_1".into()),
-            state: ConversationState::Open,
-            key_id: "key_x".into(),
-            created: 1,
-            updated: 1,
-            intent: None,
-            handed_off_at: None,
-            handoff_reason: None,
-            lead_id: None,
-        };
+        let conversation = fixtures::conversation("conv_1", "docs", Some("visitor_1"));
         store.append_messages(&conversation, &[]).unwrap();
         let contact = form("ana@example.com", "", Some(true)).check().unwrap();
         let lead = form_lead(bot.clone(), contact, Some(&conversation), None);

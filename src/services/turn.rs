@@ -546,19 +546,7 @@ mod tests {
     }
 
     fn new_conversation(id: &str) -> Conversation {
-        Conversation {
-            id: id.into(),
-            bot_id: BotId::parse("docs").unwrap(),
-            user_id: None,
-            state: ConversationState::Open,
-            key_id: "key_x".into(),
-            created: 1,
-            updated: 1,
-            intent: None,
-            handed_off_at: None,
-            handoff_reason: None,
-            lead_id: None,
-        }
+        crate::domain::fixtures::conversation(id, "docs", None)
     }
 
     /// Answers `turn` with the fakes, collecting what was streamed.

@@ -728,7 +728,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.put_webhook(&webhook("whk_a")).unwrap();
-        let open = crate::store::tests::conversation("conv_1", "shop", Some("u1"));
+        let open = crate::domain::fixtures::conversation("conv_1", "shop", Some("u1"));
         store
             .append_turn(&open, &[], TurnExtras::default())
             .unwrap();
@@ -767,7 +767,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         store.put_webhook(&webhook("whk_a")).unwrap();
-        let conversation = crate::store::tests::conversation("conv_1", "shop", Some("u1"));
+        let conversation = crate::domain::fixtures::conversation("conv_1", "shop", Some("u1"));
         let question = Message {
             id: "msg_1".into(),
             role: crate::domain::Role::User,
