@@ -179,6 +179,12 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
         if let Some(p) = answer.answerable {
             out["answerable"] = json!(p);
         }
+        if !answer.removed.is_empty() {
+            out["removed"] = json!(answer.removed);
+        }
+        if !answer.unsupported.is_empty() {
+            out["unsupported"] = json!(answer.unsupported);
+        }
         if args.explain {
             out["retrieved"] = serde_json::to_value(&answer.retrieved)?;
         }

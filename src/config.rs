@@ -36,6 +36,8 @@ pub struct Config {
     pub min_score: f32,
     /// Probability of "the sources answer this" below which docent declines unasked.
     pub answerable_threshold: f32,
+    /// Whether answers pass the claim check (`chat::gate`) [default: true].
+    pub claim_check: bool,
     pub max_tokens: usize,
     pub temperature: f32,
     /// API crawls may reach private addresses (`allow_private_targets` in the file).
@@ -132,6 +134,7 @@ struct FileRetrieval {
     top_k: Option<usize>,
     min_score: Option<f32>,
     answerable_threshold: Option<f32>,
+    claim_check: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -213,6 +216,7 @@ impl Config {
                     0.0
                 },
             ),
+            claim_check: file.retrieval.claim_check.unwrap_or(true),
             max_tokens: file.generation.max_tokens.unwrap_or(400),
             temperature: file.generation.temperature.unwrap_or(0.0),
             allow_private_targets: file.allow_private_targets.unwrap_or(false),

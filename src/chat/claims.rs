@@ -75,7 +75,7 @@ pub fn unsupported(answer: &str, passages: &[&str], question: &str) -> Vec<Strin
         .join("\n");
     let lower = haystack.to_lowercase();
     let numbers: HashSet<String> = numbers(&haystack).collect();
-    let spans_in = collapse(&haystack);
+    let spans_in = command_form(&collapse(&haystack));
     let mut out: Vec<String> = Vec::new();
     let mut flag = |specific: String| {
         if !out.contains(&specific) {
@@ -84,7 +84,7 @@ pub fn unsupported(answer: &str, passages: &[&str], question: &str) -> Vec<Strin
     };
     for span in code_spans(&text) {
         let normal = collapse(span);
-        if !spans_in.contains(&normal) {
+        if !spans_in.contains(&command_form(&normal)) {
             flag(format!("`{normal}`"));
         }
     }
@@ -190,6 +190,24 @@ fn code_spans(text: &str) -> impl Iterator<Item = &str> {
 
 fn without_code_spans(text: &str) -> String {
     text.split('`').step_by(2).collect::<Vec<_>>().join(" ")
+}
+
+/// `git-blame` written as `git blame`: a hyphen between two lowercase letters read as a
+/// space, on both sides of the comparison, since manual pages name commands one way and
+/// answers run them the other.
+fn command_form(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let joins = c == '-'
+                && i > 0
+                && chars[i - 1].is_ascii_lowercase()
+                && chars.get(i + 1).is_some_and(char::is_ascii_lowercase);
+            if joins { ' ' } else { c }
+        })
+        .collect()
 }
 
 /// Whitespace runs made one space: a span matches however the passage wrapped it.
@@ -425,6 +443,13 @@ mod tests {
             unsupported(list, &[passage], question).is_empty(),
             "{:?}",
             unsupported(list, &[passage], question)
+        );
+        // A manual page's `git-blame` is the answer's `git blame`.
+        let passage = "git-blame(1): git-blame -L 10,20 file shows who changed lines.";
+        assert!(unsupported("Run `git blame -L 10,20 file`.", &[passage], question).is_empty());
+        assert_eq!(
+            unsupported("Run `git blame --porcelain`.", &[passage], question),
+            ["`git blame --porcelain`"]
         );
         assert_eq!(
             numbers_of("v1.2.3, 10,000 and 12:30."),

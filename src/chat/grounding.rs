@@ -61,6 +61,11 @@ impl CitationFilter {
         &self.raw
     }
 
+    /// How many sources the answer may cite.
+    pub fn sources(&self) -> usize {
+        self.n_sources
+    }
+
     /// Moves `pending[..n]` to `out`.
     fn release(&mut self, n: usize, out: &mut String) {
         let text: String = self.pending.drain(..n).collect();

@@ -2,6 +2,7 @@
 //! stream its reply, and cite the sources that verifiably support it (see `grounding`).
 
 pub mod claims;
+pub mod gate;
 pub mod grounding;
 pub mod prompt;
 
@@ -27,6 +28,10 @@ pub struct AskOptions {
     /// Before answering, the model is asked whether the sources answer the question; below
     /// this probability of "yes" docent declines without generating (0 turns the check off).
     pub answerable_threshold: f32,
+    /// The claim check: the answer streams a sentence at a time, sentences stating
+    /// specifics no passage contains are removed, and an answer with no supported sentence
+    /// left becomes the decline (`gate`).
+    pub check_claims: bool,
 }
 
 impl Default for AskOptions {
@@ -37,6 +42,7 @@ impl Default for AskOptions {
             generation: GenParams::default(),
             system_extra: None,
             answerable_threshold: 0.0,
+            check_claims: true,
         }
     }
 }
@@ -55,6 +61,7 @@ impl AskOptions {
             },
             system_extra: None,
             answerable_threshold: config.answerable_threshold,
+            check_claims: config.claim_check,
         }
     }
 
@@ -99,9 +106,15 @@ pub struct Answer {
     pub finish: Option<Finish>,
     /// Specifics of the answer (numbers, names, commands, flags, file names) that none of
     /// its cited passages (nor the question) contains: invented facts behind a citation
-    /// (`claims`). Measured, not yet acted on; empty for an answer not answered.
+    /// (`claims`); empty for an answer not answered. With the claim check on, sentences
+    /// stating such specifics are `removed` and the passages stating the rest are cited,
+    /// so this stays empty but for what no passage could be cited for.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsupported: Vec<String>,
+    /// Sentences the claim check took out of the answer before the visitor saw them: they
+    /// stated specifics no passage in the prompt contains.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<String>,
 }
 
 /// Answers `question` from `bot`'s content, streaming answer text to `on_token` (which may
@@ -169,6 +182,7 @@ pub fn answer_turn(
             answerable,
             finish: None,
             unsupported: Vec::new(),
+            removed: Vec::new(),
         }
     };
     if evidence.is_empty() {
@@ -190,58 +204,37 @@ pub fn answer_turn(
     if answerable.is_some_and(|p| p < options.answerable_threshold) {
         return Ok(decline(source_refs(&evidence), answerable));
     }
-    let mut filter = grounding::CitationFilter::new(evidence.len());
-    let mut text = String::new();
-    let mut first_token_ms = None;
-    let stats = generator.generate(&messages, &options.generation, &mut |piece| {
-        let visible = filter.push(piece);
-        if visible.is_empty() {
-            return true;
-        }
-        first_token_ms.get_or_insert_with(|| ms(started));
-        text.push_str(&visible);
-        on_token(&visible)
-    })?;
-    let rest = filter.finish();
-    if stats.finish != Finish::Cancelled && !rest.is_empty() {
-        text.push_str(&rest);
-        on_token(&rest);
-    }
-    let hinted = prompt::cited_indices(filter.raw(), evidence.len());
-    let declined = is_refusal(&text);
-    let cited = if declined {
-        Vec::new()
-    } else {
-        let source_texts: Vec<String> = evidence.iter().map(|r| r.chunk.embedding_text()).collect();
-        let refs: Vec<&str> = source_texts.iter().map(String::as_str).collect();
-        grounding::attribute(&text, &refs, &hinted)
+    let passages: Vec<String> = evidence.iter().map(|r| r.chunk.embedding_text()).collect();
+    let passages: Vec<&str> = passages.iter().map(String::as_str).collect();
+    let mut stream = AnswerStream {
+        filter: grounding::CitationFilter::new(evidence.len()),
+        gate: options
+            .check_claims
+            .then(|| gate::SentenceGate::new(&passages, question)),
+        text: String::new(),
+        first_token_ms: None,
     };
-    if !cited.is_empty() && stats.finish != Finish::Cancelled {
-        let marks: String = cited.iter().map(|n| format!("[{n}]")).collect();
-        let suffix = if text.trim_end().is_empty() {
-            marks
-        } else {
-            format!(" {marks}")
-        };
-        let trimmed_len = text.trim_end().len();
-        text.truncate(trimmed_len);
-        text.push_str(&suffix);
-        on_token(&suffix);
+    let stats = generator.generate(&messages, &options.generation, &mut |piece| {
+        stream.push(piece, started, on_token)
+    })?;
+    let cancelled = stats.finish == Finish::Cancelled;
+    if !cancelled {
+        stream.finish(started, on_token);
     }
-    let answer = text.trim().to_string();
+    let settled = settle(
+        stream, &passages, question, options, cancelled, started, on_token,
+    );
+    let answer = settled.text.trim().to_string();
     let retrieved = source_refs(&evidence);
+    let cited = settled.cited;
     let sources: Vec<SourceRef> = cited.iter().map(|&n| retrieved[n - 1].clone()).collect();
     // An answer no source supports is not an answer from the sources, however fluent.
-    let answered = !declined && !sources.is_empty();
-    if !declined && !answered {
+    let answered = !settled.declined && !sources.is_empty();
+    if !settled.declined && !answered {
         tracing::info!("answer not supported by any retrieved source; marked unanswered");
     }
     let unsupported = if answered {
-        let cited: Vec<String> = cited
-            .iter()
-            .map(|&n| evidence[n - 1].chunk.embedding_text())
-            .collect();
-        let cited: Vec<&str> = cited.iter().map(String::as_str).collect();
+        let cited: Vec<&str> = cited.iter().map(|&n| passages[n - 1]).collect();
         claims::unsupported(&answer, &cited, question)
     } else {
         Vec::new()
@@ -252,6 +245,7 @@ pub fn answer_turn(
             "the answer states specifics no cited passage contains"
         );
     }
+    let (first_token_ms, removed) = (settled.first_token_ms, settled.removed);
     Ok(Answer {
         answered,
         answer,
@@ -267,7 +261,161 @@ pub fn answer_turn(
         answerable,
         finish: Some(stats.finish),
         unsupported,
+        removed,
     })
+}
+
+/// The answer as it streams: the model's markers filtered out, then (with the claim
+/// check) the sentence gate, then the visitor.
+struct AnswerStream<'a> {
+    filter: grounding::CitationFilter,
+    gate: Option<gate::SentenceGate<'a>>,
+    /// What the visitor was shown.
+    text: String,
+    first_token_ms: Option<f64>,
+}
+
+impl AnswerStream<'_> {
+    /// One piece of the model's output; false stops generation (the reader left).
+    fn push(&mut self, piece: &str, started: Instant, on_token: OnToken<'_>) -> bool {
+        let visible = self.filter.push(piece);
+        let shown = match self.gate.as_mut() {
+            Some(gate) => {
+                let hinted = prompt::cited_indices(self.filter.raw(), self.filter.sources());
+                gate.push(&visible, &hinted)
+            }
+            None => visible,
+        };
+        self.show(&shown, started, on_token)
+    }
+
+    /// The end of generation: what the filter and the gate still hold (nothing is asked
+    /// of the reader: there is nothing left to stop).
+    fn finish(&mut self, started: Instant, on_token: OnToken<'_>) {
+        let rest = self.filter.finish();
+        let shown = match self.gate.as_mut() {
+            Some(gate) => {
+                let hinted = prompt::cited_indices(self.filter.raw(), self.filter.sources());
+                let mut shown = gate.push(&rest, &hinted);
+                shown.push_str(&gate.finish(&hinted));
+                shown
+            }
+            None => rest,
+        };
+        if !shown.is_empty() {
+            self.show(&shown, started, on_token);
+        }
+    }
+
+    fn show(&mut self, shown: &str, started: Instant, on_token: OnToken<'_>) -> bool {
+        if shown.is_empty() {
+            // Nothing to show yet. While the gate holds a sentence back, an empty piece
+            // asks whether the reader is still there; without it, nothing goes out.
+            return self.gate.is_none() || on_token("");
+        }
+        self.first_token_ms.get_or_insert_with(|| ms(started));
+        self.text.push_str(shown);
+        on_token(shown)
+    }
+}
+
+/// The answer once generation is over: its text with the verified citations, which
+/// passages they are, whether it is a decline, and what the claim check removed.
+struct Settled {
+    text: String,
+    cited: Vec<usize>,
+    declined: bool,
+    removed: Vec<String>,
+    first_token_ms: Option<f64>,
+}
+
+/// Settles a written answer: with the gate, one none of whose sentences a passage
+/// supports was never shown and the decline takes its place (nothing, if the reader left
+/// before it could be said); otherwise its sentences are attributed to their passages, the
+/// passages stating its specifics are added, and the `[n]` marks go out.
+fn settle(
+    stream: AnswerStream<'_>,
+    passages: &[&str],
+    question: &str,
+    options: &AskOptions,
+    cancelled: bool,
+    started: Instant,
+    on_token: OnToken<'_>,
+) -> Settled {
+    let hinted = prompt::cited_indices(stream.filter.raw(), passages.len());
+    let withheld = stream.gate.as_ref().is_some_and(|g| !g.opened());
+    let removed = stream
+        .gate
+        .as_ref()
+        .map(|g| g.removed().to_vec())
+        .unwrap_or_default();
+    if !removed.is_empty() {
+        tracing::info!(
+            count = removed.len(),
+            "sentences stating specifics no passage contains were removed"
+        );
+    }
+    let mut first_token_ms = stream.first_token_ms;
+    let mut text = stream.text;
+    if withheld && !cancelled {
+        first_token_ms.get_or_insert_with(|| ms(started));
+        text = NOT_IN_SOURCES.to_string();
+        on_token(NOT_IN_SOURCES);
+    }
+    let declined = withheld || is_refusal(&text);
+    let mut cited = if declined {
+        Vec::new()
+    } else {
+        grounding::attribute(&text, passages, &hinted)
+    };
+    if options.check_claims && !cited.is_empty() {
+        cite_specifics(&text, passages, question, &mut cited);
+    }
+    if !cited.is_empty() && !cancelled {
+        let marks: String = cited.iter().map(|n| format!("[{n}]")).collect();
+        let suffix = if text.trim_end().is_empty() {
+            marks
+        } else {
+            format!(" {marks}")
+        };
+        let trimmed_len = text.trim_end().len();
+        text.truncate(trimmed_len);
+        text.push_str(&suffix);
+        on_token(&suffix);
+    }
+    Settled {
+        text,
+        cited,
+        declined,
+        removed,
+        first_token_ms,
+    }
+}
+
+type OnToken<'a> = &'a mut dyn FnMut(&str) -> bool;
+
+/// Adds to `cited` the passages that state the answer's specifics no cited passage states
+/// (a sentence the gate let through because some passage in the prompt states its
+/// specifics, but grounding credited to another), best first, while each adds something.
+fn cite_specifics(answer: &str, passages: &[&str], question: &str, cited: &mut Vec<usize>) {
+    loop {
+        let known: Vec<&str> = cited.iter().map(|&n| passages[n - 1]).collect();
+        let missing = claims::unsupported(answer, &known, question).len();
+        if missing == 0 {
+            return;
+        }
+        let best = (1..=passages.len())
+            .filter(|n| !cited.contains(n))
+            .map(|n| {
+                let with: Vec<&str> = known.iter().copied().chain([passages[n - 1]]).collect();
+                (n, claims::unsupported(answer, &with, question).len())
+            })
+            .min_by_key(|&(n, left)| (left, n));
+        match best {
+            Some((n, left)) if left < missing => cited.push(n),
+            _ => return,
+        }
+    }
 }
 
 /// Renders the prompt, dropping the weakest sources until it fits the context window with

@@ -173,6 +173,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
             "answerable": answer.answerable,
             "unsupported": answer.unsupported,
             "invented": invented(&answer),
+            "removed": answer.removed,
             "latency_ms": round1(latency_ms),
         }))
     })?;
@@ -280,6 +281,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
                 "answer_in_context": gold.in_context, "real_world_answer": gold.real_world,
                 "follows_context": in_context, "follows_memory": real_world && !in_context,
                 "unsupported": answer.unsupported, "invented": invented(&answer),
+                "removed": answer.removed,
             }))
         },
     )?;
@@ -325,14 +327,20 @@ fn invented(answer: &chat::Answer) -> bool {
     answer.answered && !answer.unsupported.is_empty()
 }
 
-/// How many answered questions had invented specifics, out of those answered.
+/// How many answered questions had invented specifics, out of those answered, and how
+/// many answers had sentences removed by the claim check.
 fn invented_summary(results: &[Value]) -> Value {
     let answered = results.iter().filter(|r| r["answered"] == true).count();
     let invented = results.iter().filter(|r| r["invented"] == true).count();
+    let removed = results
+        .iter()
+        .filter(|r| r["removed"].as_array().is_some_and(|a| !a.is_empty()))
+        .count();
     let (low, high) = wilson_interval(invented, answered);
     json!({
         "answers": invented,
         "answered": answered,
+        "removed": removed,
         "rate": if answered == 0 { 0.0 } else { round4(invented as f64 / answered as f64) },
         "ci95": [round4(low), round4(high)],
     })
@@ -425,12 +433,16 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
                     answer.unsupported.join(", ")
                 );
             }
+            for sentence in &answer.removed {
+                println!("      removed: {}", sentence.replace('\n', " "));
+            }
         }
         results.push(json!({
             "question": case.question, "passed": passed, "reason": why,
             "answer": answer.answer, "answered": answer.answered,
             "sources": answer.sources.iter().map(|s| &s.url).collect::<Vec<_>>(),
             "unsupported": answer.unsupported, "invented": invented(&answer),
+            "removed": answer.removed,
         }));
     }
     let passed = results.iter().filter(|r| r["passed"] == true).count();
@@ -445,11 +457,12 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     } else {
         let summary = invented_summary(&results);
         println!(
-            "\n{passed}/{} passed (score {:.3}); {} of {} answers stated specifics their sources do not",
+            "\n{passed}/{} passed (score {:.3}); {} of {} answers stated specifics their sources do not; {} had sentences removed",
             results.len(),
             score,
             summary["answers"],
-            summary["answered"]
+            summary["answered"],
+            summary["removed"]
         );
     }
     Ok(ok)

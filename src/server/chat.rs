@@ -509,13 +509,25 @@ pub fn run_streaming(
         REQUEST_ID.sync_scope(request_id, || {
             let sender = tx.clone();
             let gone = || tx.is_closed();
+            let mut last_write = std::time::Instant::now();
             let sink = Sink {
                 on_retrieved: &mut |sources| {
                     if let Some(event) = wire.sources(sources) {
                         let _ = sender.blocking_send(event);
                     }
                 },
-                on_token: &mut |piece| sender.blocking_send(wire.delta(piece)).is_ok(),
+                on_token: &mut |piece| {
+                    if piece.is_empty() {
+                        // Nothing to show yet: is the client still there?
+                        if last_write.elapsed() < sse::PROBE_EVERY {
+                            return !sender.is_closed();
+                        }
+                        last_write = std::time::Instant::now();
+                        return sender.blocking_send(Bytes::from_static(sse::PROBE)).is_ok();
+                    }
+                    last_write = std::time::Instant::now();
+                    sender.blocking_send(wire.delta(piece)).is_ok()
+                },
             };
             let result = answer_turn(&state, &turn, &options, &gone, sink);
             let last = match result {

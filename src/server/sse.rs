@@ -15,6 +15,13 @@ pub const HEARTBEAT: Duration = Duration::from_secs(15);
 /// The comment line a heartbeat sends.
 pub const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 
+/// The comment a stream sends while it has nothing to show (the claim check holds a
+/// sentence back): only a write finds out that the client has gone.
+pub const PROBE: &[u8] = b":\n\n";
+
+/// Least time between two probes of one stream.
+pub const PROBE_EVERY: Duration = Duration::from_millis(250);
+
 /// A `data:` frame holding `value` as one line of JSON.
 pub fn data(value: &impl Serialize) -> Bytes {
     with_id(None, value)

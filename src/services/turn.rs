@@ -389,6 +389,7 @@ fn empty_answer(text: String) -> Answer {
         answerable: None,
         finish: Some(Finish::Stop),
         unsupported: Vec::new(),
+        removed: Vec::new(),
     }
 }
 
@@ -450,7 +451,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
-    use crate::domain::{Bot, ConversationState};
+    use crate::domain::{Bot, ConversationState, NOT_IN_SOURCES};
     use crate::embed::FakeEmbedder;
     use crate::ingest::{Document, IngestRequest, Source};
     use crate::llm::FakeGenerator;
@@ -557,11 +558,23 @@ mod tests {
         listener: &dyn TurnListener,
         turn: &Turn,
     ) -> (TurnOutcome, String) {
+        ask_with(&FakeGenerator, store, embedder, cache, listener, turn)
+    }
+
+    /// `ask`, with `generator` writing the answer.
+    fn ask_with(
+        generator: &dyn Generator,
+        store: &Store,
+        embedder: &Arc<FakeEmbedder>,
+        cache: Option<&AnswerCache>,
+        listener: &dyn TurnListener,
+        turn: &Turn,
+    ) -> (TurnOutcome, String) {
         let retriever = crate::app::retriever(Arc::new(store.clone()), embedder.clone());
         let service = TurnService {
             store,
             retriever: &retriever,
-            generator: &FakeGenerator,
+            generator,
             answers: cache,
             listener,
             timeout: Duration::from_secs(60),
@@ -680,6 +693,66 @@ mod tests {
             outcome.fallback.as_deref(),
             Some("Write to help@docs.example.")
         );
+        assert!(emitted(&store).contains(&"message.unanswered".to_string()));
+    }
+
+    /// A model that answers with a fact of its own, in two pieces.
+    struct Inventing;
+
+    impl Generator for Inventing {
+        fn generate(
+            &self,
+            messages: &[ChatMessage],
+            params: &crate::llm::GenParams,
+            on_token: &mut dyn FnMut(&str) -> bool,
+        ) -> anyhow::Result<crate::llm::GenStats> {
+            let mut stats = FakeGenerator.generate(messages, params, &mut |_| true)?;
+            stats.completion_tokens = 2;
+            for piece in [
+                "The espresso machine must be descaled ",
+                "every 14 days [1].",
+            ] {
+                if !on_token(piece) {
+                    break;
+                }
+            }
+            Ok(stats)
+        }
+
+        fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+            FakeGenerator.classify(messages, labels)
+        }
+
+        fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+            FakeGenerator.count_tokens(text)
+        }
+
+        fn context_size(&self) -> usize {
+            FakeGenerator.context_size()
+        }
+    }
+
+    #[test]
+    fn an_answer_the_claim_check_empties_is_the_decline_with_its_event() {
+        let (_dir, store, embedder) = fixture(with_fallback());
+        let asked = turn(
+            &store,
+            "How often must the espresso machine be descaled?",
+            new_conversation("c_9"),
+        );
+        let (outcome, streamed) = ask_with(&Inventing, &store, &embedder, None, &(), &asked);
+        assert!(!outcome.answer.answered, "{outcome:?}");
+        assert_eq!(outcome.finish_reason(), "unanswered");
+        assert_eq!(
+            outcome.answer.removed,
+            ["The espresso machine must be descaled every 14 days."]
+        );
+        // The visitor never saw the invented interval: only the decline and the fallback.
+        assert_eq!(
+            streamed,
+            format!("{NOT_IN_SOURCES}\n\nWrite to help@docs.example.")
+        );
+        assert_eq!(store.messages("c_9").unwrap()[1].content, streamed);
         assert!(emitted(&store).contains(&"message.unanswered".to_string()));
     }
 

@@ -74,18 +74,27 @@ async fn streamed_text_equals_the_answer_and_citations_are_verified() {
     assert!(answer.unsupported.is_empty(), "{answer:?}");
 }
 
-/// The fake generator's faithful sentence, then an invented one.
-struct Embellishing;
+/// The fake generator's faithful sentence, then `extra` (or only `extra`, `alone`).
+struct Scripted {
+    extra: &'static str,
+    alone: bool,
+}
 
-impl docent::llm::Generator for Embellishing {
+impl docent::llm::Generator for Scripted {
     fn generate(
         &self,
         messages: &[docent::llm::ChatMessage],
         params: &docent::llm::GenParams,
         on_token: &mut dyn FnMut(&str) -> bool,
     ) -> anyhow::Result<docent::llm::GenStats> {
-        let stats = FakeGenerator.generate(messages, params, on_token)?;
-        on_token(" The kettle was designed in 1987 by Hans Gruber of Nakatomi.");
+        let stats = if self.alone {
+            FakeGenerator.generate(messages, params, &mut |_| true)?
+        } else {
+            FakeGenerator.generate(messages, params, on_token)?
+        };
+        for word in self.extra.split_inclusive(' ') {
+            on_token(word);
+        }
         Ok(stats)
     }
 
@@ -106,29 +115,77 @@ impl docent::llm::Generator for Embellishing {
     }
 }
 
-#[tokio::test]
-async fn specifics_no_cited_passage_states_are_counted_as_invented() {
+const DESCALING: &str = "Which error code means the kettle needs descaling?";
+
+/// Asks DESCALING with `generator`; returns the answer and what was streamed.
+async fn ask_descaling(
+    generator: &dyn docent::llm::Generator,
+    check_claims: bool,
+) -> (chat::Answer, String) {
     let (retriever, _data) = fake_bot().await;
     let bot = BotId::parse("zephyr").unwrap();
     let options = AskOptions {
         min_score: 0.1,
+        check_claims,
         ..AskOptions::default()
     };
-    let question = "Which error code means the kettle needs descaling?";
-    let answer = chat::answer(
-        &retriever,
-        &Embellishing,
-        &bot,
-        question,
-        &options,
-        &mut |_| true,
-    )
+    let mut streamed = String::new();
+    let answer = chat::answer(&retriever, generator, &bot, DESCALING, &options, &mut |p| {
+        streamed.push_str(p);
+        true
+    })
     .unwrap();
+    (answer, streamed)
+}
+
+const INVENTED: &str = " The kettle was designed in 1987 by Hans Gruber of Nakatomi.";
+
+#[tokio::test]
+async fn a_sentence_stating_what_no_passage_does_is_removed_before_it_is_shown() {
+    let embellishing = Scripted {
+        extra: INVENTED,
+        alone: false,
+    };
+    let (answer, streamed) = ask_descaling(&embellishing, true).await;
+    assert!(answer.answered, "{answer:?}");
+    assert!(!streamed.contains("1987"), "{streamed}");
+    assert_eq!(streamed.trim(), answer.answer);
+    assert_eq!(
+        answer.removed,
+        ["The kettle was designed in 1987 by Hans Gruber of Nakatomi."]
+    );
+    assert!(answer.unsupported.is_empty(), "{answer:?}");
+    // The faithful sentence stays, with its verified citation.
+    assert!(answer.answer.ends_with("[1]"), "{answer:?}");
+}
+
+#[tokio::test]
+async fn without_the_claim_check_invented_specifics_are_only_counted() {
+    let embellishing = Scripted {
+        extra: INVENTED,
+        alone: false,
+    };
+    let (answer, _) = ask_descaling(&embellishing, false).await;
     // The faithful sentence is cited, so it counts as answered; the invented year and
     // names are what no cited passage contains.
     assert!(answer.answered, "{answer:?}");
     assert!(answer.answer.contains("1987"), "{answer:?}");
     assert_eq!(answer.unsupported, ["1987", "Hans", "Gruber", "Nakatomi"]);
+    assert!(answer.removed.is_empty());
+}
+
+#[tokio::test]
+async fn an_answer_with_nothing_supported_left_is_the_decline() {
+    let inventing = Scripted {
+        extra: "Descaling error E7 was added in 2019 [1].",
+        alone: true,
+    };
+    let (answer, streamed) = ask_descaling(&inventing, true).await;
+    assert!(!answer.answered, "{answer:?}");
+    assert_eq!(answer.answer, NOT_IN_SOURCES);
+    assert_eq!(streamed, NOT_IN_SOURCES, "nothing invented was shown");
+    assert!(answer.sources.is_empty());
+    assert_eq!(answer.removed, ["Descaling error E7 was added in 2019."]);
 }
 
 #[tokio::test]

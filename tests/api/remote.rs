@@ -181,11 +181,13 @@ async fn chat(s: &TestServer, body: Value) -> (u16, reqwest::header::HeaderMap, 
     s.call("POST", "/v1/chat", Some(&s.admin), Some(body)).await
 }
 
-/// The events of a streamed chat; `after_first_delta` runs once when the first text arrives.
+/// The events of a streamed chat; `once_under_way` runs once when the `sources` event
+/// arrives (the model is reading the prompt; the answer's text comes a sentence at a time
+/// once the claim check has passed it, so a short answer's first text may be its last).
 async fn stream_events(
     s: &TestServer,
     body: Value,
-    mut after_first_delta: impl FnMut(),
+    mut once_under_way: impl FnMut(),
 ) -> Vec<Value> {
     let res = s
         .http
@@ -199,16 +201,14 @@ async fn stream_events(
     let mut events = Vec::new();
     let mut buffer = String::new();
     let mut body = res.bytes_stream();
-    let mut seen_delta = false;
     while let Some(chunk) = body.next().await {
         buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
         while let Some(end) = buffer.find("\n\n") {
             let block: String = buffer.drain(..end + 2).collect();
             for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
                 let event: Value = serde_json::from_str(data).unwrap();
-                if event.get("delta").is_some() && !seen_delta {
-                    seen_delta = true;
-                    after_first_delta();
+                if event["event"] == "sources" {
+                    once_under_way();
                 }
                 events.push(event);
             }
@@ -527,10 +527,9 @@ async fn engine_faults_are_clear_errors_and_answers_resume_when_an_engine_is_bac
         ["llm_failed", "llm_unavailable"].contains(&last["code"].as_str().unwrap()),
         "{last}"
     );
-    assert!(
-        events.iter().any(|e| e.get("delta").is_some()),
-        "{events:?}"
-    );
+    // It was under way: the turn had begun and its sources were out.
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    assert_eq!(kinds[..2], ["start", "sources"], "{events:?}");
     let (_, _, stored) = s
         .call(
             "GET",
@@ -749,7 +748,15 @@ async fn slots(engine: &Engine) -> Vec<Value> {
 async fn a_visitor_who_leaves_mid_answer_stops_the_engine_generating() {
     let engine = tokio::task::spawn_blocking(Engine::start).await.unwrap();
     let remote = remote(&[engine.url()], Duration::from_secs(120));
-    let s = start(dyn_embedder(), remote, Limits::default(), 0.3).await;
+    // Token by token, so the first text arrives while the engine is still generating (the
+    // claim check would hold a short answer until its end; server.rs tests that a stream
+    // dropped while a sentence is held stops generation too).
+    let options = AskOptions {
+        min_score: 0.3,
+        check_claims: false,
+        ..AskOptions::default()
+    };
+    let s = start_with(dyn_embedder(), remote, Limits::default(), options).await;
     let body = json!({"bot_id": "zephyr", "stream": true, "message": "Describe every Zephyr kettle in full detail: each model, its warranty, its returns, how to descale it, and everything else the pages say."});
     let response = s
         .http

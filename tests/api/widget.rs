@@ -598,14 +598,21 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
         "the browser tests need Chromium at {chromium} (Debian: apt-get install chromium; .ci/run installs it)"
     );
     let dir = browser_tools();
-    let s = crate::server::start(
+    // Token by token, so the page can show the answer growing: with the claim check (on
+    // by default) a sentence arrives whole, and a one-sentence answer in one piece.
+    let options = docent::chat::AskOptions {
+        min_score: 0.3,
+        check_claims: false,
+        ..docent::chat::AskOptions::default()
+    };
+    let s = crate::server::start_with(
         dyn_embedder(),
         generator(),
         Limits {
             allow_private_targets: true,
             ..Limits::default()
         },
-        0.3,
+        options,
     )
     .await;
     start_delivery(&s);

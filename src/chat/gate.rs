@@ -1,0 +1,244 @@
+//! The answer stream's sentence gate: the model's text reaches the visitor a whole sentence
+//! at a time, and only sentences whose specifics some retrieved passage states (`claims`).
+//! Nothing is shown before a sentence that a passage supports (`grounding`) has come, so an
+//! answer no source supports is never seen: the decline replaces it. Pure: no I/O.
+
+use super::{claims, grounding};
+
+/// Short forms whose full stop does not end a sentence.
+const ABBREVIATIONS: &[&str] = &["e.g.", "i.e.", "etc.", "vs.", "cf.", "approx."];
+
+/// Holds streamed answer text back sentence by sentence (see the module doc).
+pub struct SentenceGate<'a> {
+    passages: &'a [&'a str],
+    question: &'a str,
+    /// Text of a sentence not yet complete.
+    pending: String,
+    /// Checked sentences waiting for a supported one before they may be shown.
+    held: String,
+    /// Everything let through.
+    shown: String,
+    /// Sentences taken out for stating specifics no passage contains.
+    removed: Vec<String>,
+}
+
+impl<'a> SentenceGate<'a> {
+    /// A gate for an answer from `passages` (all those in the prompt) to `question`.
+    pub fn new(passages: &'a [&'a str], question: &'a str) -> SentenceGate<'a> {
+        SentenceGate {
+            passages,
+            question,
+            pending: String::new(),
+            held: String::new(),
+            shown: String::new(),
+            removed: Vec::new(),
+        }
+    }
+
+    /// Feeds visible answer text; returns what may be shown now (often nothing). `hinted`:
+    /// the sources the model has cited so far.
+    pub fn push(&mut self, text: &str, hinted: &[usize]) -> String {
+        self.pending.push_str(text);
+        let mut out = String::new();
+        while let Some(end) = sentence_end(&self.pending) {
+            let sentence: String = self.pending.drain(..end).collect();
+            out.push_str(&self.judge(sentence, hinted));
+        }
+        out
+    }
+
+    /// The end of the answer: judges the last, unfinished sentence.
+    pub fn finish(&mut self, hinted: &[usize]) -> String {
+        let rest = std::mem::take(&mut self.pending);
+        if rest.trim().is_empty() {
+            return String::new();
+        }
+        self.judge(rest, hinted)
+    }
+
+    /// Whether a supported sentence came, so the answer is shown.
+    pub fn opened(&self) -> bool {
+        !self.shown.is_empty()
+    }
+
+    /// Everything let through so far.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The sentences taken out, trimmed, in order.
+    pub fn removed(&self) -> &[String] {
+        &self.removed
+    }
+
+    fn judge(&mut self, sentence: String, hinted: &[usize]) -> String {
+        if !claims::unsupported(&sentence, self.passages, self.question).is_empty() {
+            self.removed.push(sentence.trim().to_string());
+            return String::new();
+        }
+        self.held.push_str(&sentence);
+        let supported =
+            self.opened() || !grounding::attribute(&sentence, self.passages, hinted).is_empty();
+        if !supported {
+            return String::new();
+        }
+        let mut out = std::mem::take(&mut self.held);
+        if self.shown.is_empty() {
+            out = out.trim_start().to_string();
+        }
+        self.shown.push_str(&out);
+        out
+    }
+}
+
+/// Where the first complete sentence of `text` ends (a byte offset), if one has: after a
+/// `.`, `!` or `?` that a space follows, or before a line break (whitespace always opens
+/// the next sentence, so taking one out never glues its neighbours together) unless the
+/// line ends in a colon, never
+/// inside a `code span` or a fenced block (an odd number of backticks before), never after
+/// a list number (`1.`) or an abbreviation (`e.g.`), and never before the sentence has a
+/// word. A stray backtick keeps the rest of the answer one sentence: held to the end and
+/// judged whole, which is safe.
+fn sentence_end(text: &str) -> Option<usize> {
+    let mut backticks = 0;
+    let mut has_word = false;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        has_word |= c.is_alphabetic();
+        if c == '`' {
+            backticks += 1;
+            continue;
+        }
+        if backticks % 2 == 1 {
+            continue;
+        }
+        // A line that ends in a colon introduces what follows ("run this:" and a fenced
+        // command): they stand or fall together.
+        if c == '\n' && has_word && !text[..i].trim_end().ends_with(':') {
+            return Some(i);
+        }
+        if ".!?".contains(c) && has_word {
+            let Some(&(_, next)) = chars.peek() else {
+                // The next piece decides.
+                return None;
+            };
+            let end = i + c.len_utf8();
+            if next.is_whitespace() && !abbreviation_or_number(&text[..end]) {
+                return Some(end);
+            }
+        }
+    }
+    None
+}
+
+/// Whether the full stop ending `so_far` belongs to an abbreviation (`e.g.`) or to the
+/// number opening a list item (`1.`).
+fn abbreviation_or_number(so_far: &str) -> bool {
+    let last_word = so_far.split_whitespace().next_back().unwrap_or("");
+    let abbreviation = ABBREVIATIONS.contains(&last_word.to_lowercase().as_str());
+    let list_number = last_word.trim_end_matches('.').parse::<u32>().is_ok()
+        && so_far.trim_end_matches(last_word).trim().is_empty();
+    abbreviation || list_number
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PASSAGE: &str = "The kettle shows E4 when it needs descaling. Descale it with \
+        citric acid every 3 months. Run the cycle with `descale --deep`.";
+    const QUESTION: &str = "What does E4 mean?";
+
+    /// Feeds `pieces` through a gate over PASSAGE; returns what was shown, piece by piece.
+    fn stream(pieces: &[&str]) -> (Vec<String>, Vec<String>) {
+        let passages = [PASSAGE];
+        let mut gate = SentenceGate::new(&passages, QUESTION);
+        let mut shown: Vec<String> = pieces
+            .iter()
+            .map(|p| gate.push(p, &[]))
+            .filter(|s| !s.is_empty())
+            .collect();
+        shown.push(gate.finish(&[]));
+        shown.retain(|s| !s.is_empty());
+        (shown, gate.removed().to_vec())
+    }
+
+    #[test]
+    fn an_invented_number_is_removed_and_a_stated_one_kept() {
+        let (shown, removed) = stream(&[
+            "E4 means the kettle needs descaling.",
+            " Descale it every 3 months.",
+            " Each cycle takes 45 minutes.",
+            " Use citric acid.",
+        ]);
+        assert_eq!(
+            shown.concat(),
+            "E4 means the kettle needs descaling. Descale it every 3 months. Use citric acid."
+        );
+        assert_eq!(removed, ["Each cycle takes 45 minutes."]);
+    }
+
+    #[test]
+    fn nothing_is_shown_before_a_sentence_a_passage_supports() {
+        // The opening sentence invents nothing but no passage supports it: it waits.
+        let (shown, removed) = stream(&[
+            "Good question! ",
+            "The kettle shows E4 when it needs descaling. ",
+        ]);
+        assert_eq!(
+            shown,
+            ["Good question! The kettle shows E4 when it needs descaling."]
+        );
+        assert!(removed.is_empty());
+        // An answer with no supported sentence shows nothing at all.
+        let (shown, removed) =
+            stream(&["It was designed in 1987.", " Nobody remembers who made it."]);
+        assert!(shown.is_empty(), "{shown:?}");
+        assert_eq!(removed, ["It was designed in 1987."]);
+    }
+
+    #[test]
+    fn sentences_are_whole_across_pieces_code_and_lists() {
+        let (shown, _) = stream(&["The kettle sh", "ows E4 when it needs desc", "aling", "."]);
+        assert_eq!(shown, ["The kettle shows E4 when it needs descaling."]);
+        // A full stop inside a code span, a list number or an abbreviation ends nothing.
+        assert_eq!(sentence_end("Run `a. b` now"), None);
+        assert_eq!(sentence_end("1. Descale it"), None);
+        assert_eq!(sentence_end("Use acid, e.g. citric"), None);
+        assert_eq!(sentence_end("Done. Next"), Some(5));
+        assert_eq!(sentence_end("```sh\ndescale --deep\n```\nThen"), Some(24));
+        assert_eq!(sentence_end("\nDescale it\nThen"), Some(11));
+        // A fenced command the passage does not contain goes whole.
+        let (shown, removed) = stream(&[
+            "The kettle shows E4 when it needs descaling.\n",
+            "```sh\ndescale --all\n```\n",
+        ]);
+        assert_eq!(
+            shown.concat(),
+            "The kettle shows E4 when it needs descaling."
+        );
+        assert_eq!(removed, ["```sh\ndescale --all\n```"]);
+        // One it does contain stays, with the line break before it; one taken out of the
+        // middle leaves its neighbours apart.
+        let (shown, removed) = stream(&[
+            "The kettle shows E4 when it needs descaling.\n",
+            "```sh\ndescale --deep\n```\n",
+            "```sh\ndescale --all\n```\nUse citric acid.",
+        ]);
+        assert_eq!(
+            shown.concat(),
+            "The kettle shows E4 when it needs descaling.\n```sh\ndescale --deep\n```\nUse citric acid."
+        );
+        assert_eq!(removed, ["```sh\ndescale --all\n```"]);
+        // What a colon introduces goes with it.
+        let (shown, removed) = stream(&[
+            "The kettle shows E4 when it needs descaling. Run this:\n",
+            "```sh\ndescale --all\n```",
+        ]);
+        assert_eq!(
+            shown.concat(),
+            "The kettle shows E4 when it needs descaling."
+        );
+        assert_eq!(removed, ["Run this:\n```sh\ndescale --all\n```"]);
+    }
+}
