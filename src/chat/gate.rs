@@ -11,7 +11,6 @@ const ABBREVIATIONS: &[&str] = &["e.g.", "i.e.", "etc.", "vs.", "cf.", "approx."
 /// Holds streamed answer text back sentence by sentence (see the module doc).
 pub struct SentenceGate<'a> {
     passages: &'a [&'a str],
-    question: &'a str,
     /// Text of a sentence not yet complete.
     pending: String,
     /// Checked sentences waiting for a supported one before they may be shown.
@@ -23,11 +22,10 @@ pub struct SentenceGate<'a> {
 }
 
 impl<'a> SentenceGate<'a> {
-    /// A gate for an answer from `passages` (all those in the prompt) to `question`.
-    pub fn new(passages: &'a [&'a str], question: &'a str) -> SentenceGate<'a> {
+    /// A gate for an answer from `passages` (all those in the prompt).
+    pub fn new(passages: &'a [&'a str]) -> SentenceGate<'a> {
         SentenceGate {
             passages,
-            question,
             pending: String::new(),
             held: String::new(),
             shown: String::new(),
@@ -72,7 +70,7 @@ impl<'a> SentenceGate<'a> {
     }
 
     fn judge(&mut self, sentence: String, hinted: &[usize]) -> String {
-        if !claims::unsupported(&sentence, self.passages, self.question).is_empty() {
+        if !claims::unsupported(&sentence, self.passages).is_empty() {
             self.removed.push(sentence.trim().to_string());
             return String::new();
         }
@@ -147,12 +145,11 @@ mod tests {
 
     const PASSAGE: &str = "The kettle shows E4 when it needs descaling. Descale it with \
         citric acid every 3 months. Run the cycle with `descale --deep`.";
-    const QUESTION: &str = "What does E4 mean?";
 
     /// Feeds `pieces` through a gate over PASSAGE; returns what was shown, piece by piece.
     fn stream(pieces: &[&str]) -> (Vec<String>, Vec<String>) {
         let passages = [PASSAGE];
-        let mut gate = SentenceGate::new(&passages, QUESTION);
+        let mut gate = SentenceGate::new(&passages);
         let mut shown: Vec<String> = pieces
             .iter()
             .map(|p| gate.push(p, &[]))

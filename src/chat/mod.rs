@@ -105,7 +105,7 @@ pub struct Answer {
     #[serde(skip)]
     pub finish: Option<Finish>,
     /// Specifics of the answer (numbers, names, commands, flags, file names) that none of
-    /// its cited passages (nor the question) contains: invented facts behind a citation
+    /// its cited passages contains: invented facts behind a citation
     /// (`claims`); empty for an answer not answered. With the claim check on, sentences
     /// stating such specifics are `removed` and the passages stating the rest are cited,
     /// so this stays empty but for what no passage could be cited for.
@@ -210,7 +210,7 @@ pub fn answer_turn(
         filter: grounding::CitationFilter::new(evidence.len()),
         gate: options
             .check_claims
-            .then(|| gate::SentenceGate::new(&passages, question)),
+            .then(|| gate::SentenceGate::new(&passages)),
         text: String::new(),
         first_token_ms: None,
     };
@@ -221,9 +221,7 @@ pub fn answer_turn(
     if !cancelled {
         stream.finish(started, on_token);
     }
-    let settled = settle(
-        stream, &passages, question, options, cancelled, started, on_token,
-    );
+    let settled = settle(stream, &passages, options, cancelled, started, on_token);
     let answer = settled.text.trim().to_string();
     let retrieved = source_refs(&evidence);
     let cited = settled.cited;
@@ -235,7 +233,7 @@ pub fn answer_turn(
     }
     let unsupported = if answered {
         let cited: Vec<&str> = cited.iter().map(|&n| passages[n - 1]).collect();
-        claims::unsupported(&answer, &cited, question)
+        claims::unsupported(&answer, &cited)
     } else {
         Vec::new()
     };
@@ -336,7 +334,6 @@ struct Settled {
 fn settle(
     stream: AnswerStream<'_>,
     passages: &[&str],
-    question: &str,
     options: &AskOptions,
     cancelled: bool,
     started: Instant,
@@ -369,7 +366,7 @@ fn settle(
         grounding::attribute(&text, passages, &hinted)
     };
     if options.check_claims && !cited.is_empty() {
-        cite_specifics(&text, passages, question, &mut cited);
+        cite_specifics(&text, passages, &mut cited);
     }
     if !cited.is_empty() && !cancelled {
         let marks: String = cited.iter().map(|n| format!("[{n}]")).collect();
@@ -397,10 +394,10 @@ type OnToken<'a> = &'a mut dyn FnMut(&str) -> bool;
 /// Adds to `cited` the passages that state the answer's specifics no cited passage states
 /// (a sentence the gate let through because some passage in the prompt states its
 /// specifics, but grounding credited to another), best first, while each adds something.
-fn cite_specifics(answer: &str, passages: &[&str], question: &str, cited: &mut Vec<usize>) {
+fn cite_specifics(answer: &str, passages: &[&str], cited: &mut Vec<usize>) {
     loop {
         let known: Vec<&str> = cited.iter().map(|&n| passages[n - 1]).collect();
-        let missing = claims::unsupported(answer, &known, question).len();
+        let missing = claims::unsupported(answer, &known).len();
         if missing == 0 {
             return;
         }
@@ -408,7 +405,7 @@ fn cite_specifics(answer: &str, passages: &[&str], question: &str, cited: &mut V
             .filter(|n| !cited.contains(n))
             .map(|n| {
                 let with: Vec<&str> = known.iter().copied().chain([passages[n - 1]]).collect();
-                (n, claims::unsupported(answer, &with, question).len())
+                (n, claims::unsupported(answer, &with).len())
             })
             .min_by_key(|&(n, left)| (left, n));
         match best {

@@ -175,11 +175,19 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
             "invented": invented(&answer),
             "removed": answer.removed,
             "latency_ms": round1(latency_ms),
+            "ttft_ms": round1(answer.timings.ttft_ms),
         }))
     })?;
     bar.finish_and_clear();
     write_details(args.details.as_deref(), &results)?;
     let count = |f: &dyn Fn(&Value) -> bool| results.iter().filter(|r| f(r)).count();
+    // Time to the first text the reader sees, over the answers given (with the claim
+    // check, the first sentence a passage supports).
+    let ttfts: Vec<f64> = results
+        .iter()
+        .filter(|r| r["answered"] == true)
+        .filter_map(|r| r["ttft_ms"].as_f64())
+        .collect();
     let n_answerable = count(&|r| r["impossible"] == false);
     let n_unanswerable = results.len() - n_answerable;
     let correct = count(&|r| r["correct"] == true);
@@ -214,6 +222,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
         },
         "invented": invented_summary(&results),
         "latency_ms": {"p50": round1(percentile(&latencies, 0.5)), "p95": round1(percentile(&latencies, 0.95))},
+        "ttft_ms": {"p50": round1(percentile(&ttfts, 0.5)), "p95": round1(percentile(&ttfts, 0.95))},
         "seconds": round1(started.elapsed().as_secs_f64()),
         "model": config.model_path.file_name().map(|n| n.to_string_lossy().into_owned()),
     });
