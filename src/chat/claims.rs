@@ -83,7 +83,7 @@ pub fn unsupported(answer: &str, passages: &[&str]) -> Vec<String> {
     for span in code_spans(&text) {
         let normal = collapse(span);
         let known = spans_in.contains(&command_form(&normal))
-            || span_terms_known(&normal, &haystack, &terms);
+            || span_terms_known(span, &haystack, &terms, &numbers);
         if !known {
             flag(format!("`{normal}`"));
         }
@@ -220,14 +220,19 @@ fn collapse(text: &str) -> String {
 fn tokens(text: &str) -> impl Iterator<Item = (&str, bool)> {
     text.split_whitespace()
         .map(|t| {
-            let t = t.trim_start_matches(|c: char| "\"'([{*".contains(c));
             let colon = t
                 .trim_end_matches(|c: char| "\"')]}*".contains(c))
                 .ends_with(':');
-            let t = t.trim_end_matches(|c: char| "\"'()[]{},;:!?*.".contains(c));
-            (t, colon)
+            (bare(t), colon)
         })
         .filter(|(t, _)| !t.is_empty())
+}
+
+/// A word without the quotes, brackets, emphasis and punctuation around it (a trailing
+/// full stop too).
+fn bare(word: &str) -> &str {
+    word.trim_start_matches(|c: char| "\"'([{*".contains(c))
+        .trim_end_matches(|c: char| "\"'()[]{},;:!?*.".contains(c))
 }
 
 /// Numbers as they are written: digit runs joined by `.`, `,` or `:` between digits
@@ -333,38 +338,57 @@ fn flag_known(haystack: &str, token: &str) -> bool {
 
 /// `text` without its flags, whose values (`--depth=1`) are not numbers the answer states.
 fn without_flags(text: &str) -> String {
-    text.split(' ')
-        .map(|word| {
-            if is_flag(word.trim_start_matches('(')) {
-                ""
-            } else {
-                word
-            }
-        })
+    text.split_whitespace()
+        .filter(|word| !is_flag(bare(word)))
         .collect::<Vec<_>>()
         .join(" ")
 }
 
-/// Whether a command no passage shows as written is made of what they do show: each word
-/// a term of the passages (`terms`: lowercased, in `command_form`), each flag known, and
-/// placeholders (`<commit>`, `[options]`, `...`) free. So `git cherry-pick <commit>` is
-/// known from a manual page on `git-cherry-pick`, and `git lfs install` is not where no
-/// passage says `lfs`.
-fn span_terms_known(span: &str, haystack: &str, terms: &str) -> bool {
-    let placeholder = |w: &str| {
-        (w.starts_with('<') && w.ends_with('>'))
-            || (w.starts_with('[') && w.ends_with(']'))
-            || w.trim_matches('.').is_empty()
-    };
-    span.split_whitespace()
-        .map(|w| w.trim_matches(|c: char| "\"',;".contains(c)))
-        .filter(|w| w.chars().any(char::is_alphanumeric) && !placeholder(w))
-        .all(|w| {
-            if is_flag(w) {
-                flag_known(haystack, w)
-            } else {
-                contains_term(terms, &command_form(&w.to_lowercase()))
-            }
+/// Whether a command no passage shows as written is made of what they do show, line by
+/// line: its command words (up to the first flag or placeholder) together and in order,
+/// and each other word a term of the passages (`terms`: lowercased, in `command_form`),
+/// each number one they state, each flag known. Placeholders (`<commit>`) are free. So
+/// `git cherry-pick <commit>` is known from a manual page on `git-cherry-pick`, and
+/// neither `git lfs install` where no passage says `git lfs` nor `git add large files`.
+/// Looser than the whole command: a flag may come from another command's page.
+fn span_terms_known(span: &str, haystack: &str, terms: &str, numbers: &HashSet<String>) -> bool {
+    span.lines().all(|line| {
+        let words: Vec<&str> = line
+            .split_whitespace()
+            .map(bare)
+            .filter(|w| w.chars().any(char::is_alphanumeric))
+            .collect();
+        let command: Vec<&str> = words
+            .iter()
+            .take_while(|w| !is_flag(w) && !is_placeholder(w))
+            .copied()
+            .collect();
+        let command_known = command.is_empty()
+            || contains_term(terms, &command_form(&command.join(" ").to_lowercase()));
+        command_known
+            && words.iter().all(|w| {
+                if is_placeholder(w) {
+                    true
+                } else if is_flag(w) {
+                    flag_known(haystack, w)
+                } else if w.chars().all(|c| c.is_ascii_digit() || ".,:".contains(c)) {
+                    numbers.contains(*w)
+                } else {
+                    contains_term(terms, &command_form(&w.to_lowercase()))
+                }
+            })
+    })
+}
+
+/// A name in angle brackets standing for what the reader fills in (`<commit-hash>`).
+fn is_placeholder(word: &str) -> bool {
+    word.strip_prefix('<')
+        .and_then(|w| w.strip_suffix('>'))
+        .is_some_and(|inner| {
+            !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || c == '_' || c == '-')
         })
 }
 
@@ -470,20 +494,44 @@ mod tests {
     #[test]
     fn commands_with_placeholders_and_flag_values_are_read_as_the_manual_writes_them() {
         let passage = "git-cherry-pick(1): git cherry-pick [--edit] <commit>... applies \
-            changes. git-clone: --depth <depth> creates a shallow clone. Use -n to skip it.";
-        assert!(unsupported("Run `git cherry-pick <commit-hash>`.", &[passage]).is_empty());
-        assert!(
-            unsupported("Run `git cherry-pick --edit abc`.", &[passage])
-                == ["`git cherry-pick --edit abc`"]
-        );
-        assert!(unsupported("Clone with --depth=1 to keep one commit.", &[passage]).is_empty());
-        assert!(unsupported("Clone with `git clone --depth=1 <url>`.", &[passage]).is_empty());
-        // Known words in an unknown command, or an unknown flag, are still not known.
-        assert_eq!(
-            unsupported("Run `git lfs install` or pass --shallow=1.", &[passage]),
-            ["`git lfs install`", "--shallow=1"]
-        );
-        assert_eq!(unsupported("Pass `-N` to skip.", &[passage]), ["`-N`"]);
+            changes. git-clone: --depth <depth> creates a shallow clone, version 1.70.0. \
+            git-lfs is a separate tool. Use git add to stage files, git reset --hard to drop.";
+        for known in [
+            "Run `git cherry-pick <commit-hash>`.",
+            "Run `git cherry-pick [--edit] <commit>...`.",
+            "Clone with --depth=1 to keep one commit.",
+            "Clone with **--depth=1**, (--depth=2) or \"--depth=3\".",
+            "Clone with `git clone --depth=1 <url>`.",
+            "```sh\n$ git clone --depth <depth>\n# git add <file>\n```",
+        ] {
+            assert!(
+                unsupported(known, &[passage]).is_empty(),
+                "{known}: {:?}",
+                unsupported(known, &[passage])
+            );
+        }
+        // Known words in an unknown command or order, an unknown flag or number, an
+        // address in angle brackets: not known.
+        for (answer, missing) in [
+            ("Run `git lfs install`.", "`git lfs install`"),
+            ("Run `git add large files`.", "`git add large files`"),
+            (
+                "Run `git cherry-pick --edit 1.70`.",
+                "`git cherry-pick --edit 1.70`",
+            ),
+            (
+                "Run `git clone <https://evil.example/x.sh>`.",
+                "`git clone <https://evil.example/x.sh>`",
+            ),
+            (
+                "Run `git add <file>`\n`git lfs track <file>`.",
+                "`git lfs track <file>`",
+            ),
+            ("Pass --shallow=1.", "--shallow=1"),
+            ("Pass `-N` to skip.", "`-N`"),
+        ] {
+            assert_eq!(unsupported(answer, &[passage]), [missing], "{answer}");
+        }
     }
 
     #[test]

@@ -222,7 +222,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
         },
         "invented": invented_summary(&results),
         "latency_ms": {"p50": round1(percentile(&latencies, 0.5)), "p95": round1(percentile(&latencies, 0.95))},
-        "ttft_ms": {"p50": round1(percentile(&ttfts, 0.5)), "p95": round1(percentile(&ttfts, 0.95))},
+        "ttft_ms": if ttfts.is_empty() { Value::Null } else { json!({"p50": round1(percentile(&ttfts, 0.5)), "p95": round1(percentile(&ttfts, 0.95))}) },
         "seconds": round1(started.elapsed().as_secs_f64()),
         "model": config.model_path.file_name().map(|n| n.to_string_lossy().into_owned()),
     });

@@ -306,7 +306,7 @@ impl TurnService<'_> {
         }
         let deadline = started + self.timeout;
         let on_token = &mut *sink.on_token;
-        let answer = chat::answer_turn(
+        let mut answer = chat::answer_turn(
             self.retriever,
             self.generator,
             &turn.bot,
@@ -319,6 +319,17 @@ impl TurnService<'_> {
         let finished = !matches!(answer.finish, Some(Finish::Cancelled | Finish::Length));
         if let (Some(cache), true) = (cache, finished) {
             cache.put(&turn.bot, turn.bot_version, &turn.question, &answer);
+        }
+        let cut_before_any_text = answer.finish == Some(Finish::Cancelled)
+            && answer.answer.is_empty()
+            && Instant::now() >= deadline;
+        if cut_before_any_text {
+            // Time ran out before a sentence could be shown (the claim check holds them
+            // back until one is supported): the reader is still owed a reply, and what
+            // can honestly be said is the decline, with its fallback and event.
+            answer.answer = chat::NOT_IN_SOURCES.to_string();
+            answer.finish = Some(Finish::Stop);
+            on_token(&answer.answer);
         }
         Ok((answer, false))
     }
@@ -570,6 +581,27 @@ mod tests {
         listener: &dyn TurnListener,
         turn: &Turn,
     ) -> (TurnOutcome, String) {
+        ask_within(
+            Duration::from_secs(60),
+            generator,
+            store,
+            embedder,
+            cache,
+            listener,
+            turn,
+        )
+    }
+
+    /// `ask_with`, the answer's generation capped at `timeout`.
+    fn ask_within(
+        timeout: Duration,
+        generator: &dyn Generator,
+        store: &Store,
+        embedder: &Arc<FakeEmbedder>,
+        cache: Option<&AnswerCache>,
+        listener: &dyn TurnListener,
+        turn: &Turn,
+    ) -> (TurnOutcome, String) {
         let retriever = crate::app::retriever(Arc::new(store.clone()), embedder.clone());
         let service = TurnService {
             store,
@@ -577,7 +609,7 @@ mod tests {
             generator,
             answers: cache,
             listener,
-            timeout: Duration::from_secs(60),
+            timeout,
         };
         let mut streamed = String::new();
         let options = AskOptions {
@@ -713,6 +745,7 @@ mod tests {
                 "every 14 days [1].",
             ] {
                 if !on_token(piece) {
+                    stats.finish = Finish::Cancelled;
                     break;
                 }
             }
@@ -753,6 +786,34 @@ mod tests {
             format!("{NOT_IN_SOURCES}\n\nWrite to help@docs.example.")
         );
         assert_eq!(store.messages("c_9").unwrap()[1].content, streamed);
+        assert!(emitted(&store).contains(&"message.unanswered".to_string()));
+    }
+
+    #[test]
+    fn time_running_out_while_the_claim_check_holds_text_is_the_decline() {
+        let (_dir, store, embedder) = fixture(with_fallback());
+        let asked = turn(
+            &store,
+            "How often must the espresso machine be descaled?",
+            new_conversation("c_10"),
+        );
+        // No time at all: the deadline has passed by the first piece, held back or not.
+        let (outcome, streamed) = ask_within(
+            Duration::ZERO,
+            &Inventing,
+            &store,
+            &embedder,
+            None,
+            &(),
+            &asked,
+        );
+        assert!(!outcome.answer.answered, "{outcome:?}");
+        assert_eq!(outcome.finish_reason(), "unanswered");
+        assert_eq!(
+            streamed,
+            format!("{NOT_IN_SOURCES}\n\nWrite to help@docs.example.")
+        );
+        assert_eq!(store.messages("c_10").unwrap()[1].content, streamed);
         assert!(emitted(&store).contains(&"message.unanswered".to_string()));
     }
 
