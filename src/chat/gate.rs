@@ -19,6 +19,8 @@ pub struct SentenceGate<'a> {
     shown: String,
     /// Sentences taken out for stating specifics no passage contains.
     removed: Vec<String>,
+    /// Whether the last sentence judged was taken out.
+    removing: bool,
 }
 
 impl<'a> SentenceGate<'a> {
@@ -30,6 +32,7 @@ impl<'a> SentenceGate<'a> {
             held: String::new(),
             shown: String::new(),
             removed: Vec::new(),
+            removing: false,
         }
     }
 
@@ -70,10 +73,15 @@ impl<'a> SentenceGate<'a> {
     }
 
     fn judge(&mut self, sentence: String, hinted: &[usize]) -> String {
-        if !claims::unsupported(&sentence, self.passages).is_empty() {
+        // A sentence pointing back at one taken out ("This command …") goes with it:
+        // shown alone, it would say something about nothing, or about the wrong thing.
+        let orphaned = self.removing && refers_back(&sentence);
+        if orphaned || !claims::unsupported(&sentence, self.passages).is_empty() {
             self.removed.push(sentence.trim().to_string());
+            self.removing = true;
             return String::new();
         }
+        self.removing = false;
         self.held.push_str(&sentence);
         let supported =
             self.opened() || !grounding::attribute(&sentence, self.passages, hinted).is_empty();
@@ -87,6 +95,22 @@ impl<'a> SentenceGate<'a> {
         self.shown.push_str(&out);
         out
     }
+}
+
+/// Words that open a sentence about the one before it.
+const REFERRING: &[&str] = &[
+    "This", "That", "These", "Those", "It", "It's", "Its", "They", "Such", "Here", "Here's",
+];
+
+/// Whether `sentence` opens with a word pointing back at the sentence before it.
+fn refers_back(sentence: &str) -> bool {
+    let first = sentence
+        .trim_start_matches(|c: char| !c.is_alphanumeric())
+        .split(|c: char| c.is_whitespace() || ",:;".contains(c))
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(|c: char| !c.is_alphanumeric());
+    REFERRING.contains(&first)
 }
 
 /// Where the first complete sentence of `text` ends (a byte offset), if one has: after a
@@ -192,6 +216,33 @@ mod tests {
             stream(&["It was designed in 1987.", " Nobody remembers who made it."]);
         assert!(shown.is_empty(), "{shown:?}");
         assert_eq!(removed, ["It was designed in 1987."]);
+    }
+
+    #[test]
+    fn a_sentence_pointing_back_at_a_removed_one_goes_with_it() {
+        let (shown, removed) = stream(&[
+            "The kettle shows E4 when it needs descaling.",
+            " Run `kettle --reset` to clear it.",
+            " This command also empties the tank.",
+            " It takes a minute.",
+            " Descale it with citric acid.",
+            " It needs descaling every 3 months.",
+        ]);
+        assert_eq!(
+            shown.concat(),
+            "The kettle shows E4 when it needs descaling. Descale it with citric acid. It \
+             needs descaling every 3 months."
+        );
+        assert_eq!(
+            removed,
+            [
+                "Run `kettle --reset` to clear it.",
+                "This command also empties the tank.",
+                "It takes a minute."
+            ]
+        );
+        assert!(refers_back("- **This** one"));
+        assert!(!refers_back("Items, this and that"));
     }
 
     #[test]
