@@ -344,15 +344,16 @@ fn without_flags(text: &str) -> String {
         .join(" ")
 }
 
-/// Whether a command no passage shows as written is made of what they do show, line by
-/// line: its command words (up to the first flag or placeholder) together and in order,
+/// Whether a command no passage shows as written is made of what they do show, command by
+/// command: its words up to the first flag or placeholder together and in order,
 /// and each other word a term of the passages (`terms`: lowercased, in `command_form`),
 /// each number one they state, each flag known. Placeholders (`<commit>`) are free. So
 /// `git cherry-pick <commit>` is known from a manual page on `git-cherry-pick`, and
 /// neither `git lfs install` where no passage says `git lfs` nor `git add large files`.
 /// Looser than the whole command: a flag may come from another command's page.
 fn span_terms_known(span: &str, haystack: &str, terms: &str, numbers: &HashSet<String>) -> bool {
-    span.lines().all(|line| {
+    // Each command of a pipeline or list (`a | b`, `a && b`, `a; b`) on its own.
+    span.split(['\n', '|', '&', ';']).all(|line| {
         let words: Vec<&str> = line
             .split_whitespace()
             .map(bare)
@@ -503,6 +504,7 @@ mod tests {
             "Clone with **--depth=1**, (--depth=2) or \"--depth=3\".",
             "Clone with `git clone --depth=1 <url>`.",
             "```sh\n$ git clone --depth <depth>\n# git add <file>\n```",
+            "Run `git add <file> && git reset --hard | git add <file>; git add <file>`.",
         ] {
             assert!(
                 unsupported(known, &[passage]).is_empty(),

@@ -17,7 +17,8 @@ pub struct SentenceGate<'a> {
     held: String,
     /// Everything let through.
     shown: String,
-    /// Sentences taken out for stating specifics no passage contains.
+    /// Sentences taken out for stating specifics no passage contains, and those pointing
+    /// back at them.
     removed: Vec<String>,
     /// Whether the last sentence judged was taken out.
     removing: bool,
@@ -75,7 +76,7 @@ impl<'a> SentenceGate<'a> {
     fn judge(&mut self, sentence: String, hinted: &[usize]) -> String {
         // A sentence pointing back at one taken out ("This command …") goes with it:
         // shown alone, it would say something about nothing, or about the wrong thing.
-        let orphaned = self.removing && refers_back(&sentence);
+        let orphaned = self.removing && points_back(&sentence, self.passages, hinted);
         if orphaned || !claims::unsupported(&sentence, self.passages).is_empty() {
             self.removed.push(sentence.trim().to_string());
             self.removing = true;
@@ -98,19 +99,31 @@ impl<'a> SentenceGate<'a> {
 }
 
 /// Words that open a sentence about the one before it.
-const REFERRING: &[&str] = &[
-    "This", "That", "These", "Those", "It", "It's", "Its", "They", "Such", "Here", "Here's",
+const POINTING: &[&str] = &[
+    "This", "That", "These", "Those", "Such", "Here", "Here's", "Here’s",
 ];
 
-/// Whether `sentence` opens with a word pointing back at the sentence before it.
-fn refers_back(sentence: &str) -> bool {
-    let first = sentence
-        .trim_start_matches(|c: char| !c.is_alphanumeric())
+/// Words that open a sentence about the one before it, or about the answer's subject.
+const PRONOUNS: &[&str] = &["It", "It's", "It’s", "Its", "They"];
+
+/// Whether `sentence` opens with a word pointing back at the sentence before it: `This`
+/// always does; `It` may mean the subject, so only a sentence no passage supports on its
+/// own is read as pointing back.
+fn points_back(sentence: &str, passages: &[&str], hinted: &[usize]) -> bool {
+    let first = first_word(sentence);
+    POINTING.contains(&first)
+        || (PRONOUNS.contains(&first)
+            && grounding::attribute(sentence, passages, hinted).is_empty())
+}
+
+/// The first word of `sentence`, past list markers and emphasis (`2. **This** command`).
+fn first_word(sentence: &str) -> &str {
+    sentence
+        .trim_start_matches(|c: char| !c.is_alphabetic())
         .split(|c: char| c.is_whitespace() || ",:;".contains(c))
         .next()
         .unwrap_or_default()
-        .trim_end_matches(|c: char| !c.is_alphanumeric());
-    REFERRING.contains(&first)
+        .trim_end_matches(|c: char| !c.is_alphanumeric())
 }
 
 /// Where the first complete sentence of `text` ends (a byte offset), if one has: after a
@@ -241,8 +254,21 @@ mod tests {
                 "It takes a minute."
             ]
         );
-        assert!(refers_back("- **This** one"));
-        assert!(!refers_back("Items, this and that"));
+        assert_eq!(first_word("- **This** one"), "This");
+        assert_eq!(first_word("2. This command"), "This");
+        assert_eq!(first_word("It’s done"), "It’s");
+        assert_eq!(first_word("Items, this and that"), "Items");
+        // `It` may mean the subject: a sentence a passage supports stays.
+        let (shown, removed) = stream(&[
+            "The kettle shows E4 when it needs descaling.",
+            " It was designed in 1987.",
+            " It needs descaling every 3 months.",
+        ]);
+        assert_eq!(
+            shown.concat(),
+            "The kettle shows E4 when it needs descaling. It needs descaling every 3 months."
+        );
+        assert_eq!(removed, ["It was designed in 1987."]);
     }
 
     #[test]

@@ -306,6 +306,8 @@ impl TurnService<'_> {
         }
         let deadline = started + self.timeout;
         let on_token = &mut *sink.on_token;
+        // Which of the two stopped the answer: the deadline, or the reader leaving.
+        let (mut timed_out, mut left) = (false, false);
         let mut answer = chat::answer_turn(
             self.retriever,
             self.generator,
@@ -314,19 +316,29 @@ impl TurnService<'_> {
             &turn.question,
             options,
             sink.on_retrieved,
-            &mut |piece| Instant::now() < deadline && on_token(piece),
+            &mut |piece| {
+                if Instant::now() >= deadline {
+                    timed_out = true;
+                    return false;
+                }
+                let open = on_token(piece);
+                left |= !open;
+                open
+            },
         )?;
         let finished = !matches!(answer.finish, Some(Finish::Cancelled | Finish::Length));
         if let (Some(cache), true) = (cache, finished) {
             cache.put(&turn.bot, turn.bot_version, &turn.question, &answer);
         }
+        // Time ran out before a sentence could be shown (the claim check holds them back
+        // until one is supported) while the reader is still there (an empty piece asks):
+        // they are owed a reply, and what can honestly be said is the decline, with its
+        // fallback and event. A reader who left gets nothing stored for them.
         let cut_before_any_text = answer.finish == Some(Finish::Cancelled)
             && answer.answer.is_empty()
-            && Instant::now() >= deadline;
-        if cut_before_any_text {
-            // Time ran out before a sentence could be shown (the claim check holds them
-            // back until one is supported): the reader is still owed a reply, and what
-            // can honestly be said is the decline, with its fallback and event.
+            && timed_out
+            && !left;
+        if cut_before_any_text && on_token("") {
             answer.answer = chat::NOT_IN_SOURCES.to_string();
             answer.finish = Some(Finish::Stop);
             on_token(&answer.answer);
@@ -581,20 +593,14 @@ mod tests {
         listener: &dyn TurnListener,
         turn: &Turn,
     ) -> (TurnOutcome, String) {
-        ask_within(
-            Duration::from_secs(60),
-            generator,
-            store,
-            embedder,
-            cache,
-            listener,
-            turn,
-        )
+        let within = (Duration::from_secs(60), true);
+        ask_within(within, generator, store, embedder, cache, listener, turn)
     }
 
-    /// `ask_with`, the answer's generation capped at `timeout`.
+    /// `ask_with`, the answer's generation capped at `within.0`, the reader staying
+    /// (`within.1`) or gone from the start.
     fn ask_within(
-        timeout: Duration,
+        (timeout, stays): (Duration, bool),
         generator: &dyn Generator,
         store: &Store,
         embedder: &Arc<FakeEmbedder>,
@@ -619,8 +625,10 @@ mod tests {
         let sink = Sink {
             on_retrieved: &mut |_| {},
             on_token: &mut |piece| {
-                streamed.push_str(piece);
-                true
+                if stays {
+                    streamed.push_str(piece);
+                }
+                stays
             },
         };
         let outcome = service.answer(turn, &options, sink).unwrap();
@@ -789,24 +797,51 @@ mod tests {
         assert!(emitted(&store).contains(&"message.unanswered".to_string()));
     }
 
+    /// A model that writes a sentence no passage supports, then thinks until told to stop
+    /// (by the deadline; an error after a few seconds if none comes).
+    struct Pondering;
+
+    impl Generator for Pondering {
+        fn generate(
+            &self,
+            messages: &[ChatMessage],
+            params: &crate::llm::GenParams,
+            on_token: &mut dyn FnMut(&str) -> bool,
+        ) -> anyhow::Result<crate::llm::GenStats> {
+            let mut stats = FakeGenerator.generate(messages, params, &mut |_| true)?;
+            stats.finish = Finish::Cancelled;
+            if on_token("Good question, let me think. ") {
+                let thinking = Instant::now();
+                while on_token("") {
+                    anyhow::ensure!(thinking.elapsed() < Duration::from_secs(5), "no deadline");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(stats)
+        }
+
+        fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
+            FakeGenerator.classify(messages, labels)
+        }
+
+        fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+            FakeGenerator.count_tokens(text)
+        }
+
+        fn context_size(&self) -> usize {
+            FakeGenerator.context_size()
+        }
+    }
+
     #[test]
     fn time_running_out_while_the_claim_check_holds_text_is_the_decline() {
         let (_dir, store, embedder) = fixture(with_fallback());
-        let asked = turn(
-            &store,
-            "How often must the espresso machine be descaled?",
-            new_conversation("c_10"),
-        );
-        // No time at all: the deadline has passed by the first piece, held back or not.
-        let (outcome, streamed) = ask_within(
-            Duration::ZERO,
-            &Inventing,
-            &store,
-            &embedder,
-            None,
-            &(),
-            &asked,
-        );
+        let question = "How often must the espresso machine be descaled?";
+        // The gate holds the unsupported opening until the deadline passes.
+        let asked = turn(&store, question, new_conversation("c_10"));
+        let within = (Duration::from_millis(200), true);
+        let (outcome, streamed) =
+            ask_within(within, &Pondering, &store, &embedder, None, &(), &asked);
         assert!(!outcome.answer.answered, "{outcome:?}");
         assert_eq!(outcome.finish_reason(), "unanswered");
         assert_eq!(
@@ -815,6 +850,14 @@ mod tests {
         );
         assert_eq!(store.messages("c_10").unwrap()[1].content, streamed);
         assert!(emitted(&store).contains(&"message.unanswered".to_string()));
+        // A reader gone before the deadline gets no decline, and no event says otherwise.
+        let (_dir, store, embedder) = fixture(with_fallback());
+        let asked = turn(&store, question, new_conversation("c_11"));
+        let within = (Duration::ZERO, false);
+        let (outcome, _) = ask_within(within, &Inventing, &store, &embedder, None, &(), &asked);
+        assert_eq!(outcome.finish_reason(), "cancelled");
+        assert_eq!(store.messages("c_11").unwrap()[1].content, "");
+        assert!(!emitted(&store).contains(&"message.unanswered".to_string()));
     }
 
     #[test]
