@@ -736,10 +736,13 @@ mod tests {
         assert!(emitted(&store).contains(&"message.unanswered".to_string()));
     }
 
-    /// A model that answers with a fact of its own, in two pieces.
-    struct Inventing;
+    /// Writes an answer through `on_token`; says how it finished.
+    type Script = fn(&mut dyn FnMut(&str) -> bool) -> anyhow::Result<Finish>;
 
-    impl Generator for Inventing {
+    /// A model whose answer its script writes, over FakeGenerator.
+    struct Writing(Script);
+
+    impl Generator for Writing {
         fn generate(
             &self,
             messages: &[ChatMessage],
@@ -748,15 +751,7 @@ mod tests {
         ) -> anyhow::Result<crate::llm::GenStats> {
             let mut stats = FakeGenerator.generate(messages, params, &mut |_| true)?;
             stats.completion_tokens = 2;
-            for piece in [
-                "The espresso machine must be descaled ",
-                "every 14 days [1].",
-            ] {
-                if !on_token(piece) {
-                    stats.finish = Finish::Cancelled;
-                    break;
-                }
-            }
+            stats.finish = (self.0)(on_token)?;
             Ok(stats)
         }
 
@@ -773,6 +768,32 @@ mod tests {
         }
     }
 
+    /// A model that answers with a fact of its own, in two pieces.
+    const INVENTING: Writing = Writing(|on_token| {
+        for piece in [
+            "The espresso machine must be descaled ",
+            "every 14 days [1].",
+        ] {
+            if !on_token(piece) {
+                return Ok(Finish::Cancelled);
+            }
+        }
+        Ok(Finish::Stop)
+    });
+
+    /// A model that writes a sentence no passage supports, then thinks until told to stop
+    /// (by the deadline; an error after a few seconds if none comes).
+    const PONDERING: Writing = Writing(|on_token| {
+        if on_token("Good question, let me think. ") {
+            let thinking = Instant::now();
+            while on_token("") {
+                anyhow::ensure!(thinking.elapsed() < Duration::from_secs(5), "no deadline");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(Finish::Cancelled)
+    });
+
     #[test]
     fn an_answer_the_claim_check_empties_is_the_decline_with_its_event() {
         let (_dir, store, embedder) = fixture(with_fallback());
@@ -781,7 +802,7 @@ mod tests {
             "How often must the espresso machine be descaled?",
             new_conversation("c_9"),
         );
-        let (outcome, streamed) = ask_with(&Inventing, &store, &embedder, None, &(), &asked);
+        let (outcome, streamed) = ask_with(&INVENTING, &store, &embedder, None, &(), &asked);
         assert!(!outcome.answer.answered, "{outcome:?}");
         assert_eq!(outcome.finish_reason(), "unanswered");
         assert_eq!(
@@ -797,42 +818,6 @@ mod tests {
         assert!(emitted(&store).contains(&"message.unanswered".to_string()));
     }
 
-    /// A model that writes a sentence no passage supports, then thinks until told to stop
-    /// (by the deadline; an error after a few seconds if none comes).
-    struct Pondering;
-
-    impl Generator for Pondering {
-        fn generate(
-            &self,
-            messages: &[ChatMessage],
-            params: &crate::llm::GenParams,
-            on_token: &mut dyn FnMut(&str) -> bool,
-        ) -> anyhow::Result<crate::llm::GenStats> {
-            let mut stats = FakeGenerator.generate(messages, params, &mut |_| true)?;
-            stats.finish = Finish::Cancelled;
-            if on_token("Good question, let me think. ") {
-                let thinking = Instant::now();
-                while on_token("") {
-                    anyhow::ensure!(thinking.elapsed() < Duration::from_secs(5), "no deadline");
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            Ok(stats)
-        }
-
-        fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
-            FakeGenerator.classify(messages, labels)
-        }
-
-        fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-            FakeGenerator.count_tokens(text)
-        }
-
-        fn context_size(&self) -> usize {
-            FakeGenerator.context_size()
-        }
-    }
-
     #[test]
     fn time_running_out_while_the_claim_check_holds_text_is_the_decline() {
         let (_dir, store, embedder) = fixture(with_fallback());
@@ -841,7 +826,7 @@ mod tests {
         let asked = turn(&store, question, new_conversation("c_10"));
         let within = (Duration::from_millis(200), true);
         let (outcome, streamed) =
-            ask_within(within, &Pondering, &store, &embedder, None, &(), &asked);
+            ask_within(within, &PONDERING, &store, &embedder, None, &(), &asked);
         assert!(!outcome.answer.answered, "{outcome:?}");
         assert_eq!(outcome.finish_reason(), "unanswered");
         assert_eq!(
@@ -854,7 +839,7 @@ mod tests {
         let (_dir, store, embedder) = fixture(with_fallback());
         let asked = turn(&store, question, new_conversation("c_11"));
         let within = (Duration::ZERO, false);
-        let (outcome, _) = ask_within(within, &Inventing, &store, &embedder, None, &(), &asked);
+        let (outcome, _) = ask_within(within, &INVENTING, &store, &embedder, None, &(), &asked);
         assert_eq!(outcome.finish_reason(), "cancelled");
         assert_eq!(store.messages("c_11").unwrap()[1].content, "");
         assert!(!emitted(&store).contains(&"message.unanswered".to_string()));
