@@ -38,6 +38,9 @@ pub struct Config {
     pub answerable_threshold: f32,
     /// Whether answers pass the claim check (`chat::gate`) [default: true].
     pub claim_check: bool,
+    /// Whether the model verifies each sentence of an answer before it is shown
+    /// (`verify_claims`) [default: false].
+    pub verify_claims: bool,
     pub max_tokens: usize,
     pub temperature: f32,
     /// API crawls may reach private addresses (`allow_private_targets` in the file).
@@ -135,6 +138,7 @@ struct FileRetrieval {
     min_score: Option<f32>,
     answerable_threshold: Option<f32>,
     claim_check: Option<bool>,
+    verify_claims: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +221,7 @@ impl Config {
                 },
             ),
             claim_check: file.retrieval.claim_check.unwrap_or(true),
+            verify_claims: file.retrieval.verify_claims.unwrap_or(false),
             max_tokens: file.generation.max_tokens.unwrap_or(400),
             temperature: file.generation.temperature.unwrap_or(0.0),
             allow_private_targets: file.allow_private_targets.unwrap_or(false),

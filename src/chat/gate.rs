@@ -5,6 +5,9 @@
 
 use super::{claims, grounding};
 
+/// A second judge of a sentence the passages' words allow: true keeps it.
+pub type Verify<'v> = &'v mut dyn FnMut(&str) -> bool;
+
 /// Short forms whose full stop does not end a sentence.
 const ABBREVIATIONS: &[&str] = &["e.g.", "i.e.", "etc.", "vs.", "cf.", "approx."];
 
@@ -40,22 +43,33 @@ impl<'a> SentenceGate<'a> {
     /// Feeds visible answer text; returns what may be shown now (often nothing). `hinted`:
     /// the sources the model has cited so far.
     pub fn push(&mut self, text: &str, hinted: &[usize]) -> String {
+        self.push_verified(text, hinted, &mut |_| true)
+    }
+
+    /// `push`, with a second opinion: a sentence whose specifics the passages state still
+    /// goes unless `verify` (the model asked about it, `verify_claims`) says it holds.
+    pub fn push_verified(&mut self, text: &str, hinted: &[usize], verify: Verify<'_>) -> String {
         self.pending.push_str(text);
         let mut out = String::new();
         while let Some(end) = sentence_end(&self.pending) {
             let sentence: String = self.pending.drain(..end).collect();
-            out.push_str(&self.judge(sentence, hinted));
+            out.push_str(&self.judge(sentence, hinted, verify));
         }
         out
     }
 
     /// The end of the answer: judges the last, unfinished sentence.
     pub fn finish(&mut self, hinted: &[usize]) -> String {
+        self.finish_verified(hinted, &mut |_| true)
+    }
+
+    /// `finish`, with `verify` as for `push_verified`.
+    pub fn finish_verified(&mut self, hinted: &[usize], verify: Verify<'_>) -> String {
         let rest = std::mem::take(&mut self.pending);
         if rest.trim().is_empty() {
             return String::new();
         }
-        self.judge(rest, hinted)
+        self.judge(rest, hinted, verify)
     }
 
     /// Whether a supported sentence came, so the answer is shown.
@@ -73,11 +87,14 @@ impl<'a> SentenceGate<'a> {
         &self.removed
     }
 
-    fn judge(&mut self, sentence: String, hinted: &[usize]) -> String {
+    fn judge(&mut self, sentence: String, hinted: &[usize], verify: Verify<'_>) -> String {
         // A sentence pointing back at one taken out ("This command …") goes with it:
         // shown alone, it would say something about nothing, or about the wrong thing.
         let orphaned = self.removing && points_back(&sentence, self.passages, hinted);
-        if orphaned || !claims::unsupported(&sentence, self.passages).is_empty() {
+        if orphaned
+            || !claims::unsupported(&sentence, self.passages).is_empty()
+            || !verify(sentence.trim())
+        {
             self.removed.push(sentence.trim().to_string());
             self.removing = true;
             return String::new();
@@ -210,6 +227,41 @@ mod tests {
             "E4 means the kettle needs descaling. Descale it every 3 months. Use citric acid."
         );
         assert_eq!(removed, ["Each cycle takes 45 minutes."]);
+    }
+
+    #[test]
+    fn a_sentence_the_verifier_doubts_goes_with_what_points_back_at_it() {
+        let passages = [PASSAGE];
+        let mut gate = SentenceGate::new(&passages);
+        let mut asked = Vec::new();
+        let mut verify = |sentence: &str| {
+            asked.push(sentence.to_string());
+            !sentence.contains("monthly")
+        };
+        let text = "E4 means the kettle needs descaling. Descale it monthly with citric \
+            acid. This keeps it clean. Descale it with citric acid.";
+        let mut shown = gate.push_verified(text, &[], &mut verify);
+        shown.push_str(&gate.finish_verified(&[], &mut verify));
+        assert_eq!(
+            shown,
+            "E4 means the kettle needs descaling. Descale it with citric acid."
+        );
+        assert_eq!(
+            gate.removed(),
+            [
+                "Descale it monthly with citric acid.",
+                "This keeps it clean."
+            ]
+        );
+        // Only what the passages' words allow is put to the verifier, and each sentence once.
+        assert_eq!(
+            asked,
+            [
+                "E4 means the kettle needs descaling.",
+                "Descale it monthly with citric acid.",
+                "Descale it with citric acid."
+            ]
+        );
     }
 
     #[test]

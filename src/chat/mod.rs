@@ -32,6 +32,9 @@ pub struct AskOptions {
     /// specifics no passage contains are removed, and an answer with no supported sentence
     /// left becomes the decline (`gate`).
     pub check_claims: bool,
+    /// After the claim check, the model is asked of each sentence whether the sources
+    /// state it; the answer is held until all of it is verified (`verify_claims`).
+    pub verify_claims: bool,
 }
 
 impl Default for AskOptions {
@@ -43,6 +46,7 @@ impl Default for AskOptions {
             system_extra: None,
             answerable_threshold: 0.0,
             check_claims: true,
+            verify_claims: false,
         }
     }
 }
@@ -62,6 +66,7 @@ impl AskOptions {
             system_extra: None,
             answerable_threshold: config.answerable_threshold,
             check_claims: config.claim_check,
+            verify_claims: config.verify_claims,
         }
     }
 
@@ -208,9 +213,9 @@ pub fn answer_turn(
     let passages: Vec<&str> = passages.iter().map(String::as_str).collect();
     let mut stream = AnswerStream {
         filter: grounding::CitationFilter::new(evidence.len()),
-        gate: options
-            .check_claims
+        gate: (options.check_claims || options.verify_claims)
             .then(|| gate::SentenceGate::new(&passages)),
+        held: options.verify_claims.then(String::new),
         text: String::new(),
         first_token_ms: None,
     };
@@ -219,7 +224,15 @@ pub fn answer_turn(
     })?;
     let cancelled = stats.finish == Finish::Cancelled;
     if !cancelled {
-        stream.finish(started, on_token);
+        let written = stream.filter.raw().to_string();
+        let mut verifier = Verifier::new(generator, &messages, &written);
+        let mut verify = |sentence: &str| !options.verify_claims || verifier.holds(sentence);
+        let rest = stream.finish(&mut verify);
+        // A failed check shows nothing: the turn fails as a failed generation does.
+        verifier.result()?;
+        if !rest.is_empty() {
+            stream.show(&rest, started, on_token);
+        }
     }
     let settled = settle(stream, &passages, options, cancelled, started, on_token);
     let answer = settled.text.trim().to_string();
@@ -268,6 +281,8 @@ pub fn answer_turn(
 struct AnswerStream<'a> {
     filter: grounding::CitationFilter,
     gate: Option<gate::SentenceGate<'a>>,
+    /// With `verify_claims`, the whole answer, held until it is complete and verified.
+    held: Option<String>,
     /// What the visitor was shown.
     text: String,
     first_token_ms: Option<f64>,
@@ -277,6 +292,10 @@ impl AnswerStream<'_> {
     /// One piece of the model's output; false stops generation (the reader left).
     fn push(&mut self, piece: &str, started: Instant, on_token: OnToken<'_>) -> bool {
         let visible = self.filter.push(piece);
+        if let Some(held) = self.held.as_mut() {
+            held.push_str(&visible);
+            return on_token("");
+        }
         let shown = match self.gate.as_mut() {
             Some(gate) => {
                 let hinted = prompt::cited_indices(self.filter.raw(), self.filter.sources());
@@ -287,21 +306,23 @@ impl AnswerStream<'_> {
         self.show(&shown, started, on_token)
     }
 
-    /// The end of generation: what the filter and the gate still hold (nothing is asked
-    /// of the reader: there is nothing left to stop).
-    fn finish(&mut self, started: Instant, on_token: OnToken<'_>) {
-        let rest = self.filter.finish();
-        let shown = match self.gate.as_mut() {
+    /// The end of generation: what the filter and the gate still hold, to be shown (nothing
+    /// is asked of the reader: there is nothing left to stop). With verification, the
+    /// whole answer goes through the gate now, each sentence put to `verify`.
+    fn finish(&mut self, verify: gate::Verify<'_>) -> String {
+        let mut rest = self.filter.finish();
+        if let Some(mut held) = self.held.take() {
+            held.push_str(&rest);
+            rest = held;
+        }
+        match self.gate.as_mut() {
             Some(gate) => {
                 let hinted = prompt::cited_indices(self.filter.raw(), self.filter.sources());
-                let mut shown = gate.push(&rest, &hinted);
-                shown.push_str(&gate.finish(&hinted));
+                let mut shown = gate.push_verified(&rest, &hinted, verify);
+                shown.push_str(&gate.finish_verified(&hinted, verify));
                 shown
             }
             None => rest,
-        };
-        if !shown.is_empty() {
-            self.show(&shown, started, on_token);
         }
     }
 
@@ -314,6 +335,51 @@ impl AnswerStream<'_> {
         self.first_token_ms.get_or_insert_with(|| ms(started));
         self.text.push_str(shown);
         on_token(shown)
+    }
+}
+
+/// Asks the model, sentence by sentence, whether the sources state what its answer says
+/// (`verify_claims`). The first failure ends the asking: every later sentence counts as
+/// not verified, and the turn fails with it.
+struct Verifier<'a> {
+    generator: &'a dyn Generator,
+    messages: &'a [ChatMessage],
+    written: &'a str,
+    failed: Option<anyhow::Error>,
+}
+
+/// The probability of "yes" a sentence needs to stay (not tuned: the even odds).
+const VERIFY_THRESHOLD: f32 = 0.5;
+
+impl<'a> Verifier<'a> {
+    fn new(generator: &'a dyn Generator, messages: &'a [ChatMessage], written: &'a str) -> Self {
+        Verifier {
+            generator,
+            messages,
+            written,
+            failed: None,
+        }
+    }
+
+    fn holds(&mut self, sentence: &str) -> bool {
+        if self.failed.is_some() {
+            return false;
+        }
+        let check = prompt::sentence_check(self.messages, self.written, sentence);
+        match self.generator.classify(&check, &["yes", "no"]) {
+            Ok(p) => {
+                tracing::debug!(verified = p[0], "sentence check");
+                p[0] >= VERIFY_THRESHOLD
+            }
+            Err(e) => {
+                self.failed = Some(e.context("verifying a sentence of the answer"));
+                false
+            }
+        }
+    }
+
+    fn result(self) -> anyhow::Result<()> {
+        self.failed.map_or(Ok(()), Err)
     }
 }
 

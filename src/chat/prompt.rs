@@ -56,6 +56,22 @@ pub fn render_with(
     ]
 }
 
+/// The question put after answering, one per sentence (`verify_claims`): the answer
+/// prompt's messages and the model's own `answer` as it wrote it, so that all of it is
+/// already in the sequence's cache and only the question about `sentence` is new.
+pub fn sentence_check(messages: &[ChatMessage], answer: &str, sentence: &str) -> Vec<ChatMessage> {
+    let mut check = messages.to_vec();
+    check.push(ChatMessage::new("assistant", answer));
+    check.push(ChatMessage::new(
+        "user",
+        format!(
+            "Check one sentence of your answer: \"{}\"\n\nDoes a source above state what this sentence says, and does it answer my question? Reply with only yes or no.",
+            sentence.trim()
+        ),
+    ));
+    check
+}
+
 /// The question put before answering: the answer prompt's messages, with the last user
 /// message asking whether the sources state the answer (a yes/no question).
 pub fn answerability_check(messages: &[ChatMessage]) -> Vec<ChatMessage> {

@@ -300,3 +300,131 @@ async fn the_answerability_check_declines_before_generating_when_the_model_says_
     assert!(answer.answered, "{answer:?}");
     assert_eq!(sure.generations.load(Ordering::SeqCst), 1);
 }
+
+/// The fake generator's faithful sentence and DOUBTED after it; asked about a sentence of
+/// its answer (`verify_claims`), it says no to DOUBTED, or to everything (`doubt_all`), or
+/// fails (`broken`). Records when generation ended and what it was asked.
+struct Verifying {
+    doubt_all: bool,
+    broken: bool,
+    generated: std::sync::atomic::AtomicBool,
+    asked: std::sync::Mutex<Vec<String>>,
+}
+
+const DOUBTED: &str = " Descaling also makes the tea taste better.";
+
+impl Verifying {
+    fn new(doubt_all: bool, broken: bool) -> Verifying {
+        Verifying {
+            doubt_all,
+            broken,
+            generated: Default::default(),
+            asked: Default::default(),
+        }
+    }
+}
+
+impl docent::llm::Generator for Verifying {
+    fn generate(
+        &self,
+        messages: &[docent::llm::ChatMessage],
+        params: &docent::llm::GenParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> anyhow::Result<docent::llm::GenStats> {
+        let scripted = Scripted {
+            extra: DOUBTED,
+            alone: false,
+        };
+        let stats = scripted.generate(messages, params, on_token)?;
+        self.generated
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Ok(stats)
+    }
+
+    fn classify(
+        &self,
+        messages: &[docent::llm::ChatMessage],
+        labels: &[&str],
+    ) -> anyhow::Result<Vec<f32>> {
+        let [.., answer, check] = messages else {
+            panic!("a sentence check has the answer and the question");
+        };
+        assert_eq!(answer.role, "assistant");
+        assert!(answer.content.contains("taste better"), "{answer:?}");
+        assert!(check.content.contains("yes or no"), "{check:?}");
+        anyhow::ensure!(!self.broken, "the engine went away");
+        self.asked.lock().unwrap().push(check.content.clone());
+        let yes = !self.doubt_all && !check.content.contains("taste");
+        assert_eq!(labels, ["yes", "no"]);
+        Ok(if yes { vec![1.0, 0.0] } else { vec![0.0, 1.0] })
+    }
+
+    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+        FakeGenerator.count_tokens(text)
+    }
+
+    fn context_size(&self) -> usize {
+        FakeGenerator.context_size()
+    }
+}
+
+/// Asks DESCALING with verification on; returns the answer and each piece shown, or the
+/// error.
+async fn ask_verified(generator: &Verifying) -> anyhow::Result<(chat::Answer, Vec<String>)> {
+    let (retriever, _data) = fake_bot().await;
+    let bot = BotId::parse("zephyr").unwrap();
+    let options = AskOptions {
+        min_score: 0.1,
+        verify_claims: true,
+        ..AskOptions::default()
+    };
+    let mut pieces = Vec::new();
+    let answer = chat::answer(&retriever, generator, &bot, DESCALING, &options, &mut |p| {
+        if !p.is_empty() {
+            assert!(
+                generator
+                    .generated
+                    .load(std::sync::atomic::Ordering::SeqCst),
+                "{p:?} was shown before the answer was complete and verified"
+            );
+            pieces.push(p.to_string());
+        }
+        true
+    })?;
+    Ok((answer, pieces))
+}
+
+#[tokio::test]
+async fn with_verification_a_sentence_the_model_doubts_is_never_shown() {
+    let verifying = Verifying::new(false, false);
+    let (answer, pieces) = ask_verified(&verifying).await.unwrap();
+    assert!(answer.answered, "{answer:?}");
+    assert!(!pieces.concat().contains("taste"), "{pieces:?}");
+    assert_eq!(pieces.concat().trim(), answer.answer);
+    assert_eq!(answer.removed, [DOUBTED.trim()]);
+    assert!(answer.answer.ends_with("[1]"), "{answer:?}");
+    // Both sentences were put to the model, each by its own words.
+    let asked = verifying.asked.lock().unwrap();
+    assert_eq!(asked.len(), 2, "{asked:?}");
+    assert!(asked[1].contains(DOUBTED.trim()), "{asked:?}");
+}
+
+#[tokio::test]
+async fn with_verification_an_answer_the_model_doubts_whole_is_the_decline() {
+    let (answer, pieces) = ask_verified(&Verifying::new(true, false)).await.unwrap();
+    assert!(!answer.answered, "{answer:?}");
+    assert_eq!(answer.answer, NOT_IN_SOURCES);
+    assert_eq!(pieces, [NOT_IN_SOURCES], "nothing doubted was shown");
+    assert_eq!(answer.removed.len(), 2, "{answer:?}");
+}
+
+#[tokio::test]
+async fn a_verification_that_fails_fails_the_turn_without_showing_anything() {
+    let error = ask_verified(&Verifying::new(false, true))
+        .await
+        .expect_err("a failed check is an error, not an unverified answer");
+    assert!(
+        format!("{error:#}").contains("the engine went away"),
+        "{error:#}"
+    );
+}

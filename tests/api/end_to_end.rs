@@ -246,3 +246,61 @@ fn a_cold_sequence_borrows_a_busy_ones_cache_and_answers_as_a_cold_decode_would(
         "borrowed {borrowed:?}, cold {cold:?}"
     );
 }
+
+#[test]
+fn a_sentence_check_reads_only_its_question_after_the_cached_answer() {
+    use docent::chat::prompt::{PromptSource, render, sentence_check};
+    use docent::llm::{GenParams, Generator, LlamaConfig, LlamaGenerator};
+    use std::sync::atomic::Ordering::Relaxed;
+    // Its own generator with one sequence, so its counters count this test alone.
+    let g = LlamaGenerator::start(LlamaConfig {
+        model_path: docent::config::resolve_model(&crate::helpers::models_dir(), "small"),
+        threads: 2,
+        context_size: 2048,
+        parallel: 1,
+    })
+    .unwrap();
+    let headings = vec!["Warranty".to_string()];
+    let sources = [PromptSource {
+        title: "Zephyr Pro",
+        url: "https://help.example/specs.html",
+        heading_path: &headings,
+        text: "The Zephyr Pro boils 1.7 litres of water in four minutes. It has a 5-year warranty.",
+    }];
+    let messages = render("How long is the Zephyr Pro's warranty?", &sources);
+    let mut answer = String::new();
+    let params = GenParams {
+        max_tokens: 24,
+        temperature: 0.0,
+        seed: 1,
+    };
+    let stats = g
+        .generate(&messages, &params, &mut |piece| {
+            answer.push_str(piece);
+            true
+        })
+        .unwrap();
+    assert!(!answer.trim().is_empty());
+    let counters = g.cache_counters();
+    let (reused_before, decoded_before) = (
+        counters.reused.load(Relaxed),
+        counters.decoded.load(Relaxed),
+    );
+    let check = sentence_check(&messages, &answer, answer.trim());
+    let scores = g.classify(&check, &["yes", "no"]).unwrap();
+    assert!((scores[0] + scores[1] - 1.0).abs() < 1e-4, "{scores:?}");
+    let reused = counters.reused.load(Relaxed) - reused_before;
+    let decoded = counters.decoded.load(Relaxed) - decoded_before;
+    // The rules, the sources, the question and the answer come from the cache; what is
+    // read is the check's own question (and the chat template's few markers around it).
+    let asked = g.count_tokens(&check.last().unwrap().content).unwrap() as u64;
+    assert!(
+        reused >= stats.prompt_tokens as u64,
+        "reused {reused} of a {}-token prompt",
+        stats.prompt_tokens
+    );
+    assert!(
+        decoded <= asked + 24,
+        "decoded {decoded} for a {asked}-token check"
+    );
+}
