@@ -116,6 +116,9 @@ pub enum Command {
     /// Create, list, revoke and rotate API keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Create, list and delete operator accounts (the console's logins)
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Measure ingest, embedding, search and generation speed against references
     Bench(BenchArgs),
     /// Measure answer quality: retrieval metrics, QA accuracy, golden questions
@@ -344,6 +347,37 @@ pub struct ServeArgs {
     /// Live conversation feeds one client address may hold open at once through public keys
     #[arg(long, env = "DOCENT_MAX_FEEDS_PER_ADDRESS", default_value_t = 32)]
     pub max_feeds_per_address: usize,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Create an account. The password comes from DOCENT_PASSWORD, else a prompt on a
+    /// terminal (asked twice), else the first line of standard input; never an argument
+    Create {
+        /// The login name
+        #[arg(long)]
+        email: String,
+        /// owner: everything an admin key may do; agent: the inbox and conversations of
+        /// its bots, nothing else
+        #[arg(long, value_parser = ["owner", "agent"])]
+        role: String,
+        /// A bot an agent works on (repeat for several; agents only)
+        #[arg(long = "bot")]
+        bots: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List accounts (never their passwords)
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete an account by id (`acct_…`) or email
+    Delete {
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,5 +1,8 @@
 //! What each CLI command does: open what it needs, call the domain, print the result.
 
+mod users;
+pub use users::users;
+
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::Duration;

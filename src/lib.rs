@@ -1,5 +1,6 @@
 //! docent: a self-hosted RAG chatbot in one binary. Modules in reading order.
 
+pub mod accounts;
 pub mod analytics;
 pub mod app;
 pub mod bench;

@@ -58,6 +58,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Reindex(args) => runtime.block_on(commands::reindex(&config, args)),
         Command::Bots(command) => commands::bots(&config, command),
         Command::Keys(command) => commands::keys(&config, command),
+        Command::Users(command) => commands::users(&config, command),
         Command::Serve(args) => {
             drop(runtime);
             commands::serve(&config, args)

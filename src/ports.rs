@@ -1,5 +1,5 @@
 //! The ports docent's state lives behind: storage cut by aggregate (a bot's content, its
-//! conversations and leads, API keys, the webhook outbox, crawl jobs) and search over a
+//! conversations and leads, API keys, the webhook outbox, crawl jobs, operator accounts) and search over a
 //! bot's chunks, with the records they carry. The core (services, ingest, retrieval, the
 //! delivery worker, analytics) names these traits, never an engine; `store` (redb) and
 //! `search` (HNSW and BM25 in process) are the adapters a node is built with.
@@ -13,6 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::accounts::Account;
 use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page};
 use crate::keys::ApiKey;
 
@@ -37,6 +38,8 @@ pub enum Error {
     ConversationNotFound(String),
     #[error("key {0} not found")]
     KeyNotFound(String),
+    #[error("an account with the email {0} already exists")]
+    AccountExists(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -252,9 +255,32 @@ pub trait JobStore: Send + Sync {
 }
 
 /// Every storage port: what a node's state is kept in.
-pub trait Storage: ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore {}
+/// Operator accounts (`accounts`): people at the console, apart from API keys.
+pub trait AccountStore: Send + Sync {
+    /// Adds `account`; `AccountExists` when its email is taken.
+    fn create_account(&self, account: &Account) -> Result<()>;
 
-impl<T: ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore> Storage for T {}
+    fn get_account(&self, id: &str) -> Result<Option<Account>>;
+
+    /// The account whose (normalised) email this is.
+    fn account_by_email(&self, email: &str) -> Result<Option<Account>>;
+
+    /// Every account, oldest first.
+    fn list_accounts(&self) -> Result<Vec<Account>>;
+
+    /// Removes the account; false when there was none.
+    fn delete_account(&self, id: &str) -> Result<bool>;
+}
+
+pub trait Storage:
+    ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore + AccountStore
+{
+}
+
+impl<T> Storage for T where
+    T: ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore + AccountStore
+{
+}
 
 /// Candidate chunks for a query from a bot's indexes, each side best first; the caller
 /// fuses them (`retrieval`). Chunk ids are the content store's.

@@ -21,6 +21,7 @@ use crate::ports::{
     NewEvent, Result, Storage, TurnExtras,
 };
 
+mod accounts;
 mod events;
 use events::LEADS;
 
@@ -119,6 +120,7 @@ impl Store {
             txn.open_table(STAGED).context("staged_chunks table")?;
             txn.open_table(ERASED).context("erased table")?;
             events::create_tables(&txn)?;
+            accounts::create_tables(&txn)?;
             // No ingest runs yet in this process: whatever is staged, a crash left.
             let swept = discard_staged_in(&txn, None)?;
             if swept > 0 {

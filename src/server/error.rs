@@ -142,6 +142,11 @@ impl From<ports::Error> for ApiError {
             ports::Error::KeyNotFound(id) => {
                 ApiError::not_found("key_not_found", format!("no key with id {id:?}"))
             }
+            ports::Error::AccountExists(email) => ApiError::new(
+                StatusCode::CONFLICT,
+                "account_exists",
+                format!("an account with the email {email:?} already exists"),
+            ),
             other => ApiError::internal(&anyhow::Error::new(other)),
         }
     }

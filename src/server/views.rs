@@ -1,5 +1,5 @@
 //! What the API returns (bots, pages, conversations and their messages, keys, webhooks,
-//! deliveries, leads, chat and completion answers, health, widget sessions): each view is
+//! deliveries, leads, chat and completion answers, health, widget sessions, accounts): each view is
 //! built from the core's records and serialised as it is, and its schema is the OpenAPI
 //! document's, so the document and the responses are one type. (Core types carried
 //! unchanged inside a view take their schemas from `schemas.rs`.)
@@ -164,6 +164,32 @@ impl ConversationView {
 pub struct ConversationList {
     pub data: Vec<ConversationView>,
     pub next_cursor: Option<String>,
+}
+
+/// An operator account as the API and the CLI show it: never its password hash.
+#[derive(Serialize, ToSchema)]
+pub struct AccountView {
+    /// `acct_…`: safe to show and log.
+    pub id: String,
+    pub email: String,
+    /// `owner` or `agent`.
+    pub role: String,
+    /// The bots an agent works on (empty for an owner: every bot).
+    #[schema(value_type = Vec<String>)]
+    pub bots: Vec<BotId>,
+    pub created: u64,
+}
+
+impl From<&crate::accounts::Account> for AccountView {
+    fn from(account: &crate::accounts::Account) -> AccountView {
+        AccountView {
+            id: account.id.clone(),
+            email: account.email.clone(),
+            role: account.role.as_str().to_string(),
+            bots: account.bots.clone(),
+            created: account.created,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]

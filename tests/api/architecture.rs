@@ -39,8 +39,8 @@ const LEAVES: &[&str] = &["domain", "telemetry", "index", "keyword", "retry", "i
 const STATE_ADAPTERS: &[&str] = &["store", "search"];
 
 /// What the ports (traits and the records they carry) may name: the domain, and the key
-/// records the key store keeps.
-const PORTS_IMPORT: &[&str] = &["domain", "keys"];
+/// and account records the key and account stores keep.
+const PORTS_IMPORT: &[&str] = &["domain", "keys", "accounts"];
 
 /// `crate::NAME` references outside comments and test modules, by top-level module.
 fn imports() -> BTreeMap<String, BTreeSet<String>> {

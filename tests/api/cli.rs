@@ -437,3 +437,139 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a date"));
 }
+
+#[test]
+fn users_cli_creates_owners_and_agents_stores_only_a_hash_and_rejects_nonsense() {
+    use docent::domain::{Bot, BotId, BotSettings};
+    let data = tempfile::tempdir().unwrap();
+    {
+        let store = docent::store::open(data.path()).unwrap();
+        store
+            .create_bot(&Bot {
+                id: BotId::parse("docs").unwrap(),
+                name: "Docs".into(),
+                source: String::new(),
+                created_unix: 0,
+                updated_unix: 0,
+                pages: 0,
+                chunks: 0,
+                test: false,
+                settings: BotSettings::default(),
+                embedder: None,
+            })
+            .unwrap();
+    }
+    const PASSWORD: &str = "a long enough password";
+    let users = |args: &[&str], password: &str| {
+        let mut child = docent(data.path())
+            .arg("users")
+            .args(args)
+            .env_remove("DOCENT_PASSWORD")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{password}").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = users(
+        &[
+            "create",
+            "--email",
+            "Owner@Example.org",
+            "--role",
+            "owner",
+            "--json",
+        ],
+        PASSWORD,
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    let owner: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(owner["email"], "owner@example.org");
+    assert_eq!(owner["role"], "owner");
+    assert!(owner["id"].as_str().unwrap().starts_with("acct_"));
+    // The password from the environment works too.
+    let out = docent(data.path())
+        .args(["users", "create", "--email", "agent@example.org"])
+        .args(["--role", "agent", "--bot", "docs", "--json"])
+        .env("DOCENT_PASSWORD", PASSWORD)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(agent["bots"], serde_json::json!(["docs"]));
+    for (bad, password) in [
+        (
+            &["--email", "owner@example.org", "--role", "owner"][..],
+            PASSWORD,
+        ),
+        (&["--email", "new@example.org", "--role", "owner"], "short"),
+        (&["--email", "new@example.org", "--role", "agent"], PASSWORD),
+        (
+            &[
+                "--email",
+                "new@example.org",
+                "--role",
+                "agent",
+                "--bot",
+                "nope",
+            ],
+            PASSWORD,
+        ),
+        (
+            &[
+                "--email",
+                "new@example.org",
+                "--role",
+                "owner",
+                "--bot",
+                "docs",
+            ],
+            PASSWORD,
+        ),
+        (&["--email", "not an email", "--role", "owner"], PASSWORD),
+        (&["--email", "new@example.org", "--role", "admin"], PASSWORD),
+        (&["--email", "new@example.org", "--role", "owner"], ""),
+    ] {
+        let mut args = vec!["create"];
+        args.extend_from_slice(bad);
+        let (code, _, stderr) = users(&args, password);
+        assert_ne!(code, Some(0), "{bad:?}");
+        assert!(stderr.starts_with("error"), "{bad:?}: {stderr}");
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+    }
+    let (code, stdout, _) = users(&["list", "--json"], "");
+    assert_eq!(code, Some(0));
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["data"].as_array().unwrap().len(), 2, "{listed}");
+    // Only the argon2id hash is kept, and never shown.
+    assert!(
+        !stdout.contains("argon2") && !stdout.contains(PASSWORD),
+        "{stdout}"
+    );
+    let raw = std::fs::read(data.path().join(docent::store::DB_FILE)).unwrap();
+    let raw = String::from_utf8_lossy(&raw);
+    assert!(raw.contains("$argon2id$v=19$"));
+    assert!(!raw.contains(PASSWORD));
+    let (code, _, stderr) = users(&["delete", "AGENT@example.org"], "");
+    assert_eq!(code, Some(0), "{stderr}");
+    let (_, stdout, _) = users(&["list", "--json"], "");
+    let listed: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(listed["data"][0]["email"], "owner@example.org");
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+    let (code, _, _) = users(&["delete", "agent@example.org"], "");
+    assert_eq!(code, Some(1), "deleting twice is an error");
+}
