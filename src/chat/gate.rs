@@ -20,8 +20,8 @@ pub struct SentenceGate<'a> {
     held: String,
     /// Everything let through.
     shown: String,
-    /// Sentences taken out for stating specifics no passage contains, and those pointing
-    /// back at them.
+    /// Sentences taken out for stating specifics no passage contains or for the verifier's
+    /// doubt, and those pointing back at them.
     removed: Vec<String>,
     /// Whether the last sentence judged was taken out.
     removing: bool,

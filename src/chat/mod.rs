@@ -32,8 +32,9 @@ pub struct AskOptions {
     /// specifics no passage contains are removed, and an answer with no supported sentence
     /// left becomes the decline (`gate`).
     pub check_claims: bool,
-    /// After the claim check, the model is asked of each sentence whether the sources
-    /// state it; the answer is held until all of it is verified (`verify_claims`).
+    /// After the claim check (which this turns on too), the model is asked of each
+    /// sentence whether the sources state it; the answer is held until all of it is
+    /// verified (`verify_claims`).
     pub verify_claims: bool,
 }
 
@@ -52,6 +53,12 @@ impl Default for AskOptions {
 }
 
 impl AskOptions {
+    /// Whether the answer goes through the sentence gate: the claim check, alone or with
+    /// the model's verification.
+    pub fn checks_claims(&self) -> bool {
+        self.check_claims || self.verify_claims
+    }
+
     /// The server-wide answering options a configuration gives (bots may override the
     /// retrieval settings, `for_bot`).
     pub fn from_config(config: &Config) -> AskOptions {
@@ -117,7 +124,8 @@ pub struct Answer {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub unsupported: Vec<String>,
     /// Sentences the claim check took out of the answer before the visitor saw them: they
-    /// stated specifics no passage in the prompt contains.
+    /// stated specifics no passage in the prompt contains, pointed back at such a sentence,
+    /// or (with `verify_claims`) the model doubted them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removed: Vec<String>,
 }
@@ -213,7 +221,8 @@ pub fn answer_turn(
     let passages: Vec<&str> = passages.iter().map(String::as_str).collect();
     let mut stream = AnswerStream {
         filter: grounding::CitationFilter::new(evidence.len()),
-        gate: (options.check_claims || options.verify_claims)
+        gate: options
+            .checks_claims()
             .then(|| gate::SentenceGate::new(&passages)),
         held: options.verify_claims.then(String::new),
         text: String::new(),
@@ -222,18 +231,20 @@ pub fn answer_turn(
     let stats = generator.generate(&messages, &options.generation, &mut |piece| {
         stream.push(piece, started, on_token)
     })?;
-    let cancelled = stats.finish == Finish::Cancelled;
-    if !cancelled {
-        let written = stream.filter.raw().to_string();
-        let mut verifier = Verifier::new(generator, &messages, &written);
-        let mut verify = |sentence: &str| !options.verify_claims || verifier.holds(sentence);
-        let rest = stream.finish(&mut verify);
-        // A failed check shows nothing: the turn fails as a failed generation does.
-        verifier.result()?;
-        if !rest.is_empty() {
-            stream.show(&rest, started, on_token);
-        }
+    let mut finish = stats.finish;
+    if finish != Finish::Cancelled
+        && !complete(
+            &mut stream,
+            generator,
+            &messages,
+            options,
+            started,
+            on_token,
+        )?
+    {
+        finish = Finish::Cancelled;
     }
+    let cancelled = finish == Finish::Cancelled;
     let settled = settle(stream, &passages, options, cancelled, started, on_token);
     let answer = settled.text.trim().to_string();
     let retrieved = source_refs(&evidence);
@@ -270,7 +281,7 @@ pub fn answer_turn(
         },
         retrieved,
         answerable,
-        finish: Some(stats.finish),
+        finish: Some(finish),
         unsupported,
         removed,
     })
@@ -336,6 +347,41 @@ impl AnswerStream<'_> {
         self.text.push_str(shown);
         on_token(shown)
     }
+}
+
+/// The end of generation: what the stream still holds is judged (with `verify_claims`,
+/// each sentence put to the model too) and shown. False when the reader left, or the
+/// request's time ran out, during verification: then nothing more is shown.
+fn complete(
+    stream: &mut AnswerStream<'_>,
+    generator: &dyn Generator,
+    messages: &[ChatMessage],
+    options: &AskOptions,
+    started: Instant,
+    on_token: OnToken<'_>,
+) -> anyhow::Result<bool> {
+    let rest = if options.verify_claims {
+        let written = stream.filter.raw().to_string();
+        let mut verifier = Verifier::new(generator, messages, &written);
+        let mut wanted = true;
+        let rest = stream.finish(&mut |sentence| {
+            // Each check takes a second or so: ask first whether anyone still waits.
+            wanted = wanted && on_token("");
+            wanted && verifier.holds(sentence)
+        });
+        // A failed check shows nothing: the turn fails as a failed generation does.
+        verifier.result()?;
+        if !wanted {
+            return Ok(false);
+        }
+        rest
+    } else {
+        stream.finish(&mut |_| true)
+    };
+    if !rest.is_empty() {
+        stream.show(&rest, started, on_token);
+    }
+    Ok(true)
 }
 
 /// Asks the model, sentence by sentence, whether the sources state what its answer says
@@ -415,7 +461,7 @@ fn settle(
     if !removed.is_empty() {
         tracing::info!(
             count = removed.len(),
-            "sentences stating specifics no passage contains were removed"
+            "sentences the claim check doubted were removed"
         );
     }
     let mut first_token_ms = stream.first_token_ms;
@@ -431,7 +477,7 @@ fn settle(
     } else {
         grounding::attribute(&text, passages, &hinted)
     };
-    if options.check_claims && !cited.is_empty() {
+    if options.checks_claims() && !cited.is_empty() {
         cite_specifics(&text, passages, &mut cited);
     }
     if !cited.is_empty() && !cancelled {

@@ -368,9 +368,12 @@ impl docent::llm::Generator for Verifying {
     }
 }
 
-/// Asks DESCALING with verification on; returns the answer and each piece shown, or the
-/// error.
-async fn ask_verified(generator: &Verifying) -> anyhow::Result<(chat::Answer, Vec<String>)> {
+/// Asks DESCALING with verification on, the reader leaving after generation when `leave`;
+/// returns the answer (or the error) and each piece shown.
+async fn ask_verified(
+    generator: &Verifying,
+    leave: bool,
+) -> (anyhow::Result<chat::Answer>, Vec<String>) {
     let (retriever, _data) = fake_bot().await;
     let bot = BotId::parse("zephyr").unwrap();
     let options = AskOptions {
@@ -380,24 +383,25 @@ async fn ask_verified(generator: &Verifying) -> anyhow::Result<(chat::Answer, Ve
     };
     let mut pieces = Vec::new();
     let answer = chat::answer(&retriever, generator, &bot, DESCALING, &options, &mut |p| {
+        let generated = generator
+            .generated
+            .load(std::sync::atomic::Ordering::SeqCst);
         if !p.is_empty() {
-            assert!(
-                generator
-                    .generated
-                    .load(std::sync::atomic::Ordering::SeqCst),
-                "{p:?} was shown before the answer was complete and verified"
-            );
+            // Both sentences were checked before anything was shown.
+            let asked = generator.asked.lock().unwrap().len();
+            assert!(generated && asked == 2, "{p:?} shown after {asked} checks");
             pieces.push(p.to_string());
         }
-        true
-    })?;
-    Ok((answer, pieces))
+        !(leave && generated)
+    });
+    (answer, pieces)
 }
 
 #[tokio::test]
 async fn with_verification_a_sentence_the_model_doubts_is_never_shown() {
     let verifying = Verifying::new(false, false);
-    let (answer, pieces) = ask_verified(&verifying).await.unwrap();
+    let (answer, pieces) = ask_verified(&verifying, false).await;
+    let answer = answer.unwrap();
     assert!(answer.answered, "{answer:?}");
     assert!(!pieces.concat().contains("taste"), "{pieces:?}");
     assert_eq!(pieces.concat().trim(), answer.answer);
@@ -411,7 +415,8 @@ async fn with_verification_a_sentence_the_model_doubts_is_never_shown() {
 
 #[tokio::test]
 async fn with_verification_an_answer_the_model_doubts_whole_is_the_decline() {
-    let (answer, pieces) = ask_verified(&Verifying::new(true, false)).await.unwrap();
+    let (answer, pieces) = ask_verified(&Verifying::new(true, false), false).await;
+    let answer = answer.unwrap();
     assert!(!answer.answered, "{answer:?}");
     assert_eq!(answer.answer, NOT_IN_SOURCES);
     assert_eq!(pieces, [NOT_IN_SOURCES], "nothing doubted was shown");
@@ -420,11 +425,24 @@ async fn with_verification_an_answer_the_model_doubts_whole_is_the_decline() {
 
 #[tokio::test]
 async fn a_verification_that_fails_fails_the_turn_without_showing_anything() {
-    let error = ask_verified(&Verifying::new(false, true))
-        .await
-        .expect_err("a failed check is an error, not an unverified answer");
+    let (answer, pieces) = ask_verified(&Verifying::new(false, true), false).await;
+    let error = answer.expect_err("a failed check is an error, not an unverified answer");
     assert!(
         format!("{error:#}").contains("the engine went away"),
         "{error:#}"
+    );
+    assert!(pieces.is_empty(), "{pieces:?}");
+}
+
+#[tokio::test]
+async fn a_reader_who_leaves_before_verification_stops_it_and_sees_nothing() {
+    let verifying = Verifying::new(false, false);
+    let (answer, pieces) = ask_verified(&verifying, true).await;
+    let answer = answer.unwrap();
+    assert_eq!(answer.finish, Some(docent::llm::Finish::Cancelled));
+    assert!(pieces.is_empty(), "{pieces:?}");
+    assert!(
+        verifying.asked.lock().unwrap().is_empty(),
+        "no check was asked"
     );
 }
