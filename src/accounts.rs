@@ -43,7 +43,7 @@ impl Role {
 /// An account as stored: no password, only its argon2id hash.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Account {
-    /// `acct_<id>`: shown in lists and logs.
+    /// `acct_<ms><random>` (ordered by creation): shown in lists and logs.
     pub id: String,
     /// Normalised (`normalize_email`): the login name, unique.
     pub email: String,
@@ -67,7 +67,7 @@ impl Account {
             Role::Agent => anyhow::ensure!(!bots.is_empty(), "an agent needs at least one --bot"),
         }
         Ok(Account {
-            id: format!("acct_{}", crate::ids::random_base62(12)?),
+            id: crate::ids::account(),
             email,
             role,
             bots,

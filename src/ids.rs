@@ -46,6 +46,11 @@ pub fn time_ordered(prefix: &str) -> String {
     format!("{prefix}_{:012x}{}", now_ms(), unique(12))
 }
 
+/// `acct_…`, ordered by creation.
+pub fn account() -> String {
+    time_ordered("acct")
+}
+
 /// `conv_…`
 pub fn conversation() -> String {
     format!("conv_{}", unique(20))

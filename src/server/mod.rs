@@ -6,6 +6,7 @@
 //! middleware wraps every route: it echoes or makes `X-Request-Id`, makes it the id in
 //! error envelopes, and writes the access log line.
 
+pub mod accounts;
 pub mod analytics;
 pub mod api;
 pub mod auth;
@@ -363,6 +364,7 @@ pub fn spawn(
 /// Registers every route under its path.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
+    accounts::routes(cfg);
     analytics::routes(cfg);
     chat::routes(cfg);
     handoff::routes(cfg);

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use super::views::*;
-use super::{analytics, api, chat, handoff, leads, openai, webhooks, widget};
+use super::{accounts, analytics, api, chat, handoff, leads, openai, webhooks, widget};
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -109,6 +109,7 @@ impl Modify for BearerAuth {
         api::list_conversations, api::create_conversation, api::get_conversation,
         api::delete_conversation, api::delete_user,
         api::list_keys, api::create_key, api::revoke_key, api::rotate_key,
+        accounts::list_accounts, accounts::create_account, accounts::delete_account,
         chat::chat, openai::models, openai::completions, openapi_json,
         handoff::handoff, handoff::agent_message, handoff::events,
         leads::create_lead, leads::list_leads,
@@ -124,6 +125,7 @@ impl Modify for BearerAuth {
         (name = "conversations", description = "Conversations and end users"),
         (name = "bots", description = "Bots, their content and crawl jobs"),
         (name = "keys", description = "API keys"),
+        (name = "accounts", description = "Operator accounts (the console's logins)"),
         (name = "leads", description = "Visitors' contact details"),
         (name = "webhooks", description = "Signed event deliveries"),
         (name = "widget", description = "The embeddable chat widget's sessions"),

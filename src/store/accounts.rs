@@ -66,12 +66,12 @@ impl AccountStore for Store {
     fn list_accounts(&self) -> Result<Vec<Account>> {
         let txn = self.db.begin_read().context("begin read")?;
         let table = txn.open_table(ACCOUNTS).context("open accounts")?;
+        // Ids sort by creation time.
         let mut out: Vec<Account> = Vec::new();
         for entry in table.iter().context("iterate accounts")? {
             let (_, raw) = entry.context("read account")?;
             out.push(decode(raw.value())?);
         }
-        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
         Ok(out)
     }
 

@@ -1804,3 +1804,130 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     assert_eq!(stored.state, JobState::Done);
     assert_eq!(stored.pages_indexed, finished.pages_indexed);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accounts_are_managed_by_live_admin_keys_and_keep_only_a_hash() {
+    let (s, _) = fake_server(Limits::default()).await;
+    const PASSWORD: &str = "a long enough password";
+    let key = |body: Value| {
+        let s = &s;
+        async move {
+            let (status, _, created) = s.call("POST", "/v1/keys", Some(&s.admin), Some(body)).await;
+            assert_eq!(status, 201, "{created}");
+            created["key"].as_str().unwrap().to_string()
+        }
+    };
+    let test_admin = key(json!({"admin": true, "test": true})).await;
+    let scoped = key(json!({"bots": ["zephyr"]})).await;
+    let owner = json!({"email": "Owner@Example.org", "password": PASSWORD, "role": "owner"});
+    let callers = [
+        (Some(test_admin.as_str()), 403),
+        (Some(scoped.as_str()), 403),
+        (None, 401),
+    ];
+    for (caller, status) in callers {
+        let (got, _, body) = s
+            .call("POST", "/v1/accounts", caller, Some(owner.clone()))
+            .await;
+        assert_eq!(got, status, "{body}");
+        assert_eq!(s.call("GET", "/v1/accounts", caller, None).await.0, status);
+    }
+    let (status, _, created) = s
+        .call("POST", "/v1/accounts", Some(&s.admin), Some(owner))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["email"], "owner@example.org");
+    assert_eq!(created["role"], "owner");
+    assert!(!created.to_string().contains("argon2") && !created.to_string().contains(PASSWORD));
+    let refused = [
+        (
+            json!({"email": "OWNER@example.org", "password": PASSWORD, "role": "owner"}),
+            409,
+            "account_exists",
+        ),
+        (
+            json!({"email": "b@example.org", "password": "too short", "role": "owner"}),
+            400,
+            "invalid_account",
+        ),
+        (
+            json!({"email": "not an email", "password": PASSWORD, "role": "owner"}),
+            400,
+            "invalid_account",
+        ),
+        (
+            json!({"email": "b@example.org", "password": PASSWORD, "role": "admin"}),
+            400,
+            "invalid_role",
+        ),
+        (
+            json!({"email": "b@example.org", "password": PASSWORD, "role": "agent"}),
+            400,
+            "invalid_account",
+        ),
+        (
+            json!({"email": "b@example.org", "password": PASSWORD, "role": "owner", "bots": ["zephyr"]}),
+            400,
+            "invalid_account",
+        ),
+        (
+            json!({"email": "b@example.org", "password": PASSWORD, "role": "agent", "bots": ["nope"]}),
+            404,
+            "bot_not_found",
+        ),
+        (
+            json!({"email": "b@example.org", "password": PASSWORD, "role": "agent", "bots": ["Not A Slug"]}),
+            400,
+            "invalid_bot_id",
+        ),
+        (
+            json!({"email": "b@example.org", "password": PASSWORD, "role": "agent", "admin": true}),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (body, status, code) in refused {
+        let (got, _, error) = s
+            .call("POST", "/v1/accounts", Some(&s.admin), Some(body.clone()))
+            .await;
+        assert_eq!(
+            (got, error["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {error}"
+        );
+        assert!(!error.to_string().contains(PASSWORD), "{error}");
+    }
+    let agent = json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]});
+    let (status, _, agent) = s
+        .call("POST", "/v1/accounts", Some(&s.admin), Some(agent))
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    assert_eq!(agent["bots"], json!(["zephyr"]));
+    let (_, _, listed) = s.call("GET", "/v1/accounts", Some(&s.admin), None).await;
+    let emails: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["email"].as_str().unwrap())
+        .collect();
+    assert_eq!(emails, ["owner@example.org", "ana@example.org"]);
+    assert!(!listed.to_string().contains("argon2"), "{listed}");
+    let path = format!("/v1/accounts/{}", agent["id"].as_str().unwrap());
+    let (status, _, deleted) = s.call("DELETE", &path, Some(&s.admin), None).await;
+    assert_eq!(
+        (status, &deleted["deleted"]),
+        (200, &json!(true)),
+        "{deleted}"
+    );
+    let (status, _, error) = s.call("DELETE", &path, Some(&s.admin), None).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (404, Some("account_not_found"))
+    );
+    let db = std::fs::read(s.data.path().join("docent.redb")).unwrap();
+    let needle = PASSWORD.as_bytes();
+    assert!(
+        !db.windows(needle.len()).any(|w| w == needle),
+        "a password is in the database"
+    );
+}
