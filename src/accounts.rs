@@ -3,7 +3,9 @@
 //! PHC hash string; a password exists in clear in the request that sets or checks it.
 //!
 //! Roles: an **owner** may do everything an admin key may; an **agent** may read and answer
-//! the conversations of the bots listed on the account, nothing else.
+//! the conversations of the bots listed on the account, nothing else. A login is a
+//! `Session`: a cookie token whose hash the store keeps, ended by idleness, age, logout or
+//! the account's deletion.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
@@ -151,6 +153,65 @@ pub fn verify_nothing(password: &str) {
     let _ = verify_password(password, hash);
 }
 
+/// The console's session cookie.
+pub const SESSION_COOKIE: &str = "docent_session";
+/// A session ends after this long unused...
+pub const SESSION_IDLE_SECS: u64 = 12 * 3600;
+/// ...and this long after login, used or not.
+pub const SESSION_MAX_SECS: u64 = 7 * 24 * 3600;
+
+/// A console login. The token exists only in the cookie; the store keeps its sha256 as the
+/// id, so a copy of the database logs nobody in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Session {
+    /// hex sha256 of the token.
+    pub id: String,
+    pub account: String,
+    /// The value state-changing requests must echo in `X-CSRF-Token`.
+    pub csrf: String,
+    /// Unix seconds.
+    pub created: u64,
+    pub last_seen: u64,
+}
+
+impl Session {
+    /// A new session for `account`: its token (`dss_` + 43 base62 from the OS CSPRNG,
+    /// about 256 bits) and its record.
+    pub fn start(account: &str, now: u64) -> anyhow::Result<(String, Session)> {
+        let token = format!("dss_{}", crate::ids::random_base62(43)?);
+        let session = Session {
+            id: session_id(&token),
+            account: account.to_string(),
+            csrf: crate::ids::random_base62(32)?,
+            created: now,
+            last_seen: now,
+        };
+        Ok((token, session))
+    }
+
+    /// When it ends unless used again: idle or absolute, whichever comes first.
+    pub fn expires(&self) -> u64 {
+        (self.last_seen + SESSION_IDLE_SECS).min(self.created + SESSION_MAX_SECS)
+    }
+
+    pub fn is_live(&self, now: u64) -> bool {
+        now < self.expires()
+    }
+
+    /// Whether `presented` is this session's CSRF token, in constant time.
+    pub fn csrf_matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        presented.as_bytes().ct_eq(self.csrf.as_bytes()).into()
+    }
+}
+
+/// A session token's id in the store: its sha256, hex. Looking a session up by the hash of
+/// what was presented is a lookup, not a comparison of secrets.
+pub fn session_id(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,6 +227,22 @@ mod tests {
         assert!(!verify_password("correct horse batterY", &a));
         assert!(!verify_password("", &a));
         assert!(!verify_password("correct horse battery", "not a hash"));
+    }
+
+    #[test]
+    fn sessions_end_idle_or_old_and_keep_only_the_tokens_hash() {
+        let (token, mut session) = Session::start("acct_x", 1_000).unwrap();
+        assert!(token.starts_with("dss_") && token.len() == 47, "{token}");
+        assert_eq!(session.id, session_id(&token));
+        assert!(!session.id.contains(&token[4..]));
+        assert!(session.is_live(1_000 + SESSION_IDLE_SECS - 1));
+        assert!(!session.is_live(1_000 + SESSION_IDLE_SECS));
+        // Use keeps it going, up to its absolute end.
+        session.last_seen = 1_000 + SESSION_MAX_SECS - 60;
+        assert!(!session.is_live(1_000 + SESSION_MAX_SECS));
+        assert!(session.csrf_matches(&session.csrf.clone()));
+        assert!(!session.csrf_matches(""));
+        assert!(!session.csrf_matches(&session.csrf[1..]));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::accounts::Account;
+use crate::accounts::{Account, Session};
 use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page};
 use crate::keys::ApiKey;
 
@@ -268,8 +268,20 @@ pub trait AccountStore: Send + Sync {
     /// Every account, oldest first.
     fn list_accounts(&self) -> Result<Vec<Account>>;
 
-    /// Removes the account; false when there was none.
+    /// Removes the account and its sessions; false when there was none.
     fn delete_account(&self, id: &str) -> Result<bool>;
+
+    /// Writes a session (a login, or one seen again).
+    fn put_session(&self, session: &Session) -> Result<()>;
+
+    /// The session whose token hashes to `id`.
+    fn get_session(&self, id: &str) -> Result<Option<Session>>;
+
+    /// Ends one session (logout); false when there was none.
+    fn delete_session(&self, id: &str) -> Result<bool>;
+
+    /// Ends every session of an account; how many there were.
+    fn delete_sessions(&self, account: &str) -> Result<usize>;
 }
 
 pub trait Storage:

@@ -6,7 +6,8 @@
 //! for a bot (or a bot's resource) it may not see, 404 as if it did not exist.
 //! Public (`pk_`) keys work only from their allowed origins, only on one bot's
 //! visitor-facing routes. Widget session tokens (`ws_`, see `widget`) act as their public
-//! key, for one bot and one visitor, from the one origin they were issued to.
+//! key, for one bot and one visitor, from the one origin they were issued to. Without a
+//! key, the console's session cookie stands for its account (`sessions`).
 
 use std::collections::HashMap;
 use std::future::{Ready, ready};
@@ -88,6 +89,9 @@ pub struct Caller {
     pub session_expires: Option<u64>,
     /// The origin the request came from (a public caller's, checked against its key).
     pub origin: String,
+    /// A console session's id, when the caller is an account logged in with the cookie
+    /// (`sessions`): then `key` is the account's powers as a key, never stored.
+    pub console_session: Option<String>,
 }
 
 /// The key id of the request, for the access log.
@@ -110,6 +114,7 @@ impl Caller {
             session_bot: None,
             session_expires: None,
             origin: String::new(),
+            console_session: None,
         }
     }
 
@@ -118,6 +123,11 @@ impl Caller {
     pub fn still_valid(&self, keys: &KeyCache, now: u64) -> Result<(), &'static str> {
         if self.session_expires.is_some_and(|t| t <= now) {
             return Err("session_expired");
+        }
+        if self.console_session.is_some() {
+            // An account's session: its expiry above (a logout ends the requests that
+            // follow, not a feed already open).
+            return Ok(());
         }
         let key = keys.get(&self.key.id).filter(|k| k.is_active(now));
         let allowed =
@@ -233,6 +243,11 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
             .map(str::trim)
             .unwrap_or("")
             .to_string(),
+        // The console's session cookie, when there is no key.
+        None if query_token(req).is_none() && super::sessions::session_token(req).is_some() => {
+            let token = super::sessions::session_token(req).unwrap_or_default();
+            return super::sessions::session_caller(req, state, &token);
+        }
         // EventSource cannot send headers: a conversation's live feed takes a public key
         // as `?access_token=` (still held to its origins below).
         None => query_token(req).ok_or_else(|| {
@@ -273,6 +288,7 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
         session_bot: None,
         session_expires: None,
         origin: origin.to_string(),
+        console_session: None,
     })
 }
 

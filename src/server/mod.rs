@@ -21,6 +21,7 @@ pub mod openapi;
 pub mod queue;
 pub mod ratelimit;
 pub mod schemas;
+pub mod sessions;
 pub mod sse;
 pub mod views;
 pub mod webhooks;
@@ -193,6 +194,8 @@ pub struct AppState {
     pub budgets: Budgets,
     /// Widget session tokens.
     pub sessions: widget::Sessions,
+    /// Console login attempts' buckets.
+    pub logins: sessions::LoginLimits,
     pub answers: Option<AnswerCache>,
     pub jobs: Arc<Jobs>,
     /// Live feeds of conversations' new messages (agent replies).
@@ -233,6 +236,7 @@ impl AppState {
             ),
             budgets: Budgets::default(),
             sessions: widget::Sessions::new(limits.widget_session_ttl),
+            logins: sessions::LoginLimits::default(),
             answers: AnswerCache::new(limits.answer_cache_ttl),
             jobs: Arc::new(Jobs::new(
                 store.clone(),
@@ -365,6 +369,7 @@ pub fn spawn(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
     accounts::routes(cfg);
+    sessions::routes(cfg);
     analytics::routes(cfg);
     chat::routes(cfg);
     handoff::routes(cfg);

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use super::views::*;
-use super::{accounts, analytics, api, chat, handoff, leads, openai, webhooks, widget};
+use super::{accounts, analytics, api, chat, handoff, leads, openai, sessions, webhooks, widget};
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -110,6 +110,7 @@ impl Modify for BearerAuth {
         api::delete_conversation, api::delete_user,
         api::list_keys, api::create_key, api::revoke_key, api::rotate_key,
         accounts::list_accounts, accounts::create_account, accounts::delete_account,
+        sessions::login, sessions::current, sessions::logout,
         chat::chat, openai::models, openai::completions, openapi_json,
         handoff::handoff, handoff::agent_message, handoff::events,
         leads::create_lead, leads::list_leads,

@@ -1,21 +1,24 @@
-//! Operator accounts in redb: the records by id, and each normalised email's account id
-//! (the login lookup, and what keeps emails unique).
+//! Operator accounts in redb: the records by id, each normalised email's account id (the
+//! login lookup, and what keeps emails unique), and console sessions by token hash.
 
 use anyhow::Context;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use super::{Store, decode, encode};
-use crate::accounts::Account;
+use crate::accounts::{Account, Session};
 use crate::ports::{AccountStore, Error, Result};
 
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const ACCOUNT_EMAILS: TableDefinition<&str, &str> = TableDefinition::new("account_emails");
+/// Session id (the token's sha256) → session.
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
 /// Creates the account tables (called from `Store::open`'s schema transaction).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {
     txn.open_table(ACCOUNTS).context("accounts table")?;
     txn.open_table(ACCOUNT_EMAILS)
         .context("account_emails table")?;
+    txn.open_table(SESSIONS).context("sessions table")?;
     Ok(())
 }
 
@@ -86,10 +89,65 @@ impl AccountStore for Store {
                 emails
                     .remove(account.email.as_str())
                     .context("remove email")?;
+                delete_sessions_in(&txn, &account.id)?;
             }
             account.is_some()
         };
         txn.commit().context("failed to commit account removal")?;
         Ok(existed)
     }
+
+    fn put_session(&self, session: &Session) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut sessions = txn.open_table(SESSIONS).context("open sessions")?;
+            sessions
+                .insert(session.id.as_str(), encode(session)?.as_slice())
+                .context("write session")?;
+        }
+        txn.commit().context("failed to commit session")?;
+        Ok(())
+    }
+
+    fn get_session(&self, id: &str) -> Result<Option<Session>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(SESSIONS).context("open sessions")?;
+        let raw = table.get(id).context("read session")?;
+        raw.map(|raw| decode(raw.value())).transpose()
+    }
+
+    fn delete_session(&self, id: &str) -> Result<bool> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let existed = {
+            let mut sessions = txn.open_table(SESSIONS).context("open sessions")?;
+            sessions.remove(id).context("remove session")?.is_some()
+        };
+        txn.commit().context("failed to commit logout")?;
+        Ok(existed)
+    }
+
+    fn delete_sessions(&self, account: &str) -> Result<usize> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let ended = delete_sessions_in(&txn, account)?;
+        txn.commit()
+            .context("failed to commit session revocation")?;
+        Ok(ended)
+    }
+}
+
+/// Removes `account`'s sessions within `txn` (a scan: sessions are few, one per login).
+fn delete_sessions_in(txn: &WriteTransaction, account: &str) -> Result<usize> {
+    let mut sessions = txn.open_table(SESSIONS).context("open sessions")?;
+    let mut ids = Vec::new();
+    for entry in sessions.iter().context("iterate sessions")? {
+        let (id, raw) = entry.context("read session")?;
+        let session: Session = decode(raw.value())?;
+        if session.account == account {
+            ids.push(id.value().to_string());
+        }
+    }
+    for id in &ids {
+        sessions.remove(id.as_str()).context("remove session")?;
+    }
+    Ok(ids.len())
 }

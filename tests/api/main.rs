@@ -6,6 +6,7 @@ mod answer;
 mod architecture;
 
 mod cli;
+mod console;
 mod crash;
 mod crawl;
 mod embedder;

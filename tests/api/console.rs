@@ -1,0 +1,228 @@
+//! Console accounts over HTTP: login for a session cookie, what an owner's and an agent's
+//! sessions may do, CSRF on every change, logout, revocation by deleting the account,
+//! and login rate limits.
+
+use serde_json::{Value, json};
+
+use crate::server::{TestServer, fake_server};
+use docent::server::Limits;
+
+const PASSWORD: &str = "a long enough password";
+
+/// A request as a browser on the console would make it: the session cookie, and the CSRF
+/// token when given.
+async fn as_session(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    cookie: &str,
+    csrf: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = s
+        .http
+        .request(method.parse().unwrap(), s.url(path))
+        .header("cookie", format!("docent_session={cookie}"));
+    if let Some(csrf) = csrf {
+        request = request.header("x-csrf-token", csrf);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Logs in; returns the status, the Set-Cookie header and the body.
+async fn login(s: &TestServer, email: &str, password: &str) -> (u16, String, Value) {
+    let response = s
+        .http
+        .post(s.url("/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let cookie = response
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, cookie, response.json().await.unwrap())
+}
+
+/// The session token in a Set-Cookie header.
+fn token(set_cookie: &str) -> String {
+    let value = set_cookie.split(';').next().unwrap();
+    value.strip_prefix("docent_session=").unwrap().to_string()
+}
+
+async fn create_account(s: &TestServer, body: Value) -> Value {
+    let (status, _, created) = s
+        .call("POST", "/v1/accounts", Some(&s.admin), Some(body))
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_owner_logs_in_and_every_change_needs_the_csrf_token() {
+    let (s, _) = fake_server(Limits::default()).await;
+    create_account(
+        &s,
+        json!({"email": "owner@example.org", "password": PASSWORD, "role": "owner"}),
+    )
+    .await;
+    // A wrong password and an unknown email are the same refusal.
+    let (status, cookie, wrong) = login(&s, "owner@example.org", "not the password").await;
+    assert_eq!((status, cookie.as_str()), (401, ""));
+    let (_, _, unknown) = login(&s, "nobody@example.org", PASSWORD).await;
+    assert_eq!(wrong["error"]["code"], "invalid_credentials");
+    assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+    let (status, set_cookie, session) = login(&s, " Owner@Example.org ", PASSWORD).await;
+    assert_eq!(status, 200, "{session}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    assert!(
+        !set_cookie.contains("Secure"),
+        "plain http on loopback: {set_cookie}"
+    );
+    assert_eq!(session["account"]["role"], "owner");
+    let cookie = token(&set_cookie);
+    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    let (status, current) = as_session(&s, "GET", "/v1/auth/session", &cookie, None, None).await;
+    assert_eq!(
+        (status, &current["account"]["email"]),
+        (200, &json!("owner@example.org"))
+    );
+    // An owner reads what an admin key reads...
+    let (status, keys) = as_session(&s, "GET", "/v1/keys", &cookie, None, None).await;
+    assert_eq!(status, 200, "{keys}");
+    // ...and changes it only with the CSRF token, as a page of this console would send it.
+    let new_key = json!({"bots": ["zephyr"]});
+    for bad in [None, Some("wrong"), Some("")] {
+        let (status, error) =
+            as_session(&s, "POST", "/v1/keys", &cookie, bad, Some(new_key.clone())).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (403, Some("csrf_failed")),
+            "{bad:?}"
+        );
+    }
+    let (status, created) =
+        as_session(&s, "POST", "/v1/keys", &cookie, Some(&csrf), Some(new_key)).await;
+    assert_eq!(status, 201, "{created}");
+    // Only the token's hash is stored.
+    let db = std::fs::read(s.data.path().join("docent.redb")).unwrap();
+    assert!(!db.windows(cookie.len()).any(|w| w == cookie.as_bytes()));
+    // Logout is a change too; afterwards the cookie is nothing.
+    let (status, _) = as_session(&s, "POST", "/v1/auth/logout", &cookie, None, None).await;
+    assert_eq!(status, 403);
+    let (status, _) = as_session(&s, "POST", "/v1/auth/logout", &cookie, Some(&csrf), None).await;
+    assert_eq!(status, 200);
+    let (status, error) = as_session(&s, "GET", "/v1/keys", &cookie, None, None).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (401, Some("invalid_session"))
+    );
+    let (status, _) = as_session(&s, "GET", "/v1/keys", "dss_forged", None, None).await;
+    assert_eq!(status, 401);
+    // A key caller has no session to show or end.
+    assert_eq!(
+        s.call("GET", "/v1/auth/session", Some(&s.admin), None)
+            .await
+            .0,
+        400
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_sees_only_its_bots_conversations_and_nothing_of_keys_or_accounts() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let agent = create_account(
+        &s,
+        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
+    )
+    .await;
+    let (status, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
+    assert_eq!(status, 200, "{session}");
+    let (cookie, csrf) = (
+        token(&set_cookie),
+        session["csrf_token"].as_str().unwrap().to_string(),
+    );
+    let (status, bots) = as_session(&s, "GET", "/v1/bots", &cookie, None, None).await;
+    assert_eq!(status, 200, "{bots}");
+    let ids: Vec<&str> = bots["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["zephyr"]);
+    let (status, _) = as_session(
+        &s,
+        "GET",
+        "/v1/conversations?bot_id=zephyr",
+        &cookie,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    for (method, path) in [
+        ("GET", "/v1/keys"),
+        ("GET", "/v1/accounts"),
+        ("GET", "/v1/bots/sandbox"),
+    ] {
+        let (status, error) = as_session(&s, method, path, &cookie, None, None).await;
+        assert!(
+            matches!(status, 403 | 404),
+            "{method} {path}: {status} {error}"
+        );
+    }
+    let (status, _) = as_session(
+        &s,
+        "POST",
+        "/v1/keys",
+        &cookie,
+        Some(&csrf),
+        Some(json!({"admin": true})),
+    )
+    .await;
+    assert_eq!(status, 403);
+    // Deleting the account ends its sessions at once.
+    let path = format!("/v1/accounts/{}", agent["id"].as_str().unwrap());
+    assert_eq!(s.call("DELETE", &path, Some(&s.admin), None).await.0, 200);
+    let (status, _) = as_session(&s, "GET", "/v1/bots", &cookie, None, None).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn password_guessing_is_refused_after_five_tries_an_account() {
+    let (s, _) = fake_server(Limits::default()).await;
+    create_account(
+        &s,
+        json!({"email": "owner@example.org", "password": PASSWORD, "role": "owner"}),
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        statuses.push(login(&s, "owner@example.org", "guess guess guess").await.0);
+    }
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429]);
+    // Even the right password waits now: the bucket is the account's, not the guess's.
+    let (status, _, refused) = login(&s, "owner@example.org", PASSWORD).await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+    // Another account is not held up by it.
+    create_account(
+        &s,
+        json!({"email": "other@example.org", "password": PASSWORD, "role": "owner"}),
+    )
+    .await;
+    assert_eq!(login(&s, "other@example.org", PASSWORD).await.0, 200);
+}
