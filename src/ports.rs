@@ -282,6 +282,13 @@ pub trait AccountStore: Send + Sync {
 
     /// Ends every session of an account; how many there were.
     fn delete_sessions(&self, account: &str) -> Result<usize>;
+
+    /// Records a session's use at `now`, if it still exists (false when not: a logout
+    /// that came first stays one).
+    fn touch_session(&self, id: &str, now: u64) -> Result<bool>;
+
+    /// Removes the sessions that have ended by `now`; how many.
+    fn delete_expired_sessions(&self, now: u64) -> Result<usize>;
 }
 
 pub trait Storage:

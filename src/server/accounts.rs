@@ -1,5 +1,6 @@
-//! `/v1/accounts`: operator accounts over the API (list, create, delete), for a live
-//! admin key, the same powers `docent users` has on the command line.
+//! `/v1/accounts`: operator accounts over the API (list, create, delete, log out
+//! everywhere), for a live admin key or an owner's session, the powers `docent users` has
+//! on the command line.
 
 use actix_web::{HttpResponse, web};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list_accounts))
             .route(web::post().to(create_account)),
     )
-    .service(resource("/v1/accounts/{id}", "DELETE").route(web::delete().to(delete_account)));
+    .service(resource("/v1/accounts/{id}", "DELETE").route(web::delete().to(delete_account)))
+    .service(
+        resource("/v1/accounts/{id}/sessions", "DELETE").route(web::delete().to(end_sessions)),
+    );
 }
 
 /// Accounts are people with every bot of both environments in reach: a live admin key
@@ -114,6 +118,43 @@ pub(crate) async fn delete_account(
             format!("no account with id {id:?}"),
         ));
     }
+    // Its sessions went with it: open live feeds look again.
+    state.keys.announce();
     tracing::info!(account = %id, "account deleted");
     Ok(HttpResponse::Ok().json(Deleted::new(id)))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub(crate) struct SessionsEnded {
+    id: String,
+    /// How many sessions were ended.
+    ended: usize,
+}
+
+#[utoipa::path(delete, path = "/v1/accounts/{id}/sessions", tag = "accounts", summary = "Log an account out everywhere (live admin)", params(("id" = String, Path, description = "Account id (acct_…)")), security(("bearer" = [])), responses((status = 200, description = "Its sessions ended", body = SessionsEnded), ApiErrors))]
+pub(crate) async fn end_sessions(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    require_live_admin(&caller)?;
+    let id = path.into_inner();
+    let owned = id.clone();
+    let ended = state
+        .stored(move |store| {
+            if store.get_account(&owned)?.is_none() {
+                return Ok(None);
+            }
+            store.delete_sessions(&owned).map(Some)
+        })
+        .await?;
+    let Some(ended) = ended else {
+        return Err(ApiError::not_found(
+            "account_not_found",
+            format!("no account with id {id:?}"),
+        ));
+    };
+    state.keys.announce();
+    tracing::info!(account = %id, ended, "sessions ended");
+    Ok(HttpResponse::Ok().json(SessionsEnded { id, ended }))
 }

@@ -53,7 +53,13 @@ impl KeyCache {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Wakes when any key changes (made, revoked, rotated).
+    /// Wakes the watchers of `changes` without a key changing: a console session ended
+    /// (logout, revocation, its account deleted).
+    pub fn announce(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Wakes when any key changes (made, revoked, rotated), or on `announce`.
     pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changes.subscribe()
     }
@@ -125,8 +131,8 @@ impl Caller {
             return Err("session_expired");
         }
         if self.console_session.is_some() {
-            // An account's session: its expiry above (a logout ends the requests that
-            // follow, not a feed already open).
+            // An account's session: its expiry above; whether it still exists is the
+            // store's to say (`sessions::still_valid`).
             return Ok(());
         }
         let key = keys.get(&self.key.id).filter(|k| k.is_active(now));

@@ -497,7 +497,7 @@ impl Feed<'_> {
     ) {
         let mut key_changes = self.state.keys.changes();
         // Revoked between authentication and the line above: no change would come.
-        if let Err(reason) = self.caller.still_valid(&self.state.keys, unix_now()) {
+        if let Err(reason) = super::sessions::still_valid(self.state, self.caller, unix_now()) {
             let _ = send(&tx, frame(&LiveEvent::end(reason))).await;
             return;
         }
@@ -535,15 +535,13 @@ impl Feed<'_> {
                     if changed.is_err() {
                         return;
                     }
-                    if let Err(reason) = self.caller.still_valid(&self.state.keys, unix_now()) {
+                    if let Err(reason) = super::sessions::still_valid(self.state, self.caller, unix_now()) {
                         out.push(frame(&LiveEvent::end(reason)));
                         ended = true;
                     }
                 }
                 () = self.expiry() => {
-                    let reason = self
-                        .caller
-                        .still_valid(&self.state.keys, unix_now())
+                    let reason = super::sessions::still_valid(self.state, self.caller, unix_now())
                         .err()
                         .unwrap_or("key_revoked");
                     out.push(frame(&LiveEvent::end(reason)));

@@ -110,6 +110,7 @@ impl Modify for BearerAuth {
         api::delete_conversation, api::delete_user,
         api::list_keys, api::create_key, api::revoke_key, api::rotate_key,
         accounts::list_accounts, accounts::create_account, accounts::delete_account,
+        accounts::end_sessions,
         sessions::login, sessions::current, sessions::logout,
         chat::chat, openai::models, openai::completions, openapi_json,
         handoff::handoff, handoff::agent_message, handoff::events,

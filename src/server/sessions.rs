@@ -37,6 +37,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 pub struct LoginLimits {
     per_account: Option<RateLimit>,
     per_address: Option<RateLimit>,
+    /// Password checks running at once.
+    hashing: tokio::sync::Semaphore,
 }
 
 impl Default for LoginLimits {
@@ -44,6 +46,7 @@ impl Default for LoginLimits {
         LoginLimits {
             per_account: RateLimit::per_minute(5),
             per_address: RateLimit::per_minute(20),
+            hashing: tokio::sync::Semaphore::new(4),
         }
     }
 }
@@ -74,14 +77,22 @@ pub(crate) async fn login(
     let Login { email, password } = body.into_inner();
     let email = email.trim().to_lowercase();
     let address = client_address(&req, &state);
+    // The address first: a client refused for its own guessing spends no account's tries.
     for (limit, who) in [
-        (&state.logins.per_account, &email),
         (&state.logins.per_address, &address),
+        (&state.logins.per_account, &email),
     ] {
         if let Some(limit) = limit {
             limit.check(&format!("login:{who}")).map_err(|(_, e)| e)?;
         }
     }
+    // Each check holds 19 MiB for tens of milliseconds: a few at a time.
+    let _hashing = state
+        .logins
+        .hashing
+        .acquire()
+        .await
+        .map_err(|e| ApiError::internal(&anyhow::anyhow!("login semaphore: {e}")))?;
     let store = state.store.clone();
     let account = blocking(move || {
         let account = store.account_by_email(&email)?;
@@ -102,10 +113,14 @@ pub(crate) async fn login(
             "the email or the password is wrong",
         ));
     };
-    let (token, session) = Session::start(&account.id, unix_now())?;
+    let now = unix_now();
+    let (token, session) = Session::start(&account.id, now)?;
     let stored = session.clone();
     state
-        .stored(move |store| store.put_session(&stored))
+        .stored(move |store| {
+            store.delete_expired_sessions(now)?;
+            store.put_session(&stored)
+        })
         .await?;
     tracing::info!(account = %account.id, "logged in");
     let secure = req.connection_info().scheme() == "https";
@@ -128,6 +143,8 @@ pub(crate) async fn logout(state: web::Data<AppState>, caller: Caller) -> ApiRes
     let (account, session) = caller_session(&state, &caller).await?;
     let id = session.id.clone();
     state.stored(move |store| store.delete_session(&id)).await?;
+    // Open live feeds look again.
+    state.keys.announce();
     tracing::info!(account = %account.id, "logged out");
     Ok(HttpResponse::Ok()
         .insert_header((
@@ -198,7 +215,8 @@ pub fn session_caller(req: &HttpRequest, state: &AppState, token: &str) -> ApiRe
     let id = accounts::session_id(token);
     let session = state.store.get_session(&id)?.ok_or_else(session_invalid)?;
     if !session.is_live(now) {
-        let _ = state.store.delete_session(&id);
+        let store = state.store.clone();
+        tokio::task::spawn_blocking(move || store.delete_session(&id));
         return Err(session_invalid());
     }
     let account = state
@@ -214,6 +232,9 @@ pub fn session_caller(req: &HttpRequest, state: &AppState, token: &str) -> ApiRe
             "a console request that changes something must carry the session's X-CSRF-Token",
         ));
     }
+    if account.role == Role::Agent {
+        agent_may(req)?;
+    }
     let session = touch(state, session, now);
     Ok(Caller {
         tenant: account.id.clone(),
@@ -227,15 +248,66 @@ pub fn session_caller(req: &HttpRequest, state: &AppState, token: &str) -> ApiRe
     })
 }
 
-/// Resets the session's idle clock, writing it back at most once a `TOUCH_SECS`.
+/// What an agent's session may call (method, route pattern): its bots' conversations,
+/// their live feeds and leads, replying, and its own session. Everything else, routes
+/// added later included, is refused.
+const AGENT_ROUTES: &[(&str, &str)] = &[
+    ("GET", "/v1/bots"),
+    ("GET", "/v1/conversations"),
+    ("GET", "/v1/conversations/{id}"),
+    ("GET", "/v1/conversations/{id}/events"),
+    ("POST", "/v1/conversations/{id}/messages"),
+    ("GET", "/v1/leads"),
+    ("GET", "/v1/auth/session"),
+    ("POST", "/v1/auth/logout"),
+];
+
+fn agent_may(req: &HttpRequest) -> ApiResult<()> {
+    let pattern = req.match_pattern().unwrap_or_default();
+    let method = req.method().as_str();
+    if AGENT_ROUTES
+        .iter()
+        .any(|&(m, p)| m == method && p == pattern)
+    {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(
+        "an agent may read and answer its bots' conversations and leads, nothing else",
+    ))
+}
+
+/// Resets the session's idle clock, at most once a `TOUCH_SECS`, on a blocking thread
+/// (a write waits for redb's one writer), and only if the session still exists: a logout
+/// racing this request stays a logout.
 fn touch(state: &AppState, mut session: Session, now: u64) -> Session {
     if now >= session.last_seen + TOUCH_SECS {
         session.last_seen = now;
-        if let Err(e) = state.store.put_session(&session) {
-            tracing::warn!("could not record a session's use: {e:#}");
-        }
+        let (store, id) = (state.store.clone(), session.id.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = store.touch_session(&id, now) {
+                tracing::warn!("could not record a session's use: {e:#}");
+            }
+        });
     }
     session
+}
+
+/// Whether a caller (a live feed's, checked again when keys or sessions change) may still
+/// be served: its key as `Caller::still_valid` says, and a console session still stored
+/// and live.
+pub fn still_valid(state: &AppState, caller: &Caller, now: u64) -> Result<(), &'static str> {
+    caller.still_valid(&state.keys, now)?;
+    let Some(id) = &caller.console_session else {
+        return Ok(());
+    };
+    match state.store.get_session(id) {
+        Ok(Some(session)) if session.is_live(now) => Ok(()),
+        Ok(_) => Err("session_ended"),
+        Err(e) => {
+            tracing::warn!("could not read a session: {e:#}");
+            Err("session_ended")
+        }
+    }
 }
 
 /// What an account may do, as the key the routes already check: an owner a live admin

@@ -89,7 +89,7 @@ impl AccountStore for Store {
                 emails
                     .remove(account.email.as_str())
                     .context("remove email")?;
-                delete_sessions_in(&txn, &account.id)?;
+                delete_sessions_in(&txn, |s| s.account == account.id)?;
             }
             account.is_some()
         };
@@ -128,21 +128,50 @@ impl AccountStore for Store {
 
     fn delete_sessions(&self, account: &str) -> Result<usize> {
         let txn = self.db.begin_write().context("begin write")?;
-        let ended = delete_sessions_in(&txn, account)?;
+        let ended = delete_sessions_in(&txn, |s| s.account == account)?;
         txn.commit()
             .context("failed to commit session revocation")?;
         Ok(ended)
     }
+
+    fn touch_session(&self, id: &str, now: u64) -> Result<bool> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let found = {
+            let mut sessions = txn.open_table(SESSIONS).context("open sessions")?;
+            let stored: Option<Session> = sessions
+                .get(id)
+                .context("read session")?
+                .map(|raw| decode(raw.value()))
+                .transpose()?;
+            if let Some(mut session) = stored.clone() {
+                session.last_seen = session.last_seen.max(now);
+                sessions
+                    .insert(id, encode(&session)?.as_slice())
+                    .context("write session")?;
+            }
+            stored.is_some()
+        };
+        txn.commit().context("failed to commit session use")?;
+        Ok(found)
+    }
+
+    fn delete_expired_sessions(&self, now: u64) -> Result<usize> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let ended = delete_sessions_in(&txn, |s| !s.is_live(now))?;
+        txn.commit().context("failed to commit session sweep")?;
+        Ok(ended)
+    }
 }
 
-/// Removes `account`'s sessions within `txn` (a scan: sessions are few, one per login).
-fn delete_sessions_in(txn: &WriteTransaction, account: &str) -> Result<usize> {
+/// Removes the sessions `ends` picks within `txn` (a scan: sessions are few, one per live
+/// login, ended ones swept at each login).
+fn delete_sessions_in(txn: &WriteTransaction, ends: impl Fn(&Session) -> bool) -> Result<usize> {
     let mut sessions = txn.open_table(SESSIONS).context("open sessions")?;
     let mut ids = Vec::new();
     for entry in sessions.iter().context("iterate sessions")? {
         let (id, raw) = entry.context("read session")?;
         let session: Session = decode(raw.value())?;
-        if session.account == account {
+        if ends(&session) {
             ids.push(id.value().to_string());
         }
     }

@@ -171,27 +171,55 @@ async fn an_agent_sees_only_its_bots_conversations_and_nothing_of_keys_or_accoun
     )
     .await;
     assert_eq!(status, 200);
-    for (method, path) in [
-        ("GET", "/v1/keys"),
-        ("GET", "/v1/accounts"),
-        ("GET", "/v1/bots/sandbox"),
-    ] {
-        let (status, error) = as_session(&s, method, path, &cookie, None, None).await;
-        assert!(
-            matches!(status, 403 | 404),
-            "{method} {path}: {status} {error}"
+    let (status, _) = as_session(&s, "GET", "/v1/leads?bot_id=zephyr", &cookie, None, None).await;
+    assert_eq!(status, 200);
+    // Nothing else, its own bot's settings, webhooks and data included, even with the
+    // CSRF token.
+    let refused = [
+        ("GET", "/v1/keys", None),
+        ("GET", "/v1/accounts", None),
+        ("GET", "/v1/bots/zephyr", None),
+        ("GET", "/v1/bots/zephyr/pages", None),
+        ("GET", "/v1/webhooks?bot_id=zephyr", None),
+        ("POST", "/v1/keys", Some(json!({"admin": true}))),
+        (
+            "POST",
+            "/v1/webhooks",
+            Some(json!({"bot_id": "zephyr", "url": "https://hooks.example/x"})),
+        ),
+        ("PATCH", "/v1/bots/zephyr", Some(json!({"name": "Mine"}))),
+        ("DELETE", "/v1/users/visitor-1", None),
+        ("DELETE", "/v1/conversations/conv_x", None),
+        (
+            "POST",
+            "/v1/chat",
+            Some(json!({"bot_id": "zephyr", "message": "hi"})),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let (status, error) = as_session(&s, method, path, &cookie, Some(&csrf), body).await;
+        assert_eq!(
+            (status, error["error"]["code"].as_str()),
+            (403, Some("forbidden")),
+            "{method} {path}: {error}"
         );
     }
-    let (status, _) = as_session(
-        &s,
-        "POST",
-        "/v1/keys",
-        &cookie,
-        Some(&csrf),
-        Some(json!({"admin": true})),
-    )
-    .await;
-    assert_eq!(status, 403);
+    // An admin can log it out everywhere; then deleting the account ends what is left.
+    let (_, set_cookie, _) = login(&s, "ana@example.org", PASSWORD).await;
+    let second = token(&set_cookie);
+    let path = format!("/v1/accounts/{}/sessions", agent["id"].as_str().unwrap());
+    let (status, _, ended) = s.call("DELETE", &path, Some(&s.admin), None).await;
+    assert_eq!((status, &ended["ended"]), (200, &json!(2)), "{ended}");
+    for cookie in [&cookie, &second] {
+        assert_eq!(
+            as_session(&s, "GET", "/v1/bots", cookie, None, None)
+                .await
+                .0,
+            401
+        );
+    }
+    let (_, set_cookie, _) = login(&s, "ana@example.org", PASSWORD).await;
+    let cookie = token(&set_cookie);
     // Deleting the account ends its sessions at once.
     let path = format!("/v1/accounts/{}", agent["id"].as_str().unwrap());
     assert_eq!(s.call("DELETE", &path, Some(&s.admin), None).await.0, 200);
@@ -225,4 +253,49 @@ async fn password_guessing_is_refused_after_five_tries_an_account() {
     )
     .await;
     assert_eq!(login(&s, "other@example.org", PASSWORD).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_ends_the_sessions_open_live_feed() {
+    let (s, _) = fake_server(Limits::default()).await;
+    create_account(
+        &s,
+        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
+    )
+    .await;
+    let (status, _, conversation) = s
+        .call(
+            "POST",
+            "/v1/conversations",
+            Some(&s.admin),
+            Some(json!({"bot_id": "zephyr"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{conversation}");
+    let id = conversation["id"].as_str().unwrap();
+    let (_, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
+    let (cookie, csrf) = (
+        token(&set_cookie),
+        session["csrf_token"].as_str().unwrap().to_string(),
+    );
+    let feed = s
+        .http
+        .get(s.url(&format!("/v1/conversations/{id}/events")))
+        .header("cookie", format!("docent_session={cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let reader = tokio::spawn(crate::events::read_feed(feed, |events| {
+        events.iter().any(|e| e["event"] == "end")
+    }));
+    let (status, _) = as_session(&s, "POST", "/v1/auth/logout", &cookie, Some(&csrf), None).await;
+    assert_eq!(status, 200);
+    let events = reader.await.unwrap();
+    let end = events.iter().find(|e| e["event"] == "end");
+    assert_eq!(
+        end.map(|e| &e["reason"]),
+        Some(&json!("session_ended")),
+        "{events:?}"
+    );
 }

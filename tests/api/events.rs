@@ -434,7 +434,10 @@ async fn webhook_urls_on_private_networks_are_refused_unless_allowed() {
 }
 
 /// Reads SSE `data:` events from a live feed until `stop` says so (or 20 s pass).
-async fn read_feed(res: reqwest::Response, stop: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+pub(crate) async fn read_feed(
+    res: reqwest::Response,
+    stop: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
     use futures::StreamExt;
     let mut events = Vec::new();
     let mut buffer = String::new();
