@@ -279,6 +279,10 @@ pub struct ServeArgs {
     /// Requests a minute per client IP (0: no limit)
     #[arg(long, env = "DOCENT_RATE_LIMIT_IP", default_value_t = 600)]
     pub rate_limit_ip: u32,
+    /// The origin visitors and the console reach docent at (https://help.example), when a
+    /// proxy in front terminates TLS: the console's session cookie is then `Secure`
+    #[arg(long, env = "DOCENT_PUBLIC_URL", value_parser = parse_public_url)]
+    pub public_url: Option<String>,
     /// A proxy whose X-Forwarded-For names the client (repeatable; env: comma-separated)
     #[arg(
         long = "trusted-proxy",
@@ -591,6 +595,41 @@ impl From<ModeArg> for Mode {
             ModeArg::Dense => Mode::Dense,
             ModeArg::Keyword => Mode::Keyword,
             ModeArg::Hybrid => Mode::Hybrid,
+        }
+    }
+}
+
+/// `--public-url`: an http(s) origin, nothing after it; kept as its origin
+/// (`https://help.example`).
+fn parse_public_url(raw: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|e| format!("not a URL: {e}"))?;
+    let bare = matches!(url.path(), "" | "/") && url.query().is_none() && url.fragment().is_none();
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() || !bare {
+        return Err("use an http or https origin, such as https://help.example".into());
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_public_url_is_an_http_or_https_origin() {
+        let parse = super::parse_public_url;
+        assert_eq!(
+            parse("https://Help.Example/").unwrap(),
+            "https://help.example"
+        );
+        assert_eq!(
+            parse("http://127.0.0.1:8080").unwrap(),
+            "http://127.0.0.1:8080"
+        );
+        for bad in [
+            "ftp://help.example",
+            "https://help.example/docs",
+            "help.example",
+            "https://x?a=1",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
         }
     }
 }

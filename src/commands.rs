@@ -426,6 +426,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         per_key_per_minute: args.rate_limit_key,
         per_ip_per_minute: args.rate_limit_ip,
         trusted_proxies: args.trusted_proxies.clone(),
+        public_url: args.public_url.clone(),
         ipv6_prefix: args.ipv6_prefix,
         answer_cache_ttl: Duration::from_secs(args.answer_cache_ttl),
         request_timeout: Duration::from_secs(args.request_timeout.max(1)),

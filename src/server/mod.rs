@@ -80,6 +80,8 @@ pub struct Limits {
     pub per_ip_per_minute: u32,
     /// Proxies whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The origin clients reach docent at (`--public-url`), when known.
+    pub public_url: Option<String>,
     /// IPv6 clients count as their network of this many bits for limits and budgets.
     pub ipv6_prefix: u8,
     /// How long a first-turn answer is reused (zero: no answer cache).
@@ -133,6 +135,7 @@ impl Default for Limits {
             per_key_per_minute: 120,
             per_ip_per_minute: 600,
             trusted_proxies: Vec::new(),
+            public_url: None,
             ipv6_prefix: 64,
             answer_cache_ttl: std::time::Duration::from_secs(3600),
             request_timeout: std::time::Duration::from_secs(120),

@@ -123,7 +123,7 @@ pub(crate) async fn login(
         })
         .await?;
     tracing::info!(account = %account.id, "logged in");
-    let secure = req.connection_info().scheme() == "https";
+    let secure = secure_origin(&state, &req);
     Ok(HttpResponse::Ok()
         .insert_header(("set-cookie", cookie(&token, secure)))
         .insert_header(("cache-control", "no-store"))
@@ -139,17 +139,23 @@ pub(crate) async fn current(state: web::Data<AppState>, caller: Caller) -> ApiRe
 }
 
 #[utoipa::path(post, path = "/v1/auth/logout", tag = "accounts", summary = "End the console session behind the cookie", responses((status = 200, description = "Logged out; the cookie is cleared", body = Deleted), ApiErrors))]
-pub(crate) async fn logout(state: web::Data<AppState>, caller: Caller) -> ApiResult<HttpResponse> {
+pub(crate) async fn logout(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    caller: Caller,
+) -> ApiResult<HttpResponse> {
     let (account, session) = caller_session(&state, &caller).await?;
     let id = session.id.clone();
     state.stored(move |store| store.delete_session(&id)).await?;
     // Open live feeds look again.
     state.keys.announce();
     tracing::info!(account = %account.id, "logged out");
+    let secure = secure_origin(&state, &req);
+    let (name, flags) = (cookie_name(secure), if secure { "; Secure" } else { "" });
     Ok(HttpResponse::Ok()
         .insert_header((
             "set-cookie",
-            format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+            format!("{name}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{flags}"),
         ))
         .json(super::views::Deleted::new(account.id)))
 }
@@ -180,14 +186,32 @@ fn view(account: &Account, session: &Session) -> SessionView {
     }
 }
 
+/// Whether clients reach docent over https: `--public-url` says so, else the request's
+/// scheme (a proxy's `X-Forwarded-Proto`).
+fn secure_origin(state: &AppState, req: &HttpRequest) -> bool {
+    match &state.limits.public_url {
+        Some(origin) => origin.starts_with("https://"),
+        None => req.connection_info().scheme() == "https",
+    }
+}
+
+/// The cookie's name: over https with the `__Host-` prefix, which browsers accept only
+/// `Secure`, for `Path=/` and without a `Domain`, so a sibling subdomain cannot plant one.
+fn cookie_name(secure: bool) -> String {
+    if secure {
+        format!("__Host-{SESSION_COOKIE}")
+    } else {
+        SESSION_COOKIE.to_string()
+    }
+}
+
 /// The session cookie: script cannot read it, other sites' requests do not carry it, and
 /// over https it never travels in clear.
 fn cookie(token: &str, secure: bool) -> String {
     let max_age = accounts::SESSION_MAX_SECS;
-    let secure = if secure { "; Secure" } else { "" };
-    format!(
-        "{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
-    )
+    let name = cookie_name(secure);
+    let flags = if secure { "; Secure" } else { "" };
+    format!("{name}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{flags}")
 }
 
 fn session_invalid() -> ApiError {
@@ -197,15 +221,22 @@ fn session_invalid() -> ApiError {
     )
 }
 
-/// The session token in the request's cookies, if any.
+/// The session token in the request's cookies (every `Cookie` header), if any: the
+/// `__Host-` one first.
 pub fn session_token(req: &HttpRequest) -> Option<String> {
-    let cookies = req.headers().get("cookie")?.to_str().ok()?;
-    cookies
-        .split(';')
+    let cookies: Vec<(String, String)> = req
+        .headers()
+        .get_all("cookie")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
         .filter_map(|c| c.trim().split_once('='))
-        .find(|(name, _)| *name == SESSION_COOKIE)
-        .map(|(_, value)| value.to_string())
-        .filter(|v| !v.is_empty())
+        .filter(|(_, value)| !value.is_empty())
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect();
+    [cookie_name(true), cookie_name(false)]
+        .iter()
+        .find_map(|wanted| cookies.iter().find(|(name, _)| name == wanted))
+        .map(|(_, value)| value.clone())
 }
 
 /// The caller behind a session cookie: the session live and its account there, and for a

@@ -299,3 +299,37 @@ async fn a_logout_ends_the_sessions_open_live_feed() {
         "{events:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn behind_an_https_public_url_the_cookie_is_secure_and_host_only() {
+    let (s, _) = fake_server(Limits {
+        public_url: Some("https://help.example".into()),
+        ..Limits::default()
+    })
+    .await;
+    create_account(
+        &s,
+        json!({"email": "owner@example.org", "password": PASSWORD, "role": "owner"}),
+    )
+    .await;
+    let (status, set_cookie, _) = login(&s, "owner@example.org", PASSWORD).await;
+    assert_eq!(status, 200);
+    assert!(
+        set_cookie.starts_with("__Host-docent_session=dss_"),
+        "{set_cookie}"
+    );
+    assert!(
+        set_cookie.contains("; Secure") && !set_cookie.contains("Domain"),
+        "{set_cookie}"
+    );
+    let value = set_cookie.split(';').next().unwrap();
+    // A planted cookie of the plain name does not shadow the host-only one.
+    let response = s
+        .http
+        .get(s.url("/v1/auth/session"))
+        .header("cookie", format!("docent_session=dss_planted; {value}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+}
