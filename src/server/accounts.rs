@@ -13,6 +13,7 @@ use super::openapi::*;
 use super::views::{AccountView, Deleted};
 use crate::accounts::{Account, Role};
 use crate::keys::KeyEnv;
+use crate::ports::Storage;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -108,16 +109,10 @@ pub(crate) async fn delete_account(
 ) -> ApiResult<HttpResponse> {
     require_live_admin(&caller)?;
     let id = path.into_inner();
-    let owned = id.clone();
-    let deleted = state
-        .stored(move |store| store.delete_account(&owned))
-        .await?;
-    if !deleted {
-        return Err(ApiError::not_found(
-            "account_not_found",
-            format!("no account with id {id:?}"),
-        ));
-    }
+    on_account(&state, &id, |store, id| {
+        Ok(store.delete_account(id)?.then_some(()))
+    })
+    .await?;
     // Its sessions went with it: open live feeds look again.
     state.keys.announce();
     tracing::info!(account = %id, "account deleted");
@@ -139,22 +134,26 @@ pub(crate) async fn end_sessions(
 ) -> ApiResult<HttpResponse> {
     require_live_admin(&caller)?;
     let id = path.into_inner();
-    let owned = id.clone();
-    let ended = state
-        .stored(move |store| {
-            if store.get_account(&owned)?.is_none() {
-                return Ok(None);
-            }
-            store.delete_sessions(&owned).map(Some)
-        })
-        .await?;
-    let Some(ended) = ended else {
-        return Err(ApiError::not_found(
-            "account_not_found",
-            format!("no account with id {id:?}"),
-        ));
-    };
+    let ended = on_account(&state, &id, |store, id| match store.get_account(id)? {
+        Some(_) => store.delete_sessions(id).map(Some),
+        None => Ok(None),
+    })
+    .await?;
     state.keys.announce();
     tracing::info!(account = %id, ended, "sessions ended");
     Ok(HttpResponse::Ok().json(SessionsEnded { id, ended }))
+}
+
+/// Runs `work` on the account `id` names, off the async workers: 404 `account_not_found`
+/// when `work` finds none (answers `None`).
+async fn on_account<T: Send + 'static>(
+    state: &AppState,
+    id: &str,
+    work: impl FnOnce(&dyn Storage, &str) -> Result<Option<T>, crate::ports::Error> + Send + 'static,
+) -> ApiResult<T> {
+    let owned = id.to_string();
+    let found = state.stored(move |store| work(store, &owned)).await?;
+    found.ok_or_else(|| {
+        ApiError::not_found("account_not_found", format!("no account with id {id:?}"))
+    })
 }
