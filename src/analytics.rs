@@ -62,6 +62,9 @@ pub struct Day {
     /// Of the conversations started that day, those handed to a person.
     pub handoffs: u64,
     pub leads: u64,
+    /// Visitors' ratings given that day (each answer counted by its last rating).
+    pub feedback_up: u64,
+    pub feedback_down: u64,
     /// Shares of `replies`; of `conversations` for handoffs. Null when there were none.
     pub answered_rate: Option<f64>,
     pub unanswered_rate: Option<f64>,
@@ -92,6 +95,8 @@ pub struct Report {
     pub intents: BTreeMap<String, u64>,
     /// The content gaps: unanswered questions grouped by meaning, largest first.
     pub unanswered_questions: Vec<Gap>,
+    /// Questions whose answers visitors rated down, grouped the same way.
+    pub rated_down_questions: Vec<Gap>,
 }
 
 #[derive(Default)]
@@ -187,6 +192,7 @@ pub fn report(
     let mut totals = Tally::default();
     let mut intents = BTreeMap::new();
     let mut unanswered = Vec::new();
+    let mut rated_down = Vec::new();
     let conversations = store.list_conversations(Some(bot), None, None, usize::MAX)?;
     for conversation in conversations {
         let started = day_of(conversation.created);
@@ -252,6 +258,13 @@ pub fn report(
                 unanswered.push(question.to_string());
             }
         }
+        count_feedback(
+            &messages,
+            from..=to,
+            &mut days,
+            &mut totals,
+            &mut rated_down,
+        );
     }
     for lead in store.leads(bot, None, usize::MAX)? {
         let day = day_of(lead.created);
@@ -275,7 +288,46 @@ pub fn report(
             .collect(),
         intents,
         unanswered_questions: group_questions(embedder, &unanswered)?,
+        rated_down_questions: group_questions(embedder, &rated_down)?,
     })
+}
+
+/// Counts a conversation's ratings on the days they were given, and collects the questions
+/// whose answers were rated down.
+fn count_feedback(
+    messages: &[crate::domain::Message],
+    range: std::ops::RangeInclusive<i64>,
+    days: &mut BTreeMap<i64, Tally>,
+    totals: &mut Tally,
+    rated_down: &mut Vec<String>,
+) {
+    let mut last_question: Option<&str> = None;
+    for message in messages {
+        if message.role == crate::domain::Role::User {
+            last_question = Some(&message.content);
+        }
+        let Some(feedback) = &message.feedback else {
+            continue;
+        };
+        let day = day_of(feedback.at);
+        if !range.contains(&day) {
+            continue;
+        }
+        let down = feedback.rating == crate::domain::Rating::Down;
+        for tally in [days.get_mut(&day), Some(&mut *totals)]
+            .into_iter()
+            .flatten()
+        {
+            if down {
+                tally.day.feedback_down += 1;
+            } else {
+                tally.day.feedback_up += 1;
+            }
+        }
+        if down && let Some(question) = last_question {
+            rated_down.push(question.to_string());
+        }
+    }
 }
 
 /// Groups questions that ask the same thing: each question joins the group whose centre

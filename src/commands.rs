@@ -572,14 +572,32 @@ pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Re
             println!("  {intent}: {n}");
         }
     }
-    if !report.unanswered_questions.is_empty() {
-        println!("\nunanswered questions, grouped (the content to add next):");
-        for gap in &report.unanswered_questions {
-            println!("  {:>4} x {}", gap.count, gap.question);
-            for example in gap.examples.iter().filter(|e| **e != gap.question) {
-                println!("         also: {example}");
-            }
+    if report.totals.feedback_up + report.totals.feedback_down > 0 {
+        println!(
+            "\nfeedback: {} up, {} down",
+            report.totals.feedback_up, report.totals.feedback_down
+        );
+    }
+    print_gaps(
+        "unanswered questions, grouped (the content to add next)",
+        &report.unanswered_questions,
+    );
+    print_gaps(
+        "questions whose answers were rated down, grouped",
+        &report.rated_down_questions,
+    );
+    Ok(())
+}
+
+fn print_gaps(title: &str, gaps: &[crate::analytics::Gap]) {
+    if gaps.is_empty() {
+        return;
+    }
+    println!("\n{title}:");
+    for gap in gaps {
+        println!("  {:>4} x {}", gap.count, gap.question);
+        for example in gap.examples.iter().filter(|e| **e != gap.question) {
+            println!("         also: {example}");
         }
     }
-    Ok(())
 }

@@ -222,6 +222,28 @@ pub enum ConversationState {
     #[default]
     Open,
     HandedOff,
+    /// A person finished with it; the bot answers anything the visitor writes next.
+    Closed,
+}
+
+impl ConversationState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConversationState::Open => "open",
+            ConversationState::HandedOff => "handed_off",
+            ConversationState::Closed => "closed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<ConversationState> {
+        [
+            ConversationState::Open,
+            ConversationState::HandedOff,
+            ConversationState::Closed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 /// Who wrote a stored message: the visitor, the bot, or a person (an agent).
@@ -285,6 +307,66 @@ pub struct Conversation {
     /// The lead captured in it, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lead_id: Option<String>,
+    /// How its visitor rated the bot's answers (each answer counted once, by its last
+    /// rating).
+    #[serde(default, skip_serializing_if = "Ratings::is_empty")]
+    pub ratings: Ratings,
+    /// When a person last gave it back to the bot or closed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_at: Option<u64>,
+}
+
+/// Thumbs up and down given to a conversation's answers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ratings {
+    pub up: u32,
+    pub down: u32,
+}
+
+impl Ratings {
+    pub fn is_empty(&self) -> bool {
+        self.up == 0 && self.down == 0
+    }
+
+    /// Counts `new` in place of `old` (the same answer rated again).
+    pub fn rerate(&mut self, old: Option<Rating>, new: Rating) {
+        match old {
+            Some(Rating::Up) => self.up = self.up.saturating_sub(1),
+            Some(Rating::Down) => self.down = self.down.saturating_sub(1),
+            None => {}
+        }
+        match new {
+            Rating::Up => self.up += 1,
+            Rating::Down => self.down += 1,
+        }
+    }
+}
+
+/// A visitor's verdict on one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Rating {
+    Up,
+    Down,
+}
+
+impl Rating {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rating::Up => "up",
+            Rating::Down => "down",
+        }
+    }
+}
+
+/// The visitor's feedback on a bot answer: the last rating given, with its comment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub rating: Rating,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
 }
 
 impl Conversation {
@@ -295,6 +377,18 @@ impl Conversation {
     /// Gives the conversation to a person, for `reason` (`visitor_request`, `topic`, `api`,
     /// `agent`), at `now`; false (and nothing changes) when one already has it: the first
     /// handoff stands.
+    /// Gives the conversation back from a person: to the bot (`Open`) or finished
+    /// (`Closed`); false (and nothing changes) when no person has it.
+    pub fn release(&mut self, to: ConversationState, now: u64) -> bool {
+        if !self.handed_off() || to == ConversationState::HandedOff {
+            return false;
+        }
+        self.state = to;
+        self.updated = now;
+        self.released_at = Some(now);
+        true
+    }
+
     pub fn hand_off(&mut self, reason: &str, now: u64) -> bool {
         if self.handed_off() {
             return false;
@@ -318,14 +412,19 @@ impl Conversation {
             // One lead per conversation: the first one detected in chat stands.
             drop_chat_lead: stored.lead_id.is_some(),
         };
-        if stored.handed_off() {
+        // The stored state stands over a handoff already stored, and over a person's resume
+        // or close written after the turn read the conversation.
+        if stored.handed_off() || stored.released_at != self.released_at {
             self.state = stored.state;
             self.handed_off_at = stored.handed_off_at;
             self.handoff_reason = stored.handoff_reason.clone();
+            self.released_at = stored.released_at;
         }
         self.lead_id = self.lead_id.take().or(stored.lead_id.clone());
         self.intent = self.intent.take().or(stored.intent.clone());
         self.created = stored.created;
+        // Ratings change only through feedback, never through a turn.
+        self.ratings = stored.ratings;
         settled
     }
 }
@@ -545,12 +644,14 @@ pub mod event_kinds {
     pub const LEAD_CAPTURED: &str = "lead.captured";
     pub const CONVERSATION_HANDOFF: &str = "conversation.handoff";
     pub const MESSAGE_UNANSWERED: &str = "message.unanswered";
+    pub const MESSAGE_FEEDBACK: &str = "message.feedback";
     /// Every event type a webhook can subscribe to (`*` means all of them).
-    pub const TYPES: [&str; 4] = [
+    pub const TYPES: [&str; 5] = [
         CONVERSATION_STARTED,
         LEAD_CAPTURED,
         CONVERSATION_HANDOFF,
         MESSAGE_UNANSWERED,
+        MESSAGE_FEEDBACK,
     ];
 }
 
@@ -626,6 +727,9 @@ pub struct Message {
     /// Agent messages: who wrote it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Assistant messages: the visitor's rating.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<Feedback>,
 }
 
 /// A setting that is never printed: its `Debug` is `***` (a proxy URL with credentials, a
@@ -679,6 +783,8 @@ pub(crate) mod fixtures {
             handed_off_at: None,
             handoff_reason: None,
             lead_id: None,
+            ratings: Ratings::default(),
+            released_at: None,
         }
     }
 }
@@ -805,12 +911,41 @@ mod tests {
             }
         );
         assert_eq!(next.intent.as_deref(), Some("returns"));
+        // A person gave it back (or closed it) while a turn read it as handed off: the
+        // release stands; a handoff made by the turn itself still does.
+        for released in [ConversationState::Open, ConversationState::Closed] {
+            let mut stored = conversation(ConversationState::Open);
+            stored.hand_off("visitor_request", 10);
+            let mut stale = stored.clone();
+            assert!(stored.release(released, 12));
+            assert!(
+                !stored.release(released, 13),
+                "only a handed-off one is released"
+            );
+            stale.settle_over(&stored);
+            assert_eq!(stale.state, released);
+            let mut anew = stored.clone();
+            anew.hand_off("topic", 14);
+            anew.settle_over(&stored);
+            assert_eq!(
+                (anew.state, anew.handoff_reason.as_deref()),
+                (ConversationState::HandedOff, Some("topic"))
+            );
+        }
     }
 
     #[test]
     fn states_roles_and_lead_sources_are_stored_as_the_strings_they_were() {
         assert_eq!(json(&ConversationState::HandedOff), "\"handed_off\"");
         assert_eq!(json(&ConversationState::Open), "\"open\"");
+        for state in [
+            ConversationState::Open,
+            ConversationState::HandedOff,
+            ConversationState::Closed,
+        ] {
+            assert_eq!(json(&state), format!("\"{}\"", state.as_str()));
+            assert_eq!(ConversationState::parse(state.as_str()), Some(state));
+        }
         assert_eq!(json(&Role::Assistant), "\"assistant\"");
         assert_eq!(json(&Role::Agent), "\"agent\"");
         assert_eq!(json(&LeadSource::Chat), "\"chat\"");

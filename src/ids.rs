@@ -83,6 +83,11 @@ pub fn job() -> String {
 
 /// `ing_…` for an ingest run, `rei_…` for a reindex: what their staged chunks are kept
 /// under until the commit.
+/// `ans_…`: a curated answer.
+pub fn answer() -> String {
+    format!("ans_{}", unique(16))
+}
+
 pub fn ingest(prefix: &str) -> String {
     format!("{prefix}_{}", unique(12))
 }

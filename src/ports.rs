@@ -14,13 +14,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::accounts::{Account, Session};
-use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page};
+use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Feedback, Lead, Message, Page};
 use crate::keys::ApiKey;
 
 mod records;
 pub use records::{
     Appended, Attempt, Delivery, DueDelivery, Erased, Event, IngestCommit, NewEvent, Outcome,
-    TurnExtras, Webhook,
+    Rated, TurnExtras, Webhook,
 };
 
 /// What a storage port fails with.
@@ -40,6 +40,10 @@ pub enum Error {
     KeyNotFound(String),
     #[error("an account with the email {0} already exists")]
     AccountExists(String),
+    #[error("message {0} not found")]
+    MessageNotFound(String),
+    #[error("message {0} is not an answer of the bot")]
+    NotAnAnswer(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -157,6 +161,24 @@ pub trait ConversationStore: Send + Sync {
     /// bot that is gone, or for a user erased since `started_ms`, is not written
     /// (`Error::BotNotFound`, `Error::ConversationNotFound`).
     fn put_lead(&self, lead: &Lead, started_ms: u64) -> Result<()>;
+
+    /// Gives a handed-off conversation back to the bot (`Open`) or closes it, in one
+    /// transaction: the record as stored and whether it changed (false when no person
+    /// had it). `Error::ConversationNotFound` when there is none.
+    fn release_conversation(
+        &self,
+        id: &str,
+        to: crate::domain::ConversationState,
+        now: u64,
+    ) -> Result<(Conversation, bool)>;
+
+    /// The id of the conversation holding `message`, if there is such a message.
+    fn message_conversation(&self, message: &str) -> Result<Option<String>>;
+
+    /// Records a visitor's rating of a bot answer (the last one given stands), counts it
+    /// in its conversation's ratings and writes its `message.feedback` event, in one
+    /// transaction (`Error::MessageNotFound`, `Error::NotAnAnswer`).
+    fn rate_message(&self, message: &str, feedback: &Feedback) -> Result<Rated>;
 
     /// A bot's leads in time order, starting after the lead id `after`.
     fn leads(&self, bot: &BotId, after: Option<&str>, limit: usize) -> Result<Vec<Lead>>;

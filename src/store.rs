@@ -23,6 +23,7 @@ use crate::ports::{
 
 mod accounts;
 mod events;
+mod feedback;
 use events::LEADS;
 
 const BOTS: TableDefinition<&str, &[u8]> = TableDefinition::new("bots");
@@ -121,6 +122,7 @@ impl Store {
             txn.open_table(ERASED).context("erased table")?;
             events::create_tables(&txn)?;
             accounts::create_tables(&txn)?;
+            feedback::create_tables(&txn)?;
             // No ingest runs yet in this process: whatever is staged, a crash left.
             let swept = discard_staged_in(&txn, None)?;
             if swept > 0 {
@@ -666,6 +668,7 @@ impl ConversationStore for Store {
                     .insert((id, next + i as u32), encode(message)?.as_slice())
                     .context("write message")?;
             }
+            feedback::index_messages(&txn, id, next, &settled.messages)?;
             if let Some(lead) = &settled.lead {
                 events::put_lead_in(&txn, lead)?;
             }
@@ -750,6 +753,46 @@ impl ConversationStore for Store {
         txn.commit().context("failed to commit lead")?;
         self.outbox_written();
         Ok(())
+    }
+
+    fn release_conversation(
+        &self,
+        id: &str,
+        to: crate::domain::ConversationState,
+        now: u64,
+    ) -> Result<(Conversation, bool)> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let (record, changed) = {
+            let mut conversations = txn
+                .open_table(CONVERSATIONS)
+                .context("open conversations")?;
+            let mut record: Conversation =
+                match conversations.get(id).context("read conversation")? {
+                    Some(raw) => decode(raw.value())?,
+                    None => return Err(Error::ConversationNotFound(id.to_string())),
+                };
+            let changed = record.release(to, now);
+            if changed {
+                conversations
+                    .insert(id, encode(&record)?.as_slice())
+                    .context("write conversation")?;
+            }
+            (record, changed)
+        };
+        txn.commit().context("failed to commit release")?;
+        Ok((record, changed))
+    }
+
+    fn message_conversation(&self, message: &str) -> Result<Option<String>> {
+        self.find_message(message)
+    }
+
+    fn rate_message(
+        &self,
+        message: &str,
+        feedback: &crate::domain::Feedback,
+    ) -> Result<crate::ports::Rated> {
+        self.rate(message, feedback)
     }
 
     fn delete_conversations(&self, ids: &[String]) -> Result<usize> {
@@ -1016,7 +1059,6 @@ fn delete_conversations_in(txn: &redb::WriteTransaction, ids: &[String]) -> Resu
     let mut conversations = txn
         .open_table(CONVERSATIONS)
         .context("open conversations")?;
-    let mut messages = txn.open_table(MESSAGES).context("open messages")?;
     let mut by_bot = txn
         .open_table(CONVERSATIONS_BY_BOT)
         .context("open conversations_by_bot")?;
@@ -1040,9 +1082,7 @@ fn delete_conversations_in(txn: &redb::WriteTransaction, ids: &[String]) -> Resu
                     .context("remove conversations_by_user")?;
             }
         }
-        messages
-            .retain_in((id.as_str(), 0u32)..=(id.as_str(), u32::MAX), |_, _| false)
-            .context("remove messages")?;
+        feedback::remove_messages(txn, id)?;
     }
     Ok(deleted)
 }

@@ -28,6 +28,8 @@
 
   var UNAVAILABLE = 'The assistant is unavailable right now. Please try again later.';
   var WAITING = "You're now waiting for a person. They'll reply here.";
+  var BACK = "You're back with the assistant.";
+  var CLOSED = 'The person closed this conversation. The assistant answers from here.';
   var LINK_REL = 'noopener noreferrer nofollow';
 
   /* ---------- small helpers ---------- */
@@ -64,6 +66,8 @@
   var ICON_CLOSE = 'M6 6l12 12M18 6L6 18';
   var ICON_NEW = 'M12 5v14M5 12h14';
   var ICON_SEND = 'M4 12l16-8-6 16-3-6z';
+  var ICON_UP = 'M7 11v9H4v-9zM7 11l4-7c1.5 0 2.5 1 2 3l-1 3h6c1 0 2 1 1.7 2.2l-1.6 6c-.3 1-1 1.8-2.1 1.8H7';
+  var ICON_DOWN = 'M7 13V4H4v9zM7 13l4 7c1.5 0 2.5-1 2-3l-1-3h6c1 0 2-1 1.7-2.2l-1.6-6C17.8 4.8 17.1 4 16 4H7';
 
   // A URL for a link: absolute, and http(s) (plus mailto: where allowed); else null.
   function safeUrl(raw, mailto) {
@@ -450,6 +454,26 @@
     if (list) el.appendChild(list);
     return b;
   }
+  // Thumbs up and down under an answer (POST /v1/messages/{id}/feedback); the last click
+  // stands, and the pressed one says so.
+  function rateBar(id, rating) {
+    var buttons = {};
+    function show(r) {
+      Object.keys(buttons).forEach(function (k) { buttons[k].setAttribute('aria-pressed', String(k === r)); });
+    }
+    function rate(r) {
+      var before = rating;
+      rating = r;
+      show(r);
+      callJSON('POST', '/v1/messages/' + encodeURIComponent(id) + '/feedback', { rating: r }).then(function () {
+        emit('feedback', { message_id: id, rating: r });
+      }, function () { rating = before; show(before); });
+    }
+    buttons.up = h('button', { type: 'button', class: 'rate', 'aria-label': 'Helpful', title: 'Helpful', onclick: function () { rate('up'); } }, icon(ICON_UP));
+    buttons.down = h('button', { type: 'button', class: 'rate', 'aria-label': 'Not helpful', title: 'Not helpful', onclick: function () { rate('down'); } }, icon(ICON_DOWN));
+    show(rating);
+    return h('div', { class: 'rating' }, [buttons.up, buttons.down]);
+  }
   function push(node) {
     ui.log.appendChild(node);
     scrollDown();
@@ -656,7 +680,10 @@
     msg.el.setAttribute('data-state', 'done');
     var list = sourceList(sources);
     if (list) msg.el.appendChild(list);
-    if (done.message_id) shownIds[done.message_id] = 1;
+    if (done.message_id) {
+      shownIds[done.message_id] = 1;
+      if (done.finish_reason !== 'handed_off') msg.el.appendChild(rateBar(done.message_id, null));
+    }
     scrollDown();
     emit('message', { role: 'assistant', content: text, sources: sources });
     if ((done.actions || []).indexOf('collect_lead') >= 0) offerLead();
@@ -701,6 +728,7 @@
     shownIds[m.id] = 1;
     var b = bubble(m.role === 'user' ? 'user' : m.role === 'agent' ? 'agent' : 'assistant', m.content || '', m.sources, m.author);
     if (m.role !== 'user') b.el.setAttribute('data-state', 'done');
+    if (m.role === 'assistant' && m.answered != null) b.el.appendChild(rateBar(m.id, m.feedback && m.feedback.rating));
     push(b.el);
     return true;
   }
@@ -829,7 +857,13 @@
         }
       } else if (ev.event === 'state') {
         if (ev.state === 'handed_off') showHandoff();
-        else if (ev.state === 'open') ui.handoff.hidden = false;
+        else if (ev.state === 'open' || ev.state === 'closed') {
+          ui.handoff.hidden = false;
+          if (handedOff) {
+            handedOff = false;
+            notice('system', ev.state === 'closed' ? CLOSED : BACK);
+          }
+        }
       }
     };
     // First the transcript's position (so nothing posted meanwhile is missed), then the
@@ -959,7 +993,12 @@
     '.dot:nth-child(2){animation-delay:.2s}.dot:nth-child(3){animation-delay:.4s}',
     '@keyframes blink{0%,80%,100%{opacity:.25}40%{opacity:1}}',
     '.sr{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0);white-space:nowrap}',
-    '.cut{display:flex;align-items:center;gap:8px;margin:6px 0 0 4px;font-size:12px;color:#b91c1c}',
+    '.rating{display:flex;gap:2px;margin:4px 0 0 4px}',
+    '.rate{width:28px;height:28px;padding:5px;border:0;border-radius:8px;background:none;color:var(--muted)}',
+    '.rate svg{width:18px;height:18px;fill:none;stroke:currentColor;stroke-width:1.6;stroke-linejoin:round}',
+    '.rate:hover,.rate:focus-visible{background:var(--soft);color:var(--fg)}',
+    '.rate[aria-pressed=true]{color:var(--accent);background:var(--soft)}',
+        '.cut{display:flex;align-items:center;gap:8px;margin:6px 0 0 4px;font-size:12px;color:#b91c1c}',
     '.retry{padding:3px 10px;border:1px solid currentColor;border-radius:999px;background:#fff;font-size:12px}',
     '.notice{align-self:stretch;padding:10px 12px;border-radius:10px;font-size:13px;background:var(--soft);color:var(--fg)}',
     '.notice.error{background:#fef2f2;color:#991b1b}',

@@ -3,6 +3,7 @@
 //! holds a few pages and one batch, not the site (a folder or a document set is read whole
 //! first, up to `max_pages`); the index is rebuilt from the store when a bot is next loaded.
 
+pub mod answers;
 pub mod chunk;
 pub mod crawl;
 pub mod extract;
@@ -284,6 +285,13 @@ async fn run_staged(
         .map(|p| p.url.as_str())
         .chain(report.not_modified.iter().map(String::as_str))
         .chain(report.failed.iter().map(|(url, _)| url.as_str()))
+        // Curated answers are the operator's, not the site's: a crawl keeps them.
+        .chain(
+            previous
+                .keys()
+                .map(String::as_str)
+                .filter(|url| answers::is_curated(url)),
+        )
         .collect();
     let removed_urls: Vec<String> = previous
         .keys()

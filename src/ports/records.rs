@@ -14,6 +14,15 @@ pub struct Erased {
     pub leads: usize,
 }
 
+/// What `ConversationStore::rate_message` wrote.
+#[derive(Debug, Clone)]
+pub struct Rated {
+    pub conversation: Conversation,
+    pub message: Message,
+    /// The `message.feedback` event written with it.
+    pub event_id: String,
+}
+
 /// What `ConversationStore::append_turn` wrote.
 #[derive(Debug, Clone)]
 pub struct Appended {

@@ -11,11 +11,11 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 #[allow(unused_imports)]
 use super::openapi::*;
-use crate::domain::{Bot, BotId, Conversation, Intent, LeadCapture};
+use crate::domain::{Bot, BotId, Conversation, ConversationState, Intent, LeadCapture, Rating};
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::services::bots::{InvalidSetting, SettingsChange};
-use crate::services::conversations::{Listing, visible_page};
+use crate::services::conversations::{Filter, Listing, visible_page};
 use crate::services::jobs::redacted;
 use crate::telemetry::unix_now;
 
@@ -251,7 +251,7 @@ pub(crate) async fn list_bots(
 }
 
 /// The bot named by the path, for an admin key that may manage it.
-async fn admin_bot(state: &AppState, caller: &Caller, path: &str) -> ApiResult<Bot> {
+pub(crate) async fn admin_bot(state: &AppState, caller: &Caller, path: &str) -> ApiResult<Bot> {
     caller.require_admin()?;
     let id = parse_bot_id(path)?;
     load_bot(state, caller, &id).await
@@ -647,6 +647,8 @@ pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> C
         handed_off_at: None,
         handoff_reason: None,
         lead_id: None,
+        ratings: Default::default(),
+        released_at: None,
     }
 }
 
@@ -809,6 +811,60 @@ pub(crate) struct ListQuery {
     /// 1 to 200 (default 50).
     #[param(minimum = 1, maximum = 200)]
     limit: Option<u32>,
+    /// `open`, `handed_off` or `closed`.
+    #[param(pattern = "^(open|handed_off|closed)$")]
+    state: Option<String>,
+    /// Conversations with at least one answer rated `up` (or `down`).
+    #[param(pattern = "^(up|down)$")]
+    rating: Option<String>,
+    /// Started on or after this day (`YYYY-MM-DD`, UTC).
+    from: Option<String>,
+    /// Started on or before this day (`YYYY-MM-DD`, UTC).
+    to: Option<String>,
+    /// Text some message contains (ignoring case; up to 200 characters).
+    #[param(max_length = 200)]
+    q: Option<String>,
+}
+
+impl ListQuery {
+    fn filter(&self) -> ApiResult<Filter> {
+        let invalid = |message: String| ApiError::bad_request("invalid_request", message);
+        let state =
+            match self.state.as_deref() {
+                Some(text) => Some(ConversationState::parse(text).ok_or_else(|| {
+                    invalid(format!("state {text:?}: open, handed_off or closed"))
+                })?),
+                None => None,
+            };
+        let rating = match self.rating.as_deref() {
+            Some("up") => Some(Rating::Up),
+            Some("down") => Some(Rating::Down),
+            Some(other) => return Err(invalid(format!("rating {other:?}: up or down"))),
+            None => None,
+        };
+        let day = |name: &str, text: &Option<String>| -> ApiResult<Option<u64>> {
+            text.as_deref()
+                .map(|t| {
+                    crate::analytics::parse_date(t)
+                        .map(|d| d as u64 * 86_400)
+                        .ok_or_else(|| {
+                            invalid(format!("{name} {t:?} is not a date like 2026-11-27"))
+                        })
+                })
+                .transpose()
+        };
+        let text = self.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+        if text.is_some_and(|q| q.chars().count() > 200) {
+            return Err(invalid("q is longer than 200 characters".into()));
+        }
+        Ok(Filter {
+            state,
+            rating,
+            since: day("from", &self.from)?,
+            until: day("to", &self.to)?.map(|t| t + 86_400),
+            text: text.map(str::to_string),
+        })
+    }
 }
 
 #[utoipa::path(get, path = "/v1/conversations", tag = "conversations", summary = "List conversations", params(ListQuery), security(("bearer" = [])), responses((status = 200, description = "Conversations", body = ConversationList), ApiErrors))]
@@ -828,6 +884,7 @@ pub(crate) async fn list_conversations(
         None => None,
     };
     let limit = page_limit(query.limit)?;
+    let filter = query.filter()?;
     let bots = store_bots_visible(&state, &caller).await?;
     let page = state
         .stored(move |store| {
@@ -836,6 +893,7 @@ pub(crate) async fn list_conversations(
                 user: query.user_id.as_deref(),
                 cursor: query.cursor.clone(),
                 limit,
+                filter,
             };
             visible_page(store, listing, &bots)
         })

@@ -147,6 +147,13 @@ impl From<ports::Error> for ApiError {
                 "account_exists",
                 format!("an account with the email {email:?} already exists"),
             ),
+            ports::Error::MessageNotFound(id) => {
+                ApiError::not_found("message_not_found", format!("no message with id {id:?}"))
+            }
+            ports::Error::NotAnAnswer(id) => ApiError::bad_request(
+                "not_an_answer",
+                format!("message {id:?} is not the bot's answer: only answers are rated"),
+            ),
             other => ApiError::internal(&anyhow::Error::new(other)),
         }
     }

@@ -37,7 +37,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             resource("/v1/conversations/{id}/messages", "POST")
                 .route(web::post().to(agent_message)),
         )
-        .service(resource("/v1/conversations/{id}/events", "GET").route(web::get().to(events)));
+        .service(resource("/v1/conversations/{id}/events", "GET").route(web::get().to(events)))
+        .service(resource("/v1/conversations/{id}/resume", "POST").route(web::post().to(resume)))
+        .service(resource("/v1/conversations/{id}/close", "POST").route(web::post().to(close)));
 }
 
 /// One live update of a conversation: SSE `id` (message position) and its data.
@@ -279,6 +281,53 @@ pub(crate) async fn handoff(
     }
     let conversation = hand_off(&state, conversation, reason).await?;
     Ok(HttpResponse::Ok().json(ConversationView::new(&conversation, None)))
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/resume", tag = "conversations", summary = "Hand a conversation back to the bot (secret keys, agents)", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now open", body = ConversationView), ApiErrors))]
+pub(crate) async fn resume(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    release(&state, &caller, &path, ConversationState::Open).await
+}
+
+#[utoipa::path(post, path = "/v1/conversations/{id}/close", tag = "conversations", summary = "Close a handed-off conversation: the person is done (the bot answers what comes next)", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now closed", body = ConversationView), ApiErrors))]
+pub(crate) async fn close(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    release(&state, &caller, &path, ConversationState::Closed).await
+}
+
+/// Takes a conversation from a person (`resume`, `close`); 409 `not_handed_off` when no
+/// person has it. Its live feeds get the new state.
+async fn release(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    to: ConversationState,
+) -> ApiResult<HttpResponse> {
+    caller.require_secret()?;
+    let conversation = load_conversation(state, caller, id).await?;
+    let id = conversation.id.clone();
+    let (stored, changed) = state
+        .stored(move |store| store.release_conversation(&id, to, unix_now()))
+        .await?;
+    if !changed {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "not_handed_off",
+            format!(
+                "conversation {:?} is {}: only a handed-off one can be given back or closed",
+                stored.id,
+                stored.state.as_str()
+            ),
+        ));
+    }
+    state.live.publish_state(&stored);
+    Ok(HttpResponse::Ok().json(ConversationView::new(&stored, None)))
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]

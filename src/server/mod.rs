@@ -8,11 +8,13 @@
 
 pub mod accounts;
 pub mod analytics;
+pub mod answers;
 pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod chat;
 pub mod error;
+pub mod feedback;
 pub mod handoff;
 pub mod leads;
 pub mod metrics;
@@ -372,9 +374,11 @@ pub fn spawn(
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
     accounts::routes(cfg);
+    answers::routes(cfg);
     sessions::routes(cfg);
     analytics::routes(cfg);
     chat::routes(cfg);
+    feedback::routes(cfg);
     handoff::routes(cfg);
     leads::routes(cfg);
     webhooks::routes(cfg);

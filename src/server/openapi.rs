@@ -11,7 +11,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use super::views::*;
-use super::{accounts, analytics, api, chat, handoff, leads, openai, sessions, webhooks, widget};
+use super::{
+    accounts, analytics, answers, api, chat, feedback, handoff, leads, openai, sessions, webhooks,
+    widget,
+};
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
@@ -106,6 +109,7 @@ impl Modify for BearerAuth {
         api::healthz, api::readyz, api::metrics,
         api::list_bots, api::create_bot, api::get_bot, api::update_bot, api::delete_bot,
         api::add_source, api::list_pages, api::get_job,
+        answers::list, answers::create, answers::update, answers::delete,
         api::list_conversations, api::create_conversation, api::get_conversation,
         api::delete_conversation, api::delete_user,
         api::list_keys, api::create_key, api::revoke_key, api::rotate_key,
@@ -113,7 +117,8 @@ impl Modify for BearerAuth {
         accounts::end_sessions,
         sessions::login, sessions::current, sessions::logout,
         chat::chat, openai::models, openai::completions, openapi_json,
-        handoff::handoff, handoff::agent_message, handoff::events,
+        handoff::handoff, handoff::agent_message, handoff::events, handoff::resume,
+        handoff::close, feedback::rate,
         leads::create_lead, leads::list_leads,
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::delete_webhook, webhooks::rotate, webhooks::list_deliveries,

@@ -131,6 +131,9 @@ pub struct Day {
     /// Of the conversations started that day, those handed to a person.
     pub handoffs: u64,
     pub leads: u64,
+    /// Visitors' ratings given that day (each answer counted by its last rating).
+    pub feedback_up: u64,
+    pub feedback_down: u64,
     /// Shares of `replies`; of `conversations` for handoffs. Null when there were none.
     pub answered_rate: Option<f64>,
     pub unanswered_rate: Option<f64>,
@@ -161,6 +164,8 @@ pub struct Report {
     pub intents: BTreeMap<String, u64>,
     /// The content gaps: unanswered questions grouped by meaning, largest first.
     pub unanswered_questions: Vec<Gap>,
+    /// Questions whose answers visitors rated down, grouped the same way.
+    pub rated_down_questions: Vec<Gap>,
 }
 
 /// Where a crawl job is.
@@ -303,6 +308,7 @@ mod tests {
             days: Vec::new(),
             intents: Default::default(),
             unanswered_questions: Vec::new(),
+            rated_down_questions: Vec::new(),
         };
         assert_eq!(properties::<Report>(), fields(&report));
         let job = crate::domain::CrawlJob::queued("job_1".into(), bot, "https://a/".into(), 1);

@@ -288,6 +288,8 @@ const AGENT_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/conversations/{id}"),
     ("GET", "/v1/conversations/{id}/events"),
     ("POST", "/v1/conversations/{id}/messages"),
+    ("POST", "/v1/conversations/{id}/resume"),
+    ("POST", "/v1/conversations/{id}/close"),
     ("GET", "/v1/leads"),
     ("GET", "/v1/auth/session"),
     ("POST", "/v1/auth/logout"),

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 
 use crate::chat::Answer;
 use crate::domain::{
-    Bot, BotId, Conversation, ConversationState, CrawlJob, Intent, Lead, LeadCapture, Message,
-    Page, Role, SourceRef,
+    Bot, BotId, Conversation, ConversationState, CrawlJob, Feedback, Intent, Lead, LeadCapture,
+    Message, Page, Role, SourceRef,
 };
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
@@ -104,6 +104,32 @@ pub struct MessageView {
     /// Agent messages: who wrote it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
+    /// Bot answers: whether the sources held the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub answered: Option<bool>,
+    /// Bot answers: the visitor's rating, once given.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback: Option<FeedbackView>,
+}
+
+/// A visitor's rating of an answer.
+#[derive(Serialize, ToSchema, Clone, Debug)]
+pub struct FeedbackView {
+    /// `up` or `down`.
+    pub rating: &'static str,
+    pub comment: Option<String>,
+    /// Unix seconds.
+    pub at: u64,
+}
+
+impl From<&Feedback> for FeedbackView {
+    fn from(f: &Feedback) -> FeedbackView {
+        FeedbackView {
+            rating: f.rating.as_str(),
+            comment: f.comment.clone(),
+            at: f.at,
+        }
+    }
 }
 
 impl From<&Message> for MessageView {
@@ -115,8 +141,17 @@ impl From<&Message> for MessageView {
             sources: m.sources.clone(),
             created: m.created,
             author: m.author.clone(),
+            answered: m.answered.filter(|_| m.role == Role::Assistant),
+            feedback: m.feedback.as_ref().map(FeedbackView::from),
         }
     }
+}
+
+/// Thumbs up and down a conversation's answers got.
+#[derive(Serialize, ToSchema, Clone, Copy, Debug)]
+pub struct RatingsView {
+    pub up: u32,
+    pub down: u32,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -134,6 +169,8 @@ pub struct ConversationView {
     /// `visitor_request`, `topic`, `agent`, `api` or the reason given.
     pub handoff_reason: Option<String>,
     pub lead_id: Option<String>,
+    /// How the visitor rated its answers.
+    pub ratings: RatingsView,
     pub created: u64,
     pub updated: u64,
     /// Present when one conversation is read.
@@ -153,6 +190,10 @@ impl ConversationView {
             handed_off_at: c.handed_off_at,
             handoff_reason: c.handoff_reason.clone(),
             lead_id: c.lead_id.clone(),
+            ratings: RatingsView {
+                up: c.ratings.up,
+                down: c.ratings.down,
+            },
             created: c.created,
             updated: c.updated,
             messages: messages.map(|m| m.iter().map(MessageView::from).collect()),

@@ -60,6 +60,7 @@ fn browser_route(path: &str) -> bool {
     matches!(path, "/v1/widget/session" | "/v1/chat" | "/v1/leads")
         || path == "/v1/conversations"
         || path.starts_with("/v1/conversations/")
+        || (path.starts_with("/v1/messages/") && path.ends_with("/feedback"))
 }
 
 /// CORS: only the browser routes, and only for an origin some active public key lists.

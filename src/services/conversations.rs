@@ -1,16 +1,57 @@
 //! Listing conversations a caller may see: the store's pages filtered by the bots the
 //! caller sees, page after page until one is full, with the cursor of the next.
 
-use crate::domain::{BotId, Conversation};
+use crate::domain::{BotId, Conversation, ConversationState, Rating};
 use crate::ports::ConversationStore;
 
-/// Which conversations to list: one bot's or one user's (or both), after a cursor.
+/// Which conversations to list: one bot's or one user's (or both), after a cursor, that
+/// pass `filter`.
 pub struct Listing<'a> {
     pub bot: Option<&'a BotId>,
     pub user: Option<&'a str>,
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     pub limit: usize,
+    pub filter: Filter,
+}
+
+/// What a listed conversation must be; every condition given must hold.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub state: Option<ConversationState>,
+    /// At least one answer rated so.
+    pub rating: Option<Rating>,
+    /// Started at or after `since` and before `until` (unix seconds).
+    pub since: Option<u64>,
+    pub until: Option<u64>,
+    /// Text some message contains, ignoring case.
+    pub text: Option<String>,
+}
+
+impl Filter {
+    fn matches(
+        &self,
+        store: &dyn ConversationStore,
+        c: &Conversation,
+    ) -> crate::ports::Result<bool> {
+        let rated = match self.rating {
+            Some(Rating::Up) => c.ratings.up > 0,
+            Some(Rating::Down) => c.ratings.down > 0,
+            None => true,
+        };
+        let cheap = self.state.is_none_or(|s| s == c.state)
+            && rated
+            && self.since.is_none_or(|t| c.created >= t)
+            && self.until.is_none_or(|t| c.created < t);
+        let Some(text) = self.text.as_deref().filter(|_| cheap) else {
+            return Ok(cheap);
+        };
+        let needle = text.to_lowercase();
+        Ok(store
+            .messages(&c.id)?
+            .iter()
+            .any(|m| m.content.to_lowercase().contains(&needle)))
+    }
 }
 
 /// Up to `limit` conversations of `visible` bots matching the listing, in id order, and
@@ -30,7 +71,11 @@ pub fn visible_page(
             store.list_conversations(listing.bot, listing.user, cursor.as_deref(), limit)?;
         let exhausted = batch.len() < limit;
         cursor = batch.last().map(|c| c.id.clone()).or(cursor);
-        out.extend(batch.into_iter().filter(|c| visible.contains(&c.bot_id)));
+        for c in batch {
+            if visible.contains(&c.bot_id) && listing.filter.matches(store, &c)? {
+                out.push(c);
+            }
+        }
         if exhausted || out.len() >= limit {
             out.truncate(limit);
             let next = if exhausted && out.len() < limit {
@@ -74,6 +119,7 @@ mod tests {
                 user: None,
                 cursor: cursor.map(str::to_string),
                 limit: 2,
+                filter: Filter::default(),
             };
             let (list, next) = visible_page(&store, listing, &visible).unwrap();
             let ids: Vec<String> = list.into_iter().map(|c| c.id).collect();
@@ -94,10 +140,70 @@ mod tests {
                 user: None,
                 cursor: None,
                 limit: 2,
+                filter: Filter::default(),
             },
             &[],
         )
         .unwrap();
         assert!(list.is_empty() && next.is_none());
+    }
+
+    #[test]
+    fn filters_keep_the_conversations_matching_every_condition() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let say = |text: &str| crate::domain::Message {
+            id: crate::ids::message(),
+            content: text.into(),
+            ..Default::default()
+        };
+        let mut handed = conversation("c1", "docs");
+        handed.hand_off("visitor_request", 5);
+        handed.created = 100;
+        store
+            .append_messages(&handed, &[say("Where is my REFUND?")])
+            .unwrap();
+        let mut rated = conversation("c2", "docs");
+        rated.created = 200;
+        rated.ratings.down = 1;
+        store.append_messages(&rated, &[say("hours?")]).unwrap();
+        let docs = [BotId::parse("docs").unwrap()];
+        let ids = |filter: Filter| {
+            let listing = Listing {
+                bot: None,
+                user: None,
+                cursor: None,
+                limit: 10,
+                filter,
+            };
+            let (list, _) = visible_page(&store, listing, &docs).unwrap();
+            list.into_iter().map(|c| c.id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(Filter::default()), ["c1", "c2"]);
+        let state = |s| Filter {
+            state: Some(s),
+            ..Filter::default()
+        };
+        assert_eq!(ids(state(ConversationState::HandedOff)), ["c1"]);
+        assert_eq!(ids(state(ConversationState::Open)), ["c2"]);
+        assert!(ids(state(ConversationState::Closed)).is_empty());
+        let rating = |r| Filter {
+            rating: Some(r),
+            ..Filter::default()
+        };
+        assert_eq!(ids(rating(Rating::Down)), ["c2"]);
+        assert!(ids(rating(Rating::Up)).is_empty());
+        let window = Filter {
+            since: Some(150),
+            until: Some(201),
+            ..Filter::default()
+        };
+        assert_eq!(ids(window), ["c2"]);
+        let text = |t: &str| Filter {
+            text: Some(t.into()),
+            ..Filter::default()
+        };
+        assert_eq!(ids(text("refund")), ["c1"]);
+        assert!(ids(text("shipping")).is_empty());
     }
 }

@@ -375,6 +375,8 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
                 handed_off_at: None,
                 handoff_reason: None,
                 lead_id: None,
+                ratings: Default::default(),
+                released_at: None,
             };
             let messages = [
                 Message {

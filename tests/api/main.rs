@@ -3,6 +3,7 @@
 mod helpers;
 
 mod answer;
+mod answers;
 mod architecture;
 
 mod cli;
@@ -13,6 +14,7 @@ mod embedder;
 mod end_to_end;
 mod eval;
 mod events;
+mod feedback;
 mod hardening;
 mod index_recall;
 mod remote;

@@ -1384,7 +1384,7 @@ async fn identical_first_questions_are_served_from_the_answer_cache() {
     assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
 }
 
-async fn wait_for_job(s: &TestServer, id: &str) -> Value {
+pub(crate) async fn wait_for_job(s: &TestServer, id: &str) -> Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (status, _, job) = s
