@@ -13,6 +13,7 @@ pub mod api;
 pub mod auth;
 pub mod budget;
 pub mod chat;
+pub mod console;
 pub mod error;
 pub mod feedback;
 pub mod handoff;
@@ -383,6 +384,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     leads::routes(cfg);
     webhooks::routes(cfg);
     widget::routes(cfg);
+    console::routes(cfg);
     openai::routes(cfg);
     openapi::routes(cfg);
 }

@@ -333,3 +333,105 @@ async fn behind_an_https_public_url_the_cookie_is_secure_and_host_only() {
         .unwrap();
     assert_eq!(response.status(), 200);
 }
+
+/// The console in Debian's Chromium against the real small model: the first owner made
+/// from the admin key, a bot created and crawled from the forms, a webhook made in the
+/// console, a visitor's thumbs down and handoff in the widget, an agent answering from the
+/// inbox live, role and CSRF refusals, axe-core on every page, screenshots
+/// (tests/browser/console.test.mjs).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_console_works_in_a_real_browser_against_the_real_model() {
+    use crate::events::{receiver, start_delivery};
+    use crate::helpers::{dyn_embedder, fixture, generator, serve};
+    use crate::widget::{browser_tools, host_page, zephyr_key};
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists(),
+        "the browser tests need Chromium at {chromium} (make test installs it)"
+    );
+    let dir = browser_tools();
+    let s = crate::server::start_with(
+        dyn_embedder(),
+        generator(),
+        Limits {
+            allow_private_targets: true,
+            ..Limits::default()
+        },
+        docent::chat::AskOptions {
+            min_score: 0.3,
+            check_claims: false,
+            ..docent::chat::AskOptions::default()
+        },
+    )
+    .await;
+    start_delivery(&s);
+    let hook = receiver();
+    let site = serve(&fixture("site"));
+    // The agent's account is made over the API; the owner's in the browser.
+    let (status, _, agent) = s
+        .call(
+            "POST",
+            "/v1/accounts",
+            Some(&s.admin),
+            Some(json!({"email": "robin@example.com", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{agent}");
+    let template = std::fs::read_to_string(dir.join("host.html")).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host_origin = format!("http://{}", listener.local_addr().unwrap());
+    let pk = zephyr_key(&s, &[&host_origin]);
+    let html = template
+        .replace("{{DOCENT}}", &s.base)
+        .replace("{{BOT}}", "zephyr")
+        .replace("{{TOKEN}}", &pk);
+    let host = host_page(listener, html);
+    let artifacts = dir.join("artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let config = json!({
+        "docent": s.base,
+        "admin_key": s.admin,
+        "owner_email": "owner@example.com",
+        "owner_password": PASSWORD,
+        "agent_email": "robin@example.com",
+        "agent_password": PASSWORD,
+        "host": host.url,
+        "site_url": site.url("/"),
+        "receiver_url": hook.url,
+        "question": "How many days do I have to return a kettle?",
+        "artifacts": artifacts,
+    });
+    let config_path = s.data.path().join("console.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let output = tokio::task::spawn_blocking(move || {
+        crate::helpers::run_with_deadline(
+            std::process::Command::new("node")
+                .arg("console.test.mjs")
+                .arg(&config_path)
+                .env("CHROMIUM", chromium)
+                .current_dir(&dir),
+            std::time::Duration::from_secs(600),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "console browser test failed:\n{stdout}\n{stderr}"
+    );
+    for metric in ["console_time_to_interactive_ms", "console_gzip_bytes"] {
+        assert!(stdout.contains(&format!("metric {metric} ")), "{stdout}");
+    }
+    // The webhook the owner made in the console got the visitor's feedback and handoff.
+    let got = hook.wait_for(2, 30).await;
+    let types: Vec<String> = got
+        .iter()
+        .map(|r| r.json()["type"].as_str().unwrap().to_string())
+        .collect();
+    for kind in ["message.feedback", "conversation.handoff"] {
+        assert!(types.iter().any(|t| t == kind), "{kind} in {types:?}");
+    }
+}

@@ -14,7 +14,7 @@ use crate::server::{TestServer, assert_error, fake_server};
 
 const SHOP: &str = "https://shop.example";
 
-fn zephyr_key(s: &TestServer, origins: &[&str]) -> String {
+pub(crate) fn zephyr_key(s: &TestServer, origins: &[&str]) -> String {
     s.make_key(
         KeyKind::Public,
         KeyEnv::Live,
@@ -548,12 +548,12 @@ async fn the_script_is_cached_by_etag_and_version_and_the_demo_page_embeds_it() 
 }
 
 /// A page with the snippet, served from its own loopback origin.
-struct HostPage {
-    url: String,
+pub(crate) struct HostPage {
+    pub(crate) url: String,
     _server: crate::helpers::Running,
 }
 
-fn host_page(listener: std::net::TcpListener, html: String) -> HostPage {
+pub(crate) fn host_page(listener: std::net::TcpListener, html: String) -> HostPage {
     let url = format!("http://{}/", listener.local_addr().unwrap());
     let server = crate::helpers::run_in_thread(move || {
         HttpServer::new(move || {
@@ -579,7 +579,7 @@ fn host_page(listener: std::net::TcpListener, html: String) -> HostPage {
 }
 
 /// tests/browser, with its node modules (`make test` installs them with `npm ci`).
-fn browser_tools() -> std::path::PathBuf {
+pub(crate) fn browser_tools() -> std::path::PathBuf {
     let dir = repo_root().join("tests/browser");
     assert!(
         dir.join("node_modules/playwright-core").is_dir(),

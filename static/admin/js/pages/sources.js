@@ -1,0 +1,114 @@
+// Sources page: a bot's crawled sites, adding and re-crawling one with live job progress, its pages.
+
+import {
+  h, clear, field, form, header, section, table, td, action, select, toast, errorText,
+  fmtTime, fmtNum, fmtDuration, safeLink, loadBots, botSelect, noBots,
+} from '../ui.js';
+import { enc } from '../api.js';
+
+const SCHEDULES = [['', 'Never (crawl once)'], ['1h', 'Every hour'], ['6h', 'Every 6 hours'], ['24h', 'Every day'], ['7d', 'Every week']];
+const FINAL = ['done', 'failed'];
+
+function jobLine(job) {
+  const parts = [`${job.url}: ${fmtNum(job.progress)}${job.total != null ? ` of ${fmtNum(job.total)}` : ''} pages fetched`];
+  if (job.phase && !FINAL.includes(job.state)) parts.push(job.phase);
+  for (const [k, label] of [['pages_indexed', 'indexed'], ['pages_unchanged', 'unchanged'], ['pages_skipped', 'skipped'],
+    ['pages_removed', 'removed'], ['urls_refused', 'refused'], ['chunks', 'chunks']]) {
+    if (job[k] != null) parts.push(`${fmtNum(job[k])} ${label}`);
+  }
+  return `${parts.join(' · ')} · ${job.state}`;
+}
+
+// The job panel: a progress bar and a live status line that ends with the job's state.
+function jobPanel() {
+  const bar = h('progress', { id: 'job-progress', max: 1, 'aria-label': 'Crawl progress' });
+  const status = h('p', { id: 'job-status', 'aria-live': 'polite' });
+  const error = h('p', { class: 'form-error', role: 'alert', hidden: true });
+  const panel = h('div', { class: 'job', hidden: true }, [bar, status, error]);
+  const show = (job) => {
+    panel.hidden = false;
+    const total = Math.max(job.total || 0, job.progress || 0);
+    if (job.state === 'done') { bar.max = 1; bar.value = 1; } else if (total) { bar.max = total; bar.value = job.progress || 0; } else bar.removeAttribute('value');
+    status.textContent = jobLine(job);
+    error.hidden = !job.error;
+    error.textContent = job.error ? `Crawl failed: ${job.error}` : '';
+  };
+  return { panel, show };
+}
+
+// Watches one crawl job at a time: polls it every second until it is done or failed.
+function jobWatcher(api, panel, onFinal) {
+  let timer = 0;
+  let watching = null;
+  let stopped = false;
+  const poll = async () => {
+    try {
+      const j = await api.get(`/v1/jobs/${enc(watching)}`);
+      if (stopped) return;
+      panel.show(j);
+      if (FINAL.includes(j.state)) { onFinal(j); return; }
+    } catch (err) {
+      if (err.status === 401) return;
+      toast(errorText(err), true);
+    }
+    if (!stopped) timer = setTimeout(poll, 1000);
+  };
+  return {
+    watch(job) { clearTimeout(timer); watching = job.id; panel.show(job); timer = setTimeout(poll, 1000); },
+    stop() { stopped = true; clearTimeout(timer); },
+  };
+}
+
+function sourceTable(bot, crawl) {
+  if (!(bot.sources || []).length) return h('p', { class: 'empty' }, 'No sources yet.');
+  return table('Sources', ['URL', 'Re-crawl', 'Last crawl', 'Actions'], bot.sources.map((s) => h('tr', {}, [
+    td(safeLink(s.url)), td(fmtDuration(s.recrawl_every)), td(fmtTime(s.last_crawl)),
+    td(action('Re-crawl', () => crawl(s.url, s.recrawl_every ? String(s.recrawl_every) : null), { 'aria-label': `Re-crawl ${s.url}`, class: 'btn btn-small' })),
+  ])));
+}
+
+function addForm(crawl) {
+  const url = h('input', { id: 'source-url', type: 'url', required: true, placeholder: 'https://docs.example.com/' });
+  const every = select('source-schedule', SCHEDULES, '');
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'source-add' }, 'Add and crawl');
+  return form({ class: 'grid-form', 'aria-label': 'Add a site' }, [
+    field('Start URL', url, 'The crawl follows links and sitemaps on this site.'), field('Re-crawl', every),
+  ], submit, async () => { await crawl(url.value.trim(), every.value); url.value = ''; });
+}
+
+export async function render(main, { api }) {
+  main.append(...header('Sources', 'The sites a bot answers from. Crawls run in the background.'));
+  const bots = await loadBots(api);
+  if (!bots.length) { main.append(noBots()); return undefined; }
+  const picker = botSelect('sources-bot', bots);
+  const botId = () => picker.querySelector('select').value;
+  const sourcesBox = h('div');
+  const pagesBox = h('div');
+  const panel = jobPanel();
+  const refresh = async () => {
+    const id = botId();
+    const [bot, pages] = await Promise.all([api.get(`/v1/bots/${enc(id)}`), api.get(`/v1/bots/${enc(id)}/pages`)]);
+    clear(sourcesBox).append(sourceTable(bot, crawl));
+    clear(pagesBox).append(pageTable(pages.data || []));
+  };
+  const watcher = jobWatcher(api, panel, (j) => {
+    toast(`Crawl ${j.state}.`, j.state === 'failed');
+    refresh().catch((e) => toast(errorText(e), true));
+  });
+  const crawl = async (url, every) => {
+    const accepted = await api.post(`/v1/bots/${enc(botId())}/sources`, every ? { url, recrawl_every: every } : { url });
+    watcher.watch(accepted.job);
+  };
+  picker.querySelector('select').addEventListener('change', () => refresh().catch((e) => toast(errorText(e), true)));
+  main.append(h('div', { class: 'toolbar' }, picker), section('Add a site', [addForm(crawl), panel.panel]),
+    section('Crawled sites', sourcesBox), section('Indexed pages', pagesBox));
+  await refresh();
+  return watcher.stop;
+}
+
+function pageTable(pages) {
+  if (!pages.length) return h('p', { class: 'empty' }, 'Nothing indexed yet.');
+  return table('Indexed pages', ['Title', 'URL', 'Chunks'], pages.map((p) => h('tr', {}, [
+    td(p.title || '(untitled)'), td(safeLink(p.url)), td(fmtNum(p.chunks)),
+  ])));
+}
