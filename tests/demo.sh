@@ -54,6 +54,10 @@ echo "== starting docent serve on http://$bind (Ctrl-C stops it)."
 echo
 echo "The chat widget on a demo page: open http://$bind/demo?bot=$bot&token=$pk"
 echo
+echo "The operator console: open http://$bind/admin and, the first time, make the owner"
+echo "account there with the admin key (serve writes it to $data/admin.key on its first start):"
+echo "  cat $data/admin.key"
+echo
 echo "Or, from another terminal:"
 echo
 echo "curl -sN http://$bind/v1/chat -H 'Authorization: Bearer $key' -H 'Content-Type: application/json' \\"

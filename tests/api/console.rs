@@ -399,6 +399,9 @@ async fn the_console_works_in_a_real_browser_against_the_real_model() {
         "site_url": site.url("/"),
         "receiver_url": hook.url,
         "question": "How many days do I have to return a kettle?",
+        "gap_question": "Do you offer gift wrapping?",
+        "gap_answer": "Yes. Zephyr Kettles gift-wraps any order for free: choose Gift wrap at checkout and add a message for the card.",
+        "gap_pattern": "gift",
         "artifacts": artifacts,
     });
     let config_path = s.data.path().join("console.json");

@@ -63,10 +63,15 @@ async function newPage(ctx) {
 
 // Goes to a console route and waits for its heading.
 async function visit(page, route, heading) {
+  // A hash change keeps the document: mark the old page stale so the wait below is for
+  // the new one.
+  await page.evaluate(() => document.querySelector('main')?.setAttribute('aria-busy', 'stale')).catch(() => {});
   await page.goto(`${ADMIN}#/${route}`);
   const h1 = page.locator('main h1');
   if (heading) await h1.filter({ hasText: heading }).first().waitFor({ timeout: 15_000 });
   else await h1.first().waitFor({ timeout: 15_000 });
+  // The page's data arrives after its heading: the console marks <main> busy until then.
+  await page.locator('main[aria-busy="false"]').waitFor({ state: 'attached', timeout: 15_000 });
 }
 
 async function login(page, email, password) {
@@ -228,6 +233,7 @@ await step('e. the agent sees the handed-off conversation arrive in the inbox wi
   const reply = $(visitor, '.msg.agent').filter({ hasText: 'Hi, this is Robin from support.' });
   await reply.first().waitFor({ state: 'visible', timeout: 20_000 });
   await agent.locator('.message[data-role="agent"]').filter({ hasText: 'Robin' }).first().waitFor({ timeout: 15_000 });
+  await agent.screenshot({ path: path.join(ARTIFACTS, 'console-inbox-reply-desktop.png') });
   await agent.locator('#hand-back').click();
   await $(visitor, '.notice.system').filter({ hasText: "You're back with the assistant." }).first().waitFor({ timeout: 15_000 });
 });
@@ -260,6 +266,32 @@ await step('g. thumbs down shows in Conversations and in analytics', async () =>
   await ownerPage.locator('svg.chart').first().waitFor({ timeout: 15_000 });
   const report = await fetchIn(ownerPage, 'GET', '/v1/bots/zephyr/analytics');
   assert.equal(report.json.totals.feedback_down, 1, report.text.slice(0, 400));
+});
+
+await step('g2. an unanswered question shows in Gaps, the owner answers it, and the widget answers from it', async () => {
+  await openPanel(visitor);
+  await $(visitor, 'button[aria-label="New conversation"]').click();
+  const declined = await askInWidget(visitor, config.gap_question);
+  const declinedText = await declined.locator('.body').textContent();
+  await visit(ownerPage, 'gaps');
+  await ownerPage.locator('#gaps-bot').selectOption('zephyr');
+  await ownerPage.locator('main form').first().locator('button[type="submit"]').click();
+  const gap = ownerPage.locator('.gap').filter({ hasText: config.gap_question }).first();
+  await gap.waitFor({ timeout: 15_000 }).catch(() => {
+    throw new Error(`the question is not among the gaps (the bot said: ${declinedText})`);
+  });
+  await gap.locator('.write-answer').click();
+  assert.equal(await ownerPage.locator('#answer-question').inputValue(), config.gap_question);
+  await ownerPage.locator('#answer-text').fill(config.gap_answer);
+  await ownerPage.locator('#answer-save').click();
+  await ownerPage.locator('.answer').filter({ hasText: config.gap_answer }).first().waitFor({ timeout: 30_000 });
+  await $(visitor, 'button[aria-label="New conversation"]').click();
+  const answer = await askInWidget(visitor, config.gap_question);
+  assert.equal(await answer.getAttribute('data-state'), 'done');
+  const text = await answer.locator('.body').textContent();
+  const cited = await answer.locator('.sources li').allTextContents();
+  assert.ok(cited.some((c) => c.includes(config.gap_question)), `the curated answer is cited: ${cited} (answer: ${text})`);
+  assert.match(text, config.gap_pattern ? new RegExp(config.gap_pattern, 'i') : /./, `answered from the curated answer: ${text}`);
 });
 
 await step('h. the webhook made in the console shows its deliveries in the log', async () => {

@@ -80,6 +80,8 @@ async function route() {
   const id = rest.length ? decodeURIComponent(rest.join('/')) : null;
   const r = ROUTES[name];
   markNav(name);
+  // Busy until the page has its data: assistive technology (and the tests) wait on it.
+  main.setAttribute('aria-busy', 'true');
   if (!r) {
     message('Page not found', 'There is no such page in the console.');
   } else if (r.owner && !isOwner()) {
@@ -101,6 +103,7 @@ async function route() {
       message(r.title, `This page could not be shown: ${errorText(err)}`);
     }
   }
+  if (mine === generation) main.setAttribute('aria-busy', 'false');
   focusMain();
 }
 
