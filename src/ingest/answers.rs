@@ -7,12 +7,11 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
-
+use super::pages::{commit, read};
 use super::{current_embedder, discard_if_failed, stage_batch};
-use crate::domain::{Bot, BotId, Chunk, Page};
+use crate::domain::{BotId, Chunk, Page};
 use crate::embed::{Embedding, minilm_id};
-use crate::ports::{ContentStore, IngestCommit};
+use crate::ports::ContentStore;
 
 /// The URL scheme of a curated answer's page: `answer:ans_…`.
 pub const SCHEME: &str = "answer:";
@@ -155,54 +154,10 @@ pub async fn remove(
     bot: &BotId,
     id: &str,
 ) -> Result<bool, AnswerError> {
-    let (mut bot, pages) = read(&store, bot).await?;
-    let Some(page) = find(&pages, id) else {
-        return Ok(false);
-    };
-    bot.pages = bot.pages.saturating_sub(1);
-    bot.chunks = bot.chunks.saturating_sub(page.chunk_ids.len() as u64);
-    if bot.chunks == 0 {
-        bot.embedder = None;
-    }
-    let ingest = crate::ids::ingest("ans");
-    commit(&store, &ingest, bot, Vec::new(), vec![page.url.clone()]).await?;
-    Ok(true)
+    Ok(super::pages::remove(store, bot, &format!("{SCHEME}{id}")).await?)
 }
 
 fn find<'a>(pages: &'a [Page], id: &str) -> Option<&'a Page> {
     let url = format!("{SCHEME}{id}");
     pages.iter().find(|p| p.url == url)
-}
-
-async fn read(store: &Arc<dyn ContentStore>, bot: &BotId) -> Result<(Bot, Vec<Page>), AnswerError> {
-    let (store, bot) = (store.clone(), bot.clone());
-    let read = tokio::task::spawn_blocking(move || -> crate::ports::Result<_> {
-        Ok((store.get_bot(&bot)?, store.pages(&bot)?))
-    })
-    .await
-    .context("read task failed")?;
-    Ok(read?)
-}
-
-async fn commit(
-    store: &Arc<dyn ContentStore>,
-    ingest: &str,
-    mut bot: Bot,
-    upserts: Vec<Page>,
-    removed_urls: Vec<String>,
-) -> anyhow::Result<()> {
-    bot.updated_unix = crate::telemetry::unix_now();
-    let commit = IngestCommit {
-        ingest: ingest.to_string(),
-        bot,
-        bot_existed: true,
-        upserts,
-        touched: Vec::new(),
-        removed_urls,
-    };
-    let writer = store.clone();
-    tokio::task::spawn_blocking(move || writer.commit_ingest(commit))
-        .await
-        .context("commit task failed")??;
-    Ok(())
 }

@@ -9,6 +9,7 @@ pub mod crawl;
 pub mod extract;
 pub mod fetch;
 pub mod local;
+pub mod pages;
 mod reindex;
 pub mod ssrf;
 

@@ -172,7 +172,7 @@ pub(crate) async fn delete(
     if !removed {
         return Err(not_found(&id));
     }
-    content_changed(&state, &bot.id);
+    state.content_changed(&bot.id);
     Ok(HttpResponse::Ok().json(Deleted::new(id)))
 }
 
@@ -185,16 +185,6 @@ async fn write(
 ) -> ApiResult<CuratedAnswer> {
     let embedding = state.engine()?.embedding.clone();
     let written = answers::put(state.store.clone(), embedding, bot, id, question, answer).await?;
-    content_changed(state, bot);
+    state.content_changed(bot);
     Ok(written)
-}
-
-/// The bot's search index and cached answers no longer match its content.
-fn content_changed(state: &AppState, bot: &BotId) {
-    if let Some(engine) = state.engine.get() {
-        engine.retriever.invalidate(bot);
-    }
-    if let Some(cache) = &state.answers {
-        cache.invalidate(bot);
-    }
 }

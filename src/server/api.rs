@@ -35,7 +35,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete_bot)),
         )
         .service(resource("/v1/bots/{id}/sources", "POST").route(web::post().to(add_source)))
-        .service(resource("/v1/bots/{id}/pages", "GET").route(web::get().to(list_pages)))
+        .service(
+            resource("/v1/bots/{id}/pages", "GET, DELETE")
+                .route(web::get().to(list_pages))
+                .route(web::delete().to(remove_page)),
+        )
         .service(resource("/v1/jobs/{id}", "GET").route(web::get().to(get_job)))
         .service(
             resource("/v1/conversations", "GET, POST")
@@ -318,12 +322,7 @@ pub(crate) async fn delete_bot(
     for conversation in &erased {
         state.live.end(conversation, "conversation_erased");
     }
-    if let Some(engine) = state.engine.get() {
-        engine.retriever.invalidate(&id);
-    }
-    if let Some(cache) = &state.answers {
-        cache.invalidate(&id);
-    }
+    state.content_changed(&id);
     Ok(HttpResponse::Ok().json(Deleted::new(id.as_str())))
 }
 
@@ -621,6 +620,37 @@ pub(crate) async fn list_pages(
         data: pages.iter().map(PageView::from).collect(),
         next_cursor: None,
     }))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct PageQuery {
+    /// The page's URL, exactly as `GET /v1/bots/{id}/pages` lists it.
+    #[param(required = true)]
+    url: Option<String>,
+}
+
+#[utoipa::path(delete, path = "/v1/bots/{id}/pages", tag = "bots", summary = "Remove one indexed page with its passages (admin); a later crawl brings it back if the site still links it", params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$"), PageQuery), security(("bearer" = [])), responses((status = 200, description = "Removed", body = Deleted), ApiErrors))]
+pub(crate) async fn remove_page(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<PageQuery>,
+) -> ApiResult<HttpResponse> {
+    let bot = admin_bot(&state, &caller, &path).await?;
+    let url = query
+        .into_inner()
+        .url
+        .ok_or_else(|| ApiError::bad_request("missing_field", "url is required"))?;
+    let removed = crate::ingest::pages::remove(state.store.clone(), &bot.id, &url).await?;
+    if !removed {
+        return Err(ApiError::not_found(
+            "page_not_found",
+            format!("bot {} has no page {url:?}", bot.id),
+        ));
+    }
+    state.content_changed(&bot.id);
+    Ok(HttpResponse::Ok().json(Deleted::new(url)))
 }
 
 // ---- conversations ----

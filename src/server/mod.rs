@@ -268,6 +268,16 @@ impl AppState {
         api::blocking(move || Ok(work(store.as_ref())?)).await
     }
 
+    /// A bot's content changed: its search indexes and cached answers are stale.
+    pub fn content_changed(&self, bot: &crate::domain::BotId) {
+        if let Some(engine) = self.engine.get() {
+            engine.retriever.invalidate(bot);
+        }
+        if let Some(cache) = &self.answers {
+            cache.invalidate(bot);
+        }
+    }
+
     pub fn engine(&self) -> Result<&Engine, ApiError> {
         self.engine.get().ok_or_else(|| {
             ApiError::unavailable(
@@ -321,12 +331,7 @@ impl CrawlHost for NodeHost {
     }
 
     fn crawled(&self, bot: &crate::domain::BotId) {
-        if let Some(engine) = self.0.engine.get() {
-            engine.retriever.invalidate(bot);
-        }
-        if let Some(cache) = &self.0.answers {
-            cache.invalidate(bot);
-        }
+        self.0.content_changed(bot);
     }
 }
 

@@ -108,7 +108,7 @@ impl Modify for BearerAuth {
     paths(
         api::healthz, api::readyz, api::metrics,
         api::list_bots, api::create_bot, api::get_bot, api::update_bot, api::delete_bot,
-        api::add_source, api::list_pages, api::get_job,
+        api::add_source, api::list_pages, api::remove_page, api::get_job,
         answers::list, answers::create, answers::update, answers::delete,
         api::list_conversations, api::create_conversation, api::get_conversation,
         api::delete_conversation, api::delete_user,

@@ -1,7 +1,8 @@
 //! Curated answers closing a gap, with the real embedder: a question the sources cannot
 //! answer is unanswered and listed among the gaps; an operator writes the answer once; the
 //! same question (and one in other words) is then answered from it and cites it as
-//! `answer:<id>`, across a re-crawl; editing and removing it take effect at once.
+//! `answer:<id>`, across a re-crawl; editing and removing it take effect at once. And one
+//! crawled page removed on its own.
 
 use docent::server::Limits;
 use serde_json::{Value, json};
@@ -175,4 +176,66 @@ async fn a_curated_answer_closes_a_gap_and_survives_a_recrawl() {
     assert_ne!(cited(&after), url, "{after}");
     let (_, _, listed) = s.call("GET", path, Some(&admin), None).await;
     assert_eq!(listed["data"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_page_is_removed_with_its_passages_and_stops_being_cited() {
+    let (s, _) = crate::server::fake_server(Limits::default()).await;
+    let admin = s.admin.clone();
+    let (_, _, pages) = s
+        .call("GET", "/v1/bots/zephyr/pages", Some(&admin), None)
+        .await;
+    let before = pages["data"].as_array().unwrap().len();
+    let reply = ask(&s, "How long does standard shipping take?").await;
+    let url = cited(&reply);
+    assert!(url.contains("shipping"), "{reply}");
+    let (_, _, bot) = s.call("GET", "/v1/bots/zephyr", Some(&admin), None).await;
+
+    let path = format!("/v1/bots/zephyr/pages?url={}", urlencode(&url));
+    let response = s
+        .call("DELETE", "/v1/bots/zephyr/pages", Some(&admin), None)
+        .await;
+    assert_error(&response, 400, "missing_field");
+    let response = s
+        .call(
+            "DELETE",
+            "/v1/bots/zephyr/pages?url=https://nope/",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_error(&response, 404, "page_not_found");
+    let (status, _, removed) = s.call("DELETE", &path, Some(&admin), None).await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["id"], url.as_str());
+
+    let (_, _, pages) = s
+        .call("GET", "/v1/bots/zephyr/pages", Some(&admin), None)
+        .await;
+    let left: Vec<&str> = pages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(left.len(), before - 1);
+    assert!(!left.contains(&url.as_str()));
+    let (_, _, after) = s.call("GET", "/v1/bots/zephyr", Some(&admin), None).await;
+    assert_eq!(after["pages"], bot["pages"].as_u64().unwrap() - 1);
+    assert!(after["chunks"].as_u64() < bot["chunks"].as_u64(), "{after}");
+    let reply = ask(&s, "How long does standard shipping take?").await;
+    assert_ne!(cited(&reply), url, "{reply}");
+    let response = s.call("DELETE", &path, Some(&admin), None).await;
+    assert_error(&response, 404, "page_not_found");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

@@ -180,6 +180,14 @@ await step('b. the owner creates a bot from the form and crawls the fixture site
   const listed = pages.json.data || pages.json.pages || pages.json;
   assert.ok(Array.isArray(listed) && listed.length >= 3, `pages indexed: ${pages.text.slice(0, 300)}`);
   await ownerPage.getByText(listed[0].url, { exact: false }).first().waitFor({ timeout: 15_000 });
+  // One page removed from the list, with its passages.
+  const rows = ownerPage.locator('.page-row');
+  const count = await rows.count();
+  await rows.first().locator('.remove-page').click();
+  await ownerPage.locator('#confirm-ok').click();
+  await ownerPage.waitForFunction((n) => document.querySelectorAll('.page-row').length === n - 1, count, { timeout: 15_000 });
+  const after = await fetchIn(ownerPage, 'GET', '/v1/bots/acme/pages');
+  assert.equal((after.json.data || []).length, listed.length - 1, after.text.slice(0, 300));
 });
 
 await step('c. a webhook created in the console shows its secret once', async () => {

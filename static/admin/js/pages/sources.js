@@ -2,9 +2,9 @@
 
 import {
   h, clear, field, form, header, section, table, td, action, select, toast, errorText,
-  fmtTime, fmtNum, fmtDuration, safeLink, loadBots, botSelect, noBots,
+  fmtTime, fmtNum, fmtDuration, safeLink, loadBots, botSelect, noBots, confirmDialog,
 } from '../ui.js';
-import { enc } from '../api.js';
+import { enc, query } from '../api.js';
 
 const SCHEDULES = [['', 'Never (crawl once)'], ['1h', 'Every hour'], ['6h', 'Every 6 hours'], ['24h', 'Every day'], ['7d', 'Every week']];
 const FINAL = ['done', 'failed'];
@@ -89,12 +89,18 @@ export async function render(main, { api }) {
     const id = botId();
     const [bot, pages] = await Promise.all([api.get(`/v1/bots/${enc(id)}`), api.get(`/v1/bots/${enc(id)}/pages`)]);
     clear(sourcesBox).append(sourceTable(bot, crawl));
-    clear(pagesBox).append(pageTable(pages.data || []));
+    clear(pagesBox).append(pageTable(pages.data || [], removePage));
   };
   const watcher = jobWatcher(api, panel, (j) => {
     toast(`Crawl ${j.state}.`, j.state === 'failed');
     refresh().catch((e) => toast(errorText(e), true));
   });
+  const removePage = async (url) => {
+    if (!(await confirmDialog(`Remove ${url} and its passages? A later crawl brings it back if the site still links it.`, 'Remove'))) return;
+    await api.del(`/v1/bots/${enc(botId())}/pages${query({ url })}`);
+    toast('Page removed.');
+    await refresh();
+  };
   const crawl = async (url, every) => {
     const accepted = await api.post(`/v1/bots/${enc(botId())}/sources`, every ? { url, recrawl_every: every } : { url });
     watcher.watch(accepted.job);
@@ -106,9 +112,10 @@ export async function render(main, { api }) {
   return watcher.stop;
 }
 
-function pageTable(pages) {
+function pageTable(pages, remove) {
   if (!pages.length) return h('p', { class: 'empty' }, 'Nothing indexed yet.');
-  return table('Indexed pages', ['Title', 'URL', 'Chunks'], pages.map((p) => h('tr', {}, [
+  return table('Indexed pages', ['Title', 'URL', 'Chunks', 'Actions'], pages.map((p) => h('tr', { class: 'page-row' }, [
     td(p.title || '(untitled)'), td(safeLink(p.url)), td(fmtNum(p.chunks)),
+    td(action('Remove', () => remove(p.url), { class: 'btn btn-small btn-danger remove-page', 'aria-label': `Remove ${p.url}` })),
   ])));
 }
