@@ -311,9 +311,14 @@ pub struct Conversation {
     /// rating).
     #[serde(default, skip_serializing_if = "Ratings::is_empty")]
     pub ratings: Ratings,
-    /// When a person last gave it back to the bot or closed it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub released_at: Option<u64>,
+    /// How many times a person gave it back to the bot or closed it: a turn that read
+    /// fewer was answered from a state that no longer holds.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub releases: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Thumbs up and down given to a conversation's answers.
@@ -385,7 +390,7 @@ impl Conversation {
         }
         self.state = to;
         self.updated = now;
-        self.released_at = Some(now);
+        self.releases += 1;
         true
     }
 
@@ -413,13 +418,16 @@ impl Conversation {
             drop_chat_lead: stored.lead_id.is_some(),
         };
         // The stored state stands over a handoff already stored, and over a person's resume
-        // or close written after the turn read the conversation.
-        if stored.handed_off() || stored.released_at != self.released_at {
+        // or close written after the turn read the conversation, unless the turn itself
+        // hands it off anew.
+        let released_since = stored.releases != self.releases;
+        let hands_off_now = self.handed_off() && self.handed_off_at != stored.handed_off_at;
+        if stored.handed_off() || (released_since && !hands_off_now) {
             self.state = stored.state;
             self.handed_off_at = stored.handed_off_at;
             self.handoff_reason = stored.handoff_reason.clone();
-            self.released_at = stored.released_at;
         }
+        self.releases = stored.releases;
         self.lead_id = self.lead_id.take().or(stored.lead_id.clone());
         self.intent = self.intent.take().or(stored.intent.clone());
         self.created = stored.created;
@@ -784,7 +792,7 @@ pub(crate) mod fixtures {
             handoff_reason: None,
             lead_id: None,
             ratings: Ratings::default(),
-            released_at: None,
+            releases: 0,
         }
     }
 }
@@ -930,6 +938,15 @@ mod tests {
             assert_eq!(
                 (anew.state, anew.handoff_reason.as_deref()),
                 (ConversationState::HandedOff, Some("topic"))
+            );
+            // A turn that read it open before a handoff and a release, and hands it off
+            // itself, keeps its own handoff.
+            let mut early = conversation(ConversationState::Open);
+            early.hand_off("topic", 15);
+            early.settle_over(&stored);
+            assert_eq!(
+                (early.state, early.handed_off_at, early.releases),
+                (ConversationState::HandedOff, Some(15), 1)
             );
         }
     }

@@ -177,7 +177,8 @@ pub trait ConversationStore: Send + Sync {
 
     /// Records a visitor's rating of a bot answer (the last one given stands), counts it
     /// in its conversation's ratings and writes its `message.feedback` event, in one
-    /// transaction (`Error::MessageNotFound`, `Error::NotAnAnswer`).
+    /// transaction; the same rating and comment again write nothing
+    /// (`Error::MessageNotFound`, `Error::NotAnAnswer`: not the bot's, or a handoff notice).
     fn rate_message(&self, message: &str, feedback: &Feedback) -> Result<Rated>;
 
     /// A bot's leads in time order, starting after the lead id `after`.

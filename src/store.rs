@@ -435,8 +435,16 @@ impl ContentStore for Store {
                     .remove((ingest, *id))
                     .context("remove staged chunk")?;
             }
-            // Settings changed while the ingest ran (over the API) win over its snapshot.
+            // Settings changed while the ingest ran (over the API) win over its snapshot,
+            // and the counts are the pages' as they stand after this commit (a curated
+            // answer written during a crawl counts once).
             let mut record = commit.bot.clone();
+            let (n_pages, n_chunks) = count_pages(&pages, bot)?;
+            record.pages = n_pages;
+            record.chunks = n_chunks;
+            if n_chunks == 0 {
+                record.embedder = None;
+            }
             let current = bots
                 .get(bot)
                 .context("read bot")?
@@ -463,6 +471,21 @@ impl ContentStore for Store {
         txn.commit().context("failed to commit ingest")?;
         Ok(())
     }
+}
+
+/// A bot's pages and their chunks, as `pages` holds them now.
+fn count_pages(pages: &redb::Table<(&str, &str), &[u8]>, bot: &str) -> Result<(u64, u64)> {
+    let (mut n_pages, mut n_chunks) = (0u64, 0u64);
+    for entry in pages.range((bot, "")..).context("range pages")? {
+        let (key, raw) = entry.context("read page")?;
+        if key.value().0 != bot {
+            break;
+        }
+        let page: Page = decode(raw.value())?;
+        n_pages += 1;
+        n_chunks += page.chunk_ids.len() as u64;
+    }
+    Ok((n_pages, n_chunks))
 }
 
 impl KeyStore for Store {

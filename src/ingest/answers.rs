@@ -47,7 +47,7 @@ pub enum AnswerError {
     Other(#[from] anyhow::Error),
 }
 
-/// The bot's curated answers, in id (creation) order.
+/// The bot's curated answers, in id order.
 pub fn list(store: &dyn ContentStore, bot: &BotId) -> crate::ports::Result<Vec<CuratedAnswer>> {
     let mut pages: Vec<Page> = store
         .pages(bot)?
@@ -92,10 +92,11 @@ pub async fn put(
         .0
         .check_embedder(&embedder_id, &minilm_id())
         .map_err(anyhow::Error::from)?;
-    let replacing = match &id {
-        Some(id) => Some(find(&record.1, id).ok_or_else(|| AnswerError::NotFound(id.clone()))?),
-        None => None,
-    };
+    if let Some(id) = &id
+        && find(&record.1, id).is_none()
+    {
+        return Err(AnswerError::NotFound(id.clone()));
+    }
     let id = id.unwrap_or_else(crate::ids::answer);
     let url = format!("{SCHEME}{id}");
     let hash = {
@@ -129,10 +130,8 @@ pub async fn put(
     .await;
     let result = match staged {
         Ok((pages, _)) => {
+            // The commit counts the bot's pages and chunks.
             let (mut bot, _) = record;
-            let old_chunks = replacing.map_or(0, |p| p.chunk_ids.len() as u64);
-            bot.pages += u64::from(replacing.is_none());
-            bot.chunks = (bot.chunks + 1).saturating_sub(old_chunks);
             bot.embedder = Some(embedder_id);
             commit(&store, &ingest, bot, pages, Vec::new()).await
         }

@@ -16,15 +16,11 @@ pub async fn remove(
     bot: &BotId,
     url: &str,
 ) -> crate::ports::Result<bool> {
-    let (mut bot, pages) = read(&store, bot).await?;
+    let (bot, pages) = read(&store, bot).await?;
     let Some(page) = pages.iter().find(|p| p.url == url) else {
         return Ok(false);
     };
-    bot.pages = bot.pages.saturating_sub(1);
-    bot.chunks = bot.chunks.saturating_sub(page.chunk_ids.len() as u64);
-    if bot.chunks == 0 {
-        bot.embedder = None;
-    }
+    // The commit counts the pages and chunks left.
     let ingest = crate::ids::ingest("rm");
     commit(&store, &ingest, bot, Vec::new(), vec![page.url.clone()])
         .await

@@ -19,8 +19,9 @@ pub struct Erased {
 pub struct Rated {
     pub conversation: Conversation,
     pub message: Message,
-    /// The `message.feedback` event written with it.
-    pub event_id: String,
+    /// The `message.feedback` event written with it (none when the rating and comment
+    /// were already these).
+    pub event_id: Option<String>,
 }
 
 /// What `ConversationStore::append_turn` wrote.

@@ -678,7 +678,7 @@ pub fn new_conversation(bot: &BotId, user_id: Option<String>, key_id: &str) -> C
         handoff_reason: None,
         lead_id: None,
         ratings: Default::default(),
-        released_at: None,
+        releases: 0,
     }
 }
 

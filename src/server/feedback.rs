@@ -83,12 +83,12 @@ pub(crate) async fn rate(
         .stored(move |store| store.message_conversation(&lookup))
         .await?
         .ok_or_else(not_found)?;
-    // The same checks as reading the conversation: a caller that may not read it learns
-    // nothing more about the message than that it cannot rate it.
+    // The same checks as reading the conversation; a caller that may not read it learns
+    // nothing of the message, not even that it exists.
     load_conversation(&state, &caller, &conversation)
         .await
         .map_err(|e| match e.code {
-            "conversation_not_found" => not_found(),
+            "conversation_not_found" | "forbidden" => not_found(),
             _ => e,
         })?;
     let rated = state

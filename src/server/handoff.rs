@@ -292,7 +292,7 @@ pub(crate) async fn resume(
     release(&state, &caller, &path, ConversationState::Open).await
 }
 
-#[utoipa::path(post, path = "/v1/conversations/{id}/close", tag = "conversations", summary = "Close a handed-off conversation: the person is done (the bot answers what comes next)", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now closed", body = ConversationView), ApiErrors))]
+#[utoipa::path(post, path = "/v1/conversations/{id}/close", tag = "conversations", summary = "Close a handed-off conversation (secret keys, agents): the person is done, and the bot answers what comes next", params(("id" = String, Path, description = "Conversation id")), security(("bearer" = [])), responses((status = 200, description = "The conversation, now closed", body = ConversationView), ApiErrors))]
 pub(crate) async fn close(
     state: web::Data<AppState>,
     caller: Caller,

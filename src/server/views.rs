@@ -141,7 +141,10 @@ impl From<&Message> for MessageView {
             sources: m.sources.clone(),
             created: m.created,
             author: m.author.clone(),
-            answered: m.answered.filter(|_| m.role == Role::Assistant),
+            // Answers only: a handoff notice is the bot's but answers nothing.
+            answered: m.answered.filter(|_| {
+                m.role == Role::Assistant && m.finish_reason.as_deref() != Some("handed_off")
+            }),
             feedback: m.feedback.as_ref().map(FeedbackView::from),
         }
     }
@@ -160,7 +163,7 @@ pub struct ConversationView {
     #[schema(value_type = String)]
     pub bot_id: BotId,
     pub user_id: Option<String>,
-    /// `open` or `handed_off`.
+    /// `open`, `handed_off` or `closed`.
     #[schema(value_type = String)]
     pub state: ConversationState,
     /// The quick reply last chosen.

@@ -54,10 +54,16 @@ impl Filter {
     }
 }
 
+/// Conversations one request reads at most before it answers with what it found: a
+/// selective filter over a large store returns short pages with a cursor instead of
+/// reading everything at once.
+pub const MAX_SCANNED: usize = 2000;
+
 /// Up to `limit` conversations of `visible` bots matching the listing, in id order, and
 /// the cursor of the next page (`None` when there is none). Stored pages are read one
-/// after another while the ones a caller may not see are filtered out, so a full page
-/// is returned whenever there are that many.
+/// after another while the ones a caller may not see or the filter refuses are left out,
+/// so a full page is returned whenever there are that many within `MAX_SCANNED`; past
+/// that, a shorter page and the cursor of the last one read.
 pub fn visible_page(
     store: &dyn ConversationStore,
     listing: Listing<'_>,
@@ -66,10 +72,12 @@ pub fn visible_page(
     let limit = listing.limit.max(1);
     let mut out = Vec::new();
     let mut cursor = listing.cursor;
+    let mut scanned = 0;
     loop {
         let batch =
             store.list_conversations(listing.bot, listing.user, cursor.as_deref(), limit)?;
         let exhausted = batch.len() < limit;
+        scanned += batch.len();
         cursor = batch.last().map(|c| c.id.clone()).or(cursor);
         for c in batch {
             if visible.contains(&c.bot_id) && listing.filter.matches(store, &c)? {
@@ -84,6 +92,9 @@ pub fn visible_page(
                 out.last().map(|c| c.id.clone())
             };
             return Ok((out, next));
+        }
+        if scanned >= MAX_SCANNED {
+            return Ok((out, cursor));
         }
     }
 }
@@ -205,5 +216,43 @@ mod tests {
         };
         assert_eq!(ids(text("refund")), ["c1"]);
         assert!(ids(text("shipping")).is_empty());
+    }
+
+    #[test]
+    fn a_selective_filter_answers_after_max_scanned_with_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let total = MAX_SCANNED + 5;
+        for i in 0..total {
+            let mut c = conversation(&format!("c{i:05}"), "docs");
+            if i == total - 1 {
+                c.hand_off("api", 1);
+            }
+            store.append_messages(&c, &[]).unwrap();
+        }
+        let docs = [BotId::parse("docs").unwrap()];
+        let page = |cursor: Option<String>| {
+            let listing = Listing {
+                bot: None,
+                user: None,
+                cursor,
+                limit: 50,
+                filter: Filter {
+                    state: Some(ConversationState::HandedOff),
+                    ..Filter::default()
+                },
+            };
+            visible_page(&store, listing, &docs).unwrap()
+        };
+        let (first, next) = page(None);
+        assert!(first.is_empty());
+        assert_eq!(
+            next.as_deref(),
+            Some(format!("c{:05}", MAX_SCANNED - 1).as_str())
+        );
+        let (second, next) = page(next);
+        let ids: Vec<String> = second.into_iter().map(|c| c.id).collect();
+        assert_eq!(ids, [format!("c{:05}", total - 1)]);
+        assert!(next.is_none());
     }
 }

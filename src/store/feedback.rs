@@ -67,24 +67,47 @@ pub(super) fn index_messages(
 pub(super) fn remove_messages(txn: &WriteTransaction, conversation: &str) -> Result<()> {
     let mut messages = txn.open_table(MESSAGES).context("open messages")?;
     let mut ids = Vec::new();
-    let mut undecodable = None;
     messages
-        .retain_in((conversation, 0u32)..=(conversation, u32::MAX), |_, raw| {
-            match decode::<IdOnly>(raw) {
-                Ok(m) => ids.push(m.id),
-                Err(e) => undecodable = Some(e),
-            }
-            false
-        })
+        .retain_in(
+            (conversation, 0u32)..=(conversation, u32::MAX),
+            |key, raw| {
+                // A record that does not decode still goes; its index entry, if any, stays
+                // behind and finds no message.
+                match decode::<IdOnly>(raw) {
+                    Ok(m) => ids.push(m.id),
+                    Err(e) => tracing::warn!(
+                        conversation,
+                        position = key.1,
+                        "a message without an id: {e:#}"
+                    ),
+                }
+                false
+            },
+        )
         .context("remove messages")?;
-    if let Some(e) = undecodable {
-        return Err(e);
-    }
     let mut index = txn.open_table(MESSAGE_IDS).context("open message_ids")?;
     for id in ids {
         index.remove(id.as_str()).context("remove message_ids")?;
     }
     Ok(())
+}
+
+/// The stored record of a conversation (`MessageNotFound` for `message` when it is gone).
+fn conversation_record(
+    txn: &WriteTransaction,
+    conversation: &str,
+    message: &str,
+) -> Result<Conversation> {
+    let conversations = txn
+        .open_table(CONVERSATIONS)
+        .context("open conversations")?;
+    let raw = conversations
+        .get(conversation)
+        .context("read conversation")?;
+    match raw {
+        Some(raw) => Ok(decode(raw.value())?),
+        None => Err(Error::MessageNotFound(message.to_string())),
+    }
 }
 
 impl Store {
@@ -115,10 +138,27 @@ impl Store {
                 Some(raw) => decode(raw.value())?,
                 None => return Err(not_found()),
             };
-            if answer.role != Role::Assistant {
+            // A handoff notice is the bot's, but not an answer.
+            if answer.role != Role::Assistant
+                || answer.finish_reason.as_deref() == Some("handed_off")
+            {
                 return Err(Error::NotAnAnswer(message.to_string()));
             }
             let previous = answer.feedback.replace(feedback.clone());
+            // The same rating and comment again changes nothing and tells nobody.
+            if previous
+                .as_ref()
+                .is_some_and(|p| p.rating == feedback.rating && p.comment == feedback.comment)
+            {
+                answer.feedback = previous;
+                drop(messages);
+                let record = conversation_record(&txn, &conversation_id, message)?;
+                return Ok(Rated {
+                    conversation: record,
+                    message: answer,
+                    event_id: None,
+                });
+            }
             messages
                 .insert(key, encode(&answer)?.as_slice())
                 .context("write message")?;
@@ -163,7 +203,7 @@ impl Store {
             rated = Rated {
                 conversation: record,
                 message: answer,
-                event_id: event.id,
+                event_id: Some(event.id),
             };
         }
         txn.commit().context("failed to commit feedback")?;

@@ -376,7 +376,7 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
                 handoff_reason: None,
                 lead_id: None,
                 ratings: Default::default(),
-                released_at: None,
+                releases: 0,
             };
             let messages = [
                 Message {

@@ -334,6 +334,142 @@ async fn behind_an_https_public_url_the_cookie_is_secure_and_host_only() {
     assert_eq!(response.status(), 200);
 }
 
+/// What the inbox does over HTTP: an agent gives a handed-off conversation back to the bot
+/// or closes it (with the CSRF token; 409 when no person has it; public keys refused),
+/// the bot answers again, and the conversation list filters by state and refuses bad
+/// filters with their codes.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_hands_back_and_closes_conversations_and_lists_filter_by_state() {
+    let (s, _) = fake_server(Limits::default()).await;
+    create_account(
+        &s,
+        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
+    )
+    .await;
+    let (_, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
+    let cookie = token(&set_cookie);
+    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let (status, _, reply) = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    let id = reply["conversation_id"].as_str().unwrap().to_string();
+    let act = |what: &'static str, csrf: Option<String>| {
+        let (s, cookie, id) = (&s, cookie.clone(), id.clone());
+        async move {
+            let path = format!("/v1/conversations/{id}/{what}");
+            as_session(s, "POST", &path, &cookie, csrf.as_deref(), None).await
+        }
+    };
+    let (status, error) = act("resume", Some(csrf.clone())).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (409, Some("not_handed_off"))
+    );
+    let hand_off = || async {
+        let path = format!("/v1/conversations/{id}/handoff");
+        let (status, _, body) = s.call("POST", &path, Some(&s.admin), None).await;
+        assert_eq!((status, body["state"].as_str()), (200, Some("handed_off")));
+    };
+    let listed = |filter: &'static str| {
+        let s = &s;
+        async move {
+            let path = format!("/v1/conversations?bot_id=zephyr&{filter}");
+            let (status, _, list) = s.call("GET", &path, Some(&s.admin), None).await;
+            assert_eq!(status, 200, "{list}");
+            list["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| c["id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+
+    hand_off().await;
+    assert_eq!(listed("state=handed_off").await, [id.as_str()]);
+    let (status, error) = act("resume", None).await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (403, Some("csrf_failed"))
+    );
+    let (status, resumed) = act("resume", Some(csrf.clone())).await;
+    assert_eq!(
+        (status, resumed["state"].as_str()),
+        (200, Some("open")),
+        "{resumed}"
+    );
+    assert!(listed("state=handed_off").await.is_empty());
+    let follow_up =
+        json!({"bot_id": "zephyr", "conversation_id": id, "message": "And for the lid?"});
+    let (_, _, reply) = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(follow_up.clone()))
+        .await;
+    assert_ne!(
+        reply["finish_reason"], "handed_off",
+        "the bot answers again: {reply}"
+    );
+
+    hand_off().await;
+    let public = s.make_key(
+        docent::keys::KeyKind::Public,
+        docent::keys::KeyEnv::Live,
+        docent::keys::KeyScope::Bots(vec![docent::domain::BotId::parse("zephyr").unwrap()]),
+        vec!["https://shop.example".into()],
+    );
+    let path = format!("/v1/conversations/{id}/close");
+    let (status, _, _) = s
+        .call_from(
+            "POST",
+            &path,
+            Some(&public),
+            Some("https://shop.example"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 403, "public keys cannot close conversations");
+    let (status, closed) = act("close", Some(csrf.clone())).await;
+    assert_eq!(
+        (status, closed["state"].as_str()),
+        (200, Some("closed")),
+        "{closed}"
+    );
+    assert_eq!(listed("state=closed").await, [id.as_str()]);
+    let (_, _, reply) = s
+        .call("POST", "/v1/chat", Some(&s.admin), Some(follow_up))
+        .await;
+    assert_ne!(reply["finish_reason"], "handed_off", "{reply}");
+    assert_eq!(
+        listed("state=closed").await,
+        [id.as_str()],
+        "a turn keeps it closed"
+    );
+    assert_eq!(listed("q=LID").await, [id.as_str()]);
+    assert!(listed("q=kettle%20descaling%20vinegar").await.is_empty());
+
+    for bad in [
+        "state=gone",
+        "rating=meh",
+        "from=2026-13-01",
+        "to=yesterday",
+    ] {
+        let path = format!("/v1/conversations?{bad}");
+        let response = s.call("GET", &path, Some(&s.admin), None).await;
+        crate::server::assert_error(&response, 400, "invalid_request");
+    }
+    let long = "x".repeat(201);
+    let response = s
+        .call(
+            "GET",
+            &format!("/v1/conversations?q={long}"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    crate::server::assert_error(&response, 400, "invalid_request");
+}
+
 /// The console in Debian's Chromium against the real small model: the first owner made
 /// from the admin key, a bot created and crawled from the forms, a webhook made in the
 /// console, a visitor's thumbs down and handoff in the widget, an agent answering from the
@@ -342,28 +478,9 @@ async fn behind_an_https_public_url_the_cookie_is_secure_and_host_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_console_works_in_a_real_browser_against_the_real_model() {
     use crate::events::{receiver, start_delivery};
-    use crate::helpers::{dyn_embedder, fixture, generator, serve};
-    use crate::widget::{browser_tools, host_page, zephyr_key};
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists(),
-        "the browser tests need Chromium at {chromium} (make test installs it)"
-    );
-    let dir = browser_tools();
-    let s = crate::server::start_with(
-        dyn_embedder(),
-        generator(),
-        Limits {
-            allow_private_targets: true,
-            ..Limits::default()
-        },
-        docent::chat::AskOptions {
-            min_score: 0.3,
-            check_claims: false,
-            ..docent::chat::AskOptions::default()
-        },
-    )
-    .await;
+    use crate::helpers::{fixture, serve};
+    use crate::widget::{browser_setup, host_page, zephyr_key};
+    let (chromium, dir, s) = browser_setup().await;
     start_delivery(&s);
     let hook = receiver();
     let site = serve(&fixture("site"));

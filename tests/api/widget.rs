@@ -588,33 +588,35 @@ pub(crate) fn browser_tools() -> std::path::PathBuf {
     dir
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn the_widget_works_in_a_real_browser_against_the_real_model() {
-    use crate::events::{receiver, start_delivery};
+/// What a browser test runs against: Chromium's path, tests/browser, and a server on the
+/// real models (private targets allowed: the fixture sites are on loopback) answering
+/// token by token: with the claim check (on by default) a sentence arrives whole, and a
+/// one-sentence answer in one piece.
+pub(crate) async fn browser_setup() -> (String, std::path::PathBuf, crate::server::TestServer) {
     use crate::helpers::{dyn_embedder, generator};
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
         std::path::Path::new(&chromium).exists(),
-        "the browser tests need Chromium at {chromium} (Debian: apt-get install chromium; .ci/run installs it)"
+        "the browser tests need Chromium at {chromium} (Debian: apt-get install chromium; make deps installs it)"
     );
     let dir = browser_tools();
-    // Token by token, so the page can show the answer growing: with the claim check (on
-    // by default) a sentence arrives whole, and a one-sentence answer in one piece.
     let options = docent::chat::AskOptions {
         min_score: 0.3,
         check_claims: false,
         ..docent::chat::AskOptions::default()
     };
-    let s = crate::server::start_with(
-        dyn_embedder(),
-        generator(),
-        Limits {
-            allow_private_targets: true,
-            ..Limits::default()
-        },
-        options,
-    )
-    .await;
+    let limits = Limits {
+        allow_private_targets: true,
+        ..Limits::default()
+    };
+    let s = crate::server::start_with(dyn_embedder(), generator(), limits, options).await;
+    (chromium, dir, s)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_widget_works_in_a_real_browser_against_the_real_model() {
+    use crate::events::{receiver, start_delivery};
+    let (chromium, dir, s) = browser_setup().await;
     start_delivery(&s);
     let hook = receiver();
     let (status, _, _) = s

@@ -66,7 +66,10 @@ async function visit(page, route, heading) {
   // A hash change keeps the document: mark the old page stale so the wait below is for
   // the new one.
   await page.evaluate(() => document.querySelector('main')?.setAttribute('aria-busy', 'stale')).catch(() => {});
-  await page.goto(`${ADMIN}#/${route}`);
+  const target = `${ADMIN}#/${route}`;
+  // Going to the URL the page is on changes no hash and renders nothing: load it again.
+  if (page.url() === target) await page.reload();
+  else await page.goto(target);
   const h1 = page.locator('main h1');
   if (heading) await h1.filter({ hasText: heading }).first().waitFor({ timeout: 15_000 });
   else await h1.first().waitFor({ timeout: 15_000 });

@@ -77,7 +77,12 @@ async function route() {
   endPage();
   const mine = generation;
   const [name, ...rest] = hash.slice(2).split('/');
-  const id = rest.length ? decodeURIComponent(rest.join('/')) : null;
+  let id = null;
+  try {
+    id = rest.length ? decodeURIComponent(rest.join('/')) : null;
+  } catch {
+    id = rest.join('/'); // a malformed escape stays as typed; the page then finds nothing
+  }
   const r = ROUTES[name];
   markNav(name);
   // Busy until the page has its data: assistive technology (and the tests) wait on it.

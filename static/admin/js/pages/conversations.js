@@ -121,7 +121,7 @@ function results(api, bots, params) {
   };
   const more = button('Load more', () => load(false), { id: 'load-more', hidden: true });
   const wrap = h('div', { class: 'table-wrap', tabindex: '0', role: 'region', 'aria-label': 'Conversations table' }, h('table', {}, [
-    h('caption', { class: 'sr-only' }, 'Conversations, newest first'),
+    h('caption', { class: 'sr-only' }, 'Conversations'),
     h('thead', {}, h('tr', {}, ['Started', 'Bot', 'State', 'Ratings', 'Open'].map((x) => h('th', { scope: 'col' }, x)))),
     tbody,
   ]));

@@ -1,7 +1,7 @@
 // Content gaps page: unanswered and rated-down question groups, and the bot's curated answers.
 
 import {
-  h, clear, field, form, header, section, action, toast, errorText, confirmDialog, fmtNum, fmtTime,
+  h, clear, field, form, header, section, action, toast, errorText, confirmDialog, fmtNum,
   loadBots, botSelect, noBots,
 } from '../ui.js';
 import { enc, query } from '../api.js';
@@ -52,14 +52,13 @@ function answerEditor(api, botId, onSaved) {
     el.scrollIntoView({ block: 'start' });
     (q ? answer : question).focus();
   };
-  return { el, open };
+  return { el, open, reset };
 }
 
 function answerItem(api, botId, a, edit, reload) {
   return h('li', { class: 'answer' }, [
     h('p', { class: 'answer-q' }, a.question),
     h('p', { class: 'answer-a' }, a.answer),
-    a.updated || a.created ? h('p', { class: 'hint' }, `Updated ${fmtTime(a.updated || a.created)}`) : null,
     h('div', { class: 'actions' }, [
       h('button', { type: 'button', class: 'btn btn-small', onclick: () => edit(a.question, a.answer, a.id) }, 'Edit'),
       action('Remove', async () => {
@@ -98,6 +97,8 @@ export async function render(main, { api }) {
       : h('p', { class: 'empty' }, 'No curated answers yet.'));
   };
   const editor = answerEditor(api, botId, loadAnswers);
+  // An answer being edited belongs to the bot it was opened for.
+  picker.querySelector('select').addEventListener('change', () => editor.reset());
   const load = async () => {
     const report = await api.get(`/v1/bots/${enc(botId())}/analytics${query({ from: range.from.value, to: range.to.value })}`);
     clear(groups).append(

@@ -40,9 +40,18 @@ function waitingList(api, bots, selected, live) {
     if (ul.isConnected) document.title = `${convs.length ? `(${convs.length}) ` : ''}Inbox · docent console`;
   };
 
+  // Every waiting conversation: the list is in id order, not by time, so all pages are
+  // read (at most 10, 2,000 conversations), then sorted newest handoff first.
   const fetchWaiting = async () => {
-    const page = await api.get(`/v1/conversations${query({ state: 'handed_off', limit: 200 })}`);
-    return (page.data || []).filter((c) => c.state === 'handed_off')
+    const all = [];
+    let cursor = null;
+    for (let i = 0; i < 10; i++) {
+      const page = await api.get(`/v1/conversations${query({ state: 'handed_off', limit: 200, cursor })}`);
+      all.push(...(page.data || []));
+      cursor = page.next_cursor || null;
+      if (!cursor) break;
+    }
+    return all.filter((c) => c.state === 'handed_off')
       .sort((x, y) => (y.handed_off_at || 0) - (x.handed_off_at || 0));
   };
   return { el: h('div', {}, [ul, empty]), refresh: async () => apply(await fetchWaiting()) };
@@ -93,6 +102,11 @@ async function openConversation(panel, { api, session, navigate }, id, bots, liv
     } else if (d.event === 'state') {
       const s = meta.querySelector('.state');
       if (s) s.textContent = stateName(d.state);
+      // Given back or closed by someone else: a reply now would take it over again.
+      const waiting = d.state === 'handed_off';
+      panel.querySelectorAll('form.reply textarea, form.reply button, #hand-back, #close-conversation')
+        .forEach((el) => { el.disabled = !waiting; });
+      if (!waiting) feedNote.textContent = `This conversation is ${stateName(d.state).toLowerCase()} now; nobody waits for a reply.`;
     } else if (d.event === 'end') {
       es.close();
       feedNote.textContent = `Live updates ended (${d.reason}).`;

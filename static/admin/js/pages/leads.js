@@ -25,12 +25,15 @@ export async function render(main, { api }) {
   let cursor = null;
   const more = button('Load more', () => load(false).catch((e) => toast(errorText(e), true)), { id: 'leads-more', hidden: true });
 
+  let seq = 0;
   const load = async (fresh) => {
     if (fresh) { cursor = null; clear(tbody); }
+    const mine = ++seq; // a load overtaken by a newer one (another bot picked) is dropped
     csv.href = `/v1/leads${query({ bot_id: sel.value, format: 'csv' })}`;
     more.disabled = true;
     try {
       const page = await api.get(`/v1/leads${query({ bot_id: sel.value, limit: 50, cursor })}`);
+      if (mine !== seq) return;
       tbody.append(...(page.data || []).map(row));
       cursor = page.next_cursor || null;
       more.hidden = !cursor;

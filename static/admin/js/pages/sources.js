@@ -41,20 +41,33 @@ function jobWatcher(api, panel, onFinal) {
   let timer = 0;
   let watching = null;
   let stopped = false;
+  let polling = false;
   const poll = async () => {
+    polling = true;
+    const id = watching;
     try {
-      const j = await api.get(`/v1/jobs/${enc(watching)}`);
+      const j = await api.get(`/v1/jobs/${enc(id)}`);
       if (stopped) return;
-      panel.show(j);
-      if (FINAL.includes(j.state)) { onFinal(j); return; }
+      if (id === watching) {
+        panel.show(j);
+        if (FINAL.includes(j.state)) { onFinal(j); return; }
+      }
     } catch (err) {
       if (err.status === 401) return;
       toast(errorText(err), true);
+    } finally {
+      polling = false;
     }
     if (!stopped) timer = setTimeout(poll, 1000);
   };
   return {
-    watch(job) { clearTimeout(timer); watching = job.id; panel.show(job); timer = setTimeout(poll, 1000); },
+    // A poll in flight sees the new job id when it schedules the next one: one loop.
+    watch(job) {
+      clearTimeout(timer);
+      watching = job.id;
+      panel.show(job);
+      if (!polling) timer = setTimeout(poll, 1000);
+    },
     stop() { stopped = true; clearTimeout(timer); },
   };
 }
