@@ -186,6 +186,10 @@ pub struct Page {
     #[serde(default)]
     pub links: Vec<String>,
     pub chunk_ids: Vec<u64>,
+    /// When an ingest last fetched it and found it new or changed or the same (unix
+    /// seconds; none for pages stored before this was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crawled: Option<u64>,
 }
 
 /// One retrievable passage: a token window of one page, with the headings above it.

@@ -1199,6 +1199,7 @@ mod tests {
             last_modified: None,
             links: Vec::new(),
             chunk_ids: ids,
+            crawled: None,
         };
         let commit = IngestCommit {
             ingest: "ing_1".into(),

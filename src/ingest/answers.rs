@@ -112,6 +112,7 @@ pub async fn put(
         last_modified: None,
         links: Vec::new(),
         chunk_ids: Vec::new(),
+        crawled: Some(crate::telemetry::unix_now()),
     };
     let chunk = Chunk {
         bot: bot.clone(),

@@ -429,6 +429,7 @@ impl Stager<'_> {
                     last_modified: page.last_modified,
                     links: page.links,
                     body_hash: page.body_hash,
+                    crawled: Some(crate::telemetry::unix_now()),
                     ..old.clone()
                 });
                 continue;
@@ -473,6 +474,7 @@ impl Stager<'_> {
                 last_modified: page.last_modified,
                 links: page.links,
                 chunk_ids: Vec::new(),
+                crawled: Some(crate::telemetry::unix_now()),
             };
             (record, chunks)
         })

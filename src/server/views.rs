@@ -471,6 +471,10 @@ pub struct PageView {
     pub url: String,
     pub title: String,
     pub chunks: usize,
+    /// `page` (from a crawl or an ingest) or `answer` (a curated answer).
+    pub kind: &'static str,
+    /// When an ingest last fetched it, or the answer was written (unix seconds).
+    pub crawled: Option<u64>,
 }
 
 impl From<&Page> for PageView {
@@ -479,6 +483,12 @@ impl From<&Page> for PageView {
             url: page.url.clone(),
             title: page.title.clone(),
             chunks: page.chunk_ids.len(),
+            kind: if crate::ingest::answers::is_curated(&page.url) {
+                "answer"
+            } else {
+                "page"
+            },
+            crawled: page.crawled,
         }
     }
 }

@@ -470,6 +470,71 @@ async fn an_agent_hands_back_and_closes_conversations_and_lists_filter_by_state(
     crate::server::assert_error(&response, 400, "invalid_request");
 }
 
+/// Every route of /openapi.json that takes a key, called from an agent's session with its
+/// CSRF token: the agent's own routes are the list below, and every other one is 403
+/// `forbidden` before it does anything, routes added later included.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_session_is_refused_on_every_route_but_its_own() {
+    const AGENT_MAY: &[(&str, &str)] = &[
+        ("get", "/v1/bots"),
+        ("get", "/v1/conversations"),
+        ("get", "/v1/conversations/{id}"),
+        ("get", "/v1/conversations/{id}/events"),
+        ("post", "/v1/conversations/{id}/messages"),
+        ("post", "/v1/conversations/{id}/resume"),
+        ("post", "/v1/conversations/{id}/close"),
+        ("get", "/v1/leads"),
+        ("get", "/v1/auth/session"),
+        ("post", "/v1/auth/logout"),
+    ];
+    let (s, _) = fake_server(Limits::default()).await;
+    create_account(
+        &s,
+        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
+    )
+    .await;
+    let (_, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
+    let cookie = token(&set_cookie);
+    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    let (_, _, spec) = s.call("GET", "/openapi.json", None, None).await;
+    let mut refused = 0;
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let keyed = op["security"]
+                .as_array()
+                .is_some_and(|s| s.iter().any(|r| r.get("bearer").is_some()));
+            // /metrics answers loopback clients without a key by design (README).
+            if !keyed || path == "/metrics" || AGENT_MAY.contains(&(method.as_str(), path.as_str()))
+            {
+                continue;
+            }
+            let concrete = path
+                .replace("{id}", "zephyr")
+                .replace("{answer_id}", "ans_x")
+                .replace("{user_id}", "u1");
+            let (status, body) = as_session(
+                &s,
+                &method.to_uppercase(),
+                &concrete,
+                &cookie,
+                Some(&csrf),
+                Some(json!({})),
+            )
+            .await;
+            assert_eq!(
+                (status, body["error"]["code"].as_str()),
+                (403, Some("forbidden")),
+                "{method} {path} as an agent: {body}"
+            );
+            refused += 1;
+        }
+    }
+    assert!(refused >= 30, "only {refused} routes were tried");
+    // And the session still works for what is the agent's.
+    let (status, _) = as_session(&s, "GET", "/v1/bots", &cookie, None, None).await;
+    assert_eq!(status, 200);
+}
+
 /// The console in Debian's Chromium against the real small model: the first owner made
 /// from the admin key, a bot created and crawled from the forms, a webhook made in the
 /// console, a visitor's thumbs down and handoff in the widget, an agent answering from the

@@ -127,8 +127,9 @@ export async function render(main, { api }) {
 
 function pageTable(pages, remove) {
   if (!pages.length) return h('p', { class: 'empty' }, 'Nothing indexed yet.');
-  return table('Indexed pages', ['Title', 'URL', 'Chunks', 'Actions'], pages.map((p) => h('tr', { class: 'page-row' }, [
-    td(p.title || '(untitled)'), td(safeLink(p.url)), td(fmtNum(p.chunks)),
+  const kind = (p) => (p.kind === 'answer' ? 'Curated answer' : 'Indexed');
+  return table('Indexed pages', ['Title', 'URL', 'Status', 'Last crawl', 'Chunks', 'Actions'], pages.map((p) => h('tr', { class: 'page-row' }, [
+    td(p.title || '(untitled)'), td(safeLink(p.url)), td(kind(p)), td(fmtTime(p.crawled)), td(fmtNum(p.chunks)),
     td(action('Remove', () => remove(p.url), { class: 'btn btn-small btn-danger remove-page', 'aria-label': `Remove ${p.url}` })),
   ])));
 }
