@@ -168,6 +168,36 @@ pub struct SourceSchedule {
     /// Seconds between incremental re-crawls; `None`: crawled once.
     pub recrawl_every: Option<u64>,
     pub last_crawl: Option<u64>,
+    /// How far its crawls go from `url`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Most pages one crawl of it indexes; `None`: the crawler's default (1,000).
+    #[serde(default)]
+    pub max_pages: Option<usize>,
+}
+
+impl SourceSchedule {
+    /// A source crawled once, with the crawler's defaults.
+    pub fn once(url: String) -> SourceSchedule {
+        SourceSchedule {
+            url,
+            recrawl_every: None,
+            last_crawl: None,
+            scope: Scope::default(),
+            max_pages: None,
+        }
+    }
+}
+
+/// How far a crawl goes from its start URL.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Same scheme and host, and under the start URL's directory.
+    #[default]
+    Path,
+    /// Same scheme and host.
+    Host,
 }
 
 /// One indexed page of a bot.
@@ -605,15 +635,23 @@ pub struct CrawlJob {
     pub error: Option<String>,
     pub created: u64,
     pub finished: Option<u64>,
+    /// How far the crawl goes from `url`.
+    #[serde(default)]
+    pub scope: Scope,
+    /// Most pages it indexes; `None`: the crawler's default (1,000).
+    #[serde(default)]
+    pub max_pages: Option<usize>,
 }
 
 impl CrawlJob {
-    /// A job just queued.
-    pub fn queued(id: String, bot_id: BotId, url: String, created: u64) -> CrawlJob {
+    /// A job just queued: a crawl of `source` as it is now.
+    pub fn queued(id: String, bot_id: BotId, source: &SourceSchedule, created: u64) -> CrawlJob {
         CrawlJob {
             id,
             bot_id,
-            url,
+            url: source.url.clone(),
+            scope: source.scope,
+            max_pages: source.max_pages,
             state: JobState::Queued,
             phase: String::new(),
             progress: 0,

@@ -33,13 +33,7 @@ const MAX_DEFERRED: usize = 200;
 /// The token robots.txt groups are matched against.
 const ROBOTS_AGENT: &str = "docent";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// Same scheme and host, and under the start URL's directory.
-    Path,
-    /// Same scheme and host.
-    Host,
-}
+pub use crate::domain::Scope;
 
 #[derive(Debug, Clone)]
 pub struct CrawlOptions {
@@ -119,6 +113,19 @@ pub struct CrawlReport {
     /// Distinct URLs the SSRF guard refused before connecting (pages, sitemaps, redirect
     /// hops).
     pub refused: usize,
+    /// The URL prefix this source covers: its commit removes the bot's pages under it
+    /// that it did not see again, and leaves the pages of its other sources alone.
+    /// `None`: every page of the bot is the source's.
+    pub covers: Option<String>,
+}
+
+impl CrawlReport {
+    /// Whether `url` is this source's to keep or remove.
+    pub fn covers(&self, url: &str) -> bool {
+        self.covers
+            .as_deref()
+            .is_none_or(|prefix| url.starts_with(prefix))
+    }
 }
 
 enum Outcome {
@@ -427,6 +434,7 @@ pub async fn crawl(
         }
     }
     report.refused = fetcher.refused();
+    report.covers = Some(scope.prefix());
     Ok(report)
 }
 
@@ -643,6 +651,12 @@ impl ScopeRule {
         }
     }
 
+    /// The start of every URL in scope: its origin, then the directory or `/`.
+    fn prefix(&self) -> String {
+        let path = self.path_prefix.as_deref().unwrap_or("/");
+        format!("{}{path}", self.origin)
+    }
+
     fn contains(&self, url: &Url) -> bool {
         matches!(url.scheme(), "http" | "https")
             && origin(url) == self.origin
@@ -668,6 +682,13 @@ mod tests {
         assert!(!inside("http://other.example/book/"));
         let host = ScopeRule::new(&start, Scope::Host);
         assert!(host.contains(&Url::parse("http://h.example/std/").unwrap()));
+        // A URL is in scope exactly when it starts with the scope's prefix.
+        assert_eq!(rule.prefix(), "http://h.example/book/");
+        assert_eq!(host.prefix(), "http://h.example/");
+        let odd_port = Url::parse("https://h.example:8443/a/b.html").unwrap();
+        let rule = ScopeRule::new(&odd_port, Scope::Path);
+        assert_eq!(rule.prefix(), "https://h.example:8443/a/");
+        assert!(rule.contains(&odd_port) && odd_port.as_str().starts_with(&rule.prefix()));
     }
 
     #[test]

@@ -119,7 +119,27 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
             links: Vec::new(),
         });
     }
+    report.covers = Some(folder_prefix(&root, base_url)?);
     Ok(report)
+}
+
+/// The start of every page URL a scan of `root` gives: the folder's own URL, ending in `/`.
+fn folder_prefix(root: &Path, base_url: Option<&Url>) -> anyhow::Result<String> {
+    let mut prefix = match base_url {
+        Some(base) => {
+            let mut base = base.clone();
+            base.set_query(None);
+            base.set_fragment(None);
+            base.to_string()
+        }
+        None => Url::from_directory_path(root)
+            .map_err(|_| anyhow::anyhow!("cannot make a URL of {}", root.display()))?
+            .to_string(),
+    };
+    if !prefix.ends_with('/') {
+        prefix.push('/');
+    }
+    Ok(prefix)
 }
 
 fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {

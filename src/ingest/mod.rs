@@ -286,12 +286,13 @@ async fn run_staged(
         .map(|p| p.url.as_str())
         .chain(report.not_modified.iter().map(String::as_str))
         .chain(report.failed.iter().map(|(url, _)| url.as_str()))
-        // Curated answers are the operator's, not the site's: a crawl keeps them.
+        // Curated answers are the operator's, not the site's, and pages outside this
+        // source's scope are its other sources': a crawl keeps them.
         .chain(
             previous
                 .keys()
                 .map(String::as_str)
-                .filter(|url| answers::is_curated(url)),
+                .filter(|url| answers::is_curated(url) || !report.covers(url)),
         )
         .collect();
     let removed_urls: Vec<String> = previous

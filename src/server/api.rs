@@ -531,6 +531,48 @@ pub(crate) struct NewSource {
     /// `24h`, `30m`, `7d`, or seconds (at least a minute).
     #[schema(pattern = "^[0-9]{1,9}[smhd]?$")]
     recrawl_every: Option<String>,
+    /// How far the crawl goes: `path` (the default), pages under the start URL's
+    /// directory; `host`, the whole host.
+    #[schema(value_type = Option<super::schemas::Scope>)]
+    scope: Option<String>,
+    /// Most pages one crawl indexes (default 1,000).
+    #[schema(minimum = 1, maximum = 50000)]
+    max_pages: Option<u64>,
+}
+
+/// The most pages one crawl of an API-added source may index.
+const MAX_PAGES_LIMIT: u64 = 50_000;
+
+impl NewSource {
+    /// The scope and page limit asked for, checked.
+    fn limits(&self) -> ApiResult<(crate::domain::Scope, Option<usize>)> {
+        use crate::domain::Scope;
+        let scope = match self.scope.as_deref() {
+            None | Some("path") => Scope::Path,
+            Some("host") => Scope::Host,
+            Some(other) => {
+                return Err(ApiError::bad_request(
+                    "invalid_request",
+                    format!("scope must be \"path\" or \"host\", not {other:?}"),
+                ));
+            }
+        };
+        let max_pages = self
+            .max_pages
+            .map(|n| {
+                (1..=MAX_PAGES_LIMIT)
+                    .contains(&n)
+                    .then_some(n as usize)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(
+                            "invalid_request",
+                            format!("max_pages must be between 1 and {MAX_PAGES_LIMIT}"),
+                        )
+                    })
+            })
+            .transpose()?;
+        Ok((scope, max_pages))
+    }
 }
 
 #[utoipa::path(post, path = "/v1/bots/{id}/sources", tag = "bots", summary = "Queue a crawl of a site into the bot (admin)", request_body = NewSource, params(("id" = String, Path, description = "Bot id", pattern = "^[a-z0-9-]{1,64}$")), security(("bearer" = [])), responses((status = 202, description = "Queued", body = SourceAccepted), ApiErrors))]
@@ -543,6 +585,7 @@ pub(crate) async fn add_source(
     let bot = admin_bot(&state, &caller, &path).await?;
     let id = bot.id.clone();
     let body = body.into_inner();
+    let (scope, max_pages) = body.limits()?;
     let raw = body
         .url
         .ok_or_else(|| ApiError::bad_request("missing_field", "url is required"))?;
@@ -584,8 +627,14 @@ pub(crate) async fn add_source(
             ApiError::bad_request("target_not_allowed", format!("refusing to crawl: {why}"))
         })?;
     }
+    let source = crate::domain::SourceSchedule {
+        recrawl_every: every,
+        scope,
+        max_pages,
+        ..crate::domain::SourceSchedule::once(url.to_string())
+    };
     let jobs = state.jobs.clone();
-    let job = blocking(move || Ok(jobs.add_source(&id, &url, every)?)).await?;
+    let job = blocking(move || Ok(jobs.add_source(&id, source)?)).await?;
     Ok(HttpResponse::Accepted().json(SourceAccepted::new(job)))
 }
 

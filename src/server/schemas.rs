@@ -204,6 +204,18 @@ pub struct JobView {
     pub error: Option<String>,
     pub created: u64,
     pub finished: Option<u64>,
+    pub scope: Scope,
+    /// Most pages the crawl indexes; null: the crawler's default (1,000).
+    pub max_pages: Option<usize>,
+}
+
+/// How far a crawl goes from its start URL: `path`, pages under the start URL's
+/// directory; `host`, the start URL's whole host (same scheme and port).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    Path,
+    Host,
 }
 
 #[cfg(test)]
@@ -311,7 +323,8 @@ mod tests {
             rated_down_questions: Vec::new(),
         };
         assert_eq!(properties::<Report>(), fields(&report));
-        let job = crate::domain::CrawlJob::queued("job_1".into(), bot, "https://a/".into(), 1);
+        let source = crate::domain::SourceSchedule::once("https://a/".into());
+        let job = crate::domain::CrawlJob::queued("job_1".into(), bot, &source, 1);
         assert_eq!(properties::<JobView>(), fields(&job));
     }
 
@@ -339,5 +352,8 @@ mod tests {
         use crate::domain::JobState as S;
         let stored = [S::Queued, S::Running, S::Done, S::Failed].map(|s| json!(s));
         assert_eq!(states, json!(stored));
+        let scopes = serde_json::to_value(Scope::schema()).unwrap()["enum"].clone();
+        use crate::domain::Scope as C;
+        assert_eq!(scopes, json!([C::Path, C::Host]));
     }
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::chat::Answer;
 use crate::domain::{
     Bot, BotId, Conversation, ConversationState, CrawlJob, Feedback, Intent, Lead, LeadCapture,
-    Message, Page, Role, SourceRef,
+    Message, Page, Role, Scope, SourceRef,
 };
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
@@ -25,6 +25,10 @@ pub struct SourceScheduleView {
     pub url: String,
     pub recrawl_every: Option<u64>,
     pub last_crawl: Option<u64>,
+    #[schema(value_type = super::schemas::Scope)]
+    pub scope: Scope,
+    /// Most pages one crawl indexes; null: the crawler's default (1,000).
+    pub max_pages: Option<usize>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -73,6 +77,8 @@ impl From<&Bot> for BotView {
                     url: redact_userinfo(&s.url),
                     recrawl_every: s.recrawl_every,
                     last_crawl: s.last_crawl,
+                    scope: s.scope,
+                    max_pages: s.max_pages,
                 })
                 .collect(),
             lead_capture: settings.lead_capture.clone(),

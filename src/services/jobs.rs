@@ -106,31 +106,24 @@ impl Jobs {
         }
     }
 
-    /// Makes `url` one of the bot's sources (re-crawled every `every` seconds when
-    /// given; one entry per URL) and queues its crawl now.
-    pub fn add_source(
-        &self,
-        bot: &BotId,
-        url: &Url,
-        every: Option<u64>,
-    ) -> anyhow::Result<CrawlJob> {
-        let source_url = url.to_string();
+    /// Makes `source` one of the bot's sources (one entry per URL: the last one given
+    /// stands, its schedule, scope and page limit) and queues its crawl now.
+    pub fn add_source(&self, bot: &BotId, source: SourceSchedule) -> anyhow::Result<CrawlJob> {
         self.store.update_bot(bot, &mut |record| {
             let sources = &mut record.settings.sources;
-            sources.retain(|s| s.url != source_url);
+            sources.retain(|s| s.url != source.url);
             sources.push(SourceSchedule {
-                url: source_url.clone(),
-                recrawl_every: every,
                 last_crawl: None,
+                ..source.clone()
             });
         })?;
-        self.submit(bot, url)
+        self.submit(bot, &source)
     }
 
-    /// Queues a crawl of `url` into `bot`.
-    pub fn submit(&self, bot: &BotId, url: &Url) -> anyhow::Result<CrawlJob> {
+    /// Queues a crawl of `source` into `bot`.
+    pub fn submit(&self, bot: &BotId, source: &SourceSchedule) -> anyhow::Result<CrawlJob> {
         let id = crate::ids::job();
-        let job = CrawlJob::queued(id, bot.clone(), url.to_string(), unix_now());
+        let job = CrawlJob::queued(id, bot.clone(), source, unix_now());
         self.store.put_job(&job)?;
         self.enqueue(job.clone())?;
         Ok(job)
@@ -244,9 +237,7 @@ fn queue_due_recrawls(jobs: &Jobs) {
             {
                 continue;
             }
-            if let Ok(url) = Url::parse(&source.url)
-                && let Err(e) = jobs.submit(&bot.id, &url)
-            {
+            if let Err(e) = jobs.submit(&bot.id, source) {
                 tracing::warn!(
                     "cannot queue the re-crawl of {}: {e:#}",
                     redact_userinfo(&source.url)
@@ -257,19 +248,20 @@ fn queue_due_recrawls(jobs: &Jobs) {
 }
 
 fn run_job(jobs: &Jobs, host: &dyn CrawlHost, job: &Job, runtime: &tokio::runtime::Runtime) {
-    let (bot, url) = {
+    let started = {
         let mut record = job.record.lock().expect("job lock");
         record.state = JobState::Running;
         record.phase.clear();
         if let Err(e) = jobs.store.put_job(&record) {
             tracing::warn!(job = record.id, "cannot record the job's start: {e:#}");
         }
-        (record.bot_id.clone(), record.url.clone())
+        record.clone()
     };
-    let result = crawl(jobs, host, job, &bot, &url, runtime);
-    host.crawled(&bot);
-    let _ = jobs.store.update_bot(&bot, &mut |b| {
-        for source in b.settings.sources.iter_mut().filter(|s| s.url == url) {
+    let (bot, url) = (&started.bot_id, &started.url);
+    let result = crawl(jobs, host, job, &started, runtime);
+    host.crawled(bot);
+    let _ = jobs.store.update_bot(bot, &mut |b| {
+        for source in b.settings.sources.iter_mut().filter(|s| &s.url == url) {
             source.last_crawl = Some(unix_now());
         }
     });
@@ -307,17 +299,18 @@ fn finish(record: &mut CrawlJob, result: anyhow::Result<IngestSummary>) {
     }
 }
 
+/// Runs the crawl `started` describes, with its scope and page limit.
 fn crawl(
     jobs: &Jobs,
     host: &dyn CrawlHost,
     job: &Job,
-    bot: &BotId,
-    url: &str,
+    started: &CrawlJob,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<IngestSummary> {
     let embedding = host
         .embedding()
         .ok_or_else(|| anyhow::anyhow!("the models are not loaded yet"))?;
+    let bot = &started.bot_id;
     let record = jobs.store.get_bot(bot)?;
     let guard = (!jobs.allow_private_targets).then(|| {
         Arc::new(TargetGuard {
@@ -327,8 +320,12 @@ fn crawl(
     let request = IngestRequest {
         bot: bot.clone(),
         name: None,
-        source: Source::Web(Url::parse(url)?),
+        source: Source::Web(Url::parse(&started.url)?),
         crawl: CrawlOptions {
+            scope: started.scope,
+            max_pages: started
+                .max_pages
+                .unwrap_or(CrawlOptions::default().max_pages),
             guard,
             proxy: jobs.proxy.clone(),
             env_proxy: false,
@@ -350,8 +347,8 @@ mod tests {
     use super::*;
 
     fn job() -> CrawlJob {
-        let url = "https://ana:secret@docs.example/".to_string();
-        CrawlJob::queued("job_1".into(), BotId::parse("docs").unwrap(), url, 1)
+        let source = SourceSchedule::once("https://ana:secret@docs.example/".into());
+        CrawlJob::queued("job_1".into(), BotId::parse("docs").unwrap(), &source, 1)
     }
 
     #[test]
@@ -363,18 +360,32 @@ mod tests {
             .create_bot(&crate::domain::fixtures::bot("docs"))
             .unwrap();
         let jobs = Jobs::new(store.clone(), false, None);
-        let url = Url::parse("https://docs.example/").unwrap();
+        let url = "https://docs.example/guide/";
         // No worker yet: nothing can be queued.
-        assert!(jobs.submit(&id, &url).is_err());
+        assert!(jobs.submit(&id, &SourceSchedule::once(url.into())).is_err());
         let (tx, rx) = std::sync::mpsc::channel();
         *jobs.queue.lock().unwrap() = Some(tx);
-        let first = jobs.add_source(&id, &url, Some(3600)).unwrap();
-        let second = jobs.add_source(&id, &url, None).unwrap();
+        let scheduled = SourceSchedule {
+            recrawl_every: Some(3600),
+            scope: crate::domain::Scope::Host,
+            max_pages: Some(20),
+            ..SourceSchedule::once(url.into())
+        };
+        let first = jobs.add_source(&id, scheduled).unwrap();
+        assert_eq!(
+            (first.scope, first.max_pages),
+            (crate::domain::Scope::Host, Some(20)),
+            "the job crawls as far as its source says"
+        );
+        let second = jobs
+            .add_source(&id, SourceSchedule::once(url.into()))
+            .unwrap();
         let sources = store.get_bot(&id).unwrap().settings.sources;
         assert_eq!(sources.len(), 1, "{sources:?}");
         assert_eq!(
-            sources[0].recrawl_every, None,
-            "the last schedule given stands"
+            sources[0],
+            SourceSchedule::once(url.into()),
+            "the last schedule, scope and limit given stand"
         );
         assert_eq!(
             jobs.get(&first.id).unwrap().unwrap().state,
@@ -382,7 +393,7 @@ mod tests {
         );
         assert_eq!(store.get_job(&second.id).unwrap().unwrap(), second);
         assert_eq!(rx.try_iter().count(), 2);
-        assert!(jobs.is_active(&id, url.as_str()));
+        assert!(jobs.is_active(&id, url));
         assert!(jobs.get("job_unknown").unwrap().is_none());
     }
 

@@ -20,4 +20,5 @@ mod index_recall;
 mod remote;
 mod remote_embed;
 mod server;
+mod sources;
 mod widget;

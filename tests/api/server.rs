@@ -1743,7 +1743,7 @@ async fn schemathesis_finds_no_server_errors_or_spec_violations() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts() {
-    use docent::domain::{Bot, BotSettings, CrawlJob, JobState};
+    use docent::domain::{Bot, BotSettings, CrawlJob, JobState, SourceSchedule};
     let site = crate::helpers::serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
     let store = docent::store::open(data.path()).unwrap();
@@ -1766,7 +1766,12 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     let job = CrawlJob {
         state: JobState::Running,
         progress: 3,
-        ..CrawlJob::queued("job_interrupted".into(), bot.clone(), site.url("/"), 1)
+        ..CrawlJob::queued(
+            "job_interrupted".into(),
+            bot.clone(),
+            &SourceSchedule::once(site.url("/")),
+            1,
+        )
     };
     store.put_job(&job).unwrap();
     // The next start queues it again and runs it to the end.

@@ -174,6 +174,8 @@ await step('b. the owner creates a bot from the form and crawls the fixture site
   const botSelect = ownerPage.locator('main select').first();
   await botSelect.selectOption('acme');
   await ownerPage.locator('#source-url').fill(config.site_url);
+  await ownerPage.locator('#source-scope').selectOption('host');
+  await ownerPage.locator('#source-max-pages').fill('40');
   await ownerPage.locator('#source-add').click();
   const status = ownerPage.locator('#job-status');
   await ownerPage.waitForFunction(() => /\b(done|failed)\s*$/.test(document.querySelector('#job-status')?.textContent || ''), null, { timeout: 120_000 });
@@ -182,6 +184,11 @@ await step('b. the owner creates a bot from the form and crawls the fixture site
   assert.equal(pages.status, 200, pages.text);
   const listed = pages.json.data || pages.json.pages || pages.json;
   assert.ok(Array.isArray(listed) && listed.length >= 3, `pages indexed: ${pages.text.slice(0, 300)}`);
+  // The source keeps the scope and page limit the form gave, and the table says them.
+  const acme = await fetchIn(ownerPage, 'GET', '/v1/bots/acme');
+  const source = acme.json.sources.find((s) => s.url === config.site_url);
+  assert.deepEqual([source?.scope, source?.max_pages], ['host', 40], acme.text);
+  await ownerPage.getByRole('cell', { name: 'The whole site (host)' }).first().waitFor({ timeout: 15_000 });
   await ownerPage.getByText(listed[0].url, { exact: false }).first().waitFor({ timeout: 15_000 });
   // One page removed from the list, with its passages.
   const rows = ownerPage.locator('.page-row');

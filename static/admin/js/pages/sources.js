@@ -7,6 +7,8 @@ import {
 import { enc, query } from '../api.js';
 
 const SCHEDULES = [['', 'Never (crawl once)'], ['1h', 'Every hour'], ['6h', 'Every 6 hours'], ['24h', 'Every day'], ['7d', 'Every week']];
+const SCOPES = [['path', 'Under the start URL\'s folder'], ['host', 'The whole site (host)']];
+const SCOPE_NAMES = Object.fromEntries(SCOPES);
 const FINAL = ['done', 'failed'];
 
 function jobLine(job) {
@@ -74,19 +76,31 @@ function jobWatcher(api, panel, onFinal) {
 
 function sourceTable(bot, crawl) {
   if (!(bot.sources || []).length) return h('p', { class: 'empty' }, 'No sources yet.');
-  return table('Sources', ['URL', 'Re-crawl', 'Last crawl', 'Actions'], bot.sources.map((s) => h('tr', {}, [
-    td(safeLink(s.url)), td(fmtDuration(s.recrawl_every)), td(fmtTime(s.last_crawl)),
-    td(action('Re-crawl', () => crawl(s.url, s.recrawl_every ? String(s.recrawl_every) : null), { 'aria-label': `Re-crawl ${s.url}`, class: 'btn btn-small' })),
+  return table('Sources', ['URL', 'Scope', 'Page limit', 'Re-crawl', 'Last crawl', 'Actions'], bot.sources.map((s) => h('tr', {}, [
+    td(safeLink(s.url)), td(SCOPE_NAMES[s.scope] || s.scope), td(s.max_pages != null ? fmtNum(s.max_pages) : 'Default (1,000)'),
+    td(fmtDuration(s.recrawl_every)), td(fmtTime(s.last_crawl)),
+    td(action('Re-crawl', () => crawl({
+      url: s.url, scope: s.scope, max_pages: s.max_pages, recrawl_every: s.recrawl_every ? String(s.recrawl_every) : null,
+    }), { 'aria-label': `Re-crawl ${s.url}`, class: 'btn btn-small' })),
   ])));
 }
 
 function addForm(crawl) {
   const url = h('input', { id: 'source-url', type: 'url', required: true, placeholder: 'https://docs.example.com/' });
+  const scope = select('source-scope', SCOPES, 'path');
+  const limit = h('input', { id: 'source-max-pages', type: 'number', min: 1, max: 50000, step: 1, placeholder: '1000' });
   const every = select('source-schedule', SCHEDULES, '');
   const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'source-add' }, 'Add and crawl');
   return form({ class: 'grid-form', 'aria-label': 'Add a site' }, [
-    field('Start URL', url, 'The crawl follows links and sitemaps on this site.'), field('Re-crawl', every),
-  ], submit, async () => { await crawl(url.value.trim(), every.value); url.value = ''; });
+    field('Start URL', url, 'The crawl follows links and sitemaps on this site.'),
+    field('Scope', scope, 'Which links the crawl follows from the start URL.'),
+    field('Page limit', limit, 'Most pages one crawl indexes (default 1,000).'), field('Re-crawl', every),
+  ], submit, async () => {
+    await crawl({
+      url: url.value.trim(), scope: scope.value, max_pages: limit.value ? Number(limit.value) : null, recrawl_every: every.value || null,
+    });
+    url.value = '';
+  });
 }
 
 export async function render(main, { api }) {
@@ -114,8 +128,10 @@ export async function render(main, { api }) {
     toast('Page removed.');
     await refresh();
   };
-  const crawl = async (url, every) => {
-    const accepted = await api.post(`/v1/bots/${enc(botId())}/sources`, every ? { url, recrawl_every: every } : { url });
+  // A source as the API takes it; unset fields are left out (the server's defaults).
+  const crawl = async (source) => {
+    const body = Object.fromEntries(Object.entries(source).filter(([, v]) => v != null && v !== ''));
+    const accepted = await api.post(`/v1/bots/${enc(botId())}/sources`, body);
     watcher.watch(accepted.job);
   };
   picker.querySelector('select').addEventListener('change', () => refresh().catch((e) => toast(errorText(e), true)));

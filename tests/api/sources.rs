@@ -1,0 +1,161 @@
+//! Sites added over the API (`POST /v1/bots/{id}/sources`): each crawls as far as its
+//! scope and page limit say, a bot keeps the pages of every source it has, and a scope or
+//! limit it cannot take is refused before anything is queued.
+
+use std::collections::BTreeSet;
+
+use docent::server::Limits;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestSite, fixture, serve};
+use crate::server::{TestServer, assert_error, fake_server, wait_for_job};
+
+const BOT: &str = "/v1/bots/scoped";
+
+/// Adds `body` as a source of the test bot and waits for its crawl to end.
+async fn add(s: &TestServer, body: Value) -> Value {
+    let (status, _, accepted) = s
+        .call(
+            "POST",
+            &format!("{BOT}/sources"),
+            Some(&s.admin),
+            Some(body),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = wait_for_job(s, accepted["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    job
+}
+
+/// The bot's page URLs on `site`, as paths.
+async fn paths_on(s: &TestServer, site: &TestSite) -> BTreeSet<String> {
+    let (status, _, pages) = s
+        .call("GET", &format!("{BOT}/pages"), Some(&s.admin), None)
+        .await;
+    assert_eq!(status, 200, "{pages}");
+    pages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["url"].as_str()?.strip_prefix(&site.base))
+        .map(str::to_string)
+        .collect()
+}
+
+fn set(paths: &[&str]) -> BTreeSet<String> {
+    paths.iter().map(|p| p.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_source_crawls_within_its_scope_and_page_limit_and_keeps_the_others_pages() {
+    let limits = Limits {
+        allow_private_targets: true,
+        ..Limits::default()
+    };
+    let (s, _) = fake_server(limits).await;
+    let (shop, news) = (serve(&fixture("site")), serve(&fixture("site-sitemap")));
+    let (status, _, bot) = s
+        .call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"id": "scoped", "name": "Scoped"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{bot}");
+
+    // Refused before anything is queued: a scope or a limit the crawler cannot take.
+    for (body, code) in [
+        (
+            json!({"url": shop.url("/"), "scope": "everything"}),
+            "invalid_request",
+        ),
+        (
+            json!({"url": shop.url("/"), "max_pages": 0}),
+            "invalid_request",
+        ),
+        (
+            json!({"url": shop.url("/"), "max_pages": 50_001}),
+            "invalid_request",
+        ),
+    ] {
+        let refused = s
+            .call(
+                "POST",
+                &format!("{BOT}/sources"),
+                Some(&s.admin),
+                Some(body.clone()),
+            )
+            .await;
+        assert_error(&refused, 400, code);
+        assert!(
+            refused.2["error"]["message"].as_str().unwrap().len() > 10,
+            "{body}"
+        );
+    }
+    let (_, _, bot) = s.call("GET", BOT, Some(&s.admin), None).await;
+    assert_eq!(bot["sources"], json!([]), "nothing refused was kept");
+
+    // The default scope is the start URL's folder: from a guide, only the guides.
+    let guides = add(&s, json!({"url": shop.url("guides/descaling.html")})).await;
+    assert_eq!(
+        (&guides["scope"], &guides["max_pages"]),
+        (&json!("path"), &Value::Null)
+    );
+    let guide_pages = set(&["/guides/descaling.html", "/guides/safety.html"]);
+    assert_eq!(paths_on(&s, &shop).await, guide_pages);
+
+    // A second site, the whole host but at most two pages: two pages, and the first
+    // source's pages stay.
+    let capped = add(
+        &s,
+        json!({"url": news.url("/"), "scope": "host", "max_pages": 2}),
+    )
+    .await;
+    assert_eq!(
+        (&capped["scope"], &capped["max_pages"]),
+        (&json!("host"), &json!(2))
+    );
+    assert_eq!(capped["pages_indexed"], 2, "{capped}");
+    assert_eq!(paths_on(&s, &news).await.len(), 2);
+    assert_eq!(
+        paths_on(&s, &shop).await,
+        guide_pages,
+        "another site's crawl keeps them"
+    );
+
+    // The first site from its root, host-wide: beyond the guides now, and the second
+    // site's pages stay.
+    let whole = add(
+        &s,
+        json!({"url": shop.url("/"), "scope": "host", "max_pages": 50}),
+    )
+    .await;
+    let shop_pages = paths_on(&s, &shop).await;
+    assert!(shop_pages.is_superset(&guide_pages), "{shop_pages:?}");
+    assert!(shop_pages.contains("/returns.html"), "{shop_pages:?}");
+    assert_eq!(whole["pages_removed"], 0, "{whole}");
+    assert_eq!(paths_on(&s, &news).await.len(), 2);
+
+    // The bot lists each source with its scope and limit, which its re-crawls keep.
+    let (_, _, bot) = s.call("GET", BOT, Some(&s.admin), None).await;
+    let listed: Vec<(Value, Value, Value)> = bot["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["url"].clone(), s["scope"].clone(), s["max_pages"].clone()))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (
+                json!(shop.url("guides/descaling.html")),
+                json!("path"),
+                Value::Null
+            ),
+            (json!(news.url("/")), json!("host"), json!(2)),
+            (json!(shop.url("/")), json!("host"), json!(50)),
+        ]
+    );
+}
