@@ -66,6 +66,19 @@ async fn create_account(s: &TestServer, body: Value) -> Value {
     created
 }
 
+/// An agent of the zephyr bot (ana@example.org), logged in: its session token and CSRF token.
+async fn agent_session(s: &TestServer) -> (String, String) {
+    create_account(
+        s,
+        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
+    )
+    .await;
+    let (status, set_cookie, session) = login(s, "ana@example.org", PASSWORD).await;
+    assert_eq!(status, 200, "{session}");
+    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    (token(&set_cookie), csrf)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_owner_logs_in_and_every_change_needs_the_csrf_token() {
     let (s, _) = fake_server(Limits::default()).await;
@@ -258,11 +271,7 @@ async fn password_guessing_is_refused_after_five_tries_an_account() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_logout_ends_the_sessions_open_live_feed() {
     let (s, _) = fake_server(Limits::default()).await;
-    create_account(
-        &s,
-        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
-    )
-    .await;
+    let (cookie, csrf) = agent_session(&s).await;
     let (status, _, conversation) = s
         .call(
             "POST",
@@ -273,11 +282,6 @@ async fn a_logout_ends_the_sessions_open_live_feed() {
         .await;
     assert_eq!(status, 201, "{conversation}");
     let id = conversation["id"].as_str().unwrap();
-    let (_, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
-    let (cookie, csrf) = (
-        token(&set_cookie),
-        session["csrf_token"].as_str().unwrap().to_string(),
-    );
     let feed = s
         .http
         .get(s.url(&format!("/v1/conversations/{id}/events")))
@@ -341,14 +345,7 @@ async fn behind_an_https_public_url_the_cookie_is_secure_and_host_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn an_agent_hands_back_and_closes_conversations_and_lists_filter_by_state() {
     let (s, _) = fake_server(Limits::default()).await;
-    create_account(
-        &s,
-        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
-    )
-    .await;
-    let (_, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
-    let cookie = token(&set_cookie);
-    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    let (cookie, csrf) = agent_session(&s).await;
     let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
     let (status, _, reply) = s
         .call("POST", "/v1/chat", Some(&s.admin), Some(ask.clone()))
@@ -488,14 +485,7 @@ async fn an_agent_session_is_refused_on_every_route_but_its_own() {
         ("post", "/v1/auth/logout"),
     ];
     let (s, _) = fake_server(Limits::default()).await;
-    create_account(
-        &s,
-        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr"]}),
-    )
-    .await;
-    let (_, set_cookie, session) = login(&s, "ana@example.org", PASSWORD).await;
-    let cookie = token(&set_cookie);
-    let csrf = session["csrf_token"].as_str().unwrap().to_string();
+    let (cookie, csrf) = agent_session(&s).await;
     let (_, _, spec) = s.call("GET", "/openapi.json", None, None).await;
     let mut refused = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {
@@ -544,7 +534,7 @@ async fn an_agent_session_is_refused_on_every_route_but_its_own() {
 async fn the_console_works_in_a_real_browser_against_the_real_model() {
     use crate::events::{receiver, start_delivery};
     use crate::helpers::{fixture, serve};
-    use crate::widget::{browser_setup, host_page, zephyr_key};
+    use crate::widget::{browser_setup, host_page, run_browser_test, zephyr_key};
     let (chromium, dir, s) = browser_setup().await;
     start_delivery(&s);
     let hook = receiver();
@@ -586,27 +576,7 @@ async fn the_console_works_in_a_real_browser_against_the_real_model() {
         "gap_pattern": "gift",
         "artifacts": artifacts,
     });
-    let config_path = s.data.path().join("console.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        crate::helpers::run_with_deadline(
-            std::process::Command::new("node")
-                .arg("console.test.mjs")
-                .arg(&config_path)
-                .env("CHROMIUM", chromium)
-                .current_dir(&dir),
-            std::time::Duration::from_secs(600),
-        )
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "console browser test failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_browser_test(&dir, "console.test.mjs", &config, s.data.path(), chromium).await;
     for metric in ["console_time_to_interactive_ms", "console_gzip_bytes"] {
         assert!(stdout.contains(&format!("metric {metric} ")), "{stdout}");
     }

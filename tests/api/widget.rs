@@ -588,6 +588,41 @@ pub(crate) fn browser_tools() -> std::path::PathBuf {
     dir
 }
 
+/// Runs `script` from tests/browser in node with `config` (written into `data`) and
+/// Chromium, within ten minutes; fails the test with its output unless it passes, and
+/// returns what it printed.
+pub(crate) async fn run_browser_test(
+    dir: &std::path::Path,
+    script: &str,
+    config: &Value,
+    data: &std::path::Path,
+    chromium: String,
+) -> String {
+    let config_path = data.join(script.replace(".test.mjs", ".json"));
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let (dir, script) = (dir.to_path_buf(), script.to_string());
+    let output = tokio::task::spawn_blocking(move || {
+        crate::helpers::run_with_deadline(
+            std::process::Command::new("node")
+                .arg(&script)
+                .arg(&config_path)
+                .env("CHROMIUM", chromium)
+                .current_dir(&dir),
+            std::time::Duration::from_secs(600),
+        )
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!("{stdout}");
+    assert!(
+        output.status.success(),
+        "browser test failed:\n{stdout}\n{stderr}"
+    );
+    stdout
+}
+
 /// What a browser test runs against: Chromium's path, tests/browser, and a server on the
 /// real models (private targets allowed: the fixture sites are on loopback) answering
 /// token by token: with the claim check (on by default) a sentence arrives whole, and a
@@ -675,26 +710,7 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
         "hostile_question": "What did the customer comment on the kettle care page say?",
         "artifacts": artifacts,
     });
-    let config_path = s.data.path().join("browser.json");
-    std::fs::write(&config_path, config.to_string()).unwrap();
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("node")
-            .arg("widget.test.mjs")
-            .arg(&config_path)
-            .env("CHROMIUM", chromium)
-            .current_dir(&dir)
-            .output()
-            .expect("node runs")
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    println!("{stdout}");
-    assert!(
-        output.status.success(),
-        "browser test failed:\n{stdout}\n{stderr}"
-    );
+    let stdout = run_browser_test(&dir, "widget.test.mjs", &config, s.data.path(), chromium).await;
     assert!(stdout.contains("metric time_to_interactive_ms"), "{stdout}");
 
     // The lead the browser submitted arrived as a signed webhook, and so did the handoff.
