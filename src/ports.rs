@@ -65,8 +65,9 @@ pub trait ContentStore: Send + Sync {
     /// Reads, changes and writes a bot in one transaction.
     fn update_bot(&self, id: &BotId, change: &mut dyn FnMut(&mut Bot)) -> Result<Bot>;
 
-    /// Deletes a bot with all its pages, chunks, vectors and conversations, in one
-    /// transaction; returns the ids of the conversations it erased.
+    /// Deletes a bot with all its pages, chunks, vectors and conversations, and takes it
+    /// out of every key's and agent's bots, in one transaction; returns the ids of the
+    /// conversations it erased.
     fn delete_bot(&self, id: &BotId) -> Result<Vec<String>>;
 
     /// The bot's pages, keyed by URL.

@@ -253,6 +253,12 @@ impl ContentStore for Store {
         };
         delete_conversations_in(&txn, &conversations)?;
         events::delete_bot_in(&txn, id)?;
+        // A bot made later under the same id starts with no key or agent granted it.
+        rewrite_in(&txn, KEYS, |key: &mut ApiKey| match &mut key.scope {
+            crate::keys::KeyScope::Bots(bots) => without(bots, id),
+            crate::keys::KeyScope::Admin => false,
+        })?;
+        accounts::forget_bot_in(&txn, id)?;
         txn.open_table(ERASED)
             .context("open erased")?
             .insert(bot_erasure(id.as_str()).as_str(), now_ms())
@@ -932,6 +938,37 @@ fn user_erasure(bot: &str, user: &str) -> String {
 
 fn conversation_erasure(id: &str) -> String {
     format!("conv\0{id}")
+}
+
+/// Takes `bot` out of `bots`; whether it was there.
+fn without(bots: &mut Vec<BotId>, bot: &BotId) -> bool {
+    let before = bots.len();
+    bots.retain(|b| b != bot);
+    bots.len() != before
+}
+
+/// Rewrites, in `txn`, each record of `table` that `change` changes (returns true for);
+/// how many.
+fn rewrite_in<T: serde::Serialize + serde::de::DeserializeOwned>(
+    txn: &redb::WriteTransaction,
+    table: TableDefinition<&str, &[u8]>,
+    change: impl Fn(&mut T) -> bool,
+) -> Result<usize> {
+    let mut table = txn.open_table(table).context("open table")?;
+    let mut changed: Vec<(String, T)> = Vec::new();
+    for entry in table.iter().context("iterate table")? {
+        let (key, raw) = entry.context("read record")?;
+        let mut record: T = decode(raw.value())?;
+        if change(&mut record) {
+            changed.push((key.value().to_string(), record));
+        }
+    }
+    for (key, record) in &changed {
+        table
+            .insert(key.as_str(), encode(record)?.as_slice())
+            .context("rewrite record")?;
+    }
+    Ok(changed.len())
 }
 
 fn bot_erasure(bot: &str) -> String {

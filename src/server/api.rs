@@ -319,6 +319,7 @@ pub(crate) async fn delete_bot(
     // The bot's conversations go with it (same transaction): nothing would be left to
     // reach them by.
     let erased = state.stored(move |store| store.delete_bot(&bot)).await?;
+    state.keys.forget_bot(&id);
     for conversation in &erased {
         state.live.end(conversation, "conversation_erased");
     }

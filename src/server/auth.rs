@@ -53,6 +53,16 @@ impl KeyCache {
         self.changes.send_modify(|n| *n += 1);
     }
 
+    /// Takes a deleted bot out of every cached key's bots, as the store did.
+    pub fn forget_bot(&self, bot: &crate::domain::BotId) {
+        for key in self.keys.write().expect("key cache lock").values_mut() {
+            if let KeyScope::Bots(bots) = &mut key.scope {
+                bots.retain(|b| b != bot);
+            }
+        }
+        self.changes.send_modify(|n| *n += 1);
+    }
+
     /// Wakes the watchers of `changes` without a key changing: a console session ended
     /// (logout, revocation, its account deleted).
     pub fn announce(&self) {

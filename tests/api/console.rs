@@ -590,3 +590,69 @@ async fn the_console_works_in_a_real_browser_against_the_real_model() {
         assert!(types.iter().any(|t| t == kind), "{kind} in {types:?}");
     }
 }
+
+/// A deleted bot leaves no grant behind: a key or an agent that had it has not got a new
+/// bot made later under the same id, and keeps its other bots.
+#[tokio::test(flavor = "multi_thread")]
+async fn deleting_a_bot_takes_it_out_of_every_key_and_agent() {
+    const EXTRA_CONVERSATIONS: &str = "/v1/conversations?bot_id=extra";
+    const ZEPHYR_CONVERSATIONS: &str = "/v1/conversations?bot_id=zephyr";
+    let (s, _) = fake_server(Limits::default()).await;
+    let make_bot = || async {
+        let body = json!({"id": "extra", "name": "Extra"});
+        let (status, _, bot) = s.call("POST", "/v1/bots", Some(&s.admin), Some(body)).await;
+        assert_eq!(status, 201, "{bot}");
+    };
+    make_bot().await;
+    let body = json!({"bots": ["zephyr", "extra"]});
+    let (status, _, key) = s.call("POST", "/v1/keys", Some(&s.admin), Some(body)).await;
+    assert_eq!(status, 201, "{key}");
+    let (key_id, secret) = (key["id"].clone(), key["key"].as_str().unwrap().to_string());
+    let agent = create_account(
+        &s,
+        json!({"email": "ana@example.org", "password": PASSWORD, "role": "agent", "bots": ["zephyr", "extra"]}),
+    )
+    .await;
+    let (_, set_cookie, _) = login(&s, "ana@example.org", PASSWORD).await;
+    let cookie = token(&set_cookie);
+    let (status, _) = as_session(&s, "GET", EXTRA_CONVERSATIONS, &cookie, None, None).await;
+    assert_eq!(status, 200, "the agent has the bot before");
+
+    let (status, _, deleted) = s
+        .call("DELETE", "/v1/bots/extra", Some(&s.admin), None)
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    let (_, _, keys) = s.call("GET", "/v1/keys", Some(&s.admin), None).await;
+    let listed = keys["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key_id);
+    assert_eq!(listed.unwrap()["bots"], json!(["zephyr"]), "{keys}");
+    let (_, _, accounts) = s.call("GET", "/v1/accounts", Some(&s.admin), None).await;
+    let listed = accounts["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["id"] == agent["id"]);
+    assert_eq!(listed.unwrap()["bots"], json!(["zephyr"]), "{accounts}");
+
+    // The same id again: a new bot, granted to no one.
+    make_bot().await;
+    for status in [
+        s.call("GET", "/v1/bots/extra", Some(&secret), None).await.0,
+        as_session(&s, "GET", EXTRA_CONVERSATIONS, &cookie, None, None)
+            .await
+            .0,
+    ] {
+        assert_eq!(status, 404, "the old grant does not reach the new bot");
+    }
+    assert_eq!(
+        s.call("GET", "/v1/bots/zephyr", Some(&secret), None)
+            .await
+            .0,
+        200
+    );
+    let (status, _) = as_session(&s, "GET", ZEPHYR_CONVERSATIONS, &cookie, None, None).await;
+    assert_eq!(status, 200, "the agent keeps its other bot");
+}
