@@ -220,6 +220,11 @@ pub struct Page {
     /// seconds; none for pages stored before this was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub crawled: Option<u64>,
+    /// The source whose ingest last indexed it (`Source::key`: a start URL, a folder):
+    /// a later ingest of that source removes it when it is gone, one of another source
+    /// leaves it. None for curated answers and pages stored before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 /// One retrievable passage: a token window of one page, with the headings above it.

@@ -1237,6 +1237,7 @@ mod tests {
             links: Vec::new(),
             chunk_ids: ids,
             crawled: None,
+            source: None,
         };
         let commit = IngestCommit {
             ingest: "ing_1".into(),

@@ -113,6 +113,7 @@ pub async fn put(
         links: Vec::new(),
         chunk_ids: Vec::new(),
         crawled: Some(crate::telemetry::unix_now()),
+        source: None,
     };
     let chunk = Chunk {
         bot: bot.clone(),

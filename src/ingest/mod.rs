@@ -46,6 +46,25 @@ pub enum Source {
     },
 }
 
+impl Source {
+    /// What names this source on the pages it indexes: its start URL (without credentials
+    /// or fragment), its folder (its `--base-url` when given), or its document set.
+    pub fn key(&self) -> String {
+        match self {
+            Source::Web(url) => crawl::normalize(url.clone()).to_string(),
+            Source::Folder {
+                base_url: Some(base),
+                ..
+            } => crawl::normalize(base.clone()).to_string(),
+            Source::Folder { root, .. } => std::fs::canonicalize(root)
+                .unwrap_or_else(|_| root.clone())
+                .display()
+                .to_string(),
+            Source::Documents { name, .. } => format!("documents:{name}"),
+        }
+    }
+}
+
 /// A passage to index as one page.
 #[derive(Debug, Clone)]
 pub struct Document {
@@ -250,6 +269,7 @@ async fn run_staged(
 
     // Stages 1 to 4, side by side: read the source; chunk, embed and stage what changed.
     let (tx, rx) = mpsc::channel(PAGE_QUEUE);
+    let source = request.source.key();
     let stager = Stager {
         store,
         embedding: embedding.clone(),
@@ -257,6 +277,7 @@ async fn run_staged(
         spec: request.chunk,
         ingest,
         previous: &previous,
+        source: source.clone(),
     };
     let (report, staged) =
         tokio::join!(read_source(&request, &known, progress, tx), stager.run(rx));
@@ -286,13 +307,13 @@ async fn run_staged(
         .map(|p| p.url.as_str())
         .chain(report.not_modified.iter().map(String::as_str))
         .chain(report.failed.iter().map(|(url, _)| url.as_str()))
-        // Curated answers are the operator's, not the site's, and pages outside this
-        // source's scope are its other sources': a crawl keeps them.
+        // Curated answers are the operator's, not the site's, and the bot's other sources'
+        // pages are theirs: an ingest keeps them.
         .chain(
             previous
-                .keys()
-                .map(String::as_str)
-                .filter(|url| answers::is_curated(url) || !report.covers(url)),
+                .values()
+                .filter(|page| answers::is_curated(&page.url) || !owns(&source, &report, page))
+                .map(|page| page.url.as_str()),
         )
         .collect();
     let removed_urls: Vec<String> = previous
@@ -415,6 +436,17 @@ struct Stager<'a> {
     spec: ChunkSpec,
     ingest: &'a str,
     previous: &'a HashMap<String, Page>,
+    /// `Source::key` of what is being ingested: each page it stages carries it.
+    source: String,
+}
+
+/// Whether an ingest of `source` decides what becomes of `page`: a page it indexed last, or
+/// one of unknown origin (stored before pages named their source) under its scope.
+fn owns(source: &str, report: &CrawlReport, page: &Page) -> bool {
+    match &page.source {
+        Some(owner) => owner == source,
+        None => report.covers(&page.url),
+    }
 }
 
 impl Stager<'_> {
@@ -431,6 +463,7 @@ impl Stager<'_> {
                     links: page.links,
                     body_hash: page.body_hash,
                     crawled: Some(crate::telemetry::unix_now()),
+                    source: Some(self.source.clone()),
                     ..old.clone()
                 });
                 continue;
@@ -449,10 +482,11 @@ impl Stager<'_> {
 
     /// A changed page's record (no chunks yet) and its chunks.
     async fn chunk(&self, page: CrawledPage) -> anyhow::Result<(Page, Vec<Chunk>)> {
-        let (tokenizer, bot, spec) = (
+        let (tokenizer, bot, spec, source) = (
             self.embedding.tokenizer.clone(),
             self.bot.clone(),
             self.spec,
+            self.source.clone(),
         );
         tokio::task::spawn_blocking(move || {
             let spans = |text: &str| tokenizer.token_spans(text);
@@ -476,6 +510,7 @@ impl Stager<'_> {
                 links: page.links,
                 chunk_ids: Vec::new(),
                 crawled: Some(crate::telemetry::unix_now()),
+                source: Some(source),
             };
             (record, chunks)
         })

@@ -590,6 +590,13 @@ pub(crate) async fn add_source(
     let raw = body
         .url
         .ok_or_else(|| ApiError::bad_request("missing_field", "url is required"))?;
+    // A source's URL as this API shows it (credentials as `***`) means that source.
+    let raw = bot
+        .settings
+        .sources
+        .iter()
+        .find(|s| s.url != raw && redact_userinfo(&s.url) == raw)
+        .map_or(raw, |s| s.url.clone());
     let url = url::Url::parse(&raw)
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https"))

@@ -163,8 +163,6 @@ impl AccountStore for Store {
     }
 }
 
-/// Removes the sessions `ends` picks within `txn` (a scan: sessions are few, one per live
-/// login, ended ones swept at each login).
 /// Takes `bot` out of every agent's bots, in `txn` (the bot is being deleted).
 pub(super) fn forget_bot_in(txn: &WriteTransaction, bot: &crate::domain::BotId) -> Result<()> {
     super::rewrite_in(txn, ACCOUNTS, |account: &mut Account| {
@@ -173,6 +171,8 @@ pub(super) fn forget_bot_in(txn: &WriteTransaction, bot: &crate::domain::BotId) 
     Ok(())
 }
 
+/// Removes the sessions `ends` picks within `txn` (a scan: sessions are few, one per live
+/// login, ended ones swept at each login).
 fn delete_sessions_in(txn: &WriteTransaction, ends: impl Fn(&Session) -> bool) -> Result<usize> {
     let mut sessions = txn.open_table(SESSIONS).context("open sessions")?;
     let mut ids = Vec::new();

@@ -223,6 +223,56 @@ async fn invalid_utf8_and_redirects_are_handled() {
     );
 }
 
+/// Ingests the folder `root` into the test bot, cited under `base` when given.
+async fn ingest_folder(store: &Store, root: &std::path::Path, base: Option<&str>) -> IngestSummary {
+    let request = IngestRequest {
+        bot: BotId::parse("site").unwrap(),
+        name: None,
+        source: Source::parse(root.to_str().unwrap(), base).unwrap(),
+        crawl: options(),
+        chunk: ChunkSpec::default(),
+        test: false,
+    };
+    let embedder = Arc::new(FakeEmbedder::default());
+    ingest::run(
+        Arc::new(store.clone()),
+        embedder,
+        request,
+        &ProgressBar::hidden(),
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_folder_ingested_again_removes_its_deleted_files_and_keeps_other_sources_pages() {
+    for base in [None, Some("https://help.example/docs")] {
+        let (shop, news) = (copy_fixture("site"), copy_fixture("site-sitemap"));
+        let data = tempfile::tempdir().unwrap();
+        let store = Store::open(data.path()).unwrap();
+        let first = ingest_folder(&store, shop.path(), base).await;
+        // Another folder into the same bot (under its own base when cited under one).
+        let news_base = base.map(|_| "https://news.example/");
+        ingest_folder(&store, news.path(), news_base).await;
+        let all = store.pages(&BotId::parse("site").unwrap()).unwrap().len();
+        std::fs::remove_file(shop.path().join("warranty.html")).unwrap();
+        let second = ingest_folder(&store, shop.path(), base).await;
+        assert_eq!(second.pages_removed, 1, "{base:?}: {second:?}");
+        assert_eq!(
+            second.pages_unchanged,
+            first.pages_indexed - 1,
+            "{second:?}"
+        );
+        let pages = store.pages(&BotId::parse("site").unwrap()).unwrap();
+        assert_eq!(
+            pages.len(),
+            all - 1,
+            "{base:?}: the other folder's pages stay"
+        );
+        assert!(!pages.iter().any(|p| p.url.ends_with("/warranty.html")));
+    }
+}
+
 #[tokio::test]
 async fn folder_ingest_cites_public_urls_and_skips_stubs_noindex_and_canonical_copies() {
     let data = tempfile::tempdir().unwrap();

@@ -138,7 +138,27 @@ async fn each_source_crawls_within_its_scope_and_page_limit_and_keeps_the_others
     assert_eq!(whole["pages_removed"], 0, "{whole}");
     assert_eq!(paths_on(&s, &news).await.len(), 2);
 
-    // The bot lists each source with its scope and limit, which its re-crawls keep.
+    // Overlapping sources: the guides crawled again are the guides source's pages; the
+    // root crawled with a limit that stops short of them removes its own pages beyond
+    // the limit, and leaves the guides.
+    let again = add(&s, json!({"url": shop.url("guides/descaling.html")})).await;
+    assert_eq!(again["pages_removed"], 0, "{again}");
+    let before = shop_pages.len();
+    let capped = add(
+        &s,
+        json!({"url": shop.url("/"), "scope": "host", "max_pages": 2}),
+    )
+    .await;
+    let shop_pages = paths_on(&s, &shop).await;
+    assert!(shop_pages.is_superset(&guide_pages), "{shop_pages:?}");
+    assert!(shop_pages.len() <= 2 + guide_pages.len(), "{shop_pages:?}");
+    let removed = capped["pages_removed"].as_u64().unwrap() as usize;
+    assert_eq!(removed, before - shop_pages.len(), "{capped}");
+    assert!(removed > 0, "{capped}");
+    assert_eq!(paths_on(&s, &news).await.len(), 2);
+
+    // The bot lists each source with its scope and limit (adding a URL again replaces its
+    // entry), which its re-crawls keep.
     let (_, _, bot) = s.call("GET", BOT, Some(&s.admin), None).await;
     let listed: Vec<(Value, Value, Value)> = bot["sources"]
         .as_array()
@@ -149,13 +169,44 @@ async fn each_source_crawls_within_its_scope_and_page_limit_and_keeps_the_others
     assert_eq!(
         listed,
         [
+            (json!(news.url("/")), json!("host"), json!(2)),
             (
                 json!(shop.url("guides/descaling.html")),
                 json!("path"),
                 Value::Null
             ),
-            (json!(news.url("/")), json!("host"), json!(2)),
-            (json!(shop.url("/")), json!("host"), json!(50)),
+            (json!(shop.url("/")), json!("host"), json!(2)),
         ]
     );
+}
+
+/// The console's Re-crawl sends a source's URL as the API lists it, credentials masked:
+/// that is the stored source, crawled with its credentials, not a second one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_masked_source_url_means_the_stored_source() {
+    let limits = Limits {
+        allow_private_targets: true,
+        ..Limits::default()
+    };
+    let (s, _) = fake_server(limits).await;
+    let shop = serve(&fixture("site"));
+    let body = json!({"id": "scoped", "name": "Scoped"});
+    assert_eq!(
+        s.call("POST", "/v1/bots", Some(&s.admin), Some(body))
+            .await
+            .0,
+        201
+    );
+    let secret = shop.base.replace("http://", "http://ana:s3cret@") + "/";
+    let first = add(&s, json!({"url": secret, "scope": "host"})).await;
+    let shown = first["url"].as_str().unwrap().to_string();
+    assert!(
+        shown.contains("***@") && !shown.contains("s3cret"),
+        "{first}"
+    );
+    let again = add(&s, json!({"url": shown, "scope": "host"})).await;
+    assert_eq!(again["pages_removed"], 0, "{again}");
+    let (_, _, bot) = s.call("GET", BOT, Some(&s.admin), None).await;
+    assert_eq!(bot["sources"].as_array().unwrap().len(), 1, "{bot}");
+    assert_eq!(bot["sources"][0]["url"], json!(shown));
 }
