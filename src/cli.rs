@@ -130,6 +130,20 @@ pub enum Command {
     /// Configuration helpers
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Bring a PostgreSQL store's schema up to date (nodes also do it when they start,
+    /// one at a time)
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// The store: postgres://user@host:port/database (redb needs no migration)
+    #[arg(long, env = "DOCENT_STORE", hide_env_values = true)]
+    pub store: String,
+    /// A file whose first line is the database password [else env DOCENT_STORE_PASSWORD,
+    /// or the one in the URL]
+    #[arg(long, env = "DOCENT_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -522,6 +522,27 @@ impl Drop for RemoveOnDrop {
     }
 }
 
+/// `docent migrate`: applies a PostgreSQL store's pending migrations and says which.
+pub fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<()> {
+    use crate::pg;
+    if !pg::is_url(&args.store) {
+        anyhow::bail!(
+            "--store {}: only a PostgreSQL store (postgres://…) has migrations; redb makes its \
+             tables when it opens",
+            pg::redact_url(&args.store)
+        );
+    }
+    let password = pg::store_password(args.store_password_file.as_deref())?;
+    let store = pg::PgStore::connect(&args.store, password.as_deref())?;
+    let applied = store.migrate()?;
+    if applied.is_empty() {
+        println!("{}: the schema is up to date", store.target());
+    } else {
+        println!("{}: applied {}", store.target(), applied.join(", "));
+    }
+    Ok(())
+}
+
 pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let (from, to) =

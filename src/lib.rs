@@ -19,6 +19,7 @@ pub mod ingest;
 pub mod keys;
 pub mod keyword;
 pub mod llm;
+pub mod pg;
 pub mod ports;
 pub mod remote;
 pub mod retrieval;

@@ -48,6 +48,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config::EXAMPLE);
         return Ok(());
     }
+    if let Command::Migrate(args) = cli.command {
+        return commands::migrate(args);
+    }
     let config = Config::load(&cli.global.overrides())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -79,6 +82,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Analytics(args) => commands::analytics(&config, args),
-        Command::Config(_) => unreachable!("handled above"),
+        Command::Config(_) | Command::Migrate(_) => unreachable!("handled above"),
     }
 }

@@ -17,6 +17,7 @@ mod events;
 mod feedback;
 mod hardening;
 mod index_recall;
+mod pg;
 mod remote;
 mod remote_embed;
 mod server;

