@@ -15,6 +15,7 @@
 //! are synchronous and are called off the async threads, like redb's.
 
 mod accounts;
+mod content;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -45,7 +46,8 @@ const POOL_SIZE: u32 = 16;
 
 /// A docent store in a PostgreSQL database.
 pub struct PgStore {
-    pool: r2d2::Pool<Manager>,
+    /// Always `Some` until dropped (then dropped where the client may block).
+    pool: Option<r2d2::Pool<Manager>>,
     /// Where it is, without credentials: for messages.
     target: String,
 }
@@ -69,29 +71,36 @@ impl PgStore {
         let target = describe(&config);
         config.application_name("docent");
         config.connect_timeout(Duration::from_secs(10));
-        let pool = r2d2::Pool::builder()
-            .max_size(POOL_SIZE)
-            .min_idle(Some(1))
-            .connection_timeout(Duration::from_secs(10))
-            .build(Manager::new(config, NoTls))
-            .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
-        Ok(PgStore { pool, target })
+        let pool = off_runtime(|| {
+            r2d2::Pool::builder()
+                .max_size(POOL_SIZE)
+                .min_idle(Some(1))
+                .connection_timeout(Duration::from_secs(10))
+                .build(Manager::new(config, NoTls))
+        })
+        .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
+        Ok(PgStore {
+            pool: Some(pool),
+            target,
+        })
     }
 
     /// Applies the migrations this database lacks, one node at a time; returns their names.
     pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
-        let mut conn = self.conn()?;
-        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .context("waiting for the migration lock")?;
-        let result = embedded::migrations::runner().run(&mut *conn);
-        let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
-        let report = result.with_context(|| format!("cannot migrate {}", self.target))?;
-        unlocked.context("releasing the migration lock")?;
-        Ok(report
-            .applied_migrations()
-            .iter()
-            .map(|m| m.to_string())
-            .collect())
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+                .context("waiting for the migration lock")?;
+            let result = embedded::migrations::runner().run(&mut *conn);
+            let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+            let report = result.with_context(|| format!("cannot migrate {}", self.target))?;
+            unlocked.context("releasing the migration lock")?;
+            Ok(report
+                .applied_migrations()
+                .iter()
+                .map(|m| m.to_string())
+                .collect())
+        })
     }
 
     /// The database, without credentials (`host:port/db as user`).
@@ -101,21 +110,60 @@ impl PgStore {
 
     fn conn(&self) -> anyhow::Result<Conn> {
         self.pool
+            .as_ref()
+            .expect("the pool lives as long as the store")
             .get()
             .with_context(|| format!("PostgreSQL at {} is unavailable", self.target))
     }
 
-    /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back else.
-    fn in_transaction<T>(
+    /// Runs `work` with a pooled connection.
+    fn client<T: Send>(
         &self,
-        work: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T>,
+        work: impl FnOnce(&mut postgres::Client) -> Result<T> + Send,
     ) -> Result<T> {
-        let mut conn = self.conn()?;
-        let mut txn = conn.transaction().context("begin")?;
-        let out = work(&mut txn)?;
-        txn.commit().context("commit")?;
-        Ok(out)
+        off_runtime(|| work(&mut *self.conn()?))
     }
+
+    /// Runs one statement; how many rows it touched.
+    fn execute(&self, what: &str, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        self.client(|c| Ok(c.execute(sql, params).context(what.to_string())?))
+    }
+
+    /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back else.
+    fn in_transaction<T: Send>(
+        &self,
+        work: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<T> + Send,
+    ) -> Result<T> {
+        off_runtime(|| {
+            let mut conn = self.conn()?;
+            let mut txn = conn.transaction().context("begin")?;
+            let out = work(&mut txn)?;
+            txn.commit().context("commit")?;
+            Ok(out)
+        })
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // Closing a connection blocks on the client's own runtime.
+        let pool = self.pool.take();
+        off_runtime(move || drop(pool));
+    }
+}
+
+/// Runs `work` where the synchronous client may block: here, or on a thread of its own when
+/// this thread drives async tasks (the client runs a runtime of its own, which tokio does
+/// not allow inside another). The ports are meant to be called off the async threads;
+/// this keeps a call that is not from failing.
+fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return work();
+    }
+    std::thread::scope(|scope| match scope.spawn(work).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// `host:port/db as user`, from a parsed URL: never its password.
@@ -209,7 +257,7 @@ fn all<T: DeserializeOwned>(
 
 impl KeyStore for PgStore {
     fn put_key(&self, key: &ApiKey) -> Result<()> {
-        put(&mut *self.conn()?, "keys", &key.id, key)
+        self.client(|c| put(c, "keys", &key.id, key))
     }
 
     fn put_keys(&self, records: &[&ApiKey]) -> Result<()> {
@@ -221,25 +269,26 @@ impl KeyStore for PgStore {
     }
 
     fn get_key(&self, id: &str) -> Result<ApiKey> {
-        get(&mut *self.conn()?, "keys", id)?.ok_or_else(|| Error::KeyNotFound(id.to_string()))
+        self.client(|c| get(c, "keys", id))?
+            .ok_or_else(|| Error::KeyNotFound(id.to_string()))
     }
 
     fn list_keys(&self) -> Result<Vec<ApiKey>> {
-        all(&mut *self.conn()?, "keys", "true", &[])
+        self.client(|c| all(c, "keys", "true", &[]))
     }
 }
 
 impl JobStore for PgStore {
     fn put_job(&self, job: &CrawlJob) -> Result<()> {
-        put(&mut *self.conn()?, "jobs", &job.id, job)
+        self.client(|c| put(c, "jobs", &job.id, job))
     }
 
     fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {
-        get(&mut *self.conn()?, "jobs", id)
+        self.client(|c| get(c, "jobs", id))
     }
 
     fn jobs(&self) -> Result<Vec<CrawlJob>> {
-        all(&mut *self.conn()?, "jobs", "true", &[])
+        self.client(|c| all(c, "jobs", "true", &[]))
     }
 }
 

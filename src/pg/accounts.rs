@@ -11,14 +11,16 @@ use crate::ports::{AccountStore, Error, Result};
 
 impl AccountStore for PgStore {
     fn create_account(&self, account: &Account) -> Result<()> {
-        let inserted = self.conn()?.execute(
-            "INSERT INTO accounts (id, email, record) VALUES ($1, $2, $3)",
-            &[
-                &account.id.as_str(),
-                &account.email.as_str(),
-                &Json(account) as &(dyn ToSql + Sync),
-            ],
-        );
+        let inserted = self.client(|c| {
+            Ok(c.execute(
+                "INSERT INTO accounts (id, email, record) VALUES ($1, $2, $3)",
+                &[
+                    &account.id.as_str(),
+                    &account.email.as_str(),
+                    &Json(account) as &(dyn ToSql + Sync),
+                ],
+            ))
+        })?;
         match inserted {
             Ok(_) => Ok(()),
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
@@ -29,17 +31,18 @@ impl AccountStore for PgStore {
     }
 
     fn get_account(&self, id: &str) -> Result<Option<Account>> {
-        get(&mut *self.conn()?, "accounts", id)
+        self.client(|c| get(c, "accounts", id))
     }
 
     fn account_by_email(&self, email: &str) -> Result<Option<Account>> {
-        let mut found = all(&mut *self.conn()?, "accounts", "email = $1", &[&email])?;
+        let mut found: Vec<Account> =
+            self.client(|c| all(c, "accounts", "email = $1", &[&email]))?;
         Ok(found.pop())
     }
 
     fn list_accounts(&self) -> Result<Vec<Account>> {
         // Ids sort by creation time.
-        all(&mut *self.conn()?, "accounts", "true", &[])
+        self.client(|c| all(c, "accounts", "true", &[]))
     }
 
     fn delete_account(&self, id: &str) -> Result<bool> {
@@ -54,50 +57,49 @@ impl AccountStore for PgStore {
     }
 
     fn put_session(&self, session: &Session) -> Result<()> {
-        self.conn()?
-            .execute(
-                "INSERT INTO sessions (id, account, record) VALUES ($1, $2, $3) \
-                 ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-                &[
-                    &session.id.as_str(),
-                    &session.account.as_str(),
-                    &Json(session) as &(dyn ToSql + Sync),
-                ],
-            )
-            .context("write session")?;
+        self.execute(
+            "write session",
+            "INSERT INTO sessions (id, account, record) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
+            &[
+                &session.id.as_str(),
+                &session.account.as_str(),
+                &Json(session) as &(dyn ToSql + Sync),
+            ],
+        )?;
         Ok(())
     }
 
     fn get_session(&self, id: &str) -> Result<Option<Session>> {
-        get(&mut *self.conn()?, "sessions", id)
+        self.client(|c| get(c, "sessions", id))
     }
 
     fn delete_session(&self, id: &str) -> Result<bool> {
-        let removed = self
-            .conn()?
-            .execute("DELETE FROM sessions WHERE id = $1", &[&id])
-            .context("remove session")?;
+        let removed = self.execute(
+            "remove session",
+            "DELETE FROM sessions WHERE id = $1",
+            &[&id],
+        )?;
         Ok(removed > 0)
     }
 
     fn delete_sessions(&self, account: &str) -> Result<usize> {
-        let removed = self
-            .conn()?
-            .execute("DELETE FROM sessions WHERE account = $1", &[&account])
-            .context("remove sessions")?;
+        let removed = self.execute(
+            "remove sessions",
+            "DELETE FROM sessions WHERE account = $1",
+            &[&account],
+        )?;
         Ok(removed as usize)
     }
 
     fn touch_session(&self, id: &str, now: u64) -> Result<bool> {
         // One statement: a logout that came first leaves no row to touch.
-        let touched = self
-            .conn()?
-            .execute(
-                "UPDATE sessions SET record = jsonb_set(record, '{last_seen}', \
-                 to_jsonb(GREATEST((record->>'last_seen')::bigint, $2))) WHERE id = $1",
-                &[&id as &(dyn ToSql + Sync), &(now as i64)],
-            )
-            .context("write session")?;
+        let touched = self.execute(
+            "write session",
+            "UPDATE sessions SET record = jsonb_set(record, '{last_seen}', \
+             to_jsonb(GREATEST((record->>'last_seen')::bigint, $2))) WHERE id = $1",
+            &[&id as &(dyn ToSql + Sync), &(now as i64)],
+        )?;
         Ok(touched > 0)
     }
 

@@ -5,15 +5,21 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use docent::accounts::{Account, Role, Session};
 use docent::domain::{BotId, CrawlJob, JobState, SourceSchedule};
+use docent::embed::FakeEmbedder;
+use docent::ingest::{
+    self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
+};
 use docent::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
 use docent::pg::PgStore;
-use docent::ports::{AccountStore, Error, JobStore, KeyStore};
+use docent::ports::{AccountStore, ContentStore, Error, IngestCommit, JobStore, KeyStore};
+use indicatif::ProgressBar;
 
-use crate::helpers::run_with_deadline;
+use crate::helpers::{copy_fixture, run_with_deadline, serve};
 
 /// The uid the server runs as when the tests run as root (PostgreSQL refuses root).
 const NOBODY: u32 = 65534;
@@ -407,4 +413,206 @@ fn docent_migrate_applies_the_schema_once_and_refuses_a_data_folder() {
         !failed.contains("hunter2"),
         "the password is never shown: {failed}"
     );
+}
+
+/// What a content store holds for the test bot, store ids left out: each page with its
+/// chunks' texts and vectors, and the bot's counts.
+type Snapshot = (Vec<(String, String, Vec<String>, Vec<Vec<f32>>)>, u64, u64);
+
+fn snapshot(store: &dyn ContentStore) -> Snapshot {
+    let bot = BotId::parse("site").unwrap();
+    let pages = store
+        .pages(&bot)
+        .unwrap()
+        .into_iter()
+        .map(|page| {
+            let texts = store.chunks(&page.chunk_ids).unwrap();
+            let vectors = store.vectors_of(&page.chunk_ids).unwrap();
+            let texts = texts.into_iter().map(|c| c.text).collect();
+            (page.url, page.content_hash, texts, vectors)
+        })
+        .collect();
+    let record = store.get_bot(&bot).unwrap();
+    (pages, record.pages, record.chunks)
+}
+
+async fn crawl(store: Arc<dyn ContentStore>, url: &str) -> IngestSummary {
+    let request = IngestRequest {
+        bot: BotId::parse("site").unwrap(),
+        name: None,
+        source: Source::parse(url, None).unwrap(),
+        crawl: CrawlOptions {
+            delay: Duration::ZERO,
+            ..CrawlOptions::default()
+        },
+        chunk: ChunkSpec::default(),
+        test: false,
+    };
+    let embedder = Arc::new(FakeEmbedder::default());
+    ingest::run(store, embedder, request, &ProgressBar::hidden())
+        .await
+        .unwrap()
+}
+
+/// The counts of an ingest that do not depend on timing.
+fn counts(s: &IngestSummary) -> [usize; 5] {
+    [
+        s.pages_indexed,
+        s.pages_unchanged,
+        s.pages_skipped,
+        s.pages_removed,
+        s.chunks,
+    ]
+}
+
+/// A crawl, a changed site crawled again, staging and discarding, settings, and a commit
+/// for a bot deleted meanwhile: the same pages, chunks, vectors and counts in both stores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_site_and_its_changes_land_alike_in_redb_and_postgres() {
+    let root = copy_fixture("site");
+    let site = serve(root.path());
+    let data = tempfile::tempdir().unwrap();
+    let server = PgServer::start();
+    let pg = Arc::new(PgStore::open(&server.database("content"), None).unwrap());
+    let stores: [Arc<dyn ContentStore>; 2] = [
+        Arc::new(docent::store::Store::open(data.path()).unwrap()),
+        pg.clone(),
+    ];
+    let url = site.url("index.html");
+    let mut first = Vec::new();
+    for store in &stores {
+        first.push(counts(&crawl(store.clone(), &url).await));
+    }
+    assert_eq!(first[0], first[1]);
+    assert!(first[0][0] >= 5, "{first:?}");
+    let before = snapshot(stores[1].as_ref());
+    assert_eq!(snapshot(stores[0].as_ref()), before);
+
+    let returns = root.path().join("returns.html");
+    let html = std::fs::read_to_string(&returns).unwrap();
+    std::fs::write(&returns, html.replace("45 days", "60 days")).unwrap();
+    std::fs::remove_file(root.path().join("guides/safety.html")).unwrap();
+    let old_returns: Vec<u64> = stores[1]
+        .pages(&BotId::parse("site").unwrap())
+        .unwrap()
+        .into_iter()
+        .find(|p| p.url.ends_with("/returns.html"))
+        .unwrap()
+        .chunk_ids;
+    let mut second = Vec::new();
+    for store in &stores {
+        second.push(counts(&crawl(store.clone(), &url).await));
+    }
+    assert_eq!(second[0], second[1]);
+    assert_eq!((second[0][0], second[0][3]), (1, 1), "{second:?}");
+    let after = snapshot(stores[1].as_ref());
+    assert_eq!(snapshot(stores[0].as_ref()), after);
+    assert_ne!(before, after);
+    assert!(
+        pg.chunks(&old_returns).is_err(),
+        "a replaced page's chunks are gone"
+    );
+
+    let bot = BotId::parse("site").unwrap();
+    for store in &stores {
+        let chunk = store.bot_chunks(&bot).unwrap()[0].1.clone();
+        let staged = store
+            .stage_chunks(
+                "ing_test",
+                &[(chunk.clone(), vec![0.5; 384]), (chunk, vec![0.25; 384])],
+            )
+            .unwrap();
+        assert_eq!(staged.len(), 2);
+        assert_eq!(store.staged_chunks().unwrap(), 2);
+        assert_eq!(store.vectors_of(&staged).unwrap()[1], vec![0.25; 384]);
+        assert_eq!(store.discard_staged(Some("ing_other")).unwrap(), 0);
+        assert_eq!(store.discard_staged(Some("ing_test")).unwrap(), 2);
+        assert_eq!(store.staged_chunks().unwrap(), 0);
+        let updated = store
+            .update_bot(&bot, &mut |b| {
+                b.settings.system_prompt = Some("Be brief.".into())
+            })
+            .unwrap();
+        assert_eq!(store.get_bot(&bot).unwrap(), updated);
+        assert!(matches!(
+            store.update_bot(&BotId::parse("nope").unwrap(), &mut |_| {}),
+            Err(Error::BotNotFound(_))
+        ));
+        let record = store.get_bot(&bot).unwrap();
+        assert!(matches!(
+            store.create_bot(&record),
+            Err(Error::BotExists(_))
+        ));
+        assert_eq!(store.list_bots().unwrap(), vec![record.clone()]);
+        // A commit for a bot deleted while its run went on leaves it deleted.
+        assert!(store.delete_bot(&bot).unwrap().is_empty());
+        let commit = IngestCommit {
+            ingest: "ing_late".into(),
+            bot: record,
+            bot_existed: true,
+            upserts: Vec::new(),
+            touched: Vec::new(),
+            removed_urls: Vec::new(),
+        };
+        assert!(matches!(
+            store.commit_ingest(commit),
+            Err(Error::BotNotFound(_))
+        ));
+        assert!(store.pages(&bot).unwrap().is_empty());
+        assert!(store.list_bots().unwrap().is_empty());
+    }
+    let left = server.sql("content", "SELECT count(*) FROM chunks");
+    assert_eq!(left.trim(), "0", "no chunk outlives its bot");
+}
+
+fn empty_bot(id: &BotId) -> docent::domain::Bot {
+    docent::domain::Bot {
+        id: id.clone(),
+        name: id.as_str().into(),
+        source: "https://docs.example/".into(),
+        created_unix: 1,
+        updated_unix: 1,
+        pages: 0,
+        chunks: 0,
+        test: false,
+        settings: Default::default(),
+        embedder: None,
+    }
+}
+
+/// Deleting a bot takes it out of every key's and agent's bots in PostgreSQL as in redb.
+#[test]
+fn deleting_a_bot_leaves_no_grant_in_either_store() {
+    fn check<S: ContentStore + KeyStore + AccountStore>(store: &S) {
+        let (docs, other) = (
+            BotId::parse("docs").unwrap(),
+            BotId::parse("other").unwrap(),
+        );
+        for id in [&docs, &other] {
+            store.create_bot(&empty_bot(id)).unwrap();
+        }
+        let both = vec![docs.clone(), other.clone()];
+        store
+            .put_key(&key("key_a", KeyScope::Bots(both.clone())))
+            .unwrap();
+        let agent = Account::new("ana@example.org", "a long password", Role::Agent, both).unwrap();
+        store.create_account(&agent).unwrap();
+        store.delete_bot(&docs).unwrap();
+        assert_eq!(
+            store.get_key("key_a").unwrap().scope,
+            KeyScope::Bots(vec![other.clone()])
+        );
+        assert_eq!(
+            store.get_account(&agent.id).unwrap().unwrap().bots,
+            vec![other]
+        );
+        assert!(matches!(
+            store.delete_bot(&docs),
+            Err(Error::BotNotFound(_))
+        ));
+    }
+    let data = tempfile::tempdir().unwrap();
+    check(&docent::store::Store::open(data.path()).unwrap());
+    let server = PgServer::start();
+    check(&PgStore::open(&server.database("grants"), None).unwrap());
 }
