@@ -16,6 +16,7 @@
 
 mod accounts;
 mod content;
+mod search;
 
 use std::str::FromStr;
 use std::time::Duration;

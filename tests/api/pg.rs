@@ -437,6 +437,19 @@ fn snapshot(store: &dyn ContentStore) -> Snapshot {
 }
 
 async fn crawl(store: Arc<dyn ContentStore>, url: &str) -> IngestSummary {
+    crawl_with(
+        store,
+        url,
+        docent::embed::Embedding::from(Arc::new(FakeEmbedder::default())),
+    )
+    .await
+}
+
+async fn crawl_with(
+    store: Arc<dyn ContentStore>,
+    url: &str,
+    embedding: docent::embed::Embedding,
+) -> IngestSummary {
     let request = IngestRequest {
         bot: BotId::parse("site").unwrap(),
         name: None,
@@ -448,8 +461,7 @@ async fn crawl(store: Arc<dyn ContentStore>, url: &str) -> IngestSummary {
         chunk: ChunkSpec::default(),
         test: false,
     };
-    let embedder = Arc::new(FakeEmbedder::default());
-    ingest::run(store, embedder, request, &ProgressBar::hidden())
+    ingest::run(store, embedding, request, &ProgressBar::hidden())
         .await
         .unwrap()
 }
@@ -615,4 +627,72 @@ fn deleting_a_bot_leaves_no_grant_in_either_store() {
     check(&docent::store::Store::open(data.path()).unwrap());
     let server = PgServer::start();
     check(&PgStore::open(&server.database("grants"), None).unwrap());
+}
+
+/// Search in PostgreSQL (pgvector's HNSW, full-text) finds what the in-process indexes
+/// find over the same crawl with the real embedder: the same passages in the same order
+/// with the same cosine, and an exact error code by its words.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_search_finds_what_the_in_process_indexes_find() {
+    use docent::ports::Search;
+    let site = serve(&crate::helpers::fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    let server = PgServer::start();
+    let pg = Arc::new(PgStore::open(&server.database("search"), None).unwrap());
+    let redb: Arc<dyn ContentStore> = Arc::new(docent::store::Store::open(data.path()).unwrap());
+    let url = site.url("index.html");
+    for store in [redb.clone(), pg.clone() as Arc<dyn ContentStore>] {
+        crawl_with(store, &url, crate::helpers::dyn_embedder()).await;
+    }
+    let in_process = docent::search::InProcess::new(redb.clone());
+    let bot = BotId::parse("site").unwrap();
+    let text = |store: &dyn ContentStore, id: u64| store.chunks(&[id]).unwrap().remove(0).text;
+    let embedder = crate::helpers::embedder();
+    use docent::embed::Embedder;
+    for question in [
+        "How many days do I have to return a kettle?",
+        "What does error E17 mean when descaling?",
+        "Is the kettle safe for children?",
+    ] {
+        let query = embedder.embed(&[question]).unwrap().remove(0);
+        assert_eq!(query.len(), 384);
+        let expected = in_process.dense(&bot, &query, 5).unwrap();
+        let found = pg.dense(&bot, &query, 5).unwrap();
+        assert_eq!(found.len(), expected.len(), "{question}");
+        for ((e_id, e_score), (f_id, f_score)) in expected.iter().zip(&found) {
+            assert_eq!(
+                text(redb.as_ref(), *e_id),
+                text(pg.as_ref(), *f_id),
+                "{question}"
+            );
+            assert!(
+                (e_score - f_score).abs() < 1e-4,
+                "{question}: {e_score} vs {f_score}"
+            );
+        }
+    }
+    // The HNSW index is what a 384-long query uses (the planner is told to prefer it).
+    let plan = server.sql(
+        "search",
+        "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_indexscan = on; \
+         EXPLAIN SELECT id FROM chunks WHERE vector_dims(embedding) = 384 \
+         ORDER BY embedding::vector(384) <=> (SELECT embedding::vector(384) FROM chunks LIMIT 1) LIMIT 5",
+    );
+    assert!(plan.contains("chunks_hnsw_384"), "{plan}");
+    // Keywords: the passage holding an error code comes first on both sides.
+    for query in ["E17", "error code E42"] {
+        let expected = in_process.keyword(&bot, query, 3).unwrap();
+        let found = pg.keyword(&bot, query, 3).unwrap();
+        let code = query.split(' ').next_back().unwrap();
+        assert!(text(redb.as_ref(), expected[0].0).contains(code), "{query}");
+        assert!(
+            text(pg.as_ref(), found[0].0).contains(code),
+            "{query}: {found:?}"
+        );
+    }
+    assert!(pg.keyword(&bot, "", 3).unwrap().is_empty());
+    assert!(
+        pg.keyword(&bot, "the and of", 3).unwrap().is_empty(),
+        "stop words match nothing"
+    );
 }
