@@ -527,9 +527,8 @@ pub fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<()> {
     use crate::pg;
     if !pg::is_url(&args.store) {
         anyhow::bail!(
-            "--store {}: only a PostgreSQL store (postgres://…) has migrations; redb makes its \
-             tables when it opens",
-            pg::redact_url(&args.store)
+            "--store: only a PostgreSQL store (postgres://…) has migrations; redb makes its \
+             tables when it opens"
         );
     }
     let password = pg::store_password(args.store_password_file.as_deref())?;

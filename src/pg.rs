@@ -42,6 +42,11 @@ mod embedded {
 /// The advisory lock migrations run under: one node migrates, the others wait for it.
 const MIGRATION_LOCK: i64 = 0x0064_6f63_656e_7401;
 
+/// Per-connection limits: a statement, a wait for a lock (a bot's, while another node
+/// commits to it), a transaction left idle.
+const SESSION_LIMITS: &str = "-c statement_timeout=60000 -c lock_timeout=120000 \
+                              -c idle_in_transaction_session_timeout=60000";
+
 /// Most connections one node holds.
 const POOL_SIZE: u32 = 16;
 
@@ -64,14 +69,18 @@ impl PgStore {
 
     /// Connects to the database at `url`, leaving its schema as it is.
     pub fn connect(url: &str, password: Option<&str>) -> anyhow::Result<PgStore> {
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|_| anyhow!("{} is not a PostgreSQL URL", redact_url(url)))?;
+        // Never echoed: a malformed URL may still hold a password.
+        let mut config = postgres::Config::from_str(url).map_err(|_| {
+            anyhow!("the store is not a PostgreSQL URL (postgres://user@host:port/database)")
+        })?;
         if let Some(password) = password {
             config.password(password);
         }
         let target = describe(&config);
         config.application_name("docent");
         config.connect_timeout(Duration::from_secs(10));
+        // A node that stalls must not hold the others up for ever.
+        config.options(SESSION_LIMITS);
         let pool = off_runtime(|| {
             r2d2::Pool::builder()
                 .max_size(POOL_SIZE)
@@ -90,10 +99,20 @@ impl PgStore {
     pub fn migrate(&self) -> anyhow::Result<Vec<String>> {
         off_runtime(|| {
             let mut conn = self.conn()?;
+            // A migration may build indexes for a while, and wait for another node's.
+            conn.batch_execute("SET statement_timeout = 0; SET lock_timeout = 0")
+                .context("configure the migration")?;
             conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
                 .context("waiting for the migration lock")?;
-            let result = embedded::migrations::runner().run(&mut *conn);
+            // The pending migrations and their history rows in one transaction (a crash
+            // leaves all or none); a node older than the schema keeps running (migrations
+            // only add), so upgrades can roll.
+            let result = embedded::migrations::runner()
+                .set_grouped(true)
+                .set_abort_missing(false)
+                .run(&mut *conn);
             let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+            let _ = conn.batch_execute("RESET statement_timeout; RESET lock_timeout");
             let report = result.with_context(|| format!("cannot migrate {}", self.target))?;
             unlocked.context("releasing the migration lock")?;
             Ok(report
@@ -204,11 +223,6 @@ pub fn is_url(store: &str) -> bool {
     store.starts_with("postgres://") || store.starts_with("postgresql://")
 }
 
-/// `url` as it may be shown: a `user:password@` made `***@`.
-pub fn redact_url(url: &str) -> String {
-    crate::ingest::fetch::redact_userinfo(url)
-}
-
 /// Writes `record` as the row `id` of `table` (new or replacing).
 fn put<T: Serialize + Sync + std::fmt::Debug>(
     client: &mut impl GenericClient,
@@ -303,13 +317,12 @@ mod tests {
             postgres::Config::from_str("postgres://ana:s3cret@db.example:6543/docent").unwrap();
         let shown = describe(&config);
         assert_eq!(shown, "db.example:6543/docent as ana");
-        assert_eq!(
-            redact_url("postgres://ana:s3cret@db.example/docent"),
-            "postgres://***@db.example/docent"
-        );
-        let error = PgStore::open("postgres://ana:s3cret@db.example:notaport/x", None)
-            .err()
-            .unwrap();
-        assert!(!format!("{error:#}").contains("s3cret"), "{error:#}");
+        for url in [
+            "postgres://ana:s3cret@db.example:notaport/x",
+            "host=db password=s3cret port=x",
+        ] {
+            let error = PgStore::open(url, None).err().unwrap();
+            assert!(!format!("{error:#}").contains("s3cret"), "{error:#}");
+        }
     }
 }

@@ -91,8 +91,19 @@ const BLOCK_TAGS: &[&str] = &[
     "summary",
 ];
 
+/// `text` without NUL characters: no page means them, and PostgreSQL's `jsonb` cannot hold
+/// them, so both stores keep the same text.
+fn without_nul(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        text.replace('\0', "").into()
+    } else {
+        text.into()
+    }
+}
+
 pub fn extract_html(html: &str) -> Extracted {
-    let doc = Html::parse_document(html);
+    let html = without_nul(html);
+    let doc = Html::parse_document(&html);
     let mut out = Extracted::default();
 
     let select = |css: &str| Selector::parse(css).expect("static selector");
@@ -149,6 +160,7 @@ pub fn extract_html(html: &str) -> Extracted {
 
 /// Markdown: `#` headings start sections; everything else is text.
 pub fn extract_markdown(markdown: &str) -> Extracted {
+    let markdown = without_nul(markdown);
     let mut out = Extracted::default();
     let mut path: Vec<(usize, String)> = Vec::new();
     let mut text = String::new();
@@ -190,7 +202,7 @@ pub fn extract_text(text: &str) -> Extracted {
     Extracted {
         sections: vec![Section {
             heading_path: Vec::new(),
-            text: text.trim().to_string(),
+            text: without_nul(text).trim().to_string(),
         }],
         ..Extracted::default()
     }
@@ -352,6 +364,17 @@ fn is_skipped(el: ElementRef<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn nul_characters_never_reach_a_page() {
+        let html = extract_html("<title>A\0B</title><main><h1>Head\0ing</h1><p>te\0xt</p></main>");
+        let markdown = extract_markdown("# Ti\0tle\n\nbo\0dy");
+        let text = extract_text("pl\0ain");
+        for extracted in [html, markdown, text] {
+            assert!(!format!("{extracted:?}").contains('\0'), "{extracted:?}");
+            assert!(!extracted.full_text().contains('\0'));
+        }
+    }
     use super::*;
 
     #[test]

@@ -106,7 +106,10 @@ impl AccountStore for PgStore {
     fn delete_expired_sessions(&self, now: u64) -> Result<usize> {
         self.in_transaction(|txn| {
             let rows = txn
-                .query("SELECT record FROM sessions FOR UPDATE", &[])
+                .query(
+                    "SELECT record FROM sessions ORDER BY id FOR UPDATE SKIP LOCKED",
+                    &[],
+                )
                 .context("read sessions")?;
             let sessions: Vec<Session> = rows
                 .iter()

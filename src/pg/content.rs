@@ -1,7 +1,8 @@
 //! Bots and their content in PostgreSQL: `bots`, `pages` by (bot, url), and `chunks` with
 //! their vectors (pgvector) and, while an ingest has staged them and not yet committed,
-//! that ingest's id. An ingest's commit is one transaction that holds the bot's row lock,
-//! so two commits to one bot (from two nodes) apply one after the other.
+//! that ingest's id. An ingest's commit and a bot's deletion are one transaction each that
+//! holds the bot's advisory lock, so two of them on one bot (from any nodes) apply one
+//! after the other.
 
 use std::collections::HashMap;
 
@@ -68,12 +69,18 @@ impl ContentStore for PgStore {
 
     fn delete_bot(&self, id: &BotId) -> Result<Vec<String>> {
         self.in_transaction(|txn| {
+            lock_bot(txn, id.as_str())?;
             if locked_bot(txn, id.as_str())?.is_none() {
                 return Err(Error::BotNotFound(id.clone()));
             }
             let bot = id.as_str();
-            txn.execute("DELETE FROM chunks WHERE bot = $1", &[&bot])
-                .context("remove chunks")?;
+            // Its pages' chunks; an ingest running meanwhile keeps what it staged until its
+            // commit fails (the bot is gone) and discards them.
+            txn.execute(
+                "DELETE FROM chunks WHERE bot = $1 AND staged_by IS NULL",
+                &[&bot],
+            )
+            .context("remove chunks")?;
             txn.execute("DELETE FROM pages WHERE bot = $1", &[&bot])
                 .context("remove pages")?;
             txn.execute("DELETE FROM bots WHERE id = $1", &[&bot])
@@ -182,7 +189,9 @@ impl ContentStore for PgStore {
 /// Applies an ingest run within `txn` (see `ContentStore::commit_ingest`).
 fn commit_in(txn: &mut Transaction<'_>, commit: &IngestCommit) -> Result<()> {
     let bot = commit.bot.id.as_str();
-    // The bot's row lock orders this commit after any other to the same bot.
+    // The bot's lock orders this commit after any other to the same bot, and after its
+    // deletion, even while it has no row yet.
+    lock_bot(txn, bot)?;
     let current = locked_bot(txn, bot)?;
     if current.is_none() && commit.bot_existed {
         // Deleted while the run went on: it stays deleted.
@@ -220,11 +229,21 @@ fn commit_in(txn: &mut Transaction<'_>, commit: &IngestCommit) -> Result<()> {
         .into_iter()
         .map(|id| id as i64)
         .collect();
-    txn.execute(
-        "UPDATE chunks SET staged_by = NULL WHERE id = ANY($1)",
-        &[&named],
-    )
-    .context("keep staged chunks")?;
+    let kept = txn
+        .execute(
+            "UPDATE chunks SET staged_by = NULL WHERE id = ANY($1) AND staged_by = $2",
+            &[&named, &commit.ingest.as_str()],
+        )
+        .context("keep staged chunks")?;
+    if kept as usize != named.len() {
+        return Err(anyhow::anyhow!(
+            "ingest {}: {} of its {} staged chunks are gone",
+            commit.ingest,
+            named.len() - kept as usize,
+            named.len()
+        )
+        .into());
+    }
     // Settings changed while the ingest ran win over its snapshot, and the counts are the
     // pages' as they stand after this commit.
     let mut record = commit.bot.clone();
@@ -246,6 +265,17 @@ fn commit_in(txn: &mut Transaction<'_>, commit: &IngestCommit) -> Result<()> {
     )
     .context("discard staged chunks")?;
     crate::telemetry::failpoint("commit");
+    Ok(())
+}
+
+/// Takes the bot's lock until `txn` ends: ingest commits and deletion of one bot, from any
+/// node, run one at a time (a row lock cannot cover a bot that has no row yet).
+fn lock_bot(txn: &mut Transaction<'_>, id: &str) -> Result<()> {
+    txn.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended('docent-bot:' || $1, 0))",
+        &[&id],
+    )
+    .context("lock bot")?;
     Ok(())
 }
 
@@ -304,12 +334,14 @@ fn by_id<T: for<'a> postgres::types::FromSql<'a>>(
         .collect())
 }
 
-/// The values for `ids`, in their order; an error naming the first id without one.
-fn in_order<T>(ids: &[u64], mut found: HashMap<u64, T>, what: &str) -> Result<Vec<T>> {
+/// The values for `ids`, in their order (an id twice, its value twice); an error naming
+/// the first id without one.
+fn in_order<T: Clone>(ids: &[u64], found: HashMap<u64, T>, what: &str) -> Result<Vec<T>> {
     ids.iter()
         .map(|id| {
             found
-                .remove(id)
+                .get(id)
+                .cloned()
                 .ok_or_else(|| anyhow::anyhow!("chunk {id} has no {what}").into())
         })
         .collect()

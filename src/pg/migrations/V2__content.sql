@@ -5,13 +5,13 @@
 CREATE EXTENSION IF NOT EXISTS vector;
 
 CREATE TABLE bots (
-    id     text PRIMARY KEY,
+    id     text COLLATE "C" PRIMARY KEY,
     record jsonb NOT NULL
 );
 
 CREATE TABLE pages (
-    bot    text NOT NULL,
-    url    text NOT NULL,
+    bot    text COLLATE "C" NOT NULL,
+    url    text COLLATE "C" NOT NULL,
     record jsonb NOT NULL,
     PRIMARY KEY (bot, url)
 );
@@ -20,10 +20,10 @@ CREATE SEQUENCE chunk_ids;
 
 CREATE TABLE chunks (
     id        bigint PRIMARY KEY,
-    bot       text NOT NULL,
+    bot       text COLLATE "C" NOT NULL,
     record    jsonb NOT NULL,
     embedding vector NOT NULL,
-    staged_by text
+    staged_by text COLLATE "C"
 );
 CREATE INDEX chunks_bot ON chunks (bot);
 CREATE INDEX chunks_staged ON chunks (staged_by) WHERE staged_by IS NOT NULL;
