@@ -16,6 +16,7 @@
 
 mod accounts;
 mod content;
+mod outbox;
 mod search;
 
 use std::str::FromStr;
@@ -54,6 +55,8 @@ const POOL_SIZE: u32 = 16;
 pub struct PgStore {
     /// Always `Some` until dropped (then dropped where the client may block).
     pool: Option<r2d2::Pool<Manager>>,
+    /// Woken after this node wrote events or made deliveries due.
+    outbox: std::sync::Arc<tokio::sync::Notify>,
     /// Where it is, without credentials: for messages.
     target: String,
 }
@@ -91,6 +94,7 @@ impl PgStore {
         .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(PgStore {
             pool: Some(pool),
+            outbox: Default::default(),
             target,
         })
     }

@@ -85,6 +85,7 @@ impl ContentStore for PgStore {
                 .context("remove pages")?;
             txn.execute("DELETE FROM bots WHERE id = $1", &[&bot])
                 .context("remove bot")?;
+            super::outbox::delete_bot_in(txn, bot)?;
             // A bot made later under the same id starts with no key or agent granted it.
             rewrite(txn, "keys", |key: &mut ApiKey| match &mut key.scope {
                 KeyScope::Bots(bots) => without(bots, id),
@@ -93,7 +94,7 @@ impl ContentStore for PgStore {
             rewrite(txn, "accounts", |account: &mut Account| {
                 without(&mut account.bots, id)
             })?;
-            // Conversations are not kept in PostgreSQL yet: none to erase.
+            // Conversations and leads are not kept in PostgreSQL yet: none to erase.
             Ok(Vec::new())
         })
     }

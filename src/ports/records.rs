@@ -150,6 +150,21 @@ pub struct Delivery {
     pub created: u64,
 }
 
+impl Delivery {
+    /// `event`'s delivery to the webhook `webhook_id`, pending, with no attempt yet.
+    pub fn pending(webhook_id: &str, event: &Event, next_attempt_ms: Option<u64>) -> Delivery {
+        Delivery {
+            webhook_id: webhook_id.to_string(),
+            event_id: event.id.clone(),
+            kind: event.kind.clone(),
+            state: "pending".into(),
+            attempts: Vec::new(),
+            next_attempt_ms,
+            created: event.created,
+        }
+    }
+}
+
 /// A pending delivery whose time has come, with what sending it needs.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {

@@ -68,15 +68,7 @@ pub(super) fn emit(txn: &WriteTransaction, bot: &BotId, new: NewEvent) -> Result
         if &webhook.bot_id != bot || !webhook.wants(&event.kind) {
             continue;
         }
-        let delivery = Delivery {
-            webhook_id: webhook.id.clone(),
-            event_id: event.id.clone(),
-            kind: event.kind.clone(),
-            state: "pending".into(),
-            attempts: Vec::new(),
-            next_attempt_ms: Some(now),
-            created: event.created,
-        };
+        let delivery = Delivery::pending(&webhook.id, &event, Some(now));
         deliveries
             .insert(
                 (webhook.id.as_str(), event.id.as_str()),
@@ -524,15 +516,8 @@ impl OutboxStore for Store {
                     .context("read delivery")?
                     .map(|r| decode::<Delivery>(r.value()))
                     .transpose()?;
-                let mut delivery = existing.unwrap_or_else(|| Delivery {
-                    webhook_id: webhook.id.clone(),
-                    event_id: event.id.clone(),
-                    kind: event.kind.clone(),
-                    state: "pending".into(),
-                    attempts: Vec::new(),
-                    next_attempt_ms: None,
-                    created: event.created,
-                });
+                let mut delivery =
+                    existing.unwrap_or_else(|| Delivery::pending(&webhook.id, event, None));
                 if let Some(at) = delivery.next_attempt_ms {
                     due.remove((at, key.0, key.1))
                         .context("remove due delivery")?;

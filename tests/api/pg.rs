@@ -3,6 +3,7 @@
 //! port in a temp dir and stopped when dropped; and the storage ports' behaviour run
 //! against it and against redb alike.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -16,7 +17,10 @@ use docent::ingest::{
 };
 use docent::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
 use docent::pg::PgStore;
-use docent::ports::{AccountStore, ContentStore, Error, IngestCommit, JobStore, KeyStore};
+use docent::ports::{
+    AccountStore, Attempt, ContentStore, DueDelivery, Error, IngestCommit, JobStore, KeyStore,
+    NewEvent, OutboxStore, Outcome, Webhook,
+};
 use indicatif::ProgressBar;
 
 use crate::helpers::{copy_fixture, run_with_deadline, serve};
@@ -145,7 +149,8 @@ fn pg_bin() -> PathBuf {
 fn find_pg_bin() -> PathBuf {
     let python = std::env::var("DOCENT_TEST_PYTHON")
         .expect("DOCENT_TEST_PYTHON: the test venv's python (`make test` sets it)");
-    let find = "import os, pgserver; print(os.path.join(os.path.dirname(pgserver.__file__), 'pginstall', 'bin'))";
+    let find = "import os, pgserver; \
+                print(os.path.join(os.path.dirname(pgserver.__file__), 'pginstall', 'bin'))";
     let out = run_with_deadline(
         Command::new(python).args(["-c", find]),
         Duration::from_secs(60),
@@ -463,7 +468,11 @@ fn docent_migrate_applies_the_schema_once_and_refuses_a_data_folder() {
     );
     let (ok, again) = migrate(&url);
     assert!(ok && again.contains("the schema is up to date"), "{again}");
-    let tables = server.sql("migrated", "SELECT count(*) FROM pg_tables WHERE tablename IN ('keys', 'jobs', 'accounts', 'sessions')");
+    let tables = server.sql(
+        "migrated",
+        "SELECT count(*) FROM pg_tables \
+         WHERE tablename IN ('keys', 'jobs', 'accounts', 'sessions')",
+    );
     assert_eq!(tables.trim(), "4");
     let (ok, refused) = migrate("./data");
     assert!(
@@ -742,7 +751,8 @@ async fn postgres_search_finds_what_the_in_process_indexes_find() {
         "search",
         "SET enable_seqscan = off; SET enable_bitmapscan = off; SET enable_indexscan = on; \
          EXPLAIN SELECT id FROM chunks WHERE vector_dims(embedding) = 384 \
-         ORDER BY embedding::vector(384) <=> (SELECT embedding::vector(384) FROM chunks LIMIT 1) LIMIT 5",
+         ORDER BY embedding::vector(384) <=> \
+         (SELECT embedding::vector(384) FROM chunks LIMIT 1) LIMIT 5",
     );
     assert!(plan.contains("chunks_hnsw_384"), "{plan}");
     // Keywords: the passage holding an error code comes first on both sides.
@@ -761,4 +771,180 @@ async fn postgres_search_finds_what_the_in_process_indexes_find() {
         pg.keyword(&bot, "the and of", 3).unwrap().is_empty(),
         "stop words match nothing"
     );
+}
+
+fn webhook(id: &str, bot: &BotId, events: &[&str]) -> Webhook {
+    Webhook {
+        id: id.into(),
+        bot_id: bot.clone(),
+        url: format!("https://hooks.example/{id}"),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        secret: "whsec_test".into(),
+        previous_secret: None,
+        previous_until: None,
+        created: 1,
+    }
+}
+
+/// The outbox: webhooks, events with one delivery per webhook that wants them, due
+/// deliveries in order (and skipped while sent), attempts and what follows, a stale
+/// attempt kept as history only, redelivery, pruning only what is settled, and removal.
+fn outbox_behaves<S: OutboxStore + ContentStore>(store: &S) {
+    use docent::domain::event_kinds::{CONVERSATION_STARTED, LEAD_CAPTURED};
+    let (docs, other) = (
+        BotId::parse("docs").unwrap(),
+        BotId::parse("other").unwrap(),
+    );
+    for bot in [&docs, &other] {
+        store.create_bot(&empty_bot(bot)).unwrap();
+    }
+    let all_events = webhook("whk_all", &docs, &["*"]);
+    for hook in [
+        all_events.clone(),
+        webhook("whk_leads", &docs, &[LEAD_CAPTURED]),
+        webhook("whk_other", &other, &["*"]),
+    ] {
+        store.put_webhook(&hook).unwrap();
+    }
+    let ids = |hooks: Vec<Webhook>| hooks.into_iter().map(|w| w.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_webhooks(None).unwrap()),
+        ["whk_all", "whk_leads", "whk_other"]
+    );
+    assert_eq!(
+        ids(store.list_webhooks(Some(&docs)).unwrap()),
+        ["whk_all", "whk_leads"]
+    );
+    let moved = store
+        .update_webhook("whk_leads", &mut |w| {
+            w.url = "https://hooks.example/moved".into()
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(store.get_webhook("whk_leads").unwrap(), Some(moved));
+    assert!(
+        store
+            .update_webhook("whk_none", &mut |_| {})
+            .unwrap()
+            .is_none()
+    );
+
+    let emit = |kind, n| {
+        let data = serde_json::json!({"n": n});
+        store.emit(&docs, NewEvent { kind, data }).unwrap()
+    };
+    let started = emit(CONVERSATION_STARTED, 1);
+    let lead = emit(LEAD_CAPTURED, 2);
+    assert_eq!(store.get_event(&started.id).unwrap(), Some(started.clone()));
+    assert_eq!(store.pending_deliveries().unwrap(), 3);
+    let later = docent::ids::now_ms() + 60_000;
+    let none = HashSet::new();
+    let due = store.due_deliveries(later, 10, &none).unwrap();
+    let pairs: Vec<(String, String)> = due
+        .iter()
+        .map(|d| (d.webhook.id.clone(), d.event.kind.clone()))
+        .collect();
+    assert_eq!(pairs.len(), 3, "{pairs:?}");
+    assert!(due.windows(2).all(|w| w[0].due_ms <= w[1].due_ms));
+    assert_eq!(store.due_deliveries(later, 1, &none).unwrap().len(), 1);
+    let sending: HashSet<(String, String)> =
+        [(due[0].webhook.id.clone(), due[0].event.id.clone())].into();
+    assert_eq!(store.due_deliveries(later, 10, &sending).unwrap().len(), 2);
+    assert!(store.next_due_ms_except(&sending).unwrap().is_some());
+
+    let attempt = Attempt {
+        at_ms: 1,
+        status: Some(200),
+        error: None,
+        latency_ms: 5,
+    };
+    let outcome = |d: &DueDelivery| match (d.webhook.id.as_str(), d.event.kind.as_str()) {
+        ("whk_all", CONVERSATION_STARTED) => Outcome::Delivered,
+        ("whk_all", _) => Outcome::Failed,
+        _ => Outcome::RetryAt(later + 1000),
+    };
+    let attempts: Vec<_> = due
+        .iter()
+        .map(|d| (d.clone(), attempt.clone(), outcome(d)))
+        .collect();
+    store.record_attempts(&attempts).unwrap();
+    assert_eq!(store.pending_deliveries().unwrap(), 1);
+    assert!(store.due_deliveries(later, 10, &none).unwrap().is_empty());
+    let retry = store.due_deliveries(later + 1000, 10, &none).unwrap();
+    assert_eq!((retry.len(), retry[0].attempts), (1, 1));
+    let sent = store.deliveries("whk_all", None, 10).unwrap();
+    // Newest first: by event id, which starts with the time (events of one millisecond
+    // in either order).
+    let mut expected = [
+        (lead.id.as_str(), "failed"),
+        (started.id.as_str(), "delivered"),
+    ];
+    expected.sort_by(|a, b| b.0.cmp(a.0));
+    let states: Vec<(&str, &str)> = sent
+        .iter()
+        .map(|d| (d.event_id.as_str(), d.state.as_str()))
+        .collect();
+    assert_eq!(states, expected);
+    let newer = expected[0].0;
+    let older = store.deliveries("whk_all", Some(newer), 10).unwrap();
+    assert_eq!(older.len(), 1);
+    assert_eq!(older[0].event_id, expected[1].0);
+    // An attempt recorded for a schedule that no longer stands is only history.
+    let first = attempts
+        .iter()
+        .find(|(d, _, _)| d.webhook.id == "whk_all" && d.event.id == started.id)
+        .unwrap();
+    store.record_attempts(std::slice::from_ref(first)).unwrap();
+    let history = store.deliveries("whk_all", None, 10).unwrap();
+    let again = history.iter().find(|d| d.event_id == started.id).unwrap();
+    assert_eq!(
+        (again.attempts.len(), again.state.as_str()),
+        (2, "delivered")
+    );
+
+    let gone = webhook("whk_gone", &docs, &["*"]);
+    let queued = store.redeliver(&started, &[all_events, gone]).unwrap();
+    assert_eq!(queued, ["whk_all"]);
+    assert_eq!(store.pending_deliveries().unwrap(), 2);
+    let prune_before = docent::ids::now_ms() + 60_000;
+    assert_eq!(
+        store.prune_events(prune_before, 10).unwrap(),
+        0,
+        "both have a pending delivery"
+    );
+    let pending = store.due_deliveries(later + 1000, 10, &none).unwrap();
+    let delivered: Vec<_> = pending
+        .iter()
+        .map(|d| (d.clone(), attempt.clone(), Outcome::Delivered))
+        .collect();
+    store.record_attempts(&delivered).unwrap();
+    assert_eq!(store.prune_events(prune_before, 10).unwrap(), 2);
+    assert!(store.get_event(&started.id).unwrap().is_none());
+    assert!(store.deliveries("whk_all", None, 10).unwrap().is_empty());
+    assert!(store.delete_webhook("whk_all").unwrap());
+    assert!(!store.delete_webhook("whk_all").unwrap());
+    store
+        .emit(
+            &other,
+            NewEvent {
+                kind: LEAD_CAPTURED,
+                data: serde_json::json!({}),
+            },
+        )
+        .unwrap();
+    store.delete_bot(&other).unwrap();
+    assert_eq!(ids(store.list_webhooks(None).unwrap()), ["whk_leads"]);
+    assert_eq!(
+        store.pending_deliveries().unwrap(),
+        0,
+        "the bot's deliveries went with it"
+    );
+}
+
+#[test]
+fn the_outbox_behaves_alike_on_redb_and_postgres() {
+    let data = tempfile::tempdir().unwrap();
+    outbox_behaves(&docent::store::Store::open(data.path()).unwrap());
+    let server = PgServer::start();
+    outbox_behaves(&PgStore::open(&server.database("outbox"), None).unwrap());
 }
