@@ -153,6 +153,24 @@ impl PgStore {
         self.client(|c| Ok(c.execute(sql, params).context(what.to_string())?))
     }
 
+    /// Inserts one row; a row already holding its unique key is `exists()`.
+    fn insert_new(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+        exists: impl FnOnce() -> Error,
+    ) -> Result<()> {
+        let inserted = self.client(|c| Ok(c.execute(sql, params)))?;
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                Err(exists())
+            }
+            Err(e) => Err(anyhow::Error::from(e).context(what.to_string()).into()),
+        }
+    }
+
     /// Runs `work` in one transaction: committed when it returns `Ok`, rolled back else.
     fn in_transaction<T: Send>(
         &self,

@@ -2,7 +2,6 @@
 //! column unique, as the login name) and `sessions` by token hash with their account.
 
 use anyhow::Context;
-use postgres::error::SqlState;
 use postgres::types::{Json, ToSql};
 
 use super::{PgStore, all, get};
@@ -11,23 +10,16 @@ use crate::ports::{AccountStore, Error, Result};
 
 impl AccountStore for PgStore {
     fn create_account(&self, account: &Account) -> Result<()> {
-        let inserted = self.client(|c| {
-            Ok(c.execute(
-                "INSERT INTO accounts (id, email, record) VALUES ($1, $2, $3)",
-                &[
-                    &account.id.as_str(),
-                    &account.email.as_str(),
-                    &Json(account) as &(dyn ToSql + Sync),
-                ],
-            ))
-        })?;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                Err(Error::AccountExists(account.email.clone()))
-            }
-            Err(e) => Err(anyhow::Error::from(e).context("write account").into()),
-        }
+        self.insert_new(
+            "write account",
+            "INSERT INTO accounts (id, email, record) VALUES ($1, $2, $3)",
+            &[
+                &account.id.as_str(),
+                &account.email.as_str(),
+                &Json(account) as &(dyn ToSql + Sync),
+            ],
+            || Error::AccountExists(account.email.clone()),
+        )
     }
 
     fn get_account(&self, id: &str) -> Result<Option<Account>> {

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use pgvector::Vector;
-use postgres::error::SqlState;
 use postgres::types::{Json, ToSql};
 use postgres::{GenericClient, Transaction};
 
@@ -29,19 +28,12 @@ impl ContentStore for PgStore {
     }
 
     fn create_bot(&self, bot: &Bot) -> Result<()> {
-        let inserted = self.client(|c| {
-            Ok(c.execute(
-                "INSERT INTO bots (id, record) VALUES ($1, $2)",
-                &[&bot.id.as_str(), &Json(bot) as &(dyn ToSql + Sync)],
-            ))
-        })?;
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                Err(Error::BotExists(bot.id.clone()))
-            }
-            Err(e) => Err(anyhow::Error::from(e).context("write bot").into()),
-        }
+        self.insert_new(
+            "write bot",
+            "INSERT INTO bots (id, record) VALUES ($1, $2)",
+            &[&bot.id.as_str(), &Json(bot) as &(dyn ToSql + Sync)],
+            || Error::BotExists(bot.id.clone()),
+        )
     }
 
     fn update_bot(&self, id: &BotId, change: &mut dyn FnMut(&mut Bot)) -> Result<Bot> {
