@@ -110,6 +110,9 @@ $(ENGINE_EMBEDDER): tests/engine/minilm_gguf.py tests/engine/sdist.sh $(PYENV)/.
 
 test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES) $(LLAMA_SERVER) $(ENGINE_EMBEDDER)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
+	# The integration suite again with every server's state in PostgreSQL + pgvector.
+	DOCENT_TEST_STORE=postgres DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) \
+		$(CARGO) test --release --locked --test api
 
 # `make build && sudo make install [PREFIX=/usr/local] [DESTDIR=…]`: the binary without
 # its debug info (kept beside it in bin/.debug/docent.debug, where gdb looks; the release

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::config::{Config, RemoteLlm};
 use crate::embed::{Embedder, Embedding, MiniLm, Tokenizer, WordPiece};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
-use crate::ports::ContentStore;
+use crate::ports::{ContentStore, Storage};
 use crate::remote::{EmbedConfig, PoolConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
 use crate::retrieval::Retriever;
 use crate::search::InProcess;
@@ -44,11 +44,26 @@ pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(load_embedding(config)?.embedder)
 }
 
-/// Retrieval over `store`'s content through the in-process search (HNSW and BM25), with
-/// queries embedded by `embedder`.
+/// Retrieval over `store`'s content through the store's own search (pgvector and
+/// full-text search in PostgreSQL), else the in-process one (HNSW and BM25), with queries
+/// embedded by `embedder`.
 pub fn retriever(store: Arc<dyn ContentStore>, embedder: Arc<dyn Embedder>) -> Retriever {
-    let search = Arc::new(InProcess::new(store.clone()));
+    let search = store
+        .own_search()
+        .unwrap_or_else(|| Arc::new(InProcess::new(store.clone())));
     Retriever::new(store, search, embedder)
+}
+
+/// The store the configuration names: PostgreSQL at `store`, else the redb database in
+/// the data folder.
+pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    match &config.store {
+        Some(url) => {
+            let password = config.store_password.as_ref().map(|p| p.0.as_str());
+            Ok(Arc::new(crate::pg::PgStore::open(&url.0, password)?))
+        }
+        None => Ok(crate::store::open(&config.data_dir)?),
+    }
 }
 
 /// The chat model: the remote engines `--llm-url` names, else the GGUF in-process with

@@ -69,6 +69,15 @@ pub struct GlobalArgs {
     /// Longest wait for one batch of embeddings, e.g. 30s [default: 60s]
     #[arg(long, env = "DOCENT_EMBED_TIMEOUT", global = true)]
     pub embed_timeout: Option<String>,
+    /// Keep state in PostgreSQL (with pgvector) at this URL,
+    /// postgres://user@host:port/database, so several nodes can share it [default: the
+    /// redb database in --data-dir]
+    #[arg(long, env = "DOCENT_STORE", global = true, hide_env_values = true)]
+    pub store: Option<String>,
+    /// A file whose first line is the PostgreSQL password [else env DOCENT_STORE_PASSWORD,
+    /// or the one in the URL]
+    #[arg(long, env = "DOCENT_STORE_PASSWORD_FILE", global = true)]
+    pub store_password_file: Option<PathBuf>,
     /// TOML config file (see `docent config example`); flags and env override it
     #[arg(long, env = "DOCENT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -82,6 +91,8 @@ impl GlobalArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             data_dir: self.data_dir.clone(),
+            store: self.store.clone(),
+            store_password_file: self.store_password_file.clone(),
             models_dir: self.models_dir.clone(),
             model: self.model.clone(),
             threads: self.threads,
@@ -135,16 +146,9 @@ pub enum Command {
     Migrate(MigrateArgs),
 }
 
+/// `docent migrate` takes the store from `--store` (redb needs no migration).
 #[derive(Debug, Args)]
-pub struct MigrateArgs {
-    /// The store: postgres://user@host:port/database (redb needs no migration)
-    #[arg(long, env = "DOCENT_STORE", hide_env_values = true)]
-    pub store: String,
-    /// A file whose first line is the database password [else env DOCENT_STORE_PASSWORD,
-    /// or the one in the URL]
-    #[arg(long, env = "DOCENT_STORE_PASSWORD_FILE")]
-    pub store_password_file: Option<std::path::PathBuf>,
-}
+pub struct MigrateArgs {}
 
 #[derive(Debug, Args)]
 pub struct AnalyticsArgs {

@@ -23,7 +23,7 @@ use crate::telemetry::parse_duration;
 pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let source = Source::parse(&args.source, args.base_url.as_deref())?;
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     let embedding = load_embedding(config)?;
     let progress = progress_bar(args.json);
     let request = IngestRequest {
@@ -62,7 +62,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
 /// `docent reindex`: the bot's stored chunks re-embedded with the configured embedder.
 pub async fn reindex(config: &Config, args: crate::cli::ReindexArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     store.get_bot(&bot)?;
     let embedding = load_embedding(config)?;
     let progress = progress_bar(args.json);
@@ -127,7 +127,7 @@ impl ingest::Progress for ProgressBar {
 
 pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     store.get_bot(&bot)?;
     let retriever = crate::app::retriever(store, load_embedder(config)?);
     let generator = load_generator(config, 1)?;
@@ -219,7 +219,7 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
 }
 
 pub fn bots(config: &Config, command: BotsCommand) -> anyhow::Result<()> {
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     match command {
         BotsCommand::List { json } => {
             let bots = store.list_bots()?;
@@ -276,7 +276,7 @@ pub fn bots(config: &Config, command: BotsCommand) -> anyhow::Result<()> {
 
 pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
     use crate::server::views::{CreatedKey, KeyView};
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     let print = |json: bool, value: serde_json::Value, text: String| {
         if json {
             println!("{value}");
@@ -392,7 +392,10 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 /// background, serve until SIGINT/SIGTERM.
 pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()> {
     use crate::server::{self, Engine, Limits};
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
+    // With PostgreSQL the folder still holds this node's files (the first admin key).
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
     let marker = config.data_dir.join(server::SERVE_MARKER);
     std::fs::write(&marker, format!("{}\n", std::process::id()))
         .with_context(|| format!("failed to write {}", marker.display()))?;
@@ -523,16 +526,15 @@ impl Drop for RemoveOnDrop {
 }
 
 /// `docent migrate`: applies a PostgreSQL store's pending migrations and says which.
-pub fn migrate(args: crate::cli::MigrateArgs) -> anyhow::Result<()> {
-    use crate::pg;
-    if !pg::is_url(&args.store) {
+pub fn migrate(config: &Config) -> anyhow::Result<()> {
+    let Some(url) = &config.store else {
         anyhow::bail!(
             "--store: only a PostgreSQL store (postgres://…) has migrations; redb makes its \
              tables when it opens"
         );
-    }
-    let password = pg::store_password(args.store_password_file.as_deref())?;
-    let store = pg::PgStore::connect(&args.store, password.as_deref())?;
+    };
+    let password = config.store_password.as_ref().map(|p| p.0.as_str());
+    let store = crate::pg::PgStore::connect(&url.0, password)?;
     let applied = store.migrate()?;
     if applied.is_empty() {
         println!("{}: the schema is up to date", store.target());
@@ -546,7 +548,7 @@ pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Re
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let (from, to) =
         analytics_range(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     store.get_bot(&bot)?;
     let embedder = load_embedder(config)?;
     let report = crate::analytics::report(store.as_ref(), Some(embedder.as_ref()), &bot, from, to)?;

@@ -25,6 +25,11 @@ pub const DEFAULT_MODEL_ANSWERABLE_THRESHOLD: f32 = 0.55;
 #[derive(Debug, Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
+    /// A PostgreSQL store's URL (`--store`), else state is in the redb database in
+    /// `data_dir`.
+    pub store: Option<Secret>,
+    /// The PostgreSQL password given apart from the URL.
+    pub store_password: Option<Secret>,
     pub models_dir: PathBuf,
     pub model_path: PathBuf,
     pub threads: usize,
@@ -84,6 +89,8 @@ pub struct RemoteLlm {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    store: Option<Secret>,
+    store_password_file: Option<PathBuf>,
     models_dir: Option<PathBuf>,
     model: Option<String>,
     threads: Option<usize>,
@@ -153,6 +160,8 @@ struct FileGeneration {
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub store_password_file: Option<PathBuf>,
     pub models_dir: Option<PathBuf>,
     pub model: Option<String>,
     pub threads: Option<usize>,
@@ -198,6 +207,21 @@ impl Config {
             .or(file.threads)
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
         let parallel = args.parallel.or(file.parallel).unwrap_or(4);
+        let store = args.store.clone().map(Secret).or(file.store);
+        let store_password = match &store {
+            Some(url) if !is_postgres_url(&url.0) => bail!(
+                "store must be a PostgreSQL URL (postgres://user@host:port/database); the \
+                 embedded store is the folder --data-dir names"
+            ),
+            Some(_) => {
+                let file = args
+                    .store_password_file
+                    .as_deref()
+                    .or(file.store_password_file.as_deref());
+                store_password(file)?.map(Secret)
+            }
+            None => None,
+        };
         let llm = remote_llm(args, file.llm, parallel)?;
         let embed = remote_embed(args, file.embed)?;
         let config = Config {
@@ -206,6 +230,8 @@ impl Config {
                 .clone()
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("data")),
+            store,
+            store_password,
             model_path: resolve_model(&models_dir, &model),
             models_dir,
             threads,
@@ -399,6 +425,24 @@ fn default_models_dir() -> PathBuf {
         })
         .filter(|dir| dir.is_dir())
         .unwrap_or(local)
+}
+
+/// The database password given apart from the URL: the file's first line, else the
+/// `DOCENT_STORE_PASSWORD` environment variable, else none.
+fn store_password(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    if let Some(file) = file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the password file {}", file.display()))?;
+        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
+    }
+    Ok(std::env::var("DOCENT_STORE_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty()))
+}
+
+/// Whether `store` names a PostgreSQL database rather than a data folder.
+fn is_postgres_url(store: &str) -> bool {
+    store.starts_with("postgres://") || store.starts_with("postgresql://")
 }
 
 #[cfg(test)]

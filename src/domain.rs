@@ -787,6 +787,34 @@ pub struct Message {
     pub feedback: Option<Feedback>,
 }
 
+/// What a visitor's rating did to a message (`Message::rate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rerating {
+    /// Not an answer of the bot (the visitor's or an agent's message, a handoff notice):
+    /// nothing changed.
+    NotAnAnswer,
+    /// The same rating and comment as it had: nothing changes, nobody is told.
+    Same,
+    /// Rated; the rating it had before, if any.
+    Changed { previous: Option<Rating> },
+}
+
+impl Message {
+    /// Records a visitor's rating of this answer (the last one given stands).
+    pub fn rate(&mut self, feedback: &Feedback) -> Rerating {
+        // A handoff notice is the bot's, but not an answer.
+        if self.role != Role::Assistant || self.finish_reason.as_deref() == Some("handed_off") {
+            return Rerating::NotAnAnswer;
+        }
+        let same = |p: &Feedback| p.rating == feedback.rating && p.comment == feedback.comment;
+        if self.feedback.as_ref().is_some_and(same) {
+            return Rerating::Same;
+        }
+        let previous = self.feedback.replace(feedback.clone()).map(|f| f.rating);
+        Rerating::Changed { previous }
+    }
+}
+
 /// A setting that is never printed: its `Debug` is `***` (a proxy URL with credentials, a
 /// token).
 #[derive(Clone, PartialEq, Eq, Deserialize)]

@@ -183,6 +183,8 @@ async fn run(store: Arc<dyn OutboxStore>, config: DeliveryConfig, stats: Arc<Del
         }
     };
     let signal = store.outbox_signal();
+    // A send takes at most the timeout; its attempt is recorded as soon as it ends.
+    let claim_ms = (config.timeout + Duration::from_secs(60)).as_millis() as u64;
     // Deliveries being sent or waiting for their attempt to be recorded: not read again.
     let mut in_flight: HashSet<(String, String)> = HashSet::new();
     let mut running: HashMap<tokio::task::Id, (String, String)> = HashMap::new();
@@ -219,7 +221,7 @@ async fn run(store: Arc<dyn OutboxStore>, config: DeliveryConfig, stats: Arc<Del
         }
         let free = config.concurrency.max(1).saturating_sub(tasks.len());
         if free > 0 {
-            match store.due_deliveries(now_ms(), free, &in_flight) {
+            match store.due_deliveries(now_ms(), free, &in_flight, claim_ms) {
                 Ok(due) => {
                     for delivery in due {
                         let key = (delivery.webhook.id.clone(), delivery.event.id.clone());

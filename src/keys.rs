@@ -44,7 +44,7 @@ pub enum KeyScope {
 }
 
 /// A key as stored: no secret, only its hash.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApiKey {
     /// `key_<id>`: shown in lists and logs.
     pub id: String,

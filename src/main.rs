@@ -48,9 +48,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         print!("{}", config::EXAMPLE);
         return Ok(());
     }
-    if let Command::Migrate(args) = cli.command {
-        return commands::migrate(args);
-    }
     let config = Config::load(&cli.global.overrides())?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -59,6 +56,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ingest(args) => runtime.block_on(commands::ingest(&config, args)),
         Command::Ask(args) => commands::ask(&config, args),
         Command::Reindex(args) => runtime.block_on(commands::reindex(&config, args)),
+        Command::Migrate(_) => commands::migrate(&config),
         Command::Bots(command) => commands::bots(&config, command),
         Command::Keys(command) => commands::keys(&config, command),
         Command::Users(command) => commands::users(&config, command),
@@ -82,6 +80,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Analytics(args) => commands::analytics(&config, args),
-        Command::Config(_) | Command::Migrate(_) => unreachable!("handled above"),
+        Command::Config(_) => unreachable!("handled above"),
     }
 }

@@ -16,6 +16,8 @@
 
 mod accounts;
 mod content;
+mod conversations;
+mod notices;
 mod outbox;
 mod search;
 
@@ -45,13 +47,18 @@ const MIGRATION_LOCK: i64 = 0x0064_6f63_656e_7401;
 
 /// Per-connection limits: a statement, a wait for a lock (a bot's, while another node
 /// commits to it), a transaction left idle.
+/// TCP keepalives find a node whose machine vanished within about a minute, so its locks
+/// (its presence) go.
 const SESSION_LIMITS: &str = "-c statement_timeout=60000 -c lock_timeout=120000 \
-                              -c idle_in_transaction_session_timeout=60000";
+                              -c idle_in_transaction_session_timeout=60000 \
+                              -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 \
+                              -c tcp_keepalives_count=3";
 
 /// Most connections one node holds.
 const POOL_SIZE: u32 = 16;
 
-/// A docent store in a PostgreSQL database.
+/// A docent store in a PostgreSQL database. Clones share one connection pool.
+#[derive(Clone)]
 pub struct PgStore {
     /// Always `Some` until dropped (then dropped where the client may block).
     pool: Option<r2d2::Pool<Manager>>,
@@ -59,14 +66,49 @@ pub struct PgStore {
     outbox: std::sync::Arc<tokio::sync::Notify>,
     /// Where it is, without credentials: for messages.
     target: String,
+    /// How to open a connection of its own (`presence`).
+    config: postgres::Config,
+    /// This process's presence, once it staged chunks.
+    presence: std::sync::Arc<std::sync::Mutex<Option<Presence>>>,
+    /// This process's id on the notice channel (`pg/notices.rs`).
+    origin: std::sync::Arc<str>,
+    /// Whether `adopt_jobs` ran: the first time, this process's own unfinished jobs (put
+    /// before its worker started) are handed out too.
+    adopted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// A process's presence in the database: a session of its own holding the advisory lock
+/// `docent-node:<node>` for as long as the process lives (PostgreSQL releases it when the
+/// connection goes), so other nodes can tell a running ingest's staged chunks from a dead
+/// one's.
+struct Presence {
+    node: String,
+    /// Always `Some` until dropped.
+    client: Option<postgres::Client>,
+}
+
+impl Drop for Presence {
+    fn drop(&mut self) {
+        let client = self.client.take();
+        off_runtime(move || drop(client));
+    }
 }
 
 impl PgStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`; a password in the
-    /// URL or in `password`) and brings its schema up to date.
+    /// URL or in `password`), brings its schema up to date, removes what crashed ingests
+    /// staged and gives back the deliveries that gone nodes claimed.
     pub fn open(url: &str, password: Option<&str>) -> anyhow::Result<PgStore> {
         let store = PgStore::connect(url, password)?;
         store.migrate()?;
+        let swept = crate::ports::ContentStore::discard_staged(&store, None)?;
+        if swept > 0 {
+            tracing::info!("removed {swept} chunks staged by ingests whose process is gone");
+        }
+        let released = store.release_gone_claims()?;
+        if released > 0 {
+            tracing::info!("{released} webhook deliveries claimed by a gone node are due again");
+        }
         Ok(store)
     }
 
@@ -88,14 +130,104 @@ impl PgStore {
             r2d2::Pool::builder()
                 .max_size(POOL_SIZE)
                 .min_idle(Some(1))
-                .connection_timeout(Duration::from_secs(10))
-                .build(Manager::new(config, NoTls))
+                .idle_timeout(Some(Duration::from_secs(60)))
+                // While the database is down a request waits this long, then is 503.
+                .connection_timeout(Duration::from_secs(5))
+                .build(Manager::new(config.clone(), NoTls))
         })
         .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(PgStore {
             pool: Some(pool),
             outbox: Default::default(),
             target,
+            config,
+            presence: Default::default(),
+            origin: crate::ids::random_base62(16)?.into(),
+            adopted: Default::default(),
+        })
+    }
+
+    /// Runs `work` in a transaction for each node that `owners` (a query of one nullable
+    /// text column) names and that is gone (its presence lock is free: taken until the
+    /// transaction ends, so no process of that id comes back meanwhile); the caller's
+    /// own node counts as gone when `mine` is true. Returns what `work` returned, in turn.
+    fn for_gone_nodes<T: Send>(
+        &self,
+        owners: &str,
+        mine: bool,
+        mut work: impl FnMut(&mut postgres::Transaction<'_>, Option<&str>) -> Result<T> + Send,
+    ) -> Result<Vec<T>> {
+        let me = self.presence_id();
+        let nodes: Vec<Option<String>> = self.client(|c| {
+            let rows = c.query(owners, &[]).context("read nodes")?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })?;
+        let mut out = Vec::new();
+        for node in nodes {
+            let ours = me.is_some() && node == me;
+            if ours && !mine {
+                continue;
+            }
+            let done = self.in_transaction(|txn| {
+                if !ours && !try_lock(txn, &presence_lock(node.as_deref().unwrap_or("")))? {
+                    return Ok(None);
+                }
+                work(txn, node.as_deref()).map(Some)
+            })?;
+            out.extend(done);
+        }
+        Ok(out)
+    }
+
+    /// This process's node id, if it has taken one.
+    fn presence_id(&self) -> Option<String> {
+        let presence = self
+            .presence
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        presence.as_ref().map(|p| p.node.clone())
+    }
+
+    /// This process's node id, while its presence lock is held (taken again on a new
+    /// session if the old one was lost).
+    fn node(&self) -> Result<String> {
+        off_runtime(|| {
+            let mut presence = self
+                .presence
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // An idle client does not notice a lost connection by itself: ask.
+            let alive = |p: &mut Presence| {
+                p.client
+                    .as_mut()
+                    .is_some_and(|c| c.is_valid(Duration::from_secs(5)).is_ok())
+            };
+            if let Some(held) = presence.as_mut()
+                && alive(held)
+            {
+                return Ok(held.node.clone());
+            }
+            let mut client = self
+                .config
+                .connect(NoTls)
+                .with_context(|| format!("PostgreSQL at {} is unavailable", self.target))?;
+            // The same id again after a lost connection: what it staged stays its own
+            // (unless another node swept it meanwhile: then its commit fails).
+            let node = match presence.as_ref() {
+                Some(held) => held.node.clone(),
+                None => crate::ids::random_base62(16)?,
+            };
+            client
+                .execute(
+                    "SELECT pg_advisory_lock(hashtextextended($1, 0))",
+                    &[&presence_lock(&node)],
+                )
+                .context("take the node's presence lock")?;
+            *presence = Some(Presence {
+                node: node.clone(),
+                client: Some(client),
+            });
+            Ok(node)
         })
     }
 
@@ -132,12 +264,13 @@ impl PgStore {
         &self.target
     }
 
-    fn conn(&self) -> anyhow::Result<Conn> {
-        self.pool
+    fn conn(&self) -> Result<Conn> {
+        let pool = self
+            .pool
             .as_ref()
-            .expect("the pool lives as long as the store")
-            .get()
-            .with_context(|| format!("PostgreSQL at {} is unavailable", self.target))
+            .expect("the pool lives as long as the store");
+        pool.get()
+            .map_err(|e| Error::Unavailable(format!("PostgreSQL at {}: {e}", self.target)))
     }
 
     /// Runs `work` with a pooled connection.
@@ -145,7 +278,26 @@ impl PgStore {
         &self,
         work: impl FnOnce(&mut postgres::Client) -> Result<T> + Send,
     ) -> Result<T> {
-        off_runtime(|| work(&mut *self.conn()?))
+        off_runtime(|| work(&mut *self.conn()?).map_err(|e| self.unavailable_if_lost(e)))
+    }
+
+    /// `e` as `Error::Unavailable` when the database went away under it (the connection
+    /// broke, the server is shutting down or starting), so callers say retry, not fail.
+    fn unavailable_if_lost(&self, e: Error) -> Error {
+        let Error::Other(error) = &e else {
+            return e;
+        };
+        let lost = error.chain().any(|cause| {
+            cause.downcast_ref::<std::io::Error>().is_some()
+                || cause.downcast_ref::<postgres::Error>().is_some_and(|pg| {
+                    pg.is_closed() || pg.code().is_some_and(|code| code.code().starts_with("57P"))
+                })
+        });
+        if lost {
+            Error::Unavailable(format!("PostgreSQL at {}: {error:#}", self.target))
+        } else {
+            e
+        }
     }
 
     /// Runs one statement; how many rows it touched.
@@ -167,7 +319,10 @@ impl PgStore {
             Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => {
                 Err(exists())
             }
-            Err(e) => Err(anyhow::Error::from(e).context(what.to_string()).into()),
+            Err(e) => {
+                let e = anyhow::Error::from(e).context(what.to_string()).into();
+                Err(self.unavailable_if_lost(e))
+            }
         }
     }
 
@@ -178,10 +333,13 @@ impl PgStore {
     ) -> Result<T> {
         off_runtime(|| {
             let mut conn = self.conn()?;
-            let mut txn = conn.transaction().context("begin")?;
-            let out = work(&mut txn)?;
-            txn.commit().context("commit")?;
-            Ok(out)
+            let run = || {
+                let mut txn = conn.transaction().context("begin")?;
+                let out = work(&mut txn)?;
+                txn.commit().context("commit")?;
+                Ok(out)
+            };
+            run().map_err(|e| self.unavailable_if_lost(e))
         })
     }
 }
@@ -227,22 +385,71 @@ fn describe(config: &postgres::Config) -> String {
     )
 }
 
-/// The database password given apart from the URL: the file's first line, else the
-/// `DOCENT_STORE_PASSWORD` environment variable, else none.
-pub fn store_password(file: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
-    if let Some(file) = file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("cannot read the password file {}", file.display()))?;
-        return Ok(Some(text.lines().next().unwrap_or_default().to_string()));
-    }
-    Ok(std::env::var("DOCENT_STORE_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty()))
+/// Takes the advisory lock `name` until `txn` ends: exclusive, or `shared` with any other
+/// shared holder. Waits for a conflicting holder (at most the session's lock timeout).
+fn lock(txn: &mut postgres::Transaction<'_>, name: &str, shared: bool) -> Result<()> {
+    let sql = if shared {
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1, 0))"
+    } else {
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+    };
+    txn.execute(sql, &[&name])
+        .with_context(|| format!("lock {name}"))?;
+    Ok(())
 }
 
-/// Whether `store` names a PostgreSQL database rather than a data folder.
-pub fn is_url(store: &str) -> bool {
-    store.starts_with("postgres://") || store.starts_with("postgresql://")
+/// Takes the advisory lock `name` until `txn` ends if no one holds it; whether it did.
+fn try_lock(txn: &mut postgres::Transaction<'_>, name: &str) -> Result<bool> {
+    let row = txn
+        .query_one(
+            "SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&name],
+        )
+        .with_context(|| format!("try lock {name}"))?;
+    Ok(row.get(0))
+}
+
+/// The advisory lock a live node holds (`PgStore::node`).
+fn presence_lock(node: &str) -> String {
+    format!("docent-node:{node}")
+}
+
+/// `value` as a `jsonb` column keeps it. jsonb cannot hold the NUL character, which
+/// visitors' text may carry: each becomes U+FFFD, the replacement character.
+fn storable<T: Serialize>(value: &T) -> Result<Json<serde_json::Value>> {
+    let mut value = serde_json::to_value(value).context("encode record")?;
+    without_nul(&mut value);
+    Ok(Json(value))
+}
+
+fn without_nul(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    const NUL: char = '\0';
+    let clean = |text: &str| text.replace(NUL, "\u{fffd}");
+    match value {
+        Value::String(text) if text.contains(NUL) => *text = clean(text),
+        Value::Array(items) => items.iter_mut().for_each(without_nul),
+        Value::Object(fields) => {
+            if fields.keys().any(|k| k.contains(NUL)) {
+                *fields = std::mem::take(fields)
+                    .into_iter()
+                    .map(|(k, v)| (clean(&k), v))
+                    .collect();
+            }
+            fields.values_mut().for_each(without_nul);
+        }
+        _ => {}
+    }
+}
+
+/// A row limit as SQL takes it.
+fn sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// A time in Unix ms as SQL takes it (the far future stays the far future).
+fn sql_ms(ms: u64) -> i64 {
+    i64::try_from(ms).unwrap_or(i64::MAX)
 }
 
 /// Writes `record` as the row `id` of `table` (new or replacing).
@@ -257,7 +464,7 @@ fn put<T: Serialize + Sync + std::fmt::Debug>(
          ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record"
     );
     client
-        .execute(&sql, &[&id, &Json(record)])
+        .execute(&sql, &[&id, &storable(record)?])
         .with_context(|| format!("write {table}"))?;
     Ok(())
 }
@@ -286,10 +493,20 @@ fn all<T: DeserializeOwned>(
     let rows = client
         .query(&sql, params)
         .with_context(|| format!("read {table}"))?;
-    Ok(rows
-        .into_iter()
+    Ok(records(rows))
+}
+
+/// The records in the first column of `rows`.
+fn records<T: DeserializeOwned>(rows: Vec<postgres::Row>) -> Vec<T> {
+    rows.into_iter()
         .map(|row| row.get::<_, Json<T>>(0).0)
-        .collect())
+        .collect()
+}
+
+impl crate::ports::Storage for PgStore {
+    fn notices(&self) -> Option<std::sync::Arc<dyn crate::ports::Notices>> {
+        Some(std::sync::Arc::new(self.clone()))
+    }
 }
 
 impl KeyStore for PgStore {
@@ -313,11 +530,64 @@ impl KeyStore for PgStore {
     fn list_keys(&self) -> Result<Vec<ApiKey>> {
         self.client(|c| all(c, "keys", "true", &[]))
     }
+
+    fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        self.client(|c| {
+            // A node making it at the same moment commits after this statement's
+            // snapshot: then the next statement sees it.
+            for _ in 0..3 {
+                let row = c
+                    .query_opt(
+                        "WITH made AS (INSERT INTO secrets (name, value) VALUES ($1, $2) \
+                         ON CONFLICT (name) DO NOTHING RETURNING value) \
+                         SELECT value FROM made UNION ALL \
+                         SELECT value FROM secrets WHERE name = $1 LIMIT 1",
+                        &[&name, &fresh],
+                    )
+                    .context("read secret")?;
+                if let Some(row) = row {
+                    return Ok(row.get(0));
+                }
+            }
+            Err(anyhow!("the secret {name} is neither stored nor storable").into())
+        })
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn put_first_key(&self, key: &ApiKey) -> Result<bool> {
+        self.in_transaction(|txn| {
+            // Nodes starting together: one writes it, the others find it.
+            lock(txn, "docent-first-key", false)?;
+            let any = txn
+                .query_opt("SELECT 1 FROM keys LIMIT 1", &[])
+                .context("read keys")?;
+            if any.is_some() {
+                return Ok(false);
+            }
+            put(txn, "keys", &key.id, key)?;
+            Ok(true)
+        })
+    }
 }
 
 impl JobStore for PgStore {
     fn put_job(&self, job: &CrawlJob) -> Result<()> {
-        self.client(|c| put(c, "jobs", &job.id, job))
+        // An unfinished job is this node's until it finishes (or the node is gone).
+        let node = if job.state.unfinished() {
+            Some(self.node()?)
+        } else {
+            None
+        };
+        self.execute(
+            "write job",
+            "INSERT INTO jobs (id, record, node) VALUES ($1, $2, $3) \
+             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, node = EXCLUDED.node",
+            &[&job.id.as_str(), &Json(job) as &(dyn ToSql + Sync), &node],
+        )?;
+        Ok(())
     }
 
     fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {
@@ -327,11 +597,41 @@ impl JobStore for PgStore {
     fn jobs(&self) -> Result<Vec<CrawlJob>> {
         self.client(|c| all(c, "jobs", "true", &[]))
     }
+
+    fn adopt_jobs(&self) -> Result<Vec<CrawlJob>> {
+        let me = self.node()?;
+        let first = !self.adopted.swap(true, std::sync::atomic::Ordering::SeqCst);
+        let owners = "SELECT DISTINCT node FROM jobs \
+                      WHERE record->>'state' IN ('queued', 'running')";
+        let adopted = self.for_gone_nodes(owners, first, |txn, owner| {
+            let rows = txn
+                .query(
+                    "UPDATE jobs SET node = $1 WHERE node IS NOT DISTINCT FROM $2 \
+                     AND record->>'state' IN ('queued', 'running') RETURNING record",
+                    &[&me, &owner],
+                )
+                .context("adopt jobs")?;
+            Ok(records::<CrawlJob>(rows))
+        })?;
+        let mut adopted: Vec<CrawlJob> = adopted.into_iter().flatten().collect();
+        adopted.sort_by_key(|j| j.created);
+        Ok(adopted)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nul_characters_become_replacement_characters_wherever_they_are() {
+        let record = serde_json::json!({"a\0": ["x\0y", {"k": "\0"}], "n": 1, "ok": "plain"});
+        let stored = storable(&record).unwrap().0;
+        assert_eq!(
+            stored,
+            serde_json::json!({"a\u{fffd}": ["x\u{fffd}y", {"k": "\u{fffd}"}], "n": 1, "ok": "plain"})
+        );
+    }
 
     #[test]
     fn a_target_is_described_without_its_password() {

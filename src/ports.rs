@@ -19,8 +19,8 @@ use crate::keys::ApiKey;
 
 mod records;
 pub use records::{
-    Appended, Attempt, Delivery, DueDelivery, Erased, Event, IngestCommit, NewEvent, Outcome,
-    Rated, TurnExtras, Webhook,
+    Appended, Attempt, Delivery, DueDelivery, ERASURES_KEPT_MS, Erased, Event, IngestCommit,
+    NewEvent, Outcome, Rated, TurnExtras, Webhook,
 };
 
 /// What a storage port fails with.
@@ -44,6 +44,10 @@ pub enum Error {
     MessageNotFound(String),
     #[error("message {0} is not an answer of the bot")]
     NotAnAnswer(String),
+    /// The store cannot be reached now (a database restarting, a network down): worth
+    /// retrying shortly.
+    #[error("the store is unavailable: {0}")]
+    Unavailable(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -90,7 +94,9 @@ pub trait ContentStore: Send + Sync {
     /// names them; `discard_staged` removes them if the run fails.
     fn stage_chunks(&self, ingest: &str, batch: &[(Chunk, Vec<f32>)]) -> Result<Vec<u64>>;
 
-    /// Removes the chunks an ingest staged (every ingest's with `None`); returns how many.
+    /// Removes the chunks an ingest staged; with `None`, those of every ingest whose
+    /// process is gone (a crash's leftovers: for redb, which one process holds, every
+    /// ingest's). Returns how many.
     fn discard_staged(&self, ingest: Option<&str>) -> Result<usize>;
 
     /// Chunks staged and not yet committed or discarded.
@@ -98,6 +104,12 @@ pub trait ContentStore: Send + Sync {
 
     /// Applies one ingest run atomically: either all of it is visible afterwards, or none.
     fn commit_ingest(&self, commit: IngestCommit) -> Result<()>;
+
+    /// The search this store runs over its own content (a database with vector and text
+    /// indexes), if it has one; a node searches in process otherwise.
+    fn own_search(&self) -> Option<Arc<dyn Search>> {
+        None
+    }
 }
 
 /// API key records (hashes, never keys).
@@ -113,6 +125,20 @@ pub trait KeyStore: Send + Sync {
 
     /// Every key record.
     fn list_keys(&self) -> Result<Vec<ApiKey>>;
+
+    /// Writes `key` only if the store holds no key at all (the first admin key, made by
+    /// whichever node starts first); whether it was written.
+    fn put_first_key(&self, key: &ApiKey) -> Result<bool>;
+
+    /// The secret named `name` that every node sharing the store signs with (widget
+    /// session tokens), `fresh` the first time anyone asks for it.
+    fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>>;
+
+    /// Whether other processes write this store meanwhile (nodes sharing PostgreSQL): what
+    /// a node keeps of it in memory must then be read again, not only updated by itself.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// Conversations with their messages, and leads.
@@ -230,11 +256,16 @@ pub trait OutboxStore: Send + Sync {
 
     /// Up to `limit` deliveries due by `now_ms`, earliest first, leaving out those in
     /// `skip` (being sent). Rows whose webhook, event or delivery is gone are removed.
+    ///
+    /// They are the caller's to send for `claim_ms`: a store that several nodes share
+    /// gives them to no other caller until then (or until their attempt is recorded), so
+    /// each delivery is attempted by one node at a time, and by another if the first died.
     fn due_deliveries(
         &self,
         now_ms: u64,
         limit: usize,
         skip: &HashSet<(String, String)>,
+        claim_ms: u64,
     ) -> Result<Vec<DueDelivery>>;
 
     /// Deletes events created before `before_ms` whose deliveries are all settled
@@ -276,6 +307,11 @@ pub trait JobStore: Send + Sync {
 
     /// Every job record, in id order.
     fn jobs(&self) -> Result<Vec<CrawlJob>>;
+
+    /// The unfinished jobs whose process is gone (it stopped or crashed), made this
+    /// process's, oldest first: each such job goes to exactly one caller, whichever node
+    /// asks. A store one process holds has such jobs only when it is opened (redb).
+    fn adopt_jobs(&self) -> Result<Vec<CrawlJob>>;
 }
 
 /// Every storage port: what a node's state is kept in.
@@ -318,11 +354,46 @@ pub trait AccountStore: Send + Sync {
 pub trait Storage:
     ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore + AccountStore
 {
+    /// How the nodes sharing this store tell each other of live changes, if others can
+    /// share it (PostgreSQL); none for a store one process holds.
+    fn notices(&self) -> Option<Arc<dyn Notices>> {
+        None
+    }
 }
 
-impl<T> Storage for T where
-    T: ContentStore + ConversationStore + KeyStore + OutboxStore + JobStore + AccountStore
-{
+/// A change of a conversation that the nodes holding its live feeds must pass on.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Notice {
+    /// `count` messages were stored from position `first` on (read them from the store).
+    Appended {
+        conversation: String,
+        first: u32,
+        count: u32,
+    },
+    /// Its state changed (handed off, given back, closed).
+    State {
+        conversation: String,
+        state: crate::domain::ConversationState,
+        handoff_reason: Option<String>,
+    },
+    /// The feeds of these conversations end (`conversation_erased`).
+    Ended {
+        conversations: Vec<String>,
+        reason: String,
+    },
+}
+
+/// Notices between the nodes sharing a store: each reaches every other node's listener
+/// (not the sender's own), best effort (a node that was cut off hears nothing of the
+/// meantime).
+pub trait Notices: Send + Sync {
+    fn send(&self, notice: &Notice) -> Result<()>;
+
+    /// Hands the other nodes' notices to `deliver`, on a thread of its own, until
+    /// `deliver` returns false; it is also called with `None` about once a second
+    /// without a notice, so that it can stop.
+    fn listen(&self, deliver: Box<dyn FnMut(Option<Notice>) -> bool + Send>) -> Result<()>;
 }
 
 /// Candidate chunks for a query from a bot's indexes, each side best first; the caller

@@ -9,11 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::domain::{
-    Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role, TurnEvent,
-};
+use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role};
 use crate::ids::now_ms;
 use crate::keys::ApiKey;
 use crate::ports::{
@@ -46,6 +44,8 @@ const CONVERSATIONS_BY_USER: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("conversations_by_user");
 /// Crawl jobs started over the API, by id (`job_…`), so their state outlives a restart.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Secrets the node signs with, by name (`KeyStore::shared_secret`).
+const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Set in `META` once the conversation indexes cover every conversation (databases made
 /// before the indexes existed get them built when first opened).
 const CONVERSATION_INDEX_BUILT: &str = "conversation_index_built";
@@ -55,7 +55,6 @@ const CONVERSATION_INDEX_BUILT: &str = "conversation_index_built";
 /// was being answered meanwhile is dropped instead of bringing the conversation back
 /// (`append_turn`). Kept a day.
 const ERASED: TableDefinition<&str, u64> = TableDefinition::new("erased");
-const ERASED_KEPT_MS: u64 = 24 * 3600 * 1000;
 
 /// Chunks an ingest has written but not yet committed, by (the ingest's id, chunk id). No page
 /// lists them until the commit, so nothing reads them; a failed run's are removed at once
@@ -77,6 +76,8 @@ pub struct Store {
     /// Woken after a commit that wrote events or made deliveries due (the delivery worker
     /// waits on it).
     outbox: Arc<tokio::sync::Notify>,
+    /// Whether the unfinished jobs found when it was opened were handed out (`adopt_jobs`).
+    adopted: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The database in `data_dir` (opened, or created) behind the storage ports, as a node
@@ -118,6 +119,7 @@ impl Store {
                 .context("conversations table")?;
             txn.open_table(MESSAGES).context("messages table")?;
             txn.open_table(JOBS).context("jobs table")?;
+            txn.open_table(SECRETS).context("secrets table")?;
             txn.open_table(STAGED).context("staged_chunks table")?;
             txn.open_table(ERASED).context("erased table")?;
             events::create_tables(&txn)?;
@@ -156,6 +158,7 @@ impl Store {
         Ok(Store {
             db: Arc::new(db),
             outbox: Arc::default(),
+            adopted: Arc::default(),
         })
     }
 
@@ -494,6 +497,9 @@ fn count_pages(pages: &redb::Table<(&str, &str), &[u8]>, bot: &str) -> Result<(u
     Ok((n_pages, n_chunks))
 }
 
+/// One process holds the database: nothing to tell other nodes.
+impl Storage for Store {}
+
 impl KeyStore for Store {
     fn put_key(&self, key: &ApiKey) -> Result<()> {
         let txn = self.db.begin_write().context("begin write")?;
@@ -504,6 +510,40 @@ impl KeyStore for Store {
         }
         txn.commit().context("failed to commit key")?;
         Ok(())
+    }
+
+    fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let secret = {
+            let mut secrets = txn.open_table(SECRETS).context("open secrets")?;
+            let stored = secrets
+                .get(name)
+                .context("read secret")?
+                .map(|v| v.value().to_vec());
+            match stored {
+                Some(secret) => secret,
+                None => {
+                    secrets.insert(name, fresh).context("write secret")?;
+                    fresh.to_vec()
+                }
+            }
+        };
+        txn.commit().context("failed to commit secret")?;
+        Ok(secret)
+    }
+
+    fn put_first_key(&self, key: &ApiKey) -> Result<bool> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut keys = txn.open_table(KEYS).context("open keys")?;
+            if !keys.is_empty().context("read keys")? {
+                return Ok(false);
+            }
+            keys.insert(key.id.as_str(), encode(key)?.as_slice())
+                .context("write key")?;
+        }
+        txn.commit().context("failed to commit key")?;
+        Ok(true)
     }
 
     fn put_keys(&self, records: &[&ApiKey]) -> Result<()> {
@@ -701,22 +741,7 @@ impl ConversationStore for Store {
             if let Some(lead) = &settled.lead {
                 events::put_lead_in(&txn, lead)?;
             }
-            let caller_events = extras
-                .events
-                .into_iter()
-                .filter(|e| settled.keeps_event(e.kind));
-            let new_events = settled.events.iter().map(turn_event).chain(caller_events);
-            for mut event in new_events {
-                if let serde_json::Value::Object(data) = &mut event.data {
-                    for (key, value) in [
-                        ("bot_id", serde_json::json!(record.bot_id)),
-                        ("conversation_id", serde_json::json!(record.id)),
-                        ("user_id", serde_json::json!(record.user_id)),
-                        ("intent", serde_json::json!(record.intent)),
-                    ] {
-                        data.entry(key).or_insert(value);
-                    }
-                }
+            for event in NewEvent::of_turn(&settled, extras.events) {
                 events::emit(&txn, &record.bot_id, event)?;
                 wrote_events = true;
             }
@@ -766,19 +791,7 @@ impl ConversationStore for Store {
             }
         }
         events::put_lead_in(&txn, lead)?;
-        events::emit(
-            &txn,
-            &lead.bot_id,
-            NewEvent {
-                kind: crate::domain::event_kinds::LEAD_CAPTURED,
-                data: serde_json::json!({
-                    "bot_id": lead.bot_id,
-                    "conversation_id": lead.conversation_id,
-                    "user_id": lead.user_id,
-                    "lead": lead,
-                }),
-            },
-        )?;
+        events::emit(&txn, &lead.bot_id, NewEvent::lead_captured(lead))?;
         txn.commit().context("failed to commit lead")?;
         self.outbox_written();
         Ok(())
@@ -929,6 +942,21 @@ impl JobStore for Store {
             out.push(decode(raw.value())?);
         }
         Ok(out)
+    }
+
+    fn adopt_jobs(&self) -> Result<Vec<CrawlJob>> {
+        // This process holds the database: what is unfinished when it first asks is a
+        // stopped process's; later, only its own jobs are unfinished.
+        if self.adopted.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok(Vec::new());
+        }
+        let mut unfinished: Vec<CrawlJob> = self
+            .jobs()?
+            .into_iter()
+            .filter(|j| j.state.unfinished())
+            .collect();
+        unfinished.sort_by_key(|j| j.created);
+        Ok(unfinished)
     }
 }
 
@@ -1099,7 +1127,7 @@ fn delete_conversations_in(txn: &redb::WriteTransaction, ids: &[String]) -> Resu
         let mut erased = txn.open_table(ERASED).context("open erased")?;
         let now = now_ms();
         erased
-            .retain(|_, at| at + ERASED_KEPT_MS > now)
+            .retain(|_, at| at + crate::ports::ERASURES_KEPT_MS > now)
             .context("prune erasures")?;
         for id in ids {
             erased
@@ -1163,21 +1191,6 @@ fn bytes_to_vector(raw: &[u8]) -> Vec<f32> {
     raw.chunks_exact(4)
         .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         .collect()
-}
-
-/// The event a turn announces, as the outbox stores it.
-fn turn_event(event: &TurnEvent) -> NewEvent {
-    let data = match event {
-        TurnEvent::Started { message } => serde_json::json!({"message": message}),
-        TurnEvent::LeadCaptured(lead) => serde_json::json!({"lead": lead}),
-        TurnEvent::HandedOff { reason, message } => {
-            serde_json::json!({"reason": reason, "message": message})
-        }
-    };
-    NewEvent {
-        kind: event.kind(),
-        data,
-    }
 }
 
 /// The content of the last visitor message stored before position `before`.

@@ -5,19 +5,27 @@ use std::time::Duration;
 use anyhow::Context;
 use tracing_subscriber::EnvFilter;
 
-/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings, with llama.cpp silent).
+/// Logs go to stderr, filtered by `RUST_LOG` (default: warnings, with llama.cpp silent;
+/// the PostgreSQL client's statement logs never).
 pub fn init(verbose: bool) {
     let default = if verbose {
         "info,llama-cpp-2=warn"
     } else {
         "warn,llama-cpp-2=off"
     };
+    use tracing_subscriber::prelude::*;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // The PostgreSQL client logs each statement with its parameters (visitors' messages,
+    // key hashes) at debug level: never, whatever RUST_LOG asks.
+    let no_statements = tracing_subscriber::filter::filter_fn(|meta| {
+        !(meta.target().starts_with("tokio_postgres") && *meta.level() > tracing::Level::INFO)
+    });
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
-        .try_init();
+        .with_filter(filter)
+        .with_filter(no_statements);
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }
 
 /// Crash-test hook: when `DOCENT_FAILPOINT` names this point, print a marker to stderr and

@@ -13,7 +13,7 @@ use crate::ports::Storage;
 use crate::server::views::AccountView;
 
 pub fn users(config: &Config, command: UsersCommand) -> anyhow::Result<()> {
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     match command {
         UsersCommand::Create {
             email,

@@ -380,7 +380,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
         args.file.display()
     );
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
-    let store = crate::store::open(&config.data_dir)?;
+    let store = crate::app::open_store(config)?;
     let settings = store.get_bot(&bot)?.settings;
     let retriever = crate::app::retriever(store, crate::app::load_embedder(config)?);
     let generator = crate::app::load_generator(config, 1)?;

@@ -17,6 +17,24 @@ use crate::domain::{Bot, BotId, Chunk, Page};
 use crate::keys::{ApiKey, KeyScope};
 use crate::ports::{ContentStore, Error, IngestCommit, Result};
 
+impl PgStore {
+    /// Removes the chunks staged by nodes that are gone.
+    fn discard_orphans(&self) -> Result<usize> {
+        let owners = "SELECT DISTINCT staged_node FROM chunks WHERE staged_by IS NOT NULL";
+        let removed = self.for_gone_nodes(owners, false, |txn, node| {
+            let removed = txn
+                .execute(
+                    "DELETE FROM chunks WHERE staged_by IS NOT NULL \
+                     AND staged_node IS NOT DISTINCT FROM $1",
+                    &[&node],
+                )
+                .context("discard staged chunks")?;
+            Ok(removed as usize)
+        })?;
+        Ok(removed.into_iter().sum())
+    }
+}
+
 impl ContentStore for PgStore {
     fn get_bot(&self, id: &BotId) -> Result<Bot> {
         self.client(|c| get(c, "bots", id.as_str()))?
@@ -62,6 +80,8 @@ impl ContentStore for PgStore {
     fn delete_bot(&self, id: &BotId) -> Result<Vec<String>> {
         self.in_transaction(|txn| {
             lock_bot(txn, id.as_str())?;
+            // No turn, lead or erasure of it runs meanwhile.
+            super::conversations::lock_talk(txn, id.as_str(), false)?;
             if locked_bot(txn, id.as_str())?.is_none() {
                 return Err(Error::BotNotFound(id.clone()));
             }
@@ -86,8 +106,7 @@ impl ContentStore for PgStore {
             rewrite(txn, "accounts", |account: &mut Account| {
                 without(&mut account.bots, id)
             })?;
-            // Conversations and leads are not kept in PostgreSQL yet: none to erase.
-            Ok(Vec::new())
+            super::conversations::delete_bot_in(txn, bot)
         })
     }
 
@@ -118,6 +137,7 @@ impl ContentStore for PgStore {
     }
 
     fn stage_chunks(&self, ingest: &str, batch: &[(Chunk, Vec<f32>)]) -> Result<Vec<u64>> {
+        let node = self.node()?;
         self.in_transaction(|txn| {
             let ids: Vec<i64> = txn
                 .query(
@@ -130,15 +150,22 @@ impl ContentStore for PgStore {
                 .collect();
             let insert = txn
                 .prepare(
-                    "INSERT INTO chunks (id, bot, record, embedding, staged_by) \
-                     VALUES ($1, $2, $3, $4, $5)",
+                    "INSERT INTO chunks (id, bot, record, embedding, staged_by, staged_node) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
                 )
                 .context("prepare chunk insert")?;
             for ((chunk, vector), id) in batch.iter().zip(&ids) {
                 let embedding = Vector::from(vector.clone());
                 txn.execute(
                     &insert,
-                    &[id, &chunk.bot.as_str(), &Json(chunk), &embedding, &ingest],
+                    &[
+                        id,
+                        &chunk.bot.as_str(),
+                        &Json(chunk),
+                        &embedding,
+                        &ingest,
+                        &node,
+                    ],
                 )
                 .context("insert chunk")?;
             }
@@ -153,11 +180,7 @@ impl ContentStore for PgStore {
                 "DELETE FROM chunks WHERE staged_by = $1",
                 &[&ingest],
             )?,
-            None => self.execute(
-                "discard staged chunks",
-                "DELETE FROM chunks WHERE staged_by IS NOT NULL",
-                &[],
-            )?,
+            None => return self.discard_orphans(),
         };
         Ok(removed as usize)
     }
@@ -176,6 +199,10 @@ impl ContentStore for PgStore {
 
     fn commit_ingest(&self, commit: IngestCommit) -> Result<()> {
         self.in_transaction(|txn| commit_in(txn, &commit))
+    }
+
+    fn own_search(&self) -> Option<std::sync::Arc<dyn crate::ports::Search>> {
+        Some(std::sync::Arc::new(self.clone()))
     }
 }
 
@@ -261,15 +288,10 @@ fn commit_in(txn: &mut Transaction<'_>, commit: &IngestCommit) -> Result<()> {
     Ok(())
 }
 
-/// Takes the bot's lock until `txn` ends: ingest commits and deletion of one bot, from any
-/// node, run one at a time (a row lock cannot cover a bot that has no row yet).
+/// Takes the bot's content lock until `txn` ends: ingest commits and deletion of one bot,
+/// from any node, run one at a time (a row lock cannot cover a bot that has no row yet).
 fn lock_bot(txn: &mut Transaction<'_>, id: &str) -> Result<()> {
-    txn.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended('docent-bot:' || $1, 0))",
-        &[&id],
-    )
-    .context("lock bot")?;
-    Ok(())
+    super::lock(txn, &format!("docent-bot:{id}"), false)
 }
 
 /// The bot's record, its row locked until `txn` ends.

@@ -13,7 +13,7 @@ use anyhow::Context;
 use postgres::types::{Json, ToSql};
 use postgres::{GenericClient, Row, Transaction};
 
-use super::{PgStore, all, get};
+use super::{PgStore, all, get, sql_limit, sql_ms, storable};
 use crate::domain::BotId;
 use crate::ids::now_ms;
 use crate::ports::{
@@ -108,35 +108,52 @@ impl OutboxStore for PgStore {
         now_ms: u64,
         limit: usize,
         skip: &HashSet<(String, String)>,
+        claim_ms: u64,
     ) -> Result<Vec<DueDelivery>> {
-        let sql = "SELECT d.due_ms, w.record, jsonb_array_length(d.record->'attempts'), \
+        // Rows another node is claiming right now are skipped, not waited for.
+        let sql = "SELECT d.webhook, d.event, \
+                   coalesce((d.record->>'next_attempt_ms')::bigint, d.due_ms), \
+                   w.record, jsonb_array_length(d.record->'attempts'), \
                    e.id, e.kind, e.created, e.bot, e.data \
                    FROM deliveries d JOIN webhooks w ON w.id = d.webhook \
                    JOIN events e ON e.id = d.event \
-                   WHERE d.due_ms <= $1 ORDER BY d.due_ms, d.webhook, d.event LIMIT $2";
-        let wanted = (limit + skip.len()) as i64;
-        let rows = self.client(|c| {
-            Ok(c.query(sql, &[&(now_ms as i64), &wanted])
-                .context("read due deliveries")?)
-        })?;
-        let mut out = Vec::new();
-        for row in &rows {
-            let webhook: Webhook = row.get::<_, Json<Webhook>>(1).0;
-            let event = event_at(row, 3);
-            if skip.contains(&(webhook.id.clone(), event.id.clone())) {
-                continue;
+                   WHERE d.due_ms <= $1 ORDER BY d.due_ms, d.webhook, d.event LIMIT $2 \
+                   FOR UPDATE OF d SKIP LOCKED";
+        let wanted = sql_limit(limit.saturating_add(skip.len()));
+        let until = sql_ms(now_ms.saturating_add(claim_ms));
+        let node = self.node()?;
+        self.in_transaction(|txn| {
+            let rows = txn
+                .query(sql, &[&sql_ms(now_ms), &wanted])
+                .context("read due deliveries")?;
+            let mut out = Vec::new();
+            for row in &rows {
+                let key: (String, String) = (row.get(0), row.get(1));
+                if skip.contains(&key) {
+                    continue;
+                }
+                out.push(DueDelivery {
+                    due_ms: row.get::<_, i64>(2) as u64,
+                    webhook: row.get::<_, Json<Webhook>>(3).0,
+                    attempts: row.get::<_, i32>(4) as usize,
+                    event: event_at(row, 5),
+                });
+                if out.len() == limit {
+                    break;
+                }
             }
-            out.push(DueDelivery {
-                due_ms: row.get::<_, i64>(0) as u64,
-                webhook,
-                event,
-                attempts: row.get::<_, i32>(2) as usize,
-            });
-            if out.len() == limit {
-                break;
-            }
-        }
-        Ok(out)
+            // Claimed: due again, for whoever looks, only once the claim runs out.
+            let webhooks: Vec<&str> = out.iter().map(|d| d.webhook.id.as_str()).collect();
+            let events: Vec<&str> = out.iter().map(|d| d.event.id.as_str()).collect();
+            txn.execute(
+                "UPDATE deliveries SET due_ms = $3, claimed_by = $4 \
+                 FROM unnest($1::text[], $2::text[]) AS c(w, e) \
+                 WHERE webhook = c.w AND event = c.e",
+                &[&webhooks, &events, &until, &node],
+            )
+            .context("claim deliveries")?;
+            Ok(out)
+        })
     }
 
     fn prune_events(&self, before_ms: u64, limit: usize) -> Result<usize> {
@@ -266,6 +283,26 @@ impl OutboxStore for PgStore {
     }
 }
 
+impl PgStore {
+    /// Gives the deliveries that gone nodes claimed back, due when their records say (a
+    /// node killed while sending: the next to open the store sends them again).
+    pub(super) fn release_gone_claims(&self) -> Result<usize> {
+        let owners = "SELECT DISTINCT claimed_by FROM deliveries WHERE claimed_by IS NOT NULL";
+        let released = self.for_gone_nodes(owners, false, |txn, node| {
+            let released = txn
+                .execute(
+                    "UPDATE deliveries SET claimed_by = NULL, \
+                     due_ms = coalesce((record->>'next_attempt_ms')::bigint, due_ms) \
+                     WHERE claimed_by = $1 AND due_ms IS NOT NULL",
+                    &[&node],
+                )
+                .context("release claims")?;
+            Ok(released as usize)
+        })?;
+        Ok(released.into_iter().sum())
+    }
+}
+
 /// Writes `new` for `bot` within `txn`, with a pending delivery to every webhook of the bot
 /// that wants it.
 pub(super) fn emit_in(txn: &mut Transaction<'_>, bot: &BotId, new: NewEvent) -> Result<Event> {
@@ -284,7 +321,7 @@ pub(super) fn emit_in(txn: &mut Transaction<'_>, bot: &BotId, new: NewEvent) -> 
             &bot.as_str(),
             &event.kind.as_str(),
             &(event.created as i64),
-            &Json(&event.data) as &(dyn ToSql + Sync),
+            &storable(&event.data)? as &(dyn ToSql + Sync),
         ],
     )
     .context("write event")?;
@@ -350,7 +387,7 @@ fn write_delivery(client: &mut impl GenericClient, delivery: &Delivery) -> Resul
         .execute(
             "INSERT INTO deliveries (webhook, event, record, due_ms) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (webhook, event) DO UPDATE SET record = EXCLUDED.record, \
-             due_ms = EXCLUDED.due_ms",
+             due_ms = EXCLUDED.due_ms, claimed_by = NULL",
             &[
                 &delivery.webhook_id.as_str(),
                 &delivery.event_id.as_str(),

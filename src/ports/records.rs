@@ -5,7 +5,13 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::domain::{Bot, BotId, Conversation, Lead, Message, Page};
+use crate::domain::{
+    Bot, BotId, Conversation, Feedback, Lead, Message, Page, SettledTurn, TurnEvent, event_kinds,
+};
+
+/// How long a store remembers an erasure (of a conversation, a user, a bot), so that a
+/// turn begun before it writes nothing: longer than any turn takes.
+pub const ERASURES_KEPT_MS: u64 = 24 * 3600 * 1000;
 
 /// What `ConversationStore::erase_user` erased.
 #[derive(Debug, Clone, Default)]
@@ -84,6 +90,83 @@ pub struct Event {
 pub struct NewEvent {
     pub kind: &'static str,
     pub data: Value,
+}
+
+impl NewEvent {
+    /// The events a settled turn writes: those it announces, then the caller's that it
+    /// keeps, each naming the conversation (bot, conversation, user, intent) unless it
+    /// already does.
+    pub fn of_turn(settled: &SettledTurn, caller: Vec<NewEvent>) -> Vec<NewEvent> {
+        let record = &settled.record;
+        let announced = settled.events.iter().map(NewEvent::announced);
+        let kept = caller.into_iter().filter(|e| settled.keeps_event(e.kind));
+        announced
+            .chain(kept)
+            .map(|mut event| {
+                if let Value::Object(data) = &mut event.data {
+                    for (key, value) in [
+                        ("bot_id", serde_json::json!(record.bot_id)),
+                        ("conversation_id", serde_json::json!(record.id)),
+                        ("user_id", serde_json::json!(record.user_id)),
+                        ("intent", serde_json::json!(record.intent)),
+                    ] {
+                        data.entry(key).or_insert(value);
+                    }
+                }
+                event
+            })
+            .collect()
+    }
+
+    /// The event a turn announces.
+    fn announced(event: &TurnEvent) -> NewEvent {
+        let data = match event {
+            TurnEvent::Started { message } => serde_json::json!({"message": message}),
+            TurnEvent::LeadCaptured(lead) => serde_json::json!({"lead": lead}),
+            TurnEvent::HandedOff { reason, message } => {
+                serde_json::json!({"reason": reason, "message": message})
+            }
+        };
+        NewEvent {
+            kind: event.kind(),
+            data,
+        }
+    }
+
+    /// `lead.captured` for a lead given outside a chat turn.
+    pub fn lead_captured(lead: &Lead) -> NewEvent {
+        NewEvent {
+            kind: event_kinds::LEAD_CAPTURED,
+            data: serde_json::json!({
+                "bot_id": lead.bot_id,
+                "conversation_id": lead.conversation_id,
+                "user_id": lead.user_id,
+                "lead": lead,
+            }),
+        }
+    }
+
+    /// `message.feedback`: a visitor rated `answer` (asked by `question`) in `record`.
+    pub fn feedback(
+        record: &Conversation,
+        answer: &Message,
+        feedback: &Feedback,
+        question: Option<String>,
+    ) -> NewEvent {
+        NewEvent {
+            kind: event_kinds::MESSAGE_FEEDBACK,
+            data: serde_json::json!({
+                "bot_id": record.bot_id,
+                "conversation_id": record.id,
+                "user_id": record.user_id,
+                "message_id": answer.id,
+                "rating": feedback.rating,
+                "comment": feedback.comment,
+                "question": question,
+                "answer": answer.content,
+            }),
+        }
+    }
 }
 
 /// A receiver of one bot's events.

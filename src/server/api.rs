@@ -320,9 +320,7 @@ pub(crate) async fn delete_bot(
     // reach them by.
     let erased = state.stored(move |store| store.delete_bot(&bot)).await?;
     state.keys.forget_bot(&id);
-    for conversation in &erased {
-        state.live.end(conversation, "conversation_erased");
-    }
+    state.live.end(&erased, "conversation_erased");
     state.content_changed(&id);
     Ok(HttpResponse::Ok().json(Deleted::new(id.as_str())))
 }
@@ -883,7 +881,10 @@ pub(crate) async fn delete_conversation(
     state
         .stored(move |store| store.delete_conversations(&ids))
         .await?;
-    state.live.end(&conversation.id, "conversation_erased");
+    state.live.end(
+        std::slice::from_ref(&conversation.id),
+        "conversation_erased",
+    );
     Ok(HttpResponse::Ok().json(Deleted::new(conversation.id)))
 }
 
@@ -1019,9 +1020,7 @@ pub(crate) async fn delete_user(
     let erased = state
         .stored(move |store| store.erase_user(&for_user, &bots))
         .await?;
-    for conversation in &erased.conversations {
-        state.live.end(conversation, "conversation_erased");
-    }
+    state.live.end(&erased.conversations, "conversation_erased");
     Ok(HttpResponse::Ok().json(UserErased::new(user, &erased)))
 }
 

@@ -23,8 +23,9 @@ use crate::domain::{Bot, BotId};
 use crate::keys::{self, ApiKey, KeyEnv, KeyKind, KeyScope};
 use crate::telemetry::unix_now;
 
-/// Every key record, by id. The server owns the database, so every key change passes
-/// through it and this cache stays exact.
+/// Every key record, by id. On redb the server owns the database, so every key change
+/// passes through it and this cache stays exact; on a store nodes share it is re-read
+/// (`replace_all`) and filled on a miss (`get_or_load`).
 pub struct KeyCache {
     keys: RwLock<HashMap<String, ApiKey>>,
     /// Bumped on every change, so what a key authorised once (a live feed) can look again.
@@ -46,16 +47,21 @@ impl KeyCache {
     }
 
     pub fn put(&self, key: ApiKey) {
-        self.keys
-            .write()
-            .expect("key cache lock")
-            .insert(key.id.clone(), key);
+        let mut keys = self.keys.write().expect("key cache lock");
+        keys.insert(key.id.clone(), key);
+        // Counted under the lock, so `replace_all` sees it.
         self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A count of the changes so far, for `replace_all`.
+    pub fn generation(&self) -> u64 {
+        *self.changes.borrow()
     }
 
     /// Takes a deleted bot out of every cached key's bots, as the store did.
     pub fn forget_bot(&self, bot: &crate::domain::BotId) {
-        for key in self.keys.write().expect("key cache lock").values_mut() {
+        let mut keys = self.keys.write().expect("key cache lock");
+        for key in keys.values_mut() {
             if let KeyScope::Bots(bots) = &mut key.scope {
                 bots.retain(|b| b != bot);
             }
@@ -76,6 +82,35 @@ impl KeyCache {
 
     pub fn get(&self, id: &str) -> Option<ApiKey> {
         self.keys.read().expect("key cache lock").get(id).cloned()
+    }
+
+    /// The key `id`, read from `store` when it is not cached and another node may have
+    /// made it (a store nodes share).
+    pub fn get_or_load(&self, id: &str, store: &dyn crate::ports::KeyStore) -> Option<ApiKey> {
+        if let Some(key) = self.get(id) {
+            return Some(key);
+        }
+        if !store.is_shared() {
+            return None;
+        }
+        let key = store.get_key(id).ok()?;
+        // As a change, so a refresh read before it does not take it out again.
+        self.put(key.clone());
+        Some(key)
+    }
+
+    /// Every key as `records` (the store's, which other nodes change too, read when the
+    /// cache was at `generation`); wakes the watchers of `changes` when anything differs.
+    /// Left as it is if this node changed a key since: the read may predate that change.
+    pub fn replace_all(&self, records: Vec<ApiKey>, generation: u64) {
+        let fresh: HashMap<String, ApiKey> =
+            records.into_iter().map(|k| (k.id.clone(), k)).collect();
+        let mut keys = self.keys.write().expect("key cache lock");
+        if self.generation() == generation && *keys != fresh {
+            *keys = fresh;
+            drop(keys);
+            self.changes.send_modify(|n| *n += 1);
+        }
     }
 
     /// Whether some active public key may be used from `origin` (CORS).
@@ -281,7 +316,10 @@ fn check(req: &HttpRequest, state: &AppState) -> Result<Caller, ApiError> {
         return session_caller(state, token, origin, client_address(req, state));
     }
     let presented = keys::parse(token).ok_or_else(invalid)?;
-    let record = state.keys.get(&presented.id).ok_or_else(invalid)?;
+    let record = state
+        .keys
+        .get_or_load(&presented.id, state.store.as_ref())
+        .ok_or_else(invalid)?;
     if !keys::verify(&presented, &record) || !record.is_active(unix_now()) {
         return Err(invalid());
     }
@@ -332,7 +370,7 @@ fn session_caller(
         })?;
     let record = state
         .keys
-        .get(&session.key_id)
+        .get_or_load(&session.key_id, state.store.as_ref())
         .filter(|k| k.kind == KeyKind::Public && k.is_active(now))
         .filter(|k| k.origins.iter().any(|o| o == origin))
         .ok_or_else(|| {

@@ -154,6 +154,14 @@ impl From<ports::Error> for ApiError {
                 "not_an_answer",
                 format!("message {id:?} is not the bot's answer: only answers are rated"),
             ),
+            ports::Error::Unavailable(why) => {
+                tracing::warn!("store unavailable: {why}");
+                ApiError::unavailable(
+                    "store_unavailable",
+                    "the database is unavailable; retry shortly",
+                    5,
+                )
+            }
             other => ApiError::internal(&anyhow::Error::new(other)),
         }
     }

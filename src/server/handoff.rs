@@ -28,7 +28,7 @@ use super::openapi::*;
 use super::sse::{self, HEARTBEAT, Heartbeat, KEEP_ALIVE};
 use super::views::{ConversationView, MessageView};
 use crate::domain::{Conversation, ConversationState, Message};
-use crate::ports::TurnExtras;
+use crate::ports::{ConversationStore, Notice, Notices, TurnExtras};
 use crate::telemetry::unix_now;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -96,10 +96,14 @@ impl LiveEvent {
 
 /// Subscribers to conversations' live feeds, by conversation id, and how many feeds each
 /// public caller and client address holds open.
+/// With a store other nodes share, what happens here is also told to them
+/// (`Notices`), and what they tell is passed on to this node's feeds (`receive`), so a
+/// visitor's feed hears an agent's reply whichever node stored it.
 #[derive(Default)]
 pub struct Live {
     channels: Mutex<HashMap<String, broadcast::Sender<LiveEvent>>>,
     open: Arc<Mutex<HashMap<String, usize>>>,
+    notices: Option<Arc<dyn Notices>>,
 }
 
 /// A public caller's places among the open feeds (its visitor's and its address's), given
@@ -124,6 +128,80 @@ impl Drop for FeedSlots {
 }
 
 impl Live {
+    /// Feeds that also tell, and hear, the other nodes through `notices`.
+    pub fn new(notices: Option<Arc<dyn Notices>>) -> Live {
+        Live {
+            notices,
+            ..Live::default()
+        }
+    }
+
+    /// Tells the other nodes (best effort: a feed there misses it if this fails).
+    fn tell(&self, notice: Notice) {
+        if let Some(notices) = &self.notices
+            && let Err(e) = notices.send(&notice)
+        {
+            tracing::warn!("cannot tell the other nodes of a conversation's change: {e:#}");
+        }
+    }
+
+    /// Passes another node's notice on to this node's feeds of that conversation; reads
+    /// the messages it names from `store`.
+    pub fn receive(&self, notice: Notice, store: &dyn ConversationStore) {
+        match notice {
+            Notice::Appended {
+                conversation,
+                first,
+                count,
+            } => {
+                if !self.has_feeds(&conversation) {
+                    return;
+                }
+                let messages = match store.messages(&conversation) {
+                    Ok(messages) => messages,
+                    Err(e) => {
+                        tracing::warn!("cannot read messages another node stored: {e:#}");
+                        return;
+                    }
+                };
+                let stored = messages.iter().enumerate().skip(first as usize);
+                for (position, message) in stored.take(count as usize) {
+                    let event = LiveEvent::message(position as u32, message);
+                    self.publish(&conversation, event);
+                }
+            }
+            Notice::State {
+                conversation,
+                state,
+                handoff_reason,
+            } => {
+                let event = LiveEvent {
+                    id: None,
+                    data: LiveData::State {
+                        state,
+                        handoff_reason,
+                    },
+                };
+                self.publish(&conversation, event);
+            }
+            Notice::Ended {
+                conversations,
+                reason,
+            } => {
+                for conversation in &conversations {
+                    self.end_here(conversation, &reason);
+                }
+            }
+        }
+    }
+
+    fn has_feeds(&self, conversation: &str) -> bool {
+        let channels = self.channels.lock().expect("live lock");
+        channels
+            .get(conversation)
+            .is_some_and(|sender| sender.receiver_count() > 0)
+    }
+
     /// Takes a place under each `(counter, cap)`, all or none; 429 `too_many_feeds` when
     /// one is full.
     pub fn take_slots(&self, wanted: &[(String, usize)]) -> ApiResult<FeedSlots> {
@@ -149,8 +227,21 @@ impl Live {
         })
     }
 
-    /// Ends a conversation's feeds with a last `end` event (the conversation was erased).
-    pub fn end(&self, conversation: &str, reason: &str) {
+    /// Ends conversations' feeds with a last `end` event (they were erased), on every
+    /// node (told in batches that fit a notice).
+    pub fn end(&self, conversations: &[String], reason: &str) {
+        for conversation in conversations {
+            self.end_here(conversation, reason);
+        }
+        for batch in conversations.chunks(100) {
+            self.tell(Notice::Ended {
+                conversations: batch.to_vec(),
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    fn end_here(&self, conversation: &str, reason: &str) {
         let sender = self
             .channels
             .lock()
@@ -180,12 +271,19 @@ impl Live {
         }
     }
 
-    /// Announces the messages a turn just stored.
+    /// Announces the messages a turn just stored, on every node.
     pub fn publish_appended(&self, appended: &crate::ports::Appended) {
         let conversation = appended.conversation.id.as_str();
         for (i, message) in appended.messages.iter().enumerate() {
             let position = appended.first_position + i as u32;
             self.publish(conversation, LiveEvent::message(position, message));
+        }
+        if !appended.messages.is_empty() {
+            self.tell(Notice::Appended {
+                conversation: conversation.to_string(),
+                first: appended.first_position,
+                count: appended.messages.len() as u32,
+            });
         }
     }
 
@@ -200,8 +298,14 @@ impl Live {
         }
     }
 
+    /// Announces a conversation's new state, on every node.
     pub fn publish_state(&self, conversation: &Conversation) {
         self.publish(&conversation.id, LiveEvent::state(conversation));
+        self.tell(Notice::State {
+            conversation: conversation.id.clone(),
+            state: conversation.state,
+            handoff_reason: conversation.handoff_reason.clone(),
+        });
     }
 }
 

@@ -217,6 +217,9 @@ impl AppState {
         limits: Limits,
     ) -> anyhow::Result<AppState> {
         let keys = KeyCache::new(store.list_keys()?);
+        let live = handoff::Live::new(store.notices());
+        let session_secret =
+            store.shared_secret(widget::SESSION_SECRET, &widget::Sessions::fresh_secret())?;
         Ok(AppState {
             keys,
             engine: OnceLock::new(),
@@ -241,7 +244,7 @@ impl AppState {
                 "this bot's budget of {} visitor messages an hour",
             ),
             budgets: Budgets::default(),
-            sessions: widget::Sessions::new(limits.widget_session_ttl),
+            sessions: widget::Sessions::new(limits.widget_session_ttl, session_secret),
             logins: sessions::LoginLimits::default(),
             answers: AnswerCache::new(limits.answer_cache_ttl),
             jobs: Arc::new(Jobs::new(
@@ -253,7 +256,7 @@ impl AppState {
             options,
             limits,
             metrics: Metrics::default(),
-            live: handoff::Live::default(),
+            live,
             deliveries: Arc::default(),
         })
     }
@@ -312,7 +315,16 @@ impl Launch {
         if let Some(engine) = self.engine {
             let _ = state.engine.set(engine);
         }
-        let host = Arc::new(NodeHost(state.clone().into_inner()));
+        if self.store.is_shared() {
+            refresh_keys(Arc::downgrade(&state.clone().into_inner()));
+        }
+        if let Some(notices) = self.store.notices() {
+            hear_other_nodes(
+                notices.as_ref(),
+                Arc::downgrade(&state.clone().into_inner()),
+            )?;
+        }
+        let host = Arc::new(NodeHost(Arc::downgrade(&state.clone().into_inner())));
         crate::services::jobs::start_worker(state.jobs.clone(), host);
         if let Some(config) = self.deliveries {
             crate::events::start_worker(self.store, config, state.deliveries.clone());
@@ -321,17 +333,64 @@ impl Launch {
     }
 }
 
+/// How often a node sharing its store re-reads every key: a key revoked or rotated on
+/// another node is refused here within this.
+pub const KEY_REFRESH: Duration = Duration::from_millis(500);
+
+/// Keeps the node's key cache the store's while the node lives.
+fn refresh_keys(state: std::sync::Weak<AppState>) {
+    let spawned = std::thread::Builder::new()
+        .name("docent-keys".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(KEY_REFRESH);
+                let Some(state) = state.upgrade() else {
+                    return;
+                };
+                let generation = state.keys.generation();
+                match state.store.list_keys() {
+                    Ok(keys) => state.keys.replace_all(keys, generation),
+                    Err(e) => tracing::warn!("cannot re-read the API keys: {e:#}"),
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the key refresh: {e}");
+    }
+}
+
+/// Passes the other nodes' notices on to this node's live feeds while the node lives.
+fn hear_other_nodes(
+    notices: &dyn crate::ports::Notices,
+    state: std::sync::Weak<AppState>,
+) -> anyhow::Result<()> {
+    notices.listen(Box::new(move |notice| {
+        let Some(state) = state.upgrade() else {
+            return false;
+        };
+        if let Some(notice) = notice {
+            state.live.receive(notice, state.store.as_ref());
+        }
+        true
+    }))?;
+    Ok(())
+}
+
 /// The crawl worker's view of the node: the engine's embedding once the models are
-/// loaded; a crawled bot's search indexes and cached answers dropped.
-struct NodeHost(Arc<AppState>);
+/// loaded; a crawled bot's search indexes and cached answers dropped. Weak, so a node that
+/// stops (a test's) is dropped with its workers' connections.
+struct NodeHost(std::sync::Weak<AppState>);
 
 impl CrawlHost for NodeHost {
     fn embedding(&self) -> Option<Embedding> {
-        self.0.engine.get().map(|engine| engine.embedding.clone())
+        let state = self.0.upgrade()?;
+        state.engine.get().map(|engine| engine.embedding.clone())
     }
 
     fn crawled(&self, bot: &crate::domain::BotId) {
-        self.0.content_changed(bot);
+        if let Some(state) = self.0.upgrade() {
+            state.content_changed(bot);
+        }
     }
 }
 
@@ -562,8 +621,9 @@ pub struct KeyQuote(pub Quote);
 #[derive(Debug, Clone, Copy)]
 struct IpQuote(Quote);
 
-/// Creates an admin key when the database has none, writing it to `ADMIN_KEY_FILE` (0600).
-/// Returns the file's path when a key was made.
+/// Creates an admin key when the database has none, writing it to `ADMIN_KEY_FILE` (0600)
+/// in `data_dir`; once per store, even with many nodes starting on it together. Returns the
+/// file's path when this node made the key.
 pub fn bootstrap_admin_key(
     store: &dyn Storage,
     data_dir: &Path,
@@ -579,9 +639,20 @@ pub fn bootstrap_admin_key(
         Some("bootstrap admin".into()),
         crate::telemetry::unix_now(),
     )?;
+    // The file first (under a name of this process's): a crash in between leaves a key
+    // nobody can use, not one that nobody has; it takes the real name only once stored,
+    // so a node that loses the race (another sharing the store and even this folder made
+    // the first key) never touches the winner's file.
     let path = data_dir.join(ADMIN_KEY_FILE);
-    write_private(&path, &format!("{key}\n"))?;
-    store.put_key(&record)?;
+    let pending = data_dir.join(format!("{ADMIN_KEY_FILE}.{}", std::process::id()));
+    write_private(&pending, &format!("{key}\n"))?;
+    let stored = store.put_first_key(&record);
+    if !matches!(stored, Ok(true)) {
+        let _ = std::fs::remove_file(&pending);
+        return stored.map(|_| None).map_err(Into::into);
+    }
+    std::fs::rename(&pending, &path)
+        .with_context(|| format!("failed to move the admin key to {}", path.display()))?;
     Ok(Some(path))
 }
 

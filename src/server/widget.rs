@@ -3,9 +3,10 @@
 //! to the page's origin and an anonymous visitor), and CORS for the routes a browser calls.
 //!
 //! A session token is `ws_<key id>.<bot>.<visitor>.<expiry>.<hex HMAC-SHA256>`, the MAC
-//! taken over those fields and the page's Origin under a secret made at start-up: it holds
-//! no secret, cannot be widened, and works only from the origin it was issued to. Tokens
-//! die with the process; the widget asks for a new one on a 401. The visitor is the id
+//! taken over those fields and the page's Origin under a secret kept in the store (made by
+//! the first node to start): it holds no secret, cannot be widened, and works only from the
+//! origin it was issued to. Tokens verify on every node sharing the store and outlive a
+//! restart until they expire; the widget asks for a new one on a 401. The visitor is the id
 //! derived from a key only the visitor's browser holds (`visitor_id`), so the ids docent
 //! shows in leads and webhooks cannot be made into sessions.
 
@@ -94,7 +95,7 @@ pub fn cors(state: web::Data<AppState>) -> Cors {
 
 /// Issues and checks session tokens.
 pub struct Sessions {
-    secret: [u8; 32],
+    secret: Vec<u8>,
     pub ttl: Duration,
 }
 
@@ -114,11 +115,21 @@ pub enum SessionError {
     Expired,
 }
 
+/// The name of the secret sessions are signed with, in the store.
+pub const SESSION_SECRET: &str = "widget_sessions";
+
 impl Sessions {
-    pub fn new(ttl: Duration) -> Sessions {
+    /// Sessions signed with `secret` (the store's, so tokens verify on every node sharing
+    /// it and after a restart).
+    pub fn new(ttl: Duration, secret: Vec<u8>) -> Sessions {
+        Sessions { secret, ttl }
+    }
+
+    /// A fresh random secret, for a store that has none yet.
+    pub fn fresh_secret() -> [u8; 32] {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the OS's randomness");
-        Sessions { secret, ttl }
+        secret
     }
 
     fn mac(&self, fields: &str, origin: &str) -> HmacSha256 {
@@ -225,7 +236,10 @@ pub(crate) async fn create_session(
     let invalid = || ApiError::unauthorized("invalid_api_key", "the token is not valid");
     let now = unix_now();
     let presented = keys::parse(&token).ok_or_else(invalid)?;
-    let record = state.keys.get(&presented.id).ok_or_else(invalid)?;
+    let record = state
+        .keys
+        .get_or_load(&presented.id, state.store.as_ref())
+        .ok_or_else(invalid)?;
     if !keys::verify(&presented, &record) || !record.is_active(now) {
         return Err(invalid());
     }
@@ -406,7 +420,7 @@ mod tests {
 
     #[test]
     fn a_session_token_works_only_from_its_origin_and_until_it_expires() {
-        let sessions = Sessions::new(Duration::from_secs(60));
+        let sessions = Sessions::new(Duration::from_secs(60), Sessions::fresh_secret().to_vec());
         let bot = BotId::parse("demo").unwrap();
         let (token, expires) = sessions.issue(
             "key_Ab12Cd34",
@@ -435,7 +449,7 @@ mod tests {
             Err(SessionError::Invalid)
         );
         // Another process's tokens are not this one's.
-        let other = Sessions::new(Duration::from_secs(60));
+        let other = Sessions::new(Duration::from_secs(60), Sessions::fresh_secret().to_vec());
         assert_eq!(
             other.verify(&token, "https://a.example", 1001),
             Err(SessionError::Invalid)

@@ -172,15 +172,10 @@ impl Jobs {
         })
     }
 
-    /// Queues again the jobs a stopped server left queued or running, oldest first.
+    /// Queues again the jobs a stopped node left queued or running (this one before a
+    /// restart, or another sharing the store), oldest first.
     fn resume(&self) -> anyhow::Result<usize> {
-        let mut unfinished: Vec<CrawlJob> = self
-            .store
-            .jobs()?
-            .into_iter()
-            .filter(|j| j.state.unfinished())
-            .collect();
-        unfinished.sort_by_key(|j| j.created);
+        let unfinished = self.store.adopt_jobs()?;
         let n = unfinished.len();
         for mut job in unfinished {
             job.state = JobState::Queued;
@@ -202,23 +197,48 @@ pub fn start_worker(jobs: Arc<Jobs>, host: Arc<dyn CrawlHost>) {
         Ok(n) => tracing::info!("queued {n} crawl jobs left unfinished by the last run"),
         Err(e) => tracing::error!("cannot resume unfinished crawl jobs: {e:#}"),
     }
+    let jobs = Arc::downgrade(&jobs);
     crate::telemetry::spawn_worker("docent-crawl", move |runtime| {
         worker_loop(&jobs, host.as_ref(), &rx, runtime)
     });
 }
 
+/// Runs jobs as they come and, once a minute, takes on orphaned jobs and queues due
+/// re-crawls; ends once the node has dropped its `Jobs` (its queue's sender is theirs).
 fn worker_loop(
-    jobs: &Jobs,
+    jobs: &std::sync::Weak<Jobs>,
     host: &dyn CrawlHost,
     rx: &Receiver<Arc<Job>>,
     runtime: &tokio::runtime::Runtime,
 ) {
+    let mut next_look = std::time::Instant::now() + LOOK_EVERY;
     loop {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(job) => run_job(jobs, host, &job, runtime),
-            Err(RecvTimeoutError::Timeout) => queue_due_recrawls(jobs),
+        let received = rx.recv_timeout(Duration::from_secs(5));
+        let Some(jobs) = jobs.upgrade() else {
+            return;
+        };
+        match received {
+            Ok(job) => run_job(&jobs, host, &job, runtime),
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+        if std::time::Instant::now() >= next_look {
+            next_look = std::time::Instant::now() + LOOK_EVERY;
+            resume_orphans(&jobs);
+            queue_due_recrawls(&jobs);
+        }
+    }
+}
+
+/// How often the worker looks for orphaned jobs and due re-crawls.
+const LOOK_EVERY: Duration = Duration::from_secs(60);
+
+/// Takes on the jobs of a node that died since (one sharing the store).
+fn resume_orphans(jobs: &Jobs) {
+    match jobs.resume() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("queued {n} crawl jobs of a node that stopped"),
+        Err(e) => tracing::warn!("cannot look for orphaned crawl jobs: {e:#}"),
     }
 }
 
@@ -226,15 +246,41 @@ fn queue_due_recrawls(jobs: &Jobs) {
     let Ok(bots) = jobs.store.list_bots() else {
         return;
     };
+    // Crawls under way anywhere (another node sharing the store, too): a re-crawl that
+    // takes longer than its interval is not started twice.
+    let Ok(stored) = jobs.store.jobs() else {
+        return;
+    };
+    let running: std::collections::HashSet<(BotId, String)> = stored
+        .into_iter()
+        .filter(|j| j.state.unfinished())
+        .map(|j| (j.bot_id, j.url))
+        .collect();
     let now = unix_now();
+    let due = |source: &SourceSchedule| {
+        source
+            .recrawl_every
+            .is_some_and(|every| source.last_crawl.is_none_or(|t| now >= t + every))
+    };
     for bot in bots {
-        for source in &bot.settings.sources {
-            let Some(every) = source.recrawl_every else {
-                continue;
-            };
-            if source.last_crawl.is_some_and(|t| now < t + every)
-                || jobs.is_active(&bot.id, &source.url)
+        for source in bot.settings.sources.iter().filter(|s| due(s)) {
+            if jobs.is_active(&bot.id, &source.url)
+                || running.contains(&(bot.id.clone(), source.url.clone()))
             {
+                continue;
+            }
+            // Claimed by marking it crawled now, unless another node sharing the store
+            // did first: each due re-crawl is queued once in the cluster.
+            let mut claimed = false;
+            let marked = jobs.store.update_bot(&bot.id, &mut |record| {
+                claimed = false;
+                let stored = record.settings.sources.iter_mut();
+                if let Some(stored) = stored.filter(|s| s.url == source.url).find(|s| due(s)) {
+                    stored.last_crawl = Some(now);
+                    claimed = true;
+                }
+            });
+            if marked.is_err() || !claimed {
                 continue;
             }
             if let Err(e) = jobs.submit(&bot.id, source) {

@@ -202,7 +202,7 @@ mod tests {
         );
         // The same commit wrote its event, with a delivery to the bot's webhook.
         let due = store
-            .due_deliveries(u64::MAX, 10, &Default::default())
+            .due_deliveries(u64::MAX, 10, &Default::default(), 0)
             .unwrap();
         let kinds: Vec<&str> = due.iter().map(|d| d.event.kind.as_str()).collect();
         assert_eq!(kinds, ["lead.captured"]);

@@ -637,7 +637,7 @@ mod tests {
 
     fn emitted(store: &Store) -> Vec<String> {
         let due = store
-            .due_deliveries(u64::MAX, 100, &HashSet::new())
+            .due_deliveries(u64::MAX, 100, &HashSet::new(), 0)
             .unwrap();
         due.into_iter().map(|d| d.event.kind).collect()
     }

@@ -278,6 +278,8 @@ impl OutboxStore for Store {
         now_ms: u64,
         limit: usize,
         skip: &HashSet<(String, String)>,
+        // One process holds the database: `skip` is all the claim it needs.
+        _claim_ms: u64,
     ) -> Result<Vec<DueDelivery>> {
         let mut out = Vec::new();
         let mut orphans: Vec<(u64, String, String)> = Vec::new();
@@ -629,7 +631,9 @@ mod tests {
                 },
             )
             .unwrap();
-        let due = store.due_deliveries(u64::MAX, 10, &HashSet::new()).unwrap();
+        let due = store
+            .due_deliveries(u64::MAX, 10, &HashSet::new(), 0)
+            .unwrap();
         assert_eq!(due.len(), 1);
         // While the first send is in flight, the operator asks for a replay...
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -647,7 +651,9 @@ mod tests {
         assert_eq!(delivery.attempts.len(), 1);
         assert_eq!(delivery.next_attempt_ms, Some(rows[0].0));
         // The replay is then sent and delivered: nothing is left due.
-        let due = store.due_deliveries(u64::MAX, 10, &HashSet::new()).unwrap();
+        let due = store
+            .due_deliveries(u64::MAX, 10, &HashSet::new(), 0)
+            .unwrap();
         assert_eq!(due.len(), 1);
         store
             .record_attempts(&[(due[0].clone(), attempt(200), Outcome::Delivered)])
@@ -680,7 +686,9 @@ mod tests {
         };
         let settled = store.emit(&bot, new(1)).unwrap();
         let pending = store.emit(&bot, new(2)).unwrap();
-        let due = store.due_deliveries(u64::MAX, 10, &HashSet::new()).unwrap();
+        let due = store
+            .due_deliveries(u64::MAX, 10, &HashSet::new(), 0)
+            .unwrap();
         let first = due.iter().find(|d| d.event.id == settled.id).unwrap();
         store
             .record_attempts(&[(first.clone(), attempt(200), Outcome::Delivered)])

@@ -8,7 +8,7 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::Deserialize;
 
 use super::{CONVERSATIONS, MESSAGES, META, Store, decode, encode, events};
-use crate::domain::{Conversation, Feedback, Message, Role, event_kinds};
+use crate::domain::{Conversation, Feedback, Message, Rerating, Role};
 use crate::ports::{Error, NewEvent, Rated, Result};
 
 /// (conversation id, position) of every stored message, by message id.
@@ -138,27 +138,19 @@ impl Store {
                 Some(raw) => decode(raw.value())?,
                 None => return Err(not_found()),
             };
-            // A handoff notice is the bot's, but not an answer.
-            if answer.role != Role::Assistant
-                || answer.finish_reason.as_deref() == Some("handed_off")
-            {
-                return Err(Error::NotAnAnswer(message.to_string()));
-            }
-            let previous = answer.feedback.replace(feedback.clone());
-            // The same rating and comment again changes nothing and tells nobody.
-            if previous
-                .as_ref()
-                .is_some_and(|p| p.rating == feedback.rating && p.comment == feedback.comment)
-            {
-                answer.feedback = previous;
-                drop(messages);
-                let record = conversation_record(&txn, &conversation_id, message)?;
-                return Ok(Rated {
-                    conversation: record,
-                    message: answer,
-                    event_id: None,
-                });
-            }
+            let previous = match answer.rate(feedback) {
+                Rerating::NotAnAnswer => return Err(Error::NotAnAnswer(message.to_string())),
+                Rerating::Same => {
+                    drop(messages);
+                    let record = conversation_record(&txn, &conversation_id, message)?;
+                    return Ok(Rated {
+                        conversation: record,
+                        message: answer,
+                        event_id: None,
+                    });
+                }
+                Rerating::Changed { previous } => previous,
+            };
             messages
                 .insert(key, encode(&answer)?.as_slice())
                 .context("write message")?;
@@ -177,28 +169,14 @@ impl Store {
                 Some(raw) => decode(raw.value())?,
                 None => return Err(not_found()),
             };
-            record
-                .ratings
-                .rerate(previous.map(|f| f.rating), feedback.rating);
+            record.ratings.rerate(previous, feedback.rating);
             conversations
                 .insert(conversation_id.as_str(), encode(&record)?.as_slice())
                 .context("write conversation")?;
             let event = events::emit(
                 &txn,
                 &record.bot_id,
-                NewEvent {
-                    kind: event_kinds::MESSAGE_FEEDBACK,
-                    data: serde_json::json!({
-                        "bot_id": record.bot_id,
-                        "conversation_id": record.id,
-                        "user_id": record.user_id,
-                        "message_id": answer.id,
-                        "rating": feedback.rating,
-                        "comment": feedback.comment,
-                        "question": question,
-                        "answer": answer.content,
-                    }),
-                },
+                NewEvent::feedback(&record, &answer, feedback, question),
             )?;
             rated = Rated {
                 conversation: record,

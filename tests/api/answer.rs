@@ -9,14 +9,13 @@ use docent::embed::FakeEmbedder;
 use docent::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use docent::llm::FakeGenerator;
 use docent::retrieval::Retriever;
-use docent::store::Store;
 use indicatif::ProgressBar;
 
 use crate::helpers::fixture;
 
 async fn fake_bot() -> (Retriever, tempfile::TempDir) {
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = crate::helpers::open_store(data.path());
     let embedder = Arc::new(FakeEmbedder::default());
     let request = IngestRequest {
         bot: BotId::parse("zephyr").unwrap(),
@@ -31,14 +30,14 @@ async fn fake_bot() -> (Retriever, tempfile::TempDir) {
         test: false,
     };
     ingest::run(
-        Arc::new(store.clone()),
+        store.clone(),
         embedder.clone(),
         request,
         &ProgressBar::hidden(),
     )
     .await
     .unwrap();
-    (docent::app::retriever(Arc::new(store), embedder), data)
+    (docent::app::retriever(store, embedder), data)
 }
 
 #[tokio::test]
@@ -210,7 +209,7 @@ async fn nothing_above_the_threshold_gives_the_fixed_fallback_without_the_model(
 fn an_empty_question_is_an_error_not_a_panic() {
     let data = tempfile::tempdir().unwrap();
     let retriever = docent::app::retriever(
-        docent::store::open(data.path()).unwrap(),
+        crate::helpers::open_store(data.path()),
         Arc::new(FakeEmbedder::default()),
     );
     let bot = BotId::parse("none").unwrap();

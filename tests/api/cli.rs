@@ -211,14 +211,21 @@ fn serve_makes_an_admin_key_owns_the_data_dir_and_stops_on_sigterm() {
         assert_eq!(mode & 0o777, 0o600);
     }
     assert_eq!(http_get(&address, "/healthz", None).0, 200);
-    // The CLI says plainly that the server owns the database.
     let out = docent(data.path()).args(["keys", "list"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("docent serve is running on") && stderr.contains("use the API"),
-        "{stderr}"
-    );
+    if crate::helpers::on_postgres() {
+        // PostgreSQL is shared: the CLI works beside the server.
+        assert_eq!(out.status.code(), Some(0), "{stderr}");
+        assert!(stdout.contains("bootstrap admin"), "{stdout}");
+    } else {
+        // The CLI says plainly that the server owns the database.
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr.contains("docent serve is running on") && stderr.contains("use the API"),
+            "{stderr}"
+        );
+    }
     // Ready once the models are loaded; the admin key works.
     for line in lines.by_ref() {
         if line.unwrap().starts_with("docent ready") {
@@ -341,7 +348,7 @@ fn analytics_cli_reports_a_bots_days_and_groups_its_unanswered_questions() {
     let data = tempfile::tempdir().unwrap();
     let now = docent::telemetry::unix_now();
     {
-        let store = docent::store::open(data.path()).unwrap();
+        let store = crate::helpers::open_store(data.path());
         let bot = BotId::parse("shop").unwrap();
         store
             .create_bot(&Bot {
@@ -445,7 +452,7 @@ fn users_cli_creates_owners_and_agents_stores_only_a_hash_and_rejects_nonsense()
     use docent::domain::{Bot, BotId, BotSettings};
     let data = tempfile::tempdir().unwrap();
     {
-        let store = docent::store::open(data.path()).unwrap();
+        let store = crate::helpers::open_store(data.path());
         store
             .create_bot(&Bot {
                 id: BotId::parse("docs").unwrap(),
@@ -562,7 +569,7 @@ fn users_cli_creates_owners_and_agents_stores_only_a_hash_and_rejects_nonsense()
         !stdout.contains("argon2") && !stdout.contains(PASSWORD),
         "{stdout}"
     );
-    let raw = std::fs::read(data.path().join(docent::store::DB_FILE)).unwrap();
+    let raw = crate::helpers::stored_bytes(data.path());
     let raw = String::from_utf8_lossy(&raw);
     assert!(raw.contains("$argon2id$v=19$"));
     assert!(!raw.contains(PASSWORD));

@@ -128,7 +128,7 @@ async fn an_owner_logs_in_and_every_change_needs_the_csrf_token() {
         as_session(&s, "POST", "/v1/keys", &cookie, Some(&csrf), Some(new_key)).await;
     assert_eq!(status, 201, "{created}");
     // Only the token's hash is stored.
-    let db = std::fs::read(s.data.path().join("docent.redb")).unwrap();
+    let db = crate::helpers::stored_bytes(s.data.path());
     assert!(!db.windows(cookie.len()).any(|w| w == cookie.as_bytes()));
     // Logout is a change too; afterwards the cookie is nothing.
     let (status, _) = as_session(&s, "POST", "/v1/auth/logout", &cookie, None, None).await;

@@ -11,11 +11,10 @@ use docent::embed::FakeEmbedder;
 use docent::ingest::{
     self, IngestRequest, IngestSummary, Source, chunk::ChunkSpec, crawl::CrawlOptions,
 };
-use docent::ports::ContentStore;
-use docent::store::Store;
+use docent::ports::Storage;
 use indicatif::ProgressBar;
 
-use crate::helpers::{copy_fixture, fixture, serve};
+use crate::helpers::{copy_fixture, fixture, open_store, serve};
 
 fn options() -> CrawlOptions {
     CrawlOptions {
@@ -26,7 +25,7 @@ fn options() -> CrawlOptions {
 }
 
 async fn ingest_with(
-    store: &Store,
+    store: &Arc<dyn Storage>,
     embedder: Arc<FakeEmbedder>,
     url: &str,
     crawl: CrawlOptions,
@@ -36,7 +35,7 @@ async fn ingest_with(
 
 /// Ingests `source` into the test bot.
 async fn ingest_source(
-    store: &Store,
+    store: &Arc<dyn Storage>,
     embedder: Arc<FakeEmbedder>,
     source: Source,
     crawl: CrawlOptions,
@@ -49,16 +48,10 @@ async fn ingest_source(
         chunk: ChunkSpec::default(),
         test: false,
     };
-    ingest::run(
-        Arc::new(store.clone()),
-        embedder,
-        request,
-        &ProgressBar::hidden(),
-    )
-    .await
+    ingest::run(store.clone(), embedder, request, &ProgressBar::hidden()).await
 }
 
-fn page_paths(store: &Store, base: &str) -> BTreeSet<String> {
+fn page_paths(store: &Arc<dyn Storage>, base: &str) -> BTreeSet<String> {
     store
         .pages(&BotId::parse("site").unwrap())
         .unwrap()
@@ -71,7 +64,7 @@ fn page_paths(store: &Store, base: &str) -> BTreeSet<String> {
 async fn crawl_honours_robots_noindex_refresh_canonical_and_duplicates() {
     let site = serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
 
     let summary = ingest_with(&store, Arc::default(), &site.url("index.html"), options())
         .await
@@ -111,7 +104,7 @@ async fn reingest_embeds_only_changed_pages_and_removes_vanished_ones() {
     let root = copy_fixture("site");
     let site = serve(root.path());
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
     let first = ingest_with(&store, Arc::default(), &site.url("index.html"), options())
         .await
         .unwrap();
@@ -155,7 +148,7 @@ async fn reingest_embeds_only_changed_pages_and_removes_vanished_ones() {
 async fn max_pages_caps_the_crawl() {
     let site = serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
     let crawl = CrawlOptions {
         max_pages: 3,
         ..options()
@@ -171,7 +164,7 @@ async fn max_pages_caps_the_crawl() {
 async fn sitemap_finds_pages_no_link_reaches() {
     let site = serve(&fixture("site-sitemap"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
     ingest_with(&store, Arc::default(), &site.url("index.html"), options())
         .await
         .unwrap();
@@ -182,7 +175,7 @@ async fn sitemap_finds_pages_no_link_reaches() {
 async fn bad_start_urls_fail_clearly_and_keep_the_previous_state() {
     let site = serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
     ingest_with(&store, Arc::default(), &site.url("index.html"), options())
         .await
         .unwrap();
@@ -214,7 +207,7 @@ async fn bad_start_urls_fail_clearly_and_keep_the_previous_state() {
 async fn invalid_utf8_and_redirects_are_handled() {
     let site = serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
     let summary = ingest_with(
         &store,
         Arc::default(),
@@ -234,7 +227,11 @@ async fn invalid_utf8_and_redirects_are_handled() {
 }
 
 /// Ingests the folder `root` into the test bot, cited under `base` when given.
-async fn ingest_folder(store: &Store, root: &std::path::Path, base: Option<&str>) -> IngestSummary {
+async fn ingest_folder(
+    store: &Arc<dyn Storage>,
+    root: &std::path::Path,
+    base: Option<&str>,
+) -> IngestSummary {
     let source = Source::parse(root.to_str().unwrap(), base).unwrap();
     let embedder = Arc::new(FakeEmbedder::default());
     ingest_source(store, embedder, source, options())
@@ -247,7 +244,7 @@ async fn a_folder_ingested_again_removes_its_deleted_files_and_keeps_other_sourc
     for base in [None, Some("https://help.example/docs")] {
         let (shop, news) = (copy_fixture("site"), copy_fixture("site-sitemap"));
         let data = tempfile::tempdir().unwrap();
-        let store = Store::open(data.path()).unwrap();
+        let store = open_store(data.path());
         let first = ingest_folder(&store, shop.path(), base).await;
         // Another folder into the same bot (under its own base when cited under one).
         let news_base = base.map(|_| "https://news.example/");
@@ -274,7 +271,7 @@ async fn a_folder_ingested_again_removes_its_deleted_files_and_keeps_other_sourc
 #[tokio::test]
 async fn folder_ingest_cites_public_urls_and_skips_stubs_noindex_and_canonical_copies() {
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = open_store(data.path());
     let request = IngestRequest {
         bot: BotId::parse("site").unwrap(),
         name: None,
@@ -288,7 +285,7 @@ async fn folder_ingest_cites_public_urls_and_skips_stubs_noindex_and_canonical_c
         test: false,
     };
     ingest::run(
-        Arc::new(store.clone()),
+        store.clone(),
         Arc::new(FakeEmbedder::default()),
         request,
         &ProgressBar::hidden(),

@@ -8,7 +8,6 @@ use docent::chat::{self, AskOptions, NOT_IN_SOURCES};
 use docent::domain::BotId;
 use docent::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use docent::retrieval::Retriever;
-use docent::store::Store;
 use indicatif::ProgressBar;
 
 use crate::helpers::{dyn_embedder, fixture, generator, serve};
@@ -22,7 +21,7 @@ struct Bot {
 async fn ingest_fixture_site() -> Bot {
     let site = serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = Store::open(data.path()).unwrap();
+    let store = crate::helpers::open_store(data.path());
     let id = BotId::parse("zephyr").unwrap();
     let request = IngestRequest {
         bot: id.clone(),
@@ -36,7 +35,7 @@ async fn ingest_fixture_site() -> Bot {
         test: false,
     };
     ingest::run(
-        Arc::new(store.clone()),
+        store.clone(),
         dyn_embedder(),
         request,
         &ProgressBar::hidden(),
@@ -44,10 +43,7 @@ async fn ingest_fixture_site() -> Bot {
     .await
     .unwrap();
     Bot {
-        retriever: Arc::new(docent::app::retriever(
-            Arc::new(store),
-            dyn_embedder().embedder,
-        )),
+        retriever: Arc::new(docent::app::retriever(store, dyn_embedder().embedder)),
         id,
         _data: data,
     }

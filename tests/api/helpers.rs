@@ -25,6 +25,51 @@ pub fn models_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("models"))
 }
 
+/// Whether this run keeps the servers' state in PostgreSQL (`DOCENT_TEST_STORE=postgres`,
+/// `make test`'s second pass) instead of redb.
+pub fn on_postgres() -> bool {
+    match std::env::var("DOCENT_TEST_STORE").as_deref() {
+        Ok("postgres") => true,
+        Ok("redb") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("DOCENT_TEST_STORE is redb or postgres, not {other:?}"),
+    }
+}
+
+/// On PostgreSQL: the URL of the database that stands for the data folder `data` (made
+/// when first asked for), which the test and any `docent` it runs share. None on redb.
+pub fn store_url(data: &Path) -> Option<String> {
+    if !on_postgres() {
+        return None;
+    }
+    static MADE: OnceLock<Mutex<HashMap<PathBuf, String>>> = OnceLock::new();
+    let mut made = MADE.get_or_init(Default::default).lock().unwrap();
+    let server = crate::pg::shared();
+    let url = made.entry(data.to_path_buf()).or_insert_with(|| {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let name = format!("t{}", NEXT.fetch_add(1, Ordering::SeqCst));
+        server.database(&name)
+    });
+    Some(url.clone())
+}
+
+/// The store a server over the data folder `data` uses in this run: its PostgreSQL
+/// database, or the redb database in the folder.
+pub fn open_store(data: &Path) -> Arc<dyn docent::ports::Storage> {
+    match store_url(data) {
+        Some(url) => Arc::new(docent::pg::PgStore::open(&url, None).unwrap()),
+        None => docent::store::open(data).unwrap(),
+    }
+}
+
+/// Every byte the store of the data folder `data` keeps: the redb file, or a dump of its
+/// PostgreSQL database. For checking that a secret never reaches it.
+pub fn stored_bytes(data: &Path) -> Vec<u8> {
+    match store_url(data) {
+        Some(url) => crate::pg::shared().dump(url.rsplit('/').next().unwrap()),
+        None => std::fs::read(data.join(docent::store::DB_FILE)).unwrap(),
+    }
+}
+
 /// The real MiniLM embedder, loaded once per test process.
 pub fn embedder() -> Arc<MiniLm> {
     static EMBEDDER: OnceLock<Arc<MiniLm>> = OnceLock::new();

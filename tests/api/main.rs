@@ -7,6 +7,7 @@ mod answers;
 mod architecture;
 
 mod cli;
+mod cluster;
 mod console;
 mod crash;
 mod crawl;

@@ -62,11 +62,7 @@ impl PgServer {
                 .local_addr()
                 .unwrap()
                 .port();
-            let options = format!("-h 127.0.0.1 -p {port} -k {}", dir.path().display());
-            let log = dir.path().join("log");
-            let args = ["start", "-w", "-t", "60", "-D", data.to_str().unwrap()];
-            let args = [&args[..], &["-l", log.to_str().unwrap(), "-o", &options]].concat();
-            if try_run(&bin, "pg_ctl", &args).status.success() {
+            if pg_ctl_start(&bin, dir.path(), port) {
                 let server = PgServer { bin, dir, port };
                 server.sql("postgres", "CREATE EXTENSION IF NOT EXISTS vector");
                 return server;
@@ -78,6 +74,19 @@ impl PgServer {
         panic!("PostgreSQL did not start:\n{log}");
     }
 
+    /// Stops the server at once, as a crash would (`restart` brings it back).
+    pub fn crash(&self) {
+        stop(&self.bin, &self.dir.path().join("data"));
+    }
+
+    /// Starts the server again on its port after `crash`.
+    pub fn restart(&self) {
+        assert!(
+            pg_ctl_start(&self.bin, self.dir.path(), self.port),
+            "PostgreSQL did not start again"
+        );
+    }
+
     /// A new empty database on this server: its URL.
     pub fn database(&self, name: &str) -> String {
         self.sql("postgres", &format!("CREATE DATABASE {name}"));
@@ -86,6 +95,29 @@ impl PgServer {
 
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Everything the database holds, as `pg_dump` writes it.
+    pub fn dump(&self, database: &str) -> Vec<u8> {
+        let port = self.port.to_string();
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "--data-only",
+        ];
+        let mut command = Command::new(self.bin.join("pg_dump"));
+        command.args(args).arg(database);
+        let out = run_with_deadline(&mut command, Duration::from_secs(60));
+        assert!(
+            out.status.success(),
+            "pg_dump {database}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
     }
 
     /// Runs one SQL statement with psql; its output.
@@ -120,10 +152,43 @@ impl PgServer {
     }
 }
 
+/// The server the whole run shares when the suite runs on PostgreSQL
+/// (`DOCENT_TEST_STORE=postgres`); stopped, and its files removed, when the test process
+/// exits.
+pub fn shared() -> &'static PgServer {
+    static SHARED: std::sync::OnceLock<PgServer> = std::sync::OnceLock::new();
+    extern "C" fn stop_shared() {
+        if let Some(server) = SHARED.get() {
+            stop(&server.bin, &server.dir.path().join("data"));
+            let _ = std::fs::remove_dir_all(server.dir.path());
+        }
+    }
+    SHARED.get_or_init(|| {
+        let server = PgServer::start();
+        // SAFETY: registers a plain function to run at exit; it only reads the static.
+        unsafe { libc::atexit(stop_shared) };
+        server
+    })
+}
+
 impl Drop for PgServer {
     fn drop(&mut self) {
         stop(&self.bin, &self.dir.path().join("data"));
     }
+}
+
+/// Starts the cluster in `dir`/data on `port`; whether it started.
+fn pg_ctl_start(bin: &Path, dir: &Path, port: u16) -> bool {
+    // Room for every test's pools at once (the whole suite may run on one server); no
+    // fsync: the tests kill docent, never the machine.
+    let options = format!(
+        "-h 127.0.0.1 -p {port} -k {} -c max_connections=400 -c fsync=off",
+        dir.display()
+    );
+    let (data, log) = (dir.join("data"), dir.join("log"));
+    let args = ["start", "-w", "-t", "60", "-D", data.to_str().unwrap()];
+    let args = [&args[..], &["-l", log.to_str().unwrap(), "-o", &options]].concat();
+    try_run(bin, "pg_ctl", &args).status.success()
 }
 
 /// Stops the server of the cluster in `data` at once, if one runs.
@@ -261,9 +326,13 @@ fn key(id: &str, scope: KeyScope) -> ApiKey {
     }
 }
 
-/// API keys: written, replaced, several at once, read back in id order.
+/// API keys: the first one written only into an empty store, then written, replaced,
+/// several at once, read back in id order.
 fn keys_behave<S: KeyStore>(store: &S) {
     let docs = BotId::parse("docs").unwrap();
+    assert!(store.put_first_key(&key("key_b", KeyScope::Admin)).unwrap());
+    assert!(!store.put_first_key(&key("key_x", KeyScope::Admin)).unwrap());
+    assert!(store.get_key("key_x").is_err());
     store.put_key(&key("key_b", KeyScope::Admin)).unwrap();
     store
         .put_key(&key("key_a", KeyScope::Bots(vec![docs.clone()])))
@@ -290,7 +359,7 @@ fn keys_behave<S: KeyStore>(store: &S) {
     );
 }
 
-/// Crawl jobs: written, replaced, read back in id order.
+/// Crawl jobs: written, replaced, read back in id order; none adopted twice.
 fn jobs_behave<S: JobStore>(store: &S) {
     let bot = BotId::parse("docs").unwrap();
     let source = SourceSchedule::once("https://docs.example/".into());
@@ -309,6 +378,10 @@ fn jobs_behave<S: JobStore>(store: &S) {
     assert_eq!(store.get_job("job_3").unwrap(), None);
     let ids: Vec<String> = store.jobs().unwrap().into_iter().map(|j| j.id).collect();
     assert_eq!(ids, ["job_1", "job_2"]);
+    // No other process is gone with jobs of its own (redb: this one's are its own once
+    // it has looked).
+    let _ = store.adopt_jobs().unwrap();
+    assert!(store.adopt_jobs().unwrap().is_empty());
 }
 
 /// Accounts and their sessions: unique emails, lookups, touches that never go back, a
@@ -476,7 +549,7 @@ fn docent_migrate_applies_the_schema_once_and_refuses_a_data_folder() {
     assert_eq!(tables.trim(), "4");
     let (ok, refused) = migrate("./data");
     assert!(
-        !ok && refused.contains("only a PostgreSQL store"),
+        !ok && refused.contains("must be a PostgreSQL URL"),
         "{refused}"
     );
     let wrong = url
@@ -590,7 +663,7 @@ async fn a_site_and_its_changes_land_alike_in_redb_and_postgres() {
     for store in &stores {
         second.push(counts(&crawl(store.clone(), &url).await));
     }
-    assert_eq!(second[0], second[1]);
+    assert_eq!(second[0], second[1], "{second:?}");
     assert_eq!((second[0][0], second[0][3]), (1, 1), "{second:?}");
     let after = snapshot(stores[1].as_ref());
     assert_eq!(snapshot(stores[0].as_ref()), after);
@@ -839,17 +912,20 @@ fn outbox_behaves<S: OutboxStore + ContentStore>(store: &S) {
     assert_eq!(store.pending_deliveries().unwrap(), 3);
     let later = docent::ids::now_ms() + 60_000;
     let none = HashSet::new();
-    let due = store.due_deliveries(later, 10, &none).unwrap();
+    let due = store.due_deliveries(later, 10, &none, 0).unwrap();
     let pairs: Vec<(String, String)> = due
         .iter()
         .map(|d| (d.webhook.id.clone(), d.event.kind.clone()))
         .collect();
     assert_eq!(pairs.len(), 3, "{pairs:?}");
     assert!(due.windows(2).all(|w| w[0].due_ms <= w[1].due_ms));
-    assert_eq!(store.due_deliveries(later, 1, &none).unwrap().len(), 1);
+    assert_eq!(store.due_deliveries(later, 1, &none, 0).unwrap().len(), 1);
     let sending: HashSet<(String, String)> =
         [(due[0].webhook.id.clone(), due[0].event.id.clone())].into();
-    assert_eq!(store.due_deliveries(later, 10, &sending).unwrap().len(), 2);
+    assert_eq!(
+        store.due_deliveries(later, 10, &sending, 0).unwrap().len(),
+        2
+    );
     assert!(store.next_due_ms_except(&sending).unwrap().is_some());
 
     let attempt = Attempt {
@@ -869,8 +945,13 @@ fn outbox_behaves<S: OutboxStore + ContentStore>(store: &S) {
         .collect();
     store.record_attempts(&attempts).unwrap();
     assert_eq!(store.pending_deliveries().unwrap(), 1);
-    assert!(store.due_deliveries(later, 10, &none).unwrap().is_empty());
-    let retry = store.due_deliveries(later + 1000, 10, &none).unwrap();
+    assert!(
+        store
+            .due_deliveries(later, 10, &none, 0)
+            .unwrap()
+            .is_empty()
+    );
+    let retry = store.due_deliveries(later + 1000, 10, &none, 0).unwrap();
     assert_eq!((retry.len(), retry[0].attempts), (1, 1));
     let sent = store.deliveries("whk_all", None, 10).unwrap();
     // Newest first: by event id, which starts with the time (events of one millisecond
@@ -912,7 +993,7 @@ fn outbox_behaves<S: OutboxStore + ContentStore>(store: &S) {
         0,
         "both have a pending delivery"
     );
-    let pending = store.due_deliveries(later + 1000, 10, &none).unwrap();
+    let pending = store.due_deliveries(later + 1000, 10, &none, 0).unwrap();
     let delivered: Vec<_> = pending
         .iter()
         .map(|d| (d.clone(), attempt.clone(), Outcome::Delivered))
@@ -947,4 +1028,132 @@ fn the_outbox_behaves_alike_on_redb_and_postgres() {
     outbox_behaves(&docent::store::Store::open(data.path()).unwrap());
     let server = PgServer::start();
     outbox_behaves(&PgStore::open(&server.database("outbox"), None).unwrap());
+}
+
+/// Polls `check` until it returns something, for up to 30 s (a node's session ending is
+/// seen by PostgreSQL a moment after its connection closes).
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Nodes sharing one database: each due delivery goes to one node at a time (and to
+/// another once the first one's claim runs out), a stopped node's unfinished crawl jobs
+/// go to exactly one other node, what it staged is swept by the next node to open the
+/// store while a live node's staging is left alone, and the first admin key is made once.
+#[test]
+fn nodes_sharing_postgres_never_do_the_same_work_twice() {
+    use docent::domain::event_kinds::CONVERSATION_STARTED;
+    let server = PgServer::start();
+    let url = server.database("cluster");
+    let node = || PgStore::open(&url, None).unwrap();
+    let (a, b) = (node(), node());
+    let bot = BotId::parse("docs").unwrap();
+    a.create_bot(&empty_bot(&bot)).unwrap();
+    a.put_webhook(&webhook("whk_all", &bot, &["*"])).unwrap();
+    let new = || NewEvent {
+        kind: CONVERSATION_STARTED,
+        data: serde_json::json!({}),
+    };
+    let events: HashSet<String> = (0..4).map(|_| a.emit(&bot, new()).unwrap().id).collect();
+    let (none, now) = (HashSet::new(), docent::ids::now_ms() + 1000);
+    let claim = 60_000;
+    let first = a.due_deliveries(now, 2, &none, claim).unwrap();
+    let second = b.due_deliveries(now, 10, &none, claim).unwrap();
+    assert_eq!((first.len(), second.len()), (2, 2));
+    let claimed: HashSet<String> = first
+        .iter()
+        .chain(&second)
+        .map(|d| d.event.id.clone())
+        .collect();
+    assert_eq!(claimed, events, "every delivery to exactly one node");
+    assert!(a.due_deliveries(now, 10, &none, claim).unwrap().is_empty());
+    // Node a records its two; b's claim runs out unrecorded (b died): due again for a.
+    let attempt = Attempt {
+        at_ms: now,
+        status: Some(200),
+        error: None,
+        latency_ms: 1,
+    };
+    let done: Vec<_> = first
+        .into_iter()
+        .map(|d| (d, attempt.clone(), Outcome::Delivered))
+        .collect();
+    a.record_attempts(&done).unwrap();
+    let again = a.due_deliveries(now + claim, 10, &none, claim).unwrap();
+    let again: HashSet<String> = again.into_iter().map(|d| d.event.id).collect();
+    let unrecorded: HashSet<String> = second.into_iter().map(|d| d.event.id).collect();
+    assert_eq!(again, unrecorded);
+
+    // Node c queues a job and stages chunks, then stops.
+    let c = node();
+    let source = SourceSchedule::once("https://docs.example/".into());
+    let job = CrawlJob::queued("job_c".into(), bot.clone(), &source, 1);
+    c.put_job(&job).unwrap();
+    let chunk = |text: &str| docent::domain::Chunk {
+        bot: bot.clone(),
+        url: "https://docs.example/".into(),
+        title: String::new(),
+        heading_path: Vec::new(),
+        text: text.into(),
+    };
+    c.stage_chunks("ing_c", &[(chunk("c's"), vec![0.5; 4])])
+        .unwrap();
+    a.stage_chunks("ing_a", &[(chunk("a's"), vec![0.5; 4])])
+        .unwrap();
+    assert!(a.adopt_jobs().unwrap().is_empty(), "c is alive");
+    assert_eq!(
+        node().staged_chunks().unwrap(),
+        2,
+        "a live node's staging stays"
+    );
+    drop(c);
+    let adopted = eventually("c's job adopted", || {
+        let jobs = a.adopt_jobs().unwrap();
+        (!jobs.is_empty()).then_some(jobs)
+    });
+    assert_eq!(
+        adopted.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["job_c"]
+    );
+    assert!(b.adopt_jobs().unwrap().is_empty(), "adopted once");
+    eventually("c's staging swept", || {
+        (node().staged_chunks().unwrap() == 1).then_some(())
+    });
+    assert_eq!(a.discard_staged(Some("ing_a")).unwrap(), 1);
+
+    // Nodes starting together make one admin key between them.
+    let fresh = server.database("fresh");
+    let made: Vec<bool> = std::thread::scope(|scope| {
+        let starts: Vec<_> = (0..4)
+            .map(|i| {
+                let fresh = fresh.clone();
+                scope.spawn(move || {
+                    let store = PgStore::open(&fresh, None).unwrap();
+                    store
+                        .put_first_key(&key(&format!("key_{i}"), KeyScope::Admin))
+                        .unwrap()
+                })
+            })
+            .collect();
+        starts.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    assert_eq!(made.iter().filter(|m| **m).count(), 1, "{made:?}");
+    assert_eq!(
+        PgStore::open(&fresh, None)
+            .unwrap()
+            .list_keys()
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -8,10 +8,8 @@ use std::time::Duration;
 
 use docent::domain::{BotId, EmbedderId};
 use docent::embed::{Embedder, Embedding, Tokenizer, WordPiece};
-use docent::ports::ContentStore;
 use docent::remote::{EmbedConfig, PoolConfig, RemoteEmbedder};
 use docent::server::Limits;
-use docent::store::Store;
 use serde_json::{Value, json};
 
 use crate::helpers::{embedder, fixture, generator, models_dir};
@@ -287,7 +285,7 @@ async fn docent_reindex_re_embeds_stored_chunks_with_the_configured_embedder() {
         old_ids.iter().all(|id| !new_ids.contains(id)),
         "{old_ids:?} {new_ids:?}"
     );
-    let store = Store::open(data.path()).unwrap();
+    let store = crate::helpers::open_store(data.path());
     for id in &old_ids {
         assert!(store.chunks(&[*id]).is_err(), "chunk {id} is still there");
         assert!(
@@ -305,7 +303,7 @@ async fn docent_reindex_re_embeds_stored_chunks_with_the_configured_embedder() {
         assert!(cosine(new, &expected) > 0.99999, "{text:?}");
         assert!(cosine(old, &expected) > 0.999, "{text:?}");
     }
-    let store = Store::open(data.path()).unwrap();
+    let store = crate::helpers::open_store(data.path());
     assert_eq!(store.staged_chunks().unwrap(), 0);
     drop(store);
 
@@ -325,7 +323,7 @@ async fn docent_reindex_re_embeds_stored_chunks_with_the_configured_embedder() {
 
 /// Every stored chunk's id, embedded text and vector, in page and chunk order.
 fn stored_vectors(data: &std::path::Path) -> Vec<(u64, String, Vec<f32>)> {
-    let store = Store::open(data).unwrap();
+    let store = crate::helpers::open_store(data);
     let bot = BotId::parse("zephyr").unwrap();
     let mut pages = store.pages(&bot).unwrap();
     pages.sort_by(|a, b| a.url.cmp(&b.url));

@@ -147,7 +147,12 @@ impl TestServer {
     }
 }
 
-async fn ingest_site(store: &Arc<dyn Storage>, embedding: Embedding, bot: &str, test: bool) {
+pub(crate) async fn ingest_site(
+    store: &Arc<dyn Storage>,
+    embedding: Embedding,
+    bot: &str,
+    test: bool,
+) {
     let request = IngestRequest {
         bot: BotId::parse(bot).unwrap(),
         name: None,
@@ -188,7 +193,7 @@ pub(crate) async fn start_with(
 ) -> TestServer {
     let embedding = embedding.into();
     let data = tempfile::tempdir().unwrap();
-    let store = docent::store::open(data.path()).unwrap();
+    let store = crate::helpers::open_store(data.path());
     ingest_site(&store, embedding.clone(), "zephyr", false).await;
     ingest_site(&store, embedding.clone(), "sandbox", true).await;
     let admin_file = server::bootstrap_admin_key(store.as_ref(), data.path())
@@ -1036,7 +1041,7 @@ async fn keys_are_stored_only_as_hashes() {
         !listed.to_string().contains(&key[8..]),
         "lists never show keys"
     );
-    let db = std::fs::read(s.data.path().join("docent.redb")).unwrap();
+    let db = crate::helpers::stored_bytes(s.data.path());
     for secret in [&key, &new_key, &s.admin] {
         let needle = secret.as_bytes();
         assert!(
@@ -1746,7 +1751,7 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     use docent::domain::{Bot, BotSettings, CrawlJob, JobState, SourceSchedule};
     let site = crate::helpers::serve(&fixture("site"));
     let data = tempfile::tempdir().unwrap();
-    let store = docent::store::open(data.path()).unwrap();
+    let store = crate::helpers::open_store(data.path());
     let bot = BotId::parse("resumed").unwrap();
     store
         .create_bot(&Bot {
@@ -1929,7 +1934,7 @@ async fn accounts_are_managed_by_live_admin_keys_and_keep_only_a_hash() {
         (status, error["error"]["code"].as_str()),
         (404, Some("account_not_found"))
     );
-    let db = std::fs::read(s.data.path().join("docent.redb")).unwrap();
+    let db = crate::helpers::stored_bytes(s.data.path());
     let needle = PASSWORD.as_bytes();
     assert!(
         !db.windows(needle.len()).any(|w| w == needle),

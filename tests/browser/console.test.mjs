@@ -228,8 +228,15 @@ await step('d. a visitor asks in the widget, rates the answer down and asks for 
   }, null, { timeout: 15_000 });
   conversationId = await visitor.evaluate((bot) => localStorage.getItem(`docent:${bot}:conversation`), 'zephyr');
   assert.match(conversationId || '', /^conv_/);
-  const rated = await fetch(`${DOCENT}/v1/conversations/${conversationId}`, { headers: { Authorization: `Bearer ${config.admin_key}` } });
-  const transcript = await rated.json();
+  // The button shows the rating at once; the store has it when the request is answered.
+  let transcript;
+  const until = Date.now() + 15_000;
+  do {
+    const rated = await fetch(`${DOCENT}/v1/conversations/${conversationId}`, { headers: { Authorization: `Bearer ${config.admin_key}` } });
+    transcript = await rated.json();
+    if (transcript.ratings && transcript.ratings.down === 1) break;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  } while (Date.now() < until);
   assert.deepEqual(transcript.ratings, { up: 0, down: 1 }, JSON.stringify(transcript));
 });
 

@@ -1,0 +1,227 @@
+//! docent nodes on PostgreSQL, over real HTTP on loopback: two nodes on one database,
+//! where what one does the other sees (keys made, revoked; widget sessions; an agent's
+//! reply and an erasure reaching a live feed held by the other node); and a node whose
+//! database crashes and comes back (503 meanwhile, then served again).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use docent::chat::AskOptions;
+use docent::embed::{Embedding, FakeEmbedder};
+use docent::keys::{KeyEnv, KeyKind, KeyScope};
+use docent::llm::FakeGenerator;
+use docent::pg::PgStore;
+use docent::ports::Storage;
+use docent::server::{self, Limits};
+use serde_json::{Value, json};
+
+use crate::events::read_feed;
+use crate::pg::PgServer;
+use crate::server::{Served, TestServer, ingest_site, serve_with};
+
+const SHOP: &str = "https://shop.example";
+
+/// A node on the database at `url`, with the fake models.
+fn node(url: &str, admin: &str) -> TestServer {
+    let store: Arc<dyn Storage> = Arc::new(PgStore::open(url, None).unwrap());
+    let served = Served {
+        store,
+        admin: admin.to_string(),
+        embedding: Embedding::from(Arc::new(FakeEmbedder::default())),
+        generator: Arc::new(FakeGenerator),
+    };
+    let options = AskOptions {
+        min_score: 0.1,
+        ..AskOptions::default()
+    };
+    serve_with(
+        served,
+        tempfile::tempdir().unwrap(),
+        Limits::default(),
+        options,
+    )
+}
+
+/// Fills the database at `url` with bot `zephyr` (the fixture site); its first admin key.
+async fn seed(url: &str) -> String {
+    let store: Arc<dyn Storage> = Arc::new(PgStore::open(url, None).unwrap());
+    let embedding = Embedding::from(Arc::new(FakeEmbedder::default()));
+    ingest_site(&store, embedding, "zephyr", false).await;
+    let data = tempfile::tempdir().unwrap();
+    let file = server::bootstrap_admin_key(store.as_ref(), data.path())
+        .unwrap()
+        .unwrap();
+    std::fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+/// Polls `check` every 50 ms until it holds (at most 20 s); how long that took.
+async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what}: not after 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_nodes_on_one_database_see_each_others_keys_sessions_and_live_changes() {
+    let pg = PgServer::start();
+    let url = pg.database("cluster");
+    let admin = seed(&url).await;
+    let (a, b) = (node(&url, &admin), node(&url, &admin));
+
+    // A key made on A works on B at once; revoked on A, B refuses it shortly after.
+    let (status, _, made) = a
+        .call(
+            "POST",
+            "/v1/keys",
+            Some(&admin),
+            Some(json!({"bots": ["zephyr"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let (key, id) = (made["key"].as_str().unwrap(), made["id"].as_str().unwrap());
+    assert_eq!(
+        b.call("GET", "/v1/bots/zephyr", Some(key), None).await.0,
+        200
+    );
+    let path = format!("/v1/keys/{id}");
+    assert_eq!(a.call("DELETE", &path, Some(&admin), None).await.0, 200);
+    assert_eq!(
+        a.call("GET", "/v1/bots/zephyr", Some(key), None).await.0,
+        401
+    );
+    let took = until("B refuses the revoked key", async || {
+        b.call("GET", "/v1/bots/zephyr", Some(key), None).await.0 == 401
+    })
+    .await;
+    eprintln!("a key revoked on node A was refused by node B after {took:?}");
+
+    // A widget session from A is good on B.
+    let public = a.make_key(
+        KeyKind::Public,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![docent::domain::BotId::parse("zephyr").unwrap()]),
+        vec![SHOP.into()],
+    );
+    let body = json!({"token": public, "bot_id": "zephyr"});
+    let (status, _, session) = a
+        .call_from("POST", "/v1/widget/session", None, Some(SHOP), Some(body))
+        .await;
+    assert_eq!(status, 200, "{session}");
+    let token = session["session_token"].as_str().unwrap().to_string();
+    let ask = json!({"bot_id": "zephyr", "message": "I want to talk to a human"});
+    let (status, _, reply) = b
+        .call_from("POST", "/v1/chat", Some(&token), Some(SHOP), Some(ask))
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(reply["finish_reason"], "handed_off", "{reply}");
+    let conversation = reply["conversation_id"].as_str().unwrap().to_string();
+
+    // The visitor's feed is on B; the agent answers on A.
+    let feed = |s: &TestServer| {
+        s.http
+            .get(s.url(&format!(
+                "/v1/conversations/{conversation}/events?access_token={token}"
+            )))
+            .header("Origin", SHOP)
+            .send()
+    };
+    let opened = feed(&b).await.unwrap();
+    assert_eq!(opened.status(), 200);
+    let listening = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heard = listening.clone();
+    let reader = tokio::spawn(read_feed(opened, move |events: &[Value]| {
+        // Its first event (the state) comes once it is subscribed.
+        heard.store(true, std::sync::atomic::Ordering::SeqCst);
+        events.iter().any(|e| e["event"] == "end")
+    }));
+    until("B's feed is open", async || {
+        listening.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let reply_path = format!("/v1/conversations/{conversation}/messages");
+    let agent = json!({"role": "agent", "content": "Hi, Sam here.", "author": "Sam"});
+    let (status, _, posted) = a.call("POST", &reply_path, Some(&admin), Some(agent)).await;
+    assert_eq!(status, 201, "{posted}");
+    let (status, _, _) = a
+        .call(
+            "POST",
+            &format!("/v1/conversations/{conversation}/close"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _, _) = a
+        .call(
+            "DELETE",
+            &format!("/v1/conversations/{conversation}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let events = reader.await.unwrap();
+    let agent_reply = events
+        .iter()
+        .find(|e| e["event"] == "message" && e["message"]["role"] == "agent");
+    assert_eq!(
+        agent_reply.map(|e| e["message"]["content"].clone()),
+        Some(json!("Hi, Sam here.")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "state" && e["state"] == "closed"),
+        "{events:?}"
+    );
+    let end = events.last().unwrap();
+    assert_eq!(end["reason"], "conversation_erased", "{events:?}");
+}
+
+/// PostgreSQL crashing under a node: requests that need it are 503 `store_unavailable`
+/// (with `Retry-After`), never a panic or a hang, and once it is back the node serves
+/// again with what was committed before.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_crashes_and_comes_back_is_503_then_served_again() {
+    let pg = PgServer::start();
+    let url = pg.database("restart");
+    let admin = seed(&url).await;
+    let a = node(&url, &admin);
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let (status, _, before) = a
+        .call("POST", "/v1/chat", Some(&admin), Some(ask.clone()))
+        .await;
+    assert_eq!(status, 200, "{before}");
+    let conversation = before["conversation_id"].as_str().unwrap().to_string();
+
+    pg.crash();
+    for (method, path, body) in [
+        ("GET", "/v1/bots".to_string(), None),
+        ("POST", "/v1/chat".to_string(), Some(ask.clone())),
+        ("GET", format!("/v1/conversations/{conversation}"), None),
+    ] {
+        let (status, headers, error) = a.call(method, &path, Some(&admin), body).await;
+        assert_eq!(status, 503, "{method} {path}: {error}");
+        assert_eq!(error["error"]["code"], "store_unavailable", "{error}");
+        assert!(headers.contains_key("retry-after"), "{headers:?}");
+    }
+
+    pg.restart();
+    until("the node serves again", async || {
+        a.call("GET", "/v1/bots", Some(&admin), None).await.0 == 200
+    })
+    .await;
+    let path = format!("/v1/conversations/{conversation}");
+    let (status, _, after) = a.call("GET", &path, Some(&admin), None).await;
+    assert_eq!(status, 200, "{after}");
+    assert_eq!(after["messages"].as_array().unwrap().len(), 2, "{after}");
+    let (status, _, again) = a.call("POST", "/v1/chat", Some(&admin), Some(ask)).await;
+    assert_eq!(status, 200, "{again}");
+}
