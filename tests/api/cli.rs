@@ -481,7 +481,10 @@ fn users_cli_creates_owners_and_agents_stores_only_a_hash_and_rejects_nonsense()
             .unwrap();
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
-        writeln!(stdin, "{password}").unwrap();
+        // A command refused before it reads the password may have exited already.
+        if let Err(e) = writeln!(stdin, "{password}") {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
         drop(stdin);
         let out = child.wait_with_output().unwrap();
         (
