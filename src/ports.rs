@@ -394,6 +394,10 @@ pub trait Notices: Send + Sync {
     /// `deliver` returns false; it is also called with `None` about once a second
     /// without a notice, so that it can stop.
     fn listen(&self, deliver: Box<dyn FnMut(Option<Notice>) -> bool + Send>) -> Result<()>;
+
+    /// How many nodes listen now (this one included once it listens): the nodes serving,
+    /// among which limits and budgets are shared.
+    fn nodes(&self) -> Result<u32>;
 }
 
 /// Candidate chunks for a query from a bot's indexes, each side best first; the caller

@@ -14,6 +14,9 @@ use crate::ports::{Notice, Notices, Result};
 
 const CHANNEL: &str = "docent_live";
 
+/// The listener's connection names itself so: the nodes serving are the sessions so named.
+const LISTENER: &str = "docent-node";
+
 /// What goes over the channel: the notice and who sent it.
 #[derive(Serialize, Deserialize)]
 struct Envelope {
@@ -65,6 +68,20 @@ impl Notices for PgStore {
             .context("start the notice listener")?;
         Ok(())
     }
+
+    fn nodes(&self) -> Result<u32> {
+        let nodes: i64 = self.client(|c| {
+            let row = c
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = current_database() AND application_name = $1",
+                    &[&LISTENER],
+                )
+                .context("count the nodes")?;
+            Ok(row.get(0))
+        })?;
+        Ok(u32::try_from(nodes).unwrap_or(u32::MAX))
+    }
 }
 
 /// Listens on one connection until `deliver` says stop (`Ok`) or the connection fails.
@@ -73,7 +90,11 @@ fn listen_once(
     origin: &str,
     deliver: &mut (dyn FnMut(Option<Notice>) -> bool + Send),
 ) -> anyhow::Result<()> {
-    let mut client = config.connect(NoTls).context("connect")?;
+    let mut client = config
+        .clone()
+        .application_name(LISTENER)
+        .connect(NoTls)
+        .context("connect")?;
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))
         .context("listen")?;

@@ -5,6 +5,9 @@
 //! Each budget is a token bucket holding `per_hour` units, refilled evenly over the hour
 //! (as `governor`'s GCRA with that burst would be; governor cannot check several buckets
 //! before taking from any, hence this).
+//!
+//! Nodes sharing a store each hold their share: a message costs as many units as there
+//! are nodes serving (`ratelimit::Share`), at most the whole budget.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -14,6 +17,7 @@ use std::time::Instant;
 use actix_web::http::StatusCode;
 
 use super::error::ApiError;
+use super::ratelimit::Share;
 
 /// One kind of budget: `per_hour` units for each key.
 #[derive(Debug, Clone)]
@@ -50,16 +54,25 @@ impl Bucket {
 
 /// What one request was charged: given back if it is then refused for want of capacity.
 #[derive(Debug, Clone, Default)]
-pub struct Charge(Vec<(Budget, String)>);
+pub struct Charge(Vec<(Budget, String, f64)>);
 
 /// Every budget's buckets, behind one lock so a charge sees and takes them together.
 #[derive(Default)]
 pub struct Budgets {
     buckets: Mutex<HashMap<(&'static str, String), Bucket>>,
     charges: AtomicU64,
+    share: Share,
 }
 
 impl Budgets {
+    /// Budgets that nodes sharing a store split between them.
+    pub fn shared(share: &Share) -> Budgets {
+        Budgets {
+            share: share.clone(),
+            ..Budgets::default()
+        }
+    }
+
     /// Takes one unit from each `(budget, key)`, or none: 429 `budget_exhausted` naming
     /// the budget that takes longest to have a unit again, with the seconds until then.
     pub fn charge(&self, wanted: &[(&Budget, String)]) -> Result<Charge, ApiError> {
@@ -70,9 +83,9 @@ impl Budgets {
     pub fn refund(&self, charge: &Charge) {
         let now = Instant::now();
         let mut buckets = self.buckets.lock().expect("budget lock");
-        for (budget, key) in &charge.0 {
+        for (budget, key, cost) in &charge.0 {
             if let Some(bucket) = buckets.get_mut(&(budget.what, key.clone())) {
-                bucket.units = (bucket.units_at(now) + 1.0).min(bucket.full);
+                bucket.units = (bucket.units_at(now) + cost).min(bucket.full);
                 bucket.at = now;
             }
         }
@@ -92,15 +105,25 @@ impl Budgets {
                     .map_or(f64::from(budget.per_hour), |b| b.units_at(now))
             })
             .collect();
+        let nodes = f64::from(self.share.nodes());
+        let costs: Vec<f64> = wanted
+            .iter()
+            .map(|(budget, _)| nodes.min(f64::from(budget.per_hour)))
+            .collect();
         let empty = wanted
             .iter()
-            .zip(&refilled)
-            .filter(|(_, units)| **units < 1.0)
-            .map(|((budget, _), units)| (budget, ((1.0 - units) / budget.rate()).ceil().max(1.0)))
+            .zip(refilled.iter().zip(&costs))
+            .filter(|(_, (units, cost))| **units < **cost)
+            .map(|((budget, _), (units, cost))| {
+                (budget, ((cost - units) / budget.rate()).ceil().max(1.0))
+            })
             .max_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((budget, wait)) = empty {
             let retry_after = wait as u64;
-            let what = budget.what.replace("{}", &budget.per_hour.to_string());
+            let mut what = budget.what.replace("{}", &budget.per_hour.to_string());
+            if nodes > 1.0 {
+                what.push_str(&format!(" (shared by the {nodes} nodes serving)"));
+            }
             let mut error = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "budget_exhausted",
@@ -109,11 +132,11 @@ impl Budgets {
             error.retry_after = Some(retry_after);
             return Err(error);
         }
-        for ((budget, key), units) in wanted.iter().zip(refilled) {
+        for (((budget, key), units), cost) in wanted.iter().zip(refilled).zip(&costs) {
             buckets.insert(
                 (budget.what, key.clone()),
                 Bucket {
-                    units: units - 1.0,
+                    units: units - cost,
                     at: now,
                     full: f64::from(budget.per_hour),
                 },
@@ -122,7 +145,8 @@ impl Budgets {
         Ok(Charge(
             wanted
                 .iter()
-                .map(|(budget, key)| ((*budget).clone(), key.clone()))
+                .zip(costs)
+                .map(|((budget, key), cost)| ((*budget).clone(), key.clone(), cost))
                 .collect(),
         ))
     }
@@ -177,5 +201,36 @@ mod tests {
         );
         assert_eq!(refused.retry_after, Some(3600));
         assert!(Budget::per_hour(0, "none").is_none());
+    }
+
+    #[test]
+    fn nodes_sharing_a_store_each_hold_their_share_of_a_budget() {
+        let visitor = Budget::per_hour(6, "this visitor's budget of {} messages an hour").unwrap();
+        let share = Share::default();
+        let budgets = Budgets::shared(&share);
+        share.set_nodes(3);
+        let start = Instant::now();
+        let wanted = [(&visitor, "v".to_string())];
+        let charges: Vec<Charge> = (0..2)
+            .map(|_| budgets.charge_at(&wanted, start).unwrap())
+            .collect();
+        let refused = budgets.charge_at(&wanted, start).unwrap_err();
+        assert!(
+            refused.message.contains("shared by the 3 nodes serving"),
+            "{}",
+            refused.message
+        );
+        // Three units come back in 3600 / 6 * 3 seconds.
+        assert_eq!(refused.retry_after, Some(1800));
+        // A refund gives back what the charge cost.
+        budgets.refund(&charges[1]);
+        assert!(budgets.charge_at(&wanted, Instant::now()).is_ok());
+        // Alone again, a unit a message.
+        share.set_nodes(1);
+        let alone = [(&visitor, "w".to_string())];
+        for _ in 0..6 {
+            assert!(budgets.charge_at(&alone, start).is_ok());
+        }
+        assert!(budgets.charge_at(&alone, start).is_err());
     }
 }

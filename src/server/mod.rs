@@ -198,6 +198,8 @@ pub struct AppState {
     pub per_bot_address: Option<Budget>,
     pub per_bot: Option<Budget>,
     pub budgets: Budgets,
+    /// How many nodes share the limits and budgets above (kept current on a shared store).
+    pub share: ratelimit::Share,
     /// Widget session tokens.
     pub sessions: widget::Sessions,
     /// Console login attempts' buckets.
@@ -220,13 +222,14 @@ impl AppState {
         let live = handoff::Live::new(store.notices());
         let session_secret =
             store.shared_secret(widget::SESSION_SECRET, &widget::Sessions::fresh_secret())?;
+        let share = ratelimit::Share::default();
         Ok(AppState {
             keys,
             engine: OnceLock::new(),
             admission: Arc::new(Semaphore::new(limits.max_queue.max(1))),
             queue: queue::GenerationQueue::new(limits.parallel, limits.max_wait),
-            per_key: RateLimit::per_minute(limits.per_key_per_minute),
-            per_ip: RateLimit::per_minute(limits.per_ip_per_minute),
+            per_key: RateLimit::per_minute(limits.per_key_per_minute).map(|l| l.shared(&share)),
+            per_ip: RateLimit::per_minute(limits.per_ip_per_minute).map(|l| l.shared(&share)),
             per_visitor: Budget::per_hour(
                 limits.visitor_messages_per_hour,
                 "this visitor's budget of {} messages an hour",
@@ -243,9 +246,10 @@ impl AppState {
                 limits.bot_public_messages_per_hour,
                 "this bot's budget of {} visitor messages an hour",
             ),
-            budgets: Budgets::default(),
+            budgets: Budgets::shared(&share),
             sessions: widget::Sessions::new(limits.widget_session_ttl, session_secret),
-            logins: sessions::LoginLimits::default(),
+            logins: sessions::LoginLimits::shared(&share),
+            share,
             answers: AnswerCache::new(limits.answer_cache_ttl),
             jobs: Arc::new(Jobs::new(
                 store.clone(),
@@ -315,10 +319,11 @@ impl Launch {
         if let Some(engine) = self.engine {
             let _ = state.engine.set(engine);
         }
+        let notices = self.store.notices();
         if self.store.is_shared() {
-            refresh_keys(Arc::downgrade(&state.clone().into_inner()));
+            keep_current(Arc::downgrade(&state.clone().into_inner()), notices.clone());
         }
-        if let Some(notices) = self.store.notices() {
+        if let Some(notices) = notices {
             hear_other_nodes(
                 notices.as_ref(),
                 Arc::downgrade(&state.clone().into_inner()),
@@ -333,12 +338,14 @@ impl Launch {
     }
 }
 
-/// How often a node sharing its store re-reads every key: a key revoked or rotated on
-/// another node is refused here within this.
+/// How often a node sharing its store re-reads every key and counts the nodes serving: a
+/// key revoked or rotated on another node is refused here within this, and limits follow a
+/// node's coming or going within it.
 pub const KEY_REFRESH: Duration = Duration::from_millis(500);
 
-/// Keeps the node's key cache the store's while the node lives.
-fn refresh_keys(state: std::sync::Weak<AppState>) {
+/// Keeps the node's key cache the store's, and its share of the limits its count of the
+/// nodes serving, while the node lives.
+fn keep_current(state: std::sync::Weak<AppState>, notices: Option<Arc<dyn crate::ports::Notices>>) {
     let spawned = std::thread::Builder::new()
         .name("docent-keys".into())
         .spawn(move || {
@@ -351,6 +358,10 @@ fn refresh_keys(state: std::sync::Weak<AppState>) {
                 match state.store.list_keys() {
                     Ok(keys) => state.keys.replace_all(keys, generation),
                     Err(e) => tracing::warn!("cannot re-read the API keys: {e:#}"),
+                }
+                // Unknown while the store is away: the last count holds.
+                if let Some(nodes) = notices.as_ref().and_then(|n| n.nodes().ok()) {
+                    state.share.set_nodes(nodes);
                 }
             }
         });

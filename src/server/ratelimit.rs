@@ -2,13 +2,18 @@
 //! IP itself: the peer address, or the `X-Forwarded-For` entry a trusted proxy vouches for,
 //! counted by address (IPv4) or by network (IPv6, a /64 by default).
 //!
+//! Nodes sharing a store each enforce their share of a limit: a request costs as many
+//! cells as there are nodes serving, so N nodes behind an even balancer let through the
+//! configured limit between them (never more, whatever the balancer does).
+//!
 //! Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` (seconds from now until the bucket is full again); a refusal is 429
 //! with `Retry-After`.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
@@ -22,6 +27,34 @@ use super::error::ApiError;
 type Keyed =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
+/// How many nodes share the limits: each request costs that many units of a bucket, so
+/// each node enforces its share. 1 until told otherwise (a store one process holds).
+#[derive(Clone)]
+pub struct Share(Arc<AtomicU32>);
+
+impl Default for Share {
+    fn default() -> Share {
+        Share(Arc::new(AtomicU32::new(1)))
+    }
+}
+
+impl Share {
+    pub fn nodes(&self) -> u32 {
+        self.0.load(Ordering::Relaxed).max(1)
+    }
+
+    /// How many nodes serve now (this one included).
+    pub fn set_nodes(&self, nodes: u32) {
+        self.0.store(nodes.max(1), Ordering::Relaxed);
+    }
+
+    /// What one request costs against a bucket of `limit`: the node count, or the whole
+    /// bucket when there are more nodes than units (each node then allows one per window).
+    fn cost(&self, limit: u32) -> u32 {
+        self.nodes().min(limit).max(1)
+    }
+}
+
 /// One bucket per key string, `limit` requests a window (a minute or an hour) with that
 /// much burst.
 pub struct RateLimit {
@@ -33,6 +66,7 @@ pub struct RateLimit {
     code: &'static str,
     what: &'static str,
     checks: AtomicU64,
+    share: Share,
 }
 
 /// What a limited response tells the client.
@@ -57,44 +91,66 @@ impl RateLimit {
             code: "rate_limited",
             what: "rate limit of {} requests a minute",
             checks: AtomicU64::new(0),
+            share: Share::default(),
         })
     }
 
-    /// Takes one request from `key`'s bucket, or refuses with 429.
+    /// The same limit, enforced as this node's share of it among `share`'s nodes.
+    pub fn shared(mut self, share: &Share) -> RateLimit {
+        self.share = share.clone();
+        self
+    }
+
+    /// Takes one request from `key`'s bucket, or refuses with 429. The quote is this node's
+    /// share: the limit and what remains of it divided by the nodes serving.
     pub fn check(&self, key: &str) -> Result<Quote, (Quote, ApiError)> {
         // Forget idle buckets now and then so one-off clients do not pile up.
         if self.checks.fetch_add(1, Ordering::Relaxed) % 4096 == 4095 {
             self.limiter.retain_recent();
         }
-        let seconds_per_token = self.window_secs as f64 / self.limit as f64;
-        match self.limiter.check_key(&key.to_string()) {
-            Ok(snapshot) => {
+        let cost = self.share.cost(self.limit);
+        let limit = (self.limit / cost).max(1);
+        let seconds_per_cell = self.window_secs as f64 / self.limit as f64;
+        let cells = NonZeroU32::new(cost).unwrap_or(NonZeroU32::MIN);
+        match self.limiter.check_key_n(&key.to_string(), cells) {
+            Ok(Ok(snapshot)) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 let missing = self.limit.saturating_sub(remaining) as f64;
                 Ok(Quote {
-                    limit: self.limit,
-                    remaining,
-                    reset: (missing * seconds_per_token).ceil() as u64,
+                    limit,
+                    remaining: remaining / cost,
+                    reset: (missing * seconds_per_cell).ceil() as u64,
                 })
             }
-            Err(not_until) => {
+            Ok(Err(not_until)) => {
                 let wait = not_until.wait_time_from(self.clock.now());
-                let retry_after = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let quote = Quote {
-                    limit: self.limit,
-                    remaining: 0,
-                    reset: self.window_secs,
-                };
-                let what = self.what.replace("{}", &self.limit.to_string());
-                let mut error = ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    self.code,
-                    format!("{what} reached; retry in {retry_after}s"),
-                );
-                error.retry_after = Some(retry_after);
-                Err((quote, error))
+                Err(self.refusal(limit, wait.as_secs_f64().ceil().max(1.0) as u64))
             }
+            // The cost never exceeds the burst; were it to, the window is the wait.
+            Err(_) => Err(self.refusal(limit, self.window_secs)),
         }
+    }
+
+    fn refusal(&self, limit: u32, retry_after: u64) -> (Quote, ApiError) {
+        let quote = Quote {
+            limit,
+            remaining: 0,
+            reset: self.window_secs,
+        };
+        let what = self.what.replace("{}", &self.limit.to_string());
+        let nodes = self.share.nodes();
+        let whose = if nodes > 1 {
+            format!(" ({limit} on this node, one of {nodes} serving)")
+        } else {
+            String::new()
+        };
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            self.code,
+            format!("{what}{whose} reached; retry in {retry_after}s"),
+        );
+        error.retry_after = Some(retry_after);
+        (quote, error)
     }
 }
 
@@ -158,6 +214,36 @@ mod tests {
         // Other keys have their own buckets.
         assert!(limit.check("other").is_ok());
         assert!(RateLimit::per_minute(0).is_none());
+    }
+
+    #[test]
+    fn each_of_n_nodes_allows_its_share_and_the_share_follows_the_node_count() {
+        let share = Share::default();
+        let limit = RateLimit::per_minute(6).unwrap().shared(&share);
+        share.set_nodes(2);
+        let quotes: Vec<Quote> = (0..3).map(|_| limit.check("k").unwrap()).collect();
+        assert_eq!(
+            quotes
+                .iter()
+                .map(|q| (q.limit, q.remaining))
+                .collect::<Vec<_>>(),
+            [(3, 2), (3, 1), (3, 0)]
+        );
+        let (quote, error) = limit.check("k").unwrap_err();
+        assert_eq!((quote.limit, quote.remaining), (3, 0));
+        assert_eq!(error.code, "rate_limited");
+        assert!(
+            error.message.contains("one of 2 serving"),
+            "{}",
+            error.message
+        );
+        // Back to one node: a fresh key has the whole limit again.
+        share.set_nodes(1);
+        assert_eq!(limit.check("fresh").unwrap().limit, 6);
+        // More nodes than the limit has units: each node still allows one a window.
+        share.set_nodes(10);
+        assert_eq!(limit.check("many").unwrap().limit, 1);
+        assert!(limit.check("many").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use super::api::{blocking, resource};
 use super::auth::{Caller, client_address};
 use super::error::{ApiError, ApiResult};
 use super::openapi::*;
-use super::ratelimit::RateLimit;
+use super::ratelimit::{RateLimit, Share};
 use super::views::AccountView;
 use crate::accounts::{self, Account, Role, SESSION_COOKIE, Session};
 use crate::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
@@ -41,13 +41,20 @@ pub struct LoginLimits {
     hashing: tokio::sync::Semaphore,
 }
 
-impl Default for LoginLimits {
-    fn default() -> LoginLimits {
+impl LoginLimits {
+    /// The limits, each node enforcing its share among the nodes serving.
+    pub fn shared(share: &Share) -> LoginLimits {
         LoginLimits {
-            per_account: RateLimit::per_minute(5),
-            per_address: RateLimit::per_minute(20),
+            per_account: RateLimit::per_minute(5).map(|l| l.shared(share)),
+            per_address: RateLimit::per_minute(20).map(|l| l.shared(share)),
             hashing: tokio::sync::Semaphore::new(4),
         }
+    }
+}
+
+impl Default for LoginLimits {
+    fn default() -> LoginLimits {
+        LoginLimits::shared(&Share::default())
     }
 }
 

@@ -1,7 +1,8 @@
 //! docent nodes on PostgreSQL, over real HTTP on loopback: two nodes on one database,
 //! where what one does the other sees (keys made, revoked; widget sessions; an agent's
-//! reply and an erasure reaching a live feed held by the other node); and a node whose
-//! database crashes and comes back (503 meanwhile, then served again).
+//! reply and an erasure reaching a live feed held by the other node; a rate limit shared
+//! between them); and a node whose database crashes and comes back (503 meanwhile, then
+//! served again).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,11 @@ const SHOP: &str = "https://shop.example";
 
 /// A node on the database at `url`, with the fake models.
 fn node(url: &str, admin: &str) -> TestServer {
+    limited_node(url, admin, Limits::default())
+}
+
+/// A node on the database at `url`, with the fake models and these limits.
+fn limited_node(url: &str, admin: &str, limits: Limits) -> TestServer {
     let store: Arc<dyn Storage> = Arc::new(PgStore::open(url, None).unwrap());
     let served = Served {
         store,
@@ -34,12 +40,7 @@ fn node(url: &str, admin: &str) -> TestServer {
         min_score: 0.1,
         ..AskOptions::default()
     };
-    serve_with(
-        served,
-        tempfile::tempdir().unwrap(),
-        Limits::default(),
-        options,
-    )
+    serve_with(served, tempfile::tempdir().unwrap(), limits, options)
 }
 
 /// Fills the database at `url` with bot `zephyr` (the fixture site); its first admin key.
@@ -183,6 +184,78 @@ async fn two_nodes_on_one_database_see_each_others_keys_sessions_and_live_change
     );
     let end = events.last().unwrap();
     assert_eq!(end["reason"], "conversation_erased", "{events:?}");
+}
+
+/// A fresh admin key, made through `node`.
+fn secret_key(node: &TestServer) -> String {
+    node.make_key(KeyKind::Secret, KeyEnv::Live, KeyScope::Admin, Vec::new())
+}
+
+/// The `RateLimit-Limit` a fresh key is quoted on `node`: its share of the per-key limit.
+async fn quoted_limit(node: &TestServer) -> String {
+    let (status, headers, body) = node
+        .call("GET", "/v1/bots", Some(&secret_key(node)), None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    headers["ratelimit-limit"].to_str().unwrap().to_string()
+}
+
+/// Limits hold for the cluster: each node enforces its share (the limit divided by the
+/// nodes serving, counted through the store), so a client spread over two nodes gets the
+/// configured limit in all, and a node alone again gets the whole of it.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_sharing_a_database_split_each_rate_limit_between_them() {
+    let pg = PgServer::start();
+    let url = pg.database("limits");
+    let admin = seed(&url).await;
+    let limits = Limits {
+        per_key_per_minute: 6,
+        ..Limits::default()
+    };
+    let a = limited_node(&url, &admin, limits.clone());
+    let b = limited_node(&url, &admin, limits);
+    for node in [&a, &b] {
+        until("both nodes count two serving", async || {
+            quoted_limit(node).await == "3"
+        })
+        .await;
+    }
+
+    // One client, its calls alternating between the nodes: 3 on each, 6 in all.
+    let key = secret_key(&a);
+    let mut seen = Vec::new();
+    for call in 0..10 {
+        let node = if call % 2 == 0 { &a } else { &b };
+        let (status, headers, body) = node.call("GET", "/v1/bots", Some(&key), None).await;
+        let header = |name: &str| headers[name].to_str().unwrap().to_string();
+        let code = body["error"]["code"].as_str().unwrap_or("").to_string();
+        seen.push((status, header("ratelimit-remaining"), code));
+        if status == 429 {
+            assert_eq!(header("ratelimit-limit"), "3", "{body}");
+            let message = body["error"]["message"].as_str().unwrap();
+            assert!(message.contains("one of 2 serving"), "{message}");
+        }
+    }
+    let expected: Vec<(u16, String, String)> = [
+        (200, "2", ""),
+        (200, "2", ""),
+        (200, "1", ""),
+        (200, "1", ""),
+        (200, "0", ""),
+        (200, "0", ""),
+    ]
+    .into_iter()
+    .chain([(429, "0", "rate_limited"); 4])
+    .map(|(s, r, c)| (s, r.to_string(), c.to_string()))
+    .collect();
+    assert_eq!(seen, expected);
+
+    // B goes: A alone enforces the whole limit again.
+    drop(b);
+    until("A counts itself alone", async || {
+        quoted_limit(&a).await == "6"
+    })
+    .await;
 }
 
 /// PostgreSQL crashing under a node: requests that need it are 503 `store_unavailable`
