@@ -144,11 +144,25 @@ pub enum Command {
     /// Bring a PostgreSQL store's schema up to date (nodes also do it when they start,
     /// one at a time)
     Migrate(MigrateArgs),
+    /// Copy a redb data dir (every table, vectors included) into an empty PostgreSQL
+    /// store, in one transaction; stop `docent serve` on the data dir first
+    MigrateStore(MigrateStoreArgs),
 }
 
 /// `docent migrate` takes the store from `--store` (redb needs no migration).
 #[derive(Debug, Args)]
 pub struct MigrateArgs {}
+
+#[derive(Debug, Args)]
+pub struct MigrateStoreArgs {
+    /// The redb data dir to copy from (left as it is) [default: --data-dir]
+    #[arg(long, value_name = "DIR")]
+    pub from: Option<std::path::PathBuf>,
+    /// The PostgreSQL store to copy into: `postgres://user@host:port/db`, empty (its
+    /// password as for `--store`: --store-password-file, DOCENT_STORE_PASSWORD or the URL)
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+}
 
 #[derive(Debug, Args)]
 pub struct AnalyticsArgs {

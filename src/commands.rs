@@ -544,6 +544,55 @@ pub fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `docent migrate-store`: the redb data dir's whole content into an empty PostgreSQL
+/// store, then each table's rows counted on both sides.
+pub fn migrate_store(config: &Config, args: crate::cli::MigrateStoreArgs) -> anyhow::Result<()> {
+    use crate::ports::Import;
+    if !crate::config::is_postgres_url(&args.to) {
+        anyhow::bail!("--to: a PostgreSQL URL, postgres://user@host:port/db");
+    }
+    let from = args.from.unwrap_or_else(|| config.data_dir.clone());
+    if !from.join(crate::store::DB_FILE).is_file() {
+        anyhow::bail!(
+            "--from {}: no docent database there ({} missing)",
+            from.display(),
+            crate::store::DB_FILE
+        );
+    }
+    let source = crate::store::Store::open(&from)?;
+    let password = config.store_password.as_ref().map(|p| p.0.as_str());
+    let target = crate::pg::PgStore::open(&args.to, password)?;
+    let started = std::time::Instant::now();
+    let copied = target.import(&source)?;
+    let held = target.count_rows()?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{:<14} {:>10} {:>10}", "table", "copied", "in store")?;
+    for (table, n) in &held {
+        let sent = copied.get(table).copied().unwrap_or(0);
+        writeln!(out, "{table:<14} {sent:>10} {n:>10}")?;
+    }
+    let short: Vec<_> = held
+        .iter()
+        .filter(|(table, n)| copied.get(*table).copied().unwrap_or(0) != **n)
+        .map(|(table, _)| *table)
+        .collect();
+    if !short.is_empty() {
+        anyhow::bail!(
+            "the copy does not match the source in: {}",
+            short.join(", ")
+        );
+    }
+    writeln!(
+        out,
+        "copied {} rows from {} to {} in {:.1} s; serve from it with --store",
+        copied.values().sum::<u64>(),
+        from.display(),
+        target.target(),
+        started.elapsed().as_secs_f64()
+    )?;
+    Ok(())
+}
+
 pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let (from, to) =

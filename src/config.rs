@@ -441,7 +441,7 @@ fn store_password(file: Option<&std::path::Path>) -> anyhow::Result<Option<Strin
 }
 
 /// Whether `store` names a PostgreSQL database rather than a data folder.
-fn is_postgres_url(store: &str) -> bool {
+pub fn is_postgres_url(store: &str) -> bool {
     store.starts_with("postgres://") || store.starts_with("postgresql://")
 }
 

@@ -57,6 +57,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Ask(args) => commands::ask(&config, args),
         Command::Reindex(args) => runtime.block_on(commands::reindex(&config, args)),
         Command::Migrate(_) => commands::migrate(&config),
+        Command::MigrateStore(args) => commands::migrate_store(&config, args),
         Command::Bots(command) => commands::bots(&config, command),
         Command::Keys(command) => commands::keys(&config, command),
         Command::Users(command) => commands::users(&config, command),

@@ -17,6 +17,7 @@
 mod accounts;
 mod content;
 mod conversations;
+mod import;
 mod notices;
 mod outbox;
 mod search;

@@ -415,3 +415,96 @@ pub trait Search: Send + Sync {
     /// changed (an ingest, a deletion).
     fn invalidate(&self, bot: &BotId);
 }
+
+/// One stored record, as one store hands its content to another (`docent migrate-store`):
+/// every table's rows, typed, without what the store derives from them (indexes, due
+/// lists, staged chunks of an ingest that never committed).
+#[derive(Debug, Clone)]
+pub enum Row {
+    Bot(Bot),
+    Page {
+        bot: BotId,
+        page: Page,
+    },
+    /// A chunk under its id (pages name chunks by id), with its unit vector.
+    Chunk {
+        id: u64,
+        chunk: Chunk,
+        vector: Vec<f32>,
+    },
+    Key(ApiKey),
+    Job(CrawlJob),
+    Secret {
+        name: String,
+        value: Vec<u8>,
+    },
+    /// A conversation's record (its messages come as `Message` rows).
+    Conversation(Conversation),
+    Message {
+        conversation: String,
+        position: u32,
+        message: Message,
+    },
+    Lead(Lead),
+    Erasure {
+        subject: Erasure,
+        at_ms: u64,
+    },
+    Event(Event),
+    Webhook(Webhook),
+    Delivery(Delivery),
+    Account(Account),
+    Session(Session),
+}
+
+/// What an erasure record is about (each store spells its key its own way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Erasure {
+    Conversation(String),
+    User { bot: String, user: String },
+    Bot(String),
+}
+
+impl Row {
+    /// The table the row belongs to, as `migrate-store` reports counts.
+    pub fn table(&self) -> &'static str {
+        match self {
+            Row::Bot(_) => "bots",
+            Row::Page { .. } => "pages",
+            Row::Chunk { .. } => "chunks",
+            Row::Key(_) => "keys",
+            Row::Job(_) => "jobs",
+            Row::Secret { .. } => "secrets",
+            Row::Conversation(_) => "conversations",
+            Row::Message { .. } => "messages",
+            Row::Lead(_) => "leads",
+            Row::Erasure { .. } => "erasures",
+            Row::Event(_) => "events",
+            Row::Webhook(_) => "webhooks",
+            Row::Delivery(_) => "deliveries",
+            Row::Account(_) => "accounts",
+            Row::Session(_) => "sessions",
+        }
+    }
+}
+
+/// Rows counted by table.
+pub type RowCounts = std::collections::BTreeMap<&'static str, u64>;
+
+/// A store whose whole content can be read out, row by row, as of one moment.
+pub trait Export: Send + Sync {
+    /// Hands every row to `each` (a bot before its pages and chunks, a conversation
+    /// before its messages, an event before its deliveries), from one consistent
+    /// snapshot; stops at `each`'s first error.
+    fn export(&self, each: &mut dyn FnMut(Row) -> Result<()>) -> Result<RowCounts>;
+}
+
+/// A store that can take another's whole content.
+pub trait Import: Send + Sync {
+    /// Writes every row `source` exports, in one transaction: all of it or, on any error,
+    /// nothing. Refused unless this store is empty.
+    fn import(&self, source: &dyn Export) -> Result<RowCounts>;
+
+    /// How many rows each table holds now (the check after an import).
+    fn count_rows(&self) -> Result<RowCounts>;
+}

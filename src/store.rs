@@ -21,6 +21,7 @@ use crate::ports::{
 
 mod accounts;
 mod events;
+mod export;
 mod feedback;
 use events::LEADS;
 

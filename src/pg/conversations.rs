@@ -438,7 +438,7 @@ fn lock_user(txn: &mut Transaction<'_>, bot: &str, user: &str, shared: bool) -> 
     lock(txn, &format!("docent-user:{bot}/{user}"), shared)
 }
 
-fn write_conversation(txn: &mut Transaction<'_>, record: &Conversation) -> Result<()> {
+pub(super) fn write_conversation(txn: &mut Transaction<'_>, record: &Conversation) -> Result<()> {
     txn.execute(
         "INSERT INTO conversations (id, bot, usr, record) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
@@ -453,7 +453,7 @@ fn write_conversation(txn: &mut Transaction<'_>, record: &Conversation) -> Resul
     Ok(())
 }
 
-fn put_lead_in(txn: &mut Transaction<'_>, lead: &Lead) -> Result<()> {
+pub(super) fn put_lead_in(txn: &mut Transaction<'_>, lead: &Lead) -> Result<()> {
     txn.execute(
         "INSERT INTO leads (bot, id, usr, record) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (bot, id) DO UPDATE SET usr = EXCLUDED.usr, record = EXCLUDED.record",
@@ -530,14 +530,14 @@ fn remember_erasure(txn: &mut Transaction<'_>, subject: &str) -> Result<()> {
     Ok(())
 }
 
-fn conversation_erasure(id: &str) -> String {
+pub(super) fn conversation_erasure(id: &str) -> String {
     format!("conv/{id}")
 }
 
-fn bot_erasure(bot: &str) -> String {
+pub(super) fn bot_erasure(bot: &str) -> String {
     format!("bot/{bot}")
 }
 
-fn user_erasure(bot: &str, user: &str) -> String {
+pub(super) fn user_erasure(bot: &str, user: &str) -> String {
     format!("user/{bot}/{user}")
 }

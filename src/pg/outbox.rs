@@ -381,7 +381,7 @@ fn record_attempt(
 }
 
 /// Writes a delivery (new or replacing), due when its record says.
-fn write_delivery(client: &mut impl GenericClient, delivery: &Delivery) -> Result<()> {
+pub(super) fn write_delivery(client: &mut impl GenericClient, delivery: &Delivery) -> Result<()> {
     let due = delivery.next_attempt_ms.map(|at| at as i64);
     client
         .execute(

@@ -8,10 +8,10 @@ use super::{Store, decode, encode};
 use crate::accounts::{Account, Session};
 use crate::ports::{AccountStore, Error, Result};
 
-const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+pub(super) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 const ACCOUNT_EMAILS: TableDefinition<&str, &str> = TableDefinition::new("account_emails");
 /// Session id (the token's sha256) → session.
-const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
+pub(super) const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
 /// Creates the account tables (called from `Store::open`'s schema transaction).
 pub(super) fn create_tables(txn: &WriteTransaction) -> Result<()> {

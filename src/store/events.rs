@@ -22,10 +22,11 @@ use crate::ports::{
     Attempt, Delivery, DueDelivery, Event, NewEvent, OutboxStore, Outcome, Result, Webhook,
 };
 
-const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
-const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
+pub(super) const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
+pub(super) const WEBHOOKS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhooks");
 /// Keyed by (webhook id, event id); event ids sort by time.
-const DELIVERIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("deliveries");
+pub(super) const DELIVERIES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("deliveries");
 /// (next attempt in unix ms, webhook id, event id) for every pending delivery.
 const DUE: TableDefinition<(u64, &str, &str), ()> = TableDefinition::new("deliveries_due");
 /// Keyed by (bot id, lead id); lead ids sort by time.
@@ -83,7 +84,7 @@ pub(super) fn emit(txn: &WriteTransaction, bot: &BotId, new: NewEvent) -> Result
 
 /// The event as stored: its bot too (which the wire format leaves in `data`).
 #[derive(Serialize, Deserialize)]
-struct StoredEvent {
+pub(super) struct StoredEvent {
     id: String,
     kind: String,
     created: u64,
