@@ -31,10 +31,12 @@ BIN := $(TARGET_DIR)/release/docent
 
 # Debian packages the build and the tests need, checked before anything compiles:
 # installed with apt-get when root, otherwise the exact sudo line to run, and a stop.
+# haproxy is the load balancer in front of the cluster test's nodes.
 # Each entry is CHECK:PACKAGE; a check is a command on PATH, a Python module, or (lib) an
 # installed package. pip fetches the models; cmake, g++ and libclang build llama.cpp.
 DEPS := cmake:cmake g++:g++ lib:libclang-dev python-pip:python3-pip python-venv:python3-venv \
-	/usr/bin/chromium:chromium lib:fonts-liberation node:nodejs npm:npm
+	/usr/bin/chromium:chromium lib:fonts-liberation node:nodejs npm:npm \
+	/usr/sbin/haproxy:haproxy
 
 deps:
 	@missing=""; for d in $(DEPS); do c=$${d%%:*} p=$${d#*:}; \

@@ -847,18 +847,30 @@ impl Served {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Served {
+        let fixed = [
+            "--bind",
+            "127.0.0.1:0",
+            "--model",
+            "small",
+            "--parallel",
+            "1",
+        ];
+        Served::spawn(
+            crate::crash::docent(data),
+            &[&fixed[..], args].concat(),
+            env,
+        )
+    }
+
+    /// `command serve` with these flags and environment, once it listens.
+    pub(crate) fn spawn(
+        mut command: std::process::Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Served {
         use std::io::{BufRead, BufReader};
-        let mut command = crate::crash::docent(data);
         command
-            .args([
-                "serve",
-                "--bind",
-                "127.0.0.1:0",
-                "--model",
-                "small",
-                "--parallel",
-                "1",
-            ])
+            .arg("serve")
             .args(args)
             .envs(env.iter().copied())
             .stderr(std::process::Stdio::piped())
@@ -912,7 +924,7 @@ impl Served {
         }
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
     }
@@ -926,6 +938,14 @@ impl Served {
             assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+}
+
+/// A test that fails midway leaves no `serve` behind.
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

@@ -5,6 +5,7 @@ mod helpers;
 mod answer;
 mod answers;
 mod architecture;
+mod balanced;
 
 mod cli;
 mod cluster;

@@ -1,0 +1,629 @@
+//! Three `docent serve` processes on one PostgreSQL behind haproxy (Debian's, round
+//! robin), as an operator scales out: a crawl job runs on one node; scripted visitors hold
+//! conversations whose turns land on different nodes; one node is `kill -9`ed while it
+//! streams answers, its visitors retry and go on through the others; afterwards no
+//! finished turn is missing, follow-ups kept their context, and every event reached the
+//! webhook receiver. A key revoked through one node is refused by another within a
+//! second, and an agent's reply posted on one reaches a live feed held by another.
+
+use std::collections::{HashMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+use crate::events::{Served, read_feed, receiver};
+use crate::helpers::{fixture, models_dir, serve};
+use crate::pg::PgServer;
+
+const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// haproxy on a loopback port in front of `backends`, killed when dropped.
+pub(crate) struct Haproxy {
+    child: Child,
+    pub(crate) base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// Round robin over `backends` (`host:port`), each checked on `/readyz` every 300 ms
+    /// and taken out after two failures; a request whose connection is refused is sent
+    /// to another node.
+    pub(crate) fn start(backends: &[String]) -> Haproxy {
+        assert!(
+            std::path::Path::new(HAPROXY).exists(),
+            "{HAPROXY} is missing: `make deps` installs Debian's haproxy"
+        );
+        let port = crate::remote::free_port();
+        let servers: String = backends
+            .iter()
+            .enumerate()
+            .map(|(i, address)| format!("    server node{i} {address} check\n"))
+            .collect();
+        let config = format!(
+            "global\n    maxconn 1024\n\
+             defaults\n    mode http\n    timeout connect 1s\n    timeout client 60s\n\
+             \x20   timeout server 60s\n    retries 3\n    option redispatch\n\
+             frontend docent\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
+             backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
+             \x20   default-server inter 300ms fall 2 rise 1\n{servers}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("haproxy.cfg");
+        std::fs::write(&file, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
+        let child = Command::new(HAPROXY)
+            .arg("-f")
+            .arg(&file)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let haproxy = Haproxy {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "haproxy did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        haproxy
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What the engine was asked: each request's body.
+type Asked = Arc<Mutex<Vec<Value>>>;
+
+/// An OpenAI-compatible engine that streams a fixed answer a word at a time, `delay`
+/// apart, so an answer is under way long enough to kill the node streaming it.
+fn slow_engine(delay: Duration) -> (crate::helpers::Running, String, Asked) {
+    use actix_web::{App, HttpResponse, HttpServer, web};
+    let asked: Asked = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let log = asked.clone();
+    let running = crate::helpers::run_in_thread(move || {
+        HttpServer::new(move || {
+            let log = log.clone();
+            App::new()
+                .route(
+                    "/v1/models",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().json(json!({"data": [{"id": "slow-model"}]}))
+                    }),
+                )
+                .route(
+                    "/v1/chat/completions",
+                    web::post().to(move |body: web::Json<Value>| {
+                        let log = log.clone();
+                        async move {
+                            let streamed = body.0["stream"] == json!(true);
+                            log.lock().unwrap().push(body.0);
+                            if !streamed {
+                                let reply = json!({"choices": [{"message": {"role": "assistant", "content": "Yes."}}]});
+                                return HttpResponse::Ok().json(reply);
+                            }
+                            HttpResponse::Ok()
+                                .content_type("text/event-stream")
+                                .streaming(answer_stream(delay))
+                        }
+                    }),
+                )
+        })
+        .listen(listener)
+        .unwrap()
+        .workers(2)
+        .run()
+    });
+    (running, url, asked)
+}
+
+/// The engine's streamed answer: the warranty sentence of the fixture site, word by word.
+fn answer_stream(
+    delay: Duration,
+) -> impl futures::Stream<Item = Result<actix_web::web::Bytes, actix_web::Error>> {
+    let words: Vec<String> = "Every Zephyr kettle comes with a two-year warranty. [1]"
+        .split(' ')
+        .map(|w| format!("{w} "))
+        .collect();
+    let chunk = |delta: Value, finish: Value| {
+        let data = json!({"choices": [{"delta": delta, "finish_reason": finish}]});
+        format!("data: {data}\n\n")
+    };
+    let mut pieces: Vec<String> = vec![chunk(json!({"role": "assistant"}), Value::Null)];
+    pieces.extend(
+        words
+            .iter()
+            .map(|w| chunk(json!({"content": w}), Value::Null)),
+    );
+    pieces.push(chunk(json!({}), json!("stop")));
+    pieces.push("data: [DONE]\n\n".to_string());
+    futures::stream::iter(pieces).then(move |piece| async move {
+        tokio::time::sleep(delay).await;
+        Ok(actix_web::web::Bytes::from(piece))
+    })
+}
+
+/// A node on the database at `store`, generating through `engine`, its webhook deliveries
+/// retried quickly, private addresses allowed (the site, the receiver and the engine are
+/// all on loopback).
+fn node(data: &std::path::Path, store: &str, engine: &str) -> Served {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_docent"));
+    command
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--store", store])
+        .env("DOCENT_MODELS_DIR", models_dir())
+        .env_remove("DOCENT_STORE")
+        .env_remove("DOCENT_FAILPOINT");
+    let args = [
+        "--bind",
+        "127.0.0.1:0",
+        "--llm-url",
+        engine,
+        "--parallel",
+        "4",
+        "--rate-limit-key",
+        "100000",
+        "--webhook-retry-base-ms",
+        "200",
+    ];
+    Served::spawn(command, &args, &[("DOCENT_ALLOW_PRIVATE_TARGETS", "true")])
+}
+
+/// The admin key of a fresh database at `url` (made before any node starts).
+fn seed_admin(url: &str) -> String {
+    let store = docent::pg::PgStore::open(url, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = docent::server::bootstrap_admin_key(&store, dir.path())
+        .unwrap()
+        .unwrap();
+    std::fs::read_to_string(file).unwrap().trim().to_string()
+}
+
+/// One HTTP call: status and JSON body.
+async fn call(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut request = http
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    match request.send().await {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            (status, response.json().await.unwrap_or(Value::Null))
+        }
+        Err(e) => (0, json!({"transport": e.to_string()})),
+    }
+}
+
+/// How one streamed turn ended: `Ok(message id)` with the `done` event, else why not.
+async fn streamed_turn(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    body: &Value,
+) -> Result<String, String> {
+    let response = http
+        .post(format!("{base}/v1/chat"))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    if response.status() != 200 {
+        return Err(format!("status {}", response.status()));
+    }
+    let mut stream = response.bytes_stream();
+    let mut buffer = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let next = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .map_err(|_| "no end after 60 s".to_string())?;
+        let Some(chunk) = next else {
+            return Err("the stream was cut".into());
+        };
+        let chunk = chunk.map_err(|e| format!("the stream broke: {e}"))?;
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        for line in buffer.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let Ok(event) = serde_json::from_str::<Value>(line) else {
+                continue;
+            };
+            match event["event"].as_str() {
+                Some("done") => return Ok(event["message_id"].as_str().unwrap().to_string()),
+                Some("error") => return Err(format!("error event {event}")),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// A visitor's conversation: its id, each turn's message id, and the failures it retried.
+struct Visit {
+    conversation: String,
+    questions: Vec<String>,
+    replies: Vec<String>,
+    failures: Vec<String>,
+}
+
+/// A visitor asking `questions` in one conversation through the balancer, each turn
+/// streamed and retried (up to 10 times) until it ends with `done`.
+async fn visit(http: reqwest::Client, base: String, key: String, questions: Vec<String>) -> Visit {
+    let body = json!({"bot_id": "zephyr"});
+    let mut created = call(
+        &http,
+        &base,
+        &key,
+        "POST",
+        "/v1/conversations",
+        Some(body.clone()),
+    )
+    .await;
+    for _ in 0..10 {
+        if created.0 == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        created = call(
+            &http,
+            &base,
+            &key,
+            "POST",
+            "/v1/conversations",
+            Some(body.clone()),
+        )
+        .await;
+    }
+    assert_eq!(created.0, 201, "{}", created.1);
+    let conversation = created.1["id"].as_str().unwrap().to_string();
+    let mut visit = Visit {
+        conversation: conversation.clone(),
+        questions: questions.clone(),
+        replies: Vec::new(),
+        failures: Vec::new(),
+    };
+    for question in questions {
+        let turn = json!({"bot_id": "zephyr", "conversation_id": conversation,
+            "message": question, "stream": true});
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match streamed_turn(&http, &base, &key, &turn).await {
+                Ok(id) => {
+                    visit.replies.push(id);
+                    break;
+                }
+                Err(why) => {
+                    assert!(attempts < 10, "{question}: failed 10 times, last: {why}");
+                    visit.failures.push(why);
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+    }
+    visit
+}
+
+/// `docent_generation_running` on a node's `/metrics`.
+async fn running(http: &reqwest::Client, base: &str) -> u64 {
+    let Ok(response) = http.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = response.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("docent_generation_running "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Polls `check` every 50 ms until it holds (at most `secs`); how long that took.
+async fn until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}: not after {secs} s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing() {
+    docent::ingest::crawl::install_tls_provider();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .unwrap();
+    let pg = PgServer::start();
+    let url = pg.database("cluster");
+    let admin = seed_admin(&url);
+    let (_engine, engine, asked) = slow_engine(Duration::from_millis(150));
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Option<Served>> = dirs
+        .iter()
+        .map(|d| Some(node(d.path(), &url, &engine)))
+        .collect();
+    let bases: Vec<String> = nodes
+        .iter()
+        .map(|n| n.as_ref().unwrap().base.clone())
+        .collect();
+    let backends: Vec<String> = bases
+        .iter()
+        .map(|b| b.trim_start_matches("http://").to_string())
+        .collect();
+    for base in &bases {
+        until("the node is ready", 120, async || {
+            let ready = http.get(format!("{base}/readyz")).send().await;
+            ready.is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+    let lb = Haproxy::start(&backends);
+    let via = lb.base.clone();
+
+    // The bot, a webhook for every event, and its crawl, all through the balancer.
+    let hook = receiver();
+    let (status, bot) = call(
+        &http,
+        &via,
+        &admin,
+        "POST",
+        "/v1/bots",
+        Some(json!({"id": "zephyr", "name": "Zephyr"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{bot}");
+    let (status, webhook) = call(
+        &http,
+        &via,
+        &admin,
+        "POST",
+        "/v1/webhooks",
+        Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["*"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{webhook}");
+    let site = serve(&fixture("site"));
+    let (status, job) = call(
+        &http,
+        &via,
+        &admin,
+        "POST",
+        "/v1/bots/zephyr/sources",
+        Some(json!({"url": site.url("/")})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let job_path = format!("/v1/jobs/{}", job["job_id"].as_str().unwrap());
+    until("the crawl job ends", 120, async || {
+        let (_, job) = call(&http, &via, &admin, "GET", &job_path, None).await;
+        job["state"] == "done" || job["state"] == "failed"
+    })
+    .await;
+    let (_, job) = call(&http, &via, &admin, "GET", &job_path, None).await;
+    assert_eq!(job["state"], "done", "{job}");
+    // One node ran it: each page was fetched once.
+    let (status, pages) = call(&http, &via, &admin, "GET", "/v1/bots/zephyr/pages", None).await;
+    assert_eq!(status, 200, "{pages}");
+    let fetched = site.hits.lock().unwrap().clone();
+    let page_urls: Vec<String> = pages["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["url"].as_str().unwrap().to_string())
+        .collect();
+    assert!(page_urls.len() >= 5, "{pages}");
+    for page in &page_urls {
+        let path = page.trim_start_matches(&site.base);
+        assert_eq!(fetched.get(path), Some(&1), "{path} fetched: {fetched:?}");
+    }
+
+    // Six visitors, three turns each, streamed; one node dies while it streams.
+    let visitors: Vec<_> = (0..6)
+        .map(|v| {
+            let questions = vec![
+                format!("How long is the warranty, visitor {v}?"),
+                format!("And how many days do I have to return it, visitor {v}?"),
+                format!("Does that cover the kettle I asked about first, visitor {v}?"),
+            ];
+            tokio::spawn(visit(http.clone(), via.clone(), admin.clone(), questions))
+        })
+        .collect();
+    let mut killed = None;
+    until("a node streaming an answer", 60, async || {
+        for (i, base) in bases.iter().enumerate() {
+            if running(&http, base).await > 0 {
+                killed = Some(i);
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    let victim = killed.unwrap();
+    nodes[victim].take().unwrap().kill9();
+    eprintln!("killed node {victim} while it streamed");
+    let mut visits = Vec::new();
+    for visitor in visitors {
+        visits.push(visitor.await.unwrap());
+    }
+    let failures: Vec<&String> = visits.iter().flat_map(|v| &v.failures).collect();
+    eprintln!("visitors retried {} turns: {failures:?}", failures.len());
+    assert!(!failures.is_empty(), "the kill cut no stream");
+
+    // No finished turn is missing, follow-ups kept their context.
+    let asked = asked.lock().unwrap().clone();
+    for visit in &visits {
+        let path = format!("/v1/conversations/{}", visit.conversation);
+        let (status, stored) = call(&http, &via, &admin, "GET", &path, None).await;
+        assert_eq!(status, 200, "{stored}");
+        let messages = stored["messages"].as_array().unwrap();
+        let ids: HashSet<&str> = messages.iter().filter_map(|m| m["id"].as_str()).collect();
+        for reply in &visit.replies {
+            assert!(
+                ids.contains(reply.as_str()),
+                "{reply} missing from {stored}"
+            );
+        }
+        let mut questions: Vec<&str> = messages
+            .iter()
+            .filter(|m| m["role"] == "user")
+            .map(|m| m["content"].as_str().unwrap())
+            .collect();
+        // A turn committed just as its node died may be asked again.
+        questions.dedup();
+        assert_eq!(questions, visit.questions, "{stored}");
+        let last = &visit.questions[2];
+        let first = &visit.questions[0];
+        let prompt = asked
+            .iter()
+            .map(Value::to_string)
+            .find(|body| body.contains(last.as_str()))
+            .expect("the last question reached the engine");
+        assert!(prompt.contains(first.as_str()), "no context: {prompt}");
+    }
+
+    // The dead node comes back (as a supervisor restarts it): what it had claimed is
+    // released, and every stored event reaches the receiver, by the same id.
+    let back = node(dirs[victim].path(), &url, &engine);
+    let mut bases = bases.clone();
+    bases[victim] = back.base.clone();
+    nodes[victim] = Some(back);
+    let stored: HashSet<String> = pg
+        .sql("cluster", "SELECT id FROM events")
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| l.starts_with("evt_"))
+        .collect();
+    // At least each conversation's start.
+    assert!(stored.len() >= visits.len(), "{stored:?}");
+    let received = || -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for got in hook.got.lock().unwrap().iter() {
+            *counts.entry(got.event_id_header.clone()).or_default() += 1;
+        }
+        counts
+    };
+    until("every event delivered", 120, async || {
+        stored.iter().all(|id| received().contains_key(id))
+    })
+    .await;
+    let counts = received();
+    let duplicates: usize = counts.values().map(|n| n - 1).sum();
+    eprintln!(
+        "{} events stored, all received; {duplicates} delivered more than once (same id)",
+        stored.len()
+    );
+    for id in counts.keys() {
+        assert!(
+            stored.contains(id),
+            "an event the store does not hold: {id}"
+        );
+    }
+
+    // A key revoked through one node is refused by another within a second.
+    let live: Vec<&String> = nodes
+        .iter()
+        .zip(&bases)
+        .filter(|(n, _)| n.is_some())
+        .map(|(_, b)| b)
+        .collect();
+    let (a, b) = (live[0].as_str(), live[1].as_str());
+    let (status, made) = call(
+        &http,
+        a,
+        &admin,
+        "POST",
+        "/v1/keys",
+        Some(json!({"bots": ["zephyr"]})),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let key = made["key"].as_str().unwrap().to_string();
+    assert_eq!(
+        call(&http, b, &key, "GET", "/v1/bots/zephyr", None).await.0,
+        200
+    );
+    let revoke = format!("/v1/keys/{}", made["id"].as_str().unwrap());
+    assert_eq!(call(&http, a, &admin, "DELETE", &revoke, None).await.0, 200);
+    let took = until("B refuses the revoked key", 5, async || {
+        call(&http, b, &key, "GET", "/v1/bots/zephyr", None).await.0 == 401
+    })
+    .await;
+    // Within `KEY_REFRESH` (500 ms) by design; measured, not asserted (a shared machine).
+    eprintln!("a key revoked on one node was refused by another after {took:?}");
+
+    // An agent's reply posted on A reaches the visitor's live feed on B.
+    let conversation = &visits[0].conversation;
+    let (status, handed) = call(
+        &http,
+        a,
+        &admin,
+        "POST",
+        &format!("/v1/conversations/{conversation}/handoff"),
+        Some(json!({})),
+    )
+    .await;
+    assert_eq!(status, 200, "{handed}");
+    let feed = http
+        .get(format!("{b}/v1/conversations/{conversation}/events"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let subscribed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heard = subscribed.clone();
+    let reader = tokio::spawn(read_feed(feed, move |events: &[Value]| {
+        // Its first event (the state) comes once it is subscribed.
+        heard.store(true, std::sync::atomic::Ordering::SeqCst);
+        events
+            .iter()
+            .any(|e| e["event"] == "message" && e["message"]["role"] == "agent")
+    }));
+    until("B's feed is open", 20, async || {
+        subscribed.load(std::sync::atomic::Ordering::SeqCst)
+    })
+    .await;
+    let reply = json!({"role": "agent", "content": "Sam here: yes, it does.", "author": "Sam"});
+    let (status, posted) = call(
+        &http,
+        a,
+        &admin,
+        "POST",
+        &format!("/v1/conversations/{conversation}/messages"),
+        Some(reply),
+    )
+    .await;
+    assert_eq!(status, 201, "{posted}");
+    let events = reader.await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["message"]["content"] == "Sam here: yes, it does."),
+        "{events:?}"
+    );
+}
