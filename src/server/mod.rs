@@ -403,6 +403,10 @@ impl CrawlHost for NodeHost {
             state.content_changed(bot);
         }
     }
+
+    fn alive(&self) -> bool {
+        self.0.strong_count() > 0
+    }
 }
 
 /// The HTTP server on a thread of its own, in its own actix system (the bench and the

@@ -34,6 +34,11 @@ use crate::telemetry::unix_now;
 pub trait CrawlHost: Send + Sync + 'static {
     fn embedding(&self) -> Option<Embedding>;
     fn crawled(&self, bot: &BotId);
+
+    /// Whether the node still runs (a crawl waiting for its models stops waiting if not).
+    fn alive(&self) -> bool {
+        true
+    }
 }
 
 /// A queued or running job: its record and its live progress.
@@ -345,6 +350,27 @@ fn finish(record: &mut CrawlJob, result: anyhow::Result<IngestSummary>) {
     }
 }
 
+/// How long a crawl that starts while its node's models load waits for them.
+const MODELS_WAIT: Duration = Duration::from_secs(600);
+
+/// The node's embedding, waiting for its models if they are still loading (a crawl
+/// queued right after the node started, or handed to it by a balancer meanwhile).
+fn embedding_once_loaded(host: &dyn CrawlHost) -> anyhow::Result<Embedding> {
+    let deadline = std::time::Instant::now() + MODELS_WAIT;
+    loop {
+        if let Some(embedding) = host.embedding() {
+            return Ok(embedding);
+        }
+        if !host.alive() {
+            anyhow::bail!("the node stopped before its models loaded");
+        }
+        if std::time::Instant::now() >= deadline {
+            anyhow::bail!("the models did not load within {} s", MODELS_WAIT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Runs the crawl `started` describes, with its scope and page limit.
 fn crawl(
     jobs: &Jobs,
@@ -353,9 +379,7 @@ fn crawl(
     started: &CrawlJob,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<IngestSummary> {
-    let embedding = host
-        .embedding()
-        .ok_or_else(|| anyhow::anyhow!("the models are not loaded yet"))?;
+    let embedding = embedding_once_loaded(host)?;
     let bot = &started.bot_id;
     let record = jobs.store.get_bot(bot)?;
     let guard = (!jobs.allow_private_targets).then(|| {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::events::{Served, read_feed, receiver};
-use crate::helpers::{fixture, models_dir, serve};
+use crate::events::{Receiver, Served, read_feed, receiver};
+use crate::helpers::{TestSite, fixture, models_dir, serve};
 use crate::pg::PgServer;
 
 const HAPROXY: &str = "/usr/sbin/haproxy";
@@ -112,7 +112,8 @@ fn slow_engine(delay: Duration) -> (crate::helpers::Running, String, Asked) {
                             let streamed = body.0["stream"] == json!(true);
                             log.lock().unwrap().push(body.0);
                             if !streamed {
-                                let reply = json!({"choices": [{"message": {"role": "assistant", "content": "Yes."}}]});
+                                let message = json!({"role": "assistant", "content": "Yes."});
+                                let reply = json!({"choices": [{"message": message}]});
                                 return HttpResponse::Ok().json(reply);
                             }
                             HttpResponse::Ok()
@@ -350,96 +351,127 @@ async fn until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) -> D
     start.elapsed()
 }
 
+/// Three nodes on one database, generating through one slow engine.
+struct Cluster {
+    http: reqwest::Client,
+    pg: PgServer,
+    url: String,
+    admin: String,
+    engine: String,
+    asked: Asked,
+    _engine: crate::helpers::Running,
+    dirs: Vec<tempfile::TempDir>,
+    /// `None` once killed.
+    nodes: Vec<Option<Served>>,
+    bases: Vec<String>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let pg = PgServer::start();
+        let url = pg.database("cluster");
+        let admin = seed_admin(&url);
+        let (running, engine, asked) = slow_engine(Duration::from_millis(150));
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let nodes: Vec<Option<Served>> = dirs
+            .iter()
+            .map(|d| Some(node(d.path(), &url, &engine)))
+            .collect();
+        let bases = nodes
+            .iter()
+            .map(|n| n.as_ref().unwrap().base.clone())
+            .collect();
+        Cluster {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()
+                .unwrap(),
+            pg,
+            url,
+            admin,
+            engine,
+            asked,
+            _engine: running,
+            dirs,
+            nodes,
+            bases,
+        }
+    }
+
+    async fn call(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        call(&self.http, base, &self.admin, method, path, body).await
+    }
+
+    /// Waits until every node has loaded its models.
+    async fn ready(&self) {
+        for base in &self.bases {
+            until("the node is ready", 120, async || {
+                let ready = self.http.get(format!("{base}/readyz")).send().await;
+                ready.is_ok_and(|r| r.status() == 200)
+            })
+            .await;
+        }
+    }
+
+    /// `kill -9`s the first node found generating an answer; which one.
+    async fn kill_one_streaming(&mut self) -> usize {
+        let mut found = None;
+        until("a node streaming an answer", 60, async || {
+            for (i, base) in self.bases.iter().enumerate() {
+                if running(&self.http, base).await > 0 {
+                    found = Some(i);
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        let victim = found.unwrap();
+        self.nodes[victim].take().unwrap().kill9();
+        victim
+    }
+
+    /// Starts node `i` again on its data dir (as a supervisor would).
+    fn restart(&mut self, i: usize) {
+        let back = node(self.dirs[i].path(), &self.url, &self.engine);
+        self.bases[i] = back.base.clone();
+        self.nodes[i] = Some(back);
+    }
+
+    /// Two nodes that run.
+    fn two_live(&self) -> (String, String) {
+        let live: Vec<&String> = self
+            .nodes
+            .iter()
+            .zip(&self.bases)
+            .filter(|(n, _)| n.is_some())
+            .map(|(_, b)| b)
+            .collect();
+        (live[0].clone(), live[1].clone())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing() {
     docent::ingest::crawl::install_tls_provider();
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    let pg = PgServer::start();
-    let url = pg.database("cluster");
-    let admin = seed_admin(&url);
-    let (_engine, engine, asked) = slow_engine(Duration::from_millis(150));
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let mut nodes: Vec<Option<Served>> = dirs
-        .iter()
-        .map(|d| Some(node(d.path(), &url, &engine)))
-        .collect();
-    let bases: Vec<String> = nodes
-        .iter()
-        .map(|n| n.as_ref().unwrap().base.clone())
-        .collect();
-    let backends: Vec<String> = bases
+    let mut cluster = Cluster::start();
+    let hook = receiver();
+    let site = serve(&fixture("site"));
+    let job = start_crawl(&cluster, &hook, &site).await;
+    cluster.ready().await;
+    let backends: Vec<String> = cluster
+        .bases
         .iter()
         .map(|b| b.trim_start_matches("http://").to_string())
         .collect();
-    for base in &bases {
-        until("the node is ready", 120, async || {
-            let ready = http.get(format!("{base}/readyz")).send().await;
-            ready.is_ok_and(|r| r.status() == 200)
-        })
-        .await;
-    }
     let lb = Haproxy::start(&backends);
-    let via = lb.base.clone();
-
-    // The bot, a webhook for every event, and its crawl, all through the balancer.
-    let hook = receiver();
-    let (status, bot) = call(
-        &http,
-        &via,
-        &admin,
-        "POST",
-        "/v1/bots",
-        Some(json!({"id": "zephyr", "name": "Zephyr"})),
-    )
-    .await;
-    assert_eq!(status, 201, "{bot}");
-    let (status, webhook) = call(
-        &http,
-        &via,
-        &admin,
-        "POST",
-        "/v1/webhooks",
-        Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["*"]})),
-    )
-    .await;
-    assert_eq!(status, 201, "{webhook}");
-    let site = serve(&fixture("site"));
-    let (status, job) = call(
-        &http,
-        &via,
-        &admin,
-        "POST",
-        "/v1/bots/zephyr/sources",
-        Some(json!({"url": site.url("/")})),
-    )
-    .await;
-    assert_eq!(status, 202, "{job}");
-    let job_path = format!("/v1/jobs/{}", job["job_id"].as_str().unwrap());
-    until("the crawl job ends", 120, async || {
-        let (_, job) = call(&http, &via, &admin, "GET", &job_path, None).await;
-        job["state"] == "done" || job["state"] == "failed"
-    })
-    .await;
-    let (_, job) = call(&http, &via, &admin, "GET", &job_path, None).await;
-    assert_eq!(job["state"], "done", "{job}");
-    // One node ran it: each page was fetched once.
-    let (status, pages) = call(&http, &via, &admin, "GET", "/v1/bots/zephyr/pages", None).await;
-    assert_eq!(status, 200, "{pages}");
-    let fetched = site.hits.lock().unwrap().clone();
-    let page_urls: Vec<String> = pages["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["url"].as_str().unwrap().to_string())
-        .collect();
-    assert!(page_urls.len() >= 5, "{pages}");
-    for page in &page_urls {
-        let path = page.trim_start_matches(&site.base);
-        assert_eq!(fetched.get(path), Some(&1), "{path} fetched: {fetched:?}");
-    }
+    crawled_once(&cluster, &lb.base, &job, &site).await;
 
     // Six visitors, three turns each, streamed; one node dies while it streams.
     let visitors: Vec<_> = (0..6)
@@ -449,22 +481,11 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
                 format!("And how many days do I have to return it, visitor {v}?"),
                 format!("Does that cover the kettle I asked about first, visitor {v}?"),
             ];
-            tokio::spawn(visit(http.clone(), via.clone(), admin.clone(), questions))
+            let (http, via, key) = (cluster.http.clone(), lb.base.clone(), cluster.admin.clone());
+            tokio::spawn(visit(http, via, key, questions))
         })
         .collect();
-    let mut killed = None;
-    until("a node streaming an answer", 60, async || {
-        for (i, base) in bases.iter().enumerate() {
-            if running(&http, base).await > 0 {
-                killed = Some(i);
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    let victim = killed.unwrap();
-    nodes[victim].take().unwrap().kill9();
+    let victim = cluster.kill_one_streaming().await;
     eprintln!("killed node {victim} while it streamed");
     let mut visits = Vec::new();
     for visitor in visitors {
@@ -473,20 +494,70 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
     let failures: Vec<&String> = visits.iter().flat_map(|v| &v.failures).collect();
     eprintln!("visitors retried {} turns: {failures:?}", failures.len());
     assert!(!failures.is_empty(), "the kill cut no stream");
+    turns_kept(&cluster, &lb.base, &visits).await;
 
-    // No finished turn is missing, follow-ups kept their context.
-    let asked = asked.lock().unwrap().clone();
-    for visit in &visits {
+    // The dead node comes back (as a supervisor restarts it): what it had claimed is
+    // released, and every stored event reaches the receiver.
+    cluster.restart(victim);
+    events_delivered(&cluster, &hook, visits.len()).await;
+    revoked_everywhere(&cluster).await;
+    agent_reply_crosses_nodes(&cluster, &visits[0].conversation).await;
+}
+
+/// The bot, a webhook for every event, and a crawl of `site`, sent to the first node as
+/// it starts (a crawl waits for the node's models to load); the job's path.
+async fn start_crawl(cluster: &Cluster, hook: &Receiver, site: &TestSite) -> String {
+    let first = cluster.bases[0].as_str();
+    let bot = json!({"id": "zephyr", "name": "Zephyr"});
+    let (status, made) = cluster.call(first, "POST", "/v1/bots", Some(bot)).await;
+    assert_eq!(status, 201, "{made}");
+    let webhook = json!({"bot_id": "zephyr", "url": hook.url, "events": ["*"]});
+    let (status, made) = cluster
+        .call(first, "POST", "/v1/webhooks", Some(webhook))
+        .await;
+    assert_eq!(status, 201, "{made}");
+    let source = json!({"url": site.url("/")});
+    let (status, job) = cluster
+        .call(first, "POST", "/v1/bots/zephyr/sources", Some(source))
+        .await;
+    assert_eq!(status, 202, "{job}");
+    format!("/v1/jobs/{}", job["job_id"].as_str().unwrap())
+}
+
+/// The crawl job ends done, and one node ran it: each page was fetched once.
+async fn crawled_once(cluster: &Cluster, via: &str, job: &str, site: &TestSite) {
+    until("the crawl job ends", 120, async || {
+        let (_, job) = cluster.call(via, "GET", job, None).await;
+        job["state"] == "done" || job["state"] == "failed"
+    })
+    .await;
+    let (_, record) = cluster.call(via, "GET", job, None).await;
+    assert_eq!(record["state"], "done", "{record}");
+    let (status, pages) = cluster
+        .call(via, "GET", "/v1/bots/zephyr/pages", None)
+        .await;
+    assert_eq!(status, 200, "{pages}");
+    let fetched = site.hits.lock().unwrap().clone();
+    let pages = pages["data"].as_array().unwrap();
+    assert!(pages.len() >= 5, "{pages:?}");
+    for page in pages {
+        let path = page["url"].as_str().unwrap().trim_start_matches(&site.base);
+        assert_eq!(fetched.get(path), Some(&1), "{path} fetched: {fetched:?}");
+    }
+}
+
+/// Every turn a visitor saw finish is stored, each conversation holds its questions in
+/// order, and the engine saw each last follow-up with the conversation's first question.
+async fn turns_kept(cluster: &Cluster, via: &str, visits: &[Visit]) {
+    let asked = cluster.asked.lock().unwrap().clone();
+    for visit in visits {
         let path = format!("/v1/conversations/{}", visit.conversation);
-        let (status, stored) = call(&http, &via, &admin, "GET", &path, None).await;
+        let (status, stored) = cluster.call(via, "GET", &path, None).await;
         assert_eq!(status, 200, "{stored}");
         let messages = stored["messages"].as_array().unwrap();
         let ids: HashSet<&str> = messages.iter().filter_map(|m| m["id"].as_str()).collect();
         for reply in &visit.replies {
-            assert!(
-                ids.contains(reply.as_str()),
-                "{reply} missing from {stored}"
-            );
+            assert!(ids.contains(reply.as_str()), "{reply} missing: {stored}");
         }
         let mut questions: Vec<&str> = messages
             .iter()
@@ -496,8 +567,7 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
         // A turn committed just as its node died may be asked again.
         questions.dedup();
         assert_eq!(questions, visit.questions, "{stored}");
-        let last = &visit.questions[2];
-        let first = &visit.questions[0];
+        let (first, last) = (&visit.questions[0], &visit.questions[2]);
         let prompt = asked
             .iter()
             .map(Value::to_string)
@@ -505,21 +575,19 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
             .expect("the last question reached the engine");
         assert!(prompt.contains(first.as_str()), "no context: {prompt}");
     }
+}
 
-    // The dead node comes back (as a supervisor restarts it): what it had claimed is
-    // released, and every stored event reaches the receiver, by the same id.
-    let back = node(dirs[victim].path(), &url, &engine);
-    let mut bases = bases.clone();
-    bases[victim] = back.base.clone();
-    nodes[victim] = Some(back);
-    let stored: HashSet<String> = pg
+/// Every event the store holds reaches the receiver (at least `least` of them), and it
+/// receives no other; duplicates, by the same id, are counted.
+async fn events_delivered(cluster: &Cluster, hook: &Receiver, least: usize) {
+    let stored: HashSet<String> = cluster
+        .pg
         .sql("cluster", "SELECT id FROM events")
         .lines()
         .map(|l| l.trim().to_string())
         .filter(|l| l.starts_with("evt_"))
         .collect();
-    // At least each conversation's start.
-    assert!(stored.len() >= visits.len(), "{stored:?}");
+    assert!(stored.len() >= least, "{stored:?}");
     let received = || -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for got in hook.got.lock().unwrap().iter() {
@@ -543,54 +611,37 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
             "an event the store does not hold: {id}"
         );
     }
+}
 
-    // A key revoked through one node is refused by another within a second.
-    let live: Vec<&String> = nodes
-        .iter()
-        .zip(&bases)
-        .filter(|(n, _)| n.is_some())
-        .map(|(_, b)| b)
-        .collect();
-    let (a, b) = (live[0].as_str(), live[1].as_str());
-    let (status, made) = call(
-        &http,
-        a,
-        &admin,
-        "POST",
-        "/v1/keys",
-        Some(json!({"bots": ["zephyr"]})),
-    )
-    .await;
+/// A key revoked through one node is refused by another.
+async fn revoked_everywhere(cluster: &Cluster) {
+    let (a, b) = cluster.two_live();
+    let scope = json!({"bots": ["zephyr"]});
+    let (status, made) = cluster.call(&a, "POST", "/v1/keys", Some(scope)).await;
     assert_eq!(status, 201, "{made}");
     let key = made["key"].as_str().unwrap().to_string();
-    assert_eq!(
-        call(&http, b, &key, "GET", "/v1/bots/zephyr", None).await.0,
-        200
-    );
+    let http = &cluster.http;
+    let read = async || call(http, &b, &key, "GET", "/v1/bots/zephyr", None).await.0;
+    assert_eq!(read().await, 200);
     let revoke = format!("/v1/keys/{}", made["id"].as_str().unwrap());
-    assert_eq!(call(&http, a, &admin, "DELETE", &revoke, None).await.0, 200);
-    let took = until("B refuses the revoked key", 5, async || {
-        call(&http, b, &key, "GET", "/v1/bots/zephyr", None).await.0 == 401
-    })
-    .await;
+    assert_eq!(cluster.call(&a, "DELETE", &revoke, None).await.0, 200);
+    let took = until("B refuses the revoked key", 5, async || read().await == 401).await;
     // Within `KEY_REFRESH` (500 ms) by design; measured, not asserted (a shared machine).
     eprintln!("a key revoked on one node was refused by another after {took:?}");
+}
 
-    // An agent's reply posted on A reaches the visitor's live feed on B.
-    let conversation = &visits[0].conversation;
-    let (status, handed) = call(
-        &http,
-        a,
-        &admin,
-        "POST",
-        &format!("/v1/conversations/{conversation}/handoff"),
-        Some(json!({})),
-    )
-    .await;
+/// An agent's reply posted on one node reaches the visitor's live feed on another.
+async fn agent_reply_crosses_nodes(cluster: &Cluster, conversation: &str) {
+    let (a, b) = cluster.two_live();
+    let path = format!("/v1/conversations/{conversation}");
+    let (status, handed) = cluster
+        .call(&a, "POST", &format!("{path}/handoff"), Some(json!({})))
+        .await;
     assert_eq!(status, 200, "{handed}");
-    let feed = http
-        .get(format!("{b}/v1/conversations/{conversation}/events"))
-        .bearer_auth(&admin)
+    let feed = cluster
+        .http
+        .get(format!("{b}{path}/events"))
+        .bearer_auth(&cluster.admin)
         .send()
         .await
         .unwrap();
@@ -609,21 +660,11 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
     })
     .await;
     let reply = json!({"role": "agent", "content": "Sam here: yes, it does.", "author": "Sam"});
-    let (status, posted) = call(
-        &http,
-        a,
-        &admin,
-        "POST",
-        &format!("/v1/conversations/{conversation}/messages"),
-        Some(reply),
-    )
-    .await;
+    let (status, posted) = cluster
+        .call(&a, "POST", &format!("{path}/messages"), Some(reply))
+        .await;
     assert_eq!(status, 201, "{posted}");
     let events = reader.await.unwrap();
-    assert!(
-        events
-            .iter()
-            .any(|e| e["message"]["content"] == "Sam here: yes, it does."),
-        "{events:?}"
-    );
+    let content = |e: &Value| e["message"]["content"] == "Sam here: yes, it does.";
+    assert!(events.iter().any(content), "{events:?}");
 }
