@@ -1,6 +1,7 @@
 //! `docent bench`: speed of each stage, each printed beside a reference measured in the
 //! same run on the same machine (never a fixed number from elsewhere).
 
+mod postgres;
 mod remote;
 mod serve;
 mod webhooks;
@@ -78,6 +79,34 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
             remote::bench_remote(config, embedder.clone(), &engine_bin, args.quick).await?;
         print_section(&args, "remote engine (llama-server, loopback)", &result);
         report.insert("remote".into(), result);
+    }
+    if parts.contains(&"postgres") {
+        let pg_bin = match &args.pg_bin {
+            Some(bin) => Ok(bin.clone()),
+            None => crate::pg::local::find_bin(Path::new("target/pyenv/bin/python")),
+        };
+        let nq = args.nq_conflicts.clone().or_else(|| {
+            let default = Path::new("../shared/eval/nq_conflicts/beir");
+            default.is_dir().then(|| default.to_path_buf())
+        });
+        match pg_bin {
+            Ok(pg_bin) => {
+                let result = postgres::bench_postgres(
+                    config,
+                    embedder.clone(),
+                    &pg_bin,
+                    nq.as_deref(),
+                    args.quick,
+                )
+                .await?;
+                print_section(&args, "postgres (beside redb, same machine)", &result);
+                report.insert("postgres".into(), result);
+            }
+            Err(e) => eprintln!(
+                "skipping postgres: no PostgreSQL binaries (pass --pg-bin DIR; `make test` \
+                 installs them into target/pyenv): {e:#}"
+            ),
+        }
     }
     if parts.contains(&"generate") {
         let config = config.clone();

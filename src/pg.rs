@@ -77,6 +77,8 @@ pub struct PgStore {
     /// Whether `adopt_jobs` ran: the first time, this process's own unfinished jobs (put
     /// before its worker started) are handed out too.
     adopted: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Each bot's chunk count and mean distinct words per chunk, for BM25 (`pg/search.rs`).
+    keyword_stats: search::StatsCache,
 }
 
 /// A process's presence in the database: a session of its own holding the advisory lock
@@ -146,6 +148,7 @@ impl PgStore {
             presence: Default::default(),
             origin: crate::ids::random_base62(16)?.into(),
             adopted: Default::default(),
+            keyword_stats: Default::default(),
         })
     }
 

@@ -359,6 +359,11 @@ pub trait Storage:
     fn notices(&self) -> Option<Arc<dyn Notices>> {
         None
     }
+
+    /// Its whole content as rows, if this store can read itself out (`Export`).
+    fn export(&self) -> Option<&dyn Export> {
+        None
+    }
 }
 
 /// A change of a conversation that the nodes holding its live feeds must pass on.
@@ -502,7 +507,8 @@ pub trait Export: Send + Sync {
 /// A store that can take another's whole content.
 pub trait Import: Send + Sync {
     /// Writes every row `source` exports, in one transaction: all of it or, on any error,
-    /// nothing. Refused unless this store is empty.
+    /// nothing. Refused unless this store is empty; before it commits, each table's rows
+    /// are counted against what was exported, and a difference rolls it all back.
     fn import(&self, source: &dyn Export) -> Result<RowCounts>;
 
     /// How many rows each table holds now (the check after an import).

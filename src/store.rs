@@ -499,7 +499,11 @@ fn count_pages(pages: &redb::Table<(&str, &str), &[u8]>, bot: &str) -> Result<(u
 }
 
 /// One process holds the database: nothing to tell other nodes.
-impl Storage for Store {}
+impl Storage for Store {
+    fn export(&self) -> Option<&dyn crate::ports::Export> {
+        Some(self)
+    }
+}
 
 impl KeyStore for Store {
     fn put_key(&self, key: &ApiKey) -> Result<()> {

@@ -41,22 +41,28 @@ use metrics::{Qrels, contains_gold, percentile, wilson_interval};
 /// distinct documents remain when a long document contributes several chunks.
 const RETRIEVE_CHUNKS: usize = 30;
 
-pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let set = data::load_beir(&args.corpus)?;
+/// A BEIR folder indexed into its scratch bot, and its judged queries sorted by id.
+pub(crate) struct Beir {
+    pub store: Arc<dyn Storage>,
+    pub bot: BotId,
+    pub embedding: Embedding,
+    pub queries: Vec<(String, String, Qrels)>,
+    pub documents: usize,
+}
+
+/// Indexes `corpus` into its scratch bot (nothing again if it already was).
+pub(crate) async fn beir(config: &Config, corpus: &Path, quiet: bool) -> anyhow::Result<Beir> {
+    let set = data::load_beir(corpus)?;
     let embedding = crate::app::load_embedding(config)?;
     let (store, bot) = scratch_bot(
         config,
-        &args.corpus,
+        corpus,
         "beir",
         set.documents(),
         embedding.clone(),
-        args.json,
+        quiet,
     )
     .await?;
-    let embedder = embedding.embedder;
-    let mode = crate::retrieval::Mode::from(args.mode);
-    let retriever = Arc::new(crate::app::retriever(store, embedder).with_mode(mode));
     let mut queries: Vec<(String, String, Qrels)> = set
         .queries
         .iter()
@@ -66,12 +72,25 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
         })
         .collect();
     queries.sort_by(|a, b| a.0.cmp(&b.0));
-    let queries = sample(queries, args.sample, args.seed);
-    anyhow::ensure!(!queries.is_empty(), "no query has relevance judgements");
-    let bar = progress(queries.len(), "queries", args.json);
-    let search_started = Instant::now();
-    let per_query = parallel_map(&queries, 2, &bar, |(_, text, qrels)| {
-        let hits = retriever.retrieve(&bot, text, RETRIEVE_CHUNKS)?;
+    Ok(Beir {
+        store,
+        bot,
+        embedding,
+        queries,
+        documents: set.corpus.len(),
+    })
+}
+
+/// Each query's recall@1, @5, @10, MRR@10 and nDCG@10, ranking documents by their best
+/// chunk among what `retriever` finds.
+pub(crate) fn score_queries(
+    retriever: &crate::retrieval::Retriever,
+    bot: &BotId,
+    queries: &[(String, String, Qrels)],
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<[f64; 5]>> {
+    parallel_map(queries, 2, bar, |(_, text, qrels)| {
+        let hits = retriever.retrieve(bot, text, RETRIEVE_CHUNKS)?;
         let mut ranked: Vec<String> = Vec::new();
         for hit in hits {
             let id = data::document_id(&hit.chunk.url).to_string();
@@ -87,7 +106,19 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
             metrics::reciprocal_rank_at(&ranked, qrels, 10),
             metrics::ndcg_at(&ranked, qrels, 10),
         ])
-    })?;
+    })
+}
+
+pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let set = beir(config, &args.corpus, args.json).await?;
+    let mode = crate::retrieval::Mode::from(args.mode);
+    let retriever = crate::app::retriever(set.store, set.embedding.embedder).with_mode(mode);
+    let queries = sample(set.queries, args.sample, args.seed);
+    anyhow::ensure!(!queries.is_empty(), "no query has relevance judgements");
+    let bar = progress(queries.len(), "queries", args.json);
+    let search_started = Instant::now();
+    let per_query = score_queries(&retriever, &set.bot, &queries, &bar)?;
     bar.finish_and_clear();
     let n = per_query.len() as f64;
     let mean = |i: usize| round4(per_query.iter().map(|m| m[i]).sum::<f64>() / n);
@@ -101,7 +132,7 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
         "seconds": round1(started.elapsed().as_secs_f64()),
         "search_ms_per_query": round1(search_started.elapsed().as_secs_f64() * 1000.0 / n),
         "mode": mode,
-        "documents": set.corpus.len(),
+        "documents": set.documents,
     });
     print_result(args.json, &out, || {
         format!(
@@ -546,7 +577,7 @@ async fn scratch_bot(
 }
 
 /// `n` items chosen by a seeded shuffle (all of them, in order, without `n`).
-fn sample<T>(mut items: Vec<T>, n: Option<usize>, seed: u64) -> Vec<T> {
+pub(crate) fn sample<T>(mut items: Vec<T>, n: Option<usize>, seed: u64) -> Vec<T> {
     let Some(n) = n else {
         return items;
     };

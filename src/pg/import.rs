@@ -35,7 +35,8 @@ const TABLES: [&str; 15] = [
 impl Import for PgStore {
     fn import(&self, source: &dyn Export) -> Result<RowCounts> {
         self.in_transaction(|txn| {
-            // One import at a time; nodes starting meanwhile wait for it.
+            // One import at a time (a node serving from the database meanwhile is not
+            // stopped: the rows it adds make the check below fail, and nothing lands).
             lock(txn, "docent-import", false)?;
             let held = counts_in(txn)?;
             let nonempty: Vec<String> = held
@@ -58,6 +59,21 @@ impl Import for PgStore {
                 &[],
             )
             .context("move the chunk id sequence past the copied chunks")?;
+            // Every row the source gave is in, and nothing else: else nothing lands.
+            let held = counts_in(txn)?;
+            let differ: Vec<String> = held
+                .iter()
+                .filter(|(table, n)| counts.get(*table).copied().unwrap_or(0) != **n)
+                .map(|(table, n)| {
+                    let sent = counts.get(table).copied().unwrap_or(0);
+                    format!("{table}: {sent} copied, {n} in the database")
+                })
+                .collect();
+            if !differ.is_empty() {
+                return Err(
+                    anyhow!("the copy does not match its source ({})", differ.join("; ")).into(),
+                );
+            }
             Ok(counts)
         })
     }

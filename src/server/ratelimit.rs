@@ -4,7 +4,8 @@
 //!
 //! Nodes sharing a store each enforce their share of a limit: a request costs as many
 //! cells as there are nodes serving, so N nodes behind an even balancer let through the
-//! configured limit between them (never more, whatever the balancer does).
+//! configured limit between them (less behind an uneven one; more only with more nodes
+//! than the limit has units, each node then allowing one a window).
 //!
 //! Every limited response carries `RateLimit-Limit`, `RateLimit-Remaining` and
 //! `RateLimit-Reset` (seconds from now until the bucket is full again); a refusal is 429

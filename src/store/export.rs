@@ -99,11 +99,12 @@ fn export_conversations(
     let erased = txn.open_table(ERASED).context("open erased")?;
     for entry in erased.iter().context("read erased")? {
         let (key, at) = entry.context("read erasure")?;
-        if let Some(subject) = erasure(key.value()) {
-            give(Row::Erasure {
+        match erasure(key.value()) {
+            Some(subject) => give(Row::Erasure {
                 subject,
                 at_ms: at.value(),
-            })?;
+            })?,
+            None => tracing::warn!("left out an erasure record of unknown form"),
         }
     }
     Ok(())
