@@ -146,7 +146,9 @@ lint: deps $(TARGET_DIR)/.ggml-flags
 	$(BUILD_ENV) $(CARGO) clippy --release --locked --all-targets -- -D warnings
 
 # Every number beside a reference from the same run. The portable build (a second full
-# build, into target/portable) is the reference for the host-CPU llama.cpp flags.
-bench: deps models build $(LLAMA_SERVER)
+# build, into target/portable) is the reference for the host-CPU llama.cpp flags; redb is
+# the reference for the PostgreSQL store (run on the test venv's PostgreSQL wheel, which
+# `docent bench` finds in target/pyenv).
+bench: deps models build $(LLAMA_SERVER) $(PYENV)/.installed
 	$(MAKE) build PORTABLE=1
 	$(BIN) bench --portable-bin target/portable/release/docent $(BENCH_ARGS)

@@ -209,6 +209,12 @@ impl ContentStore for PgStore {
 /// Applies an ingest run within `txn` (see `ContentStore::commit_ingest`).
 fn commit_in(txn: &mut Transaction<'_>, commit: &IngestCommit) -> Result<()> {
     let bot = commit.bot.id.as_str();
+    // Publishing staged chunks rewrites their rows, and PostgreSQL indexes each new row
+    // version again (HNSW included): about a millisecond a chunk here, so a large site's
+    // commit outlasts the 60 s every other statement gets. Turns never wait for it (they
+    // take other locks); searches read the previous content until it commits.
+    txn.batch_execute("SET LOCAL statement_timeout = '30min'")
+        .context("allow the commit its time")?;
     // The bot's lock orders this commit after any other to the same bot, and after its
     // deletion, even while it has no row yet.
     lock_bot(txn, bot)?;

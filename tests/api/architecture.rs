@@ -12,14 +12,16 @@ const KNOWN_DEBT: &[(&str, &str)] = &[];
 const EDGES: &[&str] = &["main", "cli", "commands", "server", "bench", "eval"];
 
 /// The edge's own wiring: the CLI's commands (`commands`, and `eval` and `bench`, the
-/// commands of their own) read their flags, and `serve` and the bench start a node through
-/// `server::Launch`, the one start-up there is.
+/// commands of their own) read their flags, `serve` and the bench start a node through
+/// `server::Launch`, the one start-up there is, and the bench scores retrieval as the eval
+/// does (`eval::beir`, `eval::score_queries`).
 const EDGE_WIRING: &[(&str, &str)] = &[
     ("commands", "server"),
     ("commands", "cli"),
     ("eval", "cli"),
     ("bench", "cli"),
     ("bench", "server"),
+    ("bench", "eval"),
 ];
 
 /// The edge's frameworks (argument parsing, HTTP, the OpenAPI document, progress bars):

@@ -276,20 +276,8 @@ struct Visit {
 /// streamed and retried (up to 10 times) until it ends with `done`.
 async fn visit(http: reqwest::Client, base: String, key: String, questions: Vec<String>) -> Visit {
     let body = json!({"bot_id": "zephyr"});
-    let mut created = call(
-        &http,
-        &base,
-        &key,
-        "POST",
-        "/v1/conversations",
-        Some(body.clone()),
-    )
-    .await;
+    let mut created = (0, Value::Null);
     for _ in 0..10 {
-        if created.0 == 201 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
         created = call(
             &http,
             &base,
@@ -299,6 +287,10 @@ async fn visit(http: reqwest::Client, base: String, key: String, questions: Vec<
             Some(body.clone()),
         )
         .await;
+        if created.0 == 201 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(created.0, 201, "{}", created.1);
     let conversation = created.1["id"].as_str().unwrap().to_string();
