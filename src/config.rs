@@ -21,6 +21,9 @@ pub use crate::domain::Secret;
 /// do remote engines (`--llm-url`): docent cannot know which model they serve.
 pub const DEFAULT_MODEL_ANSWERABLE_THRESHOLD: f32 = 0.55;
 
+/// Most connections to PostgreSQL one process's pool holds, unless `--store-pool` says.
+pub const DEFAULT_STORE_POOL: u32 = 16;
+
 /// The resolved configuration: no optional fields left.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -30,6 +33,8 @@ pub struct Config {
     pub store: Option<Secret>,
     /// The PostgreSQL password given apart from the URL.
     pub store_password: Option<Secret>,
+    /// Most connections to PostgreSQL this process's pool holds.
+    pub store_pool: u32,
     pub models_dir: PathBuf,
     pub model_path: PathBuf,
     pub threads: usize,
@@ -91,6 +96,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     store: Option<Secret>,
     store_password_file: Option<PathBuf>,
+    store_pool: Option<u32>,
     models_dir: Option<PathBuf>,
     model: Option<String>,
     threads: Option<usize>,
@@ -162,6 +168,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
     pub store_password_file: Option<PathBuf>,
+    pub store_pool: Option<u32>,
     pub models_dir: Option<PathBuf>,
     pub model: Option<String>,
     pub threads: Option<usize>,
@@ -222,6 +229,13 @@ impl Config {
             }
             None => None,
         };
+        let store_pool = args
+            .store_pool
+            .or(file.store_pool)
+            .unwrap_or(DEFAULT_STORE_POOL);
+        if !(1..=1000).contains(&store_pool) {
+            bail!("store_pool must be 1 to 1000 connections, not {store_pool}");
+        }
         let llm = remote_llm(args, file.llm, parallel)?;
         let embed = remote_embed(args, file.embed)?;
         let config = Config {
@@ -232,6 +246,7 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("data")),
             store,
             store_password,
+            store_pool,
             model_path: resolve_model(&models_dir, &model),
             models_dir,
             threads,
@@ -453,5 +468,25 @@ mod tests {
     fn example_config_parses() {
         let parsed: FileConfig = toml::from_str(EXAMPLE).expect("config.example.toml parses");
         assert_eq!(parsed.retrieval.top_k, Some(5));
+    }
+
+    #[test]
+    fn the_store_pool_defaults_to_16_and_is_bounded() {
+        let with = |pool: Option<u32>| {
+            Config::load(&Overrides {
+                store: Some("postgres://docent@db.internal/docent".into()),
+                store_pool: pool,
+                ..Overrides::default()
+            })
+        };
+        assert_eq!(with(None).unwrap().store_pool, DEFAULT_STORE_POOL);
+        assert_eq!(with(Some(40)).unwrap().store_pool, 40);
+        for bad in [0, 1001] {
+            let err = with(Some(bad)).unwrap_err();
+            assert!(
+                format!("{err}").contains("store_pool must be 1 to 1000"),
+                "{err}"
+            );
+        }
     }
 }

@@ -711,6 +711,22 @@ pub mod event_kinds {
 }
 
 impl Bot {
+    /// A new live bot named after its id, with no content yet, made at `now` (unix s).
+    pub fn new(id: BotId, now: u64) -> Bot {
+        Bot {
+            name: id.to_string(),
+            id,
+            source: String::new(),
+            created_unix: now,
+            updated_unix: now,
+            pages: 0,
+            chunks: 0,
+            test: false,
+            settings: BotSettings::default(),
+            embedder: None,
+        }
+    }
+
     /// Whether `current` may search and extend this bot's vectors: a bot without chunks
     /// takes any embedder; one with chunks only the embedder that made them (`legacy` for
     /// bots stored before embedders were recorded).

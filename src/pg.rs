@@ -22,22 +22,24 @@ pub mod local;
 mod notices;
 mod outbox;
 mod search;
+pub mod tls;
 
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
+use postgres::GenericClient;
 use postgres::types::{Json, ToSql};
-use postgres::{GenericClient, NoTls};
 use r2d2_postgres::PostgresConnectionManager;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::domain::CrawlJob;
 use crate::keys::ApiKey;
 use crate::ports::{Error, JobStore, KeyStore, Result};
 
-type Manager = PostgresConnectionManager<NoTls>;
+type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 type Conn = r2d2::PooledConnection<Manager>;
 
 mod embedded {
@@ -56,8 +58,8 @@ const SESSION_LIMITS: &str = "-c statement_timeout=60000 -c lock_timeout=120000 
                               -c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 \
                               -c tcp_keepalives_count=3";
 
-/// Most connections one node holds.
-const POOL_SIZE: u32 = 16;
+/// Most connections one node's pool holds unless `--store-pool` says otherwise.
+const DEFAULT_POOL_SIZE: u32 = crate::config::DEFAULT_STORE_POOL;
 
 /// A docent store in a PostgreSQL database. Clones share one connection pool.
 #[derive(Clone)]
@@ -68,8 +70,10 @@ pub struct PgStore {
     outbox: std::sync::Arc<tokio::sync::Notify>,
     /// Where it is, without credentials: for messages.
     target: String,
-    /// How to open a connection of its own (`presence`).
+    /// How to open a connection of its own (`presence`, the notice listener).
     config: postgres::Config,
+    /// TLS as the URL's `sslmode` asks (`pg/tls.rs`), for every connection.
+    tls: MakeRustlsConnect,
     /// This process's presence, once it staged chunks.
     presence: std::sync::Arc<std::sync::Mutex<Option<Presence>>>,
     /// This process's id on the notice channel (`pg/notices.rs`).
@@ -103,7 +107,12 @@ impl PgStore {
     /// URL or in `password`), brings its schema up to date, removes what crashed ingests
     /// staged and gives back the deliveries that gone nodes claimed.
     pub fn open(url: &str, password: Option<&str>) -> anyhow::Result<PgStore> {
-        let store = PgStore::connect(url, password)?;
+        PgStore::open_with(url, password, DEFAULT_POOL_SIZE)
+    }
+
+    /// `open` with at most `pool` connections in the pool.
+    pub fn open_with(url: &str, password: Option<&str>, pool: u32) -> anyhow::Result<PgStore> {
+        let store = PgStore::connect_with(url, password, pool)?;
         store.migrate()?;
         let swept = crate::ports::ContentStore::discard_staged(&store, None)?;
         if swept > 0 {
@@ -118,8 +127,15 @@ impl PgStore {
 
     /// Connects to the database at `url`, leaving its schema as it is.
     pub fn connect(url: &str, password: Option<&str>) -> anyhow::Result<PgStore> {
+        PgStore::connect_with(url, password, DEFAULT_POOL_SIZE)
+    }
+
+    /// `connect` with at most `pool` connections in the pool.
+    pub fn connect_with(url: &str, password: Option<&str>, pool: u32) -> anyhow::Result<PgStore> {
         // Never echoed: a malformed URL may still hold a password.
-        let mut config = postgres::Config::from_str(url).map_err(|_| {
+        let (url, tls) = tls::split_url(url)?;
+        let tls = tls::connector(&tls)?;
+        let mut config = postgres::Config::from_str(&url).map_err(|_| {
             anyhow!("the store is not a PostgreSQL URL (postgres://user@host:port/database)")
         })?;
         if let Some(password) = password {
@@ -132,12 +148,18 @@ impl PgStore {
         config.options(SESSION_LIMITS);
         let pool = off_runtime(|| {
             r2d2::Pool::builder()
-                .max_size(POOL_SIZE)
+                .max_size(pool)
                 .min_idle(Some(1))
                 .idle_timeout(Some(Duration::from_secs(60)))
                 // While the database is down a request waits this long, then is 503.
                 .connection_timeout(Duration::from_secs(5))
-                .build(Manager::new(config.clone(), NoTls))
+                .build(Manager::new(config.clone(), tls.clone()))
+                // The pool reports only the last error's summary ("error performing TLS
+                // handshake"): one connection of its own tells why.
+                .map_err(|pooled| match config.connect(tls.clone()) {
+                    Err(direct) => anyhow::Error::new(direct),
+                    Ok(_) => anyhow::Error::new(pooled),
+                })
         })
         .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
         Ok(PgStore {
@@ -145,6 +167,7 @@ impl PgStore {
             outbox: Default::default(),
             target,
             config,
+            tls,
             presence: Default::default(),
             origin: crate::ids::random_base62(16)?.into(),
             adopted: Default::default(),
@@ -214,7 +237,7 @@ impl PgStore {
             }
             let mut client = self
                 .config
-                .connect(NoTls)
+                .connect(self.tls.clone())
                 .with_context(|| format!("PostgreSQL at {} is unavailable", self.target))?;
             // The same id again after a lost connection: what it staged stays its own
             // (unless another node swept it meanwhile: then its commit fails).

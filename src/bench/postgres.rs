@@ -21,7 +21,6 @@ use crate::pg::PgStore;
 use crate::pg::local::{LocalServer, Settings};
 use crate::ports::{
     Attempt, ContentStore, Import, IngestCommit, NewEvent, Outcome, Search, Storage, TurnExtras,
-    Webhook,
 };
 use crate::retrieval::Mode;
 
@@ -75,18 +74,7 @@ fn both_stores(server: &LocalServer, name: &str) -> anyhow::Result<BothStores> {
 }
 
 fn bench_bot(id: &str) -> anyhow::Result<Bot> {
-    Ok(Bot {
-        id: BotId::parse(id).map_err(anyhow::Error::msg)?,
-        name: id.to_string(),
-        source: String::new(),
-        created_unix: 0,
-        updated_unix: 0,
-        pages: 0,
-        chunks: 0,
-        test: false,
-        settings: Default::default(),
-        embedder: None,
-    })
+    Ok(Bot::new(BotId::parse(id).map_err(anyhow::Error::msg)?, 0))
 }
 
 /// Chat turns (a question and its answer in a new conversation, with the events the
@@ -182,16 +170,8 @@ fn outbox(server: &LocalServer, quick: bool) -> anyhow::Result<Value> {
     for (store, name) in [(&redb, "redb"), (&pg, "postgres")] {
         let bot = bench_bot("bench")?;
         store.create_bot(&bot)?;
-        store.put_webhook(&Webhook {
-            id: "whk_bench".into(),
-            bot_id: bot.id.clone(),
-            url: "http://127.0.0.1:9/hook".into(),
-            events: vec!["*".into()],
-            secret: "whsec_bench".into(),
-            previous_secret: None,
-            previous_until: None,
-            created: crate::telemetry::unix_now(),
-        })?;
+        let hook = super::webhooks::bench_webhook(bot.id.clone(), "http://127.0.0.1:9/hook".into());
+        store.put_webhook(&hook)?;
         let started = Instant::now();
         for i in 0..n {
             let data = json!({"n": i, "question": "How long is the warranty?"});

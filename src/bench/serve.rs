@@ -188,7 +188,15 @@ pub(super) async fn prepare_data(
     site: &Path,
     embedder: Arc<MiniLm>,
 ) -> anyhow::Result<String> {
-    let store = crate::store::open(data)?;
+    prepare_store(crate::store::open(data)?, site, embedder).await
+}
+
+/// `prepare_data` on any store (the cluster bench's PostgreSQL one).
+pub(super) async fn prepare_store(
+    store: Arc<dyn crate::ports::Storage>,
+    site: &Path,
+    embedder: Arc<MiniLm>,
+) -> anyhow::Result<String> {
     let request = IngestRequest {
         bot: BotId::parse("demo").map_err(anyhow::Error::msg)?,
         name: None,
@@ -303,6 +311,11 @@ impl Server {
             anyhow::ensure!(Instant::now() < deadline, "docent serve never became ready");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// `127.0.0.1:PORT`, where the node listens (for a load balancer's backend list).
+    pub(super) fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     fn peak_rss_mib(&self) -> u64 {
@@ -465,7 +478,7 @@ fn wrk_available() -> bool {
 
 /// Load from outside: wrk when installed (2 threads, `concurrency` connections, latency
 /// percentiles), else the in-process loop.
-async fn load(
+pub(super) async fn load(
     client: &reqwest::Client,
     url: &str,
     key: Option<&str>,

@@ -158,16 +158,7 @@ async fn run(
     let store = crate::store::open(data)?;
     let bot = BotId::parse("demo").map_err(anyhow::Error::msg)?;
     let (url, received, handle) = receiver()?;
-    store.put_webhook(&Webhook {
-        id: "whk_bench".into(),
-        bot_id: bot.clone(),
-        url: url.clone(),
-        events: vec!["*".into()],
-        secret: "whsec_bench".into(),
-        previous_secret: None,
-        previous_until: None,
-        created: crate::telemetry::unix_now(),
-    })?;
+    store.put_webhook(&bench_webhook(bot.clone(), url.clone()))?;
     let delivery = DeliveryConfig {
         allow_private_targets: true,
         ..DeliveryConfig::default()
@@ -301,4 +292,18 @@ async fn run(
         "chat_p50_busy_vs_idle": ratio(busy_ms, idle_ms),
         "concurrency": delivery.concurrency,
     }))
+}
+
+/// The bench's webhook: every event of `bot` to `url`.
+pub(super) fn bench_webhook(bot: BotId, url: String) -> Webhook {
+    Webhook {
+        id: "whk_bench".into(),
+        bot_id: bot,
+        url,
+        events: vec!["*".into()],
+        secret: "whsec_bench".into(),
+        previous_secret: None,
+        previous_until: None,
+        created: crate::telemetry::unix_now(),
+    }
 }

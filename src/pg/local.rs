@@ -109,14 +109,8 @@ impl LocalServer {
     /// Runs one SQL statement with psql; its output (unaligned, tuples only).
     pub fn sql(&self, database: &str, statement: &str) -> anyhow::Result<String> {
         let port = self.port.to_string();
-        let args = [
+        let options = [
             "-X",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
             "-d",
             database,
             "-v",
@@ -125,7 +119,11 @@ impl LocalServer {
             "-c",
             statement,
         ];
-        let out = run(&self.bin, "psql", &args)?;
+        let out = run(
+            &self.bin,
+            "psql",
+            &[&as_postgres(&port)[..], &options].concat(),
+        )?;
         succeeded(&format!("psql {statement:?}"), &out)?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
@@ -133,18 +131,12 @@ impl LocalServer {
     /// Everything the database holds, as `pg_dump --data-only` writes it.
     pub fn dump(&self, database: &str) -> anyhow::Result<Vec<u8>> {
         let port = self.port.to_string();
-        let args = [
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port,
-            "-U",
-            "postgres",
-            "--data-only",
-            "--lock-wait-timeout=60000",
-            database,
-        ];
-        let out = run(&self.bin, "pg_dump", &args)?;
+        let options = ["--data-only", "--lock-wait-timeout=60000", database];
+        let out = run(
+            &self.bin,
+            "pg_dump",
+            &[&as_postgres(&port)[..], &options].concat(),
+        )?;
         succeeded(&format!("pg_dump {database}"), &out)?;
         Ok(out.stdout)
     }
@@ -153,6 +145,11 @@ impl LocalServer {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+}
+
+/// psql's and pg_dump's arguments to reach the server on `port` as `postgres`.
+fn as_postgres(port: &str) -> [&str; 6] {
+    ["-h", "127.0.0.1", "-p", port, "-U", "postgres"]
 }
 
 impl Drop for LocalServer {

@@ -5,9 +5,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use postgres::NoTls;
 use postgres::fallible_iterator::FallibleIterator;
 use serde::{Deserialize, Serialize};
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::PgStore;
 use crate::ports::{Notice, Notices, Result};
@@ -40,8 +40,9 @@ impl Notices for PgStore {
     }
 
     fn listen(&self, mut deliver: Box<dyn FnMut(Option<Notice>) -> bool + Send>) -> Result<()> {
-        let (config, origin, target) = (
+        let (config, tls, origin, target) = (
             self.config.clone(),
+            self.tls.clone(),
             self.origin.clone(),
             self.target.clone(),
         );
@@ -50,7 +51,7 @@ impl Notices for PgStore {
             .spawn(move || {
                 let mut backoff = Duration::from_secs(1);
                 loop {
-                    match listen_once(&config, &origin, deliver.as_mut()) {
+                    match listen_once(&config, &tls, &origin, deliver.as_mut()) {
                         Ok(()) => return,
                         Err(e) => {
                             tracing::warn!(
@@ -87,13 +88,14 @@ impl Notices for PgStore {
 /// Listens on one connection until `deliver` says stop (`Ok`) or the connection fails.
 fn listen_once(
     config: &postgres::Config,
+    tls: &MakeRustlsConnect,
     origin: &str,
     deliver: &mut (dyn FnMut(Option<Notice>) -> bool + Send),
 ) -> anyhow::Result<()> {
     let mut client = config
         .clone()
         .application_name(LISTENER)
-        .connect(NoTls)
+        .connect(tls.clone())
         .context("connect")?;
     client
         .batch_execute(&format!("LISTEN {CHANNEL}"))

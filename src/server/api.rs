@@ -465,16 +465,8 @@ pub(crate) async fn create_bot(
     };
     let now = unix_now();
     let mut bot = Bot {
-        name: id.to_string(),
-        id,
-        source: String::new(),
-        created_unix: now,
-        updated_unix: now,
-        pages: 0,
-        chunks: 0,
         test: caller.key.env == KeyEnv::Test,
-        settings: Default::default(),
-        embedder: None,
+        ..Bot::new(id, now)
     };
     settings_change(&caller, &fields)?
         .apply(&mut bot)

@@ -8,7 +8,7 @@
 //! another.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,71 +18,7 @@ use serde_json::{Value, json};
 use crate::events::{Receiver, Served, read_feed, receiver};
 use crate::helpers::{TestSite, fixture, models_dir, serve};
 use crate::pg::PgServer;
-
-const HAPROXY: &str = "/usr/sbin/haproxy";
-
-/// haproxy on a loopback port in front of `backends`, killed when dropped.
-pub(crate) struct Haproxy {
-    child: Child,
-    pub(crate) base: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Haproxy {
-    /// Round robin over `backends` (`host:port`), each checked on `/readyz` every 300 ms
-    /// and taken out after two failures; a request whose connection is refused is sent
-    /// to another node.
-    pub(crate) fn start(backends: &[String]) -> Haproxy {
-        assert!(
-            std::path::Path::new(HAPROXY).exists(),
-            "{HAPROXY} is missing: `make deps` installs Debian's haproxy"
-        );
-        let port = crate::remote::free_port();
-        let servers: String = backends
-            .iter()
-            .enumerate()
-            .map(|(i, address)| format!("    server node{i} {address} check\n"))
-            .collect();
-        let config = format!(
-            "global\n    maxconn 1024\n\
-             defaults\n    mode http\n    timeout connect 1s\n    timeout client 60s\n\
-             \x20   timeout server 60s\n    retries 3\n    option redispatch\n\
-             frontend docent\n    bind 127.0.0.1:{port}\n    default_backend nodes\n\
-             backend nodes\n    balance roundrobin\n    option httpchk GET /readyz\n\
-             \x20   default-server inter 300ms fall 2 rise 1\n{servers}"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("haproxy.cfg");
-        std::fs::write(&file, config).unwrap();
-        let log = std::fs::File::create(dir.path().join("haproxy.log")).unwrap();
-        let child = Command::new(HAPROXY)
-            .arg("-f")
-            .arg(&file)
-            .arg("-db")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let haproxy = Haproxy {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            _dir: dir,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "haproxy did not listen");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        haproxy
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use docent::bench::balancer::Haproxy;
 
 /// What the engine was asked: each request's body.
 type Asked = Arc<Mutex<Vec<Value>>>;
@@ -466,8 +402,8 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
         .iter()
         .map(|b| b.trim_start_matches("http://").to_string())
         .collect();
-    let lb = Haproxy::start(&backends);
-    crawled_once(&cluster, &lb.base, &job, &site).await;
+    let lb = Haproxy::start(&backends).expect("haproxy in front of the nodes");
+    crawled_once(&cluster, lb.base(), &job, &site).await;
 
     // Six visitors, three turns each, streamed; one node dies while it streams.
     let visitors: Vec<_> = (0..6)
@@ -477,7 +413,11 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
                 format!("And how many days do I have to return it, visitor {v}?"),
                 format!("Does that cover the kettle I asked about first, visitor {v}?"),
             ];
-            let (http, via, key) = (cluster.http.clone(), lb.base.clone(), cluster.admin.clone());
+            let (http, via, key) = (
+                cluster.http.clone(),
+                lb.base().to_string(),
+                cluster.admin.clone(),
+            );
             tokio::spawn(visit(http, via, key, questions))
         })
         .collect();
@@ -490,7 +430,7 @@ async fn three_nodes_behind_haproxy_survive_a_kill_9_mid_stream_and_lose_nothing
     let failures: Vec<&String> = visits.iter().flat_map(|v| &v.failures).collect();
     eprintln!("visitors retried {} turns: {failures:?}", failures.len());
     assert!(!failures.is_empty(), "the kill cut no stream");
-    turns_kept(&cluster, &lb.base, &visits).await;
+    turns_kept(&cluster, lb.base(), &visits).await;
 
     // The dead node comes back (as a supervisor restarts it): what it had claimed is
     // released, and every stored event reaches the receiver.

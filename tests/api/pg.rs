@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docent::accounts::{Account, Role, Session};
@@ -943,4 +943,190 @@ fn nodes_sharing_postgres_never_do_the_same_work_twice() {
             .len(),
         1
     );
+}
+
+/// A test CA and a certificate it signed for `db.internal` (not for 127.0.0.1, where the
+/// server listens): the roots as PEM files in `dir` (ca.pem, other-ca.pem), and the
+/// server's TLS settings.
+fn tls_material(dir: &Path) -> rustls::ServerConfig {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let authority = |name: &str| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).unwrap();
+        (cert, key)
+    };
+    let (ca, ca_key) = authority("docent test CA");
+    let (other, _) = authority("someone else's CA");
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let params = CertificateParams::new(vec!["db.internal".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], key.into())
+        .unwrap()
+}
+
+/// PostgreSQL's SSLRequest: length 8, code 80877103.
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// The test server's PostgreSQL is built without TLS, so the test puts a front before it
+/// that speaks PostgreSQL's TLS negotiation: it answers an SSLRequest with `S`, completes
+/// the handshake with `tls` and relays the decrypted bytes to the server; a connection
+/// that starts without one is relayed as it is. Counts (encrypted, plain) sessions that
+/// reached the server. Returns its port.
+fn tls_front(server: u16, tls: rustls::ServerConfig) -> (u16, Arc<Mutex<(u32, u32)>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, copy_bidirectional};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen: Arc<Mutex<(u32, u32)>> = Arc::default();
+    let counts = seen.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((mut client, _)) = listener.accept().await {
+                let (acceptor, seen) = (acceptor.clone(), seen.clone());
+                tokio::spawn(async move {
+                    let mut first = [0u8; 8];
+                    client.read_exact(&mut first).await?;
+                    let mut upstream =
+                        tokio::net::TcpStream::connect(("127.0.0.1", server)).await?;
+                    if first == SSL_REQUEST {
+                        client.write_all(b"S").await?;
+                        let mut tls = acceptor.accept(client).await?;
+                        seen.lock().unwrap().0 += 1;
+                        copy_bidirectional(&mut tls, &mut upstream).await?;
+                    } else {
+                        seen.lock().unwrap().1 += 1;
+                        upstream.write_all(&first).await?;
+                        copy_bidirectional(&mut client, &mut upstream).await?;
+                    }
+                    Ok::<_, std::io::Error>(())
+                });
+            }
+        })
+    });
+    (port, counts)
+}
+
+#[test]
+fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
+    let server = PgServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let url = server.database("tls");
+    let port: u16 = url
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (front, seen) = tls_front(port, tls_material(dir.path()));
+    let url = url.replace(&format!(":{port}/"), &format!(":{front}/"));
+    let ca = format!("sslrootcert={}", dir.path().join("ca.pem").display());
+    let other = format!("sslrootcert={}", dir.path().join("other-ca.pem").display());
+    // (encrypted, plain) sessions that reached the server while a store was opened, used
+    // to write, and dropped; or the error that refused it.
+    let case = |query: &str| -> Result<(u32, u32), String> {
+        *seen.lock().unwrap() = (0, 0);
+        let url = if query.is_empty() {
+            url.clone()
+        } else {
+            format!("{url}?{query}")
+        };
+        let store = PgStore::open(&url, None).map_err(|e| format!("{e:#}"))?;
+        store.put_key(&key("key_tls", KeyScope::Admin)).unwrap();
+        drop(store);
+        Ok(*seen.lock().unwrap())
+    };
+    let encrypted = |query: &str| {
+        let (tls, plain) = case(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+        assert!(
+            tls >= 1 && plain == 0,
+            "{query}: {tls} with TLS, {plain} without"
+        );
+    };
+    let refused = |query: &str| {
+        let message = case(query)
+            .err()
+            .unwrap_or_else(|| panic!("{query} connected"));
+        assert_eq!(seen.lock().unwrap().1, 0, "{query}: no plain fallback");
+        message
+    };
+
+    // The certificate checked against the right root: verify-ca ignores the name in it,
+    // verify-full checks it (it names db.internal, not 127.0.0.1).
+    encrypted(&format!("sslmode=verify-ca&{ca}"));
+    let message = refused(&format!("sslmode=verify-full&{ca}"));
+    assert!(
+        message.contains("cannot connect") && message.contains("not valid for"),
+        "{message}"
+    );
+    // Another CA's root: refused by every mode that checks (require does, given a root).
+    for mode in ["verify-ca", "verify-full", "require"] {
+        let message = refused(&format!("sslmode={mode}&{other}"));
+        assert!(message.contains("UnknownIssuer"), "{mode}: {message}");
+    }
+    // require without a root: encrypted, the certificate not checked (libpq's way);
+    // prefer (the default) takes TLS when offered; disable never does.
+    encrypted("sslmode=require");
+    encrypted("");
+    let (tls, plain) = case("sslmode=disable").unwrap();
+    assert!(
+        tls == 0 && plain >= 1,
+        "disable: {tls} with TLS, {plain} without"
+    );
+    let message = refused("sslmode=verify");
+    assert!(message.contains("sslmode must be one of"), "{message}");
+
+    // A node: its pool and its notice listener both through TLS, verified.
+    *seen.lock().unwrap() = (0, 0);
+    let data = tempfile::tempdir().unwrap();
+    let verified = format!("{url}?sslmode=verify-ca&{ca}");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_docent"));
+    command
+        .arg("--data-dir")
+        .arg(data.path())
+        .args(["--store", &verified, "--store-pool", "3"])
+        .env("DOCENT_MODELS_DIR", crate::helpers::models_dir())
+        .env_remove("DOCENT_STORE");
+    let fixed = [
+        "--bind",
+        "127.0.0.1:0",
+        "--model",
+        "small",
+        "--parallel",
+        "1",
+    ];
+    let node = crate::events::Served::spawn(command, &fixed, &[]);
+    let listening = "SELECT count(*) FROM pg_stat_activity \
+                     WHERE datname = 'tls' AND application_name = 'docent-node'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.sql("postgres", listening).trim() == "0" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the node's notice listener never connected"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (tls, plain) = *seen.lock().unwrap();
+    assert_eq!(plain, 0, "every session of the node is encrypted");
+    assert!(tls >= 2, "pool and listener: {tls}");
+    drop(node);
 }
