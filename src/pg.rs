@@ -146,6 +146,7 @@ impl PgStore {
         config.connect_timeout(Duration::from_secs(10));
         // A node that stalls must not hold the others up for ever.
         config.options(SESSION_LIMITS);
+        let last_error = LastError::default();
         let pool = off_runtime(|| {
             r2d2::Pool::builder()
                 .max_size(pool)
@@ -153,12 +154,13 @@ impl PgStore {
                 .idle_timeout(Some(Duration::from_secs(60)))
                 // While the database is down a request waits this long, then is 503.
                 .connection_timeout(Duration::from_secs(5))
+                .error_handler(Box::new(last_error.clone()))
                 .build(Manager::new(config.clone(), tls.clone()))
                 // The pool reports only the last error's summary ("error performing TLS
-                // handshake"): one connection of its own tells why.
-                .map_err(|pooled| match config.connect(tls.clone()) {
-                    Err(direct) => anyhow::Error::new(direct),
-                    Ok(_) => anyhow::Error::new(pooled),
+                // handshake"); the handler kept its causes.
+                .map_err(|pooled| match last_error.take() {
+                    Some(why) => anyhow!("{why}"),
+                    None => anyhow::Error::new(pooled),
                 })
         })
         .with_context(|| format!("cannot connect to PostgreSQL at {target}"))?;
@@ -395,6 +397,31 @@ fn off_runtime<R: Send>(work: impl FnOnce() -> R + Send) -> R {
 }
 
 /// `host:port/db as user`, from a parsed URL: never its password.
+/// The pool's connection errors: the last one kept with its causes, for the message when
+/// a store cannot be opened; each logged at debug level.
+#[derive(Debug, Default, Clone)]
+struct LastError(std::sync::Arc<std::sync::Mutex<Option<String>>>);
+
+impl LastError {
+    fn take(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl r2d2::HandleError<postgres::Error> for LastError {
+    fn handle_error(&self, error: postgres::Error) {
+        let why = format!("{:#}", anyhow::Error::new(error));
+        tracing::debug!("a PostgreSQL connection failed: {why}");
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+    }
+}
+
 fn describe(config: &postgres::Config) -> String {
     let hosts: Vec<String> = config
         .get_hosts()

@@ -93,7 +93,11 @@ pub async fn bench_cluster(
         ask(lb.base().to_string()).await?
     };
     let after = cached_counts(&client, &nodes).await?;
-    let served: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    let served: Vec<u64> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| a.saturating_sub(*b))
+        .collect();
     for node in nodes {
         node.stop();
     }

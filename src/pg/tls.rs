@@ -3,10 +3,13 @@
 //! connector that verifies the server as the mode asks.
 //!
 //! - `disable`: plain TCP. `allow`, `prefer` (the default): TLS when the server offers it.
-//! - `require`: TLS or no connection; the certificate is checked only when `sslrootcert`
-//!   names a file (then as `verify-ca`), as libpq does.
-//! - `verify-ca`: the certificate chains to `sslrootcert` (or the system's roots).
-//! - `verify-full`: that, and it names the host connected to.
+//! - `require` (and `allow`, `prefer` when TLS is used): the certificate is checked only
+//!   when `sslrootcert` names a file (then as `verify-ca`), as libpq does; `require`
+//!   refuses a plain connection.
+//! - `verify-ca`: the certificate chains to the `sslrootcert` file (required: any public
+//!   CA would do otherwise).
+//! - `verify-full`: it chains to `sslrootcert` (the system's roots without one) and names
+//!   the host connected to.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -83,9 +86,12 @@ pub fn split_url(url: &str) -> anyhow::Result<(String, Tls)> {
         mode: SslMode::Prefer,
         roots: Roots::Unset,
     };
-    let Some((base, query)) = url.split_once('?') else {
+    // The query starts after the credentials (a `?` in a password is not one).
+    let credentials = url.find('@').map_or(0, |at| at + 1);
+    let Some(at) = url[credentials..].find('?').map(|i| credentials + i) else {
         return Ok((url.to_string(), tls));
     };
+    let (base, query) = (&url[..at], &url[at + 1..]);
     let (mut kept, mut mode) = (Vec::new(), None);
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -103,6 +109,10 @@ pub fn split_url(url: &str) -> anyhow::Result<(String, Tls)> {
     tls.mode = match (mode, &tls.roots) {
         (None | Some(SslMode::VerifyFull), Roots::System) => SslMode::VerifyFull,
         (Some(_), Roots::System) => bail!("sslrootcert=system needs sslmode=verify-full"),
+        // Any public CA's certificate for any name would pass: not a check worth the name.
+        (Some(SslMode::VerifyCa), Roots::Unset) => {
+            bail!("sslmode=verify-ca needs sslrootcert=FILE (the CA that signs the server's)")
+        }
         (mode, _) => mode.unwrap_or(SslMode::Prefer),
     };
     let mode = format!("sslmode={}", tls.mode.for_client());
@@ -114,6 +124,8 @@ pub fn split_url(url: &str) -> anyhow::Result<(String, Tls)> {
 pub fn connector(tls: &Tls) -> anyhow::Result<MakeRustlsConnect> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match (tls.mode, &tls.roots) {
+        // Never used: the client does not ask for TLS.
+        (SslMode::Disable, _) => Arc::new(EncryptOnly(provider.clone())),
         (SslMode::VerifyFull, roots) => web_pki(roots, &provider)?,
         (SslMode::VerifyCa, roots) | (_, roots @ (Roots::File(_) | Roots::System)) => {
             Arc::new(ChainOnly(web_pki(roots, &provider)?))
@@ -287,6 +299,14 @@ mod tests {
             format!("{err}").contains("needs sslmode=verify-full"),
             "{err}"
         );
+        let err = split_url("postgres://u@h/d?sslmode=verify-ca").unwrap_err();
+        assert!(format!("{err}").contains("needs sslrootcert=FILE"), "{err}");
+        // A `?` in the password is not the query's start.
+        let (kept, tls) = split_url("postgres://u:pa?ss@h/d?sslmode=require").unwrap();
+        assert_eq!(kept, "postgres://u:pa?ss@h/d?sslmode=require");
+        assert_eq!(tls.mode, SslMode::Require);
+        let (kept, _) = split_url("postgres://u:pa?ss@h/d").unwrap();
+        assert_eq!(kept, "postgres://u:pa?ss@h/d");
         let (kept, tls) = split_url("postgres://u@h/d").unwrap();
         assert_eq!(kept, "postgres://u@h/d");
         assert_eq!((tls.mode, tls.roots), (SslMode::Prefer, Roots::Unset));

@@ -945,8 +945,8 @@ fn nodes_sharing_postgres_never_do_the_same_work_twice() {
     );
 }
 
-/// A test CA and a certificate it signed for `db.internal` (not for 127.0.0.1, where the
-/// server listens): the roots as PEM files in `dir` (ca.pem, other-ca.pem), and the
+/// A test CA and a certificate it signed for `db.internal` and `localhost` (not for
+/// 127.0.0.1, the address the tests connect to unless they name `localhost`): the roots as PEM files in `dir` (ca.pem, other-ca.pem), and the
 /// server's TLS settings.
 fn tls_material(dir: &Path) -> rustls::ServerConfig {
     use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
@@ -963,7 +963,7 @@ fn tls_material(dir: &Path) -> rustls::ServerConfig {
     std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
     std::fs::write(dir.join("other-ca.pem"), other.pem()).unwrap();
     let key = KeyPair::generate().unwrap();
-    let params = CertificateParams::new(vec!["db.internal".to_string()]).unwrap();
+    let params = CertificateParams::new(vec!["db.internal".into(), "localhost".into()]).unwrap();
     let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(key.serialize_der());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -1071,18 +1071,35 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
     };
 
     // The certificate checked against the right root: verify-ca ignores the name in it,
-    // verify-full checks it (it names db.internal, not 127.0.0.1).
+    // verify-full checks it (it names localhost and db.internal, not 127.0.0.1).
     encrypted(&format!("sslmode=verify-ca&{ca}"));
     let message = refused(&format!("sslmode=verify-full&{ca}"));
     assert!(
-        message.contains("cannot connect") && message.contains("not valid for"),
+        message.contains("cannot connect") && message.contains("not valid for name"),
         "{message}"
     );
-    // Another CA's root: refused by every mode that checks (require does, given a root).
-    for mode in ["verify-ca", "verify-full", "require"] {
+    let by_name = url.replace("@127.0.0.1:", "@localhost:");
+    *seen.lock().unwrap() = (0, 0);
+    let query = format!("{by_name}?sslmode=verify-full&{ca}");
+    let store = PgStore::open(&query, None).unwrap_or_else(|e| panic!("{query}: {e:#}"));
+    store.put_key(&key("key_tls", KeyScope::Admin)).unwrap();
+    drop(store);
+    let (tls, plain) = *seen.lock().unwrap();
+    assert!(
+        tls >= 1 && plain == 0,
+        "verify-full by name: {tls} TLS, {plain} plain"
+    );
+    // Another CA's root: refused by every mode that checks (require and prefer do, given
+    // a root file, as libpq); verify-ca without a root file is refused before connecting.
+    for mode in ["verify-ca", "verify-full", "require", "prefer"] {
         let message = refused(&format!("sslmode={mode}&{other}"));
-        assert!(message.contains("UnknownIssuer"), "{mode}: {message}");
+        assert!(
+            message.contains("invalid peer certificate"),
+            "{mode}: {message}"
+        );
     }
+    let message = refused("sslmode=verify-ca");
+    assert!(message.contains("needs sslrootcert=FILE"), "{message}");
     // require without a root: encrypted, the certificate not checked (libpq's way);
     // prefer (the default) takes TLS when offered; disable never does.
     encrypted("sslmode=require");
