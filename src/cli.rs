@@ -468,6 +468,17 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Sign widget sessions with a fresh secret (every node takes it up within a second);
+    /// sessions made before verify until the overlap ends
+    RotateSessionSecret {
+        /// How long sessions signed with the old secret keep working: 0s ends them at once
+        /// (the widget asks for a new one); the default is the default session lifetime
+        /// (`serve --widget-session-ttl`), so no visitor's session is cut short
+        #[arg(long, default_value = "1h")]
+        overlap: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]

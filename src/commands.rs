@@ -384,6 +384,20 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
                 ),
             );
         }
+        KeysCommand::RotateSessionSecret { overlap, json } => {
+            let overlap = parse_duration(&overlap)?;
+            let now = crate::telemetry::unix_now();
+            let (_, rotation) =
+                crate::server::widget::rotate_secret(store.as_ref(), overlap.as_secs(), now)?;
+            let text = match rotation.previous_valid_until {
+                Some(until) => format!(
+                    "rotated the widget session secret; sessions made before verify for {}s more",
+                    until.saturating_sub(now)
+                ),
+                None => "made the widget session secret (there was none)".to_string(),
+            };
+            print(json, serde_json::to_value(&rotation)?, text);
+        }
     }
     Ok(())
 }

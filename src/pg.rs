@@ -37,7 +37,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::domain::CrawlJob;
 use crate::keys::ApiKey;
-use crate::ports::{Error, JobStore, KeyStore, Result};
+use crate::ports::{Error, JobStore, KeyStore, Result, SecretRing};
 
 type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 type Conn = r2d2::PooledConnection<Manager>;
@@ -382,6 +382,38 @@ impl Drop for PgStore {
     }
 }
 
+/// Stores `fresh` as the secret `name` unless a node did first; the one stored.
+fn make_secret(c: &mut postgres::Client, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+    // A node making it at the same moment commits after this statement's snapshot: then
+    // the next statement sees it.
+    for _ in 0..3 {
+        let row = c
+            .query_opt(
+                "WITH made AS (INSERT INTO secrets (name, value) VALUES ($1, $2) \
+                 ON CONFLICT (name) DO NOTHING RETURNING value) \
+                 SELECT value FROM made UNION ALL \
+                 SELECT value FROM secrets WHERE name = $1 LIMIT 1",
+                &[&name, &fresh],
+            )
+            .context("read secret")?;
+        if let Some(row) = row {
+            return Ok(row.get(0));
+        }
+    }
+    Err(anyhow!("the secret {name} is neither stored nor storable").into())
+}
+
+/// Writes the secret `name`, replacing any value it had.
+fn upsert_secret(txn: &mut postgres::Transaction<'_>, name: &str, value: &[u8]) -> Result<()> {
+    txn.execute(
+        "INSERT INTO secrets (name, value) VALUES ($1, $2) \
+         ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+        &[&name, &value],
+    )
+    .context("write secret")?;
+    Ok(())
+}
+
 /// Runs `work` where the synchronous client may block: here, or on a thread of its own when
 /// this thread drives async tasks (the client runs a runtime of its own, which tokio does
 /// not allow inside another). The ports are meant to be called off the async threads;
@@ -586,25 +618,59 @@ impl KeyStore for PgStore {
         self.client(|c| all(c, "keys", "true", &[]))
     }
 
-    fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+    fn shared_secrets(&self, name: &str, fresh: &[u8]) -> Result<SecretRing> {
+        let previous_name = SecretRing::previous_name(name);
         self.client(|c| {
-            // A node making it at the same moment commits after this statement's
-            // snapshot: then the next statement sees it.
-            for _ in 0..3 {
-                let row = c
-                    .query_opt(
-                        "WITH made AS (INSERT INTO secrets (name, value) VALUES ($1, $2) \
-                         ON CONFLICT (name) DO NOTHING RETURNING value) \
-                         SELECT value FROM made UNION ALL \
-                         SELECT value FROM secrets WHERE name = $1 LIMIT 1",
-                        &[&name, &fresh],
-                    )
-                    .context("read secret")?;
-                if let Some(row) = row {
-                    return Ok(row.get(0));
+            // One statement, one snapshot: the secret and its previous one agree.
+            let rows = c
+                .query(
+                    "SELECT name, value FROM secrets WHERE name = $1 OR name = $2",
+                    &[&name, &previous_name],
+                )
+                .context("read secrets")?;
+            let value = |wanted: &str| {
+                rows.iter()
+                    .find(|row| row.get::<_, &str>(0) == wanted)
+                    .map(|row| row.get::<_, Vec<u8>>(1))
+            };
+            let current = match value(name) {
+                Some(current) => current,
+                None => make_secret(c, name, fresh)?,
+            };
+            Ok(SecretRing {
+                current,
+                previous: value(&previous_name).and_then(|v| SecretRing::decode_previous(&v)),
+            })
+        })
+    }
+
+    fn rotate_secret(&self, name: &str, fresh: &[u8], previous_until: u64) -> Result<SecretRing> {
+        let previous_name = SecretRing::previous_name(name);
+        self.in_transaction(|txn| {
+            // Rotations on two nodes at once take turns here.
+            let current: Option<Vec<u8>> = txn
+                .query_opt(
+                    "SELECT value FROM secrets WHERE name = $1 FOR UPDATE",
+                    &[&name],
+                )
+                .context("read secret")?
+                .map(|row| row.get(0));
+            let previous = current.map(|secret| (secret, previous_until));
+            match &previous {
+                Some((secret, until)) => {
+                    let value = SecretRing::encode_previous(secret, *until);
+                    upsert_secret(txn, &previous_name, &value)?;
+                }
+                None => {
+                    txn.execute("DELETE FROM secrets WHERE name = $1", &[&previous_name])
+                        .context("drop previous secret")?;
                 }
             }
-            Err(anyhow!("the secret {name} is neither stored nor storable").into())
+            upsert_secret(txn, name, fresh)?;
+            Ok(SecretRing {
+                current: fresh.to_vec(),
+                previous,
+            })
         })
     }
 

@@ -112,6 +112,35 @@ pub trait ContentStore: Send + Sync {
     }
 }
 
+/// A signing secret and the one it replaced, which still verifies until its deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretRing {
+    pub current: Vec<u8>,
+    /// The replaced secret and the unix time it stops verifying.
+    pub previous: Option<(Vec<u8>, u64)>,
+}
+
+impl SecretRing {
+    /// The store's name for the previous secret of `name`, kept as its own row (so a copy
+    /// between stores carries it like any secret).
+    pub fn previous_name(name: &str) -> String {
+        format!("{name}.previous")
+    }
+
+    /// The previous secret's stored value: its deadline (8 bytes, big-endian), the secret.
+    pub fn encode_previous(secret: &[u8], until: u64) -> Vec<u8> {
+        let mut value = until.to_be_bytes().to_vec();
+        value.extend_from_slice(secret);
+        value
+    }
+
+    /// The previous secret and its deadline from a stored value (None if malformed).
+    pub fn decode_previous(value: &[u8]) -> Option<(Vec<u8>, u64)> {
+        let (until, secret) = value.split_first_chunk::<8>()?;
+        (!secret.is_empty()).then(|| (secret.to_vec(), u64::from_be_bytes(*until)))
+    }
+}
+
 /// API key records (hashes, never keys).
 pub trait KeyStore: Send + Sync {
     /// Writes a key's record (new or changed).
@@ -131,8 +160,14 @@ pub trait KeyStore: Send + Sync {
     fn put_first_key(&self, key: &ApiKey) -> Result<bool>;
 
     /// The secret named `name` that every node sharing the store signs with (widget
-    /// session tokens), `fresh` the first time anyone asks for it.
-    fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>>;
+    /// session tokens), `fresh` the first time anyone asks for it, with the one it replaced
+    /// while that still verifies. Only reads once the secret exists.
+    fn shared_secrets(&self, name: &str, fresh: &[u8]) -> Result<SecretRing>;
+
+    /// Makes `fresh` the secret named `name` in one transaction, the current one becoming
+    /// the previous (verifying until `previous_until`, unix seconds); an earlier previous
+    /// one is dropped.
+    fn rotate_secret(&self, name: &str, fresh: &[u8], previous_until: u64) -> Result<SecretRing>;
 
     /// Whether other processes write this store meanwhile (nodes sharing PostgreSQL): what
     /// a node keeps of it in memory must then be read again, not only updated by itself.

@@ -16,7 +16,7 @@ use crate::ids::now_ms;
 use crate::keys::ApiKey;
 use crate::ports::{
     Appended, ContentStore, ConversationStore, Erased, Error, IngestCommit, JobStore, KeyStore,
-    NewEvent, Result, Storage, TurnExtras,
+    NewEvent, Result, SecretRing, Storage, TurnExtras,
 };
 
 mod accounts;
@@ -45,7 +45,7 @@ const CONVERSATIONS_BY_USER: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("conversations_by_user");
 /// Crawl jobs started over the API, by id (`job_…`), so their state outlives a restart.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
-/// Secrets the node signs with, by name (`KeyStore::shared_secret`).
+/// Secrets the node signs with, by name (`KeyStore::shared_secrets`).
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Set in `META` once the conversation indexes cover every conversation (databases made
 /// before the indexes existed get them built when first opened).
@@ -517,24 +517,64 @@ impl KeyStore for Store {
         Ok(())
     }
 
-    fn shared_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>> {
+    fn shared_secrets(&self, name: &str, fresh: &[u8]) -> Result<SecretRing> {
+        {
+            let txn = self.db.begin_read().context("begin read")?;
+            let secrets = txn.open_table(SECRETS).context("open secrets")?;
+            if let Some(ring) = read_ring(&secrets, name)? {
+                return Ok(ring);
+            }
+        }
         let txn = self.db.begin_write().context("begin write")?;
-        let secret = {
+        let ring = {
             let mut secrets = txn.open_table(SECRETS).context("open secrets")?;
-            let stored = secrets
-                .get(name)
-                .context("read secret")?
-                .map(|v| v.value().to_vec());
-            match stored {
-                Some(secret) => secret,
+            match read_ring(&secrets, name)? {
+                Some(ring) => ring,
                 None => {
                     secrets.insert(name, fresh).context("write secret")?;
-                    fresh.to_vec()
+                    SecretRing {
+                        current: fresh.to_vec(),
+                        previous: None,
+                    }
                 }
             }
         };
         txn.commit().context("failed to commit secret")?;
-        Ok(secret)
+        Ok(ring)
+    }
+
+    fn rotate_secret(&self, name: &str, fresh: &[u8], previous_until: u64) -> Result<SecretRing> {
+        let txn = self.db.begin_write().context("begin write")?;
+        let previous_name = SecretRing::previous_name(name);
+        let ring = {
+            let mut secrets = txn.open_table(SECRETS).context("open secrets")?;
+            let current = secrets
+                .get(name)
+                .context("read secret")?
+                .map(|v| v.value().to_vec());
+            let previous = current.map(|secret| (secret, previous_until));
+            match &previous {
+                Some((secret, until)) => {
+                    let value = SecretRing::encode_previous(secret, *until);
+                    secrets
+                        .insert(previous_name.as_str(), value.as_slice())
+                        .context("write previous secret")?;
+                }
+                None => {
+                    secrets
+                        .remove(previous_name.as_str())
+                        .context("drop previous secret")?;
+                }
+            }
+            secrets.insert(name, fresh).context("write secret")?;
+            SecretRing {
+                current: fresh.to_vec(),
+                previous,
+            }
+        };
+        txn.commit()
+            .context("failed to commit the rotated secret")?;
+        Ok(ring)
     }
 
     fn put_first_key(&self, key: &ApiKey) -> Result<bool> {
@@ -1216,6 +1256,24 @@ fn last_question(
         }
     }
     Ok(None)
+}
+
+/// The secret `name` and its previous one from the secrets table, if it exists.
+fn read_ring(
+    secrets: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<SecretRing>> {
+    let Some(current) = secrets.get(name).context("read secret")? else {
+        return Ok(None);
+    };
+    let previous = secrets
+        .get(SecretRing::previous_name(name).as_str())
+        .context("read previous secret")?
+        .and_then(|v| SecretRing::decode_previous(v.value()));
+    Ok(Some(SecretRing {
+        current: current.value().to_vec(),
+        previous,
+    }))
 }
 
 #[cfg(test)]

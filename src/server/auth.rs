@@ -365,7 +365,7 @@ fn session_caller(
             ),
             super::widget::SessionError::Invalid => ApiError::unauthorized(
                 "invalid_api_key",
-                "the session token is not valid (from this origin)",
+                "the session token is not valid (from this origin, or signed with a rotated secret)",
             ),
         })?;
     let record = state

@@ -264,7 +264,8 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
 }
 
 /// An optional JSON body (`web::Json` inside `Option` would turn a bad body into none):
-/// empty means `None`; anything else must parse as `T`, within `limit` bytes.
+/// empty means `None`; anything else must be a JSON object that parses as `T`, within
+/// `limit` bytes (serde would also fill a struct from an array: `[null]`).
 pub fn optional_json<T: serde::de::DeserializeOwned>(
     body: &[u8],
     limit: usize,
@@ -276,8 +277,14 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(
             format!("the body is {} bytes; the limit is {limit}", body.len()),
         ));
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Ok(None);
+    };
+    if *first != b'{' {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "the body must be a JSON object",
+        ));
     }
     serde_json::from_slice(body).map(Some).map_err(|e| {
         if e.is_data() {

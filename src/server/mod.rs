@@ -220,8 +220,8 @@ impl AppState {
     ) -> anyhow::Result<AppState> {
         let keys = KeyCache::new(store.list_keys()?);
         let live = handoff::Live::new(store.notices());
-        let session_secret =
-            store.shared_secret(widget::SESSION_SECRET, &widget::Sessions::fresh_secret())?;
+        let session_secrets =
+            store.shared_secrets(widget::SESSION_SECRET, &widget::Sessions::fresh_secret())?;
         let share = ratelimit::Share::default();
         Ok(AppState {
             keys,
@@ -247,7 +247,7 @@ impl AppState {
                 "this bot's budget of {} visitor messages an hour",
             ),
             budgets: Budgets::shared(&share),
-            sessions: widget::Sessions::new(limits.widget_session_ttl, session_secret),
+            sessions: widget::Sessions::new(limits.widget_session_ttl, session_secrets),
             logins: sessions::LoginLimits::shared(&share),
             share,
             answers: AnswerCache::new(limits.answer_cache_ttl),
@@ -338,9 +338,10 @@ impl Launch {
     }
 }
 
-/// How often a node sharing its store re-reads every key and counts the nodes serving: a
-/// key revoked or rotated on another node is refused here within this, and limits follow a
-/// node's coming or going within it.
+/// How often a node sharing its store re-reads every key and the widget session secrets
+/// and counts the nodes serving: a key revoked or rotated on another node is refused here
+/// within this, a rotated session secret signs here within it, and limits follow a node's
+/// coming or going within it.
 pub const KEY_REFRESH: Duration = Duration::from_millis(500);
 
 /// Keeps the node's key cache the store's, and its share of the limits its count of the
@@ -359,6 +360,7 @@ fn keep_current(state: std::sync::Weak<AppState>, notices: Option<Arc<dyn crate:
                     Ok(keys) => state.keys.replace_all(keys, generation),
                     Err(e) => tracing::warn!("cannot re-read the API keys: {e:#}"),
                 }
+                refresh_session_secrets(&state);
                 // Unknown while the store is away: the last count holds.
                 if let Some(nodes) = notices.as_ref().and_then(|n| n.nodes().ok()) {
                     state.share.set_nodes(nodes);
@@ -367,6 +369,15 @@ fn keep_current(state: std::sync::Weak<AppState>, notices: Option<Arc<dyn crate:
         });
     if let Err(e) = spawned {
         tracing::error!("cannot start the key refresh: {e}");
+    }
+}
+
+/// Takes up a widget session secret rotated on another node (or by the CLI).
+fn refresh_session_secrets(state: &AppState) {
+    let fresh = widget::Sessions::fresh_secret();
+    match state.store.shared_secrets(widget::SESSION_SECRET, &fresh) {
+        Ok(secrets) => state.sessions.set_secrets(secrets),
+        Err(e) => tracing::warn!("cannot re-read the widget session secret: {e:#}"),
     }
 }
 

@@ -123,6 +123,7 @@ impl Modify for BearerAuth {
         webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
         webhooks::delete_webhook, webhooks::rotate, webhooks::list_deliveries,
         webhooks::redeliver, analytics::analytics, widget::create_session,
+        widget::rotate_session_secret,
     ),
     components(schemas(EventPayload, ErrorEnvelope, ErrorBody)),
     modifiers(&BearerAuth),

@@ -715,6 +715,16 @@ impl From<&Bot> for WidgetBot {
     }
 }
 
+/// A rotated widget session secret: tokens issued from now on use the new secret; those
+/// issued before verify until `previous_valid_until`.
+#[derive(Serialize, ToSchema)]
+pub struct SessionSecretRotation {
+    /// Unix time of the rotation.
+    pub rotated_at: u64,
+    /// Unix time the replaced secret stops verifying (null when there was none).
+    pub previous_valid_until: Option<u64>,
+}
+
 /// A widget session: send `session_token` as `Authorization: Bearer`, from the same
 /// origin, until `expires_at`.
 #[derive(Serialize, ToSchema)]

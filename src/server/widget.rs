@@ -6,10 +6,13 @@
 //! taken over those fields and the page's Origin under a secret kept in the store (made by
 //! the first node to start): it holds no secret, cannot be widened, and works only from the
 //! origin it was issued to. Tokens verify on every node sharing the store and outlive a
-//! restart until they expire; the widget asks for a new one on a 401. The visitor is the id
+//! restart until they expire; the widget asks for a new one on a 401. Rotating the secret
+//! (`docent keys rotate-session-secret`, `POST /v1/widget/session-secret/rotate`) signs
+//! new tokens with a fresh one while the old one verifies until the overlap ends. The visitor is the id
 //! derived from a key only the visitor's browser holds (`visitor_id`), so the ids docent
 //! shows in leads and webhooks cannot be made into sessions.
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -23,9 +26,10 @@ use super::AppState;
 use super::api::{load_bot, parse_bot_id, resource};
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::views::{WidgetBot, WidgetSession};
+use super::views::{SessionSecretRotation, WidgetBot, WidgetSession};
 use crate::domain::BotId;
 use crate::keys::{self, KeyKind, KeyScope};
+use crate::ports::SecretRing;
 use crate::telemetry::unix_now;
 
 type HmacSha256 = Hmac<Sha256>;
@@ -43,6 +47,10 @@ pub fn widget_version() -> &'static str {
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/v1/widget/session", "POST").route(web::post().to(create_session)))
+        .service(
+            resource("/v1/widget/session-secret/rotate", "POST")
+                .route(web::post().to(rotate_session_secret)),
+        )
         .service(
             resource("/widget.js", "GET")
                 .wrap(actix_web::middleware::Compress::default())
@@ -95,7 +103,9 @@ pub fn cors(state: web::Data<AppState>) -> Cors {
 
 /// Issues and checks session tokens.
 pub struct Sessions {
-    secret: Vec<u8>,
+    /// The store's secrets: the current one signs, the previous one (after a rotation)
+    /// still verifies until its deadline.
+    secrets: RwLock<SecretRing>,
     pub ttl: Duration,
 }
 
@@ -119,25 +129,49 @@ pub enum SessionError {
 pub const SESSION_SECRET: &str = "widget_sessions";
 
 impl Sessions {
-    /// Sessions signed with `secret` (the store's, so tokens verify on every node sharing
-    /// it and after a restart).
-    pub fn new(ttl: Duration, secret: Vec<u8>) -> Sessions {
-        Sessions { secret, ttl }
+    /// Sessions signed with the store's secrets, so tokens verify on every node sharing
+    /// it and after a restart.
+    pub fn new(ttl: Duration, secrets: SecretRing) -> Sessions {
+        Sessions {
+            secrets: RwLock::new(secrets),
+            ttl,
+        }
     }
 
-    /// A fresh random secret, for a store that has none yet.
+    /// A fresh random secret, for a store that has none yet and for a rotation.
     pub fn fresh_secret() -> [u8; 32] {
         let mut secret = [0u8; 32];
         getrandom::fill(&mut secret).expect("the OS's randomness");
         secret
     }
 
-    fn mac(&self, fields: &str, origin: &str) -> HmacSha256 {
-        let mut mac = HmacSha256::new_from_slice(&self.secret).expect("HMAC takes any key");
+    /// Signs and verifies with `secrets` from now on (a rotation, here or on another node).
+    pub fn set_secrets(&self, secrets: SecretRing) {
+        *self.secrets.write().expect("session secrets lock") = secrets;
+    }
+
+    /// The secrets in use.
+    pub fn secrets(&self) -> SecretRing {
+        self.secrets.read().expect("session secrets lock").clone()
+    }
+
+    fn mac(secret: &[u8], fields: &str, origin: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes any key");
         mac.update(fields.as_bytes());
         mac.update(b"|");
         mac.update(origin.as_bytes());
         mac
+    }
+
+    /// Whether `tag` signs `fields` for `origin` under the current secret, or under the
+    /// previous one while it still verifies. Constant time per secret.
+    fn signed(&self, fields: &str, origin: &str, tag: &[u8], now: u64) -> bool {
+        let secrets = self.secrets.read().expect("session secrets lock");
+        let current = Self::mac(&secrets.current, fields, origin).verify_slice(tag);
+        let previous = secrets.previous.as_ref().is_some_and(|(secret, until)| {
+            now < *until && Self::mac(secret, fields, origin).verify_slice(tag).is_ok()
+        });
+        current.is_ok() || previous
     }
 
     /// A token for `visitor` on `bot` through the public key `key_id`, usable from `origin`
@@ -153,7 +187,9 @@ impl Sessions {
         let expires = now + self.ttl.as_secs().max(1);
         let id = key_id.trim_start_matches("key_");
         let fields = format!("{id}.{}.{visitor}.{expires}", bot.as_str());
-        let tag = hex::encode(self.mac(&fields, origin).finalize().into_bytes());
+        let secrets = self.secrets.read().expect("session secrets lock");
+        let tag = Self::mac(&secrets.current, &fields, origin).finalize();
+        let tag = hex::encode(tag.into_bytes());
         (format!("ws_{fields}.{tag}"), expires)
     }
 
@@ -162,10 +198,10 @@ impl Sessions {
         let body = token.strip_prefix("ws_").ok_or(SessionError::Invalid)?;
         let (fields, tag) = body.rsplit_once('.').ok_or(SessionError::Invalid)?;
         let tag = hex::decode(tag).map_err(|_| SessionError::Invalid)?;
-        // Constant time, and over the origin: a token copied to another site fails here.
-        self.mac(fields, origin)
-            .verify_slice(&tag)
-            .map_err(|_| SessionError::Invalid)?;
+        // Over the origin: a token copied to another site fails here.
+        if !self.signed(fields, origin, &tag, now) {
+            return Err(SessionError::Invalid);
+        }
         let mut parts = fields.split('.');
         let (Some(id), Some(bot), Some(visitor), Some(expires), None) = (
             parts.next(),
@@ -187,6 +223,69 @@ impl Sessions {
             expires,
         })
     }
+}
+
+/// The longest the replaced session secret keeps verifying beside its successor: 30 days.
+pub const MAX_SECRET_OVERLAP_SECS: u64 = keys::MAX_KEY_OVERLAP_SECS;
+
+/// Replaces the store's session secret with a fresh one, the replaced one verifying for
+/// `overlap` seconds more (at most `MAX_SECRET_OVERLAP_SECS`): for the API and the CLI.
+/// Every node sharing the store takes it up within `KEY_REFRESH`.
+pub fn rotate_secret(
+    store: &dyn crate::ports::KeyStore,
+    overlap: u64,
+    now: u64,
+) -> crate::ports::Result<(SecretRing, SessionSecretRotation)> {
+    if overlap > MAX_SECRET_OVERLAP_SECS {
+        let message = format!("the overlap is at most {MAX_SECRET_OVERLAP_SECS} seconds (30 days)");
+        return Err(anyhow::Error::msg(message).into());
+    }
+    let secrets = store.rotate_secret(SESSION_SECRET, &Sessions::fresh_secret(), now + overlap)?;
+    let rotation = SessionSecretRotation {
+        rotated_at: now,
+        previous_valid_until: secrets.previous.as_ref().map(|(_, until)| *until),
+    };
+    Ok((secrets, rotation))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RotateSessionSecret {
+    /// Seconds the replaced secret keeps verifying tokens issued before the rotation
+    /// (default: the session lifetime, so no visitor's session is cut short; 0 ends them
+    /// at once, and the widget asks for a new one; at most 30 days).
+    #[schema(maximum = 2592000)]
+    overlap_seconds: Option<u64>,
+}
+
+#[utoipa::path(post, path = "/v1/widget/session-secret/rotate", tag = "widget", summary = "Sign widget sessions with a fresh secret; the old one verifies until the overlap ends (live admin)", request_body = Option<RotateSessionSecret>, security(("bearer" = [])), responses((status = 200, description = "Rotated", body = super::openapi::SessionSecretRotation), super::openapi::ApiErrors))]
+pub(crate) async fn rotate_session_secret(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: web::Bytes,
+) -> ApiResult<HttpResponse> {
+    let body: Option<RotateSessionSecret> =
+        super::error::optional_json(&body, state.limits.max_body_bytes)?;
+    caller.require_admin()?;
+    if caller.key.env != keys::KeyEnv::Live {
+        return Err(ApiError::forbidden(
+            "the session secret serves every live visitor: rotate it with a live admin key",
+        ));
+    }
+    let overlap = body
+        .and_then(|b| b.overlap_seconds)
+        .unwrap_or(state.sessions.ttl.as_secs());
+    if overlap > MAX_SECRET_OVERLAP_SECS {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            format!("overlap_seconds is at most {MAX_SECRET_OVERLAP_SECS} (30 days)"),
+        ));
+    }
+    let (secrets, rotation) = state
+        .stored(move |store| rotate_secret(store, overlap, unix_now()))
+        .await?;
+    state.sessions.set_secrets(secrets);
+    Ok(HttpResponse::Ok().json(rotation))
 }
 
 /// A visitor key the widget made and keeps: 16 to 128 characters of `[A-Za-z0-9_-]`.
@@ -418,9 +517,16 @@ and prints the link.</p></body></html>";
 mod tests {
     use super::*;
 
+    fn fresh() -> SecretRing {
+        SecretRing {
+            current: Sessions::fresh_secret().to_vec(),
+            previous: None,
+        }
+    }
+
     #[test]
     fn a_session_token_works_only_from_its_origin_and_until_it_expires() {
-        let sessions = Sessions::new(Duration::from_secs(60), Sessions::fresh_secret().to_vec());
+        let sessions = Sessions::new(Duration::from_secs(60), fresh());
         let bot = BotId::parse("demo").unwrap();
         let (token, expires) = sessions.issue(
             "key_Ab12Cd34",
@@ -449,7 +555,7 @@ mod tests {
             Err(SessionError::Invalid)
         );
         // Another process's tokens are not this one's.
-        let other = Sessions::new(Duration::from_secs(60), Sessions::fresh_secret().to_vec());
+        let other = Sessions::new(Duration::from_secs(60), fresh());
         assert_eq!(
             other.verify(&token, "https://a.example", 1001),
             Err(SessionError::Invalid)
@@ -468,6 +574,46 @@ mod tests {
                 "{junk}"
             );
         }
+    }
+
+    #[test]
+    fn after_a_rotation_old_tokens_verify_until_the_overlap_ends_and_new_ones_use_the_new_secret() {
+        let sessions = Sessions::new(Duration::from_secs(600), fresh());
+        let bot = BotId::parse("demo").unwrap();
+        let origin = "https://a.example";
+        let (old, _) = sessions.issue("key_Ab12Cd34", &bot, "v_abcdefgh12", origin, 1000);
+        let before = sessions.secrets().current;
+        sessions.set_secrets(SecretRing {
+            current: Sessions::fresh_secret().to_vec(),
+            previous: Some((before.clone(), 1100)),
+        });
+        let (new, _) = sessions.issue("key_Ab12Cd34", &bot, "v_abcdefgh12", origin, 1000);
+        assert_ne!(old, new);
+        assert!(sessions.verify(&old, origin, 1099).is_ok());
+        assert!(sessions.verify(&new, origin, 1099).is_ok());
+        // The overlap is over: the old secret no longer verifies, the new one does.
+        assert_eq!(
+            sessions.verify(&old, origin, 1100),
+            Err(SessionError::Invalid)
+        );
+        assert!(sessions.verify(&new, origin, 1100).is_ok());
+        // A node that only knows the old secret refuses tokens signed with the new one.
+        let stale = Sessions::new(
+            Duration::from_secs(600),
+            SecretRing {
+                current: before,
+                previous: None,
+            },
+        );
+        assert_eq!(stale.verify(&new, origin, 1001), Err(SessionError::Invalid));
+        // The previous secret's stored form reads back; malformed ones read as none.
+        let value = SecretRing::encode_previous(b"secret", 1100);
+        assert_eq!(
+            SecretRing::decode_previous(&value),
+            Some((b"secret".to_vec(), 1100))
+        );
+        assert_eq!(SecretRing::decode_previous(&value[..8]), None);
+        assert_eq!(SecretRing::decode_previous(b"short"), None);
     }
 
     #[test]

@@ -585,3 +585,40 @@ fn users_cli_creates_owners_and_agents_stores_only_a_hash_and_rejects_nonsense()
     let (code, _, _) = users(&["delete", "agent@example.org"], "");
     assert_eq!(code, Some(1), "deleting twice is an error");
 }
+
+#[test]
+fn rotating_the_session_secret_keeps_the_old_one_for_the_overlap_and_refuses_a_long_one() {
+    let data = tempfile::tempdir().unwrap();
+    let rotate = |overlap: &str| {
+        let out = docent(data.path())
+            .args([
+                "keys",
+                "rotate-session-secret",
+                "--json",
+                "--overlap",
+                overlap,
+            ])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        (out.status.success(), stdout, stderr)
+    };
+    // A store no node has served yet has no secret: the rotation makes the first one.
+    let (ok, first, stderr) = rotate("1h");
+    assert!(ok, "{stderr}");
+    let first: Value = serde_json::from_str(first.trim()).unwrap();
+    assert_eq!(first["previous_valid_until"], Value::Null, "{first}");
+    let (ok, second, stderr) = rotate("90s");
+    assert!(ok, "{stderr}");
+    let second: Value = serde_json::from_str(second.trim()).unwrap();
+    let at = second["rotated_at"].as_u64().unwrap();
+    assert_eq!(second["previous_valid_until"].as_u64(), Some(at + 90));
+    let (ok, _, stderr) = rotate("31d");
+    assert!(
+        !ok && stderr.contains("at most 2592000 seconds"),
+        "{stderr}"
+    );
+    let (ok, _, stderr) = rotate("soon");
+    assert!(!ok && !stderr.is_empty());
+}

@@ -12,8 +12,10 @@ use docent::embed::{Embedding, FakeEmbedder};
 use docent::keys::{KeyEnv, KeyKind, KeyScope};
 use docent::llm::FakeGenerator;
 use docent::pg::PgStore;
-use docent::ports::Storage;
+use docent::ports::{KeyStore, SecretRing, Storage};
+use docent::server::widget::{SESSION_SECRET, Sessions};
 use docent::server::{self, Limits};
+use docent::telemetry::unix_now;
 use serde_json::{Value, json};
 
 use crate::events::read_feed;
@@ -189,6 +191,109 @@ async fn two_nodes_on_one_database_see_each_others_keys_sessions_and_live_change
     );
     let end = events.last().unwrap();
     assert_eq!(end["reason"], "conversation_erased", "{events:?}");
+}
+
+/// A widget session for bot `zephyr` from `node`, through the public key `pk`.
+async fn session_token(node: &TestServer, pk: &str) -> String {
+    let body = json!({"token": pk, "bot_id": "zephyr"});
+    let (status, _, session) = node
+        .call_from("POST", "/v1/widget/session", None, Some(SHOP), Some(body))
+        .await;
+    assert_eq!(status, 200, "{session}");
+    session["session_token"].as_str().unwrap().to_string()
+}
+
+/// The status of a chat turn on `node` through the widget session `token`.
+async fn chat_status(node: &TestServer, token: &str) -> u16 {
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let (status, _, body) = node
+        .call_from("POST", "/v1/chat", Some(token), Some(SHOP), Some(ask))
+        .await;
+    assert!(status == 200 || status == 401, "{status} {body}");
+    status
+}
+
+/// The widget session secret is shared: rotated through node A (or by the CLI while the
+/// nodes serve), every node signs with the new one within a second and, once the overlap
+/// is over, refuses tokens signed with the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_secret_rotated_on_one_node_or_by_the_cli_is_taken_up_by_every_node() {
+    let pg = PgServer::start();
+    let url = pg.database("rotation");
+    let admin = seed(&url).await;
+    let (a, b) = (node(&url, &admin), node(&url, &admin));
+    let pk = a.make_key(
+        KeyKind::Public,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![docent::domain::BotId::parse("zephyr").unwrap()]),
+        vec![SHOP.into()],
+    );
+    let before = session_token(&a, &pk).await;
+    assert_eq!(chat_status(&b, &before).await, 200);
+
+    // Through A, with no overlap: B refuses the old token shortly after, and takes a
+    // token A signs with the new secret.
+    let (status, _, rotated) = a
+        .call(
+            "POST",
+            "/v1/widget/session-secret/rotate",
+            Some(&admin),
+            Some(json!({"overlap_seconds": 0})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(chat_status(&a, &before).await, 401);
+    let after = session_token(&a, &pk).await;
+    let took = until("B takes up the rotated secret", async || {
+        chat_status(&b, &after).await == 200
+    })
+    .await;
+    assert_eq!(chat_status(&b, &before).await, 401);
+    eprintln!("a session secret rotated on node A was taken up by node B after {took:?}");
+
+    // By the CLI against the database while both serve, with an overlap: tokens from
+    // before still work on both nodes, and new ones from either work on the other.
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_docent"));
+    command
+        .args(["--store", &url, "keys", "rotate-session-secret"])
+        .args(["--overlap", "10m", "--json"])
+        .env_remove("DOCENT_STORE");
+    let out = crate::helpers::run_with_deadline(&mut command, Duration::from_secs(60));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let at = printed["rotated_at"].as_u64().unwrap();
+    assert_eq!(printed["previous_valid_until"].as_u64(), Some(at + 600));
+    // What the CLI stored: tokens signed with it verify under it alone.
+    let store = PgStore::open(&url, None).unwrap();
+    let stored = store.shared_secrets(SESSION_SECRET, b"unused").unwrap();
+    assert_eq!(stored.previous.as_ref().map(|p| p.1), Some(at + 600));
+    let oracle = Sessions::new(
+        Duration::from_secs(60),
+        SecretRing {
+            current: stored.current,
+            previous: None,
+        },
+    );
+    for node in [&a, &b] {
+        until("the node signs with the CLI's secret", async || {
+            let token = session_token(node, &pk).await;
+            oracle.verify(&token, SHOP, unix_now()).is_ok()
+        })
+        .await;
+    }
+    for (node, other) in [(&a, &b), (&b, &a)] {
+        let token = session_token(node, &pk).await;
+        assert_eq!(chat_status(other, &token).await, 200);
+        // Signed with the replaced secret, within the overlap: still good.
+        assert_eq!(chat_status(node, &after).await, 200);
+        // Two rotations ago: gone.
+        assert_eq!(chat_status(node, &before).await, 401);
+    }
 }
 
 /// A fresh admin key, made through `node`.

@@ -20,7 +20,7 @@ use docent::pg::PgStore;
 use docent::pg::local::{LocalServer, Settings};
 use docent::ports::{
     AccountStore, Attempt, ContentStore, DueDelivery, Error, IngestCommit, JobStore, KeyStore,
-    NewEvent, OutboxStore, Outcome, Webhook,
+    NewEvent, OutboxStore, Outcome, SecretRing, Webhook,
 };
 use indicatif::ProgressBar;
 
@@ -143,6 +143,38 @@ fn keys_behave<S: KeyStore>(store: &S) {
     assert_eq!(
         store.get_key("key_a").unwrap().scope,
         KeyScope::Bots(vec![docs])
+    );
+    secrets_behave(store);
+}
+
+/// Shared secrets: made once, then read back; a rotation keeps the replaced one with its
+/// deadline, and the next rotation drops it.
+fn secrets_behave<S: KeyStore>(store: &S) {
+    let made = store.shared_secrets("signing", b"first").unwrap();
+    assert_eq!(made.current, b"first");
+    assert_eq!(made.previous, None);
+    let again = store.shared_secrets("signing", b"ignored").unwrap();
+    assert_eq!(again, made);
+    let rotated = store.rotate_secret("signing", b"second", 500).unwrap();
+    let expected = SecretRing {
+        current: b"second".to_vec(),
+        previous: Some((b"first".to_vec(), 500)),
+    };
+    assert_eq!(rotated, expected);
+    assert_eq!(
+        store.shared_secrets("signing", b"ignored").unwrap(),
+        expected
+    );
+    store.rotate_secret("signing", b"third", 900).unwrap();
+    let read = store.shared_secrets("signing", b"ignored").unwrap();
+    assert_eq!(read.current, b"third");
+    assert_eq!(read.previous, Some((b"second".to_vec(), 900)));
+    // Another name is its own secret; rotating one never made has no previous one.
+    let other = store.rotate_secret("other", b"only", 100).unwrap();
+    assert_eq!(other.previous, None);
+    assert_eq!(
+        store.shared_secrets("other", b"x").unwrap().current,
+        b"only"
     );
 }
 

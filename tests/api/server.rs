@@ -276,6 +276,18 @@ pub(crate) async fn fake_server(limits: Limits) -> (TestServer, Arc<SlowGenerato
     slow_fake_server(limits, Duration::ZERO).await
 }
 
+/// A second node on `s`'s store, with the fake models: what a restart of `s` (or another
+/// node beside it) would serve.
+pub(crate) fn restart(s: &TestServer) -> TestServer {
+    let served = Served {
+        store: s.state.store.clone(),
+        admin: s.admin.clone(),
+        embedding: Embedding::from(Arc::new(FakeEmbedder::default())),
+        generator: Arc::new(FakeGenerator),
+    };
+    serve(served, tempfile::tempdir().unwrap(), Limits::default(), 0.1)
+}
+
 /// `fake_server` whose generator waits `delay` before each piece it streams.
 pub(crate) async fn slow_fake_server(
     limits: Limits,

@@ -354,6 +354,93 @@ async fn cors_answers_only_allowed_origins_on_the_routes_a_page_calls() {
     assert!(!headers.contains_key("access-control-allow-origin"));
 }
 
+/// Whether the session `token` may chat from `SHOP` on `s` (200), or is refused (401).
+async fn session_works(s: &TestServer, token: &str) -> bool {
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let response = s
+        .call_from("POST", "/v1/chat", Some(token), Some(SHOP), Some(ask))
+        .await;
+    match response.0 {
+        200 => true,
+        _ => {
+            assert_error(&response, 401, "invalid_api_key");
+            false
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_session_secret_signs_new_sessions_and_the_old_one_verifies_for_the_overlap() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let pk = zephyr_key(&s, &[SHOP]);
+    let token = |v: Value| v["session_token"].as_str().unwrap().to_string();
+    let first = token(session(&s, &pk, SHOP, None).await);
+    assert!(session_works(&s, &first).await);
+    let rotate = |key: String, body: Option<Value>| {
+        let s = &s;
+        async move {
+            s.call("POST", "/v1/widget/session-secret/rotate", Some(&key), body)
+                .await
+        }
+    };
+
+    // Only a live admin key rotates it, with an overlap of at most 30 days.
+    let test_admin = s.make_key(KeyKind::Secret, KeyEnv::Test, KeyScope::Admin, vec![]);
+    assert_error(&rotate(test_admin, None).await, 403, "forbidden");
+    let scoped = s.make_key(
+        KeyKind::Secret,
+        KeyEnv::Live,
+        KeyScope::Bots(vec![BotId::parse("zephyr").unwrap()]),
+        vec![],
+    );
+    assert_error(&rotate(scoped, None).await, 403, "forbidden");
+    let admin = s.admin.clone();
+    let too_long = json!({"overlap_seconds": 30 * 86_400 + 1});
+    assert_error(
+        &rotate(admin.clone(), Some(too_long)).await,
+        400,
+        "invalid_request",
+    );
+    for junk in [
+        json!({"overlap": 10}),
+        json!([null]),
+        json!({"overlap_seconds": -1}),
+    ] {
+        let refused = rotate(admin.clone(), Some(junk)).await;
+        assert_error(&refused, 400, "invalid_request");
+    }
+    assert!(
+        session_works(&s, &first).await,
+        "a refused rotation changed nothing"
+    );
+
+    // By default the old secret verifies for the session lifetime: nobody is cut off.
+    let (status, _, rotated) = rotate(admin.clone(), None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let at = rotated["rotated_at"].as_u64().unwrap();
+    let ttl = Limits::default().widget_session_ttl.as_secs();
+    assert_eq!(rotated["previous_valid_until"].as_u64(), Some(at + ttl));
+    let second = token(session(&s, &pk, SHOP, None).await);
+    assert!(session_works(&s, &first).await);
+    assert!(session_works(&s, &second).await);
+
+    // Overlap 0 (a leaked secret): both earlier secrets stop at once; new sessions work.
+    let (status, _, rotated) = rotate(admin.clone(), Some(json!({"overlap_seconds": 0}))).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["previous_valid_until"], rotated["rotated_at"]);
+    assert!(!session_works(&s, &first).await);
+    assert!(!session_works(&s, &second).await);
+    let third = token(session(&s, &pk, SHOP, None).await);
+    assert!(session_works(&s, &third).await);
+
+    // A node started on the same store afterwards (a restart) signs and verifies the same.
+    let restarted = crate::server::restart(&s);
+    assert!(session_works(&restarted, &third).await);
+    assert!(!session_works(&restarted, &second).await);
+    let fourth = token(session(&restarted, &pk, SHOP, None).await);
+    assert!(session_works(&s, &fourth).await);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn visitors_and_bots_have_hourly_message_budgets() {
     let (s, _) = fake_server(Limits {
