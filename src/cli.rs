@@ -187,7 +187,7 @@ pub struct AnalyticsArgs {
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
-    /// Start URL (http or https) or a local folder of .html, .md and .txt files
+    /// Start URL (http or https) or a local folder of .html, .md, .txt and .docx files
     pub source: String,
     /// Bot id ([a-z0-9-]+); the bot is created if new
     #[arg(long)]
@@ -472,9 +472,10 @@ pub enum KeysCommand {
     /// sessions made before verify until the overlap ends
     RotateSessionSecret {
         /// How long sessions signed with the old secret keep working: 0s ends them at once
-        /// (the widget asks for a new one); the default is the default session lifetime
-        /// (`serve --widget-session-ttl`), so no visitor's session is cut short
-        #[arg(long, default_value = "1h")]
+        /// (the widget asks for a new one); by default the session lifetime `serve` is
+        /// given in DOCENT_WIDGET_SESSION_TTL (else its default, 1h), so no visitor's
+        /// session is cut short
+        #[arg(long, env = "DOCENT_WIDGET_SESSION_TTL", default_value = "1h")]
         overlap: String,
         #[arg(long)]
         json: bool,

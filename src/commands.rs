@@ -385,19 +385,31 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::RotateSessionSecret { overlap, json } => {
-            let overlap = parse_duration(&overlap)?;
-            let now = crate::telemetry::unix_now();
-            let (_, rotation) =
-                crate::server::widget::rotate_secret(store.as_ref(), overlap.as_secs(), now)?;
-            let text = match rotation.previous_valid_until {
-                Some(until) => format!(
-                    "rotated the widget session secret; sessions made before verify for {}s more",
-                    until.saturating_sub(now)
-                ),
-                None => "made the widget session secret (there was none)".to_string(),
-            };
-            print(json, serde_json::to_value(&rotation)?, text);
+            rotate_session_secret(store.as_ref(), &overlap, json)?;
         }
+    }
+    Ok(())
+}
+
+/// `docent keys rotate-session-secret`: a fresh widget session secret, the old one
+/// verifying for `overlap` more.
+fn rotate_session_secret(
+    store: &dyn crate::ports::KeyStore,
+    overlap: &str,
+    json: bool,
+) -> anyhow::Result<()> {
+    let overlap = parse_duration(overlap)?;
+    let now = crate::telemetry::unix_now();
+    let (_, rotation) = crate::server::widget::rotate_secret(store, overlap.as_secs(), now)?;
+    if json {
+        println!("{}", serde_json::to_value(&rotation)?);
+    } else if let Some(until) = rotation.previous_valid_until {
+        println!(
+            "rotated the widget session secret; sessions made before verify for {}s more",
+            until.saturating_sub(now)
+        );
+    } else {
+        println!("made the widget session secret (there was none)");
     }
     Ok(())
 }

@@ -647,29 +647,38 @@ impl KeyStore for PgStore {
     fn rotate_secret(&self, name: &str, fresh: &[u8], previous_until: u64) -> Result<SecretRing> {
         let previous_name = SecretRing::previous_name(name);
         self.in_transaction(|txn| {
-            // Rotations on two nodes at once take turns here.
-            let current: Option<Vec<u8>> = txn
+            // A secret no node made yet is made here: nothing to keep. (Made meanwhile by a
+            // node starting, this waits for its commit and does nothing.)
+            let made = txn
                 .query_opt(
+                    "INSERT INTO secrets (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING RETURNING 1",
+                    &[&name, &fresh],
+                )
+                .context("make secret")?;
+            if made.is_some() {
+                txn.execute("DELETE FROM secrets WHERE name = $1", &[&previous_name])
+                    .context("drop previous secret")?;
+                return Ok(SecretRing {
+                    current: fresh.to_vec(),
+                    previous: None,
+                });
+            }
+            // Rotations on two nodes at once take turns here; this statement sees what
+            // the one before committed (read committed).
+            let current: Vec<u8> = txn
+                .query_one(
                     "SELECT value FROM secrets WHERE name = $1 FOR UPDATE",
                     &[&name],
                 )
                 .context("read secret")?
-                .map(|row| row.get(0));
-            let previous = current.map(|secret| (secret, previous_until));
-            match &previous {
-                Some((secret, until)) => {
-                    let value = SecretRing::encode_previous(secret, *until);
-                    upsert_secret(txn, &previous_name, &value)?;
-                }
-                None => {
-                    txn.execute("DELETE FROM secrets WHERE name = $1", &[&previous_name])
-                        .context("drop previous secret")?;
-                }
-            }
+                .get(0);
+            let value = SecretRing::encode_previous(&current, previous_until);
+            upsert_secret(txn, &previous_name, &value)?;
             upsert_secret(txn, name, fresh)?;
             Ok(SecretRing {
                 current: fresh.to_vec(),
-                previous,
+                previous: Some((current, previous_until)),
             })
         })
     }

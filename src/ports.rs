@@ -113,14 +113,35 @@ pub trait ContentStore: Send + Sync {
 }
 
 /// A signing secret and the one it replaced, which still verifies until its deadline.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SecretRing {
     pub current: Vec<u8>,
     /// The replaced secret and the unix time it stops verifying.
     pub previous: Option<(Vec<u8>, u64)>,
 }
 
+/// Never the secrets themselves: only their lengths and the deadline.
+impl std::fmt::Debug for SecretRing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecretRing")
+            .field("current_len", &self.current.len())
+            .field(
+                "previous",
+                &self.previous.as_ref().map(|(s, until)| (s.len(), until)),
+            )
+            .finish()
+    }
+}
+
 impl SecretRing {
+    /// The shortest secret a node signs with: a shorter one (a damaged store) is refused.
+    pub const MIN_LEN: usize = 32;
+
+    /// Whether the current secret is long enough to sign with.
+    pub fn is_usable(&self) -> bool {
+        self.current.len() >= Self::MIN_LEN
+    }
+
     /// The store's name for the previous secret of `name`, kept as its own row (so a copy
     /// between stores carries it like any secret).
     pub fn previous_name(name: &str) -> String {
@@ -134,10 +155,11 @@ impl SecretRing {
         value
     }
 
-    /// The previous secret and its deadline from a stored value (None if malformed).
+    /// The previous secret and its deadline from a stored value (None if malformed or
+    /// too short to have been a secret).
     pub fn decode_previous(value: &[u8]) -> Option<(Vec<u8>, u64)> {
         let (until, secret) = value.split_first_chunk::<8>()?;
-        (!secret.is_empty()).then(|| (secret.to_vec(), u64::from_be_bytes(*until)))
+        (secret.len() >= Self::MIN_LEN).then(|| (secret.to_vec(), u64::from_be_bytes(*until)))
     }
 }
 

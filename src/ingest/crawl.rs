@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use url::Url;
 
+use super::documents;
 use super::extract::{self, Extracted};
 use super::fetch::{FetchError, Fetcher, read_capped, read_prefix};
 
@@ -129,9 +130,11 @@ impl CrawlReport {
 }
 
 enum Outcome {
+    /// A page, or a document (`document`) found by a link.
     Html {
         final_url: Url,
-        body: String,
+        body: Vec<u8>,
+        document: Option<documents::Kind>,
         etag: Option<String>,
         last_modified: Option<String>,
         noindex_header: bool,
@@ -324,6 +327,7 @@ pub async fn crawl(
             Outcome::Html {
                 final_url,
                 body,
+                document,
                 etag,
                 last_modified,
                 noindex_header,
@@ -347,9 +351,16 @@ pub async fn crawl(
                         continue;
                     }
                 }
-                let extracted = tokio::task::spawn_blocking(move || extract::extract_html(&body))
+                let extracted = tokio::task::spawn_blocking(move || extract_body(document, &body))
                     .await
                     .context("extraction task failed")?;
+                let extracted = match extracted {
+                    Ok(extracted) => extracted,
+                    Err(reason) => {
+                        report.skipped.push((final_url.to_string(), reason));
+                        continue;
+                    }
+                };
                 if let Some(target) = &extracted.refresh_to {
                     enqueue(&mut seen, std::slice::from_ref(target), &final_url, depth);
                     report
@@ -438,6 +449,18 @@ pub async fn crawl(
     Ok(report)
 }
 
+/// A page's or a document's content, or why a document has none.
+fn extract_body(
+    document: Option<documents::Kind>,
+    body: &[u8],
+) -> Result<extract::Extracted, String> {
+    match document {
+        Some(kind) => documents::extract(kind, body),
+        // Invalid UTF-8 is replaced rather than refused: the rest of the page is still useful.
+        None => Ok(extract::extract_html(&String::from_utf8_lossy(body))),
+    }
+}
+
 /// Hands a page on, within the page budget (concurrency can overshoot it by the fetches
 /// in flight at the end: those are left out).
 async fn send_page(
@@ -502,9 +525,14 @@ async fn fetch(fetcher: &Fetcher, url: &Url, known: Option<&Known>, max_bytes: u
     let content_type = header(CONTENT_TYPE)
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if !content_type.is_empty() && !content_type.contains("html") {
+    let document = documents::Kind::of_response(&content_type, &final_url);
+    if document.is_none() && !content_type.is_empty() && !content_type.contains("html") {
         return Outcome::NotHtml(content_type);
     }
+    let max_bytes = match document {
+        Some(_) => documents::MAX_DOCUMENT_BYTES,
+        None => max_bytes,
+    };
     let etag = header(ETAG);
     let last_modified = header(reqwest::header::LAST_MODIFIED);
     let noindex_header = response
@@ -518,10 +546,10 @@ async fn fetch(fetcher: &Fetcher, url: &Url, known: Option<&Known>, max_bytes: u
         Ok(None) => return Outcome::TooLarge,
         Err(e) => return Outcome::Failed(e.to_string()),
     };
-    // Invalid UTF-8 is replaced rather than refused: the rest of the page is still useful.
     Outcome::Html {
         final_url,
-        body: String::from_utf8_lossy(&body).into_owned(),
+        body,
+        document,
         etag,
         last_modified,
         noindex_header,

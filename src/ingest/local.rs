@@ -1,4 +1,5 @@
-//! Ingest from a local folder: `.html`, `.md` and `.txt` files, cited under `--base-url`.
+//! Ingest from a local folder: `.html`, `.md`, `.txt` and `.docx` files, cited under
+//! `--base-url`.
 
 use std::path::{Path, PathBuf};
 
@@ -6,7 +7,7 @@ use anyhow::{Context, bail};
 use url::Url;
 
 use super::crawl::{CrawlReport, CrawledPage};
-use super::extract;
+use super::{documents, extract};
 
 const MAX_FILE_BYTES: u64 = 5 * 1024 * 1024;
 
@@ -57,8 +58,13 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
         if report.pages.len() >= max_pages {
             break;
         }
+        let document = documents::Kind::of_path(&path);
+        let limit = match document {
+            Some(_) => documents::MAX_DOCUMENT_BYTES as u64,
+            None => MAX_FILE_BYTES,
+        };
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size > MAX_FILE_BYTES {
+        if size > limit {
             report
                 .skipped
                 .push((url.to_string(), "larger than the page size limit".into()));
@@ -66,16 +72,15 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
         }
         let bytes =
             std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
-        let text = String::from_utf8_lossy(&bytes);
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .unwrap_or("")
-            .to_ascii_lowercase();
-        let mut extracted = match ext.as_str() {
-            "html" | "htm" => extract::extract_html(&text),
-            "md" | "markdown" => extract::extract_markdown(&text),
-            _ => extract::extract_text(&text),
+        let mut extracted = match document {
+            Some(kind) => match documents::extract(kind, &bytes) {
+                Ok(extracted) => extracted,
+                Err(reason) => {
+                    report.skipped.push((url.to_string(), reason));
+                    continue;
+                }
+            },
+            None => extract_file(&path, &bytes),
         };
         if extracted.refresh_to.is_some() || extracted.noindex {
             report
@@ -123,6 +128,21 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
     Ok(report)
 }
 
+/// A web page or text file's content, by its extension.
+fn extract_file(path: &Path, bytes: &[u8]) -> extract::Extracted {
+    let text = String::from_utf8_lossy(bytes);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" => extract::extract_html(&text),
+        "md" | "markdown" => extract::extract_markdown(&text),
+        _ => extract::extract_text(&text),
+    }
+}
+
 /// The start of every page URL a scan of `root` gives: the folder's own URL, ending in `/`.
 fn folder_prefix(root: &Path, base_url: Option<&Url>) -> anyhow::Result<String> {
     let mut prefix = match base_url {
@@ -161,7 +181,10 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
                 .and_then(|e| e.to_str())
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            if matches!(ext.as_str(), "html" | "htm" | "md" | "markdown" | "txt") {
+            if matches!(
+                ext.as_str(),
+                "html" | "htm" | "md" | "markdown" | "txt" | "docx"
+            ) {
                 out.push(path);
             }
         }

@@ -6,6 +6,8 @@
 pub mod answers;
 pub mod chunk;
 pub mod crawl;
+pub mod documents;
+pub mod docx;
 pub mod extract;
 pub mod fetch;
 pub mod local;

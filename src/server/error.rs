@@ -277,20 +277,18 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(
             format!("the body is {} bytes; the limit is {limit}", body.len()),
         ));
     }
-    let Some(first) = body.iter().find(|b| !b.is_ascii_whitespace()) else {
+    if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
-    };
-    if *first != b'{' {
+    }
+    let value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
         return Err(ApiError::bad_request(
             "invalid_request",
             "the body must be a JSON object",
         ));
     }
-    serde_json::from_slice(body).map(Some).map_err(|e| {
-        if e.is_data() {
-            ApiError::bad_request("invalid_request", e.to_string())
-        } else {
-            ApiError::bad_request("invalid_json", format!("malformed JSON: {e}"))
-        }
-    })
+    serde_json::from_value(value)
+        .map(Some)
+        .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
 }

@@ -222,6 +222,12 @@ impl AppState {
         let live = handoff::Live::new(store.notices());
         let session_secrets =
             store.shared_secrets(widget::SESSION_SECRET, &widget::Sessions::fresh_secret())?;
+        anyhow::ensure!(
+            session_secrets.is_usable(),
+            "the stored widget session secret is shorter than {} bytes (a damaged store?): \
+             rotate it with `docent keys rotate-session-secret`",
+            crate::ports::SecretRing::MIN_LEN
+        );
         let share = ratelimit::Share::default();
         Ok(AppState {
             keys,
@@ -374,9 +380,11 @@ fn keep_current(state: std::sync::Weak<AppState>, notices: Option<Arc<dyn crate:
 
 /// Takes up a widget session secret rotated on another node (or by the CLI).
 fn refresh_session_secrets(state: &AppState) {
+    let generation = state.sessions.generation();
     let fresh = widget::Sessions::fresh_secret();
     match state.store.shared_secrets(widget::SESSION_SECRET, &fresh) {
-        Ok(secrets) => state.sessions.set_secrets(secrets),
+        Ok(secrets) if secrets.is_usable() => state.sessions.refresh(secrets, generation),
+        Ok(_) => tracing::warn!("the stored widget session secret is too short: kept the last"),
         Err(e) => tracing::warn!("cannot re-read the widget session secret: {e:#}"),
     }
 }

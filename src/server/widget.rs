@@ -6,13 +6,14 @@
 //! taken over those fields and the page's Origin under a secret kept in the store (made by
 //! the first node to start): it holds no secret, cannot be widened, and works only from the
 //! origin it was issued to. Tokens verify on every node sharing the store and outlive a
-//! restart until they expire; the widget asks for a new one on a 401. Rotating the secret
-//! (`docent keys rotate-session-secret`, `POST /v1/widget/session-secret/rotate`) signs
-//! new tokens with a fresh one while the old one verifies until the overlap ends. The visitor is the id
+//! restart until they expire; the widget asks for a new one on a 401. Rotating the
+//! secret (`docent keys rotate-session-secret`, `POST /v1/widget/session-secret/rotate`)
+//! signs new tokens with a fresh one while the old one verifies until the overlap ends. The visitor is the id
 //! derived from a key only the visitor's browser holds (`visitor_id`), so the ids docent
 //! shows in leads and webhooks cannot be made into sessions.
 
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use actix_cors::Cors;
@@ -106,6 +107,8 @@ pub struct Sessions {
     /// The store's secrets: the current one signs, the previous one (after a rotation)
     /// still verifies until its deadline.
     secrets: RwLock<SecretRing>,
+    /// Bumped by every rotation here, so a refresh read before it cannot undo it.
+    generation: AtomicU64,
     pub ttl: Duration,
 }
 
@@ -134,6 +137,7 @@ impl Sessions {
     pub fn new(ttl: Duration, secrets: SecretRing) -> Sessions {
         Sessions {
             secrets: RwLock::new(secrets),
+            generation: AtomicU64::new(0),
             ttl,
         }
     }
@@ -145,13 +149,30 @@ impl Sessions {
         secret
     }
 
-    /// Signs and verifies with `secrets` from now on (a rotation, here or on another node).
+    /// Signs and verifies with `secrets` from now on (a rotation made on this node).
     pub fn set_secrets(&self, secrets: SecretRing) {
-        *self.secrets.write().expect("session secrets lock") = secrets;
+        let mut current = self.secrets.write().expect("session secrets lock");
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        *current = secrets;
+    }
+
+    /// Where the secrets stand, for a refresh: read it before reading the store.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Takes up `secrets` as read from the store (a rotation on another node or by the
+    /// CLI), unless this node rotated since that read began (`generation`).
+    pub fn refresh(&self, secrets: SecretRing, generation: u64) {
+        let mut current = self.secrets.write().expect("session secrets lock");
+        if self.generation() == generation && *current != secrets {
+            *current = secrets;
+        }
     }
 
     /// The secrets in use.
-    pub fn secrets(&self) -> SecretRing {
+    #[cfg(test)]
+    fn secrets(&self) -> SecretRing {
         self.secrets.read().expect("session secrets lock").clone()
     }
 
@@ -264,17 +285,17 @@ pub(crate) async fn rotate_session_secret(
     caller: Caller,
     body: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let body: Option<RotateSessionSecret> =
-        super::error::optional_json(&body, state.limits.max_body_bytes)?;
     caller.require_admin()?;
     if caller.key.env != keys::KeyEnv::Live {
         return Err(ApiError::forbidden(
             "the session secret serves every live visitor: rotate it with a live admin key",
         ));
     }
+    let body: Option<RotateSessionSecret> =
+        super::error::optional_json(&body, state.limits.max_body_bytes)?;
     let overlap = body
         .and_then(|b| b.overlap_seconds)
-        .unwrap_or(state.sessions.ttl.as_secs());
+        .unwrap_or(state.sessions.ttl.as_secs().min(MAX_SECRET_OVERLAP_SECS));
     if overlap > MAX_SECRET_OVERLAP_SECS {
         return Err(ApiError::bad_request(
             "invalid_request",
@@ -606,14 +627,29 @@ mod tests {
             },
         );
         assert_eq!(stale.verify(&new, origin, 1001), Err(SessionError::Invalid));
-        // The previous secret's stored form reads back; malformed ones read as none.
-        let value = SecretRing::encode_previous(b"secret", 1100);
-        assert_eq!(
-            SecretRing::decode_previous(&value),
-            Some((b"secret".to_vec(), 1100))
-        );
+        // The previous secret's stored form reads back; malformed or short ones as none.
+        let value = SecretRing::encode_previous(&[7; 32], 1100);
+        let decoded = SecretRing::decode_previous(&value);
+        assert_eq!(decoded, Some((vec![7; 32], 1100)));
         assert_eq!(SecretRing::decode_previous(&value[..8]), None);
         assert_eq!(SecretRing::decode_previous(b"short"), None);
+        let short = SecretRing::encode_previous(b"secret", 1100);
+        assert_eq!(SecretRing::decode_previous(&short), None);
+        // Neither secret is ever printed.
+        let ring = SecretRing {
+            current: vec![b'k'; 32],
+            previous: Some((vec![b'k'; 32], 1100)),
+        };
+        assert!(!format!("{ring:?}").contains("107"), "{ring:?}");
+        assert!(!format!("{ring:?}").contains("kkkk"), "{ring:?}");
+        assert!(ring.is_usable());
+        assert!(
+            !SecretRing {
+                current: vec![1; 31],
+                previous: None
+            }
+            .is_usable()
+        );
     }
 
     #[test]

@@ -268,6 +268,7 @@ async fn serve_path(req: HttpRequest, state: web::Data<SiteState>) -> HttpRespon
         "xml" => "application/xml",
         "txt" => "text/plain",
         "pdf" => "application/pdf",
+        "docx" => docent::ingest::docx::MEDIA_TYPE,
         _ => "application/octet-stream",
     };
     HttpResponse::Ok()

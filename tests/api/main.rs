@@ -12,6 +12,7 @@ mod cluster;
 mod console;
 mod crash;
 mod crawl;
+mod documents;
 mod embedder;
 mod end_to_end;
 mod eval;

@@ -150,31 +150,29 @@ fn keys_behave<S: KeyStore>(store: &S) {
 /// Shared secrets: made once, then read back; a rotation keeps the replaced one with its
 /// deadline, and the next rotation drops it.
 fn secrets_behave<S: KeyStore>(store: &S) {
-    let made = store.shared_secrets("signing", b"first").unwrap();
-    assert_eq!(made.current, b"first");
+    let (first, second, third) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+    let made = store.shared_secrets("signing", &first).unwrap();
+    assert_eq!(made.current, first);
     assert_eq!(made.previous, None);
-    let again = store.shared_secrets("signing", b"ignored").unwrap();
+    let again = store.shared_secrets("signing", &third).unwrap();
     assert_eq!(again, made);
-    let rotated = store.rotate_secret("signing", b"second", 500).unwrap();
+    let rotated = store.rotate_secret("signing", &second, 500).unwrap();
     let expected = SecretRing {
-        current: b"second".to_vec(),
-        previous: Some((b"first".to_vec(), 500)),
+        current: second.to_vec(),
+        previous: Some((first.to_vec(), 500)),
     };
     assert_eq!(rotated, expected);
-    assert_eq!(
-        store.shared_secrets("signing", b"ignored").unwrap(),
-        expected
-    );
-    store.rotate_secret("signing", b"third", 900).unwrap();
-    let read = store.shared_secrets("signing", b"ignored").unwrap();
-    assert_eq!(read.current, b"third");
-    assert_eq!(read.previous, Some((b"second".to_vec(), 900)));
+    assert_eq!(store.shared_secrets("signing", &third).unwrap(), expected);
+    store.rotate_secret("signing", &third, 900).unwrap();
+    let read = store.shared_secrets("signing", &first).unwrap();
+    assert_eq!(read.current, third);
+    assert_eq!(read.previous, Some((second.to_vec(), 900)));
     // Another name is its own secret; rotating one never made has no previous one.
-    let other = store.rotate_secret("other", b"only", 100).unwrap();
+    let other = store.rotate_secret("other", &first, 100).unwrap();
     assert_eq!(other.previous, None);
     assert_eq!(
-        store.shared_secrets("other", b"x").unwrap().current,
-        b"only"
+        store.shared_secrets("other", &second).unwrap().current,
+        first
     );
 }
 

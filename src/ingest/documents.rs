@@ -1,0 +1,80 @@
+//! Documents beside web pages (DOCX today): which files and responses are documents, and
+//! their extraction isolated, so one bad file is a reason recorded on that file, never a
+//! panic that takes the ingest or the server down.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use super::extract::Extracted;
+
+/// The largest document read, from a folder or a crawl (a manual with its pictures).
+pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
+
+/// A kind of document docent reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Docx,
+}
+
+impl Kind {
+    /// The kind a file name's extension says.
+    pub fn of_path(path: &std::path::Path) -> Option<Kind> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        (ext == "docx").then_some(Kind::Docx)
+    }
+
+    /// The kind a response is: by its media type, or by its URL's extension when the
+    /// server only says `application/octet-stream` (as plain file servers often do).
+    pub fn of_response(content_type: &str, url: &url::Url) -> Option<Kind> {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media.eq_ignore_ascii_case(super::docx::MEDIA_TYPE) {
+            return Some(Kind::Docx);
+        }
+        let generic = media.is_empty() || media.eq_ignore_ascii_case("application/octet-stream");
+        let docx = url.path().to_ascii_lowercase().ends_with(".docx");
+        (generic && docx).then_some(Kind::Docx)
+    }
+}
+
+/// The text of a document, or the reason there is none (kept on the skipped file). A
+/// panic inside a parser is caught and becomes such a reason.
+pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, String> {
+    let run = || match kind {
+        Kind::Docx => super::docx::extract_docx(bytes),
+    };
+    let extracted = catch_unwind(AssertUnwindSafe(run))
+        .unwrap_or_else(|_| Err("the document could not be read (its parser failed)".into()))?;
+    if extracted.is_empty() {
+        return Err("no text in the document".into());
+    }
+    Ok(extracted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_told_by_extension_or_media_type() {
+        let path = std::path::Path::new("a/Guide.DOCX");
+        assert_eq!(Kind::of_path(path), Some(Kind::Docx));
+        assert_eq!(Kind::of_path(std::path::Path::new("a/guide.doc")), None);
+        let url = url::Url::parse("https://h.example/files/guide.docx?v=2").unwrap();
+        let page = url::Url::parse("https://h.example/guide").unwrap();
+        let media = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+        assert_eq!(Kind::of_response(media, &page), Some(Kind::Docx));
+        assert_eq!(
+            Kind::of_response("application/octet-stream", &url),
+            Some(Kind::Docx)
+        );
+        assert_eq!(Kind::of_response("", &url), Some(Kind::Docx));
+        assert_eq!(Kind::of_response("text/html", &url), None);
+        assert_eq!(Kind::of_response("application/octet-stream", &page), None);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_document_is_a_reason_not_a_panic() {
+        let reason = extract(Kind::Docx, b"%PDF-1.4 not a zip").unwrap_err();
+        assert!(reason.contains("not a DOCX file"), "{reason}");
+        assert!(extract(Kind::Docx, &[]).is_err());
+    }
+}
