@@ -459,6 +459,8 @@ fn bench_search(embedder: &MiniLm, quick: bool) -> anyhow::Result<Value> {
             format!("{n}"),
             json!({
                 "build_s": round3(build_s),
+                "probe_s": round3(index.probe_time().as_secs_f64()),
+                "stranded": index.stranded(),
                 "hnsw_p50_ms": round3(hp50), "hnsw_p99_ms": round3(hp99),
                 "exact_p50_ms": round3(ep50), "exact_p99_ms": round3(ep99),
                 "speedup_p50_vs_exact": ratio(ep50, hp50),
