@@ -473,10 +473,10 @@ pub enum KeysCommand {
     RotateSessionSecret {
         /// How long sessions signed with the old secret keep working: 0s ends them at once
         /// (the widget asks for a new one); by default the session lifetime `serve` is
-        /// given in DOCENT_WIDGET_SESSION_TTL (else its default, 1h), so no visitor's
-        /// session is cut short
-        #[arg(long, env = "DOCENT_WIDGET_SESSION_TTL", default_value = "1h")]
-        overlap: String,
+        /// given in DOCENT_WIDGET_SESSION_TTL (else its default, 1h; at most 30 days), so
+        /// no visitor's session is cut short
+        #[arg(long)]
+        overlap: Option<String>,
         #[arg(long)]
         json: bool,
     },

@@ -385,7 +385,7 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
             );
         }
         KeysCommand::RotateSessionSecret { overlap, json } => {
-            rotate_session_secret(store.as_ref(), &overlap, json)?;
+            rotate_session_secret(store.as_ref(), overlap.as_deref(), json)?;
         }
     }
     Ok(())
@@ -395,10 +395,20 @@ pub fn keys(config: &Config, command: KeysCommand) -> anyhow::Result<()> {
 /// verifying for `overlap` more.
 fn rotate_session_secret(
     store: &dyn crate::ports::KeyStore,
-    overlap: &str,
+    overlap: Option<&str>,
     json: bool,
 ) -> anyhow::Result<()> {
-    let overlap = parse_duration(overlap)?;
+    let overlap = match overlap {
+        Some(overlap) => parse_duration(overlap)?,
+        // The session lifetime `serve` is given, within the bound.
+        None => {
+            let ttl = std::env::var("DOCENT_WIDGET_SESSION_TTL").unwrap_or("1h".into());
+            let max = Duration::from_secs(crate::server::widget::MAX_SECRET_OVERLAP_SECS);
+            parse_duration(&ttl)
+                .context("DOCENT_WIDGET_SESSION_TTL")?
+                .min(max)
+        }
+    };
     let now = crate::telemetry::unix_now();
     let (_, rotation) = crate::server::widget::rotate_secret(store, overlap.as_secs(), now)?;
     if json {

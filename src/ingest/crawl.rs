@@ -530,7 +530,7 @@ async fn fetch(fetcher: &Fetcher, url: &Url, known: Option<&Known>, max_bytes: u
         return Outcome::NotHtml(content_type);
     }
     let max_bytes = match document {
-        Some(_) => documents::MAX_DOCUMENT_BYTES,
+        Some(_) => max_bytes.max(documents::MAX_DOCUMENT_BYTES),
         None => max_bytes,
     };
     let etag = header(ETAG);

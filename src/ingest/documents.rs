@@ -9,6 +9,15 @@ use super::extract::Extracted;
 /// The largest document read, from a folder or a crawl (a manual with its pictures).
 pub const MAX_DOCUMENT_BYTES: usize = 32 * 1024 * 1024;
 
+/// Media types servers give any file they know nothing about (S3's default among them):
+/// then the path's extension decides.
+const GENERIC_TYPES: &[&str] = &[
+    "application/octet-stream",
+    "binary/octet-stream",
+    "application/zip",
+    "application/x-zip-compressed",
+];
+
 /// A kind of document docent reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -29,7 +38,8 @@ impl Kind {
         if media.eq_ignore_ascii_case(super::docx::MEDIA_TYPE) {
             return Some(Kind::Docx);
         }
-        let generic = media.is_empty() || media.eq_ignore_ascii_case("application/octet-stream");
+        let generic =
+            media.is_empty() || GENERIC_TYPES.iter().any(|g| media.eq_ignore_ascii_case(g));
         let docx = url.path().to_ascii_lowercase().ends_with(".docx");
         (generic && docx).then_some(Kind::Docx)
     }
@@ -41,8 +51,15 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, String> {
     let run = || match kind {
         Kind::Docx => super::docx::extract_docx(bytes),
     };
-    let extracted = catch_unwind(AssertUnwindSafe(run))
+    let mut extracted = catch_unwind(AssertUnwindSafe(run))
         .unwrap_or_else(|_| Err("the document could not be read (its parser failed)".into()))?;
+    // As for pages: no NUL reaches a store (PostgreSQL's text refuses it).
+    let without_nul = |text: &mut String| text.retain(|c| c != '\0');
+    without_nul(&mut extracted.title);
+    for section in &mut extracted.sections {
+        without_nul(&mut section.text);
+        section.heading_path.iter_mut().for_each(without_nul);
+    }
     if extracted.is_empty() {
         return Err("no text in the document".into());
     }
@@ -69,6 +86,12 @@ mod tests {
         assert_eq!(Kind::of_response("", &url), Some(Kind::Docx));
         assert_eq!(Kind::of_response("text/html", &url), None);
         assert_eq!(Kind::of_response("application/octet-stream", &page), None);
+        assert_eq!(
+            Kind::of_response("binary/octet-stream", &url),
+            Some(Kind::Docx)
+        );
+        assert_eq!(Kind::of_response("application/zip", &url), Some(Kind::Docx));
+        assert_eq!(Kind::of_response("application/zip", &page), None);
     }
 
     #[test]

@@ -22,21 +22,45 @@ pub const MEDIA_TYPE: &str =
 pub fn extract_docx(bytes: &[u8]) -> Result<Extracted, String> {
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| format!("not a DOCX file (zip: {e})"))?;
-    let document = read_part(&mut archive, "word/document.xml")?
-        .ok_or("not a DOCX file (no word/document.xml)")?;
-    let styles = match read_part(&mut archive, "word/styles.xml")? {
-        Some(xml) => heading_styles(&xml)?,
-        None => HashMap::new(),
+    let main = main_part(&mut archive);
+    let document = read_part(&mut archive, &main)?.ok_or(format!("not a DOCX file (no {main})"))?;
+    // The optional parts: broken ones cost their headings or title, not the text.
+    let styles = match read_part(&mut archive, "word/styles.xml") {
+        Ok(Some(xml)) => heading_styles(&xml).unwrap_or_default(),
+        _ => HashMap::new(),
     };
-    let title = match read_part(&mut archive, "docProps/core.xml")? {
-        Some(xml) => core_title(&xml)?,
-        None => None,
+    let title = match read_part(&mut archive, "docProps/core.xml") {
+        Ok(Some(xml)) => core_title(&xml).ok().flatten(),
+        _ => None,
     };
     let mut out = body_sections(&document, &styles)?;
     if let Some(title) = title {
         out.title = title;
     }
     Ok(out)
+}
+
+/// The main part's name, as the package's relationships give it (`word/document.xml`
+/// unless they say otherwise, as some producers do).
+fn main_part<R: Read + std::io::Seek>(archive: &mut zip::ZipArchive<R>) -> String {
+    const DEFAULT: &str = "word/document.xml";
+    let Ok(Some(rels)) = read_part(archive, "_rels/.rels") else {
+        return DEFAULT.into();
+    };
+    let mut reader = Reader::from_str(&rels);
+    while let Ok(event) = reader.read_event() {
+        match event {
+            Event::Start(e) | Event::Empty(e) if e.local_name().as_ref() == "Relationship" => {
+                let main = attribute(&e, "Type").is_some_and(|t| t.ends_with("/officeDocument"));
+                if let Some(target) = attribute(&e, "Target").filter(|_| main) {
+                    return target.trim_start_matches('/').to_string();
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    DEFAULT.into()
 }
 
 /// One part of the archive as text, `None` when it is absent.
@@ -81,7 +105,9 @@ fn heading_styles(xml: &str) -> Result<HashMap<String, usize>, String> {
                     }
                 }
                 "outlineLvl" => {
-                    let level = attribute(e, "val").and_then(|v| v.parse::<usize>().ok());
+                    let level = attribute(e, "val")
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .filter(|l| *l < 9);
                     if let (Some(id), Some(level)) = (&current, level) {
                         levels.entry(id.clone()).or_insert(level + 1);
                     }
@@ -174,6 +200,32 @@ impl Table {
     }
 }
 
+/// The most text one document may give, headings repeated per section included: merged
+/// cells and headings are copied, so a small part could otherwise grow without bound.
+const MAX_TEXT_BYTES: usize = 32 * 1024 * 1024;
+/// Headings longer than this are cut: each section repeats its whole heading path.
+const MAX_HEADING_CHARS: usize = 300;
+
+/// Elements whose content is not the document's current text: the alternative for older
+/// readers, and what tracked changes replaced (the paragraph's former style or list).
+const SKIPPED: &[&str] = &[
+    "Fallback",
+    "pPrChange",
+    "rPrChange",
+    "tblPrChange",
+    "tcPrChange",
+    "trPrChange",
+    "sectPrChange",
+];
+
+/// A paragraph being read: its text, heading level, and whether it is a list item.
+#[derive(Default)]
+struct Paragraph {
+    text: String,
+    level: Option<usize>,
+    listed: bool,
+}
+
 /// Paragraph and table state while walking word/document.xml.
 #[derive(Default)]
 struct Walk {
@@ -182,24 +234,39 @@ struct Walk {
     path: Vec<(usize, String)>,
     /// The text under the current heading.
     text: String,
-    /// The paragraph being read, its heading level and whether it is a list item.
-    paragraph: String,
-    level: Option<usize>,
-    listed: bool,
+    /// Open paragraphs, innermost last (a text box's paragraphs sit inside one).
+    paragraphs: Vec<Paragraph>,
     /// Open tables, innermost last (a table in a cell nests).
     tables: Vec<Table>,
     in_text: bool,
+    /// Bytes of text given so far, against `MAX_TEXT_BYTES`.
+    written: usize,
 }
 
 impl Walk {
+    /// Text of the innermost open paragraph (none outside paragraphs).
+    fn push_text(&mut self, text: &str) {
+        if let Some(paragraph) = self.paragraphs.last_mut() {
+            paragraph.text.push_str(text);
+        }
+    }
+
     /// A paragraph ended: a heading starts a section, text joins the current one (or the
     /// current table cell).
     fn end_paragraph(&mut self) {
-        let paragraph = super::extract::collapse_whitespace(&std::mem::take(&mut self.paragraph));
-        let (level, listed) = (self.level.take(), std::mem::take(&mut self.listed));
+        let Some(Paragraph {
+            text,
+            level,
+            listed,
+        }) = self.paragraphs.pop()
+        else {
+            return;
+        };
+        let paragraph = super::extract::collapse_whitespace(&text);
         if paragraph.is_empty() {
             return;
         }
+        self.written += paragraph.len();
         if let Some(row) = self.tables.last_mut().map(|t| &mut t.cells) {
             if row.is_empty() {
                 // A paragraph straight in a row (malformed): a cell of its own.
@@ -214,14 +281,7 @@ impl Walk {
             return;
         }
         match level {
-            Some(level) => {
-                self.flush();
-                if self.out.title.is_empty() && level == 1 {
-                    self.out.title = paragraph.clone();
-                }
-                self.path.retain(|(l, _)| *l < level);
-                self.path.push((level, paragraph));
-            }
+            Some(level) => self.start_section(level, paragraph),
             None => {
                 if listed {
                     self.text.push_str("- ");
@@ -230,6 +290,20 @@ impl Walk {
                 self.text.push('\n');
             }
         }
+    }
+
+    /// A heading of `level`: the text so far is a section, and the path moves on.
+    fn start_section(&mut self, level: usize, heading: String) {
+        self.flush();
+        let heading = match heading.char_indices().nth(MAX_HEADING_CHARS) {
+            Some((cut, _)) => heading[..cut].to_string(),
+            None => heading,
+        };
+        if self.out.title.is_empty() && level == 1 {
+            self.out.title = heading.clone();
+        }
+        self.path.retain(|(l, _)| *l < level);
+        self.path.push((level, heading));
     }
 
     /// A table row ended: its cells on one line, ` | ` between them.
@@ -244,10 +318,14 @@ impl Walk {
             return;
         }
         let line = cells.join(" | ");
+        self.written += line.len();
         if self.tables.len() > 1 {
             // A table inside a cell: its rows join that cell.
             let outer = self.tables.len() - 2;
             if let Some(cell) = self.tables[outer].cells.last_mut() {
+                if !cell.is_empty() && !cell.ends_with(' ') {
+                    cell.push(' ');
+                }
                 cell.push_str(&line);
                 cell.push_str("; ");
             }
@@ -260,8 +338,10 @@ impl Walk {
     fn flush(&mut self) {
         let body = self.text.trim();
         if !body.is_empty() {
+            let heading_path: Vec<String> = self.path.iter().map(|(_, h)| h.clone()).collect();
+            self.written += heading_path.iter().map(String::len).sum::<usize>();
             self.out.sections.push(Section {
-                heading_path: self.path.iter().map(|(_, h)| h.clone()).collect(),
+                heading_path,
                 text: body.to_string(),
             });
         }
@@ -273,68 +353,68 @@ impl Walk {
 fn body_sections(xml: &str, styles: &HashMap<String, usize>) -> Result<Extracted, String> {
     let mut reader = Reader::from_str(xml);
     let mut walk = Walk::default();
-    // Inside `mc:Fallback`: the same content again, for older readers.
-    let mut fallback = 0usize;
+    // Depth inside elements whose content is skipped (`SKIPPED`).
+    let mut skipped = 0usize;
     loop {
         let event = reader
             .read_event()
             .map_err(|e| format!("word/document.xml: {e}"))?;
         match &event {
-            Event::Start(e) if e.local_name().as_ref() == "Fallback" => fallback += 1,
-            Event::End(e) if e.local_name().as_ref() == "Fallback" => {
-                fallback = fallback.saturating_sub(1);
+            Event::Start(e) if SKIPPED.contains(&e.local_name().as_ref()) => skipped += 1,
+            Event::End(e) if SKIPPED.contains(&e.local_name().as_ref()) => {
+                skipped = skipped.saturating_sub(1);
                 continue;
             }
             _ => {}
         }
-        if fallback > 0 && !matches!(event, Event::Eof) {
+        if skipped > 0 && !matches!(event, Event::Eof) {
             continue;
         }
         match event {
             Event::Start(e) => start(&mut walk, &e, styles, false),
             Event::Empty(e) => start(&mut walk, &e, styles, true),
-            Event::Text(t) if walk.in_text => walk.paragraph.push_str(&t),
-            Event::GeneralRef(r) if walk.in_text => walk.paragraph.push_str(&entity(&r)),
-            Event::End(e) => match e.local_name().as_ref() {
-                "t" => walk.in_text = false,
-                "p" => walk.end_paragraph(),
-                "tc" => {
-                    if let Some(table) = walk.tables.last_mut() {
-                        table.end_cell();
-                    }
-                }
-                "tr" => walk.end_row(),
-                "tbl" => {
-                    walk.tables.pop();
-                }
-                _ => {}
-            },
+            Event::Text(t) if walk.in_text => walk.push_text(&t),
+            Event::GeneralRef(r) if walk.in_text => walk.push_text(&entity(&r)),
+            Event::End(e) => end(&mut walk, e.local_name().as_ref()),
             Event::Eof => break,
             _ => {}
+        }
+        if walk.written > MAX_TEXT_BYTES {
+            return Err(format!(
+                "the document's text passes {} MB",
+                MAX_TEXT_BYTES / (1024 * 1024)
+            ));
         }
     }
     walk.flush();
     Ok(walk.out)
 }
 
+/// An element closes in word/document.xml.
+fn end(walk: &mut Walk, name: &str) {
+    match name {
+        "t" => walk.in_text = false,
+        "p" => walk.end_paragraph(),
+        "tc" => {
+            if let Some(table) = walk.tables.last_mut() {
+                table.end_cell();
+            }
+        }
+        "tr" => walk.end_row(),
+        "tbl" => {
+            walk.tables.pop();
+        }
+        _ => {}
+    }
+}
+
 /// An element opens (or stands alone, `empty`) in word/document.xml.
 fn start(walk: &mut Walk, e: &BytesStart<'_>, styles: &HashMap<String, usize>, empty: bool) {
-    match e.local_name().as_ref() {
+    let name = e.local_name();
+    let name = name.as_ref();
+    match name {
+        "p" if !empty => walk.paragraphs.push(Paragraph::default()),
         "t" if !empty => walk.in_text = true,
-        "tab" => walk.paragraph.push(' '),
-        "br" | "cr" => walk.paragraph.push(' '),
-        "pStyle" => {
-            if let Some(level) = attribute(e, "val").and_then(|id| styles.get(&id).copied()) {
-                walk.level = Some(level);
-            }
-        }
-        "outlineLvl" => {
-            let level = attribute(e, "val").and_then(|v| v.parse::<usize>().ok());
-            if let Some(level) = level.filter(|l| *l < 9) {
-                walk.level = Some(level + 1);
-            }
-        }
-        "numPr" => walk.listed = true,
         "tbl" if !empty => walk.tables.push(Table::default()),
         "tc" if !empty => {
             if let Some(table) = walk.tables.last_mut() {
@@ -353,6 +433,39 @@ fn start(walk: &mut Walk, e: &BytesStart<'_>, styles: &HashMap<String, usize>, e
                 table.continues = !restart;
             }
         }
+        _ => {
+            if let Some(paragraph) = walk.paragraphs.last_mut() {
+                paragraph_part(paragraph, name, e, styles);
+            }
+        }
+    }
+}
+
+/// What an element inside a paragraph adds to it: spacing, its style's heading level, its
+/// list membership.
+fn paragraph_part(
+    p: &mut Paragraph,
+    name: &str,
+    e: &BytesStart<'_>,
+    styles: &HashMap<String, usize>,
+) {
+    match name {
+        "tab" | "br" | "cr" => p.text.push(' '),
+        "noBreakHyphen" => p.text.push('-'),
+        "pStyle" => {
+            if let Some(level) = attribute(e, "val").and_then(|id| styles.get(&id).copied()) {
+                p.level = Some(level);
+            }
+        }
+        "outlineLvl" => {
+            let level = attribute(e, "val").and_then(|v| v.parse::<usize>().ok());
+            if let Some(level) = level.filter(|l| *l < 9) {
+                p.level = Some(level + 1);
+            }
+        }
+        "numPr" => p.listed = true,
+        // Numbering 0 is "none": a paragraph taken out of a list.
+        "numId" if attribute(e, "val").as_deref() == Some("0") => p.listed = false,
         _ => {}
     }
 }
@@ -469,6 +582,46 @@ mod tests {
             .map(|(h, t)| (h.to_string(), t.to_string()))
             .collect();
         assert_eq!(sections, expected);
+    }
+
+    #[test]
+    fn text_boxes_tracked_changes_and_odd_characters_read_as_word_shows_them() {
+        let body = [
+            // A text box inside a paragraph: its own paragraph, the outer one kept whole.
+            r#"<w:p><w:r><w:t>Before </w:t></w:r><w:r><w:txbxContent><w:p><w:r><w:t>Boxed</w:t></w:r></w:p></w:txbxContent></w:r><w:r><w:t>after</w:t></w:r></w:p>"#,
+            // Once a heading, now plain text: the tracked former style is not read.
+            r#"<w:p><w:pPr><w:pStyle w:val="Body"/><w:pPrChange><w:pPr><w:pStyle w:val="H1"/></w:pPr></w:pPrChange></w:pPr><w:r><w:t>Was a heading</w:t></w:r></w:p>"#,
+            "<w:p><w:r><w:t>e</w:t><w:noBreakHyphen/><w:t>mail\u{0}</w:t></w:r></w:p>",
+            r#"<w:p><w:pPr><w:numPr><w:numId w:val="0"/></w:numPr></w:pPr><w:r><w:t>Not listed</w:t></w:r></w:p>"#,
+        ]
+        .concat();
+        let document = format!(r#"<w:document xmlns:w="w"><w:body>{body}</w:body></w:document>"#);
+        let file = docx(&[
+            ("word/document.xml", &document),
+            ("word/styles.xml", STYLES),
+        ]);
+        let kind = crate::ingest::documents::Kind::Docx;
+        let extracted = crate::ingest::documents::extract(kind, &file).unwrap();
+        assert_eq!(extracted.sections.len(), 1, "{extracted:?}");
+        assert!(extracted.sections[0].heading_path.is_empty());
+        assert_eq!(
+            extracted.sections[0].text,
+            "Boxed\nBefore after\nWas a heading\ne-mail\nNot listed"
+        );
+    }
+
+    #[test]
+    fn text_copied_past_the_cap_is_refused_not_held() {
+        // One 1 MB cell merged down 40 rows would be 40 MB of text.
+        let big = "x".repeat(1024 * 1024);
+        let first = format!(
+            r#"<w:tr><w:tc><w:tcPr><w:vMerge w:val="restart"/></w:tcPr><w:p><w:r><w:t>{big}</w:t></w:r></w:p></w:tc></w:tr>"#
+        );
+        let more = r#"<w:tr><w:tc><w:tcPr><w:vMerge/></w:tcPr><w:p/></w:tc></w:tr>"#.repeat(40);
+        let document =
+            format!("<w:document><w:body><w:tbl>{first}{more}</w:tbl></w:body></w:document>");
+        let reason = extract_docx(&docx(&[("word/document.xml", &document)])).unwrap_err();
+        assert!(reason.contains("text passes 32 MB"), "{reason}");
     }
 
     #[test]

@@ -8,9 +8,10 @@
 //! origin it was issued to. Tokens verify on every node sharing the store and outlive a
 //! restart until they expire; the widget asks for a new one on a 401. Rotating the
 //! secret (`docent keys rotate-session-secret`, `POST /v1/widget/session-secret/rotate`)
-//! signs new tokens with a fresh one while the old one verifies until the overlap ends. The visitor is the id
-//! derived from a key only the visitor's browser holds (`visitor_id`), so the ids docent
-//! shows in leads and webhooks cannot be made into sessions.
+//! signs new tokens with a fresh one while the old one verifies until the overlap ends.
+//! The visitor is the id derived from a key only the visitor's browser holds
+//! (`visitor_id`), so the ids docent shows in leads and webhooks cannot be made into
+//! sessions.
 
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1134,16 +1134,22 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
     // prefer (the default) takes TLS when offered; disable never does.
     encrypted("sslmode=require");
     encrypted("");
+    let message = refused("sslmode=verify");
+    assert!(message.contains("sslmode must be one of"), "{message}");
+    // Last on this front: a plain store's pool may still open a connection after it is
+    // dropped, which would count against a later case.
     let (tls, plain) = case("sslmode=disable").unwrap();
     assert!(
         tls == 0 && plain >= 1,
         "disable: {tls} with TLS, {plain} without"
     );
-    let message = refused("sslmode=verify");
-    assert!(message.contains("sslmode must be one of"), "{message}");
 
-    // A node: its pool and its notice listener both through TLS, verified.
-    *seen.lock().unwrap() = (0, 0);
+    // A node, through a front of its own: its pool and its notice listener both through
+    // TLS, verified.
+    let node_dir = tempfile::tempdir().unwrap();
+    let (node_front, seen) = tls_front(port, tls_material(node_dir.path()));
+    let url = url.replace(&format!(":{front}/"), &format!(":{node_front}/"));
+    let ca = format!("sslrootcert={}", node_dir.path().join("ca.pem").display());
     let data = tempfile::tempdir().unwrap();
     let verified = format!("{url}?sslmode=verify-ca&{ca}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_docent"));

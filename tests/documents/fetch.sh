@@ -14,6 +14,8 @@ DOCUMENTS=(
     "previsat 3.5.1.7+dfsg1-5 e671af449bb7c3add1878c5d39b4b35ebd3a1f13d420c546f0ff7117b66cfba6 ./usr/share/Astropedia/PreviSat/doc/PreviSat_en.docx previsat-manual.docx"
 )
 
+# Only what the list names: a file dropped from it would otherwise stay a page.
+rm -rf "$out"
 mkdir -p "$cache" "$out"
 for entry in "${DOCUMENTS[@]}"; do
     read -r package version sha256 inside name <<<"$entry"
