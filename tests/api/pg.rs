@@ -1067,36 +1067,42 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
         .unwrap()
         .parse()
         .unwrap();
-    let (front, seen) = tls_front(port, tls_material(dir.path()));
-    let url = url.replace(&format!(":{port}/"), &format!(":{front}/"));
+    let certified = tls_material(dir.path());
     let ca = format!("sslrootcert={}", dir.path().join("ca.pem").display());
     let other = format!("sslrootcert={}", dir.path().join("other-ca.pem").display());
-    // (encrypted, plain) sessions that reached the server while a store was opened, used
-    // to write, and dropped; or the error that refused it.
-    let case = |query: &str| -> Result<(u32, u32), String> {
-        *seen.lock().unwrap() = (0, 0);
+    // A store opened at `host` through a front of its own (a dropped store's pool may
+    // still open a connection afterwards, which must not count against the next case),
+    // used to write, and dropped: whether that worked or the error that refused it, and
+    // the (encrypted, plain) sessions that reached the server meanwhile.
+    let case_at = |host: &str, query: &str| -> (Result<(), String>, (u32, u32)) {
+        let (front, seen) = tls_front(port, certified.clone());
+        let url = url.replace(&format!("@127.0.0.1:{port}/"), &format!("@{host}:{front}/"));
         let url = if query.is_empty() {
-            url.clone()
+            url
         } else {
             format!("{url}?{query}")
         };
-        let store = PgStore::open(&url, None).map_err(|e| format!("{e:#}"))?;
-        store.put_key(&key("key_tls", KeyScope::Admin)).unwrap();
-        drop(store);
-        Ok(*seen.lock().unwrap())
+        let opened = PgStore::open(&url, None).map_err(|e| format!("{e:#}"));
+        let result = opened.map(|store| {
+            store.put_key(&key("key_tls", KeyScope::Admin)).unwrap();
+            drop(store);
+        });
+        let counts = *seen.lock().unwrap();
+        (result, counts)
     };
+    let case = |query: &str| case_at("127.0.0.1", query);
     let encrypted = |query: &str| {
-        let (tls, plain) = case(query).unwrap_or_else(|e| panic!("{query}: {e}"));
+        let (result, (tls, plain)) = case(query);
+        result.unwrap_or_else(|e| panic!("{query}: {e}"));
         assert!(
             tls >= 1 && plain == 0,
             "{query}: {tls} with TLS, {plain} without"
         );
     };
     let refused = |query: &str| {
-        let message = case(query)
-            .err()
-            .unwrap_or_else(|| panic!("{query} connected"));
-        assert_eq!(seen.lock().unwrap().1, 0, "{query}: no plain fallback");
+        let (result, (_, plain)) = case(query);
+        let message = result.err().unwrap_or_else(|| panic!("{query} connected"));
+        assert_eq!(plain, 0, "{query}: no plain fallback");
         message
     };
 
@@ -1108,13 +1114,9 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
         message.contains("cannot connect") && message.contains("not valid for name"),
         "{message}"
     );
-    let by_name = url.replace("@127.0.0.1:", "@localhost:");
-    *seen.lock().unwrap() = (0, 0);
-    let query = format!("{by_name}?sslmode=verify-full&{ca}");
-    let store = PgStore::open(&query, None).unwrap_or_else(|e| panic!("{query}: {e:#}"));
-    store.put_key(&key("key_tls", KeyScope::Admin)).unwrap();
-    drop(store);
-    let (tls, plain) = *seen.lock().unwrap();
+    let query = format!("sslmode=verify-full&{ca}");
+    let (result, (tls, plain)) = case_at("localhost", &query);
+    result.unwrap_or_else(|e| panic!("verify-full by name: {e}"));
     assert!(
         tls >= 1 && plain == 0,
         "verify-full by name: {tls} TLS, {plain} plain"
@@ -1136,9 +1138,8 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
     encrypted("");
     let message = refused("sslmode=verify");
     assert!(message.contains("sslmode must be one of"), "{message}");
-    // Last on this front: a plain store's pool may still open a connection after it is
-    // dropped, which would count against a later case.
-    let (tls, plain) = case("sslmode=disable").unwrap();
+    let (result, (tls, plain)) = case("sslmode=disable");
+    result.unwrap();
     assert!(
         tls == 0 && plain >= 1,
         "disable: {tls} with TLS, {plain} without"
@@ -1146,10 +1147,8 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
 
     // A node, through a front of its own: its pool and its notice listener both through
     // TLS, verified.
-    let node_dir = tempfile::tempdir().unwrap();
-    let (node_front, seen) = tls_front(port, tls_material(node_dir.path()));
-    let url = url.replace(&format!(":{front}/"), &format!(":{node_front}/"));
-    let ca = format!("sslrootcert={}", node_dir.path().join("ca.pem").display());
+    let (node_front, seen) = tls_front(port, certified.clone());
+    let url = url.replace(&format!(":{port}/"), &format!(":{node_front}/"));
     let data = tempfile::tempdir().unwrap();
     let verified = format!("{url}?sslmode=verify-ca&{ca}");
     let mut command = Command::new(env!("CARGO_BIN_EXE_docent"));
