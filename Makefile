@@ -27,7 +27,7 @@ endif
 BUILD_ENV := $(GGML_ENV) CARGO_TARGET_DIR=$(TARGET_DIR)
 BIN := $(TARGET_DIR)/release/docent
 
-.PHONY: all deps models models-test build run test bench lint install
+.PHONY: all deps models models-test build run test bench lint install compare-pdf-readers
 
 # Debian packages the build and the tests need, checked before anything compiles:
 # installed with apt-get when root, otherwise the exact sudo line to run, and a stop.
@@ -110,7 +110,7 @@ $(ENGINE_EMBEDDER): tests/engine/minilm_gguf.py tests/engine/sdist.sh $(PYENV)/.
 	$(PYENV)/bin/python tests/engine/minilm_gguf.py $(MODELS_DIR)/all-MiniLM-L6-v2 $@ \
 		"$$(tests/engine/sdist.sh "$(MODEL_CACHE)")"
 
-# Real documents (DOCX) from Debian packages, pinned by version and sha256, for the
+# Real documents (DOCX, PDF) from Debian packages, pinned by version and sha256, for the
 # document-ingest tests; the packages are cached beside the model wheels.
 DOCUMENTS := target/documents/.fetched
 $(DOCUMENTS): tests/documents/fetch.sh | deps
@@ -155,6 +155,10 @@ lint: deps $(TARGET_DIR)/.ggml-flags
 # build, into target/portable) is the reference for the host-CPU llama.cpp flags; redb is
 # the reference for the PostgreSQL store (run on the test venv's PostgreSQL wheel, which
 # `docent bench` finds in target/pyenv).
+# The PDF reader comparison behind the choice of pdf_oxide (README "Choosing the PDF reader").
+compare-pdf-readers: deps
+	tests/documents/readers/compare.sh "$(MODEL_CACHE)/debs" target/pdf-readers
+
 bench: deps models build $(LLAMA_SERVER) $(PYENV)/.installed
 	$(MAKE) build PORTABLE=1
 	$(BIN) bench --portable-bin target/portable/release/docent $(BENCH_ARGS)

@@ -46,7 +46,7 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     let result = ingest::run(store.clone(), embedding, request, &progress).await;
     progress.finish_and_clear();
     print_summary(args.json, &result?, |s| {
-        format!(
+        let mut out = format!(
             "bot {}: {} pages indexed, {} unchanged, {} skipped, {} removed; {} chunks embedded in {:.1}s",
             s.bot,
             s.pages_indexed,
@@ -55,7 +55,11 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
             s.pages_removed,
             s.chunks,
             s.seconds
-        )
+        );
+        for skipped in &s.skipped {
+            out.push_str(&format!("\n  skipped {}: {}", skipped.url, skipped.reason));
+        }
+        out
     })
 }
 

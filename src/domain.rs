@@ -612,6 +612,13 @@ impl JobState {
     }
 }
 
+/// A page or document an ingest left out, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedPage {
+    pub url: String,
+    pub reason: String,
+}
+
 /// A crawl of one source into a bot, as stored (when queued, started and finished) and as
 /// `GET /v1/jobs/{id}` shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -637,6 +644,10 @@ pub struct CrawlJob {
     #[serde(default)]
     pub urls_refused: Option<usize>,
     pub chunks: Option<usize>,
+    /// The first pages and documents the crawl skipped, each with why (a scan without a
+    /// text layer, an unreadable file, no text, a duplicate...).
+    #[serde(default)]
+    pub skipped: Vec<SkippedPage>,
     pub error: Option<String>,
     pub created: u64,
     pub finished: Option<u64>,
@@ -667,6 +678,7 @@ impl CrawlJob {
             pages_removed: None,
             urls_refused: None,
             chunks: None,
+            skipped: Vec::new(),
             error: None,
             created,
             finished: None,

@@ -13,6 +13,11 @@ use docent::{bench, commands, eval, ports};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // A child reading one untrusted document (`ingest::isolate`) does only that.
+    if let Some(code) = docent::ingest::isolate::child_main() {
+        return code;
+    }
+    docent::ingest::isolate::enable_children();
     // Everything docent writes (the database, keys, eval scratch data) is its owner's
     // alone: files 0600, folders 0700.
     #[cfg(unix)]

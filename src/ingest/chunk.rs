@@ -2,7 +2,8 @@
 //!
 //! Small neighbouring sections are packed together up to the token budget; a long section is
 //! cut into overlapping windows that end at sentence or word boundaries. Chunks never cross
-//! page boundaries because each call sees one page.
+//! page boundaries because each call sees one page, nor a document's pages (sections with
+//! different anchors), so each chunk cites the page it comes from.
 
 use super::extract::Section;
 
@@ -27,6 +28,8 @@ impl Default for ChunkSpec {
 pub struct TextChunk {
     pub heading_path: Vec<String>,
     pub text: String,
+    /// The anchor of the section it starts in (`page=3`).
+    pub anchor: Option<String>,
 }
 
 /// Splits a page's sections into chunks. `token_spans` gives the byte span of each token.
@@ -55,12 +58,15 @@ pub fn chunk_sections(
                 chunks.push(TextChunk {
                     heading_path: section.heading_path.clone(),
                     text: window,
+                    anchor: section.anchor.clone(),
                 });
             }
             continue;
         }
         match open.as_mut() {
-            Some((chunk, used)) if *used + n_tokens <= spec.max_tokens => {
+            Some((chunk, used))
+                if *used + n_tokens <= spec.max_tokens && chunk.anchor == section.anchor =>
+            {
                 // Packing a later section: keep its own heading visible inside the text.
                 chunk.text.push_str("\n\n");
                 if section.heading_path != chunk.heading_path
@@ -78,6 +84,7 @@ pub fn chunk_sections(
                     TextChunk {
                         heading_path: section.heading_path.clone(),
                         text: text.to_string(),
+                        anchor: section.anchor.clone(),
                     },
                     n_tokens,
                 ));
@@ -133,6 +140,7 @@ mod tests {
         Section {
             heading_path: path.iter().map(|s| s.to_string()).collect(),
             text: text.to_string(),
+            anchor: None,
         }
     }
 
@@ -151,8 +159,31 @@ mod tests {
             chunks,
             vec![TextChunk {
                 heading_path: vec!["A".into()],
-                text: "one two\n\nB\nthree four".into()
+                text: "one two\n\nB\nthree four".into(),
+                anchor: None,
             }]
+        );
+    }
+
+    #[test]
+    fn a_documents_pages_are_never_packed_together() {
+        let on_page = |n: u32, text: &str| Section {
+            anchor: Some(format!("page={n}")),
+            ..section(&["A"], text)
+        };
+        let sections = vec![on_page(1, "one"), on_page(1, "two"), on_page(2, "three")];
+        let spec = ChunkSpec {
+            max_tokens: 10,
+            overlap_tokens: 2,
+        };
+        let chunks = chunk_sections(&sections, &word_spans, spec);
+        let got: Vec<(&str, Option<&str>)> = chunks
+            .iter()
+            .map(|c| (c.text.as_str(), c.anchor.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("one\n\ntwo", Some("page=1")), ("three", Some("page=2"))]
         );
     }
 

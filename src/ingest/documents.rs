@@ -1,6 +1,7 @@
-//! Documents beside web pages (DOCX today): which files and responses are documents, and
+//! Documents beside web pages (DOCX and PDF): which files and responses are documents, and
 //! their extraction isolated, so one bad file is a reason recorded on that file, never a
-//! panic that takes the ingest or the server down.
+//! panic that takes the ingest or the server down (PDF readers run in a child process,
+//! `isolate`).
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
@@ -22,13 +23,18 @@ const GENERIC_TYPES: &[&str] = &[
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Docx,
+    Pdf,
 }
 
 impl Kind {
     /// The kind a file name's extension says.
     pub fn of_path(path: &std::path::Path) -> Option<Kind> {
         let ext = path.extension()?.to_str()?.to_ascii_lowercase();
-        (ext == "docx").then_some(Kind::Docx)
+        match ext.as_str() {
+            "docx" => Some(Kind::Docx),
+            "pdf" => Some(Kind::Pdf),
+            _ => None,
+        }
     }
 
     /// The kind a response is: by its media type, or by its URL's extension when the
@@ -38,10 +44,19 @@ impl Kind {
         if media.eq_ignore_ascii_case(super::docx::MEDIA_TYPE) {
             return Some(Kind::Docx);
         }
+        if media.eq_ignore_ascii_case(super::pdf::MEDIA_TYPE)
+            || media.eq_ignore_ascii_case("application/x-pdf")
+        {
+            return Some(Kind::Pdf);
+        }
         let generic =
             media.is_empty() || GENERIC_TYPES.iter().any(|g| media.eq_ignore_ascii_case(g));
-        let docx = url.path().to_ascii_lowercase().ends_with(".docx");
-        (generic && docx).then_some(Kind::Docx)
+        let path = url.path().to_ascii_lowercase();
+        match () {
+            _ if generic && path.ends_with(".docx") => Some(Kind::Docx),
+            _ if generic && path.ends_with(".pdf") => Some(Kind::Pdf),
+            _ => None,
+        }
     }
 }
 
@@ -50,6 +65,7 @@ impl Kind {
 pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, String> {
     let run = || match kind {
         Kind::Docx => super::docx::extract_docx(bytes),
+        Kind::Pdf => super::isolate::read_pdf(bytes).and_then(super::pdf::to_extracted),
     };
     let mut extracted = catch_unwind(AssertUnwindSafe(run))
         .unwrap_or_else(|_| Err("the document could not be read (its parser failed)".into()))?;
@@ -75,6 +91,21 @@ mod tests {
         let path = std::path::Path::new("a/Guide.DOCX");
         assert_eq!(Kind::of_path(path), Some(Kind::Docx));
         assert_eq!(Kind::of_path(std::path::Path::new("a/guide.doc")), None);
+        assert_eq!(
+            Kind::of_path(std::path::Path::new("b.Pdf")),
+            Some(Kind::Pdf)
+        );
+        let pdf = url::Url::parse("https://h.example/price-list.pdf").unwrap();
+        let no_ext = url::Url::parse("https://h.example/download?id=7").unwrap();
+        assert_eq!(
+            Kind::of_response("application/pdf", &no_ext),
+            Some(Kind::Pdf)
+        );
+        assert_eq!(
+            Kind::of_response("application/octet-stream", &pdf),
+            Some(Kind::Pdf)
+        );
+        assert_eq!(Kind::of_response("text/html", &pdf), None);
         let url = url::Url::parse("https://h.example/files/guide.docx?v=2").unwrap();
         let page = url::Url::parse("https://h.example/guide").unwrap();
         let media = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";

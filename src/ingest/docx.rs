@@ -343,6 +343,7 @@ impl Walk {
             self.out.sections.push(Section {
                 heading_path,
                 text: body.to_string(),
+                anchor: None,
             });
         }
         self.text.clear();

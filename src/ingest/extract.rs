@@ -19,10 +19,13 @@ pub struct Extracted {
 }
 
 /// A run of text under one heading path.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Section {
     pub heading_path: Vec<String>,
     pub text: String,
+    /// Where in the document the text is, as a URL fragment (`page=3` for a PDF's third
+    /// page): its chunks cite the page's URL with it. None for pages read whole.
+    pub anchor: Option<String>,
 }
 
 impl Extracted {
@@ -32,6 +35,10 @@ impl Extracted {
         for section in &self.sections {
             out.push('\n');
             out.push_str(&section.heading_path.join(" > "));
+            if let Some(anchor) = &section.anchor {
+                out.push_str(" #");
+                out.push_str(anchor);
+            }
             out.push('\n');
             out.push_str(&section.text);
         }
@@ -171,6 +178,7 @@ pub fn extract_markdown(markdown: &str) -> Extracted {
             out.sections.push(Section {
                 heading_path: path.iter().map(|(_, h)| h.clone()).collect(),
                 text: body.to_string(),
+                anchor: None,
             });
         }
         text.clear();
@@ -203,6 +211,7 @@ pub fn extract_text(text: &str) -> Extracted {
         sections: vec![Section {
             heading_path: Vec::new(),
             text: without_nul(text).trim().to_string(),
+            anchor: None,
         }],
         ..Extracted::default()
     }
@@ -334,6 +343,7 @@ impl Walker {
         self.sections.push(Section {
             heading_path: self.headings.iter().map(|(_, h)| h.clone()).collect(),
             text,
+            anchor: None,
         });
     }
 }
@@ -393,11 +403,13 @@ mod tests {
             vec![
                 Section {
                     heading_path: vec!["Shipping".into()],
-                    text: "Intro text here.".into()
+                    text: "Intro text here.".into(),
+                    anchor: None,
                 },
                 Section {
                     heading_path: vec!["Shipping".into(), "Express".into()],
-                    text: "Fast and costly.\n- One\n- Two".into()
+                    text: "Fast and costly.\n- One\n- Two".into(),
+                    anchor: None,
                 },
             ]
         );

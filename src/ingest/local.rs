@@ -1,4 +1,4 @@
-//! Ingest from a local folder: `.html`, `.md`, `.txt` and `.docx` files, cited under
+//! Ingest from a local folder: `.html`, `.md`, `.txt`, `.docx` and `.pdf` files, cited under
 //! `--base-url`.
 
 use std::path::{Path, PathBuf};
@@ -183,7 +183,7 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
                 .to_ascii_lowercase();
             if matches!(
                 ext.as_str(),
-                "html" | "htm" | "md" | "markdown" | "txt" | "docx"
+                "html" | "htm" | "md" | "markdown" | "txt" | "docx" | "pdf"
             ) {
                 out.push(path);
             }

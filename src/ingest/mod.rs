@@ -10,8 +10,11 @@ pub mod documents;
 pub mod docx;
 pub mod extract;
 pub mod fetch;
+pub mod isolate;
 pub mod local;
 pub mod pages;
+pub mod pdf;
+mod pdf_read;
 mod reindex;
 pub mod ssrf;
 
@@ -25,7 +28,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use url::Url;
 
-use crate::domain::{Bot, BotId, Chunk, Page};
+use crate::domain::{Bot, BotId, Chunk, Page, SkippedPage};
 use crate::embed::{Embedding, minilm_id};
 use crate::ports::{ContentStore, IngestCommit};
 use chunk::{ChunkSpec, TextChunk};
@@ -176,7 +179,12 @@ pub struct IngestSummary {
     /// Chunks embedded by this run (unchanged pages keep theirs).
     pub chunks: usize,
     pub seconds: f64,
+    /// The first `MAX_SKIPPED_LISTED` skipped pages and documents, each with why.
+    pub skipped: Vec<SkippedPage>,
 }
+
+/// Skipped pages an ingest lists by name (all of them are counted).
+pub const MAX_SKIPPED_LISTED: usize = 100;
 
 /// Bumped whenever extraction, chunking or the embedder changes what a page turns into, so
 /// the next ingest re-embeds pages whose text did not change.
@@ -365,6 +373,15 @@ async fn run_staged(
         urls_refused: report.refused,
         chunks: staged.chunks,
         seconds: 0.0,
+        skipped: report
+            .skipped
+            .iter()
+            .take(MAX_SKIPPED_LISTED)
+            .map(|(url, reason)| SkippedPage {
+                url: fetch::redact_userinfo(url),
+                reason: reason.clone(),
+            })
+            .collect(),
     };
     progress.set_message("saving");
     let commit = IngestCommit {
@@ -494,13 +511,23 @@ impl Stager<'_> {
             let spans = |text: &str| tokenizer.token_spans(text);
             let chunks = chunk::chunk_sections(&page.extracted.sections, &spans, spec)
                 .into_iter()
-                .map(|TextChunk { heading_path, text }| Chunk {
-                    bot: bot.clone(),
-                    url: page.url.clone(),
-                    title: page.extracted.title.clone(),
-                    heading_path,
-                    text,
-                })
+                .map(
+                    |TextChunk {
+                         heading_path,
+                         text,
+                         anchor,
+                     }| Chunk {
+                        bot: bot.clone(),
+                        // A document's page is cited as itself: `guide.pdf#page=3`.
+                        url: match anchor {
+                            Some(anchor) => format!("{}#{anchor}", page.url),
+                            None => page.url.clone(),
+                        },
+                        title: page.extracted.title.clone(),
+                        heading_path,
+                        text,
+                    },
+                )
                 .collect();
             let record = Page {
                 url: page.url,

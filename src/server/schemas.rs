@@ -201,12 +201,22 @@ pub struct JobView {
     /// private address).
     pub urls_refused: Option<usize>,
     pub chunks: Option<usize>,
+    /// The first 100 pages and documents the crawl skipped, each with why (`no text layer
+    /// ...` for a scanned PDF, `the document could not be read ...`, `no text`, ...).
+    pub skipped: Vec<SkippedPage>,
     pub error: Option<String>,
     pub created: u64,
     pub finished: Option<u64>,
     pub scope: Scope,
     /// Most pages the crawl indexes; null: the crawler's default (1,000).
     pub max_pages: Option<usize>,
+}
+
+/// A page or document a crawl left out.
+#[derive(Serialize, ToSchema)]
+pub struct SkippedPage {
+    pub url: String,
+    pub reason: String,
 }
 
 /// How far a crawl goes from its start URL: `path`, pages under the start URL's

@@ -93,6 +93,10 @@ pub struct Jobs {
 pub fn redacted(mut job: CrawlJob) -> CrawlJob {
     job.url = redact_userinfo(&job.url);
     job.error = job.error.as_deref().map(redact_userinfo);
+    for skipped in &mut job.skipped {
+        skipped.url = redact_userinfo(&skipped.url);
+        skipped.reason = redact_userinfo(&skipped.reason);
+    }
     job
 }
 
@@ -340,6 +344,7 @@ fn finish(record: &mut CrawlJob, result: anyhow::Result<IngestSummary>) {
             record.pages_removed = Some(summary.pages_removed);
             record.urls_refused = Some(summary.urls_refused);
             record.chunks = Some(summary.chunks);
+            record.skipped = summary.skipped;
         }
         Err(e) => {
             let error = redact_userinfo(&format!("{e:#}"));
@@ -479,6 +484,10 @@ mod tests {
             urls_refused: 3,
             chunks: 9,
             seconds: 0.5,
+            skipped: vec![crate::domain::SkippedPage {
+                url: "https://docs.example/scan.pdf".into(),
+                reason: "no text layer".into(),
+            }],
         };
         finish(&mut done, Ok(summary));
         assert_eq!(done.state, JobState::Done);
@@ -486,6 +495,7 @@ mod tests {
             (done.pages_indexed, done.urls_refused, done.chunks),
             (Some(4), Some(3), Some(9))
         );
+        assert_eq!(done.skipped[0].reason, "no text layer");
         assert!(done.finished.is_some());
         let mut failed = job();
         let error = anyhow::anyhow!("cannot fetch https://ana:secret@docs.example/a");

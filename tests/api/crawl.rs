@@ -185,7 +185,8 @@ async fn bad_start_urls_fail_clearly_and_keep_the_previous_state() {
         (site.url("loop/a"), "redirect"),
         (site.url("missing.html"), "404"),
         (site.url("big.html"), "page limit"),
-        (site.url("files/manual.pdf"), "not an HTML page"),
+        // A PDF is read as a document now: this one is no PDF at all.
+        (site.url("files/manual.pdf"), "not a readable PDF file"),
         (site.url("private/internal.html"), "robots.txt"),
         ("http://127.0.0.1:9/".to_string(), "cannot reach"),
     ];
