@@ -356,8 +356,13 @@ pub async fn crawl(
                     .context("extraction task failed")?;
                 let extracted = match extracted {
                     Ok(extracted) => extracted,
-                    Err(reason) => {
-                        report.skipped.push((final_url.to_string(), reason));
+                    // A reader out of time may do on the next crawl: the last state stays.
+                    Err(unread) if unread.transient => {
+                        report.failed.push((final_url.to_string(), unread.reason));
+                        continue;
+                    }
+                    Err(unread) => {
+                        report.skipped.push((final_url.to_string(), unread.reason));
                         continue;
                     }
                 };
@@ -453,7 +458,7 @@ pub async fn crawl(
 fn extract_body(
     document: Option<documents::Kind>,
     body: &[u8],
-) -> Result<extract::Extracted, String> {
+) -> Result<extract::Extracted, documents::Unread> {
     match document {
         Some(kind) => documents::extract(kind, body),
         // Invalid UTF-8 is replaced rather than refused: the rest of the page is still useful.

@@ -19,6 +19,24 @@ const GENERIC_TYPES: &[&str] = &[
     "application/x-zip-compressed",
 ];
 
+/// Why a document has no text. `transient` when another try may read it (the reader ran
+/// out of time or could not start): then the document's last indexed state stays.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Unread {
+    pub reason: String,
+    pub transient: bool,
+}
+
+impl Unread {
+    /// A reason that another try will not change.
+    pub fn lasting(reason: impl Into<String>) -> Unread {
+        Unread {
+            reason: reason.into(),
+            transient: false,
+        }
+    }
+}
+
 /// A kind of document docent reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -62,13 +80,17 @@ impl Kind {
 
 /// The text of a document, or the reason there is none (kept on the skipped file). A
 /// panic inside a parser is caught and becomes such a reason.
-pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, String> {
+pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, Unread> {
     let run = || match kind {
-        Kind::Docx => super::docx::extract_docx(bytes),
-        Kind::Pdf => super::isolate::read_pdf(bytes).and_then(super::pdf::to_extracted),
+        Kind::Docx => super::docx::extract_docx(bytes).map_err(Unread::lasting),
+        Kind::Pdf => super::isolate::read_pdf(bytes)
+            .and_then(|pdf| super::pdf::to_extracted(pdf).map_err(Unread::lasting)),
     };
-    let mut extracted = catch_unwind(AssertUnwindSafe(run))
-        .unwrap_or_else(|_| Err("the document could not be read (its parser failed)".into()))?;
+    let mut extracted = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|_| {
+        Err(Unread::lasting(
+            "the document could not be read (its parser failed)",
+        ))
+    })?;
     // As for pages: no NUL reaches a store (PostgreSQL's text refuses it).
     let without_nul = |text: &mut String| text.retain(|c| c != '\0');
     without_nul(&mut extracted.title);
@@ -77,7 +99,7 @@ pub fn extract(kind: Kind, bytes: &[u8]) -> Result<Extracted, String> {
         section.heading_path.iter_mut().for_each(without_nul);
     }
     if extracted.is_empty() {
-        return Err("no text in the document".into());
+        return Err(Unread::lasting("no text in the document"));
     }
     Ok(extracted)
 }
@@ -127,7 +149,9 @@ mod tests {
 
     #[test]
     fn a_file_that_is_not_a_document_is_a_reason_not_a_panic() {
-        let reason = extract(Kind::Docx, b"%PDF-1.4 not a zip").unwrap_err();
+        let reason = extract(Kind::Docx, b"%PDF-1.4 not a zip")
+            .unwrap_err()
+            .reason;
         assert!(reason.contains("not a DOCX file"), "{reason}");
         assert!(extract(Kind::Docx, &[]).is_err());
     }

@@ -75,8 +75,13 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
         let mut extracted = match document {
             Some(kind) => match documents::extract(kind, &bytes) {
                 Ok(extracted) => extracted,
-                Err(reason) => {
-                    report.skipped.push((url.to_string(), reason));
+                // A reader out of time may do next time: the file's last state stays.
+                Err(unread) if unread.transient => {
+                    report.failed.push((url.to_string(), unread.reason));
+                    continue;
+                }
+                Err(unread) => {
+                    report.skipped.push((url.to_string(), unread.reason));
                     continue;
                 }
             },

@@ -186,6 +186,14 @@ pub struct IngestSummary {
 /// Skipped pages an ingest lists by name (all of them are counted).
 pub const MAX_SKIPPED_LISTED: usize = 100;
 
+/// A skip reason as listed: at most 300 characters (a parser's error can be long).
+fn clip_reason(reason: &str) -> String {
+    match reason.char_indices().nth(300) {
+        Some((at, _)) => format!("{}…", &reason[..at]),
+        None => reason.to_string(),
+    }
+}
+
 /// Bumped whenever extraction, chunking or the embedder changes what a page turns into, so
 /// the next ingest re-embeds pages whose text did not change.
 const PIPELINE_VERSION: &str = "extract-1 chunk-200/40 minilm-l6-256";
@@ -373,13 +381,15 @@ async fn run_staged(
         urls_refused: report.refused,
         chunks: staged.chunks,
         seconds: 0.0,
+        // Those failed for now (their last state kept) are listed too, with their reason.
         skipped: report
             .skipped
             .iter()
+            .chain(&report.failed)
             .take(MAX_SKIPPED_LISTED)
             .map(|(url, reason)| SkippedPage {
                 url: fetch::redact_userinfo(url),
-                reason: reason.clone(),
+                reason: fetch::redact_userinfo(&clip_reason(reason)),
             })
             .collect(),
     };

@@ -17,6 +17,9 @@ const MIN_CHARS_PER_PAGE: usize = 16;
 /// The longest heading kept (outline titles can be whole paragraphs).
 const MAX_HEADING_CHARS: usize = 300;
 
+/// Outline entries looked for on one page; those past it head no text of their own.
+const MAX_ENTRIES_PER_PAGE: usize = 64;
+
 /// What a reader took from a PDF: its pages' text in order and its outline.
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct PdfText {
@@ -56,13 +59,20 @@ pub fn to_extracted(pdf: PdfText) -> Result<Extracted, String> {
         })
         .filter(|e| !e.title.is_empty())
         .collect();
+    let mut on_page: std::collections::BTreeMap<u32, Vec<&OutlineEntry>> = Default::default();
+    for entry in &outline {
+        let entries = on_page.entry(entry.page.unwrap_or(0)).or_default();
+        if entries.len() < MAX_ENTRIES_PER_PAGE {
+            entries.push(entry);
+        }
+    }
     let mut out = Extracted::default();
     let mut path: Vec<(usize, String)> = Vec::new();
     for (index, text) in pages.iter().enumerate() {
         let number = index as u32 + 1;
         let anchor = Some(format!("page={number}"));
         let mut rest = text.as_str();
-        for entry in outline.iter().filter(|e| e.page == Some(number)) {
+        for entry in on_page.get(&number).into_iter().flatten() {
             // The heading printed on the page starts its section (it is in the heading path,
             // not the text); not found (a bookmark's title need not be printed), the
             // page's text is all under it.
@@ -100,8 +110,13 @@ fn push(out: &mut Extracted, path: &[(usize, String)], text: &str, anchor: &Opti
 }
 
 /// Where a heading's words are in `text`, spacing, case, quote and dash styles and
-/// ligatures aside: the byte range from its first word's start to its last word's end.
+/// ligatures aside: the byte range from its first word's start to its last word's end;
+/// printed at a line's start rather than mentioned in a sentence when it is both.
 fn find_heading(text: &str, heading: &str) -> Option<(usize, usize)> {
+    find_words(text, heading, true).or_else(|| find_words(text, heading, false))
+}
+
+fn find_words(text: &str, heading: &str, line_start: bool) -> Option<(usize, usize)> {
     let words: Vec<String> = heading.split_whitespace().map(fold).collect();
     if words.is_empty() {
         return None;
@@ -119,11 +134,18 @@ fn find_heading(text: &str, heading: &str) -> Option<(usize, usize)> {
         }
         Some(end)
     };
-    let mut after_space = true;
+    let first = words[0].chars().next()?;
+    let (mut after_space, mut after_newline) = (true, true);
     text.char_indices().find_map(|(i, c)| {
-        let start = after_space && !c.is_whitespace();
+        let start = after_space && !c.is_whitespace() && (after_newline || !line_start);
         after_space = c.is_whitespace();
-        start.then(|| matches_at(i)).flatten().map(|end| (i, end))
+        after_newline = c == '\n' || (after_newline && after_space);
+        // Cheap first: the first letter, before folding whole words.
+        let plausible = start && fold(c.encode_utf8(&mut [0; 4])).starts_with(first);
+        plausible
+            .then(|| matches_at(i))
+            .flatten()
+            .map(|end| (i, end))
     })
 }
 
@@ -178,7 +200,13 @@ fn clean_page(text: &str) -> String {
             Some(head) if next_starts_lower && head.ends_with(char::is_alphabetic) => {
                 out.push_str(head);
                 // The word's second half follows directly, on this line.
-                let next = lines.next().unwrap_or_default().trim_start().to_string();
+                let next: String = lines
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start()
+                    .chars()
+                    .map(|c| if c.is_control() { ' ' } else { c })
+                    .collect();
                 let (rest_of_word, rest) =
                     next.split_at(next.find(char::is_whitespace).unwrap_or(next.len()));
                 out.push_str(rest_of_word);
@@ -285,5 +313,9 @@ mod tests {
             find_heading("De\u{fb01}nitions", "Definitions"),
             Some((0, 12))
         );
+        // Printed as a heading, not the earlier mention.
+        let page = "See Returns below.\n  Returns\nSend it back.";
+        assert_eq!(find_heading(page, "returns"), Some((21, 28)));
+        assert_eq!(find_heading("See Returns below.", "Returns"), Some((4, 11)));
     }
 }

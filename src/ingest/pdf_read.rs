@@ -11,6 +11,10 @@ use super::pdf::{OutlineEntry, PdfText};
 const MAX_OUTLINE: usize = 10_000;
 /// The deepest outline level followed.
 const MAX_DEPTH: usize = 16;
+/// The most text taken from one PDF (compressed streams can expand far past the file).
+pub const MAX_TEXT_BYTES: usize = 32 * 1024 * 1024;
+/// What pdf_oxide calls a bookmark without a title.
+const UNTITLED: &str = "(No Title)";
 
 /// The pages, outline and title of a PDF, or why it cannot be read.
 pub fn read(bytes: &[u8]) -> Result<PdfText, String> {
@@ -19,10 +23,19 @@ pub fn read(bytes: &[u8]) -> Result<PdfText, String> {
     let count = doc
         .page_count()
         .map_err(|e| format!("not a readable PDF file ({e})"))?;
-    let mut pages = Vec::with_capacity(count);
+    let mut pages = Vec::with_capacity(count.min(100_000));
+    let mut total = 0;
     for index in 0..count {
         // A page that fails alone is an empty page: the rest of the document still counts.
-        pages.push(doc.extract_text(index).unwrap_or_default());
+        let text = doc.extract_text(index).unwrap_or_default();
+        total += text.len();
+        if total > MAX_TEXT_BYTES {
+            return Err(format!(
+                "more than {} MB of text",
+                MAX_TEXT_BYTES / (1024 * 1024)
+            ));
+        }
+        pages.push(text);
     }
     let mut outline = Vec::new();
     if let Ok(Some(items)) = doc.get_outline() {
@@ -44,11 +57,13 @@ fn flatten(items: &[OutlineItem], level: usize, out: &mut Vec<OutlineEntry>) {
             Some(Destination::PageIndex(index)) => u32::try_from(index + 1).ok(),
             _ => None,
         };
-        out.push(OutlineEntry {
-            level,
-            title: item.title.clone(),
-            page,
-        });
+        if item.title != UNTITLED {
+            out.push(OutlineEntry {
+                level,
+                title: item.title.clone(),
+                page,
+            });
+        }
         flatten(&item.children, level + 1, out);
     }
 }

@@ -264,7 +264,7 @@ pub fn json_error(err: actix_web::error::JsonPayloadError) -> ApiError {
 }
 
 /// An optional JSON body (`web::Json` inside `Option` would turn a bad body into none):
-/// empty means `None`; anything else must be a JSON object that parses as `T`, within
+/// no bytes means `None`; anything else must be a JSON object that parses as `T`, within
 /// `limit` bytes (serde would also fill a struct from an array: `[null]`).
 pub fn optional_json<T: serde::de::DeserializeOwned>(
     body: &[u8],
@@ -277,7 +277,8 @@ pub fn optional_json<T: serde::de::DeserializeOwned>(
             format!("the body is {} bytes; the limit is {limit}", body.len()),
         ));
     }
-    if body.iter().all(u8::is_ascii_whitespace) {
+    // Only no body at all is none: whitespace alone is not JSON (and the spec says so).
+    if body.is_empty() {
         return Ok(None);
     }
     let value: serde_json::Value = serde_json::from_slice(body)

@@ -445,6 +445,24 @@ fn the_docent_binary_reads_pdfs_apart_and_cites_their_pages() {
 
     // A reader that crashes, eats its memory or hangs costs its file, nothing more.
     std::fs::write(folder.path().join("notes.txt"), "Opening hours: 9 to 5.").unwrap();
+    // One out of time may do next time: the indexed PDF keeps its pages meanwhile.
+    let env = [
+        ("DOCENT_FAILPOINT", "read-document"),
+        ("DOCENT_DOCUMENT_TIMEOUT", "2"),
+    ];
+    let again = docent_json(data.path(), &env, &ingest);
+    assert_eq!(
+        (&again["pages_indexed"], &again["pages_removed"]),
+        (&Value::from(1), &Value::from(0)),
+        "{again}"
+    );
+    let answer = docent_json(data.path(), &[], &ask);
+    assert!(
+        answer["sources"]
+            .to_string()
+            .contains("refund-policy.pdf#page=2"),
+        "{answer}"
+    );
     for (fault, reason) in [
         ("read-document-abort", "crashed"),
         ("read-document-oom", "ran out of memory"),
