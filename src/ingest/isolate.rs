@@ -78,9 +78,11 @@ pub fn child_main() -> Option<ExitCode> {
     }
     let read = std::thread::Builder::new()
         .stack_size(READER_STACK)
-        .spawn(move || super::pdf_read::read(&bytes))
-        .ok()?
-        .join();
+        .spawn(move || super::pdf_read::read(&bytes));
+    let Ok(read) = read else {
+        return Some(ExitCode::from(2));
+    };
+    let read = read.join();
     let Ok(result) = read else {
         return Some(ExitCode::from(101));
     };
@@ -190,17 +192,29 @@ fn in_child(exe: &Path, bytes: &[u8]) -> Result<PdfText, Unread> {
             let _ = stdin.map(|mut pipe| pipe.write_all(bytes));
         });
         let drainer = std::thread::Builder::new().spawn_scoped(scope, move || {
+            let mut pipe = stdout?;
             let mut out = Vec::new();
-            let read = stdout.map(|pipe| pipe.take(MAX_OUTPUT + 1).read_to_end(&mut out));
-            read.and_then(Result::ok).map(|_| out)
+            (&mut pipe)
+                .take(MAX_OUTPUT + 1)
+                .read_to_end(&mut out)
+                .ok()?;
+            // Past the cap the rest is drained unread, so the child ends (rather than
+            // failing on a closed pipe or blocking on a full one).
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+            Some(out)
         });
-        let status = match (&feeder, &drainer) {
-            (Ok(_), Ok(_)) => wait_until(&mut child, Instant::now() + limit),
-            _ => wait_until(&mut child, Instant::now()),
-        };
+        if feeder.is_err() || drainer.is_err() {
+            let _ = wait_until(&mut child, Instant::now());
+            return (Err(failed("no reader thread", true)), None);
+        }
+        let status = wait_until(&mut child, Instant::now() + limit);
         let output = drainer.ok().and_then(|d| d.join().ok()).flatten();
-        (status, output)
+        (Ok(status), output)
     });
+    let status = status?;
+    if output.as_ref().is_some_and(|o| o.len() as u64 > MAX_OUTPUT) {
+        return Err(failed("too much text", false));
+    }
     match status {
         None => Err(failed(
             &format!("reading took longer than {} s", limit.as_secs()),
@@ -209,9 +223,6 @@ fn in_child(exe: &Path, bytes: &[u8]) -> Result<PdfText, Unread> {
         Some(status) if !status.success() => Err(describe(status)),
         Some(_) => {
             let output = output.ok_or_else(|| failed("no output", true))?;
-            if output.len() as u64 > MAX_OUTPUT {
-                return Err(failed("too much text", false));
-            }
             serde_json::from_slice::<Result<PdfText, String>>(&output)
                 .map_err(|_| failed("unreadable output", false))?
                 .map_err(|reason| Unread {

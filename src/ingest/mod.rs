@@ -188,7 +188,7 @@ pub const MAX_SKIPPED_LISTED: usize = 100;
 
 /// A skip reason as listed: at most 300 characters (a parser's error can be long).
 fn clip_reason(reason: &str) -> String {
-    match reason.char_indices().nth(300) {
+    match reason.char_indices().nth(299) {
         Some((at, _)) => format!("{}…", &reason[..at]),
         None => reason.to_string(),
     }
@@ -389,7 +389,7 @@ async fn run_staged(
             .take(MAX_SKIPPED_LISTED)
             .map(|(url, reason)| SkippedPage {
                 url: fetch::redact_userinfo(url),
-                reason: fetch::redact_userinfo(&clip_reason(reason)),
+                reason: clip_reason(&fetch::redact_userinfo(reason)),
             })
             .collect(),
     };

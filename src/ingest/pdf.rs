@@ -17,7 +17,7 @@ const MIN_CHARS_PER_PAGE: usize = 16;
 /// The longest heading kept (outline titles can be whole paragraphs).
 const MAX_HEADING_CHARS: usize = 300;
 
-/// Outline entries looked for on one page; those past it head no text of their own.
+/// Outline entries looked for in one page's text; those past it start at the page's end.
 const MAX_ENTRIES_PER_PAGE: usize = 64;
 
 /// What a reader took from a PDF: its pages' text in order and its outline.
@@ -61,10 +61,10 @@ pub fn to_extracted(pdf: PdfText) -> Result<Extracted, String> {
         .collect();
     let mut on_page: std::collections::BTreeMap<u32, Vec<&OutlineEntry>> = Default::default();
     for entry in &outline {
-        let entries = on_page.entry(entry.page.unwrap_or(0)).or_default();
-        if entries.len() < MAX_ENTRIES_PER_PAGE {
-            entries.push(entry);
-        }
+        on_page
+            .entry(entry.page.unwrap_or(0))
+            .or_default()
+            .push(entry);
     }
     let mut out = Extracted::default();
     let mut path: Vec<(usize, String)> = Vec::new();
@@ -72,11 +72,14 @@ pub fn to_extracted(pdf: PdfText) -> Result<Extracted, String> {
         let number = index as u32 + 1;
         let anchor = Some(format!("page={number}"));
         let mut rest = text.as_str();
-        for entry in on_page.get(&number).into_iter().flatten() {
+        for (nth, entry) in on_page.get(&number).into_iter().flatten().enumerate() {
             // The heading printed on the page starts its section (it is in the heading path,
             // not the text); not found (a bookmark's title need not be printed), the
             // page's text is all under it.
-            let (start, end) = find_heading(rest, &entry.title).unwrap_or((0, 0));
+            let found = (nth < MAX_ENTRIES_PER_PAGE)
+                .then(|| find_heading(rest, &entry.title))
+                .flatten();
+            let (start, end) = found.unwrap_or((0, 0));
             push(&mut out, &path, &rest[..start], &anchor);
             rest = &rest[end..];
             path.retain(|(level, _)| *level < entry.level);
@@ -111,7 +114,8 @@ fn push(out: &mut Extracted, path: &[(usize, String)], text: &str, anchor: &Opti
 
 /// Where a heading's words are in `text`, spacing, case, quote and dash styles and
 /// ligatures aside: the byte range from its first word's start to its last word's end;
-/// printed at a line's start rather than mentioned in a sentence when it is both.
+/// printed as a line of its own (after a section number, if any: `4.2 Refunds`) rather
+/// than mentioned in a sentence when it is both.
 fn find_heading(text: &str, heading: &str) -> Option<(usize, usize)> {
     find_words(text, heading, true).or_else(|| find_words(text, heading, false))
 }
@@ -135,18 +139,31 @@ fn find_words(text: &str, heading: &str, line_start: bool) -> Option<(usize, usi
         Some(end)
     };
     let first = words[0].chars().next()?;
-    let (mut after_space, mut after_newline) = (true, true);
+    let (mut after_space, mut line) = (true, 0);
     text.char_indices().find_map(|(i, c)| {
-        let start = after_space && !c.is_whitespace() && (after_newline || !line_start);
+        let at_line_start = || text[line..i].split_whitespace().all(is_section_number);
+        let start = after_space && !c.is_whitespace() && (!line_start || at_line_start());
         after_space = c.is_whitespace();
-        after_newline = c == '\n' || (after_newline && after_space);
+        if c == '\n' {
+            line = i + 1;
+        }
         // Cheap first: the first letter, before folding whole words.
         let plausible = start && fold(c.encode_utf8(&mut [0; 4])).starts_with(first);
-        plausible
-            .then(|| matches_at(i))
-            .flatten()
-            .map(|end| (i, end))
+        let end = plausible.then(|| matches_at(i)).flatten()?;
+        // A printed heading is its line, number aside.
+        let line_rest = text[end..].split('\n').next().unwrap_or("");
+        (!line_start || line_rest.trim().is_empty()).then_some((i, end))
     })
+}
+
+/// `4`, `4.2`, `4.2.`, `IV.`: what numbers a heading in print.
+fn is_section_number(word: &str) -> bool {
+    let word = word.trim_end_matches(['.', ')']);
+    !word.is_empty()
+        && (word
+            .split('.')
+            .all(|part| part.bytes().all(|b| b.is_ascii_digit()) && !part.is_empty())
+            || word.bytes().all(|b| b"IVXivx".contains(&b)))
 }
 
 /// A word as headings are compared: lowercase, typographic quotes and dashes plain,
@@ -317,5 +334,9 @@ mod tests {
         let page = "See Returns below.\n  Returns\nSend it back.";
         assert_eq!(find_heading(page, "returns"), Some((21, 28)));
         assert_eq!(find_heading("See Returns below.", "Returns"), Some((4, 11)));
+        let numbered = "Refunds are quick.\n3.1 Refunds\nWithin 30 days.";
+        assert_eq!(find_heading(numbered, "Refunds"), Some((23, 30)));
+        let roman = "II. Returns\nReturns are free.";
+        assert_eq!(find_heading(roman, "Returns"), Some((4, 11)));
     }
 }

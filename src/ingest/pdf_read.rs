@@ -27,7 +27,13 @@ pub fn read(bytes: &[u8]) -> Result<PdfText, String> {
     let mut total = 0;
     for index in 0..count {
         // A page that fails alone is an empty page: the rest of the document still counts.
-        let text = doc.extract_text(index).unwrap_or_default();
+        // Control characters cost six bytes each in JSON: dropped here, as later anyway.
+        let text: String = doc
+            .extract_text(index)
+            .unwrap_or_default()
+            .chars()
+            .map(|c| if c.is_control() && c != '\n' { ' ' } else { c })
+            .collect();
         total += text.len();
         if total > MAX_TEXT_BYTES {
             return Err(format!(
@@ -60,7 +66,7 @@ fn flatten(items: &[OutlineItem], level: usize, out: &mut Vec<OutlineEntry>) {
         if item.title != UNTITLED {
             out.push(OutlineEntry {
                 level,
-                title: item.title.clone(),
+                title: clip(&item.title),
                 page,
             });
         }
@@ -76,9 +82,20 @@ fn title(doc: &PdfDocument) -> Option<String> {
         other => other.clone(),
     };
     match info.as_dict()?.get("Title")? {
-        Object::String(bytes) => Some(decode_text_string(bytes)).filter(|t| !t.trim().is_empty()),
+        Object::String(bytes) => {
+            Some(clip(&decode_text_string(bytes))).filter(|t| !t.trim().is_empty())
+        }
         _ => None,
     }
+}
+
+/// A title as handed over: at most 300 characters, no control characters.
+fn clip(title: &str) -> String {
+    title
+        .chars()
+        .take(300)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// A PDF text string: UTF-16BE after a byte-order mark, UTF-8 after its mark, else
