@@ -223,6 +223,14 @@ pub async fn crawl(
     // URLs already in `report.pages`, and pages waiting on their canonical URL.
     let mut emitted: HashSet<String> = HashSet::new();
     let mut deferred: Vec<(String, CrawledPage)> = Vec::new();
+    // Bodies the last crawl kept, by the page that had them: a copy of one waits until the
+    // end, so which of two equal pages is kept does not depend on which answers first (the
+    // kept one may well be an unchanged page whose 304 comes later).
+    let known_bodies: HashMap<&str, &str> = known
+        .iter()
+        .map(|(url, k)| (k.body_hash.as_str(), url.as_str()))
+        .collect();
+    let mut copies: Vec<CrawledPage> = Vec::new();
     let mut in_flight: JoinSet<(Url, usize, Outcome)> = JoinSet::new();
     let mut fetches = 0usize;
     let mut first = true;
@@ -421,6 +429,13 @@ pub async fn crawl(
                     }
                     continue;
                 }
+                let copy = known_bodies
+                    .get(page.body_hash.as_str())
+                    .is_some_and(|kept| *kept != page.url);
+                if copy && !bodies.contains(&page.body_hash) && copies.len() < MAX_DEFERRED {
+                    copies.push(page);
+                    continue;
+                }
                 if !emitted.insert(page.url.clone()) {
                     continue;
                 }
@@ -435,6 +450,16 @@ pub async fn crawl(
     }
     // Done: what was in sight is what was fetched.
     progress.set_total(fetches as u64);
+    for page in copies {
+        if !emitted.insert(page.url.clone()) {
+            continue;
+        }
+        if !bodies.insert(page.body_hash.clone()) {
+            report.skipped.push((page.url, "duplicate content".into()));
+        } else {
+            send_page(&mut report, &pages, page, options.max_pages).await?;
+        }
+    }
     let not_modified: HashSet<String> = report.not_modified.iter().cloned().collect();
     for (canonical, page) in deferred {
         let canonical_kept = emitted.contains(&canonical) || not_modified.contains(&canonical);
