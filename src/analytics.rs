@@ -1,6 +1,6 @@
 //! Per-bot analytics over stored conversations: per-day counts and rates, latency
-//! percentiles, intents, and the unanswered questions grouped by meaning (the content an
-//! operator should add next). Used by `GET /v1/bots/{id}/analytics` and `docent analytics`.
+//! percentiles, intents, the unanswered questions grouped by meaning (the content an
+//! operator should add next), and the golden questions' last check with their regressions. Used by `GET /v1/bots/{id}/analytics` and `docent analytics`.
 
 use std::collections::BTreeMap;
 
@@ -97,6 +97,66 @@ pub struct Report {
     pub unanswered_questions: Vec<Gap>,
     /// Questions whose answers visitors rated down, grouped the same way.
     pub rated_down_questions: Vec<Gap>,
+    /// How the bot's golden questions did at their last check, and those regressed.
+    pub golden_questions: GoldenSummary,
+}
+
+/// The golden questions at their last check (after the bot's last crawl or upload).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct GoldenSummary {
+    pub total: usize,
+    pub passing: usize,
+    pub failing: usize,
+    /// Added since the last check.
+    pub unchecked: usize,
+    /// Questions that passed and fail since a later check, most recent first.
+    pub regressed: Vec<Regressed>,
+}
+
+/// A regressed golden question: what it answered when it passed, and what it answers now.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Regressed {
+    pub question_id: String,
+    pub question: String,
+    pub old_answer: String,
+    pub new_answer: String,
+    pub reason: String,
+    /// When it turned (unix s), and after which job.
+    pub since: u64,
+    pub job_id: Option<String>,
+}
+
+/// The summary of `questions`' last checks.
+pub fn golden_summary(questions: &[crate::golden::GoldenQuestion]) -> GoldenSummary {
+    let checked = |passed: bool| {
+        questions
+            .iter()
+            .filter(|q| q.last.as_ref().is_some_and(|v| v.passed == passed))
+            .count()
+    };
+    let mut regressed: Vec<Regressed> = questions
+        .iter()
+        .filter_map(|q| {
+            let r = q.regression.as_ref()?;
+            Some(Regressed {
+                question_id: q.id.clone(),
+                question: q.question.clone(),
+                old_answer: r.old_answer.clone(),
+                new_answer: r.new_answer.clone(),
+                reason: r.reason.clone(),
+                since: r.since,
+                job_id: r.job_id.clone(),
+            })
+        })
+        .collect();
+    regressed.sort_by_key(|r| std::cmp::Reverse(r.since));
+    GoldenSummary {
+        total: questions.len(),
+        passing: checked(true),
+        failing: checked(false),
+        unchecked: questions.iter().filter(|q| q.last.is_none()).count(),
+        regressed,
+    }
 }
 
 #[derive(Default)]
@@ -289,6 +349,7 @@ pub fn report(
         intents,
         unanswered_questions: group_questions(embedder, &unanswered)?,
         rated_down_questions: group_questions(embedder, &rated_down)?,
+        golden_questions: golden_summary(&store.get_bot(bot)?.settings.golden),
     })
 }
 

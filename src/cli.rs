@@ -601,8 +601,13 @@ pub struct EvalQuestionsArgs {
     #[arg(long)]
     pub bot: String,
     /// JSON list of {"question", "expected_answer_keywords": [...], "source_url"?};
-    /// empty keywords: the bot should decline
-    pub file: PathBuf,
+    /// empty keywords: the bot should decline. Without it, the bot's stored golden
+    /// questions are asked
+    pub file: Option<PathBuf>,
+    /// Store the file's questions as the bot's golden questions (replacing those it has;
+    /// an unchanged question keeps its history), which a server checks after every crawl
+    #[arg(long, requires = "file")]
+    pub save: bool,
     /// Exit with status 1 when the share of questions passed is below this (0 to 1)
     #[arg(long)]
     pub min_score: Option<f64>,

@@ -130,6 +130,9 @@ pub struct BotSettings {
     /// Quick replies a client can offer; a chosen one is sent as `intent` on `/v1/chat`.
     #[serde(default)]
     pub intents: Vec<Intent>,
+    /// The operator's golden questions, checked after every crawl (`golden`).
+    #[serde(default)]
+    pub golden: Vec<crate::golden::GoldenQuestion>,
 }
 
 /// When a bot collects leads: never, whenever a visitor types an email address or phone
@@ -612,6 +615,24 @@ impl JobState {
     }
 }
 
+/// What a job does: crawl a source, or index documents uploaded to the API.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    #[default]
+    Crawl,
+    Upload,
+}
+
+/// A document uploaded to `POST /v1/bots/{id}/documents`, kept in the store until its job
+/// has run (so any node, or this one after a restart, can run it).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UploadedFile {
+    /// The file's name as uploaded (no folders): its extension says its kind.
+    pub name: String,
+    pub bytes: Vec<u8>,
+}
+
 /// A page or document an ingest left out, and why.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SkippedPage {
@@ -657,6 +678,13 @@ pub struct CrawlJob {
     /// Most pages it indexes; `None`: the crawler's default (1,000).
     #[serde(default)]
     pub max_pages: Option<usize>,
+    /// A crawl, or an upload (whose `url` is the address its documents are cited under).
+    #[serde(default)]
+    pub kind: JobKind,
+    /// How the bot's golden questions did after this job; none when it has none (or the
+    /// job failed).
+    #[serde(default)]
+    pub golden: Option<crate::golden::GoldenRun>,
 }
 
 impl CrawlJob {
@@ -682,6 +710,16 @@ impl CrawlJob {
             error: None,
             created,
             finished: None,
+            kind: JobKind::Crawl,
+            golden: None,
+        }
+    }
+
+    /// A job just queued to index uploaded documents, cited under `base`.
+    pub fn upload(id: String, bot_id: BotId, base: &str, created: u64) -> CrawlJob {
+        CrawlJob {
+            kind: JobKind::Upload,
+            ..CrawlJob::queued(id, bot_id, &SourceSchedule::once(base.into()), created)
         }
     }
 }
@@ -712,13 +750,16 @@ pub mod event_kinds {
     pub const CONVERSATION_HANDOFF: &str = "conversation.handoff";
     pub const MESSAGE_UNANSWERED: &str = "message.unanswered";
     pub const MESSAGE_FEEDBACK: &str = "message.feedback";
+    /// A golden question that passed failed after a crawl.
+    pub const BOT_REGRESSED: &str = "bot.regressed";
     /// Every event type a webhook can subscribe to (`*` means all of them).
-    pub const TYPES: [&str; 5] = [
+    pub const TYPES: [&str; 6] = [
         CONVERSATION_STARTED,
         LEAD_CAPTURED,
         CONVERSATION_HANDOFF,
         MESSAGE_UNANSWERED,
         MESSAGE_FEEDBACK,
+        BOT_REGRESSED,
     ];
 }
 
@@ -776,7 +817,7 @@ impl Bot {
 pub const NOT_IN_SOURCES: &str = "I don't have that in my sources.";
 
 /// A source an answer cites: its number in the answer (`[n]`), page and passage.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SourceRef {
     pub index: usize,
     pub title: String,

@@ -81,6 +81,11 @@ pub fn job() -> String {
     format!("job_{}", unique(16))
 }
 
+/// `gq_…`: a golden question.
+pub fn golden() -> String {
+    format!("gq_{}", unique(16))
+}
+
 /// `ing_…` for an ingest run, `rei_…` for a reindex: what their staged chunks are kept
 /// under until the commit.
 /// `ans_…`: a curated answer.

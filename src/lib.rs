@@ -13,6 +13,7 @@ pub mod embed;
 pub mod engage;
 pub mod eval;
 pub mod events;
+pub mod golden;
 pub mod ids;
 pub mod index;
 pub mod ingest;

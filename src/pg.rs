@@ -35,7 +35,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use crate::domain::CrawlJob;
+use crate::domain::{CrawlJob, UploadedFile};
 use crate::keys::ApiKey;
 use crate::ports::{Error, JobStore, KeyStore, Result, SecretRing};
 
@@ -711,13 +711,51 @@ impl JobStore for PgStore {
         } else {
             None
         };
-        self.execute(
-            "write job",
-            "INSERT INTO jobs (id, record, node) VALUES ($1, $2, $3) \
-             ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, node = EXCLUDED.node",
-            &[&job.id.as_str(), &Json(job) as &(dyn ToSql + Sync), &node],
-        )?;
-        Ok(())
+        self.in_transaction(|txn| {
+            write_job(txn, job, node.as_deref())?;
+            if !job.state.unfinished() {
+                txn.execute("DELETE FROM uploads WHERE job = $1", &[&job.id.as_str()])
+                    .context("drop uploaded documents")?;
+            }
+            Ok(())
+        })
+    }
+
+    fn put_upload(&self, job: &CrawlJob, files: &[UploadedFile]) -> Result<()> {
+        let node = self.node()?;
+        self.in_transaction(|txn| {
+            write_job(txn, job, Some(&node))?;
+            for file in files {
+                txn.execute(
+                    "INSERT INTO uploads (job, name, bytes) VALUES ($1, $2, $3)",
+                    &[
+                        &job.id.as_str(),
+                        &file.name.as_str(),
+                        &file.bytes.as_slice(),
+                    ],
+                )
+                .context("write uploaded document")?;
+            }
+            Ok(())
+        })
+    }
+
+    fn upload_files(&self, job: &str) -> Result<Vec<UploadedFile>> {
+        self.client(|c| {
+            let rows = c
+                .query(
+                    "SELECT name, bytes FROM uploads WHERE job = $1 ORDER BY name",
+                    &[&job],
+                )
+                .context("read uploaded documents")?;
+            Ok(rows
+                .into_iter()
+                .map(|row| UploadedFile {
+                    name: row.get(0),
+                    bytes: row.get(1),
+                })
+                .collect())
+        })
     }
 
     fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {
@@ -747,6 +785,21 @@ impl JobStore for PgStore {
         adopted.sort_by_key(|j| j.created);
         Ok(adopted)
     }
+}
+
+/// Writes a job's record, owned by `node` while it is unfinished.
+fn write_job(
+    txn: &mut postgres::Transaction<'_>,
+    job: &CrawlJob,
+    node: Option<&str>,
+) -> Result<()> {
+    txn.execute(
+        "INSERT INTO jobs (id, record, node) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record, node = EXCLUDED.node",
+        &[&job.id.as_str(), &Json(job) as &(dyn ToSql + Sync), &node],
+    )
+    .context("write job")?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::accounts::{Account, Session};
-use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Feedback, Lead, Message, Page};
+use crate::domain::{
+    Bot, BotId, Chunk, Conversation, CrawlJob, Feedback, Lead, Message, Page, UploadedFile,
+};
 use crate::keys::ApiKey;
 
 mod records;
@@ -356,8 +358,15 @@ pub trait OutboxStore: Send + Sync {
 
 /// Crawl job records, so a job's state outlives the process that ran it.
 pub trait JobStore: Send + Sync {
-    /// Writes a crawl job's record.
+    /// Writes a crawl job's record. A finished upload job's documents are dropped in the
+    /// same transaction (they were kept only for the job to run).
     fn put_job(&self, job: &CrawlJob) -> Result<()>;
+
+    /// Writes a queued upload job's record and its documents, in one transaction.
+    fn put_upload(&self, job: &CrawlJob, files: &[UploadedFile]) -> Result<()>;
+
+    /// The documents an unfinished upload job indexes, by name (none once it finished).
+    fn upload_files(&self, job: &str) -> Result<Vec<UploadedFile>>;
 
     /// A job's record, if it exists.
     fn get_job(&self, id: &str) -> Result<Option<CrawlJob>>;

@@ -11,7 +11,9 @@ use std::sync::Arc;
 use anyhow::Context;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use crate::domain::{Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role};
+use crate::domain::{
+    Bot, BotId, Chunk, Conversation, CrawlJob, Lead, Message, Page, Role, UploadedFile,
+};
 use crate::ids::now_ms;
 use crate::keys::ApiKey;
 use crate::ports::{
@@ -45,6 +47,8 @@ const CONVERSATIONS_BY_USER: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("conversations_by_user");
 /// Crawl jobs started over the API, by id (`job_…`), so their state outlives a restart.
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// (job id, file name) → the bytes of a document uploaded for that job, until it finishes.
+const UPLOADS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("uploads");
 /// Secrets the node signs with, by name (`KeyStore::shared_secrets`).
 const SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("secrets");
 /// Set in `META` once the conversation indexes cover every conversation (databases made
@@ -120,6 +124,7 @@ impl Store {
                 .context("conversations table")?;
             txn.open_table(MESSAGES).context("messages table")?;
             txn.open_table(JOBS).context("jobs table")?;
+            txn.open_table(UPLOADS).context("uploads table")?;
             txn.open_table(SECRETS).context("secrets table")?;
             txn.open_table(STAGED).context("staged_chunks table")?;
             txn.open_table(ERASED).context("erased table")?;
@@ -966,9 +971,51 @@ impl JobStore for Store {
             table
                 .insert(job.id.as_str(), encode(job)?.as_slice())
                 .context("write job")?;
+            if !job.state.unfinished() {
+                let mut uploads = txn.open_table(UPLOADS).context("open uploads")?;
+                let id = job.id.as_str();
+                uploads
+                    .retain_in((id, "")..=(id, "\u{10ffff}"), |_, _| false)
+                    .context("drop uploaded documents")?;
+            }
         }
         txn.commit().context("failed to commit job")?;
         Ok(())
+    }
+
+    fn put_upload(&self, job: &CrawlJob, files: &[UploadedFile]) -> Result<()> {
+        let txn = self.db.begin_write().context("begin write")?;
+        {
+            let mut table = txn.open_table(JOBS).context("open jobs")?;
+            table
+                .insert(job.id.as_str(), encode(job)?.as_slice())
+                .context("write job")?;
+            let mut uploads = txn.open_table(UPLOADS).context("open uploads")?;
+            for file in files {
+                uploads
+                    .insert((job.id.as_str(), file.name.as_str()), file.bytes.as_slice())
+                    .context("write uploaded document")?;
+            }
+        }
+        txn.commit().context("failed to commit upload")?;
+        Ok(())
+    }
+
+    fn upload_files(&self, job: &str) -> Result<Vec<UploadedFile>> {
+        let txn = self.db.begin_read().context("begin read")?;
+        let table = txn.open_table(UPLOADS).context("open uploads")?;
+        let mut out = Vec::new();
+        for entry in table
+            .range((job, "")..=(job, "\u{10ffff}"))
+            .context("range uploads")?
+        {
+            let (key, bytes) = entry.context("read uploaded document")?;
+            out.push(UploadedFile {
+                name: key.value().1.to_string(),
+                bytes: bytes.value().to_vec(),
+            });
+        }
+        Ok(out)
     }
 
     fn get_job(&self, id: &str) -> Result<Option<CrawlJob>> {

@@ -101,7 +101,7 @@ pub struct Timings {
     pub completion_tokens: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Answer {
     pub answer: String,
     pub answered: bool,

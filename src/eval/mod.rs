@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::chat;
@@ -33,6 +32,7 @@ use crate::cli::{EvalConflictsArgs, EvalQaArgs, EvalQuestionsArgs, EvalRetrieval
 use crate::config::Config;
 use crate::domain::BotId;
 use crate::embed::Embedding;
+use crate::golden::NewQuestion;
 use crate::ingest::{self, Document, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::ports::Storage;
 use metrics::{Qrels, contains_gold, percentile, wilson_interval};
@@ -386,32 +386,44 @@ fn invented_summary(results: &[Value]) -> Value {
     })
 }
 
-/// One golden question of an operator's file.
-#[derive(Debug, Clone, Deserialize)]
-struct Golden {
-    question: String,
-    #[serde(default)]
-    expected_answer_keywords: Vec<String>,
-    source_url: Option<String>,
+/// The questions to ask: the file's (stored as the bot's first, with `--save`), or the
+/// bot's stored golden questions.
+fn golden_cases(
+    store: &dyn crate::ports::Storage,
+    bot: &BotId,
+    args: &EvalQuestionsArgs,
+) -> anyhow::Result<Vec<NewQuestion>> {
+    let Some(file) = &args.file else {
+        let stored = store.get_bot(bot)?.settings.golden;
+        anyhow::ensure!(
+            !stored.is_empty(),
+            "bot {bot} has no golden questions: give a file (and --save to keep them)"
+        );
+        return Ok(stored.iter().map(|q| q.case()).collect());
+    };
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("failed to read {}", file.display()))?;
+    let golden: Vec<NewQuestion> = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a list of {{\"question\", \"expected_answer_keywords\", \"source_url\"?}}",
+            file.display()
+        )
+    })?;
+    anyhow::ensure!(!golden.is_empty(), "{} has no questions", file.display());
+    if args.save {
+        let saved = crate::services::golden::replace(store, bot, golden.clone())?;
+        if !args.json {
+            println!("saved {} golden questions for bot {bot}", saved.len());
+        }
+    }
+    Ok(golden)
 }
 
 /// Exits non-zero (through the error) when the share passed is under `--min-score`.
 pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<bool> {
-    let text = std::fs::read_to_string(&args.file)
-        .with_context(|| format!("failed to read {}", args.file.display()))?;
-    let golden: Vec<Golden> = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a list of {{\"question\", \"expected_answer_keywords\", \"source_url\"?}}",
-            args.file.display()
-        )
-    })?;
-    anyhow::ensure!(
-        !golden.is_empty(),
-        "{} has no questions",
-        args.file.display()
-    );
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let store = crate::app::open_store(config)?;
+    let golden = golden_cases(store.as_ref(), &bot, &args)?;
     let settings = store.get_bot(&bot)?.settings;
     let retriever = crate::app::retriever(store, crate::app::load_embedder(config)?);
     let generator = crate::app::load_generator(config, 1)?;
@@ -426,38 +438,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
             &options,
             &mut |_| true,
         )?;
-        let lower = answer.answer.to_lowercase();
-        let (passed, why) = if case.expected_answer_keywords.is_empty() {
-            (
-                !answer.answered,
-                if answer.answered {
-                    "answered a question it should decline"
-                } else {
-                    "declined"
-                },
-            )
-        } else if !answer.answered {
-            (false, "declined")
-        } else if let Some(missing) = case
-            .expected_answer_keywords
-            .iter()
-            .find(|k| !lower.contains(&k.to_lowercase()))
-        {
-            (
-                false,
-                if missing.is_empty() {
-                    "empty keyword"
-                } else {
-                    "missing a keyword"
-                },
-            )
-        } else if let Some(url) = &case.source_url
-            && !answer.sources.iter().any(|s| s.url == *url)
-        {
-            (false, "did not cite the expected page")
-        } else {
-            (true, "ok")
-        };
+        let (passed, why) = crate::golden::judge(case, &answer);
         if !args.json {
             println!(
                 "{} {:>3}. {}\n      {}: {}",

@@ -1,5 +1,5 @@
-//! Ingest from a local folder: `.html`, `.md`, `.txt`, `.docx` and `.pdf` files, cited under
-//! `--base-url`.
+//! Ingest from files: a local folder's or documents uploaded to the API (`.html`, `.md`,
+//! `.txt`, `.docx` and `.pdf`), cited under `--base-url` or the upload's base URL.
 
 use std::path::{Path, PathBuf};
 
@@ -8,6 +8,7 @@ use url::Url;
 
 use super::crawl::{CrawlReport, CrawledPage};
 use super::{documents, extract};
+use crate::domain::UploadedFile;
 
 const MAX_FILE_BYTES: u64 = 5 * 1024 * 1024;
 
@@ -33,18 +34,11 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
             .collect::<Vec<_>>()
             .join("/");
         let url = match base_url {
-            Some(base) => {
-                // Segment by segment, so `#`, `?`, `\\` or `:` in a file name stay in the path.
-                let mut url = base.clone();
-                url.path_segments_mut()
-                    .map_err(|_| anyhow::anyhow!("--base-url {base} cannot hold paths"))?
-                    .pop_if_empty()
-                    .extend(
-                        rel.components()
-                            .map(|c| c.as_os_str().to_string_lossy().into_owned()),
-                    );
-                url
-            }
+            Some(base) => file_url(
+                base,
+                rel.components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned()),
+            )?,
             None => Url::from_file_path(path)
                 .map_err(|_| anyhow::anyhow!("cannot make a URL of {}", path.display()))?,
         };
@@ -58,13 +52,8 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
         if report.pages.len() >= max_pages {
             break;
         }
-        let document = documents::Kind::of_path(&path);
-        let limit = match document {
-            Some(_) => documents::MAX_DOCUMENT_BYTES as u64,
-            None => MAX_FILE_BYTES,
-        };
         let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        if size > limit {
+        if size > max_bytes(&path) as u64 {
             report
                 .skipped
                 .push((url.to_string(), "larger than the page size limit".into()));
@@ -72,27 +61,9 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
         }
         let bytes =
             std::fs::read(&path).with_context(|| format!("failed to read {}", path.display()))?;
-        let mut extracted = match document {
-            Some(kind) => match documents::extract(kind, &bytes) {
-                Ok(extracted) => extracted,
-                // A reader out of time may do next time: the file's last state stays.
-                Err(unread) if unread.transient => {
-                    report.failed.push((url.to_string(), unread.reason));
-                    continue;
-                }
-                Err(unread) => {
-                    report.skipped.push((url.to_string(), unread.reason));
-                    continue;
-                }
-            },
-            None => extract_file(&path, &bytes),
-        };
-        if extracted.refresh_to.is_some() || extracted.noindex {
-            report
-                .skipped
-                .push((url.to_string(), "redirect stub or noindex".into()));
+        let Some(extracted) = read_file(&path, &bytes, url.as_str(), &mut report) else {
             continue;
-        }
+        };
         let canonical = extracted
             .canonical
             .as_deref()
@@ -105,32 +76,130 @@ pub fn scan(root: &Path, base_url: Option<&Url>, max_pages: usize) -> anyhow::Re
                 .push((url.to_string(), format!("canonical is {canonical}")));
             continue;
         }
-        if extracted.title.is_empty() {
-            extracted.title = rel_url.clone();
-        }
-        if extracted.is_empty() {
-            report.skipped.push((url.to_string(), "no text".into()));
-            continue;
-        }
-        let (content_hash, body_hash) = super::page_hashes(&extracted);
-        if !bodies.insert(body_hash.clone()) {
-            report
-                .skipped
-                .push((url.to_string(), "duplicate content".into()));
-            continue;
-        }
-        report.pages.push(CrawledPage {
-            url: url.to_string(),
+        add_page(
+            &mut report,
+            &mut bodies,
+            url.to_string(),
             extracted,
-            content_hash,
-            body_hash,
-            etag: None,
-            last_modified: None,
-            links: Vec::new(),
-        });
+            &rel_url,
+        );
     }
     report.covers = Some(folder_prefix(&root, base_url)?);
     Ok(report)
+}
+
+/// Reads uploaded documents: each becomes a page cited as `base` joined with its name.
+/// Nothing is read from disk; the files' kinds come from their names' extensions.
+pub fn uploaded(base: &Url, files: &[UploadedFile]) -> anyhow::Result<CrawlReport> {
+    let mut report = CrawlReport::default();
+    let mut bodies = std::collections::HashSet::new();
+    for file in files {
+        let url = file_url(base, [file.name.clone()])?.to_string();
+        let path = Path::new(&file.name);
+        if file.bytes.len() > max_bytes(path) {
+            let reason = "larger than the page size limit".to_string();
+            report.skipped.push((url, reason));
+            continue;
+        }
+        if let Some(extracted) = read_file(path, &file.bytes, &url, &mut report) {
+            add_page(&mut report, &mut bodies, url, extracted, &file.name);
+        }
+    }
+    Ok(report)
+}
+
+/// The most bytes a file of `path`'s kind may have: a document's limit, or a page's.
+pub fn max_bytes(path: &Path) -> usize {
+    match documents::Kind::of_path(path) {
+        Some(_) => documents::MAX_DOCUMENT_BYTES,
+        None => MAX_FILE_BYTES as usize,
+    }
+}
+
+/// Whether docent reads files named like `path` (by extension).
+pub fn is_supported(path: &Path) -> bool {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    SUPPORTED.contains(&ext.as_str())
+}
+
+/// The extensions of the files a folder ingest or an upload reads.
+pub const SUPPORTED: &[&str] = &["html", "htm", "md", "markdown", "txt", "docx", "pdf"];
+
+/// `base` with `segments` appended to its path, segment by segment, so `#`, `?`, `\\` or
+/// `:` in a file name stay in the path.
+fn file_url(base: &Url, segments: impl IntoIterator<Item = String>) -> anyhow::Result<Url> {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .map_err(|_| anyhow::anyhow!("{base} cannot hold paths"))?
+        .pop_if_empty()
+        .extend(segments);
+    Ok(url)
+}
+
+/// A file's content, or `None` with why it was skipped (or failed for now) in `report`.
+fn read_file(
+    path: &Path,
+    bytes: &[u8],
+    url: &str,
+    report: &mut CrawlReport,
+) -> Option<extract::Extracted> {
+    let extracted = match documents::Kind::of_path(path) {
+        Some(kind) => match documents::extract(kind, bytes) {
+            Ok(extracted) => extracted,
+            // A reader out of time may do next time: the file's last state stays.
+            Err(unread) if unread.transient => {
+                report.failed.push((url.to_string(), unread.reason));
+                return None;
+            }
+            Err(unread) => {
+                report.skipped.push((url.to_string(), unread.reason));
+                return None;
+            }
+        },
+        None => extract_file(path, bytes),
+    };
+    if extracted.refresh_to.is_some() || extracted.noindex {
+        let reason = "redirect stub or noindex".to_string();
+        report.skipped.push((url.to_string(), reason));
+        return None;
+    }
+    Some(extracted)
+}
+
+/// Adds a read file as a page (titled `fallback_title` if it has no title of its own),
+/// unless it has no text or the same text as a page already added.
+fn add_page(
+    report: &mut CrawlReport,
+    bodies: &mut std::collections::HashSet<String>,
+    url: String,
+    mut extracted: extract::Extracted,
+    fallback_title: &str,
+) {
+    if extracted.title.is_empty() {
+        extracted.title = fallback_title.to_string();
+    }
+    if extracted.is_empty() {
+        report.skipped.push((url, "no text".into()));
+        return;
+    }
+    let (content_hash, body_hash) = super::page_hashes(&extracted);
+    if !bodies.insert(body_hash.clone()) {
+        report.skipped.push((url, "duplicate content".into()));
+        return;
+    }
+    report.pages.push(CrawledPage {
+        url,
+        extracted,
+        content_hash,
+        body_hash,
+        etag: None,
+        last_modified: None,
+        links: Vec::new(),
+    });
 }
 
 /// A web page or text file's content, by its extension.
@@ -180,18 +249,8 @@ fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let kind = entry.file_type()?;
         if kind.is_dir() {
             collect_files(&path, out)?;
-        } else if kind.is_file() {
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            if matches!(
-                ext.as_str(),
-                "html" | "htm" | "md" | "markdown" | "txt" | "docx" | "pdf"
-            ) {
-                out.push(path);
-            }
+        } else if kind.is_file() && is_supported(&path) {
+            out.push(path);
         }
     }
     Ok(())

@@ -49,6 +49,12 @@ pub enum Source {
         name: String,
         documents: Arc<Vec<Document>>,
     },
+    /// Documents uploaded to the API, cited under `base`: added or replaced by name, never
+    /// removing what earlier uploads or other sources indexed.
+    Upload {
+        base: Url,
+        files: Arc<Vec<crate::domain::UploadedFile>>,
+    },
 }
 
 impl Source {
@@ -66,7 +72,14 @@ impl Source {
                 .display()
                 .to_string(),
             Source::Documents { name, .. } => format!("documents:{name}"),
+            Source::Upload { base, .. } => format!("upload:{base}"),
         }
+    }
+
+    /// Whether an ingest of this source removes the pages it indexed before and did not
+    /// see again (a crawl or a folder does; an upload only adds).
+    fn removes_vanished(&self) -> bool {
+        !matches!(self, Source::Upload { .. })
     }
 }
 
@@ -108,6 +121,10 @@ impl Source {
             Source::Web(url) => fetch::redact_userinfo(url.as_str()),
             Source::Folder { root, .. } => root.display().to_string(),
             Source::Documents { name, .. } => name.clone(),
+            Source::Upload { files, .. } => match files.as_slice() {
+                [one] => format!("upload of {}", one.name),
+                many => format!("upload of {} documents", many.len()),
+            },
         }
     }
 }
@@ -330,7 +347,11 @@ async fn run_staged(
         .chain(
             previous
                 .values()
-                .filter(|page| answers::is_curated(&page.url) || !owns(&source, &report, page))
+                .filter(|page| {
+                    answers::is_curated(&page.url)
+                        || !request.source.removes_vanished()
+                        || !owns(&source, &report, page)
+                })
                 .map(|page| page.url.as_str()),
         )
         .collect();
@@ -359,7 +380,11 @@ async fn run_staged(
             .clone()
             .or_else(|| existing.as_ref().map(|b| b.name.clone()))
             .unwrap_or_else(|| request.bot.to_string()),
-        source: request.source.describe(),
+        // An upload adds to a bot: what it was made from stays its description.
+        source: match (&request.source, &existing) {
+            (Source::Upload { .. }, Some(bot)) => bot.source.clone(),
+            _ => request.source.describe(),
+        },
         created_unix: existing.as_ref().map(|b| b.created_unix).unwrap_or(now),
         updated_unix: now,
         pages: total_pages as u64,
@@ -433,6 +458,12 @@ async fn read_source(
             tokio::task::spawn_blocking(move || document_pages(&documents))
                 .await
                 .context("document task failed")?
+        }
+        Source::Upload { base, files } => {
+            let (base, files) = (base.clone(), files.clone());
+            tokio::task::spawn_blocking(move || local::uploaded(&base, &files))
+                .await
+                .context("upload task failed")??
         }
     };
     progress.set_total(report.pages.len() as u64);

@@ -603,18 +603,7 @@ pub(crate) async fn add_source(
         .map(|e| crate::telemetry::parse_duration(e).map(|d| d.as_secs().max(60)))
         .transpose()
         .map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))?;
-    // A bot whose vectors another embedder made cannot be extended: 409 now, not a job
-    // that fails later.
-    if let Some(engine) = state.engine.get() {
-        let (embedder, record) = (engine.embedding.embedder.clone(), bot.clone());
-        blocking(move || {
-            let current = embedder.id().map_err(ApiError::from)?;
-            record
-                .check_embedder(&current, &crate::embed::minilm_id())
-                .map_err(|e| ApiError::from(anyhow::Error::from(e)))
-        })
-        .await?;
-    }
+    check_extendable(&state, &bot).await?;
     // Refuse obviously private targets at once (names are checked again when resolved).
     if !state.jobs.allow_private_targets {
         let guard = crate::ingest::ssrf::TargetGuard {
@@ -634,6 +623,22 @@ pub(crate) async fn add_source(
     let jobs = state.jobs.clone();
     let job = blocking(move || Ok(jobs.add_source(&id, source)?)).await?;
     Ok(HttpResponse::Accepted().json(SourceAccepted::new(job)))
+}
+
+/// A bot whose vectors another embedder made cannot be extended: 409 now, not a job that
+/// fails later.
+pub(crate) async fn check_extendable(state: &AppState, bot: &Bot) -> ApiResult<()> {
+    if let Some(engine) = state.engine.get() {
+        let (embedder, record) = (engine.embedding.embedder.clone(), bot.clone());
+        blocking(move || {
+            let current = embedder.id().map_err(ApiError::from)?;
+            record
+                .check_embedder(&current, &crate::embed::minilm_id())
+                .map_err(|e| ApiError::from(anyhow::Error::from(e)))
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 #[utoipa::path(get, path = "/v1/jobs/{id}", tag = "bots", summary = "A crawl job's progress", params(("id" = String, Path, description = "Job id")), security(("bearer" = [])), responses((status = 200, description = "The job", body = super::schemas::JobView), ApiErrors))]

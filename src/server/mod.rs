@@ -14,6 +14,7 @@ pub mod auth;
 pub mod budget;
 pub mod chat;
 pub mod console;
+pub mod documents;
 pub mod error;
 pub mod feedback;
 pub mod handoff;
@@ -21,6 +22,7 @@ pub mod leads;
 pub mod metrics;
 pub mod openai;
 pub mod openapi;
+pub mod questions;
 pub mod queue;
 pub mod ratelimit;
 pub mod schemas;
@@ -426,6 +428,38 @@ impl CrawlHost for NodeHost {
     fn alive(&self) -> bool {
         self.0.strong_count() > 0
     }
+
+    fn check_golden(
+        &self,
+        bot: &crate::domain::BotId,
+        job: &str,
+    ) -> Option<crate::golden::GoldenRun> {
+        let state = self.0.upgrade()?;
+        let engine = state.engine.get()?;
+        // Behind visitors' questions in the fair queue, as a tenant of its own.
+        let tenant = format!("golden:{bot}");
+        let generator = queue::Queued {
+            inner: engine.generator.as_ref(),
+            queue: &state.queue,
+            caller: &tenant,
+            cancelled: &|| false,
+        };
+        let mut ask = |question: &str, settings: &crate::domain::BotSettings| {
+            let options = state.options.clone().for_bot(settings);
+            let retriever = &engine.retriever;
+            crate::chat::answer(retriever, &generator, bot, question, &options, &mut |_| {
+                true
+            })
+        };
+        let store = state.store.as_ref();
+        match crate::services::golden::check(store, bot, Some(job), &mut ask) {
+            Ok(run) => run,
+            Err(e) => {
+                tracing::warn!(%bot, job, "cannot check the golden questions: {e:#}");
+                None
+            }
+        }
+    }
 }
 
 /// The HTTP server on a thread of its own, in its own actix system (the bench and the
@@ -472,6 +506,8 @@ pub fn spawn(
 /// Registers every route under its path.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     api::routes(cfg);
+    documents::routes(cfg);
+    questions::routes(cfg);
     accounts::routes(cfg);
     answers::routes(cfg);
     sessions::routes(cfg);

@@ -12,8 +12,8 @@ use utoipa::{Modify, OpenApi, ToSchema};
 
 pub use super::views::*;
 use super::{
-    accounts, analytics, answers, api, chat, feedback, handoff, leads, openai, sessions, webhooks,
-    widget,
+    accounts, analytics, answers, api, chat, documents, feedback, handoff, leads, openai,
+    questions, sessions, webhooks, widget,
 };
 
 #[derive(Serialize, ToSchema)]
@@ -108,8 +108,9 @@ impl Modify for BearerAuth {
     paths(
         api::healthz, api::readyz, api::metrics,
         api::list_bots, api::create_bot, api::get_bot, api::update_bot, api::delete_bot,
-        api::add_source, api::list_pages, api::remove_page, api::get_job,
+        api::add_source, documents::upload_documents, api::list_pages, api::remove_page, api::get_job,
         answers::list, answers::create, answers::update, answers::delete,
+        questions::list, questions::create, questions::delete,
         api::list_conversations, api::create_conversation, api::get_conversation,
         api::delete_conversation, api::delete_user,
         api::list_keys, api::create_key, api::revoke_key, api::rotate_key,

@@ -166,6 +166,38 @@ pub struct Report {
     pub unanswered_questions: Vec<Gap>,
     /// Questions whose answers visitors rated down, grouped the same way.
     pub rated_down_questions: Vec<Gap>,
+    /// The golden questions at their last check (after the last crawl or upload), and
+    /// those that passed before and fail now.
+    pub golden_questions: GoldenSummary,
+}
+
+/// The golden questions at their last check.
+#[derive(Serialize, ToSchema)]
+pub struct GoldenSummary {
+    pub total: usize,
+    pub passing: usize,
+    pub failing: usize,
+    /// Added since the last check.
+    pub unchecked: usize,
+    /// Regressed questions, most recent first.
+    pub regressed: Vec<Regressed>,
+}
+
+/// A golden question that passed and fails since a later check.
+#[derive(Serialize, ToSchema)]
+pub struct Regressed {
+    pub question_id: String,
+    pub question: String,
+    /// The answer of the last check that passed it.
+    pub old_answer: String,
+    /// The answer of the check that failed it.
+    pub new_answer: String,
+    /// Why it failed: `missing a keyword`, `declined`, `did not cite the expected page`...
+    pub reason: String,
+    /// When it turned (unix s).
+    pub since: u64,
+    /// The crawl or upload job after which it turned.
+    pub job_id: Option<String>,
 }
 
 /// Where a crawl job is.
@@ -176,6 +208,14 @@ pub enum JobState {
     Running,
     Done,
     Failed,
+}
+
+/// What a job does: `crawl` a source, or index `upload`ed documents.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Crawl,
+    Upload,
 }
 
 /// A crawl job: its state, live progress while it runs, and its counts once done.
@@ -210,6 +250,20 @@ pub struct JobView {
     pub scope: Scope,
     /// Most pages the crawl indexes; null: the crawler's default (1,000).
     pub max_pages: Option<usize>,
+    /// `crawl` (a source added to the bot) or `upload` (documents sent to
+    /// `POST /v1/bots/{id}/documents`, cited under `url`).
+    pub kind: JobKind,
+    /// After the job: how the bot's golden questions did (`total`, `passed`, and
+    /// `regressed`, those that passed before and failed now); null when it has none.
+    pub golden: Option<GoldenRun>,
+}
+
+/// A golden-question check's counts.
+#[derive(Serialize, ToSchema)]
+pub struct GoldenRun {
+    pub total: usize,
+    pub passed: usize,
+    pub regressed: usize,
 }
 
 /// A page or document a crawl left out.
@@ -331,8 +385,23 @@ mod tests {
             intents: Default::default(),
             unanswered_questions: Vec::new(),
             rated_down_questions: Vec::new(),
+            golden_questions: Default::default(),
         };
         assert_eq!(properties::<Report>(), fields(&report));
+        assert_eq!(
+            properties::<GoldenSummary>(),
+            fields(&report.golden_questions)
+        );
+        let regressed = crate::analytics::Regressed {
+            question_id: "gq_1".into(),
+            question: "q".into(),
+            old_answer: "a".into(),
+            new_answer: "b".into(),
+            reason: "declined".into(),
+            since: 1,
+            job_id: None,
+        };
+        assert_eq!(properties::<Regressed>(), fields(&regressed));
         let source = crate::domain::SourceSchedule::once("https://a/".into());
         let job = crate::domain::CrawlJob::queued("job_1".into(), bot, &source, 1);
         assert_eq!(properties::<JobView>(), fields(&job));
@@ -365,5 +434,8 @@ mod tests {
         let scopes = serde_json::to_value(Scope::schema()).unwrap()["enum"].clone();
         use crate::domain::Scope as C;
         assert_eq!(scopes, json!([C::Path, C::Host]));
+        let kinds = serde_json::to_value(JobKind::schema()).unwrap()["enum"].clone();
+        use crate::domain::JobKind as K;
+        assert_eq!(kinds, json!([K::Crawl, K::Upload]));
     }
 }

@@ -1,6 +1,7 @@
 //! Crawl jobs: a queue, one worker thread that runs them one at a time (never inside a
 //! request), their live progress, the sources a bot re-crawls on a schedule, and the
-//! scheduler that queues them when `recrawl_every` has passed.
+//! scheduler that queues them when `recrawl_every` has passed. Upload jobs (documents sent
+//! to the API) run on the same queue, their files kept in the store until they finish.
 //!
 //! Crawls reach only public addresses unless the operator allowed private targets
 //! (`allow_private_targets`) or listed the origin in the bot's `allowed_targets`, and go
@@ -20,7 +21,7 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::domain::{BotId, CrawlJob, JobState, Secret, SourceSchedule};
+use crate::domain::{BotId, CrawlJob, JobKind, JobState, Secret, SourceSchedule, UploadedFile};
 use crate::embed::Embedding;
 use crate::ingest::fetch::redact_userinfo;
 use crate::ingest::ssrf::TargetGuard;
@@ -38,6 +39,12 @@ pub trait CrawlHost: Send + Sync + 'static {
     /// Whether the node still runs (a crawl waiting for its models stops waiting if not).
     fn alive(&self) -> bool {
         true
+    }
+
+    /// Checks the bot's golden questions after `job` changed its content (`services::golden`);
+    /// none when it has none or the node cannot answer.
+    fn check_golden(&self, _bot: &BotId, _job: &str) -> Option<crate::golden::GoldenRun> {
+        None
     }
 }
 
@@ -127,6 +134,30 @@ impl Jobs {
             });
         })?;
         self.submit(bot, &source)
+    }
+
+    /// Queues a job indexing `files` into `bot`, cited under `base`: the files are stored
+    /// with the job, so whichever node runs it (this one after a restart, too) reads them.
+    pub fn upload(
+        &self,
+        bot: &BotId,
+        base: &Url,
+        files: &[UploadedFile],
+    ) -> anyhow::Result<CrawlJob> {
+        let job = CrawlJob::upload(crate::ids::job(), bot.clone(), base.as_str(), unix_now());
+        self.store.put_upload(&job, files)?;
+        self.enqueue(job.clone())?;
+        Ok(job)
+    }
+
+    /// Unfinished upload jobs of `bot` anywhere in the cluster: what their stored
+    /// documents hold in the store.
+    pub fn pending_uploads(&self, bot: &BotId) -> anyhow::Result<usize> {
+        let jobs = self.store.jobs()?;
+        Ok(jobs
+            .iter()
+            .filter(|j| &j.bot_id == bot && j.kind == JobKind::Upload && j.state.unfinished())
+            .count())
     }
 
     /// Queues a crawl of `source` into `bot`.
@@ -315,14 +346,25 @@ fn run_job(jobs: &Jobs, host: &dyn CrawlHost, job: &Job, runtime: &tokio::runtim
     let (bot, url) = (&started.bot_id, &started.url);
     let result = crawl(jobs, host, job, &started, runtime);
     host.crawled(bot);
-    let _ = jobs.store.update_bot(bot, &mut |b| {
-        for source in b.settings.sources.iter_mut().filter(|s| &s.url == url) {
-            source.last_crawl = Some(unix_now());
+    let golden = match &result {
+        Ok(_) => {
+            use ingest::Progress;
+            job.progress.set_message("checking the golden questions");
+            host.check_golden(bot, &started.id)
         }
-    });
+        Err(_) => None,
+    };
+    if started.kind == JobKind::Crawl {
+        let _ = jobs.store.update_bot(bot, &mut |b| {
+            for source in b.settings.sources.iter_mut().filter(|s| &s.url == url) {
+                source.last_crawl = Some(unix_now());
+            }
+        });
+    }
     let mut record = job.record.lock().expect("job lock");
     job.progress.count(&mut record);
     finish(&mut record, result);
+    record.golden = golden;
     if let Err(e) = jobs.store.put_job(&record) {
         tracing::error!(job = record.id, "cannot record the job's result: {e:#}");
     }
@@ -392,10 +434,17 @@ fn crawl(
             allowed_origins: record.exempt_origins(),
         })
     });
+    let source = match started.kind {
+        JobKind::Crawl => Source::Web(Url::parse(&started.url)?),
+        JobKind::Upload => Source::Upload {
+            base: Url::parse(&started.url)?,
+            files: Arc::new(jobs.store.upload_files(&started.id)?),
+        },
+    };
     let request = IngestRequest {
         bot: bot.clone(),
         name: None,
-        source: Source::Web(Url::parse(&started.url)?),
+        source,
         crawl: CrawlOptions {
             scope: started.scope,
             max_pages: started

@@ -4,6 +4,7 @@
 pub mod bots;
 pub mod cache;
 pub mod conversations;
+pub mod golden;
 pub mod jobs;
 pub mod leads;
 pub mod turn;

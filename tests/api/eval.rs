@@ -239,7 +239,27 @@ fn eval_questions_reports_each_golden_question_and_fails_under_min_score() {
         let unsupported = r["unsupported"].as_array().cloned().unwrap_or_default();
         assert!(!unsupported.contains(&json!("45")), "{r}");
     }
-    // The same run under a stricter bar exits non-zero.
-    let (code, _) = run_json(data.path(), &args("0.9"));
-    assert_eq!(code, Some(1));
+    // The same run under a stricter bar exits non-zero; `--save` keeps the questions as
+    // the bot's golden questions, and a run without a file asks those.
+    let mut saving = args("0.9");
+    saving.insert(saving.len() - 1, "--save");
+    let (code, report) = run_json(data.path(), &saving);
+    assert_eq!(
+        (code, report["passed"].as_u64()),
+        (Some(1), Some(2)),
+        "{report}"
+    );
+    let mut stored = args("0.6");
+    stored.pop();
+    let (code, report) = run_json(data.path(), &stored);
+    assert_eq!(code, Some(0), "{report}");
+    let asked: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["question"].as_str().unwrap())
+        .collect();
+    assert_eq!(asked.len(), 3, "{report}");
+    assert_eq!(asked[1], "What is the capital of Mongolia?");
+    assert_eq!(report["passed"], 2, "{report}");
 }

@@ -198,6 +198,15 @@ await step('b. the owner creates a bot from the form and crawls the fixture site
   await ownerPage.waitForFunction((n) => document.querySelectorAll('.page-row').length === n - 1, count, { timeout: 15_000 });
   const after = await fetchIn(ownerPage, 'GET', '/v1/bots/acme/pages');
   assert.equal((after.json.data || []).length, listed.length - 1, after.text.slice(0, 300));
+  // A PDF uploaded from the form is indexed by its job and listed under its base URL.
+  await ownerPage.locator('#upload-files').setInputFiles(path.join(REPO, 'tests/fixtures/documents/refund-policy.pdf'));
+  await ownerPage.locator('#upload-base-url').fill('https://acme.example/files/');
+  await ownerPage.locator('#upload-send').click();
+  await ownerPage.waitForFunction(() => /^https:\/\/acme\.example\/files\/.*\b(done|failed)\s*$/.test(document.querySelector('#job-status')?.textContent || ''), null, { timeout: 120_000 });
+  assert.match(await status.textContent(), /1 indexed.*done\s*$/, 'the upload job indexed the PDF');
+  await ownerPage.getByText('https://acme.example/files/refund-policy.pdf', { exact: false }).first().waitFor({ timeout: 15_000 });
+  const uploaded = await fetchIn(ownerPage, 'GET', '/v1/bots/acme/pages');
+  assert.equal((uploaded.json.data || []).length, listed.length, 'the upload added one page and removed none');
 });
 
 await step('c. a webhook created in the console shows its secret once', async () => {

@@ -25,7 +25,9 @@ export function onSessionLost(fn) {
 // opts.bearer: send this key instead of the cookie; opts.quiet: a 401 is only thrown.
 export async function request(method, path, body, opts = {}) {
   const headers = { Accept: 'application/json' };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  // A FormData body (an upload) sets its own multipart Content-Type and boundary.
+  const isForm = typeof FormData !== 'undefined' && body instanceof FormData;
+  if (body !== undefined && !isForm) headers['Content-Type'] = 'application/json';
   if (opts.bearer) headers.Authorization = `Bearer ${opts.bearer}`;
   else if (method !== 'GET' && csrfToken) headers['X-CSRF-Token'] = csrfToken;
   let res;
@@ -35,7 +37,7 @@ export async function request(method, path, body, opts = {}) {
       headers,
       credentials: 'same-origin',
       cache: 'no-store',
-      body: body === undefined ? undefined : JSON.stringify(body),
+      body: body === undefined || isForm ? body : JSON.stringify(body),
     });
   } catch {
     throw new ApiError(0, 'network_error', 'The server could not be reached.');

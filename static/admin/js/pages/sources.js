@@ -1,4 +1,4 @@
-// Sources page: a bot's crawled sites, adding and re-crawling one with live job progress, its pages.
+// Sources page: a bot's crawled sites, adding and re-crawling one, uploading documents, with live job progress; its pages.
 
 import {
   h, clear, field, form, header, section, table, td, action, select, toast, errorText,
@@ -33,7 +33,7 @@ function jobPanel() {
     if (job.state === 'done') { bar.max = 1; bar.value = 1; } else if (total) { bar.max = total; bar.value = job.progress || 0; } else bar.removeAttribute('value');
     status.textContent = jobLine(job);
     error.hidden = !job.error;
-    error.textContent = job.error ? `Crawl failed: ${job.error}` : '';
+    error.textContent = job.error ? `${job.kind === 'upload' ? 'Upload' : 'Crawl'} failed: ${job.error}` : '';
   };
   return { panel, show };
 }
@@ -103,6 +103,26 @@ function addForm(crawl) {
   });
 }
 
+// Documents sent as they are (multipart): each cited under the base URL if one is given.
+function uploadForm(send) {
+  const files = h('input', {
+    id: 'upload-files', type: 'file', multiple: true, required: true,
+    accept: '.pdf,.docx,.html,.htm,.md,.markdown,.txt',
+  });
+  const base = h('input', { id: 'upload-base-url', type: 'url', placeholder: 'https://docs.example.com/files/' });
+  const submit = h('button', { type: 'submit', class: 'btn btn-primary', id: 'upload-send' }, 'Upload and index');
+  return form({ class: 'grid-form', 'aria-label': 'Upload documents' }, [
+    field('Documents', files, 'PDF, Word (.docx), HTML, Markdown or text: up to 20 files, 64 MB in all. A name uploaded again replaces that document.'),
+    field('Published at', base, 'Optional: where these files are online, so answers link to them (a PDF by page).'),
+  ], submit, async () => {
+    const body = new FormData();
+    for (const f of files.files) body.append('file', f, f.name);
+    if (base.value.trim()) body.append('base_url', base.value.trim());
+    await send(body);
+    files.value = '';
+  });
+}
+
 export async function render(main, { api }) {
   main.append(...header('Sources', 'The sites a bot answers from. Crawls run in the background.'));
   const bots = await loadBots(api);
@@ -119,7 +139,7 @@ export async function render(main, { api }) {
     clear(pagesBox).append(pageTable(pages.data || [], removePage));
   };
   const watcher = jobWatcher(api, panel, (j) => {
-    toast(`Crawl ${j.state}.`, j.state === 'failed');
+    toast(`${j.kind === 'upload' ? 'Upload' : 'Crawl'} ${j.state}.`, j.state === 'failed');
     refresh().catch((e) => toast(errorText(e), true));
   });
   const removePage = async (url) => {
@@ -134,8 +154,13 @@ export async function render(main, { api }) {
     const accepted = await api.post(`/v1/bots/${enc(botId())}/sources`, body);
     watcher.watch(accepted.job);
   };
+  const send = async (body) => {
+    const accepted = await api.post(`/v1/bots/${enc(botId())}/documents`, body);
+    watcher.watch(accepted.job);
+  };
   picker.querySelector('select').addEventListener('change', () => refresh().catch((e) => toast(errorText(e), true)));
   main.append(h('div', { class: 'toolbar' }, picker), section('Add a site', [addForm(crawl), panel.panel]),
+    section('Upload documents', uploadForm(send)),
     section('Crawled sites', sourcesBox), section('Indexed pages', pagesBox));
   await refresh();
   return watcher.stop;
