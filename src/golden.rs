@@ -3,12 +3,11 @@
 //! and now fails recorded as a regression (`bot.regressed`). The rules live here; the
 //! check that runs them is `services::golden`, the CLI's `docent eval questions`.
 
-use serde::{Deserialize, Serialize};
-
 use crate::chat::Answer;
+pub use crate::domain::{GoldenQuestion, GoldenRun, NewQuestion, Regression, Verdict};
 
 /// Golden questions a bot may keep.
-pub const MAX_QUESTIONS: usize = 100;
+pub const MAX_QUESTIONS: usize = 50;
 /// Keywords one question may list, and the length of each.
 pub const MAX_KEYWORDS: usize = 20;
 pub const MAX_KEYWORD_CHARS: usize = 200;
@@ -16,20 +15,7 @@ pub const MAX_KEYWORD_CHARS: usize = 200;
 pub const MAX_QUESTION_CHARS: usize = 1000;
 pub const MAX_URL_CHARS: usize = 2048;
 /// The longest answer kept with a result (and sent in `bot.regressed`).
-pub const MAX_ANSWER_CHARS: usize = 2000;
-
-/// A question as an operator gives it (a file's entry, an API body).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewQuestion {
-    pub question: String,
-    /// Every keyword must be in the answer (case-insensitive); none: the bot should
-    /// decline.
-    #[serde(default)]
-    pub expected_answer_keywords: Vec<String>,
-    /// The page the answer must cite, when given.
-    #[serde(default)]
-    pub source_url: Option<String>,
-}
+pub const MAX_ANSWER_CHARS: usize = 1000;
 
 impl NewQuestion {
     /// The question trimmed, or why it cannot be kept.
@@ -77,56 +63,6 @@ impl NewQuestion {
     }
 }
 
-/// A bot's golden question as kept: what was asked for, and how its last check went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct GoldenQuestion {
-    /// `gq_` + random.
-    pub id: String,
-    pub question: String,
-    pub expected_answer_keywords: Vec<String>,
-    pub source_url: Option<String>,
-    pub created: u64,
-    /// The last check's result; none until the first check after it was added.
-    #[serde(default)]
-    pub last: Option<Verdict>,
-    /// Set when a check failed the question after one passed it, until one passes it again.
-    #[serde(default)]
-    pub regression: Option<Regression>,
-}
-
-/// How one check of a question went.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Verdict {
-    pub passed: bool,
-    /// `ok`, `declined`, `missing a keyword`, `did not cite the expected page`, ...
-    pub reason: String,
-    pub answer: String,
-    /// The URLs the answer cited.
-    pub sources: Vec<String>,
-    /// When (unix s), and after which job.
-    pub checked: u64,
-    pub job_id: Option<String>,
-}
-
-/// A question that passed and then failed: both answers, and when it turned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Regression {
-    pub old_answer: String,
-    pub new_answer: String,
-    pub reason: String,
-    pub since: u64,
-    pub job_id: Option<String>,
-}
-
-/// How a check of a bot's golden questions went, as a job's record shows it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GoldenRun {
-    pub total: usize,
-    pub passed: usize,
-    /// Questions that passed the check before and failed this one.
-    pub regressed: usize,
-}
-
 /// Whether `answer` passes, and why (or why not).
 pub fn judge(case: &NewQuestion, answer: &Answer) -> (bool, &'static str) {
     if case.expected_answer_keywords.is_empty() {
@@ -155,7 +91,7 @@ pub fn judge(case: &NewQuestion, answer: &Answer) -> (bool, &'static str) {
         );
     }
     if let Some(url) = &case.source_url
-        && !answer.sources.iter().any(|s| s.url == *url)
+        && !answer.sources.iter().any(|s| same_page(&s.url, url))
     {
         return (false, "did not cite the expected page");
     }
@@ -207,6 +143,15 @@ impl GoldenQuestion {
     }
 }
 
+/// Whether a cited URL is the expected page: the same URL, or that page at an anchor (a
+/// PDF's `#page=N`, which the pages list shows without it).
+fn same_page(cited: &str, expected: &str) -> bool {
+    cited == expected
+        || cited
+            .split_once('#')
+            .is_some_and(|(page, _)| page == expected)
+}
+
 /// `text` cut to `MAX_ANSWER_CHARS` characters.
 pub fn clip_answer(text: &str) -> String {
     match text.char_indices().nth(MAX_ANSWER_CHARS) {
@@ -254,6 +199,13 @@ mod tests {
             judge(&case(&["5 days"], None), &said).1,
             "missing a keyword"
         );
+        let pdf = "https://a.example/policy.pdf";
+        let on_page = answer(
+            "Shipping takes 3 days.",
+            true,
+            &["https://a.example/policy.pdf#page=2"],
+        );
+        assert_eq!(judge(&case(&["3 days"], Some(pdf)), &on_page), (true, "ok"));
         let elsewhere = case(&["3 days"], Some("https://a.example/faq"));
         assert_eq!(judge(&elsewhere, &said).1, "did not cite the expected page");
         let declined = answer("I don't know.", false, &[]);

@@ -113,7 +113,7 @@ impl Retriever {
         }
         let query_vector = self
             .embedder
-            .embed(&[query])?
+            .embed_queries(&[query])?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("embedder returned no vector"))?;
         let depth = CANDIDATES.max(k * 2);

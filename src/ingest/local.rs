@@ -105,6 +105,9 @@ pub fn uploaded(base: &Url, files: &[UploadedFile]) -> anyhow::Result<CrawlRepor
             add_page(&mut report, &mut bodies, url, extracted, &file.name);
         }
     }
+    // An upload has no next time: a reader out of time skips its file, with the reason.
+    let failed = std::mem::take(&mut report.failed);
+    report.skipped.extend(failed);
     Ok(report)
 }
 

@@ -8,7 +8,6 @@ use actix_multipart::Multipart;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use futures::StreamExt;
-use tokio::sync::Semaphore;
 use utoipa::ToSchema;
 
 use super::AppState;
@@ -26,16 +25,14 @@ pub const MAX_UPLOAD_BYTES: usize = 64 * 1024 * 1024;
 pub const MAX_UPLOAD_FILES: usize = 20;
 /// Upload jobs of one bot that may wait at once (their documents wait in the store).
 pub const MAX_PENDING_UPLOADS: usize = 16;
-/// Uploads read at once by this node (each holds its documents in memory until stored).
-const UPLOADS_AT_ONCE: usize = 4;
+/// Uploads read at once by a node (each holds its documents in memory until stored).
+pub const UPLOADS_AT_ONCE: usize = 4;
 /// Where uploaded documents are cited when the upload names no `base_url`: a name without
 /// a link (`upload:///refund-policy.pdf#page=2`).
 pub const DEFAULT_BASE: &str = "upload:///";
 /// The longest file name and `base_url` taken.
 const MAX_NAME_BYTES: usize = 255;
 const MAX_BASE_URL_BYTES: usize = 2048;
-
-static READING: Semaphore = Semaphore::const_new(UPLOADS_AT_ONCE);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -71,26 +68,33 @@ pub(crate) async fn upload_documents(
 ) -> ApiResult<HttpResponse> {
     let bot = admin_bot(&state, &caller, &path).await?;
     check_declared_length(&req)?;
-    let _reading = READING.try_acquire().map_err(|_| {
+    // What can be refused without the body is refused before reading it.
+    check_extendable(&state, &bot).await?;
+    check_pending(&state, &bot.id).await?;
+    let _reading = state.uploads.clone().try_acquire_owned().map_err(|_| {
         let message = "too many uploads are being received; try again shortly";
         busy("uploads_busy", message)
     })?;
     let form = read_form(&req, payload).await?;
-    check_extendable(&state, &bot).await?;
     let base = form.base()?;
     let (jobs, id) = (state.jobs.clone(), bot.id.clone());
-    let job = blocking(move || {
-        if jobs.pending_uploads(&id)? >= MAX_PENDING_UPLOADS {
-            let message = format!(
-                "{MAX_PENDING_UPLOADS} uploads to this bot are waiting to be indexed; \
-                 try again when one has finished"
-            );
-            return Err(busy("uploads_pending", message));
-        }
-        Ok(jobs.upload(&id, &base, &form.files)?)
-    })
-    .await?;
+    let job = blocking(move || Ok(jobs.upload(&id, &base, &form.files)?)).await?;
     Ok(HttpResponse::Accepted().json(SourceAccepted::new(job)))
+}
+
+/// 429 when `MAX_PENDING_UPLOADS` uploads to the bot wait already (their files fill the
+/// store until they run).
+async fn check_pending(state: &AppState, bot: &crate::domain::BotId) -> ApiResult<()> {
+    let (jobs, id) = (state.jobs.clone(), bot.clone());
+    let pending = blocking(move || Ok(jobs.pending_uploads(&id)?)).await?;
+    if pending >= MAX_PENDING_UPLOADS {
+        let message = format!(
+            "{MAX_PENDING_UPLOADS} uploads to this bot are waiting to be indexed; \
+             try again when one has finished"
+        );
+        return Err(busy("uploads_pending", message));
+    }
+    Ok(())
 }
 
 /// 429 with a Retry-After: the upload may pass in a moment.
@@ -282,7 +286,14 @@ async fn read_parts(parts: &mut Parts) -> ApiResult<Form> {
             None if field == "base_url" && form.base_url.is_none() => {
                 let bytes = parts
                     .read(&mut part, MAX_BASE_URL_BYTES, usize::MAX, "base_url")
-                    .await?;
+                    .await
+                    .map_err(|e| match e.code {
+                        "document_too_large" => ApiError::bad_request(
+                            "invalid_request",
+                            format!("base_url is over {MAX_BASE_URL_BYTES} bytes"),
+                        ),
+                        _ => e,
+                    })?;
                 let text = String::from_utf8(bytes).map_err(|_| {
                     ApiError::bad_request("invalid_request", "base_url is not UTF-8 text")
                 })?;

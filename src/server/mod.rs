@@ -188,6 +188,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Permits for chat requests in flight (`limits.max_queue`).
     pub admission: Arc<Semaphore>,
+    /// Permits for uploads being read (`documents::UPLOADS_AT_ONCE`).
+    pub uploads: Arc<Semaphore>,
     /// Turns at the model's sequences, fairly shared between callers.
     pub queue: queue::GenerationQueue,
     pub metrics: Metrics,
@@ -235,6 +237,7 @@ impl AppState {
             keys,
             engine: OnceLock::new(),
             admission: Arc::new(Semaphore::new(limits.max_queue.max(1))),
+            uploads: Arc::new(Semaphore::new(documents::UPLOADS_AT_ONCE)),
             queue: queue::GenerationQueue::new(limits.parallel, limits.max_wait),
             per_key: RateLimit::per_minute(limits.per_key_per_minute).map(|l| l.shared(&share)),
             per_ip: RateLimit::per_minute(limits.per_ip_per_minute).map(|l| l.shared(&share)),
@@ -433,6 +436,7 @@ impl CrawlHost for NodeHost {
         &self,
         bot: &crate::domain::BotId,
         job: &str,
+        changed: bool,
     ) -> Option<crate::golden::GoldenRun> {
         let state = self.0.upgrade()?;
         let engine = state.engine.get()?;
@@ -452,10 +456,18 @@ impl CrawlHost for NodeHost {
             })
         };
         let store = state.store.as_ref();
-        match crate::services::golden::check(store, bot, Some(job), &mut ask) {
-            Ok(run) => run,
-            Err(e) => {
+        // A panic in the model costs this check, not the crawl worker.
+        let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            crate::services::golden::check(store, bot, Some(job), changed, &mut ask)
+        }));
+        match checked {
+            Ok(Ok(run)) => run,
+            Ok(Err(e)) => {
                 tracing::warn!(%bot, job, "cannot check the golden questions: {e:#}");
+                None
+            }
+            Err(_) => {
+                tracing::error!(%bot, job, "the golden-question check panicked");
                 None
             }
         }

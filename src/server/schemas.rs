@@ -253,8 +253,9 @@ pub struct JobView {
     /// `crawl` (a source added to the bot) or `upload` (documents sent to
     /// `POST /v1/bots/{id}/documents`, cited under `url`).
     pub kind: JobKind,
-    /// After the job: how the bot's golden questions did (`total`, `passed`, and
-    /// `regressed`, those that passed before and failed now); null when it has none.
+    /// After the job: how the bot's golden questions did (`total`, `passed`, `regressed`,
+    /// those that passed before and failed now, and `errors`); null when it has none, or
+    /// when the job changed nothing and every question already had its verdict.
     pub golden: Option<GoldenRun>,
 }
 
@@ -263,7 +264,10 @@ pub struct JobView {
 pub struct GoldenRun {
     pub total: usize,
     pub passed: usize,
+    /// Passed at the last check, failed at this one.
     pub regressed: usize,
+    /// Could not be asked this time (they keep their last verdict).
+    pub errors: usize,
 }
 
 /// A page or document a crawl left out.

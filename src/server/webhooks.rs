@@ -67,7 +67,8 @@ pub(crate) struct NewWebhook {
     #[schema(required = true, value_type = String, pattern = "^https?://[^/?#\\s]+", max_length = 2000)]
     url: Option<String>,
     /// Event types to send: `conversation.started`, `lead.captured`,
-    /// `conversation.handoff`, `message.unanswered`, or `*` for all.
+    /// `conversation.handoff`, `message.unanswered`, `message.feedback`, `bot.regressed`,
+    /// or `*` for all.
     #[schema(required = true, value_type = Vec<String>, min_items = 1)]
     events: Option<Vec<String>>,
 }

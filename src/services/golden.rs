@@ -19,15 +19,27 @@ pub fn check(
     store: &dyn Storage,
     bot: &BotId,
     job_id: Option<&str>,
+    changed: bool,
     ask: &mut dyn FnMut(&str, &BotSettings) -> anyhow::Result<Answer>,
 ) -> anyhow::Result<Option<GoldenRun>> {
     let record = store.get_bot(bot)?;
-    if record.settings.golden.is_empty() {
+    let golden = &record.settings.golden;
+    // Nothing changed and every question has its verdict: the answers would be the same.
+    if golden.is_empty() || (!changed && golden.iter().all(|q| q.last.is_some())) {
         return Ok(None);
     }
-    let mut verdicts = Vec::with_capacity(record.settings.golden.len());
-    for question in &record.settings.golden {
-        let answer = ask(&question.question, &record.settings)?;
+    let mut verdicts = Vec::with_capacity(golden.len());
+    let mut errors = 0;
+    for question in golden {
+        // A question the model could not answer now keeps its last verdict.
+        let answer = match ask(&question.question, &record.settings) {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(%bot, question = question.id, "cannot ask a golden question: {e:#}");
+                errors += 1;
+                continue;
+            }
+        };
         let (passed, reason) = golden::judge(&question.case(), &answer);
         let verdict = Verdict {
             passed,
@@ -40,12 +52,16 @@ pub fn check(
         verdicts.push((question.id.clone(), verdict));
     }
     let mut run = GoldenRun {
-        total: verdicts.len(),
+        total: golden.len(),
         passed: verdicts.iter().filter(|(_, v)| v.passed).count(),
         regressed: 0,
+        errors,
     };
-    let mut seen = record.settings.golden.clone();
-    for (question, (_, verdict)) in seen.iter_mut().zip(&verdicts) {
+    let mut seen = golden.clone();
+    for question in seen.iter_mut() {
+        let Some((_, verdict)) = verdicts.iter().find(|(id, _)| *id == question.id) else {
+            continue;
+        };
         if let Some(regression) = question.record(verdict.clone()) {
             run.regressed += 1;
             store.emit(bot, regressed_event(bot, question, &regression))?;
@@ -137,15 +153,19 @@ pub fn replace(
         .collect();
     let updated = store.update_bot(bot, &mut |record| {
         let kept = std::mem::take(&mut record.settings.golden);
-        record.settings.golden = fresh
-            .iter()
-            .map(|q| {
-                kept.iter()
-                    .find(|old| old.case() == q.case())
-                    .cloned()
-                    .unwrap_or_else(|| q.clone())
-            })
-            .collect();
+        let mut kept = kept;
+        let mut replaced: Vec<golden::GoldenQuestion> = Vec::with_capacity(fresh.len());
+        for q in &fresh {
+            // A question given twice is kept once; one asked before keeps its history.
+            if replaced.iter().any(|r| r.case() == q.case()) {
+                continue;
+            }
+            match kept.iter().position(|old| old.case() == q.case()) {
+                Some(at) => replaced.push(kept.swap_remove(at)),
+                None => replaced.push(q.clone()),
+            }
+        }
+        record.settings.golden = replaced;
     })?;
     Ok(updated.settings.golden)
 }

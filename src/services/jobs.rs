@@ -43,7 +43,12 @@ pub trait CrawlHost: Send + Sync + 'static {
 
     /// Checks the bot's golden questions after `job` changed its content (`services::golden`);
     /// none when it has none or the node cannot answer.
-    fn check_golden(&self, _bot: &BotId, _job: &str) -> Option<crate::golden::GoldenRun> {
+    fn check_golden(
+        &self,
+        _bot: &BotId,
+        _job: &str,
+        _changed: bool,
+    ) -> Option<crate::golden::GoldenRun> {
         None
     }
 }
@@ -334,6 +339,15 @@ fn queue_due_recrawls(jobs: &Jobs) {
 }
 
 fn run_job(jobs: &Jobs, host: &dyn CrawlHost, job: &Job, runtime: &tokio::runtime::Runtime) {
+    let id = job.record.lock().expect("job lock").id.clone();
+    // Another node sharing the store may have finished it meanwhile (it adopted the job
+    // while this node looked gone): its record stands.
+    if let Ok(Some(stored)) = jobs.store.get_job(&id)
+        && !stored.state.unfinished()
+    {
+        jobs.active.lock().expect("jobs lock").remove(&id);
+        return;
+    }
     let started = {
         let mut record = job.record.lock().expect("job lock");
         record.state = JobState::Running;
@@ -347,10 +361,11 @@ fn run_job(jobs: &Jobs, host: &dyn CrawlHost, job: &Job, runtime: &tokio::runtim
     let result = crawl(jobs, host, job, &started, runtime);
     host.crawled(bot);
     let golden = match &result {
-        Ok(_) => {
+        Ok(summary) => {
             use ingest::Progress;
             job.progress.set_message("checking the golden questions");
-            host.check_golden(bot, &started.id)
+            let changed = summary.pages_indexed + summary.pages_removed > 0;
+            host.check_golden(bot, &started.id, changed)
         }
         Err(_) => None,
     };

@@ -21,6 +21,7 @@ mod feedback;
 mod golden;
 mod hardening;
 mod index_recall;
+mod nomic;
 mod pg;
 mod remote;
 mod remote_embed;

@@ -70,6 +70,23 @@ impl Engine {
         )
     }
 
+    /// nomic-embed-text-v1.5's GGUF (`make models-nomic`) on llama.cpp's own nomic-bert,
+    /// mean-pooled as the GGUF says, on `/v1/embeddings`.
+    pub(crate) fn nomic() -> Engine {
+        let model = models_dir().join("nomic-embed-text-v1.5.f16.gguf");
+        assert!(
+            model.exists(),
+            "{} is missing: `make test` fetches it (make models-nomic)",
+            model.display()
+        );
+        let args = ["--embeddings", "-c", "2048", "-np", "2"];
+        Engine::launch(
+            free_port(),
+            &model,
+            &[&args[..], &["-b", "1024", "-ub", "1024"]].concat(),
+        )
+    }
+
     fn launch(port: u16, model: &std::path::Path, args: &[&str]) -> Engine {
         let binary = Engine::binary();
         assert!(

@@ -129,6 +129,21 @@ async fn uploaded_documents_are_indexed_by_a_job_and_cited_by_page_and_never_rem
         )
         .await;
     assert_eq!(status, 201);
+    // A golden question citing the PDF (as the pages list shows it, without `#page=`) is
+    // checked after the upload's job.
+    let (status, _, _) = s
+        .call(
+            "POST",
+            "/v1/bots/files/questions",
+            Some(&admin),
+            Some(json!({
+                "question": "How many days do I have to return a parcel for a refund?",
+                "expected_answer_keywords": ["30 days"],
+                "source_url": "https://acme.example/files/refund-policy.pdf",
+            })),
+        )
+        .await;
+    assert_eq!(status, 201);
     let notes = b"# Opening hours\n\nThe Acme shop opens at nine and closes at six.\n".to_vec();
     let body = form(&[
         ("file", Some("refund-policy.pdf"), file("refund-policy.pdf")),
@@ -177,6 +192,7 @@ async fn uploaded_documents_are_indexed_by_a_job_and_cited_by_page_and_never_rem
         format!("{base}refund-policy.pdf#page=2"),
         "{reply}"
     );
+    assert_eq!(job["golden"]["passed"], 1, "{job}");
 
     // A second upload replaces the document of the same name and adds the others; the
     // first upload's other documents stay. A scan is skipped with its reason.
@@ -371,6 +387,34 @@ async fn a_bad_upload_is_refused_with_its_code_before_any_job() {
             "{body}"
         );
     }
+    // A chunked body (no Content-Length) past 64 MiB is refused as it streams in.
+    let parts: Vec<Part<'_>> = ["a.pdf", "b.pdf", "c.pdf"]
+        .into_iter()
+        .map(|n| ("file", Some(n), vec![b'%'; 22 * 1024 * 1024]))
+        .collect();
+    let body = form(&parts);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        body.chunks(1 << 20).map(|c| Ok(c.to_vec())).collect();
+    let res = s
+        .http
+        .post(s.url("/v1/bots/zephyr/documents"))
+        .bearer_auth(&admin)
+        .header(
+            "Content-Type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .timeout(Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
     // Not multipart at all.
     let response = s
         .call(

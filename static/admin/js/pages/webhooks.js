@@ -6,7 +6,7 @@ import {
 } from '../ui.js';
 import { enc, query } from '../api.js';
 
-const EVENTS = ['conversation.started', 'lead.captured', 'conversation.handoff', 'message.unanswered', 'message.feedback'];
+const EVENTS = ['conversation.started', 'lead.captured', 'conversation.handoff', 'message.unanswered', 'message.feedback', 'bot.regressed'];
 
 function eventChecks() {
   const box = (value, label) => {
