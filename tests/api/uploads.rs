@@ -456,6 +456,20 @@ async fn a_bad_upload_is_refused_with_its_code_before_any_job() {
         "no job was queued"
     );
 
+    // 16 uploads waiting for the bot already: the next one waits its turn (429).
+    for i in 0..docent::server::documents::MAX_PENDING_UPLOADS {
+        let waiting = CrawlJob::upload(
+            format!("job_waiting{i}"),
+            BotId::parse("zephyr").unwrap(),
+            "upload:///",
+            1,
+        );
+        s.state.store.put_upload(&waiting, &[]).unwrap();
+    }
+    let response = upload(&s, "zephyr", &admin, body()).await;
+    assert_error(&response, 429, "uploads_pending");
+    assert!(response.1.get("retry-after").is_some());
+
     // A body announced past the cap is refused before a byte of it is read.
     let address = s
         .base
