@@ -20,6 +20,13 @@ pub const MAX_ANSWER_CHARS: usize = 1000;
 impl NewQuestion {
     /// The question trimmed, or why it cannot be kept.
     pub fn validated(self) -> Result<NewQuestion, String> {
+        let texts = std::iter::once(&self.question)
+            .chain(&self.expected_answer_keywords)
+            .chain(&self.source_url);
+        let control = |c: char| c.is_control() && c != '\n' && c != '\t';
+        if texts.flat_map(|t| t.chars()).any(control) {
+            return Err("golden questions hold no control characters".into());
+        }
         let question = self.question.trim().to_string();
         if question.is_empty() {
             return Err("question is empty".into());
@@ -268,6 +275,8 @@ mod tests {
             case(&["x"], Some("")),
             case(&vec!["k"; MAX_KEYWORDS + 1], None),
             case(&["x"], None).tap(|c| c.question = "q".repeat(MAX_QUESTION_CHARS + 1)),
+            case(&["a\u{0}b"], None),
+            case(&["x"], None).tap(|c| c.question = "Why\u{7}?".into()),
         ] {
             assert!(bad.clone().validated().is_err(), "{bad:?}");
         }

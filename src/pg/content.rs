@@ -312,7 +312,11 @@ fn write_bot(txn: &mut Transaction<'_>, bot: &Bot) -> Result<()> {
     txn.execute(
         "INSERT INTO bots (id, record) VALUES ($1, $2) \
          ON CONFLICT (id) DO UPDATE SET record = EXCLUDED.record",
-        &[&bot.id.as_str(), &Json(bot) as &(dyn ToSql + Sync)],
+        // NUL, which jsonb cannot hold, becomes U+FFFD wherever a setting has it.
+        &[
+            &bot.id.as_str(),
+            &super::storable(bot)? as &(dyn ToSql + Sync),
+        ],
     )
     .context("write bot")?;
     Ok(())

@@ -101,8 +101,14 @@ pub(crate) async fn login(
         .await
         .map_err(|e| ApiError::internal(&anyhow::anyhow!("login semaphore: {e}")))?;
     let store = state.store.clone();
+    // A name no account could have (control characters, no `@`) is looked up nowhere: it
+    // is refused like an unknown one (and a NUL would not reach PostgreSQL).
+    let valid = accounts::normalize_email(&email).ok();
     let account = blocking(move || {
-        let account = store.account_by_email(&email)?;
+        let account = match valid {
+            Some(email) => store.account_by_email(&email)?,
+            None => None,
+        };
         match account {
             Some(a) if accounts::verify_password(&password, &a.password_hash) => Ok(Some(a)),
             Some(_) => Ok(None),

@@ -93,6 +93,10 @@ async fn an_owner_logs_in_and_every_change_needs_the_csrf_token() {
     let (_, _, unknown) = login(&s, "nobody@example.org", PASSWORD).await;
     assert_eq!(wrong["error"]["code"], "invalid_credentials");
     assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+    // A name no account can have (a NUL, which PostgreSQL cannot even be asked about) too.
+    let (status, _, odd) = login(&s, "own\u{0}er@example.org", PASSWORD).await;
+    assert_eq!(status, 401, "{odd}");
+    assert_eq!(odd["error"]["message"], unknown["error"]["message"]);
     let (status, set_cookie, session) = login(&s, " Owner@Example.org ", PASSWORD).await;
     assert_eq!(status, 200, "{session}");
     for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {

@@ -96,6 +96,11 @@ async fn a_recrawl_that_breaks_a_golden_question_is_a_regression_sent_and_shown(
             json!({"expected_answer_keywords": ["x"]}),
             "invalid_request",
         ),
+        // What schemathesis sent the PostgreSQL store (jsonb holds no NUL).
+        (
+            json!({"question": "Q?", "expected_answer_keywords": ["a\u{0}b"]}),
+            "invalid_request",
+        ),
     ] {
         let response = s.call("POST", path, Some(&admin), Some(body.clone())).await;
         assert_error(&response, 400, code);
