@@ -260,19 +260,7 @@ impl CandleMiniLm {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
-        let encoded = self.tokenizers.encode(texts)?;
-        let n = encoded.len();
-        let len = encoded.iter().map(Vec::len).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for seq in &encoded {
-            ids.extend_from_slice(seq);
-            ids.extend(std::iter::repeat_n(0u32, len - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, len - seq.len()));
-        }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let (ids, mask) = padded(&self.tokenizers.encode(texts)?, &self.device)?;
         let type_ids = ids.zeros_like()?;
         let hidden = self.model.forward(&ids, &type_ids, Some(&mask))?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
@@ -304,6 +292,27 @@ impl Embedder for CandleMiniLm {
         }
         Ok(out)
     }
+}
+
+/// A batch's token ids padded to its longest (with 0), and the mask of real tokens, both
+/// (texts, longest): what candle's padded models take.
+fn padded(encoded: &[Vec<u32>], device: &Device) -> anyhow::Result<(Tensor, Tensor)> {
+    let (n, len) = (
+        encoded.len(),
+        encoded.iter().map(Vec::len).max().unwrap_or(0),
+    );
+    let mut ids = Vec::with_capacity(n * len);
+    let mut mask = Vec::with_capacity(n * len);
+    for seq in encoded {
+        ids.extend_from_slice(seq);
+        ids.extend(std::iter::repeat_n(0u32, len - seq.len()));
+        mask.extend(std::iter::repeat_n(1u32, seq.len()));
+        mask.extend(std::iter::repeat_n(0u32, len - seq.len()));
+    }
+    Ok((
+        Tensor::from_vec(ids, (n, len), device)?,
+        Tensor::from_vec(mask, (n, len), device)?,
+    ))
 }
 
 /// Memory-maps the safetensors file. candle's mmap constructor is `unsafe` because the file

@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use candle_transformers::models::nomic_bert::{Config, NomicBertModel};
 
-use super::{BATCH_SIZE, Embedder, Tokenizer, Tokenizers};
+use super::{BATCH_SIZE, Embedder, Tokenizer, Tokenizers, padded};
 use crate::domain::EmbedderId;
 
 /// What nomic-embed-text-v1.5's vectors are called in an `EmbedderId`.
@@ -71,21 +71,7 @@ impl Nomic {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
-        let encoded = self.tokenizers.encode(texts)?;
-        let (n, len) = (
-            encoded.len(),
-            encoded.iter().map(Vec::len).max().unwrap_or(0),
-        );
-        let mut ids = Vec::with_capacity(n * len);
-        let mut mask = Vec::with_capacity(n * len);
-        for seq in &encoded {
-            ids.extend_from_slice(seq);
-            ids.extend(std::iter::repeat_n(0u32, len - seq.len()));
-            mask.extend(std::iter::repeat_n(1u32, seq.len()));
-            mask.extend(std::iter::repeat_n(0u32, len - seq.len()));
-        }
-        let ids = Tensor::from_vec(ids, (n, len), &self.device)?;
-        let mask = Tensor::from_vec(mask, (n, len), &self.device)?;
+        let (ids, mask) = padded(&self.tokenizers.encode(texts)?, &self.device)?;
         let hidden = self.model.forward(&ids, None, Some(&mask))?;
         let mask = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
         let pooled = hidden
