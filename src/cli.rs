@@ -494,7 +494,8 @@ pub struct BenchArgs {
     #[arg(long)]
     pub portable_bin: Option<PathBuf>,
     /// Which parts to run (comma-separated): ingest, embed, search, generate, batch, serve,
-    /// webhooks, remote, postgres, cluster
+    /// webhooks, remote, postgres, cluster; also embed-nomic (not run by default: it needs
+    /// `make models-nomic`)
     #[arg(
         long,
         default_value = "ingest,embed,search,generate,batch,serve,webhooks,remote,postgres,cluster"

@@ -49,7 +49,11 @@ impl ContentStore for PgStore {
         self.insert_new(
             "write bot",
             "INSERT INTO bots (id, record) VALUES ($1, $2)",
-            &[&bot.id.as_str(), &Json(bot) as &(dyn ToSql + Sync)],
+            // NUL, which jsonb cannot hold, becomes U+FFFD (as in `write_bot`).
+            &[
+                &bot.id.as_str(),
+                &super::storable(bot)? as &(dyn ToSql + Sync),
+            ],
             || Error::BotExists(bot.id.clone()),
         )
     }

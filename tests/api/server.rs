@@ -1435,6 +1435,22 @@ async fn bots_are_managed_and_crawled_over_the_api_but_never_into_private_networ
     assert_eq!(status, 201, "{bot}");
     assert_eq!(bot["id"], "kettles");
     assert_eq!(bot["top_k"], 3);
+    // A NUL in a setting is stored on either store (PostgreSQL's jsonb keeps U+FFFD).
+    let (status, _, odd) = s
+        .call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"id": "odd", "name": "Odd", "system_prompt": "a\u{0}b"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{odd}");
+    let (status, _, odd) = s.call("GET", "/v1/bots/odd", Some(&s.admin), None).await;
+    assert_eq!(status, 200, "{odd}");
+    assert!(
+        ["a\u{0}b", "a\u{fffd}b"].contains(&odd["system_prompt"].as_str().unwrap()),
+        "{odd}"
+    );
     let (status, _, generated) = s
         .call(
             "POST",
