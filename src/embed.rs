@@ -19,7 +19,7 @@ use tokenizers::TruncationParams;
 
 use crate::domain::EmbedderId;
 use bert::{Bert, Shape};
-pub use nomic::{DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX};
+pub use nomic::{CandleNomic, DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX};
 
 /// Texts embedded per forward pass.
 pub const BATCH_SIZE: usize = 32;

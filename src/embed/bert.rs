@@ -37,12 +37,35 @@ struct Norm {
     bias: Vec<f32>,
 }
 
-/// A dense layer in PyTorch's layout: `weight` is `[out, in]`, row-major.
+/// A dense layer in PyTorch's layout: `weight` is `[out, in]`, row-major; nomic-bert's
+/// layers have no bias.
 struct Linear {
     weight: Vec<f32>,
-    bias: Vec<f32>,
+    bias: Option<Vec<f32>>,
     inputs: usize,
     outputs: usize,
+}
+
+/// How the encoder knows where a token stands: BERT's learned table added to the
+/// embeddings, or rotary angles turning each head's queries and keys (nomic-bert, GPT-NeoX
+/// style: the head's first half paired with its second).
+enum Positions {
+    /// `[max_positions × hidden]`.
+    Learned(Vec<f32>),
+    /// `cos` and `sin` of position × frequency, `[max_positions × head_dim / 2]`.
+    Rotary { cos: Vec<f32>, sin: Vec<f32> },
+}
+
+/// The feed-forward half of a layer.
+enum Ffn {
+    /// BERT: `output(gelu(intermediate(x)))`.
+    Gelu {
+        intermediate: Linear,
+        output: Linear,
+    },
+    /// nomic-bert: `down(up(x) * silu(gate(x)))`, with `up` and `gate` stacked in one
+    /// matmul (up's rows first).
+    SwiGlu { up_gate: Linear, down: Linear },
 }
 
 struct Layer {
@@ -50,15 +73,14 @@ struct Layer {
     qkv: Linear,
     attention_out: Linear,
     attention_norm: Norm,
-    intermediate: Linear,
-    output: Linear,
+    ffn: Ffn,
     output_norm: Norm,
 }
 
 pub struct Bert {
     shape: Shape,
     word: Vec<f32>,
-    position: Vec<f32>,
+    positions: Positions,
     /// Token type 0's embedding: sentence embedders use only the first segment.
     token_type: Vec<f32>,
     embedding_norm: Norm,
@@ -113,7 +135,7 @@ impl Bert {
         let linear = |name: &str, outputs: usize, inputs: usize| -> anyhow::Result<Linear> {
             Ok(Linear {
                 weight: get(&format!("{name}.weight"), &[outputs, inputs])?,
-                bias: get(&format!("{name}.bias"), &[outputs])?,
+                bias: Some(get(&format!("{name}.bias"), &[outputs])?),
                 inputs,
                 outputs,
             })
@@ -132,7 +154,13 @@ impl Bert {
             let v = linear(&format!("{p}.attention.self.value"), h, h)?;
             let qkv = Linear {
                 weight: [q.weight, k.weight, v.weight].concat(),
-                bias: [q.bias, k.bias, v.bias].concat(),
+                bias: Some(
+                    [q.bias, k.bias, v.bias]
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .collect(),
+                ),
                 inputs: h,
                 outputs: 3 * h,
             };
@@ -140,20 +168,95 @@ impl Bert {
                 qkv,
                 attention_out: linear(&format!("{p}.attention.output.dense"), h, h)?,
                 attention_norm: norm(&format!("{p}.attention.output.LayerNorm"))?,
-                intermediate: linear(&format!("{p}.intermediate.dense"), shape.intermediate, h)?,
-                output: linear(&format!("{p}.output.dense"), h, shape.intermediate)?,
+                ffn: Ffn::Gelu {
+                    intermediate: linear(
+                        &format!("{p}.intermediate.dense"),
+                        shape.intermediate,
+                        h,
+                    )?,
+                    output: linear(&format!("{p}.output.dense"), h, shape.intermediate)?,
+                },
                 output_norm: norm(&format!("{p}.output.LayerNorm"))?,
             });
         }
         Ok(Bert {
             shape,
             word: get("embeddings.word_embeddings.weight", &[word_rows, h])?,
-            position: get(
+            positions: Positions::Learned(get(
                 "embeddings.position_embeddings.weight",
                 &[shape.max_positions, h],
-            )?,
+            )?),
             token_type: token_types[..h].to_vec(),
             embedding_norm: norm("embeddings.LayerNorm")?,
+            layers,
+        })
+    }
+
+    /// Builds nomic-bert from its tensors under candle-transformers' names (`take` hands
+    /// each one over as f32 after checking its shape): no position table but rotary angles
+    /// of base `rope_base`, no biases in the matmuls, SwiGLU feed-forward.
+    pub fn nomic(
+        shape: Shape,
+        vocab: usize,
+        rope_base: f32,
+        mut take: impl FnMut(&str, &[usize]) -> anyhow::Result<Vec<f32>>,
+    ) -> anyhow::Result<Bert> {
+        let (h, inter) = (shape.hidden, shape.intermediate);
+        if shape.heads == 0
+            || !h.is_multiple_of(shape.heads)
+            || !(h / shape.heads).is_multiple_of(2)
+        {
+            bail!(
+                "hidden size {h} does not split into {} even heads",
+                shape.heads
+            );
+        }
+        let norm = |take: &mut dyn FnMut(&str, &[usize]) -> anyhow::Result<Vec<f32>>,
+                    name: &str| {
+            Ok::<_, anyhow::Error>(Norm {
+                weight: take(&format!("{name}.weight"), &[h])?,
+                bias: take(&format!("{name}.bias"), &[h])?,
+            })
+        };
+        let word = take("embeddings.word_embeddings.weight", &[vocab, h])?;
+        let token_types = take("embeddings.token_type_embeddings.weight", &[2, h])?;
+        let embedding_norm = norm(&mut take, "emb_ln")?;
+        let mut layers = Vec::with_capacity(shape.layers);
+        for i in 0..shape.layers {
+            let p = format!("encoder.layers.{i}");
+            let mut linear = |name: &str, outputs: usize, inputs: usize| {
+                Ok::<_, anyhow::Error>(Linear {
+                    weight: take(&format!("{p}.{name}.weight"), &[outputs, inputs])?,
+                    bias: None,
+                    inputs,
+                    outputs,
+                })
+            };
+            let qkv = linear("attn.Wqkv", 3 * h, h)?;
+            let attention_out = linear("attn.out_proj", h, h)?;
+            let up = linear("mlp.fc11", inter, h)?;
+            let gate = linear("mlp.fc12", inter, h)?;
+            let down = linear("mlp.fc2", h, inter)?;
+            let up_gate = Linear {
+                weight: [up.weight, gate.weight].concat(),
+                bias: None,
+                inputs: h,
+                outputs: 2 * inter,
+            };
+            layers.push(Layer {
+                qkv,
+                attention_out,
+                attention_norm: norm(&mut take, &format!("{p}.norm1"))?,
+                ffn: Ffn::SwiGlu { up_gate, down },
+                output_norm: norm(&mut take, &format!("{p}.norm2"))?,
+            });
+        }
+        Ok(Bert {
+            shape,
+            word,
+            positions: rotary(shape, rope_base),
+            token_type: token_types[..h].to_vec(),
+            embedding_norm,
             layers,
         })
     }
@@ -254,6 +357,23 @@ unsafe fn forward_avx2(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
     forward(bert, seqs)
 }
 
+/// Rotary tables for every position: angle `p · base^(-2i / head_dim)` for the head's
+/// `head_dim / 2` pairs, computed in f64.
+fn rotary(shape: Shape, base: f32) -> Positions {
+    let head_dim = shape.hidden / shape.heads;
+    let half = head_dim / 2;
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..shape.max_positions {
+        for i in 0..half {
+            let frequency = (base as f64).powf(-2.0 * i as f64 / head_dim as f64);
+            let angle = p as f64 * frequency;
+            cos.push(angle.cos() as f32);
+            sin.push(angle.sin() as f32);
+        }
+    }
+    Positions::Rotary { cos, sin }
+}
+
 /// Splits sentences into up to `parts` groups of about equal token count (longest first,
 /// each to the lightest group).
 fn split_balanced(sequences: &[Vec<u32>], parts: usize) -> Vec<Vec<usize>> {
@@ -296,31 +416,32 @@ fn forward(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
     let m = *offsets.last().unwrap_or(&0);
     let longest = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
 
-    // Embeddings: word + position + token type, then layer norm.
-    let mut x = vec![0f32; m * h];
-    for (s, ids) in seqs.iter().enumerate() {
-        for (p, &id) in ids.iter().enumerate() {
-            let row = &mut x[(offsets[s] + p) * h..][..h];
-            let word = &bert.word[id as usize * h..][..h];
-            let pos = &bert.position[p * h..][..h];
-            for i in 0..h {
-                row[i] = word[i] + pos[i] + bert.token_type[i];
-            }
-        }
-    }
-    for row in x.chunks_exact_mut(h) {
-        layer_norm(row, &bert.embedding_norm, eps);
-    }
-
+    let mut x = embeddings(bert, seqs, &offsets);
     let mut qkv = vec![0f32; m * 3 * h];
     let mut context = vec![0f32; m * h];
     let mut attended = vec![0f32; m * h];
-    let mut wide = vec![0f32; m * inter];
+    let wide_rows = match bert.layers.first().map(|l| &l.ffn) {
+        Some(Ffn::SwiGlu { .. }) => 3 * inter,
+        _ => inter,
+    };
+    let mut wide = vec![0f32; m * wide_rows];
     let mut scores = vec![0f32; longest * longest];
     let scale = 1.0 / (head_dim as f32).sqrt();
 
     for layer in &bert.layers {
         linear(&x, m, &layer.qkv, &mut qkv);
+        if let Positions::Rotary { cos, sin } = &bert.positions {
+            for (s, ids) in seqs.iter().enumerate() {
+                for p in 0..ids.len() {
+                    let row = &mut qkv[(offsets[s] + p) * 3 * h..][..2 * h];
+                    let half = head_dim / 2;
+                    let (cos, sin) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+                    for head in row.chunks_exact_mut(head_dim) {
+                        rotate(head, cos, sin);
+                    }
+                }
+            }
+        }
         for s in 0..seqs.len() {
             let (start, n) = (offsets[s], offsets[s + 1] - offsets[s]);
             for head in 0..heads {
@@ -390,11 +511,7 @@ fn forward(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
             add(row, res);
             layer_norm(row, &layer.attention_norm, eps);
         }
-        linear(&attended, m, &layer.intermediate, &mut wide);
-        for v in wide.iter_mut() {
-            *v = gelu(*v);
-        }
-        linear(&wide, m, &layer.output, &mut x);
+        feed_forward(&layer.ffn, &attended, m, &mut wide, &mut x);
         for (row, res) in x.chunks_exact_mut(h).zip(attended.chunks_exact(h)) {
             add(row, res);
             layer_norm(row, &layer.output_norm, eps);
@@ -418,13 +535,85 @@ fn forward(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
         .collect()
 }
 
+/// The packed rows' embeddings: word + position (a learned table's) + token type, then
+/// layer norm.
+#[inline(always)]
+fn embeddings(bert: &Bert, seqs: &[&[u32]], offsets: &[usize]) -> Vec<f32> {
+    let h = bert.shape.hidden;
+    let mut x = vec![0f32; offsets.last().copied().unwrap_or(0) * h];
+    for (s, ids) in seqs.iter().enumerate() {
+        for (p, &id) in ids.iter().enumerate() {
+            let row = &mut x[(offsets[s] + p) * h..][..h];
+            let word = &bert.word[id as usize * h..][..h];
+            for i in 0..h {
+                row[i] = word[i] + bert.token_type[i];
+            }
+            if let Positions::Learned(table) = &bert.positions {
+                add(row, &table[p * h..][..h]);
+            }
+        }
+    }
+    for row in x.chunks_exact_mut(h) {
+        layer_norm(row, &bert.embedding_norm, bert.shape.eps);
+    }
+    x
+}
+
+/// Turns one head's query or key by its position's angles: pair `i` is the head's values
+/// `i` and `i + head_dim / 2`.
+#[inline(always)]
+fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
+    let (first, second) = head.split_at_mut(cos.len());
+    for (((a, b), c), s) in first.iter_mut().zip(second.iter_mut()).zip(cos).zip(sin) {
+        let (x1, x2) = (*a, *b);
+        *a = x1 * c - x2 * s;
+        *b = x2 * c + x1 * s;
+    }
+}
+
+/// `out = ffn(x)` for `m` rows, with `wide` as scratch (`m × intermediate`, three times
+/// that for SwiGLU).
+#[inline(always)]
+fn feed_forward(ffn: &Ffn, x: &[f32], m: usize, wide: &mut [f32], out: &mut [f32]) {
+    match ffn {
+        Ffn::Gelu {
+            intermediate,
+            output,
+        } => {
+            let wide = &mut wide[..m * intermediate.outputs];
+            linear(x, m, intermediate, wide);
+            for v in wide.iter_mut() {
+                *v = gelu(*v);
+            }
+            linear(wide, m, output, out);
+        }
+        Ffn::SwiGlu { up_gate, down } => {
+            let inter = down.inputs;
+            let (both, gated) = wide.split_at_mut(m * 2 * inter);
+            linear(x, m, up_gate, both);
+            for (row, g) in both
+                .chunks_exact(2 * inter)
+                .zip(gated.chunks_exact_mut(inter))
+            {
+                let (up, gate) = row.split_at(inter);
+                for ((o, u), v) in g.iter_mut().zip(up).zip(gate) {
+                    *o = u * silu(*v);
+                }
+            }
+            linear(&gated[..m * inter], m, down, out);
+        }
+    }
+}
+
 /// `y (m × out) = x (m × in) · Wᵀ + b`.
 #[inline(always)]
 fn linear(x: &[f32], m: usize, layer: &Linear, y: &mut [f32]) {
     let (k, n) = (layer.inputs, layer.outputs);
     debug_assert!(x.len() >= m * k && y.len() >= m * n);
-    for row in y[..m * n].chunks_exact_mut(n) {
-        row.copy_from_slice(&layer.bias);
+    if let Some(bias) = &layer.bias {
+        for row in y[..m * n].chunks_exact_mut(n) {
+            row.copy_from_slice(bias);
+        }
     }
     // SAFETY: x holds m rows of k, y m rows of n, and the weight n rows of k; W is read
     // transposed through its strides (k index stride 1, n index stride k).
@@ -436,7 +625,7 @@ fn linear(x: &[f32], m: usize, layer: &Linear, y: &mut [f32]) {
             y.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            layer.bias.is_some(),
             x.as_ptr(),
             1,
             k as isize,
@@ -533,6 +722,14 @@ pub fn exp(x: f32) -> f32 {
     // SAFETY: n is an integer in [-126, 0] (x is in [-87, 0]), so the conversion is exact.
     let n = unsafe { n.to_int_unchecked::<i32>() };
     e * f32::from_bits(((n + 127) as u32) << 23)
+}
+
+/// SiLU, `x · sigmoid(x)`, with `exp` kept on its negative domain so it vectorises.
+#[inline(always)]
+pub fn silu(x: f32) -> f32 {
+    let e = exp(-x.abs());
+    let s = 1.0 / (1.0 + e);
+    x * if x >= 0.0 { s } else { e * s }
 }
 
 /// GELU with the exact erf form BERT was trained with; erf by Abramowitz & Stegun 7.1.26
