@@ -4,20 +4,28 @@
 use std::sync::Arc;
 
 use crate::config::{Config, RemoteLlm};
-use crate::embed::{Embedder, Embedding, MiniLm, Tokenizer, WordPiece};
+use crate::embed::{
+    Embedder, Embedders, Embedding, IntoEmbedders, LocalModels, Tokenizer, WordPiece,
+};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
 use crate::ports::{ContentStore, Storage};
 use crate::remote::{EmbedConfig, PoolConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
 use crate::retrieval::Retriever;
 use crate::search::InProcess;
 
-/// The embedder the configuration names: the remote engines `--embed-url` names (chunks
-/// still measured with MiniLM's tokenizer), else MiniLM in-process.
-pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
+/// The embedders the configuration names: the remote engines `--embed-url` names for
+/// every bot (chunks still measured with MiniLM's tokenizer), else the in-process models,
+/// `--embedder` for bots that name none.
+pub fn load_embedders(config: &Config) -> anyhow::Result<Arc<Embedders>> {
     let Some(remote) = &config.embed else {
-        return Ok(Embedding::from(Arc::new(
-            MiniLm::load(&config.embedder_dir())?.with_threads(config.threads),
-        )));
+        let models = LocalModels {
+            models_dir: config.models_dir.clone(),
+            threads: config.threads,
+        };
+        return Ok(Arc::new(Embedders::local(
+            models,
+            config.embedder.unwrap_or_default(),
+        )?));
     };
     let tokenizer: Arc<dyn Tokenizer> = Arc::new(WordPiece::load(&config.embedder_dir())?);
     let embedder = RemoteEmbedder::new(
@@ -33,25 +41,30 @@ pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
         },
         tokenizer.clone(),
     )?;
-    Ok(Embedding {
+    Ok(Arc::new(Embedders::fixed(Embedding {
         embedder: Arc::new(embedder),
         tokenizer,
-    })
+    })))
 }
 
-/// The embedder alone (searching, grouping questions): `load_embedding`'s.
+/// The node's default embedding (`load_embedders`' for bots that name none).
+pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
+    Ok(load_embedders(config)?.default_embedding())
+}
+
+/// The default embedder alone (grouping questions): `load_embedding`'s.
 pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
     Ok(load_embedding(config)?.embedder)
 }
 
 /// Retrieval over `store`'s content through the store's own search (pgvector and
 /// full-text search in PostgreSQL), else the in-process one (HNSW and BM25), with queries
-/// embedded by `embedder`.
-pub fn retriever(store: Arc<dyn ContentStore>, embedder: Arc<dyn Embedder>) -> Retriever {
+/// embedded by the embedder that serves each bot.
+pub fn retriever(store: Arc<dyn ContentStore>, embedders: impl IntoEmbedders) -> Retriever {
     let search = store
         .own_search()
         .unwrap_or_else(|| Arc::new(InProcess::new(store.clone())));
-    Retriever::new(store, search, embedder)
+    Retriever::new(store, search, embedders)
 }
 
 /// The store the configuration names: PostgreSQL at `store`, else the redb database in

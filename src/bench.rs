@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::cli::BenchArgs;
 use crate::config::Config;
 use crate::domain::BotId;
-use crate::embed::{BATCH_SIZE, CandleMiniLm, Embedder, MiniLm, Tokenizer};
+use crate::embed::{BATCH_SIZE, CandleMiniLm, Embedder, MiniLm, NOMIC_GGUF, Tokenizer};
 use crate::index::{VectorIndex, exact_search, recall_at_k};
 use crate::ingest::{self, IngestRequest, Source, chunk::ChunkSpec, crawl::CrawlOptions};
 use crate::llm::{ChatMessage, GenParams, Generator, LlamaConfig, LlamaGenerator};
@@ -415,9 +415,6 @@ fn bench_embed(embedder: &MiniLm, dir: &Path, quick: bool) -> anyhow::Result<Val
         "target_per_s": 175,
     }))
 }
-
-/// nomic-embed-text-v1.5's GGUF in the models folder (`make models-nomic`).
-const NOMIC_GGUF: &str = "nomic-embed-text-v1.5.f16.gguf";
 
 /// nomic-embed-text-v1.5 on the same sentences as MiniLM: docent's packed encoder against
 /// candle-transformers' nomic-bert (the reference), and against MiniLM's packed encoder.

@@ -57,6 +57,12 @@ pub struct GlobalArgs {
     /// Requests in flight to the engines at once [default: --parallel]
     #[arg(long, env = "DOCENT_LLM_CONCURRENCY", global = true)]
     pub llm_concurrency: Option<usize>,
+    /// The in-process embedder bots get when they name none: minilm (all-MiniLM-L6-v2,
+    /// fast), nomic (nomic-embed-text-v1.5, 768 dimensions; `make models-nomic`),
+    /// nomic-512 or nomic-256. A bot keeps the embedder that made its vectors until
+    /// `docent reindex` re-embeds them [default: minilm]
+    #[arg(long, env = "DOCENT_EMBEDDER", global = true)]
+    pub embedder: Option<String>,
     /// Embed on a remote OpenAI-compatible engine (`POST {url}/v1/embeddings`) instead of
     /// in-process; comma-separate or repeat it for several. The API key comes from
     /// DOCENT_EMBED_API_KEY or DOCENT_EMBED_API_KEY_FILE. Bots keep the embedder that made
@@ -107,6 +113,7 @@ impl GlobalArgs {
             llm_model: self.llm_model.clone(),
             llm_timeout: self.llm_timeout.clone(),
             llm_concurrency: self.llm_concurrency,
+            embedder: self.embedder.clone(),
             embed_url: self.embed_url.clone(),
             embed_model: self.embed_model.clone(),
             embed_timeout: self.embed_timeout.clone(),

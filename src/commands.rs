@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::analytics::analytics_range;
-use crate::app::{load_embedder, load_embedding, load_generator};
+use crate::app::{load_embedder, load_generator};
 use crate::chat;
 use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
@@ -24,8 +24,9 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let source = Source::parse(&args.source, args.base_url.as_deref())?;
     let store = crate::app::open_store(config)?;
-    let embedding = load_embedding(config)?;
+    let embedding = embedding_for(config, &store, &bot, None).await?;
     let progress = progress_bar(args.json);
+    let target = bot.clone();
     let request = IngestRequest {
         bot,
         name: args.name,
@@ -45,7 +46,9 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     };
     let result = ingest::run(store.clone(), embedding, request, &progress).await;
     progress.finish_and_clear();
-    print_summary(args.json, &result?, |s| {
+    let result = result?;
+    record_embedder(config, &store, &target)?;
+    print_summary(args.json, &result, |s| {
         let mut out = format!(
             "bot {}: {} pages indexed, {} unchanged, {} skipped, {} removed; {} chunks embedded in {:.1}s",
             s.bot,
@@ -63,16 +66,50 @@ pub async fn ingest(config: &Config, args: IngestArgs) -> anyhow::Result<()> {
     })
 }
 
-/// `docent reindex`: the bot's stored chunks re-embedded with the configured embedder.
+/// What `docent ingest` extends a bot with (`reindex`: re-embeds it with): the embedder
+/// `--embedder` names, else the one that serves the bot (`reindex`: the one it wants).
+async fn embedding_for(
+    config: &Config,
+    store: &Arc<dyn crate::ports::Storage>,
+    bot: &BotId,
+    reindexing: Option<crate::domain::Bot>,
+) -> anyhow::Result<crate::embed::Embedding> {
+    let embedders = crate::app::load_embedders(config)?;
+    let (store, bot, named) = (store.clone(), bot.clone(), config.embedder);
+    tokio::task::spawn_blocking(move || match (named, reindexing) {
+        (Some(choice), _) => embedders.get(choice),
+        (None, Some(record)) => embedders.for_reindex(&record),
+        (None, None) => embedders.for_bot(store.get_bot(&bot).ok().as_ref()),
+    })
+    .await
+    .context("embedder task failed")?
+}
+
+/// Records `--embedder`, when given, as the bot's own choice once its vectors are made.
+fn record_embedder(
+    config: &Config,
+    store: &Arc<dyn crate::ports::Storage>,
+    bot: &BotId,
+) -> anyhow::Result<()> {
+    if let Some(choice) = config.embedder {
+        store.update_bot(bot, &mut |b| b.settings.embedder = Some(choice))?;
+    }
+    Ok(())
+}
+
+/// `docent reindex`: the bot's stored chunks re-embedded with the embedder it wants
+/// (`--embedder` switches it).
 pub async fn reindex(config: &Config, args: crate::cli::ReindexArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let store = crate::app::open_store(config)?;
-    store.get_bot(&bot)?;
-    let embedding = load_embedding(config)?;
+    let record = store.get_bot(&bot)?;
+    let embedding = embedding_for(config, &store, &bot, Some(record)).await?;
     let progress = progress_bar(args.json);
     let result = ingest::reindex(store.clone(), embedding, &bot, &progress).await;
     progress.finish_and_clear();
-    print_summary(args.json, &result?, |s| {
+    let result = result?;
+    record_embedder(config, &store, &bot)?;
+    print_summary(args.json, &result, |s| {
         format!(
             "bot {}: {} chunks of {} pages re-embedded with {} (were {}) in {:.1}s",
             s.bot,
@@ -133,7 +170,7 @@ pub fn ask(config: &Config, args: AskArgs) -> anyhow::Result<()> {
     let bot = BotId::parse(&args.bot).map_err(anyhow::Error::msg)?;
     let store = crate::app::open_store(config)?;
     store.get_bot(&bot)?;
-    let retriever = crate::app::retriever(store, load_embedder(config)?);
+    let retriever = crate::app::retriever(store, crate::app::load_embedders(config)?);
     let generator = load_generator(config, 1)?;
     // Flags win over the bot's own settings, which win over the config.
     let settings = retriever.store().get_bot(&bot)?.settings;
@@ -531,9 +568,9 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
         let failed = failure.clone();
         actix_web::rt::task::spawn_blocking(move || {
             let loaded = (|| -> anyhow::Result<Engine> {
-                let embedding = load_embedding(&config)?;
+                let embedders = crate::app::load_embedders(&config)?;
                 let generator = load_generator(&config, parallel)?;
-                Ok(Engine::new(store, embedding, generator))
+                Ok(Engine::new(store, embedders, generator))
             })();
             match loaded {
                 Ok(engine) => {

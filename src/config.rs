@@ -6,6 +6,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::domain::EmbedderChoice;
+
 pub const EXAMPLE: &str = include_str!("../config.example.toml");
 
 pub use crate::domain::Secret;
@@ -61,6 +63,9 @@ pub struct Config {
     pub llm: Option<RemoteLlm>,
     /// Embeddings on remote OpenAI-compatible engines instead of in-process (`--embed-url`).
     pub embed: Option<RemoteEmbed>,
+    /// The in-process embedder bots get when they name none (`--embedder`; MiniLM when
+    /// not given). A command that makes or re-embeds a bot records it as the bot's own.
+    pub embedder: Option<EmbedderChoice>,
 }
 
 /// Where remote embedding runs and how docent talks to it (`[embed]` in the file).
@@ -104,6 +109,7 @@ struct FileConfig {
     parallel: Option<usize>,
     allow_private_targets: Option<bool>,
     crawl_proxy: Option<Secret>,
+    embedder: Option<String>,
     #[serde(default)]
     retrieval: FileRetrieval,
     #[serde(default)]
@@ -179,6 +185,8 @@ pub struct Overrides {
     pub llm_model: Option<String>,
     pub llm_timeout: Option<String>,
     pub llm_concurrency: Option<usize>,
+    /// The in-process embedder by name (`minilm`, `nomic`, ...).
+    pub embedder: Option<String>,
     /// Remote embedding engines' URLs (each entry may hold several, comma-separated).
     pub embed_url: Vec<String>,
     pub embed_model: Option<String>,
@@ -238,6 +246,10 @@ impl Config {
         }
         let llm = remote_llm(args, file.llm, parallel)?;
         let embed = remote_embed(args, file.embed)?;
+        let embedder = match args.embedder.as_deref().or(file.embedder.as_deref()) {
+            Some(name) => Some(name.parse().map_err(anyhow::Error::msg)?),
+            None => None,
+        };
         let config = Config {
             data_dir: args
                 .data_dir
@@ -269,6 +281,7 @@ impl Config {
             crawl_proxy: file.crawl_proxy,
             llm,
             embed,
+            embedder,
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");

@@ -91,6 +91,113 @@ impl fmt::Display for EmbedderId {
     }
 }
 
+/// An embedder docent runs in-process, by the name flags and bot settings use: `minilm`
+/// (all-MiniLM-L6-v2, 384 dimensions), `nomic` (nomic-embed-text-v1.5, 768), or nomic cut to
+/// `nomic-512` or `nomic-256` (its Matryoshka widths).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum EmbedderChoice {
+    #[default]
+    MiniLm,
+    Nomic(NomicWidth),
+}
+
+/// The widths nomic-embed-text-v1.5 was trained to be cut to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NomicWidth {
+    Full,
+    D512,
+    D256,
+}
+
+impl NomicWidth {
+    pub fn dim(self) -> usize {
+        match self {
+            NomicWidth::Full => 768,
+            NomicWidth::D512 => 512,
+            NomicWidth::D256 => 256,
+        }
+    }
+}
+
+impl EmbedderChoice {
+    /// Every choice, by its name.
+    pub const NAMES: [&str; 4] = ["minilm", "nomic", "nomic-512", "nomic-256"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbedderChoice::MiniLm => "minilm",
+            EmbedderChoice::Nomic(NomicWidth::Full) => "nomic",
+            EmbedderChoice::Nomic(NomicWidth::D512) => "nomic-512",
+            EmbedderChoice::Nomic(NomicWidth::D256) => "nomic-256",
+        }
+    }
+
+    /// The id the vectors this embedder makes are recorded under.
+    pub fn id(self) -> EmbedderId {
+        match self {
+            EmbedderChoice::MiniLm => EmbedderId::new("all-MiniLM-L6-v2", 384),
+            EmbedderChoice::Nomic(width) => EmbedderId::new("nomic-embed-text-v1.5", width.dim()),
+        }
+    }
+
+    /// The choice that makes vectors recorded as `id`, if docent runs it in-process.
+    pub fn from_id(id: &EmbedderId) -> Option<EmbedderChoice> {
+        EmbedderChoice::all().into_iter().find(|c| c.id() == *id)
+    }
+
+    fn all() -> [EmbedderChoice; 4] {
+        [
+            EmbedderChoice::MiniLm,
+            EmbedderChoice::Nomic(NomicWidth::Full),
+            EmbedderChoice::Nomic(NomicWidth::D512),
+            EmbedderChoice::Nomic(NomicWidth::D256),
+        ]
+    }
+}
+
+impl std::str::FromStr for EmbedderChoice {
+    type Err = String;
+
+    /// A name from `NAMES`, or a model's full name (`all-MiniLM-L6-v2`,
+    /// `nomic-embed-text-v1.5`), any case.
+    fn from_str(s: &str) -> Result<EmbedderChoice, String> {
+        let wanted = s.trim().to_ascii_lowercase();
+        let found = match wanted.as_str() {
+            "all-minilm-l6-v2" => Some(EmbedderChoice::MiniLm),
+            "nomic-embed-text-v1.5" => Some(EmbedderChoice::Nomic(NomicWidth::Full)),
+            name => EmbedderChoice::all().into_iter().find(|c| c.name() == name),
+        };
+        found.ok_or_else(|| {
+            let shown: String = s.chars().take(40).collect();
+            format!(
+                "unknown embedder {shown:?}: use one of {}",
+                EmbedderChoice::NAMES.join(", ")
+            )
+        })
+    }
+}
+
+impl TryFrom<String> for EmbedderChoice {
+    type Error = String;
+
+    fn try_from(s: String) -> Result<EmbedderChoice, String> {
+        s.parse()
+    }
+}
+
+impl From<EmbedderChoice> for String {
+    fn from(choice: EmbedderChoice) -> String {
+        choice.name().to_string()
+    }
+}
+
+impl fmt::Display for EmbedderChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A bot whose vectors another embedder made than the one asked to search or extend them:
 /// its stored chunks must be re-embedded first (`docent reindex --bot ID`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -133,6 +240,10 @@ pub struct BotSettings {
     /// The operator's golden questions, checked after every crawl (`golden`).
     #[serde(default)]
     pub golden: Vec<GoldenQuestion>,
+    /// The embedder this bot wants (`None`: the node's `--embedder`). A bot with content
+    /// keeps the embedder that made its vectors until `docent reindex` re-embeds them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embedder: Option<EmbedderChoice>,
 }
 
 /// When a bot collects leads: never, whenever a visitor types an email address or phone
@@ -870,6 +981,24 @@ impl Bot {
         })
     }
 
+    /// The embedder this bot asks for: its own setting, else the node's `default`.
+    pub fn wanted_embedder(&self, default: EmbedderChoice) -> EmbedderChoice {
+        self.settings.embedder.unwrap_or(default)
+    }
+
+    /// The vectors a query or new content for this bot must be comparable with: those of
+    /// the embedder that made its vectors while it has any (MiniLM's when not recorded),
+    /// else those of the one it wants.
+    pub fn embedder_needed(&self, default: EmbedderChoice) -> EmbedderId {
+        if self.chunks > 0 {
+            self.embedder
+                .clone()
+                .unwrap_or_else(|| EmbedderChoice::MiniLm.id())
+        } else {
+            self.wanted_embedder(default).id()
+        }
+    }
+
     /// The origins the SSRF guard lets this bot's crawls reach although they are not
     /// public: its `allowed_targets`, unless it is a test bot (whose crawls stay public).
     pub fn exempt_origins(&self) -> Vec<String> {
@@ -1012,6 +1141,62 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn embedder_choices_parse_by_name_and_model_and_map_to_their_vectors() {
+        for name in EmbedderChoice::NAMES {
+            let choice: EmbedderChoice = name.parse().unwrap();
+            assert_eq!(choice.name(), name);
+            assert_eq!(EmbedderChoice::from_id(&choice.id()), Some(choice));
+            let json = serde_json::to_string(&choice).unwrap();
+            assert_eq!(
+                serde_json::from_str::<EmbedderChoice>(&json).unwrap(),
+                choice
+            );
+        }
+        assert_eq!(
+            " Nomic-Embed-Text-v1.5".parse::<EmbedderChoice>(),
+            Ok(EmbedderChoice::Nomic(NomicWidth::Full))
+        );
+        assert_eq!(
+            "all-MiniLM-L6-v2".parse::<EmbedderChoice>(),
+            Ok(EmbedderChoice::MiniLm)
+        );
+        assert_eq!(
+            EmbedderChoice::Nomic(NomicWidth::D256).id(),
+            EmbedderId::new("nomic-embed-text-v1.5", 256)
+        );
+        let error = "nomic-128".parse::<EmbedderChoice>().unwrap_err();
+        assert!(
+            error.contains("minilm, nomic, nomic-512, nomic-256"),
+            "{error}"
+        );
+        assert!(serde_json::from_str::<EmbedderChoice>("\"bge\"").is_err());
+        assert_eq!(
+            EmbedderChoice::from_id(&EmbedderId::new("minilm-gguf", 384)),
+            None
+        );
+    }
+
+    #[test]
+    fn a_bot_with_vectors_needs_their_embedder_and_an_empty_one_what_it_wants() {
+        let nomic = EmbedderChoice::Nomic(NomicWidth::D512);
+        let mut empty = bot(0, None);
+        assert_eq!(
+            empty.embedder_needed(EmbedderChoice::MiniLm),
+            EmbedderChoice::MiniLm.id()
+        );
+        assert_eq!(empty.embedder_needed(nomic), nomic.id());
+        empty.settings.embedder = Some(nomic);
+        assert_eq!(empty.embedder_needed(EmbedderChoice::MiniLm), nomic.id());
+        // Vectors win over the wish and the default; unrecorded ones were MiniLM's.
+        let mut built = bot(5, None);
+        built.settings.embedder = Some(nomic);
+        assert_eq!(built.embedder_needed(nomic), EmbedderChoice::MiniLm.id());
+        assert_eq!(built.wanted_embedder(EmbedderChoice::MiniLm), nomic);
+        let remote = EmbedderId::new("minilm-gguf", 384);
+        assert_eq!(bot(5, Some(remote.clone())).embedder_needed(nomic), remote);
+    }
 
     fn bot(chunks: u64, embedder: Option<EmbedderId>) -> Bot {
         Bot {

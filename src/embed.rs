@@ -5,6 +5,7 @@
 
 mod bert;
 mod nomic;
+mod registry;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,7 @@ use tokenizers::TruncationParams;
 use crate::domain::EmbedderId;
 use bert::{Bert, Shape};
 pub use nomic::{CandleNomic, DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX};
+pub use registry::{Embedders, IntoEmbedders, LocalModels, NOMIC_GGUF};
 
 /// Texts embedded per forward pass.
 pub const BATCH_SIZE: usize = 32;

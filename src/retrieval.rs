@@ -7,11 +7,11 @@
 //! Every hit's `score` is its cosine similarity to the query, whichever index found it, so
 //! thresholds on evidence mean the same thing for every hit.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::domain::{BotId, Chunk};
-use crate::embed::Embedder;
+use crate::embed::{Embedder, Embedders, IntoEmbedders};
 use crate::ports::{ContentStore, Search};
 
 #[derive(Debug, Clone)]
@@ -47,26 +47,27 @@ const CANDIDATES: usize = 50;
 pub struct Retriever {
     store: Arc<dyn ContentStore>,
     search: Arc<dyn Search>,
-    embedder: Arc<dyn Embedder>,
+    embedders: Arc<Embedders>,
     mode: Mode,
-    /// Bots whose vectors this embedder is known to have made (checked once, until the
+    /// Each bot's query embedder, checked against the vectors it keeps (once, until the
     /// bot's content changes).
-    checked: Mutex<HashSet<BotId>>,
+    serving: Mutex<HashMap<BotId, Arc<dyn Embedder>>>,
 }
 
 impl Retriever {
-    /// Search through `search` over `store`'s content, with queries embedded by `embedder`.
+    /// Search through `search` over `store`'s content, with queries embedded by the
+    /// embedder that serves each bot.
     pub fn new(
         store: Arc<dyn ContentStore>,
         search: Arc<dyn Search>,
-        embedder: Arc<dyn Embedder>,
+        embedders: impl IntoEmbedders,
     ) -> Retriever {
         Retriever {
             store,
             search,
-            embedder,
+            embedders: embedders.into_embedders(),
             mode: Mode::default(),
-            checked: Mutex::new(HashSet::new()),
+            serving: Mutex::new(HashMap::new()),
         }
     }
 
@@ -80,39 +81,40 @@ impl Retriever {
         self.store.as_ref()
     }
 
-    pub fn embedder(&self) -> &Arc<dyn Embedder> {
-        &self.embedder
+    pub fn embedders(&self) -> &Arc<Embedders> {
+        &self.embedders
     }
 
-    /// Vectors of another embedder would be searched with a meaningless query vector.
-    fn check_embedder(&self, bot: &BotId) -> anyhow::Result<()> {
-        if self.checked.lock().expect("checked lock").contains(bot) {
-            return Ok(());
+    /// The embedder `bot`'s queries are embedded with: the one that made its vectors
+    /// (vectors of another would be searched with a meaningless query vector).
+    fn embedder_for(&self, bot: &BotId) -> anyhow::Result<Arc<dyn Embedder>> {
+        if let Some(found) = self.serving.lock().expect("serving lock").get(bot) {
+            return Ok(found.clone());
         }
         let record = self.store.get_bot(bot)?;
-        record.check_embedder(&self.embedder.id()?, &crate::embed::minilm_id())?;
-        self.checked
+        let embedder = self.embedders.for_bot(Some(&record))?.embedder;
+        record.check_embedder(&embedder.id()?, &crate::embed::minilm_id())?;
+        self.serving
             .lock()
-            .expect("checked lock")
-            .insert(bot.clone());
-        Ok(())
+            .expect("serving lock")
+            .insert(bot.clone(), embedder.clone());
+        Ok(embedder)
     }
 
     /// Forgets what was derived from a bot's content so the next query rebuilds it (after
     /// an ingest or delete).
     pub fn invalidate(&self, bot: &BotId) {
-        self.checked.lock().expect("checked lock").remove(bot);
+        self.serving.lock().expect("serving lock").remove(bot);
         self.search.invalidate(bot);
     }
 
     /// The `k` best chunks for `query`, best first. Blocking: call off the async runtime.
     pub fn retrieve(&self, bot: &BotId, query: &str, k: usize) -> anyhow::Result<Vec<Retrieved>> {
-        self.check_embedder(bot)?;
+        let embedder = self.embedder_for(bot)?;
         if k == 0 {
             return Ok(Vec::new());
         }
-        let query_vector = self
-            .embedder
+        let query_vector = embedder
             .embed_queries(&[query])?
             .pop()
             .ok_or_else(|| anyhow::anyhow!("embedder returned no vector"))?;
@@ -280,7 +282,7 @@ mod tests {
             keyword: vec![(b, 7.0), (a, 5.0), (c, 3.0)],
             ..Scripted::default()
         });
-        let embedder: Arc<dyn Embedder> = Arc::new(FakeEmbedder::default());
+        let embedder = Arc::new(FakeEmbedder::default());
         let retriever = Retriever::new(store.clone(), search.clone(), embedder.clone());
         let bot = BotId::parse("docs").unwrap();
         let hits = retriever.retrieve(&bot, "beta paths", 3).unwrap();
@@ -319,7 +321,7 @@ mod tests {
             keyword: vec![(ids[0], 1.0)],
             ..Scripted::default()
         });
-        let embedder: Arc<dyn Embedder> = Arc::new(FakeEmbedder::default());
+        let embedder = Arc::new(FakeEmbedder::default());
         let bot = BotId::parse("docs").unwrap();
         let dense =
             Retriever::new(store.clone(), search.clone(), embedder.clone()).with_mode(Mode::Dense);

@@ -348,7 +348,7 @@ async fn hybrid_quality(
     let queries = crate::eval::sample(set.queries, Some(if quick { 200 } else { 1000 }), 17);
     let url = server.database("bench_nq")?;
     let (source, bot) = (set.store.clone(), set.bot.clone());
-    let embedder = set.embedding.embedder.clone();
+    let embedding = set.embedding.clone();
     tokio::task::spawn_blocking(move || -> anyhow::Result<Value> {
         let pg = PgStore::open(&url, None)?;
         let started = Instant::now();
@@ -364,7 +364,7 @@ async fn hybrid_quality(
             let mut modes = serde_json::Map::new();
             for mode in [Mode::Hybrid, Mode::Dense, Mode::Keyword] {
                 let retriever =
-                    crate::app::retriever(store.clone(), embedder.clone()).with_mode(mode);
+                    crate::app::retriever(store.clone(), embedding.clone()).with_mode(mode);
                 let started = Instant::now();
                 let per_query = crate::eval::score_queries(&retriever, &bot, &queries, &bar)?;
                 let ms = started.elapsed().as_secs_f64() * 1000.0 / queries.len() as f64;

@@ -113,7 +113,7 @@ pub async fn retrieval(config: &Config, args: EvalRetrievalArgs) -> anyhow::Resu
     let started = Instant::now();
     let set = beir(config, &args.corpus, args.json).await?;
     let mode = crate::retrieval::Mode::from(args.mode);
-    let retriever = crate::app::retriever(set.store, set.embedding.embedder).with_mode(mode);
+    let retriever = crate::app::retriever(set.store, set.embedding).with_mode(mode);
     let queries = sample(set.queries, args.sample, args.seed);
     anyhow::ensure!(!queries.is_empty(), "no query has relevance judgements");
     let bar = progress(queries.len(), "queries", args.json);
@@ -163,8 +163,7 @@ pub async fn qa(config: &Config, args: EvalQaArgs) -> anyhow::Result<()> {
         args.json,
     )
     .await?;
-    let embedder = embedding.embedder;
-    let retriever = crate::app::retriever(store, embedder);
+    let retriever = crate::app::retriever(store, embedding);
     let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let mut options = crate::chat::AskOptions::from_config(config);
     if let Some(threshold) = args.answerable_threshold {
@@ -289,8 +288,7 @@ pub async fn conflicts(config: &Config, args: EvalConflictsArgs) -> anyhow::Resu
         args.json,
     )
     .await?;
-    let embedder = embedding.embedder;
-    let retriever = crate::app::retriever(store, embedder);
+    let retriever = crate::app::retriever(store, embedding);
     let generator = crate::app::load_generator(config, args.concurrency.max(1))?;
     let options = crate::chat::AskOptions::from_config(config);
     let mut questions: Vec<(String, String, data::ConflictAnswer)> = set
@@ -425,7 +423,7 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     let store = crate::app::open_store(config)?;
     let golden = golden_cases(store.as_ref(), &bot, &args)?;
     let settings = store.get_bot(&bot)?.settings;
-    let retriever = crate::app::retriever(store, crate::app::load_embedder(config)?);
+    let retriever = crate::app::retriever(store, crate::app::load_embedders(config)?);
     let generator = crate::app::load_generator(config, 1)?;
     let options = crate::chat::AskOptions::from_config(config).for_bot(&settings);
     let mut results = Vec::new();

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use super::pages::{commit, read};
 use super::{current_embedder, discard_if_failed, stage_batch};
 use crate::domain::{BotId, Chunk, Page};
-use crate::embed::{Embedding, minilm_id};
+use crate::embed::{Embedders, minilm_id};
 use crate::ports::ContentStore;
 
 /// The URL scheme of a curated answer's page: `answer:ans_…`.
@@ -80,13 +80,17 @@ pub fn list(store: &dyn ContentStore, bot: &BotId) -> crate::ports::Result<Vec<C
 /// chunk embedded, staged and committed with the bot's counts in one transaction.
 pub async fn put(
     store: Arc<dyn ContentStore>,
-    embedding: Embedding,
+    embedders: Arc<Embedders>,
     bot: &BotId,
     id: Option<String>,
     question: String,
     answer: String,
 ) -> Result<CuratedAnswer, AnswerError> {
     let record = read(&store, bot).await?;
+    let bot_record = record.0.clone();
+    let embedding = tokio::task::spawn_blocking(move || embedders.for_bot(Some(&bot_record)))
+        .await
+        .map_err(anyhow::Error::from)??;
     let embedder_id = current_embedder(&embedding).await?;
     record
         .0

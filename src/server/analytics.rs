@@ -42,7 +42,10 @@ pub(crate) async fn analytics(
     let report = blocking(move || {
         // Grouping uses the embedder once it is loaded; before that, or while a remote one
         // is out of reach, exact repeats only.
-        let embedder = shared.engine.get().map(|e| e.embedding.embedder.clone());
+        let embedder = shared
+            .engine
+            .get()
+            .map(|e| e.embedders.default_embedding().embedder);
         let store = shared.store.as_ref();
         match crate::analytics::report(store, embedder.as_deref(), &bot, from, to) {
             Err(e) if e.downcast_ref::<crate::remote::EmbedError>().is_some() => {

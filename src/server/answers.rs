@@ -183,8 +183,8 @@ async fn write(
     question: String,
     answer: String,
 ) -> ApiResult<CuratedAnswer> {
-    let embedding = state.engine()?.embedding.clone();
-    let written = answers::put(state.store.clone(), embedding, bot, id, question, answer).await?;
+    let embedders = state.engine()?.embedders.clone();
+    let written = answers::put(state.store.clone(), embedders, bot, id, question, answer).await?;
     state.content_changed(bot);
     Ok(written)
 }

@@ -94,7 +94,8 @@ pub(crate) async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable().json(Health::is("loading"));
     };
     // Remote engines are asked whether they answer (in-process models always can).
-    let (generator, embedder) = (engine.generator.clone(), engine.embedding.embedder.clone());
+    let generator = engine.generator.clone();
+    let embedder = engine.embedders.default_embedding().embedder;
     let checked = web::block(move || {
         generator
             .health()
@@ -364,6 +365,12 @@ pub(crate) struct BotFields {
     /// Quick replies (up to 20).
     #[schema(inline, value_type = Option<Vec<super::schemas::Intent>>, max_items = 20)]
     intents: Option<Vec<Intent>>,
+    /// The embedder this bot wants: `minilm`, `nomic`, `nomic-512` or `nomic-256` (null:
+    /// the node's `--embedder`). A bot with content keeps the embedder that made its
+    /// vectors (`embedded_with`) until `docent reindex --bot ID` re-embeds them.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>, max_length = 64)]
+    embedder: Option<Option<String>>,
 }
 
 /// The fields `PATCH /v1/bots/{id}` takes (documentation; the handler reads `BotFields`
@@ -410,6 +417,7 @@ impl From<&BotFields> for SettingsChange {
             handoff_topics: fields.handoff_topics.clone(),
             fallback: fields.fallback.clone(),
             intents: fields.intents.clone(),
+            embedder: fields.embedder.clone(),
         }
     }
 }
@@ -429,6 +437,29 @@ fn settings_change(caller: &Caller, fields: &BotFields) -> ApiResult<SettingsCha
 
 fn invalid_setting(e: InvalidSetting) -> ApiError {
     ApiError::bad_request("invalid_request", e.0)
+}
+
+/// A bot may only ask for an embedder this node can run: 409 `embedder_not_installed`
+/// otherwise (a model not fetched, or a node embedding on a remote engine). Loads the
+/// model now if it is the first use.
+async fn check_embedder_offered(state: &AppState, change: &SettingsChange) -> ApiResult<()> {
+    let Some(choice) = change.embedder_choice().map_err(invalid_setting)? else {
+        return Ok(());
+    };
+    let Some(engine) = state.engine.get() else {
+        return Ok(());
+    };
+    let embedders = engine.embedders.clone();
+    blocking(move || {
+        embedders.offers(choice).map_err(|why| {
+            ApiError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "embedder_not_installed",
+                why,
+            )
+        })
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/v1/bots", tag = "bots", summary = "Create a bot (admin)", request_body = BotFields, security(("bearer" = [])), responses((status = 201, description = "Created", body = BotView), ApiErrors))]
@@ -468,9 +499,9 @@ pub(crate) async fn create_bot(
         test: caller.key.env == KeyEnv::Test,
         ..Bot::new(id, now)
     };
-    settings_change(&caller, &fields)?
-        .apply(&mut bot)
-        .map_err(invalid_setting)?;
+    let change = settings_change(&caller, &fields)?;
+    change.apply(&mut bot).map_err(invalid_setting)?;
+    check_embedder_offered(&state, &change).await?;
     let record = bot.clone();
     state.stored(move |store| store.create_bot(&record)).await?;
     Ok(HttpResponse::Created().json(BotView::from(&bot)))
@@ -499,6 +530,7 @@ pub(crate) async fn update_bot(
         .clone()
         .apply(&mut bot.clone())
         .map_err(invalid_setting)?;
+    check_embedder_offered(&state, &change).await?;
     let store = state.store.clone();
     let target = id.clone();
     let bot = blocking(move || {
@@ -629,9 +661,10 @@ pub(crate) async fn add_source(
 /// fails later.
 pub(crate) async fn check_extendable(state: &AppState, bot: &Bot) -> ApiResult<()> {
     if let Some(engine) = state.engine.get() {
-        let (embedder, record) = (engine.embedding.embedder.clone(), bot.clone());
+        let (embedders, record) = (engine.embedders.clone(), bot.clone());
         blocking(move || {
-            let current = embedder.id().map_err(ApiError::from)?;
+            let embedder = embedders.for_bot(Some(&record)).map_err(ApiError::from)?;
+            let current = embedder.embedder.id().map_err(ApiError::from)?;
             record
                 .check_embedder(&current, &crate::embed::minilm_id())
                 .map_err(|e| ApiError::from(anyhow::Error::from(e)))

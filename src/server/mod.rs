@@ -47,7 +47,7 @@ use tokio::sync::Semaphore;
 
 use crate::chat::AskOptions;
 use crate::domain::Secret;
-use crate::embed::Embedding;
+use crate::embed::{Embedders, IntoEmbedders};
 use crate::keys::{self, KeyEnv, KeyKind, KeyScope};
 use crate::llm::Generator;
 use crate::ports::Storage;
@@ -161,21 +161,22 @@ impl Default for Limits {
 pub struct Engine {
     pub retriever: Arc<Retriever>,
     pub generator: Arc<dyn Generator>,
-    /// The retriever's embedder with the tokenizer crawls chunk by.
-    pub embedding: Embedding,
+    /// The embedders bots are searched and crawled with (the retriever's).
+    pub embedders: Arc<Embedders>,
 }
 
 impl Engine {
     /// The engine over `store` with these models.
     pub fn new(
         store: Arc<dyn Storage>,
-        embedding: Embedding,
+        embedders: impl IntoEmbedders,
         generator: Arc<dyn Generator>,
     ) -> Engine {
+        let embedders = embedders.into_embedders();
         Engine {
-            retriever: Arc::new(crate::app::retriever(store, embedding.embedder.clone())),
+            retriever: Arc::new(crate::app::retriever(store, embedders.clone())),
             generator,
-            embedding,
+            embedders,
         }
     }
 }
@@ -417,9 +418,9 @@ fn hear_other_nodes(
 struct NodeHost(std::sync::Weak<AppState>);
 
 impl CrawlHost for NodeHost {
-    fn embedding(&self) -> Option<Embedding> {
+    fn embedders(&self) -> Option<Arc<Embedders>> {
         let state = self.0.upgrade()?;
-        state.engine.get().map(|engine| engine.embedding.clone())
+        state.engine.get().map(|engine| engine.embedders.clone())
     }
 
     fn crawled(&self, bot: &crate::domain::BotId) {

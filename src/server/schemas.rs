@@ -21,6 +21,14 @@ pub enum LeadCapture {
     AfterMessages { after_messages: u32 },
 }
 
+/// Which model made a bot's vectors, and their length.
+#[derive(Serialize, ToSchema)]
+pub struct EmbedderIdView {
+    /// `all-MiniLM-L6-v2`, `nomic-embed-text-v1.5`, or a remote engine's model.
+    pub model: String,
+    pub dim: usize,
+}
+
 /// A quick reply: `id` is what `/v1/chat` takes as `intent`, `label` what the button says,
 /// `message` what is asked when it is chosen (the label when absent).
 #[derive(Serialize, ToSchema)]

@@ -9,8 +9,8 @@ use utoipa::ToSchema;
 
 use crate::chat::Answer;
 use crate::domain::{
-    Bot, BotId, Conversation, ConversationState, CrawlJob, Feedback, Intent, Lead, LeadCapture,
-    Message, Page, Role, Scope, SourceRef,
+    Bot, BotId, Conversation, ConversationState, CrawlJob, EmbedderChoice, EmbedderId, Feedback,
+    Intent, Lead, LeadCapture, Message, Page, Role, Scope, SourceRef,
 };
 use crate::ingest::fetch::redact_userinfo;
 use crate::keys::{ApiKey, KeyEnv, KeyKind, KeyScope};
@@ -52,6 +52,15 @@ pub struct BotView {
     pub fallback: Option<String>,
     #[schema(value_type = Vec<super::schemas::Intent>)]
     pub intents: Vec<Intent>,
+    /// The embedder this bot asked for (`minilm`, `nomic`, `nomic-512`, `nomic-256`;
+    /// null: the node's default).
+    #[schema(value_type = Option<String>)]
+    pub embedder: Option<EmbedderChoice>,
+    /// The model and width that made the bot's vectors (null: none yet, or MiniLM before
+    /// embedders were recorded). When it differs from `embedder`, `docent reindex --bot ID`
+    /// switches the bot.
+    #[schema(value_type = Option<super::schemas::EmbedderIdView>)]
+    pub embedded_with: Option<EmbedderId>,
     pub created: u64,
     pub updated: u64,
 }
@@ -85,6 +94,9 @@ impl From<&Bot> for BotView {
             handoff_topics: settings.handoff_topics.clone(),
             fallback: settings.fallback.clone(),
             intents: settings.intents.clone(),
+            embedder: settings.embedder,
+            embedded_with: (bot.chunks > 0)
+                .then(|| bot.embedder.clone().unwrap_or_else(crate::embed::minilm_id)),
             created: bot.created_unix,
             updated: bot.updated_unix,
         }

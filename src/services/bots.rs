@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use crate::domain::{Bot, Intent, LeadCapture};
+use crate::domain::{Bot, EmbedderChoice, Intent, LeadCapture};
 
 /// A change to a bot's settings: `None` keeps a field; for the nullable ones, `Some(None)`
 /// clears it.
@@ -19,6 +19,9 @@ pub struct SettingsChange {
     pub handoff_topics: Option<Vec<String>>,
     pub fallback: Option<Option<String>>,
     pub intents: Option<Vec<Intent>>,
+    /// An embedder's name (`minilm`, `nomic`, `nomic-512`, `nomic-256`); `Some(None)`
+    /// returns the bot to the node's default.
+    pub embedder: Option<Option<String>>,
 }
 
 /// A setting outside its bounds, said so a caller can fix it.
@@ -94,7 +97,19 @@ impl SettingsChange {
             }
             bot.settings.allowed_targets = targets.clone();
         }
+        if self.embedder.is_some() {
+            bot.settings.embedder = self.embedder_choice()?;
+        }
         Ok(())
+    }
+
+    /// The embedder the change asks for: `Some(Some(choice))` to set one, `Some(None)` to
+    /// clear it, `None` to leave it; an unknown name is an invalid setting.
+    pub fn embedder_choice(&self) -> Result<Option<EmbedderChoice>, InvalidSetting> {
+        match &self.embedder {
+            Some(Some(name)) => name.parse().map(Some).map_err(invalid),
+            _ => Ok(None),
+        }
     }
 
     /// Lead capture, handoff topics and quick replies.

@@ -22,18 +22,18 @@ use std::time::Duration;
 use url::Url;
 
 use crate::domain::{BotId, CrawlJob, JobKind, JobState, Secret, SourceSchedule, UploadedFile};
-use crate::embed::Embedding;
+use crate::embed::Embedders;
 use crate::ingest::fetch::redact_userinfo;
 use crate::ingest::ssrf::TargetGuard;
 use crate::ingest::{self, IngestRequest, IngestSummary, Source, crawl::CrawlOptions};
 use crate::ports::Storage;
 use crate::telemetry::unix_now;
 
-/// What the crawl worker needs from the node it runs in: the embedding its crawls use
+/// What the crawl worker needs from the node it runs in: the embedders its crawls use
 /// (none while the models load), and a word when a bot's content changed (its search
 /// indexes and cached answers are stale).
 pub trait CrawlHost: Send + Sync + 'static {
-    fn embedding(&self) -> Option<Embedding>;
+    fn embedders(&self) -> Option<Arc<Embedders>>;
     fn crawled(&self, bot: &BotId);
 
     /// Whether the node still runs (a crawl waiting for its models stops waiting if not).
@@ -415,13 +415,13 @@ fn finish(record: &mut CrawlJob, result: anyhow::Result<IngestSummary>) {
 /// How long a crawl that starts while its node's models load waits for them.
 const MODELS_WAIT: Duration = Duration::from_secs(600);
 
-/// The node's embedding, waiting for its models if they are still loading (a crawl
+/// The node's embedders, waiting for its models if they are still loading (a crawl
 /// queued right after the node started, or handed to it by a balancer meanwhile).
-fn embedding_once_loaded(host: &dyn CrawlHost) -> anyhow::Result<Embedding> {
+fn embedders_once_loaded(host: &dyn CrawlHost) -> anyhow::Result<Arc<Embedders>> {
     let deadline = std::time::Instant::now() + MODELS_WAIT;
     loop {
-        if let Some(embedding) = host.embedding() {
-            return Ok(embedding);
+        if let Some(embedders) = host.embedders() {
+            return Ok(embedders);
         }
         if !host.alive() {
             anyhow::bail!("the node stopped before its models loaded");
@@ -441,9 +441,10 @@ fn crawl(
     started: &CrawlJob,
     runtime: &tokio::runtime::Runtime,
 ) -> anyhow::Result<IngestSummary> {
-    let embedding = embedding_once_loaded(host)?;
+    let embedders = embedders_once_loaded(host)?;
     let bot = &started.bot_id;
     let record = jobs.store.get_bot(bot)?;
+    let embedding = embedders.for_bot(Some(&record))?;
     let guard = (!jobs.allow_private_targets).then(|| {
         Arc::new(TargetGuard {
             allowed_origins: record.exempt_origins(),

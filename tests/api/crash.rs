@@ -64,7 +64,7 @@ fn kill_ingest_at(data: &Path, url: &str, point: &str) {
 
 /// The text of the best chunk for the returns question.
 fn returns_passage(data: &Path) -> String {
-    let retriever = docent::app::retriever(open_store(data), dyn_embedder().embedder);
+    let retriever = docent::app::retriever(open_store(data), dyn_embedder());
     let hits = retriever
         .retrieve(
             &BotId::parse("shop").unwrap(),

@@ -43,7 +43,7 @@ async fn ingest_fixture_site() -> Bot {
     .await
     .unwrap();
     Bot {
-        retriever: Arc::new(docent::app::retriever(store, dyn_embedder().embedder)),
+        retriever: Arc::new(docent::app::retriever(store, dyn_embedder())),
         id,
         _data: data,
     }

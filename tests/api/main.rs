@@ -14,6 +14,7 @@ mod crash;
 mod crawl;
 mod documents;
 mod embedder;
+mod embedders;
 mod end_to_end;
 mod eval;
 mod events;
