@@ -20,7 +20,9 @@ use tokenizers::TruncationParams;
 
 use crate::domain::EmbedderId;
 use bert::{Bert, Shape};
-pub use nomic::{CandleNomic, DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX};
+pub use nomic::{
+    CandleNomic, DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX, matryoshka,
+};
 pub use registry::{Embedders, IntoEmbedders, LocalModels, NOMIC_GGUF};
 
 /// Texts embedded per forward pass.

@@ -211,8 +211,7 @@ impl Bert {
                 shape.heads
             );
         }
-        let norm = |take: &mut dyn FnMut(&str, &[usize]) -> anyhow::Result<Vec<f32>>,
-                    name: &str| {
+        let norm = |take: &mut Take, name: &str| {
             Ok::<_, anyhow::Error>(Norm {
                 weight: take(&format!("{name}.weight"), &[h])?,
                 bias: take(&format!("{name}.bias"), &[h])?,
@@ -356,6 +355,9 @@ unsafe fn forward_avx512(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
 unsafe fn forward_avx2(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
     forward(bert, seqs)
 }
+
+/// Hands over a named tensor as f32 after checking its shape.
+type Take<'a> = dyn FnMut(&str, &[usize]) -> anyhow::Result<Vec<f32>> + 'a;
 
 /// Rotary tables for every position: angle `p · base^(-2i / head_dim)` for the head's
 /// `head_dim / 2` pairs, computed in f64.

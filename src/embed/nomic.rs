@@ -140,7 +140,7 @@ fn check_dim(dim: usize) -> anyhow::Result<()> {
 /// the first `dim` values, L2. The full width is only L2-normalised. `pooled` may already
 /// be normalised: layer norm ignores its scale (its epsilon only changes one factor, which
 /// the final L2 removes).
-fn matryoshka(pooled: Vec<f32>, dim: usize) -> Vec<f32> {
+pub fn matryoshka(pooled: Vec<f32>, dim: usize) -> Vec<f32> {
     if dim >= pooled.len() {
         return normalised(pooled);
     }

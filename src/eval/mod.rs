@@ -17,6 +17,7 @@
 pub mod data;
 pub mod metrics;
 
+use std::collections::HashMap;
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -53,7 +54,7 @@ pub(crate) struct Beir {
 /// Indexes `corpus` into its scratch bot (nothing again if it already was).
 pub(crate) async fn beir(config: &Config, corpus: &Path, quiet: bool) -> anyhow::Result<Beir> {
     let set = data::load_beir(corpus)?;
-    let embedding = crate::app::load_embedding(config)?;
+    let embedding = cut_from_full(config, corpus, crate::app::load_embedding(config)?).await?;
     let (store, bot) = scratch_bot(
         config,
         corpus,
@@ -79,6 +80,82 @@ pub(crate) async fn beir(config: &Config, corpus: &Path, quiet: bool) -> anyhow:
         queries,
         documents: set.corpus.len(),
     })
+}
+
+/// nomic at a Matryoshka width, with the passages a full-width run already embedded cut
+/// from their stored vectors instead of embedded again (the cut of the full vector is the
+/// narrower model's vector, to cosine 0.9999: `tests/api/nomic.rs`); queries and any other
+/// text go through the model. `embedding` unchanged for any other embedder, or when no
+/// full-width run is stored.
+async fn cut_from_full(
+    config: &Config,
+    corpus: &Path,
+    embedding: Embedding,
+) -> anyhow::Result<Embedding> {
+    let embedder = embedding.embedder.clone();
+    let id = tokio::task::spawn_blocking(move || embedder.id())
+        .await
+        .context("embedder task failed")??;
+    let full = crate::domain::EmbedderId::new(crate::embed::NOMIC_MODEL, 768);
+    if id.model != full.model || id.dim == full.dim {
+        return Ok(embedding);
+    }
+    let dir = scratch_dir(config, corpus, "beir", &full)?;
+    if !dir.join("docent.redb").is_file() {
+        return Ok(embedding);
+    }
+    let store = crate::store::open(&dir)?;
+    let bot = BotId::parse("eval").map_err(anyhow::Error::msg)?;
+    if store.get_bot(&bot).map(|b| b.chunks).unwrap_or(0) == 0 {
+        return Ok(embedding);
+    }
+    let vectors: HashMap<u64, Vec<f32>> = store.vectors(&bot)?.into_iter().collect();
+    let mut stored = HashMap::new();
+    for (id, chunk) in store.bot_chunks(&bot)? {
+        if let Some(vector) = vectors.get(&id) {
+            stored.insert(chunk.embedding_text(), vector.clone());
+        }
+    }
+    Ok(Embedding {
+        embedder: Arc::new(CutFromFull {
+            stored,
+            model: embedding.embedder,
+            dim: id.dim,
+        }),
+        tokenizer: embedding.tokenizer,
+    })
+}
+
+/// See `cut_from_full`.
+struct CutFromFull {
+    stored: HashMap<String, Vec<f32>>,
+    model: Arc<dyn crate::embed::Embedder>,
+    dim: usize,
+}
+
+impl crate::embed::Embedder for CutFromFull {
+    fn id(&self) -> anyhow::Result<crate::domain::EmbedderId> {
+        self.model.id()
+    }
+
+    fn embed(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        let found: Option<Vec<Vec<f32>>> = texts
+            .iter()
+            .map(|t| {
+                self.stored
+                    .get(*t)
+                    .map(|v| crate::embed::matryoshka(v.clone(), self.dim))
+            })
+            .collect();
+        match found {
+            Some(vectors) => Ok(vectors),
+            None => self.model.embed(texts),
+        }
+    }
+
+    fn embed_queries(&self, texts: &[&str]) -> anyhow::Result<Vec<Vec<f32>>> {
+        self.model.embed_queries(texts)
+    }
 }
 
 /// Each query's recall@1, @5, @10, MRR@10 and nDCG@10, ranking documents by their best
@@ -487,6 +564,26 @@ pub fn questions(config: &Config, args: EvalQuestionsArgs) -> anyhow::Result<boo
     Ok(ok)
 }
 
+/// The scratch database folder for a data set and embedder (under `DATA_DIR/eval/`):
+/// switching embedders gets a store of its own rather than a bot it may not search.
+fn scratch_dir(
+    config: &Config,
+    source: &Path,
+    kind: &str,
+    id: &crate::domain::EmbedderId,
+) -> anyhow::Result<PathBuf> {
+    use sha2::{Digest, Sha256};
+    let canonical = source
+        .canonicalize()
+        .with_context(|| format!("cannot find {}", source.display()))?;
+    let keyed = format!("{}\n{}\n{}", canonical.to_string_lossy(), id.model, id.dim);
+    let digest = hex::encode(&Sha256::digest(keyed.as_bytes())[..6]);
+    Ok(config
+        .data_dir
+        .join("eval")
+        .join(format!("{kind}-{digest}")))
+}
+
 /// Opens the scratch database for a data set (under `DATA_DIR/eval/`) and ingests its
 /// documents as bot `eval` through the normal pipeline; unchanged documents from an
 /// earlier run are not embedded again.
@@ -498,22 +595,14 @@ async fn scratch_bot(
     embedding: Embedding,
     quiet: bool,
 ) -> anyhow::Result<(Arc<dyn Storage>, BotId)> {
-    use sha2::{Digest, Sha256};
     let canonical = source
         .canonicalize()
         .with_context(|| format!("cannot find {}", source.display()))?;
-    // One scratch store per data set and embedder: switching embedders (`--embed-url`)
-    // gets a store of its own rather than a bot it may not search.
     let embedder = embedding.embedder.clone();
     let id = tokio::task::spawn_blocking(move || embedder.id())
         .await
         .context("embedder task failed")??;
-    let keyed = format!("{}\n{}\n{}", canonical.to_string_lossy(), id.model, id.dim);
-    let digest = hex::encode(&Sha256::digest(keyed.as_bytes())[..6]);
-    let dir: PathBuf = config
-        .data_dir
-        .join("eval")
-        .join(format!("{kind}-{digest}"));
+    let dir = scratch_dir(config, source, kind, &id)?;
     let store = crate::store::open(&dir)?;
     let bot = BotId::parse("eval").map_err(anyhow::Error::msg)?;
     let bar = if quiet || !std::io::stderr().is_terminal() {
