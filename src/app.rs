@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use crate::config::{Config, RemoteLlm};
-use crate::embed::{
-    Embedder, Embedders, Embedding, IntoEmbedders, LocalModels, Tokenizer, WordPiece,
-};
+use crate::embed::{Embedders, Embedding, IntoEmbedders, LocalModels, Tokenizer, WordPiece};
 use crate::llm::{Generator, LlamaConfig, LlamaGenerator};
 use crate::ports::{ContentStore, Storage};
 use crate::remote::{EmbedConfig, PoolConfig, RemoteConfig, RemoteEmbedder, RemoteGenerator};
@@ -22,10 +20,7 @@ pub fn load_embedders(config: &Config) -> anyhow::Result<Arc<Embedders>> {
             models_dir: config.models_dir.clone(),
             threads: config.threads,
         };
-        return Ok(Arc::new(Embedders::local(
-            models,
-            config.embedder.unwrap_or_default(),
-        )?));
+        return Ok(Arc::new(Embedders::local(models, config.embedder)?));
     };
     let tokenizer: Arc<dyn Tokenizer> = Arc::new(WordPiece::load(&config.embedder_dir())?);
     let embedder = RemoteEmbedder::new(
@@ -50,11 +45,6 @@ pub fn load_embedders(config: &Config) -> anyhow::Result<Arc<Embedders>> {
 /// The node's default embedding (`load_embedders`' for bots that name none).
 pub fn load_embedding(config: &Config) -> anyhow::Result<Embedding> {
     Ok(load_embedders(config)?.default_embedding())
-}
-
-/// The default embedder alone (grouping questions): `load_embedding`'s.
-pub fn load_embedder(config: &Config) -> anyhow::Result<Arc<dyn Embedder>> {
-    Ok(load_embedding(config)?.embedder)
 }
 
 /// Retrieval over `store`'s content through the store's own search (pgvector and

@@ -417,7 +417,9 @@ fn bench_embed(embedder: &MiniLm, dir: &Path, quick: bool) -> anyhow::Result<Val
 }
 
 /// nomic-embed-text-v1.5 on the same sentences as MiniLM: docent's packed encoder against
-/// candle-transformers' nomic-bert (the reference), and against MiniLM's packed encoder.
+/// candle-transformers' nomic-bert (the reference), and both embedders on what a site
+/// costs them: chunks of about 200 tokens (what ingest embeds) and one question at a time
+/// (what a visitor waits for).
 fn bench_nomic(
     minilm: &MiniLm,
     gguf: &Path,
@@ -428,19 +430,38 @@ fn bench_nomic(
     let n = if quick { 64 } else { 256 };
     let sentences = fifty_token_sentences(n);
     let refs: Vec<&str> = sentences.iter().map(String::as_str).collect();
-    let rate = |e: &dyn Embedder| -> anyhow::Result<f64> {
-        e.embed(&refs[..BATCH_SIZE])?; // warm-up
+    let rate = |e: &dyn Embedder, texts: &[&str]| -> anyhow::Result<f64> {
+        e.embed(&texts[..BATCH_SIZE.min(texts.len())])?; // warm-up
         let started = Instant::now();
-        e.embed(&refs)?;
-        Ok(n as f64 / started.elapsed().as_secs_f64())
+        e.embed(texts)?;
+        Ok(texts.len() as f64 / started.elapsed().as_secs_f64())
     };
     let reference = crate::embed::CandleNomic::load(gguf, dir, 768)?;
-    let candle = rate(&reference)?;
+    let candle = rate(&reference, &refs)?;
     drop(reference);
     let nomic = crate::embed::Nomic::load(gguf, dir, 768)?.with_threads(threads);
-    let packed = rate(&nomic)?;
+    let packed = rate(&nomic, &refs)?;
+    let chunks: Vec<String> = sentences.chunks(4).map(|four| four.join(" ")).collect();
+    let chunk_refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+    let questions: Vec<String> = sentences
+        .iter()
+        .take(if quick { 8 } else { 32 })
+        .map(|s| format!("{}?", s.split(' ').take(10).collect::<Vec<_>>().join(" ")))
+        .collect();
+    let question_refs: Vec<&str> = questions.iter().map(String::as_str).collect();
+    let per_embedder = |e: &dyn Embedder| -> anyhow::Result<Value> {
+        Ok(json!({
+            "chunks_per_s": round1(rate(e, &chunk_refs)?),
+            "query_ms_p50": round1(query_ms(e, &question_refs)?),
+        }))
+    };
+    let on_site = json!({
+        "tokens_per_chunk": minilm.token_spans(chunk_refs[0]).len(),
+        "minilm": per_embedder(minilm)?,
+        "nomic": per_embedder(&nomic)?,
+    });
     drop(nomic);
-    let minilm_rate = rate(minilm)?;
+    let minilm_rate = rate(minilm, &refs)?;
     Ok(json!({
         "sentences": n,
         "tokens_per_sentence": minilm.token_spans(refs[0]).len(),
@@ -449,7 +470,20 @@ fn bench_nomic(
         "ratio_vs_reference": ratio(packed, candle),
         "minilm_packed_per_s": round1(minilm_rate),
         "ratio_vs_minilm": ratio(packed, minilm_rate),
+        "site": on_site,
     }))
+}
+
+/// The median time to embed one question, over `questions` asked one at a time.
+fn query_ms(e: &dyn Embedder, questions: &[&str]) -> anyhow::Result<f64> {
+    let mut times = Vec::with_capacity(questions.len());
+    for q in questions {
+        let started = Instant::now();
+        e.embed_queries(&[q])?;
+        times.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }
 
 /// Realistic vectors at scale: mixtures of two real sentence embeddings plus noise.

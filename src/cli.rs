@@ -57,11 +57,13 @@ pub struct GlobalArgs {
     /// Requests in flight to the engines at once [default: --parallel]
     #[arg(long, env = "DOCENT_LLM_CONCURRENCY", global = true)]
     pub llm_concurrency: Option<usize>,
-    /// The in-process embedder bots get when they name none: minilm (all-MiniLM-L6-v2,
-    /// fast), nomic (nomic-embed-text-v1.5, 768 dimensions; `make models-nomic`),
-    /// nomic-512 or nomic-256. A bot keeps the embedder that made its vectors until
-    /// `docent reindex` re-embeds them [default: minilm]
-    #[arg(long, env = "DOCENT_EMBEDDER", global = true)]
+    /// The in-process embedder: minilm (all-MiniLM-L6-v2, fast), nomic
+    /// (nomic-embed-text-v1.5, 768 dimensions; `make models-nomic`), nomic-512 or
+    /// nomic-256. For `serve`, what bots that name none get (also DOCENT_EMBEDDER or
+    /// `embedder` in the config file); for `ingest` and `reindex`, the bot's own choice,
+    /// recorded on it (`reindex` switches a bot to it). A bot keeps the embedder that
+    /// made its vectors until `docent reindex` re-embeds them [default: minilm]
+    #[arg(long, global = true)]
     pub embedder: Option<String>,
     /// Embed on a remote OpenAI-compatible engine (`POST {url}/v1/embeddings`) instead of
     /// in-process; comma-separate or repeat it for several. The API key comes from

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::analytics::analytics_range;
-use crate::app::{load_embedder, load_generator};
+use crate::app::load_generator;
 use crate::chat;
 use crate::cli::{AskArgs, BotsCommand, IngestArgs, KeysCommand};
 use crate::config::Config;
@@ -75,11 +75,15 @@ async fn embedding_for(
     reindexing: Option<crate::domain::Bot>,
 ) -> anyhow::Result<crate::embed::Embedding> {
     let embedders = crate::app::load_embedders(config)?;
-    let (store, bot, named) = (store.clone(), bot.clone(), config.embedder);
+    let (store, bot, named) = (store.clone(), bot.clone(), config.embedder_flag);
     tokio::task::spawn_blocking(move || match (named, reindexing) {
         (Some(choice), _) => embedders.get(choice),
         (None, Some(record)) => embedders.for_reindex(&record),
-        (None, None) => embedders.for_bot(store.get_bot(&bot).ok().as_ref()),
+        (None, None) => match store.get_bot(&bot) {
+            Ok(record) => embedders.for_bot(Some(&record)),
+            Err(crate::ports::Error::BotNotFound(_)) => embedders.for_bot(None),
+            Err(e) => Err(e.into()),
+        },
     })
     .await
     .context("embedder task failed")?
@@ -91,7 +95,7 @@ fn record_embedder(
     store: &Arc<dyn crate::ports::Storage>,
     bot: &BotId,
 ) -> anyhow::Result<()> {
-    if let Some(choice) = config.embedder {
+    if let Some(choice) = config.embedder_flag {
         store.update_bot(bot, &mut |b| b.settings.embedder = Some(choice))?;
     }
     Ok(())
@@ -666,7 +670,10 @@ pub fn analytics(config: &Config, args: crate::cli::AnalyticsArgs) -> anyhow::Re
         analytics_range(args.from.as_deref(), args.to.as_deref()).map_err(anyhow::Error::msg)?;
     let store = crate::app::open_store(config)?;
     store.get_bot(&bot)?;
-    let embedder = load_embedder(config)?;
+    // MiniLM whatever the bot's embedder: the grouping threshold was measured on it.
+    let embedder = crate::app::load_embedders(config)?
+        .get(crate::domain::EmbedderChoice::MiniLm)?
+        .embedder;
     let report = crate::analytics::report(store.as_ref(), Some(embedder.as_ref()), &bot, from, to)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

@@ -63,9 +63,12 @@ pub struct Config {
     pub llm: Option<RemoteLlm>,
     /// Embeddings on remote OpenAI-compatible engines instead of in-process (`--embed-url`).
     pub embed: Option<RemoteEmbed>,
-    /// The in-process embedder bots get when they name none (`--embedder`; MiniLM when
-    /// not given). A command that makes or re-embeds a bot records it as the bot's own.
-    pub embedder: Option<EmbedderChoice>,
+    /// The in-process embedder bots get when they name none (`--embedder`,
+    /// DOCENT_EMBEDDER or the file's `embedder`; MiniLM when none says).
+    pub embedder: EmbedderChoice,
+    /// `--embedder` as given on the command line: what `ingest` and `reindex` record as
+    /// the bot's own choice.
+    pub embedder_flag: Option<EmbedderChoice>,
 }
 
 /// Where remote embedding runs and how docent talks to it (`[embed]` in the file).
@@ -246,10 +249,7 @@ impl Config {
         }
         let llm = remote_llm(args, file.llm, parallel)?;
         let embed = remote_embed(args, file.embed)?;
-        let embedder = match args.embedder.as_deref().or(file.embedder.as_deref()) {
-            Some(name) => Some(name.parse().map_err(anyhow::Error::msg)?),
-            None => None,
-        };
+        let (embedder, embedder_flag) = embedders(args, file.embedder, embed.is_some())?;
         let config = Config {
             data_dir: args
                 .data_dir
@@ -282,6 +282,7 @@ impl Config {
             llm,
             embed,
             embedder,
+            embedder_flag,
         };
         if config.threads == 0 || config.context_size < 512 {
             bail!("threads must be at least 1 and context_size at least 512");
@@ -295,6 +296,32 @@ impl Config {
     pub fn embedder_dir(&self) -> PathBuf {
         self.models_dir.join("all-MiniLM-L6-v2")
     }
+}
+
+/// The node's default embedder (flag, then DOCENT_EMBEDDER, then the file) and the flag
+/// alone; an in-process choice makes no sense beside `--embed-url`.
+fn embedders(
+    args: &Overrides,
+    file: Option<String>,
+    remote: bool,
+) -> anyhow::Result<(EmbedderChoice, Option<EmbedderChoice>)> {
+    let parse = |name: &str| name.parse::<EmbedderChoice>().map_err(anyhow::Error::msg);
+    let flag = args.embedder.as_deref().map(parse).transpose()?;
+    let env = std::env::var("DOCENT_EMBEDDER")
+        .ok()
+        .filter(|v| !v.trim().is_empty());
+    let named = match (flag, env.as_deref().or(file.as_deref())) {
+        (Some(choice), _) => Some(choice),
+        (None, Some(name)) => Some(parse(name)?),
+        (None, None) => None,
+    };
+    if remote && named.is_some() {
+        bail!(
+            "--embedder picks an in-process embedder, but --embed-url embeds every bot on a \
+             remote engine: use one or the other"
+        );
+    }
+    Ok((named.unwrap_or_default(), flag))
 }
 
 /// The remote engines flags and file name, if any; the API key comes from the environment

@@ -202,9 +202,10 @@ impl fmt::Display for EmbedderChoice {
 /// its stored chunks must be re-embedded first (`docent reindex --bot ID`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "bot {bot}'s vectors were made by {recorded}, but this docent embeds with {current}: \
-     run `docent reindex --bot {bot}` to re-embed its stored chunks with the current embedder \
-     (or configure the embedder it was built with)"
+    "bot {bot}'s vectors were made by {recorded}, not {current}: run `docent reindex --bot \
+     {bot}` to re-embed its stored chunks (with `--embedder NAME` to switch it to an \
+     in-process embedder, or `--embed-url` to an engine's), or use the embedder it was built \
+     with"
 )]
 pub struct EmbedderMismatch {
     pub bot: BotId,

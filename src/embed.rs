@@ -23,7 +23,7 @@ use bert::{Bert, Shape};
 pub use nomic::{
     CandleNomic, DOCUMENT_PREFIX, NOMIC_DIMS, NOMIC_MODEL, Nomic, QUERY_PREFIX, matryoshka,
 };
-pub use registry::{Embedders, IntoEmbedders, LocalModels, NOMIC_GGUF};
+pub use registry::{EmbedderNotInstalled, Embedders, IntoEmbedders, LocalModels, NOMIC_GGUF};
 
 /// Texts embedded per forward pass.
 pub const BATCH_SIZE: usize = 32;

@@ -8,7 +8,7 @@
 //! thresholds on evidence mean the same thing for every hit.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::domain::{BotId, Chunk};
 use crate::embed::{Embedder, Embedders, IntoEmbedders};
@@ -49,9 +49,6 @@ pub struct Retriever {
     search: Arc<dyn Search>,
     embedders: Arc<Embedders>,
     mode: Mode,
-    /// Each bot's query embedder, checked against the vectors it keeps (once, until the
-    /// bot's content changes).
-    serving: Mutex<HashMap<BotId, Arc<dyn Embedder>>>,
 }
 
 impl Retriever {
@@ -67,7 +64,6 @@ impl Retriever {
             search,
             embedders: embedders.into_embedders(),
             mode: Mode::default(),
-            serving: Mutex::new(HashMap::new()),
         }
     }
 
@@ -86,25 +82,19 @@ impl Retriever {
     }
 
     /// The embedder `bot`'s queries are embedded with: the one that made its vectors
-    /// (vectors of another would be searched with a meaningless query vector).
+    /// (vectors of another would be searched with a meaningless query vector). The bot is
+    /// read on every query, so a switch made by another process or node (`docent
+    /// reindex`) is seen at once; the models themselves are loaded once.
     fn embedder_for(&self, bot: &BotId) -> anyhow::Result<Arc<dyn Embedder>> {
-        if let Some(found) = self.serving.lock().expect("serving lock").get(bot) {
-            return Ok(found.clone());
-        }
         let record = self.store.get_bot(bot)?;
         let embedder = self.embedders.for_bot(Some(&record))?.embedder;
         record.check_embedder(&embedder.id()?, &crate::embed::minilm_id())?;
-        self.serving
-            .lock()
-            .expect("serving lock")
-            .insert(bot.clone(), embedder.clone());
         Ok(embedder)
     }
 
     /// Forgets what was derived from a bot's content so the next query rebuilds it (after
     /// an ingest or delete).
     pub fn invalidate(&self, bot: &BotId) {
-        self.serving.lock().expect("serving lock").remove(bot);
         self.search.invalidate(bot);
     }
 
@@ -194,6 +184,8 @@ fn fuse(dense: &[(u64, f32)], keyword: &[(u64, f32)], k: usize) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
     use crate::domain::EmbedderId;
     use crate::embed::FakeEmbedder;
     use crate::ingest::{Document, IngestRequest, Source};

@@ -423,7 +423,7 @@ fn forward(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
     let mut context = vec![0f32; m * h];
     let mut attended = vec![0f32; m * h];
     let wide_rows = match bert.layers.first().map(|l| &l.ffn) {
-        Some(Ffn::SwiGlu { .. }) => 3 * inter,
+        Some(Ffn::SwiGlu { .. }) => 2 * inter,
         _ => inter,
     };
     let mut wide = vec![0f32; m * wide_rows];
@@ -433,16 +433,7 @@ fn forward(bert: &Bert, seqs: &[&[u32]]) -> Vec<Vec<f32>> {
     for layer in &bert.layers {
         linear(&x, m, &layer.qkv, &mut qkv);
         if let Positions::Rotary { cos, sin } = &bert.positions {
-            for (s, ids) in seqs.iter().enumerate() {
-                for p in 0..ids.len() {
-                    let row = &mut qkv[(offsets[s] + p) * 3 * h..][..2 * h];
-                    let half = head_dim / 2;
-                    let (cos, sin) = (&cos[p * half..][..half], &sin[p * half..][..half]);
-                    for head in row.chunks_exact_mut(head_dim) {
-                        rotate(head, cos, sin);
-                    }
-                }
-            }
+            rotate_rows(&mut qkv, seqs, &offsets, (h, head_dim), (cos, sin));
         }
         for s in 0..seqs.len() {
             let (start, n) = (offsets[s], offsets[s + 1] - offsets[s]);
@@ -561,6 +552,28 @@ fn embeddings(bert: &Bert, seqs: &[&[u32]], offsets: &[usize]) -> Vec<f32> {
     x
 }
 
+/// Turns every head's query and key in the packed `qkv` rows (`[q | k | v]`, `3 × hidden`
+/// each) by the angles of its token's position within its sentence.
+#[inline(always)]
+fn rotate_rows(
+    qkv: &mut [f32],
+    seqs: &[&[u32]],
+    offsets: &[usize],
+    (hidden, head_dim): (usize, usize),
+    (cos, sin): (&[f32], &[f32]),
+) {
+    let half = head_dim / 2;
+    for (s, ids) in seqs.iter().enumerate() {
+        for p in 0..ids.len() {
+            let row = &mut qkv[(offsets[s] + p) * 3 * hidden..][..2 * hidden];
+            let (cos, sin) = (&cos[p * half..][..half], &sin[p * half..][..half]);
+            for head in row.chunks_exact_mut(head_dim) {
+                rotate(head, cos, sin);
+            }
+        }
+    }
+}
+
 /// Turns one head's query or key by its position's angles: pair `i` is the head's values
 /// `i` and `i + head_dim / 2`.
 #[inline(always)]
@@ -573,8 +586,8 @@ fn rotate(head: &mut [f32], cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// `out = ffn(x)` for `m` rows, with `wide` as scratch (`m × intermediate`, three times
-/// that for SwiGLU).
+/// `out = ffn(x)` for `m` rows, with `wide` as scratch (`m × intermediate`, twice that for
+/// SwiGLU).
 #[inline(always)]
 fn feed_forward(ffn: &Ffn, x: &[f32], m: usize, wide: &mut [f32], out: &mut [f32]) {
     match ffn {
@@ -591,18 +604,20 @@ fn feed_forward(ffn: &Ffn, x: &[f32], m: usize, wide: &mut [f32], out: &mut [f32
         }
         Ffn::SwiGlu { up_gate, down } => {
             let inter = down.inputs;
-            let (both, gated) = wide.split_at_mut(m * 2 * inter);
-            linear(x, m, up_gate, both);
-            for (row, g) in both
-                .chunks_exact(2 * inter)
-                .zip(gated.chunks_exact_mut(inter))
-            {
-                let (up, gate) = row.split_at(inter);
-                for ((o, u), v) in g.iter_mut().zip(up).zip(gate) {
-                    *o = u * silu(*v);
+            linear(x, m, up_gate, &mut wide[..m * 2 * inter]);
+            // Row r's product goes to [r·inter, (r+1)·inter), below row r's own input at
+            // [2r·inter, ...) for r ≥ 1, so rows are compacted in place, in order.
+            for r in 0..m {
+                let (done, rest) = wide.split_at_mut(2 * r * inter);
+                let (up, gate) = rest[..2 * inter].split_at_mut(inter);
+                for (u, g) in up.iter_mut().zip(gate.iter()) {
+                    *u *= silu(*g);
+                }
+                if r > 0 {
+                    done[r * inter..][..inter].copy_from_slice(up);
                 }
             }
-            linear(&gated[..m * inter], m, down, out);
+            linear(&wide[..m * inter], m, down, out);
         }
     }
 }

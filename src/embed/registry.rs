@@ -7,8 +7,6 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use anyhow::Context;
-
 use super::{Embedder, Embedding, MiniLm, Nomic, Tokenizer};
 use crate::domain::{Bot, EmbedderChoice};
 
@@ -25,6 +23,28 @@ pub struct LocalModels {
 impl LocalModels {
     fn minilm_dir(&self) -> PathBuf {
         self.models_dir.join("all-MiniLM-L6-v2")
+    }
+}
+
+/// An in-process embedder this node cannot run: its model files are missing or unreadable
+/// (the cause is logged; the message names the fix, not the path).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("embedder {choice} is not installed on this node (run `{fix}` where docent runs)")]
+pub struct EmbedderNotInstalled {
+    pub choice: EmbedderChoice,
+    pub fix: &'static str,
+}
+
+impl EmbedderNotInstalled {
+    fn new(choice: EmbedderChoice, cause: &anyhow::Error) -> EmbedderNotInstalled {
+        tracing::warn!("embedder {choice} failed to load: {cause:#}");
+        EmbedderNotInstalled {
+            choice,
+            fix: match choice {
+                EmbedderChoice::MiniLm => "make models",
+                EmbedderChoice::Nomic(_) => "make models-nomic",
+            },
+        }
     }
 }
 
@@ -90,27 +110,26 @@ impl Embedders {
                 nomic,
             } => (models, loaded, nomic),
         };
-        if let Some(found) = loaded.lock().expect("embedders lock").get(&choice) {
+        if let Some(found) = lock(loaded).get(&choice) {
             return Ok(found.clone());
         }
         let embedding = match choice {
-            EmbedderChoice::MiniLm => Embedding::from(Arc::new(
-                MiniLm::load(&models.minilm_dir())?.with_threads(models.threads),
-            )),
+            EmbedderChoice::MiniLm => MiniLm::load(&models.minilm_dir())
+                .map(|model| Embedding::from(Arc::new(model.with_threads(models.threads)))),
             EmbedderChoice::Nomic(width) => {
-                let mut base = nomic.lock().expect("nomic lock");
+                let mut base = lock(nomic);
                 if base.is_none() {
                     let gguf = models.models_dir.join(NOMIC_GGUF);
-                    let model = Nomic::load(&gguf, &models.minilm_dir(), 768)
-                        .with_context(|| format!("embedder {choice} is not available"))?;
-                    *base = Some(model.with_threads(models.threads));
+                    *base = Nomic::load(&gguf, &models.minilm_dir(), 768)
+                        .map(|model| Some(model.with_threads(models.threads)))
+                        .map_err(|e| EmbedderNotInstalled::new(choice, &e))?;
                 }
                 let model = base.as_ref().expect("loaded above").at_width(width.dim())?;
-                Embedding::from(Arc::new(model))
+                Ok(Embedding::from(Arc::new(model)))
             }
-        };
-        let mut loaded = loaded.lock().expect("embedders lock");
-        Ok(loaded.entry(choice).or_insert(embedding).clone())
+        }
+        .map_err(|e| EmbedderNotInstalled::new(choice, &e))?;
+        Ok(lock(loaded).entry(choice).or_insert(embedding).clone())
     }
 
     /// Whether a bot may ask for `choice` here: the reason when not (its model is not
@@ -121,7 +140,7 @@ impl Embedders {
                 "this node embeds every bot with one engine (--embed-url), so a bot cannot \
                  choose {choice}"
             )),
-            Source::Local { .. } => self.get(choice).map(|_| ()).map_err(|e| format!("{e:#}")),
+            Source::Local { .. } => self.get(choice).map(|_| ()).map_err(|e| e.to_string()),
         }
     }
 
@@ -165,4 +184,11 @@ impl<T: Embedder + Tokenizer + 'static> IntoEmbedders for Arc<T> {
     fn into_embedders(self) -> Arc<Embedders> {
         Embedding::from(self).into_embedders()
     }
+}
+
+/// A lock whose holder panicked is still usable: what it guards is only ever replaced whole.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -19,8 +19,8 @@ use super::PgStore;
 use crate::domain::BotId;
 use crate::ports::Search;
 
-/// Vector lengths with an HNSW index (migration V3); others are searched exactly.
-const INDEXED_DIMS: [usize; 2] = [384, 768];
+/// Vector lengths with an HNSW index (migrations V3 and V7); others are searched exactly.
+const INDEXED_DIMS: [usize; 4] = [256, 384, 512, 768];
 
 /// How long a bot's BM25 statistics are reused before they are counted again (a node's
 /// own ingests drop them at once, through `invalidate`).

@@ -42,10 +42,13 @@ pub(crate) async fn analytics(
     let report = blocking(move || {
         // Grouping uses the embedder once it is loaded; before that, or while a remote one
         // is out of reach, exact repeats only.
-        let embedder = shared
-            .engine
-            .get()
-            .map(|e| e.embedders.default_embedding().embedder);
+        // MiniLM whatever the bot's embedder: the grouping threshold was measured on it.
+        let embedder = shared.engine.get().and_then(|e| {
+            e.embedders
+                .get(crate::domain::EmbedderChoice::MiniLm)
+                .ok()
+                .map(|m| m.embedder)
+        });
         let store = shared.store.as_ref();
         match crate::analytics::report(store, embedder.as_deref(), &bot, from, to) {
             Err(e) if e.downcast_ref::<crate::remote::EmbedError>().is_some() => {

@@ -369,7 +369,7 @@ pub(crate) struct BotFields {
     /// the node's `--embedder`). A bot with content keeps the embedder that made its
     /// vectors (`embedded_with`) until `docent reindex --bot ID` re-embeds them.
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<String>, max_length = 64)]
+    #[schema(value_type = Option<super::schemas::EmbedderName>)]
     embedder: Option<Option<String>>,
 }
 
@@ -394,6 +394,10 @@ pub(crate) struct BotPatch {
     fallback: Option<String>,
     #[schema(value_type = Option<Vec<super::schemas::Intent>>)]
     intents: Option<Vec<Intent>>,
+    /// The embedder this bot wants (null: the node's `--embedder`); `docent reindex --bot
+    /// ID` switches a bot with content to it.
+    #[schema(value_type = Option<super::schemas::EmbedderName>)]
+    embedder: Option<String>,
 }
 
 /// Tells an absent field (`None`) from an explicit null (`Some(None)`).

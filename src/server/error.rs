@@ -178,6 +178,13 @@ impl From<anyhow::Error> for ApiError {
         if let Some(engine) = e.downcast_ref::<EngineError>() {
             return engine_error(engine);
         }
+        if let Some(missing) = e.downcast_ref::<crate::embed::EmbedderNotInstalled>() {
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                "embedder_not_installed",
+                missing.to_string(),
+            );
+        }
         if let Some(mismatch) = e.downcast_ref::<EmbedderMismatch>() {
             return ApiError::new(
                 StatusCode::CONFLICT,

@@ -21,6 +21,24 @@ pub enum LeadCapture {
     AfterMessages { after_messages: u32 },
 }
 
+/// An in-process embedder a bot can choose.
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub enum EmbedderName {
+    /// all-MiniLM-L6-v2, 384 dimensions: fast.
+    #[serde(rename = "minilm")]
+    MiniLm,
+    /// nomic-embed-text-v1.5, 768 dimensions.
+    #[serde(rename = "nomic")]
+    Nomic,
+    /// nomic-embed-text-v1.5 cut to 512 dimensions.
+    #[serde(rename = "nomic-512")]
+    Nomic512,
+    /// nomic-embed-text-v1.5 cut to 256 dimensions.
+    #[serde(rename = "nomic-256")]
+    Nomic256,
+}
+
 /// Which model made a bot's vectors, and their length.
 #[derive(Serialize, ToSchema)]
 pub struct EmbedderIdView {

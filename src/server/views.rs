@@ -54,7 +54,7 @@ pub struct BotView {
     pub intents: Vec<Intent>,
     /// The embedder this bot asked for (`minilm`, `nomic`, `nomic-512`, `nomic-256`;
     /// null: the node's default).
-    #[schema(value_type = Option<String>)]
+    #[schema(value_type = Option<super::schemas::EmbedderName>)]
     pub embedder: Option<EmbedderChoice>,
     /// The model and width that made the bot's vectors (null: none yet, or MiniLM before
     /// embedders were recorded). When it differs from `embedder`, `docent reindex --bot ID`

@@ -87,6 +87,40 @@ async fn each_bot_is_served_by_the_embedder_that_made_its_vectors_until_reindexe
         recorded(data.path(), "plain"),
         (None, Some(EmbedderChoice::MiniLm.id()))
     );
+    // A node default (DOCENT_EMBEDDER) is not a bot's choice: a bot with vectors is
+    // extended with the embedder that made them, and nothing is recorded on it.
+    let extended = crate::crash::docent(data.path())
+        .args(["--model", "small"])
+        .env("DOCENT_EMBEDDER", "nomic")
+        .args([
+            "ingest",
+            fixture("site").to_str().unwrap(),
+            "--bot",
+            "plain",
+        ])
+        .args(["--base-url", "https://help.example/", "--json"])
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_str(&ok(&extended)).unwrap();
+    assert_eq!(summary["chunks"], 0, "{summary}");
+    assert_eq!(
+        recorded(data.path(), "plain"),
+        (None, Some(EmbedderChoice::MiniLm.id()))
+    );
+    // An in-process choice beside a remote engine is refused, saying why.
+    let both = docent(
+        data.path(),
+        &[
+            "--embed-url",
+            "http://127.0.0.1:9",
+            "--embedder",
+            "nomic",
+            "bots",
+            "list",
+        ],
+    );
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("--embed-url"));
     // The stored vectors are each model's own: the oracle embeds the same texts.
     let nomic = tokio::task::spawn_blocking(|| {
         let dir = models_dir().join("all-MiniLM-L6-v2");

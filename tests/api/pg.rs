@@ -645,6 +645,19 @@ async fn postgres_search_finds_what_the_in_process_indexes_find() {
          (SELECT embedding::vector(384) FROM chunks LIMIT 1) LIMIT 5",
     );
     assert!(plan.contains("chunks_hnsw_384"), "{plan}");
+    // So do nomic's widths, 768 and its Matryoshka cuts (migrations V3 and V7).
+    for dims in [256, 512, 768] {
+        let plan = server.sql(
+            "search",
+            &format!(
+                "SET enable_seqscan = off; SET enable_bitmapscan = off; \
+                 SET enable_indexscan = on; EXPLAIN SELECT id FROM chunks \
+                 WHERE vector_dims(embedding) = {dims} ORDER BY embedding::vector({dims}) <=> \
+                 array_fill(0.1::real, ARRAY[{dims}])::vector({dims}) LIMIT 5"
+            ),
+        );
+        assert!(plan.contains(&format!("chunks_hnsw_{dims}")), "{plan}");
+    }
     // Keywords: the passage holding an error code comes first on both sides.
     for query in ["E17", "error code E42"] {
         let expected = in_process.keyword(&bot, query, 3).unwrap();
