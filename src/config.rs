@@ -503,11 +503,31 @@ pub fn is_postgres_url(store: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::NomicWidth;
 
     #[test]
     fn example_config_parses() {
         let parsed: FileConfig = toml::from_str(EXAMPLE).expect("config.example.toml parses");
         assert_eq!(parsed.retrieval.top_k, Some(5));
+    }
+
+    #[test]
+    fn the_embedder_comes_from_the_flag_or_the_file_and_only_the_flag_is_a_bots_choice() {
+        let file = |text: &str| toml::from_str::<FileConfig>(text).unwrap().embedder;
+        let args = Overrides::default();
+        let parsed = embedders(&args, file("embedder = \"nomic-256\""), false).unwrap();
+        assert_eq!(parsed, (EmbedderChoice::Nomic(NomicWidth::D256), None));
+        let flagged = Overrides {
+            embedder: Some("nomic".into()),
+            ..Overrides::default()
+        };
+        let nomic = EmbedderChoice::Nomic(NomicWidth::Full);
+        assert_eq!(
+            embedders(&flagged, file("embedder = \"minilm\""), false).unwrap(),
+            (nomic, Some(nomic))
+        );
+        assert!(embedders(&flagged, None, true).is_err());
+        assert!(embedders(&args, Some("bge".into()), false).is_err());
     }
 
     #[test]
