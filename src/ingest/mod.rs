@@ -614,21 +614,25 @@ async fn stage_batch(
     tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut rows = Vec::new();
         let mut pages = Vec::with_capacity(batch.len());
-        for (page, chunks) in batch {
-            pages.push((page, chunks.len()));
-            for step in chunks.chunks(EMBED_STEP) {
-                let texts: Vec<String> = step.iter().map(Chunk::embedding_text).collect();
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let vectors = embedder.embed(&refs)?;
-                if vectors.len() != step.len() {
-                    bail!(
-                        "the embedder gave {} vectors for {} chunks",
-                        vectors.len(),
-                        step.len()
-                    );
-                }
-                rows.extend(step.iter().cloned().zip(vectors));
+        let mut chunks = Vec::new();
+        for (page, page_chunks) in batch {
+            pages.push((page, page_chunks.len()));
+            chunks.extend(page_chunks);
+        }
+        // The batch's chunks embedded together, not page by page: a site of one-chunk
+        // pages would otherwise give the embedder one or two texts at a time (one thread).
+        for step in chunks.chunks(EMBED_STEP) {
+            let texts: Vec<String> = step.iter().map(Chunk::embedding_text).collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let vectors = embedder.embed(&refs)?;
+            if vectors.len() != step.len() {
+                bail!(
+                    "the embedder gave {} vectors for {} chunks",
+                    vectors.len(),
+                    step.len()
+                );
             }
+            rows.extend(step.iter().cloned().zip(vectors));
         }
         crate::telemetry::failpoint("embed");
         let mut ids = store.stage_chunks(&ingest, &rows)?.into_iter();
