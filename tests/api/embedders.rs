@@ -13,26 +13,9 @@ use serde_json::{Value, json};
 
 use crate::events::Served;
 use crate::helpers::{dyn_embedder, embedder, fixture, models_dir, open_store};
+use crate::remote_embed::{docent, ok, refused};
 
 const QUESTION: &str = "How many days do I have to return a kettle?";
-
-fn docent(data: &std::path::Path, args: &[&str]) -> Output {
-    crate::crash::docent(data)
-        .args(["--model", "small"])
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn ok(out: &Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
 
 fn ingest(data: &std::path::Path, bot: &str, extra: &[&str]) -> Output {
     let site = fixture("site");
@@ -119,8 +102,7 @@ async fn each_bot_is_served_by_the_embedder_that_made_its_vectors_until_reindexe
             "list",
         ],
     );
-    assert!(!both.status.success());
-    assert!(String::from_utf8_lossy(&both.stderr).contains("--embed-url"));
+    assert!(refused(&both).contains("--embed-url"));
     // The stored vectors are each model's own: the oracle embeds the same texts.
     let nomic = tokio::task::spawn_blocking(|| {
         let dir = models_dir().join("all-MiniLM-L6-v2");
@@ -227,9 +209,7 @@ async fn each_bot_is_served_by_the_embedder_that_made_its_vectors_until_reindexe
     // An ingest with another embedder than the one that made the vectors is refused,
     // naming the fix (and records nothing); `docent reindex` makes the switch the bot asked
     // for, and later ingests extend it with the new embedder.
-    let refused = ingest(data.path(), "plain", &["--embedder", "nomic-512"]);
-    assert!(!refused.status.success());
-    let why = String::from_utf8_lossy(&refused.stderr);
+    let why = refused(&ingest(data.path(), "plain", &["--embedder", "nomic-512"]));
     assert!(why.contains("docent reindex --bot plain"), "{why}");
     assert_eq!(
         recorded(data.path(), "plain").0,

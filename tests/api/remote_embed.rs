@@ -46,7 +46,7 @@ fn cosine(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// `docent` on the command line over `data`, with the small chat model in-process.
-fn docent(data: &std::path::Path, args: &[&str]) -> Output {
+pub(crate) fn docent(data: &std::path::Path, args: &[&str]) -> Output {
     crate::crash::docent(data)
         .args(["--model", "small"])
         .args(args)
@@ -54,7 +54,7 @@ fn docent(data: &std::path::Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(out: &Output) -> String {
+pub(crate) fn ok(out: &Output) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(
         out.status.success(),
@@ -64,7 +64,7 @@ fn ok(out: &Output) -> String {
     stdout
 }
 
-fn refused(out: &Output) -> String {
+pub(crate) fn refused(out: &Output) -> String {
     assert!(
         !out.status.success(),
         "{}",
