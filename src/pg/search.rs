@@ -85,6 +85,9 @@ impl Search for PgStore {
     }
 
     fn keyword(&self, bot: &BotId, query: &str, k: usize) -> anyhow::Result<Vec<(u64, f32)>> {
+        // PostgreSQL text cannot hold NUL, which a visitor's message may carry.
+        let query = query.replace('\0', " ");
+        let query = query.as_str();
         let (chunks, mean) = self.keyword_stats(bot)?;
         Ok(self.client(|c| {
             let rows = c

@@ -670,6 +670,12 @@ async fn postgres_search_finds_what_the_in_process_indexes_find() {
         );
     }
     assert!(pg.keyword(&bot, "", 3).unwrap().is_empty());
+    // A NUL in a visitor's words (which PostgreSQL text cannot hold) is a word break.
+    let with_nul = pg.keyword(&bot, "error\0code E42", 3).unwrap();
+    assert!(
+        text(pg.as_ref(), with_nul[0].0).contains("E42"),
+        "{with_nul:?}"
+    );
     assert!(
         pg.keyword(&bot, "the and of", 3).unwrap().is_empty(),
         "stop words match nothing"
