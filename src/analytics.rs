@@ -526,7 +526,9 @@ mod tests {
     }
 
     #[test]
-    fn questions_group_by_meaning_largest_first() {
+    fn similar_questions_group_largest_first() {
+        // The bag-of-words fake groups by shared words; grouping by meaning with the real
+        // embedder is tested in tests/api/cli.rs (`analytics_cli_...`).
         let embedder = crate::embed::FakeEmbedder::default();
         let questions: Vec<String> = [
             "Do you ship to Canada?",

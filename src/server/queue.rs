@@ -206,13 +206,16 @@ mod tests {
         let first = queue.acquire("busy", &never).unwrap();
         let second = queue.acquire("busy", &never).unwrap();
         let order = Arc::new(Mutex::new(Vec::new()));
-        let mut waiters = Vec::new();
+        let (mut waiters, mut releases) = (Vec::new(), Vec::new());
         for (i, caller) in ["busy", "busy", "quiet"].into_iter().enumerate() {
             let (shared, order) = (queue.clone(), order.clone());
+            // Each waiter holds its turn until the test lets go of its sender.
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            releases.push(release);
             waiters.push(std::thread::spawn(move || {
                 let turn = shared.acquire(caller, &|| false).unwrap();
                 order.lock().unwrap().push(caller);
-                std::thread::sleep(Duration::from_millis(50));
+                let _ = released.recv();
                 drop(turn);
             }));
             until("waiting", || queue.waiting() == i + 1);
@@ -221,6 +224,7 @@ mod tests {
         drop(first);
         until("served", || !order.lock().unwrap().is_empty());
         assert_eq!(*order.lock().unwrap(), vec!["quiet"]);
+        drop(releases);
         drop(second);
         for waiter in waiters {
             waiter.join().unwrap();

@@ -188,6 +188,30 @@ async fn an_answer_with_nothing_supported_left_is_the_decline() {
 }
 
 #[tokio::test]
+async fn an_answer_no_passage_supports_is_unanswered_and_cites_nothing() {
+    // The claim check off: only the citation verification stands between a fluent,
+    // confidently cited answer about something else and a counted answer.
+    let unrelated = Scripted {
+        extra: "Emperor penguins migrate across Antarctica every winter [1].",
+        alone: true,
+    };
+    let (answer, streamed) = ask_descaling(&unrelated, false).await;
+    assert!(!answer.answered, "{answer:?}");
+    assert!(answer.sources.is_empty(), "{answer:?}");
+    assert!(!answer.retrieved.is_empty(), "passages were there to cite");
+    // Its own marker is not passed on as a citation, and no verified one is added.
+    assert_eq!(
+        answer.answer,
+        "Emperor penguins migrate across Antarctica every winter."
+    );
+    assert_eq!(streamed.trim(), answer.answer);
+    assert!(
+        answer.unsupported.is_empty(),
+        "only answered text is checked"
+    );
+}
+
+#[tokio::test]
 async fn nothing_above_the_threshold_gives_the_fixed_fallback_without_the_model() {
     let (retriever, _data) = fake_bot().await;
     let bot = BotId::parse("zephyr").unwrap();

@@ -273,13 +273,10 @@ async fn running(http: &reqwest::Client, base: &str) -> u64 {
 /// Polls `check` every 50 ms until it holds (at most `secs`); how long that took.
 async fn until(what: &str, secs: u64, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(secs),
-            "{what}: not after {secs} s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::eventually_async(what, Duration::from_secs(secs), async || {
+        check().await.then_some(())
+    })
+    .await;
     start.elapsed()
 }
 

@@ -65,13 +65,10 @@ async fn seed(url: &str) -> String {
 /// Polls `check` every 50 ms until it holds (at most 20 s); how long that took.
 async fn until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
     let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "{what}: not after 20 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    crate::helpers::eventually_async(what, Duration::from_secs(20), async || {
+        check().await.then_some(())
+    })
+    .await;
     start.elapsed()
 }
 

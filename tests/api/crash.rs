@@ -2,7 +2,6 @@
 //! time the bot still answers from its previous complete state, nothing staged is left,
 //! and a re-run completes.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -45,21 +44,13 @@ fn kill_ingest_at(data: &Path, url: &str, point: &str) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let marker = format!("failpoint {point} reached");
-    let mut reached = false;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if line.contains(&marker) {
-            reached = true;
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failpoint after 120 s");
-    }
+    let lines = crate::helpers::StderrLines::of(&mut child);
+    lines.until(
+        &format!("failpoint {point} reached"),
+        Duration::from_secs(120),
+    );
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(reached, "ingest ended before reaching failpoint {point}");
 }
 
 /// The text of the best chunk for the returns question.

@@ -181,6 +181,8 @@ async fn bad_start_urls_fail_clearly_and_keep_the_previous_state() {
         .unwrap();
     let before = page_paths(&store, &site.base);
 
+    // A loopback port held bound but not listening: connections to it are refused.
+    let closed = crate::helpers::ClosedPort::new();
     let cases = [
         (site.url("loop/a"), "redirect"),
         (site.url("missing.html"), "404"),
@@ -188,7 +190,7 @@ async fn bad_start_urls_fail_clearly_and_keep_the_previous_state() {
         // A PDF is read as a document now: this one is no PDF at all.
         (site.url("files/manual.pdf"), "not a readable PDF file"),
         (site.url("private/internal.html"), "robots.txt"),
-        ("http://127.0.0.1:9/".to_string(), "cannot reach"),
+        (closed.url(), "cannot reach"),
     ];
     for (url, expected) in cases {
         let err = ingest_with(&store, Arc::default(), &url, options())

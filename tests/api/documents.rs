@@ -49,9 +49,7 @@ fn seen_text(extracted: &Extracted) -> String {
 
 /// A tool's reading of `path` as JSON (tests/documents/*.py in the test venv).
 fn oracle(script: &str, path: &Path) -> Value {
-    let python = std::env::var("DOCENT_TEST_PYTHON")
-        .expect("DOCENT_TEST_PYTHON: the test venv's python (`make test` sets it)");
-    let mut command = std::process::Command::new(python);
+    let mut command = std::process::Command::new(crate::helpers::test_python());
     command
         .arg(repo_root().join("tests/documents").join(script))
         .arg(path);

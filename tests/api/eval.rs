@@ -138,6 +138,32 @@ fn eval_retrieval_scores_a_beir_folder_and_keywords_find_exact_codes() {
     );
     assert_eq!(keyword["mode"], "keyword");
     assert!(keyword["recall@1"].as_f64().unwrap() >= 0.8, "{keyword}");
+    // The exact-code query by itself (same corpus, judged only on "ZX-9931"): BM25 puts
+    // its passage first, which the mean over five could hide.
+    let codes = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(codes.path().join("qrels")).unwrap();
+    for file in ["corpus.jsonl", "queries.jsonl"] {
+        std::fs::copy(corpus.path().join(file), codes.path().join(file)).unwrap();
+    }
+    std::fs::write(
+        codes.path().join("qrels/test.tsv"),
+        "query-id\tcorpus-id\tscore\nq3\td5\t1\n",
+    )
+    .unwrap();
+    let (_, code_only) = run_json(
+        data.path(),
+        &[
+            "eval",
+            "retrieval",
+            "--corpus",
+            codes.path().to_str().unwrap(),
+            "--mode",
+            "keyword",
+            "--json",
+        ],
+    );
+    assert_eq!(code_only["n_queries"], 1, "{code_only}");
+    assert_eq!(code_only["recall@1"], 1.0, "{code_only}");
     // A seeded sample, from the same scratch index (nothing embedded again).
     let (_, sampled) = run_json(
         data.path(),

@@ -433,31 +433,21 @@ async fn webhook_urls_on_private_networks_are_refused_unless_allowed() {
     }
 }
 
-/// Reads SSE `data:` events from a live feed until `stop` says so (or 20 s pass).
+/// Reads SSE `data:` events from a live feed until `stop` says so or the feed ends; fails
+/// when that takes more than 20 s.
 pub(crate) async fn read_feed(
     res: reqwest::Response,
     stop: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    use futures::StreamExt;
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    let mut body = res.bytes_stream();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while let Ok(Some(chunk)) = tokio::time::timeout_at(deadline, body.next()).await {
-        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            for line in block.lines() {
-                if let Some(data) = line.strip_prefix("data: ") {
-                    events.push(serde_json::from_str(data).unwrap());
-                }
-            }
-            if stop(&events) {
-                return events;
-            }
+    let mut sse = crate::helpers::Sse::new(res);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !stop(&sse.seen) {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if sse.next(left).await.is_none() {
+            break;
         }
     }
-    events
+    sse.seen
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -829,7 +819,9 @@ async fn handoff_leads_intents_and_analytics_work_end_to_end() {
 pub(crate) struct Served {
     child: std::process::Child,
     pub(crate) base: String,
-    lines: std::sync::mpsc::Receiver<String>,
+    lines: crate::helpers::StderrLines,
+    /// What it printed up to and including its "listening" line.
+    pub(crate) startup: Vec<String>,
 }
 
 impl Served {
@@ -868,7 +860,6 @@ impl Served {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> Served {
-        use std::io::{BufRead, BufReader};
         command
             .arg("serve")
             .args(args)
@@ -876,22 +867,16 @@ impl Served {
             .stderr(std::process::Stdio::piped())
             .stdout(std::process::Stdio::null());
         let mut child = command.spawn().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
+        let lines = crate::helpers::StderrLines::of(&mut child);
         let mut served = Served {
             child,
             base: String::new(),
             lines,
+            startup: Vec::new(),
         };
-        let line = served.wait_line("docent listening on http://");
-        let address = line
+        served.startup = served.lines_until("docent listening on http://");
+        let address = served.startup.last().unwrap();
+        let address = address
             .trim_start_matches("docent listening on http://")
             .split_whitespace()
             .next()
@@ -905,23 +890,10 @@ impl Served {
         self.lines_until(prefix).pop().expect("the line found")
     }
 
-    /// Every line printed from here up to and including the first that contains `prefix`.
+    /// Every line printed from here up to and including the first that contains `prefix`
+    /// (within 60 s).
     pub(crate) fn lines_until(&self, prefix: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let found = line.contains(prefix);
-                    seen.push(line);
-                    if found {
-                        return seen;
-                    }
-                }
-                Err(e) => panic!("no {prefix:?} from docent serve: {e}"),
-            }
-        }
+        self.lines.until(prefix, Duration::from_secs(60))
     }
 
     pub(crate) fn kill9(mut self) {
@@ -929,15 +901,14 @@ impl Served {
         self.child.wait().unwrap();
     }
 
-    pub(crate) fn stop(mut self) {
+    /// SIGTERM, then its exit status (within 30 s).
+    pub(crate) fn stop(mut self) -> std::process::ExitStatus {
         let _ = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        crate::helpers::eventually("serve stopped on SIGTERM", Duration::from_secs(30), || {
+            self.child.try_wait().unwrap()
+        })
     }
 }
 
@@ -953,7 +924,7 @@ impl Drop for Served {
 async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_delivery() {
     let data = tempfile::tempdir().unwrap();
     docent::ingest::crawl::install_tls_provider();
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http_client();
     let served = Served::start(data.path(), None);
     let admin = std::fs::read_to_string(data.path().join("admin.key"))
         .unwrap()
@@ -984,9 +955,8 @@ async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_del
     .await;
     assert_eq!(status, 201, "{bot}");
     // The receiver's port, closed for now: deliveries fail to connect.
-    let port_holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = port_holder.local_addr().unwrap();
-    drop(port_holder);
+    let closed = crate::helpers::ClosedPort::new();
+    let address = closed.address;
     let (status, webhook) = call(
         &served.base,
         "POST",
@@ -1032,7 +1002,7 @@ async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_del
     }
     served.stop();
     // The receiver comes up, then docent: the event arrives.
-    let hook = receiver_on(std::net::TcpListener::bind(address).unwrap());
+    let hook = receiver_on(closed.listen());
     let served = Served::start(data.path(), None);
     let got = hook.wait_for(1, 60).await;
     let first = got[0].json();

@@ -77,11 +77,10 @@ fn counter() -> Counter {
 
 /// Waits (at most 30 s) until the generator has started more generations than `before`.
 async fn generation_started(generator: &crate::server::SlowGenerator, before: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while generator.calls() == before {
-        assert!(Instant::now() < deadline, "generation never started");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    crate::helpers::eventually_async("generation started", Duration::from_secs(30), async || {
+        (generator.calls() != before).then_some(())
+    })
+    .await;
 }
 
 /// Asks `n` times with the public key, each answered, then once more: 429.
@@ -854,7 +853,7 @@ async fn api_crawls_ignore_proxy_variables_and_use_the_configured_crawl_proxy() 
     );
     served.wait_line("docent ready");
     let admin = std::fs::read_to_string(data.path().join("admin.key")).unwrap();
-    let http = reqwest::Client::builder().no_proxy().build().unwrap();
+    let http = crate::helpers::http_client();
     let call = |method: &str, path: &str, body: Option<Value>| {
         let mut request = http
             .request(method.parse().unwrap(), format!("{}{path}", served.base))
@@ -1210,29 +1209,22 @@ async fn open_feed(
 }
 
 /// Reads a feed until its `end` event (at most 30 s); returns that event.
-async fn end_of(mut feed: reqwest::Response) -> Value {
+async fn end_of(feed: reqwest::Response) -> Value {
+    let mut sse = crate::helpers::Sse::new(feed);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut buffer = String::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let chunk = tokio::time::timeout(left, feed.chunk())
-            .await
-            .expect("the feed ends within 30 s")
-            .unwrap();
-        let Some(chunk) = chunk else {
-            panic!("the feed closed without an end event: {buffer}");
+        let Some((_, event)) = sse.next(left).await else {
+            panic!("the feed closed without an end event: {:?}", sse.seen);
         };
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        for line in buffer.lines() {
-            if let Some(data) = line.strip_prefix("data: ") {
-                let event: Value = serde_json::from_str(data).unwrap();
-                if event["event"] == "end" {
-                    // Nothing follows it: the stream closes.
-                    let rest = tokio::time::timeout(Duration::from_secs(30), feed.chunk()).await;
-                    assert!(matches!(rest, Ok(Ok(None))), "the feed closes after end");
-                    return event;
-                }
-            }
+        if event["event"] == "end" {
+            // Nothing follows it: the stream closes.
+            assert!(
+                sse.next(Duration::from_secs(30)).await.is_none(),
+                "the feed closes after end: {:?}",
+                sse.seen
+            );
+            return event;
         }
     }
 }

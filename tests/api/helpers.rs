@@ -324,3 +324,199 @@ pub fn run_with_deadline(
         stderr: stderr.join().unwrap(),
     }
 }
+
+/// Polls `check` every 50 ms until it returns something; fails naming `what` after
+/// `within`.
+pub fn eventually<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after {within:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// `eventually` for checks that await.
+pub async fn eventually_async<T>(
+    what: &str,
+    within: std::time::Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        if let Some(found) = check().await {
+            return found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not after {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A loopback port held bound but not listening, so a connection to it is refused and
+/// nothing else can take it while the socket lives; `listen` turns it into a listener on
+/// the same port.
+pub struct ClosedPort {
+    socket: socket2::Socket,
+    pub address: std::net::SocketAddr,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("a socket");
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).expect("bind a loopback port");
+        let address = socket
+            .local_addr()
+            .expect("its address")
+            .as_socket()
+            .expect("an IP address");
+        ClosedPort { socket, address }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.address)
+    }
+
+    pub fn listen(self) -> std::net::TcpListener {
+        self.socket.listen(128).expect("listen");
+        self.socket.into()
+    }
+}
+
+/// The Python of the test tools (`make test` builds it: `DOCENT_TEST_PYTHON`, else
+/// `target/pyenv/bin/python`).
+pub fn test_python() -> PathBuf {
+    let python = std::env::var_os("DOCENT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/pyenv/bin/python"));
+    assert!(
+        python.exists(),
+        "{} is missing: `make test` builds the test tools' Python (or set DOCENT_TEST_PYTHON)",
+        python.display()
+    );
+    python
+}
+
+/// A command-line tool installed beside `test_python()`.
+pub fn test_python_tool(name: &str) -> PathBuf {
+    test_python().with_file_name(name)
+}
+
+/// An HTTP client for tests (loopback only, so no proxy): connecting and each read are
+/// bounded (a read restarts the clock, so a live feed with its keep-alives is not cut), so
+/// no request hangs a test.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(std::time::Duration::from_secs(10))
+        .read_timeout(std::time::Duration::from_secs(300))
+        .build()
+        .expect("an HTTP client")
+}
+
+/// Server-sent events read from a response, each within a deadline.
+pub struct Sse {
+    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<Vec<u8>>> + Send>>,
+    buffer: Vec<u8>,
+    /// The events read so far, for failure messages.
+    pub seen: Vec<serde_json::Value>,
+}
+
+impl Sse {
+    pub fn new(res: reqwest::Response) -> Sse {
+        use futures::StreamExt;
+        Sse {
+            body: Box::pin(res.bytes_stream().map(|chunk| chunk.map(|b| b.to_vec()))),
+            buffer: Vec::new(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next `data:` event and when it arrived; None at the end of the stream. Fails
+    /// when none comes within `within`. Comments (keep-alives) are skipped.
+    pub async fn next(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Option<(std::time::Instant, serde_json::Value)> {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            while let Some(end) = self.buffer.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buffer.drain(..end + 2).collect();
+                let block = String::from_utf8_lossy(&block);
+                let data: Vec<&str> = block
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
+                if data.is_empty() {
+                    continue;
+                }
+                let event: serde_json::Value = serde_json::from_str(&data.join("\n"))
+                    .unwrap_or_else(|e| panic!("not JSON ({e}): {block:?}"));
+                self.seen.push(event.clone());
+                return Some((std::time::Instant::now(), event));
+            }
+            match tokio::time::timeout_at(deadline, self.body.next()).await {
+                Err(_) => panic!("no event within {within:?}; so far: {:?}", self.seen),
+                Ok(None) => return None,
+                Ok(Some(Err(e))) => panic!("the stream broke ({e}); so far: {:?}", self.seen),
+                Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
+            }
+        }
+    }
+}
+
+/// A child process's stderr, read line by line on a thread of its own, so a wait for a
+/// line has a deadline and the pipe never fills.
+pub struct StderrLines(std::sync::mpsc::Receiver<String>);
+
+impl StderrLines {
+    /// Takes `child`'s piped stderr.
+    pub fn of(child: &mut std::process::Child) -> StderrLines {
+        use std::io::{BufRead, BufReader};
+        let stderr = child.stderr.take().expect("stderr piped");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        StderrLines(lines)
+    }
+
+    /// Every line from here up to and including the first that contains `needle`; fails
+    /// when none does within `within` (or the process closes its stderr first).
+    pub fn until(&self, needle: &str, within: std::time::Duration) -> Vec<String> {
+        let deadline = std::time::Instant::now() + within;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.0.recv_timeout(left) {
+                Ok(line) => {
+                    let found = line.contains(needle);
+                    seen.push(line);
+                    if found {
+                        return seen;
+                    }
+                }
+                Err(e) => panic!("no {needle:?} within {within:?} ({e}); before it: {seen:#?}"),
+            }
+        }
+    }
+}

@@ -90,12 +90,8 @@ pub fn shared() -> &'static PgServer {
 /// copied where `nobody` can run them, if need be) once per test process.
 fn pg_bin() -> PathBuf {
     static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let python = std::env::var("DOCENT_TEST_PYTHON")
-            .expect("DOCENT_TEST_PYTHON: the test venv's python (`make test` sets it)");
-        docent::pg::local::find_bin(Path::new(&python)).unwrap()
-    })
-    .clone()
+    BIN.get_or_init(|| docent::pg::local::find_bin(&crate::helpers::test_python()).unwrap())
+        .clone()
 }
 
 fn key(id: &str, scope: KeyScope) -> ApiKey {
@@ -868,18 +864,8 @@ fn the_outbox_behaves_alike_on_redb_and_postgres() {
 
 /// Polls `check` until it returns something, for up to 30 s (a node's session ending is
 /// seen by PostgreSQL a moment after its connection closes).
-fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{what}: not after 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn eventually<T>(what: &str, check: impl FnMut() -> Option<T>) -> T {
+    crate::helpers::eventually(what, Duration::from_secs(30), check)
 }
 
 /// Nodes sharing one database: each due delivery goes to one node at a time (and to

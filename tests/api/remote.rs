@@ -13,7 +13,6 @@ use docent::domain::NOT_IN_SOURCES;
 use docent::llm::{ChatMessage, GenParams, Generator};
 use docent::remote::{PoolConfig, RemoteConfig, RemoteGenerator};
 use docent::server::Limits;
-use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{dyn_embedder, generator, models_dir, repo_root};
@@ -33,11 +32,15 @@ impl Engine {
     }
 
     pub(crate) fn start() -> Engine {
-        Engine::start_on(free_port())
+        Engine::start_with_port(None)
     }
 
     /// Starts the engine on `port` and waits (bounded) until it has loaded the model.
     pub(crate) fn start_on(port: u16) -> Engine {
+        Engine::start_with_port(Some(port))
+    }
+
+    fn start_with_port(port: Option<u16>) -> Engine {
         let model = docent::config::resolve_model(&models_dir(), "small");
         // Two slots of 4096 tokens each, as docent's own tests give each sequence.
         let args = ["-c", "8192", "-np", "2", "--metrics"];
@@ -64,7 +67,7 @@ impl Engine {
             "4",
         ];
         Engine::launch(
-            free_port(),
+            None,
             &model,
             &[&args[..], &["-b", "512", "-ub", "512"]].concat(),
         )
@@ -81,48 +84,67 @@ impl Engine {
         );
         let args = ["--embeddings", "-c", "2048", "-np", "2"];
         Engine::launch(
-            free_port(),
+            None,
             &model,
             &[&args[..], &["-b", "1024", "-ub", "1024"]].concat(),
         )
     }
 
-    fn launch(port: u16, model: &std::path::Path, args: &[&str]) -> Engine {
+    /// Starts llama-server on `port` (None: a free one) and waits until it has loaded the
+    /// model. A free port can be taken by another process before the engine binds it: the
+    /// engine then exits, and is started again on another (three tries).
+    fn launch(port: Option<u16>, model: &std::path::Path, args: &[&str]) -> Engine {
         let binary = Engine::binary();
         assert!(
             binary.exists(),
             "{} is missing: `make test` builds it (tests/engine/build.sh)",
             binary.display()
         );
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("engine.log");
-        let child = Command::new(binary)
-            .args(["-m", model.to_str().unwrap(), "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "-t", "2", "--no-webui"])
-            .args(args)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let engine = Engine {
-            child: Some(child),
-            port,
-            log,
-            _dir: dir,
-        };
-        engine.wait_healthy();
-        engine
+        let mut exited = Vec::new();
+        for _ in 0..3 {
+            let port = port.unwrap_or_else(free_port);
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("engine.log");
+            let child = Command::new(&binary)
+                .args(["-m", model.to_str().unwrap(), "--host", "127.0.0.1"])
+                .args(["--port", &port.to_string(), "-t", "2", "--no-webui"])
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap();
+            let mut engine = Engine {
+                child: Some(child),
+                port,
+                log,
+                _dir: dir,
+            };
+            match engine.wait_healthy() {
+                Ok(()) => return engine,
+                Err(log) => exited.push(log),
+            }
+        }
+        panic!("llama-server exited before it was healthy, three times:\n{exited:#?}");
     }
 
     pub(crate) fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    fn wait_healthy(&self) {
+    /// Waits (at most 120 s) until this engine answers `/health`; its log when it exited
+    /// first. A healthy answer counts only while the engine still runs (another process
+    /// could answer on a port this one failed to bind).
+    fn wait_healthy(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if http_status(self.port, "/health") == Some(200) {
-                return;
+            let healthy = http_status(self.port, "/health") == Some(200);
+            let child = self.child.as_mut().expect("a started engine");
+            if child.try_wait().expect("the engine's status").is_some() {
+                self.child = None;
+                return Err(std::fs::read_to_string(&self.log).unwrap_or_default());
+            }
+            if healthy {
+                return Ok(());
             }
             assert!(
                 Instant::now() < deadline,
@@ -215,23 +237,13 @@ async fn stream_events(
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
-    let mut events = Vec::new();
-    let mut buffer = String::new();
-    let mut body = res.bytes_stream();
-    while let Some(chunk) = body.next().await {
-        buffer.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
-        while let Some(end) = buffer.find("\n\n") {
-            let block: String = buffer.drain(..end + 2).collect();
-            for data in block.lines().filter_map(|l| l.strip_prefix("data: ")) {
-                let event: Value = serde_json::from_str(data).unwrap();
-                if event["event"] == "sources" {
-                    once_under_way();
-                }
-                events.push(event);
-            }
+    let mut sse = crate::helpers::Sse::new(res);
+    while let Some((_, event)) = sse.next(crate::server::EVENT_WITHIN).await {
+        if event["event"] == "sources" {
+            once_under_way();
         }
     }
-    events
+    sse.seen
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -482,7 +494,9 @@ async fn a_real_llama_server_answers_through_docent_as_in_process_generation_doe
 async fn engine_faults_are_clear_errors_and_answers_resume_when_an_engine_is_back() {
     // Not started: 503 llm_unavailable with Retry-After, on blocking and streamed chats,
     // and /readyz says why.
-    let port = free_port();
+    // Held bound, not listening: refused, and no other process can take it meanwhile.
+    let held = crate::helpers::ClosedPort::new();
+    let port = held.address.port();
     let down = remote(
         &[format!("http://127.0.0.1:{port}")],
         Duration::from_secs(30),
@@ -524,6 +538,7 @@ async fn engine_faults_are_clear_errors_and_answers_resume_when_an_engine_is_bac
     assert_eq!(listed["data"].as_array().map(Vec::len), Some(0), "{listed}");
 
     // Started on that port: the readiness probe finds it and answers resume.
+    drop(held);
     let mut engine = tokio::task::spawn_blocking(move || Engine::start_on(port))
         .await
         .unwrap();
@@ -753,7 +768,10 @@ async fn busy_engines_are_retried_after_their_retry_after_and_what_they_lack_is_
 
 /// The engine's slots as `/slots` shows them.
 async fn slots(engine: &Engine) -> Vec<Value> {
-    reqwest::get(format!("{}/slots", engine.url()))
+    crate::helpers::http_client()
+        .get(format!("{}/slots", engine.url()))
+        .timeout(Duration::from_secs(30))
+        .send()
         .await
         .unwrap()
         .json::<Vec<Value>>()
@@ -785,37 +803,37 @@ async fn a_visitor_who_leaves_mid_answer_stops_the_engine_generating() {
         .unwrap();
     assert_eq!(response.status(), 200);
     // Read until the first piece of the answer, then hang up.
-    let mut stream = response.bytes_stream();
-    let mut seen = String::new();
-    while !seen.contains("\"delta\"") {
-        let chunk = stream
-            .next()
+    let mut sse = crate::helpers::Sse::new(response);
+    let mut conversation = None;
+    loop {
+        let (_, event) = sse
+            .next(crate::server::EVENT_WITHIN)
             .await
             .expect("the stream ended before any text");
-        seen.push_str(std::str::from_utf8(&chunk.unwrap()).unwrap());
+        if event["event"] == "start" {
+            conversation = event["conversation_id"].as_str().map(str::to_string);
+        }
+        if event.get("delta").is_some() {
+            break;
+        }
     }
-    let conversation = seen
-        .split("\"conversation_id\":\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the start event names the conversation")
-        .to_string();
-    drop(stream);
+    let conversation = conversation.expect("the start event names the conversation");
+    drop(sse);
 
     // The engine's slot is released with tokens still to come: it stopped because docent
     // closed the request, not because the answer ended (that would clear has_next_token).
     let slot = last_task_once_idle(&engine).await;
     assert_eq!(slot["next_token"][0]["has_next_token"], true, "{slot}");
     // docent kept what was said, marked cancelled.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let stored = loop {
-        let messages = s.state.store.messages(&conversation).unwrap_or_default();
-        if messages.len() == 2 {
-            break messages;
-        }
-        assert!(Instant::now() < deadline, "{messages:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let stored = crate::helpers::eventually_async(
+        "the cancelled turn stored",
+        Duration::from_secs(30),
+        async || {
+            let messages = s.state.store.messages(&conversation).unwrap_or_default();
+            (messages.len() == 2).then_some(messages)
+        },
+    )
+    .await;
     assert_eq!(
         stored[1].finish_reason.as_deref(),
         Some("cancelled"),

@@ -151,12 +151,16 @@ let conversationId;
 
 await step('a. host page loads the widget; host CSS does not leak in', async () => {
   page = await openPage(desktop, config.host);
-  const tti = await page.evaluate((url) => {
+  const timing = await page.evaluate((url) => {
     const entry = performance.getEntriesByName(url)[0]
       || performance.getEntriesByType('resource').find((e) => e.name.includes('/widget.js'));
-    return window.__docentReadyAt - entry.startTime;
+    return { ready: window.__docentReadyAt, start: entry.startTime, arrived: entry.responseEnd };
   }, `${DOCENT}/widget.js`);
-  assert.ok(Number.isFinite(tti) && tti >= 0, `time to interactive is a number (${tti})`);
+  // The widget marks itself ready (a number it sets), and only after its script arrived:
+  // the metric times the script's fetch and start, not something before it.
+  assert.ok(Number.isFinite(timing.ready), `the widget marked itself ready: ${JSON.stringify(timing)}`);
+  assert.ok(timing.arrived > timing.start && timing.ready >= timing.arrived, `ready after widget.js arrived: ${JSON.stringify(timing)}`);
+  const tti = timing.ready - timing.start;
   console.log(`metric time_to_interactive_ms ${Math.round(tti)}`);
   // And until the widget holds its session (the first question can go out at once).
   await page.waitForFunction(() => performance.getEntriesByType('resource').some((e) => e.name.includes('/v1/widget/session') && e.responseEnd > 0), null, { timeout: 20_000 });
@@ -283,7 +287,6 @@ await step('d. hostile content (mocked stream, then the real model) stays inert'
     '<iframe src="javascript:window.__pwned=8"></iframe> <img src=x onerror=alert(1)>\n\n',
     'See [1].',
   ];
-  const expected = hostile.join('');
   await page.route('**/v1/chat', async (route) => {
     if (route.request().method() !== 'POST') return route.continue();
     const sent = JSON.parse(route.request().postData() || '{}');
@@ -313,7 +316,13 @@ await step('d. hostile content (mocked stream, then the real model) stays inert'
   assert.ok(visible.includes('<script>'), 'the literal text <script> is visible');
   const sources = await $(page, '.msg.assistant[data-state="done"]').last().locator('.sources').innerText();
   assert.ok(sources.includes('<b onmouseover='), 'a hostile source title shows as text');
-  assert.ok(expected.length > 0);
+  // Markup split across deltas (and one delta split mid-escape) shows joined, as text.
+  const shownText = answer.text.replace(/\s+/g, ' ');
+  for (const literal of [
+    '<img src=x onerror="window.__pwned=2">',
+    '<svg onload="window.__pwned=5">',
+    '<iframe src="javascript:window.__pwned=8"></iframe>',
+  ]) assert.ok(shownText.includes(literal), `${literal} shown as text: ${shownText}`);
   await assertInert(page, 'mocked hostile stream');
 
   const real = await ask(page, config.hostile_question);
@@ -402,7 +411,9 @@ await step('h. on a 390x844 phone the panel is full-screen', async () => {
   const phone = await openPage(ctx, config.host);
   await $(phone, '.launcher').tap();
   await $(phone, '.panel').waitFor({ state: 'visible', timeout: 5_000 });
-  await phone.waitForTimeout(300); // the opening animation
+  // Until the opening animation is over (none left running on the panel).
+  await phone.waitForFunction(() => document.querySelector('[data-docent-widget]').shadowRoot
+    .querySelector('.panel').getAnimations().every((a) => a.playState === 'finished'), null, { timeout: 5_000 });
   const box = await $(phone, '.panel').boundingBox();
   const near = (a, b) => Math.abs(a - b) <= 1;
   assert.ok(near(box.x, 0) && near(box.y, 0) && near(box.width, 390) && near(box.height, 844), `panel fills the viewport: ${JSON.stringify(box)}`);
