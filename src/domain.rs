@@ -944,6 +944,14 @@ pub mod event_kinds {
 }
 
 impl Bot {
+    /// Marks a change to what the bot answers with (its content or its settings) at `now`:
+    /// `updated_unix` moves to `now`, and at least one past its last value, so what is
+    /// keyed by it (every node's answer cache) never takes the changed bot for the old one,
+    /// even for two changes in one second.
+    pub fn touch(&mut self, now: u64) {
+        self.updated_unix = now.max(self.updated_unix.saturating_add(1));
+    }
+
     /// A new live bot named after its id, with no content yet, made at `now` (unix s).
     pub fn new(id: BotId, now: u64) -> Bot {
         Bot {
@@ -1142,6 +1150,18 @@ pub(crate) mod fixtures {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_touched_bot_has_a_new_version_even_within_one_second() {
+        let mut bot = Bot::new(BotId::parse("docs").unwrap(), 1_000);
+        bot.touch(2_000);
+        assert_eq!(bot.updated_unix, 2_000);
+        // Twice in the same second, or with a clock behind the stored time: still newer.
+        bot.touch(2_000);
+        assert_eq!(bot.updated_unix, 2_001);
+        bot.touch(1_500);
+        assert_eq!(bot.updated_unix, 2_002);
+    }
 
     #[test]
     fn embedder_choices_parse_by_name_and_model_and_map_to_their_vectors() {

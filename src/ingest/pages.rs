@@ -50,7 +50,7 @@ pub(super) async fn commit(
     upserts: Vec<Page>,
     removed_urls: Vec<String>,
 ) -> anyhow::Result<()> {
-    bot.updated_unix = crate::telemetry::unix_now();
+    bot.touch(crate::telemetry::unix_now());
     let commit = IngestCommit {
         ingest: ingest.to_string(),
         bot,

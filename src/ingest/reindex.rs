@@ -85,13 +85,14 @@ async fn reindex_staged(
         to: embedder_id.to_string(),
         seconds: 0.0,
     };
+    let mut reindexed = Bot {
+        embedder: (chunks > 0).then_some(embedder_id),
+        ..record
+    };
+    reindexed.touch(crate::telemetry::unix_now());
     let commit = IngestCommit {
         ingest: ingest.to_string(),
-        bot: Bot {
-            updated_unix: crate::telemetry::unix_now(),
-            embedder: (chunks > 0).then_some(embedder_id),
-            ..record
-        },
+        bot: reindexed,
         bot_existed: true,
         upserts,
         touched: Vec::new(),

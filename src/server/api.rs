@@ -540,6 +540,8 @@ pub(crate) async fn update_bot(
     let bot = blocking(move || {
         Ok(store.update_bot(&target, &mut |bot| {
             let _ = change.apply(bot);
+            // A new version: other nodes' cached answers (keyed by it) go stale too.
+            bot.touch(unix_now());
         })?)
     })
     .await?;
