@@ -561,12 +561,15 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
     actix_web::rt::System::new().block_on(async move {
         let server = server::server(state.clone(), listener, args.workers)?;
         eprintln!("docent listening on http://{address} (loading models…)");
+        let mut servers = vec![server.handle()];
         if let Some(metrics) = metrics_listener {
             let at = metrics.local_addr()?;
             let metrics = server::metrics_server(state.clone(), metrics)?;
+            servers.push(metrics.handle());
             actix_web::rt::spawn(metrics);
             eprintln!("metrics on http://{at}/metrics");
         }
+        actix_web::rt::spawn(server::stop_on_signals(state.clone(), servers));
         let handle = server.handle();
         let failure = Arc::new(std::sync::Mutex::new(None::<anyhow::Error>));
         let failed = failure.clone();

@@ -60,7 +60,8 @@ pub enum LiveData {
         state: ConversationState,
         handoff_reason: Option<String>,
     },
-    /// The feed ends: `conversation_erased`, `key_revoked` or `session_expired`.
+    /// The feed ends: `conversation_erased`, `key_revoked`, `session_expired` or
+    /// `server_stopping`.
     End { reason: String },
 }
 
@@ -628,6 +629,9 @@ fn feed_slots(state: &AppState, caller: &Caller) -> ApiResult<Option<FeedSlots>>
         .map(Some)
 }
 
+/// The `end` reason of feeds open on a node that stops: reconnect (to another node).
+const SERVER_STOPPING: &str = "server_stopping";
+
 /// One open feed: what it watches and who watches it.
 struct Feed<'a> {
     state: &'a AppState,
@@ -649,9 +653,14 @@ impl Feed<'_> {
         tx: tokio::sync::mpsc::Sender<Bytes>,
     ) {
         let mut key_changes = self.state.keys.changes();
+        let mut stopping = self.state.stopping.subscribe();
         // Revoked between authentication and the line above: no change would come.
         if let Err(reason) = super::sessions::still_valid(self.state, self.caller, unix_now()) {
             let _ = send(&tx, frame(&LiveEvent::end(reason))).await;
+            return;
+        }
+        if *stopping.borrow_and_update() {
+            let _ = send(&tx, frame(&LiveEvent::end(SERVER_STOPPING))).await;
             return;
         }
         for bytes in backlog {
@@ -698,6 +707,11 @@ impl Feed<'_> {
                         .err()
                         .unwrap_or("key_revoked");
                     out.push(frame(&LiveEvent::end(reason)));
+                    ended = true;
+                }
+                // The node is stopping (or its state is gone): nothing more will come.
+                _ = stopping.changed() => {
+                    out.push(frame(&LiveEvent::end(SERVER_STOPPING)));
                     ended = true;
                 }
                 _ = heartbeat.tick() => out.push(Bytes::from_static(KEEP_ALIVE)),

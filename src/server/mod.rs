@@ -215,6 +215,9 @@ pub struct AppState {
     pub live: handoff::Live,
     /// The webhook delivery worker's counts (the worker is started beside the server).
     pub deliveries: Arc<crate::events::DeliveryStats>,
+    /// Set when the node begins to stop (SIGTERM, SIGINT): live feeds end at once, with
+    /// `server_stopping`, while answers in flight finish.
+    pub stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl AppState {
@@ -274,6 +277,7 @@ impl AppState {
             metrics: Metrics::default(),
             live,
             deliveries: Arc::default(),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -564,11 +568,40 @@ pub fn server(
             .wrap(widget::cors(state.clone()))
     })
     .workers(workers.max(1))
-    .shutdown_timeout(30)
+    // Stopping is `stop_on_signals`' (feeds end first; SIGINT as graceful as SIGTERM).
+    .disable_signals()
+    .shutdown_timeout(SHUTDOWN_SECS)
     .listen(listener)
     .context("failed to listen")?
     .run();
     Ok(server)
+}
+
+/// How long a stopping node waits for answers in flight before it closes their
+/// connections.
+pub const SHUTDOWN_SECS: u64 = 30;
+
+/// Waits for SIGTERM or SIGINT, then stops the node gracefully: live feeds end with
+/// `server_stopping` (nothing more will come on them), no new connection is taken, and
+/// answers in flight get `SHUTDOWN_SECS` to finish.
+pub async fn stop_on_signals(
+    state: web::Data<AppState>,
+    servers: Vec<actix_web::dev::ServerHandle>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::error!("cannot listen for SIGTERM");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    eprintln!("docent stopping: answers in flight get {SHUTDOWN_SECS} s to finish");
+    state.stopping.send_replace(true);
+    for server in servers {
+        server.stop(true).await;
+    }
 }
 
 /// The metrics listener (`--metrics-bind`): `/metrics` alone, on a port of its own.
@@ -583,6 +616,7 @@ pub fn metrics_server(
             .default_service(web::to(api::not_found))
     })
     .workers(1)
+    .disable_signals()
     .listen(listener)
     .context("failed to listen for metrics")?
     .run();
