@@ -538,6 +538,61 @@ mod tests {
     }
 
     #[test]
+    fn a_due_recrawl_is_queued_once_and_sources_not_due_are_left() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::open(dir.path()).unwrap();
+        let id = BotId::parse("docs").unwrap();
+        let now = unix_now();
+        let source = |url: &str, every: Option<u64>, last: Option<u64>| SourceSchedule {
+            recrawl_every: every,
+            last_crawl: last,
+            scope: crate::domain::Scope::Host,
+            max_pages: Some(20),
+            ..SourceSchedule::once(url.into())
+        };
+        let mut bot = crate::domain::fixtures::bot("docs");
+        bot.settings.sources = vec![
+            // Due: crawled two minutes ago, every minute.
+            source("https://docs.example/due/", Some(60), Some(now - 120)),
+            // Due: never crawled.
+            source("https://docs.example/never/", Some(3600), None),
+            // Not due yet, and not scheduled at all.
+            source("https://docs.example/fresh/", Some(3600), Some(now - 60)),
+            source("https://docs.example/once/", None, Some(now - 86_400)),
+        ];
+        store.create_bot(&bot).unwrap();
+        let jobs = Jobs::new(store.clone(), false, None);
+        let (tx, rx) = std::sync::mpsc::channel();
+        *jobs.queue.lock().unwrap() = Some(tx);
+        queue_due_recrawls(&jobs);
+        let queued: Vec<Arc<Job>> = rx.try_iter().collect();
+        let mut urls: Vec<String> = queued
+            .iter()
+            .map(|job| job.record.lock().unwrap().url.clone())
+            .collect();
+        urls.sort();
+        assert_eq!(
+            urls,
+            ["https://docs.example/due/", "https://docs.example/never/"]
+        );
+        for job in &queued {
+            let record = job.record.lock().unwrap();
+            assert_eq!(
+                (record.scope, record.max_pages),
+                (crate::domain::Scope::Host, Some(20)),
+                "a re-crawl crawls as far as its source says"
+            );
+        }
+        // Each is marked crawled now, so the next look queues nothing (its jobs are also
+        // still under way).
+        let sources = store.get_bot(&id).unwrap().settings.sources;
+        assert!(sources[..2].iter().all(|s| s.last_crawl >= Some(now)));
+        assert_eq!(sources[2].last_crawl, Some(now - 60));
+        queue_due_recrawls(&jobs);
+        assert_eq!(rx.try_iter().count(), 0);
+    }
+
+    #[test]
     fn a_finished_crawl_records_its_counts_and_a_failed_one_its_error_without_credentials() {
         let mut done = job();
         let summary = IngestSummary {

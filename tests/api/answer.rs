@@ -97,21 +97,7 @@ impl docent::llm::Generator for Scripted {
         Ok(stats)
     }
 
-    fn classify(
-        &self,
-        messages: &[docent::llm::ChatMessage],
-        labels: &[&str],
-    ) -> anyhow::Result<Vec<f32>> {
-        FakeGenerator.classify(messages, labels)
-    }
-
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        FakeGenerator.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        FakeGenerator.context_size()
-    }
+    crate::helpers::generator_rest!(fake);
 }
 
 const DESCALING: &str = "Which error code means the kettle needs descaling?";
@@ -281,13 +267,7 @@ impl docent::llm::Generator for Doubtful {
         Ok(vec![self.yes, 1.0 - self.yes])
     }
 
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        FakeGenerator.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        FakeGenerator.context_size()
-    }
+    crate::helpers::generator_rest!(fake sizes);
 }
 
 #[tokio::test]
@@ -382,13 +362,7 @@ impl docent::llm::Generator for Verifying {
         Ok(if yes { vec![1.0, 0.0] } else { vec![0.0, 1.0] })
     }
 
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        FakeGenerator.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        FakeGenerator.context_size()
-    }
+    crate::helpers::generator_rest!(fake sizes);
 }
 
 /// Asks DESCALING with verification on, the reader leaving after generation when `leave`;

@@ -1,5 +1,7 @@
 //! CLI smoke tests, and the whole product through the binary: ingest then ask, as JSON.
 
+use std::time::Duration;
+
 use serde_json::Value;
 
 use crate::crash::docent;
@@ -621,4 +623,108 @@ fn rotating_the_session_secret_keeps_the_old_one_for_the_overlap_and_refuses_a_l
     );
     let (ok, _, stderr) = rotate("soon");
     assert!(!ok && !stderr.is_empty());
+}
+
+/// `make run`'s script (`tests/demo.sh`), on the bundled site (a `rustup` that fails hides
+/// the Rust Book) and the small model: it ingests, answers with its sources, prints a
+/// working key, and serves until SIGTERM.
+#[test]
+fn the_make_run_demo_ingests_answers_prints_a_working_key_and_serves() {
+    use std::process::{Command, Stdio};
+    let data = tempfile::tempdir().unwrap();
+    let bin = tempfile::tempdir().unwrap();
+    let rustup = bin.path().join("rustup");
+    std::fs::write(&rustup, "#!/bin/sh\nexit 1\n").unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&rustup, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut command = Command::new("bash");
+    command
+        .arg(crate::helpers::repo_root().join("tests/demo.sh"))
+        .arg(env!("CARGO_BIN_EXE_docent"))
+        .current_dir(crate::helpers::repo_root())
+        .env("PATH", path)
+        .env("DOCENT_DATA_DIR", data.path())
+        .env("DOCENT_BIND", "127.0.0.1:0")
+        .env("DOCENT_MODEL", "small")
+        .env("DOCENT_MODELS_DIR", crate::helpers::models_dir())
+        .env_remove("DOCENT_STORE")
+        .env_remove("DOCENT_FAILPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    // Killed if the test fails midway (bash exec'd into serve: the same process).
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let printed = crate::helpers::StderrLines::from(child.stdout.take().unwrap());
+    let lines = crate::helpers::StderrLines::of(&mut child);
+    let mut child = Kill(child);
+    // What it printed before serving: the ingest, the answer with its sources, the links
+    // and the curl line with a key.
+    let said = printed
+        .until("Authorization: Bearer ", Duration::from_secs(600))
+        .join("\n");
+    assert!(said.contains("ingesting the bundled demo site"), "{said}");
+    assert!(said.contains("Sources:"), "the answer cites: {said}");
+    assert!(said.contains("help.zephyr-kettles.example"), "{said}");
+    let key = said
+        .split("Authorization: Bearer ")
+        .nth(1)
+        .and_then(|rest| rest.split('\'').next())
+        .expect("a curl line with a key")
+        .to_string();
+    assert!(key.starts_with("sk_live_"), "{key}");
+    let token = said
+        .split("&token=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("a demo link with the widget's key")
+        .to_string();
+    assert!(token.starts_with("pk_live_"), "{token}");
+    let listening = lines.until("docent listening on http://", Duration::from_secs(120));
+    let address = listening
+        .last()
+        .unwrap()
+        .trim_start_matches("docent listening on http://")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    lines.until("docent ready", Duration::from_secs(120));
+    assert_eq!(http_get(&address, "/healthz", None).0, 200);
+    // The printed key lists the bots; the demo page and the console answer.
+    let (status, bots) = http_get(&address, "/v1/bots", Some(&key));
+    assert_eq!(status, 200, "{bots}");
+    assert!(bots.contains("zephyr"), "{bots}");
+    let (status, page) = http_get(&address, &format!("/demo?bot=zephyr&token={token}"), None);
+    assert_eq!(status, 200);
+    assert!(
+        page.contains(&token),
+        "the page embeds the widget with the key: {page}"
+    );
+    assert_eq!(http_get(&address, "/admin", None).0, 200);
+    // SIGTERM: a clean exit, the serve marker removed.
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status =
+        crate::helpers::eventually("the demo's serve stopped", Duration::from_secs(30), || {
+            child.0.try_wait().unwrap()
+        });
+    assert!(status.success(), "{status:?}");
+    assert!(!data.path().join("serve.pid").exists());
 }

@@ -23,7 +23,7 @@ pub fn docent(data: &Path) -> Command {
     cmd
 }
 
-fn ingest(data: &Path, url: &str) {
+pub(crate) fn ingest(data: &Path, url: &str) {
     let out = docent(data)
         .args(["ingest", url, "--bot", "shop", "--json", "--delay-ms", "0"])
         .output()

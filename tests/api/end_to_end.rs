@@ -117,21 +117,7 @@ impl docent::llm::Generator for Recording {
         self.inner.generate(messages, params, on_token)
     }
 
-    fn classify(
-        &self,
-        messages: &[docent::llm::ChatMessage],
-        labels: &[&str],
-    ) -> anyhow::Result<Vec<f32>> {
-        self.inner.classify(messages, labels)
-    }
-
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        self.inner.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        self.inner.context_size()
-    }
+    crate::helpers::generator_rest!(inner);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -4,12 +4,14 @@
 //! chat and posted by form, and the numbers analytics reports for them.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use docent::keys::{KeyEnv, KeyKind, KeyScope};
 use docent::server::Limits;
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::server::{assert_error, fake_server};
@@ -383,6 +385,36 @@ async fn webhooks_are_signed_retried_with_the_same_event_id_rotated_and_replayed
         last.signature
     );
     assert!(verifies(last, &secret) && verifies(last, &new_secret));
+
+    // Rotated again with no overlap: only the newest secret signs, and neither earlier
+    // one verifies the next delivery.
+    let (status, _, rotated) = s
+        .call(
+            "POST",
+            &format!("/v1/webhooks/{webhook_id}/rotate"),
+            Some(&admin),
+            Some(json!({"overlap_seconds": 0})),
+        )
+        .await;
+    assert_eq!(status, 200, "{rotated}");
+    let newest = rotated["secret"].as_str().unwrap().to_string();
+    s.call(
+        "POST",
+        "/v1/leads",
+        Some(&admin),
+        Some(json!({"bot_id": "zephyr", "phone": "+44 20 7946 0959", "consent": false})),
+    )
+    .await;
+    let got = hook.wait_for(6, 20).await;
+    let last = &got[5];
+    assert_eq!(
+        last.signature.matches("v1=").count(),
+        1,
+        "{}",
+        last.signature
+    );
+    assert!(verifies(last, &newest), "{}", last.signature);
+    assert!(!verifies(last, &new_secret) && !verifies(last, &secret));
 
     // Lists, then deletion: nothing more is sent to it.
     let (_, _, list) = s
@@ -903,10 +935,22 @@ impl Served {
 
     /// SIGTERM, then its exit status (within 30 s).
     pub(crate) fn stop(mut self) -> std::process::ExitStatus {
-        let _ = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        crate::helpers::eventually("serve stopped on SIGTERM", Duration::from_secs(30), || {
+        self.signal("TERM");
+        self.wait(Duration::from_secs(30))
+    }
+
+    /// Sends it a signal (`TERM`, `INT`, …).
+    pub(crate) fn signal(&self, name: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name}");
+    }
+
+    /// Its exit status, once it has exited (within `within`).
+    pub(crate) fn wait(&mut self, within: Duration) -> std::process::ExitStatus {
+        crate::helpers::eventually("docent serve exited", within, || {
             self.child.try_wait().unwrap()
         })
     }
@@ -1225,5 +1269,340 @@ async fn real_models_hand_off_regulated_topics_capture_leads_and_count_unanswere
         gaps.iter()
             .any(|g| g["question"] == "What is the capital of Australia?" && g["count"] == 1),
         "{report}"
+    );
+}
+
+/// `path` with `query` added to its query string.
+fn with_query(path: &str, query: &str) -> String {
+    let separator = if path.contains('?') { '&' } else { '?' };
+    format!("{path}{separator}{query}")
+}
+
+/// Every item of a cursor-paged list, following `next_cursor` with pages of `limit`;
+/// fails on a page over the limit or a cursor that does not move on.
+async fn every_page(s: &crate::server::TestServer, path: &str, limit: usize) -> Vec<Value> {
+    let mut items: Vec<Value> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..100 {
+        let url = match &cursor {
+            Some(c) => with_query(path, &format!("limit={limit}&cursor={c}")),
+            None => with_query(path, &format!("limit={limit}")),
+        };
+        let (status, _, page) = s.call("GET", &url, Some(&s.admin), None).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= limit, "{url}: {page}");
+        items.extend(data.iter().cloned());
+        match page["next_cursor"].as_str() {
+            None => return items,
+            Some(next) => {
+                assert_ne!(cursor.as_deref(), Some(next), "the cursor moved on: {page}");
+                cursor = Some(next.to_string());
+            }
+        }
+    }
+    panic!("{path}: more than 100 pages");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leads_and_deliveries_page_by_cursor_without_gaps_or_repeats() {
+    // No delivery worker: every delivery stays listed, pending.
+    let (s, _) = fake_server(private_ok()).await;
+    let hook = receiver();
+    let (status, _, webhook) = s
+        .call(
+            "POST",
+            "/v1/webhooks",
+            Some(&s.admin),
+            Some(json!({"bot_id": "zephyr", "url": hook.url, "events": ["lead.captured"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{webhook}");
+    let webhook_id = webhook["id"].as_str().unwrap();
+    for i in 0..5 {
+        let phone = format!("+44 20 7946 09{i:02}");
+        let (status, _, lead) = s
+            .call(
+                "POST",
+                "/v1/leads",
+                Some(&s.admin),
+                Some(json!({"bot_id": "zephyr", "phone": phone, "consent": false})),
+            )
+            .await;
+        assert_eq!(status, 201, "{lead}");
+    }
+    for path in [
+        "/v1/leads?bot_id=zephyr".to_string(),
+        format!("/v1/webhooks/{webhook_id}/deliveries"),
+    ] {
+        let get = async |url: String| s.call("GET", &url, Some(&s.admin), None).await;
+        let (_, _, whole) = get(with_query(&path, "limit=200")).await;
+        let whole = whole["data"].as_array().unwrap().clone();
+        assert_eq!(whole.len(), 5, "{path}: {whole:?}");
+        for limit in [1, 2, 5] {
+            let paged = every_page(&s, &path, limit).await;
+            assert_eq!(paged, whole, "{path} in pages of {limit}");
+        }
+        assert_error(
+            &get(with_query(&path, "limit=0")).await,
+            400,
+            "invalid_request",
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_delivery_worker_prunes_settled_events_past_retention_and_keeps_unsettled_ones() {
+    let (s, _) = fake_server(private_ok()).await;
+    start_delivery(&s);
+    let hook = receiver();
+    let webhook = async |url: &str| {
+        let body = json!({"bot_id": "zephyr", "url": url, "events": ["lead.captured"]});
+        let (status, _, made) = s
+            .call("POST", "/v1/webhooks", Some(&s.admin), Some(body))
+            .await;
+        assert_eq!(status, 201, "{made}");
+        made["id"].as_str().unwrap().to_string()
+    };
+    let lead = async |phone: &str| {
+        let body = json!({"bot_id": "zephyr", "phone": phone, "consent": false});
+        let (status, _, made) = s
+            .call("POST", "/v1/leads", Some(&s.admin), Some(body))
+            .await;
+        assert_eq!(status, 201, "{made}");
+    };
+    // A settled event: its one delivery delivered.
+    let delivered_to = webhook(&hook.url).await;
+    lead("+44 20 7946 0100").await;
+    let settled = hook.wait_for(1, 20).await[0].json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // An unsettled one: delivered to the receiver, still being retried to a closed port.
+    let closed = crate::helpers::ClosedPort::new();
+    let failing_to = webhook(&closed.url()).await;
+    lead("+44 20 7946 0101").await;
+    let unsettled = hook.wait_for(2, 20).await[1].json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = async |webhook: &str| -> Vec<String> {
+        let path = format!("/v1/webhooks/{webhook}/deliveries");
+        let (status, _, page) = s.call("GET", &path, Some(&s.admin), None).await;
+        assert_eq!(status, 200, "{page}");
+        let data = page["data"].as_array().unwrap();
+        data.iter()
+            .map(|d| d["event_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        listed(&delivered_to).await,
+        [unsettled.clone(), settled.clone()]
+    );
+    // A worker that keeps events for no time prunes once as it starts: the settled event
+    // goes, with its deliveries; the unsettled one stays for its retries.
+    docent::events::start_worker(
+        s.state.store.clone(),
+        docent::events::DeliveryConfig {
+            allow_private_targets: true,
+            base_delay: Duration::from_millis(200),
+            timeout: Duration::from_secs(5),
+            retention: Duration::ZERO,
+            ..Default::default()
+        },
+        s.state.deliveries.clone(),
+    );
+    crate::helpers::eventually_async(
+        "the settled event pruned",
+        Duration::from_secs(20),
+        async || (listed(&delivered_to).await == [unsettled.clone()]).then_some(()),
+    )
+    .await;
+    assert_error(
+        &s.call(
+            "POST",
+            &format!("/v1/events/{settled}/redeliver"),
+            Some(&s.admin),
+            None,
+        )
+        .await,
+        404,
+        "event_not_found",
+    );
+    assert_eq!(listed(&failing_to).await, std::slice::from_ref(&unsettled));
+    let (status, _, _) = s
+        .call(
+            "POST",
+            &format!("/v1/events/{unsettled}/redeliver"),
+            Some(&s.admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+}
+
+/// An OpenAI-compatible engine whose streamed answers send their first words, then wait
+/// until `gate` has a permit for them; other requests (yes/no checks) answer "Yes." at
+/// once. Counts the streamed requests it has begun.
+fn gated_engine(
+    gate: Arc<tokio::sync::Semaphore>,
+) -> (crate::helpers::Running, String, Arc<AtomicUsize>) {
+    let begun = Arc::new(AtomicUsize::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let counted = begun.clone();
+    let running = crate::helpers::run_in_thread(move || {
+        HttpServer::new(move || {
+            let (gate, counted) = (gate.clone(), counted.clone());
+            App::new()
+                .route(
+                    "/v1/models",
+                    web::get().to(|| async {
+                        HttpResponse::Ok().json(json!({"data": [{"id": "gated-model"}]}))
+                    }),
+                )
+                .route(
+                    "/v1/chat/completions",
+                    web::post().to(move |body: web::Json<Value>| {
+                        let (gate, counted) = (gate.clone(), counted.clone());
+                        async move {
+                            if body.0["stream"] != json!(true) {
+                                let message = json!({"role": "assistant", "content": "Yes."});
+                                return HttpResponse::Ok()
+                                    .json(json!({"choices": [{"message": message}]}));
+                            }
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            let chunk = |delta: Value, finish: Value| {
+                                let data =
+                                    json!({"choices": [{"delta": delta, "finish_reason": finish}]});
+                                web::Bytes::from(format!("data: {data}\n\n"))
+                            };
+                            let first = vec![
+                                chunk(json!({"role": "assistant"}), Value::Null),
+                                chunk(json!({"content": "Every Zephyr kettle "}), Value::Null),
+                            ];
+                            let rest = vec![
+                                chunk(
+                                    json!({"content": "comes with a two-year warranty. [1]"}),
+                                    Value::Null,
+                                ),
+                                chunk(json!({}), json!("stop")),
+                                web::Bytes::from_static(b"data: [DONE]\n\n"),
+                            ];
+                            let opened = futures::stream::once(async move {
+                                // Held until the test lets this answer go on.
+                                gate.acquire().await.unwrap().forget();
+                                futures::stream::iter(rest)
+                            })
+                            .flatten();
+                            let stream = futures::stream::iter(first)
+                                .chain(opened)
+                                .map(Ok::<_, actix_web::Error>);
+                            HttpResponse::Ok()
+                                .content_type("text/event-stream")
+                                .streaming(stream)
+                        }
+                    }),
+                )
+        })
+        .listen(listener)
+        .unwrap()
+        .workers(1)
+        .run()
+    });
+    (running, url, begun)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_ends_live_feeds_and_lets_the_answer_in_flight_finish() {
+    let site = crate::helpers::serve(&crate::helpers::fixture("site"));
+    let data = tempfile::tempdir().unwrap();
+    crate::crash::ingest(data.path(), &site.url("index.html"));
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (_engine, engine_url, begun) = gated_engine(gate.clone());
+    let mut served = Served::spawn(
+        crate::crash::docent(data.path()),
+        &["--bind", "127.0.0.1:0", "--llm-url", &engine_url],
+        &[("DOCENT_ALLOW_PRIVATE_TARGETS", "true")],
+    );
+    served.wait_line("docent ready");
+    let admin = std::fs::read_to_string(data.path().join("admin.key")).unwrap();
+    let http = crate::helpers::http_client();
+    let created: Value = http
+        .post(format!("{}/v1/conversations", served.base))
+        .bearer_auth(admin.trim())
+        .json(&json!({"bot_id": "shop"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let conversation = created["id"].as_str().unwrap().to_string();
+    // An answer under way: its engine request has begun and is held.
+    let chat = http
+        .post(format!("{}/v1/chat", served.base))
+        .bearer_auth(admin.trim())
+        .json(&json!({"bot_id": "shop", "conversation_id": conversation, "message": "How long is the warranty?", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let mut answer = crate::helpers::Sse::new(chat);
+    crate::helpers::eventually_async(
+        "the engine answering",
+        Duration::from_secs(60),
+        async || (begun.load(Ordering::SeqCst) == 1).then_some(()),
+    )
+    .await;
+    // A live feed of that conversation, open.
+    let feed = http
+        .get(format!(
+            "{}/v1/conversations/{conversation}/events",
+            served.base
+        ))
+        .bearer_auth(admin.trim())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
+    let mut feed = crate::helpers::Sse::new(feed);
+    let (_, state) = feed.next(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(state["event"], "state", "{state}");
+    // SIGTERM: the feed ends at once, saying why, and closes.
+    served.signal("TERM");
+    let (_, end) = feed
+        .next(Duration::from_secs(30))
+        .await
+        .expect("an end event");
+    assert_eq!(end, json!({"event": "end", "reason": "server_stopping"}));
+    assert!(
+        feed.next(Duration::from_secs(30)).await.is_none(),
+        "closed after end"
+    );
+    // The answer in flight finishes once the engine goes on.
+    gate.add_permits(1);
+    let mut last = None;
+    while let Some((_, event)) = answer.next(Duration::from_secs(30)).await {
+        last = Some(event);
+    }
+    let last = last.unwrap();
+    assert_eq!(last["event"], "done", "{:?}", answer.seen);
+    let shown: String = answer
+        .seen
+        .iter()
+        .filter_map(|e| e["delta"].as_str())
+        .collect();
+    assert!(shown.contains("two-year warranty"), "{shown}");
+    // Then the node exits cleanly, the turn kept whole.
+    let status = served.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status:?}");
+    let stored = crate::helpers::open_store(data.path())
+        .messages(&conversation)
+        .unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(
+        stored[1].content.contains("two-year warranty"),
+        "{stored:?}"
     );
 }

@@ -1678,3 +1678,37 @@ async fn a_visitors_lead_given_before_any_conversation_is_erased_with_the_visito
         .await;
     assert_eq!(leads["data"], json!([]), "{leads}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotated_key_is_refused_once_its_overlap_ends() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let first = s.make_key(KeyKind::Secret, KeyEnv::Live, KeyScope::Admin, vec![]);
+    let status_with = async |key: &str| s.call("GET", "/v1/bots", Some(key), None).await;
+    let rotate = async |key: &str, overlap: u64| -> String {
+        let path = format!("/v1/keys/key_{}/rotate", &key[8..16]);
+        let body = json!({ "overlap_seconds": overlap });
+        let (status, _, rotated) = s.call("POST", &path, Some(&s.admin), Some(body)).await;
+        assert_eq!(status, 201, "{rotated}");
+        rotated["key"].as_str().unwrap().to_string()
+    };
+    // An hour's overlap: both work.
+    let second = rotate(&first, 3_600).await;
+    assert_eq!(status_with(&first).await.0, 200);
+    assert_eq!(status_with(&second).await.0, 200);
+    // None: the replaced key is refused at once, its successor works, and the first key
+    // keeps its own hour.
+    let third = rotate(&second, 0).await;
+    assert_error(&status_with(&second).await, 401, "invalid_api_key");
+    assert_eq!(status_with(&third).await.0, 200);
+    assert_eq!(status_with(&first).await.0, 200);
+    // A second's overlap: refused once it has passed.
+    let fourth = rotate(&third, 1).await;
+    crate::helpers::eventually_async(
+        "the replaced key refused after its overlap",
+        Duration::from_secs(10),
+        async || (status_with(&third).await.0 == 401).then_some(()),
+    )
+    .await;
+    assert_error(&status_with(&third).await, 401, "invalid_api_key");
+    assert_eq!(status_with(&fourth).await.0, 200);
+}

@@ -487,8 +487,13 @@ pub struct StderrLines(std::sync::mpsc::Receiver<String>);
 impl StderrLines {
     /// Takes `child`'s piped stderr.
     pub fn of(child: &mut std::process::Child) -> StderrLines {
+        StderrLines::from(child.stderr.take().expect("stderr piped"))
+    }
+
+    /// Reads `pipe` (a child's stdout, say) the same way.
+    pub fn from(pipe: impl std::io::Read + Send + 'static) -> StderrLines {
         use std::io::{BufRead, BufReader};
-        let stderr = child.stderr.take().expect("stderr piped");
+        let stderr = pipe;
         let (tx, lines) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -520,3 +525,47 @@ impl StderrLines {
         }
     }
 }
+
+/// The `Generator` methods a test's wrapper leaves alone, handed on: to the model in its
+/// `inner` field (`inner`), or to the fake model (`fake`; `fake sizes`: only
+/// `count_tokens` and `context_size`, for a wrapper with a `classify` of its own).
+macro_rules! generator_rest {
+    (inner) => {
+        fn classify(
+            &self,
+            messages: &[docent::llm::ChatMessage],
+            labels: &[&str],
+        ) -> anyhow::Result<Vec<f32>> {
+            self.inner.classify(messages, labels)
+        }
+
+        fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+            self.inner.count_tokens(text)
+        }
+
+        fn context_size(&self) -> usize {
+            self.inner.context_size()
+        }
+    };
+    (fake) => {
+        fn classify(
+            &self,
+            messages: &[docent::llm::ChatMessage],
+            labels: &[&str],
+        ) -> anyhow::Result<Vec<f32>> {
+            docent::llm::Generator::classify(&docent::llm::FakeGenerator, messages, labels)
+        }
+
+        $crate::helpers::generator_rest!(fake sizes);
+    };
+    (fake sizes) => {
+        fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
+            docent::llm::Generator::count_tokens(&docent::llm::FakeGenerator, text)
+        }
+
+        fn context_size(&self) -> usize {
+            docent::llm::Generator::context_size(&docent::llm::FakeGenerator)
+        }
+    };
+}
+pub(crate) use generator_rest;

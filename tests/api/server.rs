@@ -69,17 +69,7 @@ impl Generator for SlowGenerator {
         Ok(stats)
     }
 
-    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
-        self.inner.classify(messages, labels)
-    }
-
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        self.inner.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        self.inner.context_size()
-    }
+    crate::helpers::generator_rest!(inner);
 }
 
 pub(crate) struct TestServer {
@@ -952,8 +942,8 @@ async fn a_full_queue_is_503_and_a_dropped_stream_stops_generation() {
     );
 }
 
-/// The real generator; after its eighth piece (some text is out by then) it waits (at most
-/// 60 s) for `go_on`, and it keeps the stats of each generation.
+/// The real generator; after its third piece (text is out by then, token by token) it
+/// waits (at most 60 s) for `go_on`, and it keeps the stats of each generation.
 struct Paused {
     inner: Arc<dyn Generator>,
     go_on: Mutex<std::sync::mpsc::Receiver<()>>,
@@ -971,7 +961,7 @@ impl Generator for Paused {
         let stats = self.inner.generate(messages, params, &mut |piece| {
             let go_on = on_token(piece);
             pieces += 1;
-            if pieces == 8 {
+            if pieces == 3 {
                 let _ = self
                     .go_on
                     .lock()
@@ -984,17 +974,7 @@ impl Generator for Paused {
         Ok(stats)
     }
 
-    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
-        self.inner.classify(messages, labels)
-    }
-
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        self.inner.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        self.inner.context_size()
-    }
+    crate::helpers::generator_rest!(inner);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1012,7 +992,7 @@ async fn a_reader_who_leaves_stops_the_real_model_generating() {
         stats: Mutex::new(Vec::new()),
     });
     let s = start_with(dyn_embedder(), paused.clone(), Limits::default(), options).await;
-    let body = json!({"bot_id": "zephyr", "stream": true, "message": "Describe every Zephyr kettle in full detail: each model, its warranty, its returns, how to descale it, and everything else the pages say."});
+    let body = json!({"bot_id": "zephyr", "stream": true, "message": "How do I descale my kettle? Explain every step in detail."});
     let res = s
         .http
         .post(s.url("/v1/chat"))
@@ -1064,6 +1044,81 @@ async fn a_reader_who_leaves_stops_the_real_model_generating() {
         Some("cancelled"),
         "{stored:?}"
     );
+}
+
+/// A model that never ends by itself: it writes "Zephyr", then " and on" every 10 ms until
+/// it is told to stop (or 60 s pass).
+struct Rambling;
+
+impl Generator for Rambling {
+    fn generate(
+        &self,
+        _messages: &[ChatMessage],
+        _params: &GenParams,
+        on_token: &mut dyn FnMut(&str) -> bool,
+    ) -> anyhow::Result<GenStats> {
+        let started = std::time::Instant::now();
+        let stats = |finish, pieces| GenStats {
+            prompt_tokens: 1,
+            completion_tokens: pieces,
+            ttft_ms: 0.0,
+            total_ms: 0.0,
+            finish,
+        };
+        let (mut piece, mut pieces) = ("Zephyr", 0);
+        while started.elapsed() < Duration::from_secs(60) {
+            pieces += 1;
+            if !on_token(piece) {
+                return Ok(stats(docent::llm::Finish::Cancelled, pieces));
+            }
+            piece = " and on";
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(stats(docent::llm::Finish::Stop, pieces))
+    }
+
+    crate::helpers::generator_rest!(fake);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_request_timeout_cuts_an_endless_answer_and_keeps_what_was_shown() {
+    let options = AskOptions {
+        min_score: 0.1,
+        check_claims: false,
+        ..AskOptions::default()
+    };
+    let limits = Limits {
+        request_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let s = start_with(
+        Arc::new(FakeEmbedder::default()),
+        Arc::new(Rambling),
+        limits,
+        options,
+    )
+    .await;
+    let res = s
+        .http
+        .post(s.url("/v1/chat"))
+        .bearer_auth(&s.admin)
+        .json(&json!({"bot_id": "zephyr", "message": "How long is the warranty on the Zephyr Pro?", "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    // The stream ends (the model never would): cut short, saying so.
+    let events = read_events(res, false).await;
+    let shown: String = events.iter().filter_map(|e| e["delta"].as_str()).collect();
+    assert!(shown.starts_with("Zephyr and on"), "{events:?}");
+    let done = events.last().unwrap();
+    assert_eq!(done["event"], "done", "{events:?}");
+    assert_eq!(done["finish_reason"], "cancelled", "{done}");
+    // What was shown is what is kept, marked as cut short.
+    let conversation = events[0]["conversation_id"].as_str().unwrap();
+    let stored = s.state.store.messages(conversation).unwrap();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert_eq!(stored[1].content.trim(), shown.trim());
+    assert_eq!(stored[1].finish_reason.as_deref(), Some("cancelled"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1288,17 +1343,7 @@ impl Generator for Together {
         })
     }
 
-    fn classify(&self, messages: &[ChatMessage], labels: &[&str]) -> anyhow::Result<Vec<f32>> {
-        self.inner.classify(messages, labels)
-    }
-
-    fn count_tokens(&self, text: &str) -> anyhow::Result<usize> {
-        self.inner.count_tokens(text)
-    }
-
-    fn context_size(&self) -> usize {
-        self.inner.context_size()
-    }
+    crate::helpers::generator_rest!(inner);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1506,6 +1551,142 @@ async fn rate_limits_per_key_and_per_ip_answer_429_with_retry_after() {
     assert!((1..=10).contains(&retry), "{retry}");
     // Health checks are never limited.
     assert_eq!(s.call("GET", "/healthz", None, None).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_answers_go_stale_on_a_settings_change_a_recrawl_and_another_nodes_change() {
+    let site = crate::helpers::serve(&fixture("site"));
+    let (s, generator) = fake_server(Limits::default()).await;
+    let patch = async |node: &TestServer, fields: Value| {
+        let (status, _, bot) = node
+            .call("PATCH", "/v1/bots/zephyr", Some(&node.admin), Some(fields))
+            .await;
+        assert_eq!(status, 200, "{bot}");
+    };
+    // The fixture site's origin is allowed for this bot's crawls (set before any answer).
+    patch(&s, json!({"allowed_targets": [site.base.clone()]})).await;
+    let question =
+        json!({"bot_id": "zephyr", "message": "How long is the warranty on the Zephyr Pro?"});
+    let ask = async |node: &TestServer| {
+        let (status, _, answer) = node
+            .call(
+                "POST",
+                "/v1/chat",
+                Some(&node.admin),
+                Some(question.clone()),
+            )
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    };
+    ask(&s).await;
+    ask(&s).await;
+    assert_eq!(
+        generator.calls(),
+        1,
+        "the second answer came from the cache"
+    );
+    // A settings change: generated again, then cached again.
+    patch(
+        &s,
+        json!({"system_prompt": "Answer in one short sentence."}),
+    )
+    .await;
+    ask(&s).await;
+    assert_eq!(
+        generator.calls(),
+        2,
+        "not the answer cached before the change"
+    );
+    ask(&s).await;
+    assert_eq!(generator.calls(), 2);
+    // A crawl that changes the content.
+    let (status, _, accepted) = s
+        .call(
+            "POST",
+            "/v1/bots/zephyr/sources",
+            Some(&s.admin),
+            Some(json!({"url": site.url("index.html")})),
+        )
+        .await;
+    assert_eq!(status, 202, "{accepted}");
+    let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    ask(&s).await;
+    assert_eq!(
+        generator.calls(),
+        3,
+        "not the answer cached before the crawl"
+    );
+    // Another node on the same store, with a cache and a generator of its own: a change
+    // made through the first node reaches its cache too (through the bot's version).
+    let other_generator = SlowGenerator::new(Arc::new(FakeGenerator), Duration::ZERO);
+    let other = serve(
+        Served {
+            store: s.state.store.clone(),
+            admin: s.admin.clone(),
+            embedding: Embedding::from(Arc::new(FakeEmbedder::default())),
+            generator: other_generator.clone(),
+        },
+        tempfile::tempdir().unwrap(),
+        Limits::default(),
+        0.1,
+    );
+    ask(&other).await;
+    ask(&other).await;
+    assert_eq!(other_generator.calls(), 1);
+    patch(
+        &s,
+        json!({"system_prompt": "Answer in two short sentences."}),
+    )
+    .await;
+    ask(&other).await;
+    assert_eq!(
+        other_generator.calls(),
+        2,
+        "the other node did not serve the answer cached before the change"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cached_answers_expire_after_their_ttl() {
+    let (s, generator) = fake_server(Limits {
+        answer_cache_ttl: Duration::from_secs(1),
+        ..Limits::default()
+    })
+    .await;
+    let question =
+        json!({"bot_id": "zephyr", "message": "How long is the warranty on the Zephyr Pro?"});
+    let ask = async || {
+        let (status, _, answer) = s
+            .call("POST", "/v1/chat", Some(&s.admin), Some(question.clone()))
+            .await;
+        assert_eq!(status, 200, "{answer}");
+    };
+    ask().await;
+    assert_eq!(generator.calls(), 1);
+    // Asked again and again: once the second has passed, it is generated anew.
+    crate::helpers::eventually_async(
+        "the cached answer expired",
+        Duration::from_secs(20),
+        async || {
+            ask().await;
+            (generator.calls() == 2).then_some(())
+        },
+    )
+    .await;
+    // And with no TTL there is no cache.
+    let (s, generator) = fake_server(Limits {
+        answer_cache_ttl: Duration::ZERO,
+        ..Limits::default()
+    })
+    .await;
+    for _ in 0..2 {
+        let (status, _, _) = s
+            .call("POST", "/v1/chat", Some(&s.admin), Some(question.clone()))
+            .await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(generator.calls(), 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -826,3 +826,46 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
         "{lead}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_widget_session_is_refused_as_expired_and_a_new_one_works() {
+    let (s, _) = fake_server(Limits::default()).await;
+    let pk = zephyr_key(&s, &[SHOP]);
+    let fresh = session(&s, &pk, SHOP, None).await;
+    let token = fresh["session_token"].as_str().unwrap().to_string();
+    // The same key, visitor and origin, signed by this server, issued a lifetime and an
+    // hour ago: expired an hour ago.
+    let fields: Vec<&str> = token.trim_start_matches("ws_").split('.').collect();
+    let (key_id, visitor) = (format!("key_{}", fields[0]), fields[2]);
+    let zephyr = BotId::parse("zephyr").unwrap();
+    let lifetime = Limits::default().widget_session_ttl.as_secs();
+    let issued = docent::telemetry::unix_now() - lifetime - 3_600;
+    let (expired, expires) = s
+        .state
+        .sessions
+        .issue(&key_id, &zephyr, visitor, SHOP, issued);
+    assert!(expires < docent::telemetry::unix_now(), "{expires}");
+    let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
+    let chat = async |token: &str, origin: &str| {
+        s.call_from(
+            "POST",
+            "/v1/chat",
+            Some(token),
+            Some(origin),
+            Some(ask.clone()),
+        )
+        .await
+    };
+    // Its own page reads the refusal (CORS) and learns to fetch a new session.
+    let refused = chat(&expired, SHOP).await;
+    assert_error(&refused, 401, "session_expired");
+    assert_eq!(refused.1["access-control-allow-origin"], SHOP);
+    // From another origin it is no session at all (the signature covers the origin).
+    assert_error(
+        &chat(&expired, "https://evil.example").await,
+        401,
+        "invalid_api_key",
+    );
+    // A live session for the same visitor answers.
+    assert_eq!(chat(&token, SHOP).await.0, 200);
+}
