@@ -344,13 +344,8 @@ impl AnswerStream<'_> {
             return self.gate.is_none() || on_token("");
         }
         self.first_token_ms.get_or_insert_with(|| ms(started));
-        // The answer is what went out: a piece refused (the reader left, or the request's
-        // time ran out) is not kept, so the stored turn is what the visitor saw.
-        let delivered = on_token(shown);
-        if delivered {
-            self.text.push_str(shown);
-        }
-        delivered
+        self.text.push_str(shown);
+        on_token(shown)
     }
 }
 
