@@ -589,18 +589,35 @@ pub async fn stop_on_signals(
     servers: Vec<actix_web::dev::ServerHandle>,
 ) {
     use tokio::signal::unix::{SignalKind, signal};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        tracing::error!("cannot listen for SIGTERM");
-        return;
+    let mut term = signal(SignalKind::terminate())
+        .inspect_err(|e| tracing::error!("cannot listen for SIGTERM: {e}"))
+        .ok();
+    let mut stop_signal = async || {
+        tokio::select! {
+            Some(()) = async { term.as_mut()?.recv().await } => {}
+            Ok(()) = tokio::signal::ctrl_c() => {}
+            // Neither can be listened for: only a kill stops this node.
+            else => std::future::pending::<()>().await,
+        }
+    };
+    stop_signal().await;
+    eprintln!(
+        "docent stopping: answers in flight get {SHUTDOWN_SECS} s to finish (signal again to stop now)"
+    );
+    state.stopping.send_replace(true);
+    let graceful = async {
+        for server in &servers {
+            server.stop(true).await;
+        }
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-    eprintln!("docent stopping: answers in flight get {SHUTDOWN_SECS} s to finish");
-    state.stopping.send_replace(true);
-    for server in servers {
-        server.stop(true).await;
+        () = graceful => {}
+        () = stop_signal() => {
+            eprintln!("docent stopping now");
+            for server in &servers {
+                server.stop(false).await;
+            }
+        }
     }
 }
 

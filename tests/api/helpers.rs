@@ -351,13 +351,16 @@ pub async fn eventually_async<T>(
     within: std::time::Duration,
     mut check: impl AsyncFnMut() -> Option<T>,
 ) -> T {
-    let deadline = std::time::Instant::now() + within;
+    let deadline = tokio::time::Instant::now() + within;
     loop {
-        if let Some(found) = check().await {
-            return found;
+        // The check itself is bounded too (a request that hangs).
+        match tokio::time::timeout_at(deadline, check()).await {
+            Ok(Some(found)) => return found,
+            Ok(None) => {}
+            Err(_) => panic!("{what}: not after {within:?} (a check still running)"),
         }
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "{what}: not after {within:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -412,7 +415,13 @@ pub fn test_python() -> PathBuf {
 
 /// A command-line tool installed beside `test_python()`.
 pub fn test_python_tool(name: &str) -> PathBuf {
-    test_python().with_file_name(name)
+    let tool = test_python().with_file_name(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: `make test` installs tests/requirements.txt beside the test Python",
+        tool.display()
+    );
+    tool
 }
 
 /// An HTTP client for tests (loopback only, so no proxy): connecting and each read are

@@ -108,6 +108,8 @@ async function openConversation(panel, { api, session, navigate }, id, bots, liv
         .forEach((el) => { el.disabled = !waiting; });
       if (!waiting) feedNote.textContent = `This conversation is ${stateName(d.state).toLowerCase()} now; nobody waits for a reply.`;
     } else if (d.event === 'end') {
+      // The node stopping: the browser reconnects by itself (to another node).
+      if (d.reason === 'server_stopping') return;
       es.close();
       feedNote.textContent = `Live updates ended (${d.reason}).`;
     }
