@@ -454,6 +454,24 @@ impl Sse {
         }
     }
 
+    /// Reads a chat stream up to its first piece of text; returns the conversation its
+    /// `start` event named. Fails when the stream ends first or stalls past `within`.
+    pub async fn until_first_text(&mut self, within: std::time::Duration) -> String {
+        let mut conversation = None;
+        loop {
+            let (_, event) = self
+                .next(within)
+                .await
+                .unwrap_or_else(|| panic!("the stream ended before any text: {:?}", self.seen));
+            if event["event"] == "start" {
+                conversation = event["conversation_id"].as_str().map(str::to_string);
+            }
+            if event.get("delta").is_some() {
+                return conversation.expect("the start event names the conversation");
+            }
+        }
+    }
+
     /// The next `data:` event and when it arrived; None at the end of the stream. Fails
     /// when none comes within `within`. Comments (keep-alives) are skipped.
     pub async fn next(

@@ -804,20 +804,7 @@ async fn a_visitor_who_leaves_mid_answer_stops_the_engine_generating() {
     assert_eq!(response.status(), 200);
     // Read until the first piece of the answer, then hang up.
     let mut sse = crate::helpers::Sse::new(response);
-    let mut conversation = None;
-    loop {
-        let (_, event) = sse
-            .next(crate::server::EVENT_WITHIN)
-            .await
-            .expect("the stream ended before any text");
-        if event["event"] == "start" {
-            conversation = event["conversation_id"].as_str().map(str::to_string);
-        }
-        if event.get("delta").is_some() {
-            break;
-        }
-    }
-    let conversation = conversation.expect("the start event names the conversation");
+    let conversation = sse.until_first_text(crate::server::EVENT_WITHIN).await;
     drop(sse);
 
     // The engine's slot is released with tokens still to come: it stopped because docent

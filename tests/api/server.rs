@@ -1004,17 +1004,7 @@ async fn a_reader_who_leaves_stops_the_real_model_generating() {
     assert_eq!(res.status(), 200);
     // Read the first piece of the answer, hang up, then let the model go on.
     let mut sse = Sse::new(res);
-    let mut conversation = None;
-    loop {
-        let (_, event) = sse.next(EVENT_WITHIN).await.expect("text before the end");
-        if event["event"] == "start" {
-            conversation = event["conversation_id"].as_str().map(str::to_string);
-        }
-        if event.get("delta").is_some() {
-            break;
-        }
-    }
-    let conversation = conversation.expect("the start event names the conversation");
+    let conversation = sse.until_first_text(EVENT_WITHIN).await;
     drop(sse);
     go_on.send(()).unwrap();
     // The generation ends cancelled, well short of its token budget, and the turn is
