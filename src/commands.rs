@@ -532,6 +532,7 @@ pub fn serve(config: &Config, args: crate::cli::ServeArgs) -> anyhow::Result<()>
             .clone()
             .filter(|t| !t.is_empty())
             .map(crate::domain::Secret),
+        schedule_every: crate::services::jobs::LOOK_EVERY,
     };
     if let Some(proxy) = &limits.crawl_proxy {
         reqwest::Proxy::all(proxy.0.as_str()).map_err(|_| {

@@ -114,6 +114,9 @@ pub struct Limits {
     /// A bearer token that may read `/metrics` from anywhere (else loopback clients and the
     /// metrics listener only).
     pub metrics_token: Option<Secret>,
+    /// How often the crawl worker looks for due re-crawls and orphaned jobs (a minute;
+    /// tests shorten it).
+    pub schedule_every: Duration,
 }
 
 impl Limits {
@@ -153,6 +156,7 @@ impl Default for Limits {
             max_feeds_per_visitor: 4,
             max_feeds_per_address: 32,
             metrics_token: None,
+            schedule_every: crate::services::jobs::LOOK_EVERY,
         }
     }
 }
@@ -266,11 +270,14 @@ impl AppState {
             logins: sessions::LoginLimits::shared(&share),
             share,
             answers: AnswerCache::new(limits.answer_cache_ttl),
-            jobs: Arc::new(Jobs::new(
-                store.clone(),
-                limits.allow_private_targets,
-                limits.crawl_proxy.clone(),
-            )),
+            jobs: Arc::new(
+                Jobs::new(
+                    store.clone(),
+                    limits.allow_private_targets,
+                    limits.crawl_proxy.clone(),
+                )
+                .looking_every(limits.schedule_every),
+            ),
             store,
             options,
             limits,

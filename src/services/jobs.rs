@@ -99,6 +99,11 @@ pub struct Jobs {
     pub allow_private_targets: bool,
     /// The proxy crawls go through, when the operator configured one (else none).
     proxy: Option<Secret>,
+    /// How often the worker looks for orphaned jobs and due re-crawls
+    /// (`LOOK_EVERY`; tests shorten it).
+    look_every: Duration,
+    /// How many times the worker has looked (tests wait on it rather than on a clock).
+    looks: std::sync::atomic::AtomicU64,
 }
 
 /// The job as it may be shown: credentials in its URL or error replaced by `***`.
@@ -124,6 +129,21 @@ impl Jobs {
             queue: Mutex::new(None),
             allow_private_targets,
             proxy,
+            look_every: LOOK_EVERY,
+            looks: Default::default(),
+        }
+    }
+
+    /// How many times the worker has looked for orphaned jobs and due re-crawls.
+    pub fn looks(&self) -> u64 {
+        self.looks.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// These jobs with the worker looking for due re-crawls every `every` (at least 10 ms).
+    pub fn looking_every(self, every: Duration) -> Jobs {
+        Jobs {
+            look_every: every.max(Duration::from_millis(10)),
+            ..self
         }
     }
 
@@ -256,9 +276,12 @@ fn worker_loop(
     rx: &Receiver<Arc<Job>>,
     runtime: &tokio::runtime::Runtime,
 ) {
-    let mut next_look = std::time::Instant::now() + LOOK_EVERY;
+    let Some(look_every) = jobs.upgrade().map(|j| j.look_every) else {
+        return;
+    };
+    let mut next_look = std::time::Instant::now() + look_every;
     loop {
-        let received = rx.recv_timeout(Duration::from_secs(5));
+        let received = rx.recv_timeout(look_every.min(Duration::from_secs(5)));
         let Some(jobs) = jobs.upgrade() else {
             return;
         };
@@ -268,15 +291,16 @@ fn worker_loop(
             Err(RecvTimeoutError::Disconnected) => return,
         }
         if std::time::Instant::now() >= next_look {
-            next_look = std::time::Instant::now() + LOOK_EVERY;
+            next_look = std::time::Instant::now() + look_every;
             resume_orphans(&jobs);
             queue_due_recrawls(&jobs);
+            jobs.looks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }
     }
 }
 
-/// How often the worker looks for orphaned jobs and due re-crawls.
-const LOOK_EVERY: Duration = Duration::from_secs(60);
+/// How often the worker looks for orphaned jobs and due re-crawls, by default.
+pub const LOOK_EVERY: Duration = Duration::from_secs(60);
 
 /// Takes on the jobs of a node that died since (one sharing the store).
 fn resume_orphans(jobs: &Jobs) {

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use docent::domain::BotId;
 
@@ -91,14 +91,10 @@ fn kill_9_at_any_ingest_stage_keeps_the_previous_state_and_a_rerun_completes() {
         );
         // What the killed run staged is gone once the database is opened again (on
         // PostgreSQL, once the server has seen the killed process's connection close).
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while open_store(data.path()).staged_chunks().unwrap() > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "after kill at {point}: chunks still staged"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("after kill at {point}: no chunks staged");
+        crate::helpers::eventually(&what, Duration::from_secs(30), || {
+            (open_store(data.path()).staged_chunks().unwrap() == 0).then_some(())
+        });
     }
 
     ingest(data.path(), &url);

@@ -14,6 +14,7 @@ use docent::server::Limits;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
+use crate::helpers::eventually_async;
 use crate::server::{assert_error, fake_server};
 
 /// Scripted answers: (status, Retry-After).
@@ -115,19 +116,12 @@ pub fn receiver() -> Receiver {
 impl Receiver {
     /// Waits until `n` requests arrived (at most `secs`), and returns them all.
     pub async fn wait_for(&self, n: usize, secs: u64) -> Vec<Received> {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
+        let what = format!("the receiver got {n} deliveries");
+        eventually_async(&what, Duration::from_secs(secs), async || {
             let got = self.got.lock().unwrap().clone();
-            if got.len() >= n {
-                return got;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the receiver got {} of {n} deliveries in {secs} s",
-                got.len()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            (got.len() >= n).then_some(got)
+        })
+        .await
     }
 
     /// The received events of one type.
@@ -293,24 +287,24 @@ async fn webhooks_are_signed_retried_with_the_same_event_id_rotated_and_replayed
     );
 
     // The deliveries list shows each attempt.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let delivery = loop {
-        let (status, _, list) = s
-            .call(
-                "GET",
-                &format!("/v1/webhooks/{webhook_id}/deliveries"),
-                Some(&admin),
-                None,
-            )
-            .await;
-        assert_eq!(status, 200, "{list}");
-        let delivery = list["data"][0].clone();
-        if delivery["state"] == "delivered" || Instant::now() > deadline {
-            break delivery;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(delivery["state"], "delivered", "{delivery}");
+    let delivery = eventually_async(
+        "the delivery delivered",
+        Duration::from_secs(10),
+        async || {
+            let (status, _, list) = s
+                .call(
+                    "GET",
+                    &format!("/v1/webhooks/{webhook_id}/deliveries"),
+                    Some(&admin),
+                    None,
+                )
+                .await;
+            assert_eq!(status, 200, "{list}");
+            let delivery = list["data"][0].clone();
+            (delivery["state"] == "delivered").then_some(delivery)
+        },
+    )
+    .await;
     assert_eq!(delivery["event_id"], ids[0]);
     let statuses: Vec<Value> = delivery["attempts"]
         .as_array()
@@ -795,14 +789,15 @@ async fn handoff_leads_intents_and_analytics_work_end_to_end() {
     );
 
     // Every event reached the receiver, signed, with the conversation it came from.
-    let handoffs = loop {
-        let handoffs = hook.of_type("conversation.handoff");
-        if handoffs.len() >= 3 && hook.of_type("lead.captured").len() >= 2 {
-            break handoffs;
-        }
-        let seen = hook.got.lock().unwrap().len();
-        hook.wait_for(seen + 1, 20).await;
-    };
+    let handoffs = eventually_async(
+        "three handoffs and two leads",
+        Duration::from_secs(60),
+        async || {
+            let handoffs = hook.of_type("conversation.handoff");
+            (handoffs.len() >= 3 && hook.of_type("lead.captured").len() >= 2).then_some(handoffs)
+        },
+    )
+    .await;
     let reasons: Vec<&str> = handoffs
         .iter()
         .map(|e| e["data"]["reason"].as_str().unwrap())
@@ -1019,8 +1014,7 @@ async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_del
     .await;
     assert_eq!(status, 201);
     // Wait for a failed attempt, then stop docent while the receiver is still down.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let list = eventually_async("an attempt recorded", Duration::from_secs(30), async || {
         let (_, list) = call(
             &served.base,
             "GET",
@@ -1029,20 +1023,17 @@ async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_del
         )
         .await;
         let attempts = list["data"][0]["attempts"].as_array().map_or(0, Vec::len);
-        if attempts > 0 {
-            assert_eq!(list["data"][0]["state"], "pending", "{list}");
-            assert!(
-                list["data"][0]["attempts"][0]["error"]
-                    .as_str()
-                    .unwrap()
-                    .contains("connect"),
-                "{list}"
-            );
-            break;
-        }
-        assert!(Instant::now() < deadline, "no attempt recorded: {list}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (attempts > 0).then_some(list)
+    })
+    .await;
+    assert_eq!(list["data"][0]["state"], "pending", "{list}");
+    assert!(
+        list["data"][0]["attempts"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("connect"),
+        "{list}"
+    );
     served.stop();
     // The receiver comes up, then docent: the event arrives.
     let hook = receiver_on(closed.listen());
@@ -1076,27 +1067,17 @@ async fn events_outlive_a_receiver_down_across_a_restart_and_a_kill_9_before_del
     assert_eq!(second["data"]["lead"]["email"], "second@example.com");
     assert_ne!(second["id"], first["id"]);
     assert!(verifies(&got[1], &secret));
-    let (_, list) = call(
-        &served.base,
-        "GET",
-        &format!("/v1/webhooks/{webhook_id}/deliveries"),
-        None,
-    )
-    .await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut list = list;
-    while list["data"][0]["state"] != "delivered" && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        list = call(
+    let list = eventually_async("both delivered", Duration::from_secs(10), async || {
+        let (_, list) = call(
             &served.base,
             "GET",
             &format!("/v1/webhooks/{webhook_id}/deliveries"),
             None,
         )
-        .await
-        .1;
-    }
-    assert_eq!(list["data"][0]["state"], "delivered", "{list}");
+        .await;
+        (list["data"][0]["state"] == "delivered").then_some(list)
+    })
+    .await;
     assert_eq!(list["data"][1]["state"], "delivered", "{list}");
     served.stop();
 }
@@ -1205,31 +1186,22 @@ async fn real_models_hand_off_regulated_topics_capture_leads_and_count_unanswere
     assert_eq!(person["finish_reason"], "handed_off", "{person}");
 
     // The receiver saw each kind of event.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let kinds = [
-            "conversation.started",
-            "message.unanswered",
-            "lead.captured",
-            "conversation.handoff",
-        ];
-        if kinds.iter().all(|k| !hook.of_type(k).is_empty())
-            && hook.of_type("conversation.handoff").len() == 2
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "missing events: {:?}",
-            hook.got
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|r| r.json()["type"].clone())
-                .collect::<Vec<_>>()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let kinds = [
+        "conversation.started",
+        "message.unanswered",
+        "lead.captured",
+        "conversation.handoff",
+    ];
+    eventually_async(
+        "each kind of event received",
+        Duration::from_secs(30),
+        async || {
+            (kinds.iter().all(|k| !hook.of_type(k).is_empty())
+                && hook.of_type("conversation.handoff").len() == 2)
+                .then_some(())
+        },
+    )
+    .await;
     let unanswered = hook.of_type("message.unanswered");
     assert!(
         unanswered

@@ -228,14 +228,11 @@ async fn a_recrawl_that_breaks_a_golden_question_is_a_regression_sent_and_shown(
         "{report}"
     );
     // Every event written has been delivered before counting them.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while s.state.store.pending_deliveries().unwrap() > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "deliveries still pending"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    crate::helpers::eventually(
+        "no deliveries pending",
+        std::time::Duration::from_secs(30),
+        || (s.state.store.pending_deliveries().unwrap() == 0).then_some(()),
+    );
     assert_eq!(
         hook.of_type("bot.regressed").len(),
         1,

@@ -15,7 +15,7 @@ use docent::server::Limits;
 use serde_json::{Value, json};
 
 use crate::helpers::{copy_fixture, run_in_thread, serve};
-use crate::server::{TestServer, assert_error, fake_server};
+use crate::server::{TestServer, assert_error, fake_server, wait_for_job};
 
 const SHOP: &str = "https://shop.example";
 
@@ -97,21 +97,6 @@ async fn spend_budget(s: &TestServer, pk: &str, ask: &Value, n: usize) {
         429,
         "budget_exhausted",
     );
-}
-
-async fn wait_for_job(s: &TestServer, key: &str, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let (status, _, job) = s
-            .call("GET", &format!("/v1/jobs/{id}"), Some(key), None)
-            .await;
-        assert_eq!(status, 200, "{job}");
-        if job["state"] == "done" || job["state"] == "failed" {
-            return job;
-        }
-        assert!(Instant::now() < deadline, "job {id} did not finish: {job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 // ---- 1, 2: keys ----
@@ -768,7 +753,7 @@ async fn nested_sitemaps_and_other_ports_of_an_exempt_name_go_through_the_guard(
         )
         .await;
     assert_eq!(status, 202, "{accepted}");
-    let job = wait_for_job(&s, &s.admin, accepted["job_id"].as_str().unwrap()).await;
+    let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "done", "{job}");
     assert!(site.hits("/sitemap-index.xml") >= 1, "the index was read");
     // The exempt origin is the name on that port only: the same name on another port, and
@@ -830,7 +815,7 @@ async fn api_crawls_ignore_proxy_variables_and_use_the_configured_crawl_proxy() 
         )
         .await;
     assert_eq!(status, 202, "{accepted}");
-    let job = wait_for_job(&s, &s.admin, accepted["job_id"].as_str().unwrap()).await;
+    let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "done", "{job}");
     assert!(configured.hits.load(Ordering::SeqCst) >= 1);
 
@@ -880,15 +865,12 @@ async fn api_crawls_ignore_proxy_variables_and_use_the_configured_crawl_proxy() 
     .await;
     assert_eq!(status, 202, "{accepted}");
     let id = accepted["job_id"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let job = loop {
-        let (_, job) = call("GET", &format!("/v1/jobs/{id}"), None).await;
-        if job["state"] == "done" || job["state"] == "failed" {
-            break job;
-        }
-        assert!(Instant::now() < deadline, "{job}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let job =
+        crate::helpers::eventually_async("the job ended", Duration::from_secs(60), async || {
+            let (_, job) = call("GET", &format!("/v1/jobs/{id}"), None).await;
+            (job["state"] == "done" || job["state"] == "failed").then_some(job)
+        })
+        .await;
     assert_eq!(job["state"], "failed", "{job}");
     assert_eq!(env_proxy.hits.load(Ordering::SeqCst), 0);
     assert!(!job.to_string().contains("s3cret-pw"), "{job}");
@@ -992,7 +974,7 @@ async fn robots_txt_and_sitemaps_are_read_only_up_to_their_caps() {
         )
         .await;
     assert_eq!(status, 202);
-    let job = wait_for_job(&s, &s.admin, accepted["job_id"].as_str().unwrap()).await;
+    let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
     assert_eq!(job["state"], "done", "{job}");
     // What was sent beyond the caps sits in socket buffers at most (a few MB).
     let sent = site.sent.load(Ordering::SeqCst);
@@ -1029,7 +1011,7 @@ async fn credentials_in_a_crawl_url_are_used_but_never_shown() {
             .await;
         assert_eq!(status, 202, "{accepted}");
         assert!(!accepted.to_string().contains("s3cr3t"), "{accepted}");
-        let job = wait_for_job(&s, &s.admin, accepted["job_id"].as_str().unwrap()).await;
+        let job = wait_for_job(&s, accepted["job_id"].as_str().unwrap()).await;
         assert_eq!(job["state"], state, "{job}");
         assert!(!job.to_string().contains("s3cr3t"), "{job}");
         assert!(job["url"].as_str().unwrap().contains("***@"), "{job}");
@@ -1277,18 +1259,15 @@ async fn live_feeds_are_capped_per_visitor_and_per_address() {
     }
     // Closing a feed gives its place back (once the server sees the client gone).
     drop(first);
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let again = open_feed(&s, &conversation, &one, Some(SHOP)).await;
-        if again.status() == 200 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed feed's place never came back"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    crate::helpers::eventually_async(
+        "the closed feed's place came back",
+        Duration::from_secs(40),
+        async || {
+            let again = open_feed(&s, &conversation, &one, Some(SHOP)).await;
+            (again.status() == 200).then_some(())
+        },
+    )
+    .await;
     drop((second, fourth, fifth));
 }
 

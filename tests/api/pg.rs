@@ -1174,14 +1174,11 @@ fn tls_to_postgresql_verifies_as_the_url_sslmode_asks_on_every_connection() {
     let node = crate::events::Served::spawn(command, &fixed, &[]);
     let listening = "SELECT count(*) FROM pg_stat_activity \
                      WHERE datname = 'tls' AND application_name = 'docent-node'";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while server.sql("postgres", listening).trim() == "0" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the node's notice listener never connected"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    crate::helpers::eventually(
+        "the node's notice listener connected",
+        Duration::from_secs(30),
+        || (server.sql("postgres", listening).trim() != "0").then_some(()),
+    );
     let (tls, plain) = *seen.lock().unwrap();
     assert_eq!(plain, 0, "every session of the node is encrypted");
     assert!(tls >= 2, "pool and listener: {tls}");

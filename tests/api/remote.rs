@@ -841,21 +841,17 @@ async fn a_visitor_who_leaves_mid_answer_stops_the_engine_generating() {
 /// The slot that ran the engine's latest task, once no slot is busy (waiting at most a
 /// minute).
 async fn last_task_once_idle(engine: &Engine) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    crate::helpers::eventually_async("the engine idle", Duration::from_secs(60), async || {
         let slots = slots(engine).await;
-        if slots.iter().all(|s| s["is_processing"] == false) {
-            return slots
+        let idle = slots.iter().all(|s| s["is_processing"] == false);
+        idle.then(|| {
+            slots
                 .into_iter()
                 .max_by_key(|s| s["id_task"].as_i64().unwrap_or(-1))
-                .unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the engine never stopped: {slots:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        })
+        .flatten()
+    })
+    .await
 }
 
 /// An engine that answers the first request on each connection and closes the connection

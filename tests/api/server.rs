@@ -1760,22 +1760,17 @@ async fn identical_first_questions_are_served_from_the_answer_cache() {
     assert_eq!(transcript["messages"].as_array().unwrap().len(), 2);
 }
 
+/// Polls job `id` until it is done or failed (120 s at most).
 pub(crate) async fn wait_for_job(s: &TestServer, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let what = format!("job {id} finished");
+    crate::helpers::eventually_async(&what, Duration::from_secs(120), async || {
         let (status, _, job) = s
             .call("GET", &format!("/v1/jobs/{id}"), Some(&s.admin), None)
             .await;
         assert_eq!(status, 200, "{job}");
-        if job["state"] == "done" || job["state"] == "failed" {
-            return job;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job {id} did not finish: {job}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (job["state"] == "done" || job["state"] == "failed").then_some(job)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -2172,15 +2167,15 @@ async fn crawl_jobs_left_unfinished_by_a_stopped_server_run_again_when_it_starts
     }
     .start()
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let finished = loop {
-        let view = state.jobs.get(&job.id).unwrap().expect("the job is known");
-        if !view.state.unfinished() {
-            break view;
-        }
-        assert!(std::time::Instant::now() < deadline, "{view:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let finished = crate::helpers::eventually_async(
+        "the resumed job ended",
+        Duration::from_secs(60),
+        async || {
+            let view = state.jobs.get(&job.id).unwrap().expect("the job is known");
+            (!view.state.unfinished()).then_some(view)
+        },
+    )
+    .await;
     assert_eq!(finished.state, JobState::Done, "{finished:?}");
     assert!(finished.pages_indexed.unwrap() > 3, "{finished:?}");
     assert!(!store.pages(&bot).unwrap().is_empty());

@@ -4,6 +4,9 @@
 
 use std::collections::BTreeSet;
 
+use std::time::Duration;
+
+use docent::domain::BotId;
 use docent::server::Limits;
 use serde_json::{Value, json};
 
@@ -209,4 +212,101 @@ async fn a_masked_source_url_means_the_stored_source() {
     let (_, _, bot) = s.call("GET", BOT, Some(&s.admin), None).await;
     assert_eq!(bot["sources"].as_array().unwrap().len(), 1, "{bot}");
     assert_eq!(bot["sources"][0]["url"], json!(shown));
+}
+
+fn returns_page(days: u32) -> String {
+    format!(
+        "<html><head><title>Returns</title></head><body><main><h1>Returns</h1>\
+         <p>You may return a kettle within {days} days of delivery.</p></main></body></html>"
+    )
+}
+
+/// Waits until the crawl worker has looked for due re-crawls `n` more times.
+async fn looks(s: &TestServer, n: u64) {
+    let start = s.state.jobs.looks();
+    crate::helpers::eventually_async("the worker looked", Duration::from_secs(30), async || {
+        (s.state.jobs.looks() >= start + n).then_some(())
+    })
+    .await;
+}
+
+/// The bot's stored returns page.
+fn stored_page(s: &TestServer, bot: &BotId) -> Option<docent::domain::Page> {
+    let pages = s.state.store.pages(bot).unwrap();
+    pages.into_iter().find(|p| p.url.ends_with("/returns.html"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_worker_recrawls_a_source_once_it_is_due_and_picks_up_the_change() {
+    let site = tempfile::tempdir().unwrap();
+    std::fs::write(site.path().join("returns.html"), returns_page(30)).unwrap();
+    let web = serve(site.path());
+    // The worker looks every 50 ms instead of every minute; nothing else is shortened.
+    let (s, _) = fake_server(Limits {
+        allow_private_targets: true,
+        schedule_every: Duration::from_millis(50),
+        ..Limits::default()
+    })
+    .await;
+    let (status, _, _) = s
+        .call(
+            "POST",
+            "/v1/bots",
+            Some(&s.admin),
+            Some(json!({"id": "scoped"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let bot = BotId::parse("scoped").unwrap();
+    let url = web.url("returns.html");
+    let first = add(&s, json!({"url": url, "recrawl_every": "1h"})).await;
+    let before = stored_page(&s, &bot).expect("the page was crawled");
+    let crawled_at = s.state.store.get_bot(&bot).unwrap().settings.sources[0]
+        .last_crawl
+        .expect("the crawl is recorded on the source");
+
+    // The site changes. The source is not due for an hour: the worker, looking twenty
+    // times a second, queues nothing (the job list is read after several looks: the
+    // worker's next look is at most 50 ms away and the crawl itself took longer).
+    std::fs::write(site.path().join("returns.html"), returns_page(14)).unwrap();
+    let jobs_of = |s: &TestServer| -> Vec<docent::domain::CrawlJob> {
+        let mut jobs = s.state.store.jobs().unwrap();
+        jobs.retain(|j| j.bot_id == bot && j.id != first["id"]);
+        jobs
+    };
+    looks(&s, 5).await;
+    assert!(jobs_of(&s).is_empty(), "{:?}", jobs_of(&s));
+    assert_eq!(
+        stored_page(&s, &bot).unwrap().content_hash,
+        before.content_hash
+    );
+
+    // An hour passes (the source's last crawl is moved back past its interval): the
+    // worker queues the re-crawl on its own, once, and it indexes the changed page.
+    s.state
+        .store
+        .update_bot(&bot, &mut |record| {
+            record.settings.sources[0].last_crawl = Some(crawled_at - 3600);
+        })
+        .unwrap();
+    let job = crate::helpers::eventually_async(
+        "the scheduled re-crawl done",
+        Duration::from_secs(60),
+        async || jobs_of(&s).into_iter().find(|j| !j.state.unfinished()),
+    )
+    .await;
+    assert_eq!(job.state, docent::domain::JobState::Done, "{job:?}");
+    assert_eq!(job.url, url);
+    assert_eq!(
+        job.pages_indexed,
+        Some(1),
+        "the changed page re-indexed: {job:?}"
+    );
+    let after = stored_page(&s, &bot).unwrap();
+    assert_ne!(after.content_hash, before.content_hash);
+    let source = &s.state.store.get_bot(&bot).unwrap().settings.sources[0];
+    assert!(source.last_crawl.unwrap() >= crawled_at, "{source:?}");
+    // Due again only in an hour: further looks queue nothing more.
+    looks(&s, 5).await;
+    assert_eq!(jobs_of(&s).len(), 1, "{:?}", jobs_of(&s));
 }

@@ -555,15 +555,15 @@ async fn a_queued_upload_runs_from_the_store_after_a_restart() {
     }
     .start()
     .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let finished = loop {
-        let view = state.jobs.get(&job.id).unwrap().expect("the job is known");
-        if !view.state.unfinished() {
-            break view;
-        }
-        assert!(std::time::Instant::now() < deadline, "{view:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let finished = crate::helpers::eventually_async(
+        "the resumed job ended",
+        Duration::from_secs(60),
+        async || {
+            let view = state.jobs.get(&job.id).unwrap().expect("the job is known");
+            (!view.state.unfinished()).then_some(view)
+        },
+    )
+    .await;
     assert_eq!(finished.state, JobState::Done, "{finished:?}");
     assert_eq!(finished.pages_indexed, Some(2), "{finished:?}");
     // Its files left the store with the record of its end.
