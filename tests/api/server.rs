@@ -160,6 +160,36 @@ pub(crate) async fn ingest_site(
         .unwrap();
 }
 
+/// A store in `data` holding the fixture site as bots `zephyr` (live) and `sandbox` (test
+/// mode). On redb the site is ingested once per embedder and test process, and each test
+/// copies that database file (before anything else is in it: keys and session secrets
+/// are made after); a PostgreSQL store ingests it each time.
+async fn fixture_store(data: &std::path::Path, embedding: &Embedding) -> Arc<dyn Storage> {
+    let ingest_both = async |store: &Arc<dyn Storage>| {
+        ingest_site(store, embedding.clone(), "zephyr", false).await;
+        ingest_site(store, embedding.clone(), "sandbox", true).await;
+    };
+    if crate::helpers::store_url(data).is_some() {
+        let store = crate::helpers::open_store(data);
+        ingest_both(&store).await;
+        return store;
+    }
+    type Templates = tokio::sync::Mutex<std::collections::HashMap<String, tempfile::TempDir>>;
+    static TEMPLATES: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
+    let id = embedding.embedder.id().unwrap();
+    let key = format!("{}-{}", id.model, id.dim);
+    let mut templates = TEMPLATES.get_or_init(Default::default).lock().await;
+    if !templates.contains_key(&key) {
+        let template = tempfile::tempdir().unwrap();
+        ingest_both(&docent::store::open(template.path()).unwrap()).await;
+        templates.insert(key.clone(), template);
+    }
+    let file = docent::store::DB_FILE;
+    std::fs::copy(templates[&key].path().join(file), data.join(file)).unwrap();
+    drop(templates);
+    crate::helpers::open_store(data)
+}
+
 /// A server over a temp data dir holding bot `zephyr` (live) and `sandbox` (test mode).
 pub(crate) async fn start(
     embedding: impl Into<Embedding>,
@@ -183,9 +213,7 @@ pub(crate) async fn start_with(
 ) -> TestServer {
     let embedding = embedding.into();
     let data = tempfile::tempdir().unwrap();
-    let store = crate::helpers::open_store(data.path());
-    ingest_site(&store, embedding.clone(), "zephyr", false).await;
-    ingest_site(&store, embedding.clone(), "sandbox", true).await;
+    let store = fixture_store(data.path(), &embedding).await;
     let admin_file = server::bootstrap_admin_key(store.as_ref(), data.path())
         .unwrap()
         .expect("a fresh database gets an admin key");

@@ -788,7 +788,14 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
     let demo = format!("{}/demo?bot=zephyr&token={demo_key}", s.base);
     let artifacts = dir.join("artifacts");
     std::fs::create_dir_all(&artifacts).unwrap();
+    // A session that expired while the visitor's tab slept: the browser is handed it in
+    // place of its first one, for a visitor key the test sets.
+    let sleeper = "Sleeper0Visitor0Key0000000000001";
+    let live = session(&s, &pk, &host_origin, Some(sleeper)).await;
+    let live = live["session_token"].as_str().unwrap();
+    let (expired, expires_at) = expired_like(&s, live, &host_origin);
     let config = json!({
+        "expired_session": {"visitor_key": sleeper, "token": expired, "expires_at": expires_at},
         "docent": s.base,
         "host": host.url,
         "other_host": other.url,
@@ -801,6 +808,10 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
     });
     let stdout = run_browser_test(&dir, "widget.test.mjs", &config, s.data.path(), chromium).await;
     assert!(stdout.contains("metric time_to_interactive_ms"), "{stdout}");
+    assert!(
+        stdout.contains("ok - l. a session that expired") && !stdout.contains("# skipped"),
+        "every step ran: {stdout}"
+    );
 
     // The lead the browser submitted arrived as a signed webhook, and so did the handoff.
     let got = hook.wait_for(2, 30).await;
@@ -827,24 +838,29 @@ async fn the_widget_works_in_a_real_browser_against_the_real_model() {
     );
 }
 
+/// A session like `live` (same key, visitor and origin), signed by this server, issued a
+/// lifetime and an hour ago: expired an hour ago. Returns it and its expiry.
+fn expired_like(s: &TestServer, live: &str, origin: &str) -> (String, u64) {
+    let fields: Vec<&str> = live.trim_start_matches("ws_").split('.').collect();
+    let (key_id, visitor) = (format!("key_{}", fields[0]), fields[2]);
+    let zephyr = BotId::parse("zephyr").unwrap();
+    let lifetime = s.state.limits.widget_session_ttl.as_secs();
+    let issued = docent::telemetry::unix_now() - lifetime - 3_600;
+    let (expired, expires) = s
+        .state
+        .sessions
+        .issue(&key_id, &zephyr, visitor, origin, issued);
+    assert!(expires < docent::telemetry::unix_now(), "{expires}");
+    (expired, expires)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_expired_widget_session_is_refused_as_expired_and_a_new_one_works() {
     let (s, _) = fake_server(Limits::default()).await;
     let pk = zephyr_key(&s, &[SHOP]);
     let fresh = session(&s, &pk, SHOP, None).await;
     let token = fresh["session_token"].as_str().unwrap().to_string();
-    // The same key, visitor and origin, signed by this server, issued a lifetime and an
-    // hour ago: expired an hour ago.
-    let fields: Vec<&str> = token.trim_start_matches("ws_").split('.').collect();
-    let (key_id, visitor) = (format!("key_{}", fields[0]), fields[2]);
-    let zephyr = BotId::parse("zephyr").unwrap();
-    let lifetime = Limits::default().widget_session_ttl.as_secs();
-    let issued = docent::telemetry::unix_now() - lifetime - 3_600;
-    let (expired, expires) = s
-        .state
-        .sessions
-        .issue(&key_id, &zephyr, visitor, SHOP, issued);
-    assert!(expires < docent::telemetry::unix_now(), "{expires}");
+    let (expired, _) = expired_like(&s, &token, SHOP);
     let ask = json!({"bot_id": "zephyr", "message": "How long is the warranty?"});
     let chat = async |token: &str, origin: &str| {
         s.call_from(

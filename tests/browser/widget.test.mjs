@@ -529,6 +529,50 @@ await step('k. new conversation: intents as quick replies, and the fallback on a
   assert.match(declined.text, /help@zephyr\.example/, `a decline carries the bot's fallback: ${declined.text}`);
 });
 
+await step('l. a session that expired while the tab slept is renewed, and the question answered', async () => {
+  const expired = config.expired_session;
+  if (!expired) return { skip: 'no expired_session in config' };
+  const ctx = await newContext({ viewport: { width: 1280, height: 800 } });
+  // The visitor whose session the server signed an hour past its lifetime.
+  await ctx.addInitScript(([key, value]) => localStorage.setItem(key, value), [LOCAL + 'visitor_key', expired.visitor_key]);
+  // The widget's first session is that one (as if issued before the tab slept); every
+  // later request goes to docent untouched.
+  let sessions = 0;
+  await ctx.route(`${DOCENT}/v1/widget/session`, async (route) => {
+    sessions++;
+    if (sessions > 1) return route.fallback();
+    const response = await route.fetch();
+    const body = await response.json();
+    assert.equal(response.status(), 200, JSON.stringify(body));
+    body.session_token = expired.token;
+    body.expires_at = expired.expires_at;
+    body.expires_in = expired.expires_at - Math.floor(Date.now() / 1000);
+    return route.fulfill({ response, json: body });
+  });
+  const calls = [];
+  ctx.on('response', async (r) => {
+    const url = new URL(r.url());
+    if (!url.pathname.startsWith('/v1/') || url.pathname === '/v1/widget/session') return;
+    const auth = (await r.request().allHeaders()).authorization || '';
+    const call = { path: url.pathname, status: r.status(), expired: auth === `Bearer ${expired.token}` };
+    if (r.status() === 401) call.code = (await r.json().catch(() => ({})))?.error?.code;
+    calls.push(call);
+  });
+  const slept = await openPage(ctx, config.host);
+  const answer = await ask(slept, config.question);
+  assert.equal(answer.state, 'done', `the answer finished after the session was renewed (state ${answer.state}): ${answer.text}`);
+  assert.ok(answer.text.trim().length > 0, 'the answer has text');
+  assert.equal(sessions, 2, 'one new session was fetched');
+  const refused = calls.filter((c) => c.expired);
+  assert.ok(refused.length >= 1, `the expired session was used: ${JSON.stringify(calls)}`);
+  for (const c of refused) assert.deepEqual([c.status, c.code], [401, 'session_expired'], JSON.stringify(calls));
+  const renewed = calls.filter((c) => !c.expired);
+  assert.ok(renewed.some((c) => c.path === refused[0].path && c.status === 200), `the refused call was repeated with the new session: ${JSON.stringify(calls)}`);
+  assert.ok(renewed.every((c) => c.status < 400), `nothing else was refused: ${JSON.stringify(calls)}`);
+  await ctx.close();
+  shotPage = page;
+});
+
 await step('widget size and page errors', async () => {
   const gz = zlib.gzipSync(fs.readFileSync(path.join(REPO, 'static/widget.js')), { level: 9 }).length;
   console.log(`metric widget_gzip_bytes ${gz}`);
