@@ -105,6 +105,13 @@ LLAMA_SERVER := target/llama-server/bin/llama-server
 $(LLAMA_SERVER): tests/engine/build.sh tests/engine/sdist.sh | deps
 	$(GGML_ENV) tests/engine/build.sh "$(MODEL_CACHE)" target/llama-server
 
+# llama.cpp's own llama-bench from the same source and CPU flags: the reference that
+# `docent bench` holds in-process generation to (same GGUF, threads and prompt length).
+LLAMA_BENCH := target/llama-server/bin/llama-bench
+# (After llama-server: the two builds share one source and build folder.)
+$(LLAMA_BENCH): tests/engine/build.sh tests/engine/sdist.sh | deps $(LLAMA_SERVER)
+	$(GGML_ENV) tests/engine/build.sh "$(MODEL_CACHE)" target/llama-server llama-bench
+
 # The embedder (all-MiniLM-L6-v2) as a GGUF file, for llama-server's /v1/embeddings in the
 # remote-embedding tests: written from the fetched weights by the same llama.cpp source's
 # GGUF writer.
@@ -155,14 +162,16 @@ lint: deps $(TARGET_DIR)/.ggml-flags
 	$(CARGO) fmt --check
 	$(BUILD_ENV) $(CARGO) clippy --release --locked --all-targets -- -D warnings
 
-# Every number beside a reference from the same run. The portable build (a second full
-# build, into target/portable) is the reference for the host-CPU llama.cpp flags; redb is
-# the reference for the PostgreSQL store (run on the test venv's PostgreSQL wheel, which
-# `docent bench` finds in target/pyenv).
 # The PDF reader comparison behind the choice of pdf_oxide (README "Choosing the PDF reader").
 compare-pdf-readers: deps
 	tests/documents/readers/compare.sh "$(MODEL_CACHE)/debs" target/pdf-readers
 
-bench: deps models build $(LLAMA_SERVER) $(PYENV)/.installed
+# Every number beside a reference from the same run. llama-bench (llama.cpp's own build of
+# the same source) is the reference for in-process generation; the portable build (a
+# second full build, into target/portable) the reference for the host-CPU llama.cpp flags;
+# redb the reference for the PostgreSQL store (run on the test venv's PostgreSQL wheel,
+# which `docent bench` finds in target/pyenv).
+bench: deps models build $(LLAMA_SERVER) $(LLAMA_BENCH) $(PYENV)/.installed
 	$(MAKE) build PORTABLE=1
-	$(BIN) bench --portable-bin target/portable/release/docent $(BENCH_ARGS)
+	$(BIN) bench --portable-bin target/portable/release/docent --llama-bench $(LLAMA_BENCH) \
+		$(BENCH_ARGS)

@@ -3,6 +3,7 @@
 
 pub mod balancer;
 mod cluster;
+mod llama_bench;
 mod postgres;
 mod remote;
 mod serve;
@@ -143,10 +144,10 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         }
     }
     if parts.contains(&"generate") {
-        let config = config.clone();
+        let owned = config.clone();
         let quick = args.quick;
         let mut result =
-            tokio::task::spawn_blocking(move || bench_generate(&config, quick)).await??;
+            tokio::task::spawn_blocking(move || bench_generate(&owned, quick)).await??;
         if let Some(portable) = &args.portable_bin {
             let portable_result =
                 run_portable(portable, config_args(config_ref(&result)), args.quick)?;
@@ -159,10 +160,21 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 .as_f64()
                 .unwrap_or(0.0);
             result["portable_build"] = json!({
+                "docent": portable_result["docent"],
                 "raw": portable_result["raw"],
+                "prompt_vs_llama_bench": portable_result["prompt_vs_llama_bench"],
+                "generation_vs_llama_bench": portable_result["generation_vs_llama_bench"],
                 "host_vs_portable_generation": ratio(host, port),
                 "host_vs_portable_prompt": ratio(host_p, port_p),
             });
+        }
+        if let Some(bin) = llama_bench::find(args.llama_bench.as_deref()) {
+            let compared = compare_with_llama_bench(&mut result, &bin, config, args.quick);
+            match compared {
+                Err(e) if args.llama_bench.is_some() => return Err(e),
+                Err(e) => eprintln!("skipping the llama-bench reference: {e:#}"),
+                Ok(()) => {}
+            }
         }
         print_section(&args, "generation", &result);
         report.insert("generate".into(), result);
@@ -723,6 +735,39 @@ fn bench_generate(config: &Config, quick: bool) -> anyhow::Result<Value> {
             "reuse_vs_cold": ratio(warm.ttft_ms, cold.ttft_ms),
         },
     }))
+}
+
+/// Adds llama-bench's speeds over the same GGUF, threads and prompt length to a generation
+/// result, and docent's as ratios to them (`*_vs_llama_bench`, 1.0 = llama.cpp's own speed).
+fn compare_with_llama_bench(
+    result: &mut Value,
+    bin: &Path,
+    config: &Config,
+    quick: bool,
+) -> anyhow::Result<()> {
+    let count = |field: &str| result[field].as_u64().unwrap_or(0) as usize;
+    let (prompt_tokens, gen_tokens) = (count("prompt_tokens"), count("completion_tokens"));
+    let reps = if quick { 1 } else { 3 };
+    let reference = llama_bench::measure(
+        bin,
+        &config.model_path,
+        config.threads,
+        prompt_tokens,
+        gen_tokens,
+        reps,
+    )?;
+    let speed = |v: &Value, field: &str| v[field].as_f64().unwrap_or(0.0);
+    let docent = result["docent"].clone();
+    result["prompt_vs_llama_bench"] = json!(ratio(
+        speed(&docent, "prompt_tok_s"),
+        speed(&reference, "prompt_tok_s")
+    ));
+    result["generation_vs_llama_bench"] = json!(ratio(
+        speed(&docent, "generation_tok_s"),
+        speed(&reference, "generation_tok_s")
+    ));
+    result["llama_bench"] = reference;
+    Ok(())
 }
 
 /// The reference loop: tokenize the same templated prompt, decode it in one batch, then

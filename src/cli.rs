@@ -522,6 +522,11 @@ pub struct BenchArgs {
     /// target/llama-server/bin/llama-server, which `make test` builds]
     #[arg(long)]
     pub engine_bin: Option<PathBuf>,
+    /// llama.cpp's own llama-bench, the generate part's reference: the same GGUF, threads
+    /// and prompt length [default: target/llama-server/bin/llama-bench, which `make bench`
+    /// builds; skipped when there is none]
+    #[arg(long, value_name = "PATH")]
+    pub llama_bench: Option<PathBuf>,
     /// Print the results as JSON
     #[arg(long)]
     pub json: bool,

@@ -153,8 +153,11 @@ impl Jobs {
         self.store.update_bot(bot, &mut |record| {
             let sources = &mut record.settings.sources;
             sources.retain(|s| s.url != source.url);
+            // Claimed as the worker claims a due re-crawl (marked crawled now, the crawl's
+            // end marks it again): a look between this and the job's queueing must not
+            // take a never-crawled source for due and queue it twice.
             sources.push(SourceSchedule {
-                last_crawl: None,
+                last_crawl: Some(unix_now()),
                 ..source.clone()
             });
         })?;
@@ -547,10 +550,15 @@ mod tests {
         let sources = store.get_bot(&id).unwrap().settings.sources;
         assert_eq!(sources.len(), 1, "{sources:?}");
         assert_eq!(
-            sources[0],
+            SourceSchedule {
+                last_crawl: None,
+                ..sources[0].clone()
+            },
             SourceSchedule::once(url.into()),
             "the last schedule, scope and limit given stand"
         );
+        // Queued is claimed: the worker's next look does not take it for due.
+        assert!(sources[0].last_crawl.is_some(), "{sources:?}");
         assert_eq!(
             jobs.get(&first.id).unwrap().unwrap().state,
             JobState::Queued

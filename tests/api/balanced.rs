@@ -175,27 +175,15 @@ async fn streamed_turn(
     if response.status() != 200 {
         return Err(format!("status {}", response.status()));
     }
-    let mut stream = response.bytes_stream();
-    let mut buffer = String::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut sse = crate::helpers::Sse::new(response);
     loop {
-        let next = tokio::time::timeout_at(deadline, stream.next())
-            .await
-            .map_err(|_| "no end after 60 s".to_string())?;
-        let Some(chunk) = next else {
+        let Some((_, event)) = sse.try_next(Duration::from_secs(60)).await? else {
             return Err("the stream was cut".into());
         };
-        let chunk = chunk.map_err(|e| format!("the stream broke: {e}"))?;
-        buffer.push_str(&String::from_utf8_lossy(&chunk));
-        for line in buffer.lines().filter_map(|l| l.strip_prefix("data: ")) {
-            let Ok(event) = serde_json::from_str::<Value>(line) else {
-                continue;
-            };
-            match event["event"].as_str() {
-                Some("done") => return Ok(event["message_id"].as_str().unwrap().to_string()),
-                Some("error") => return Err(format!("error event {event}")),
-                _ => {}
-            }
+        match event["event"].as_str() {
+            Some("done") => return Ok(event["message_id"].as_str().unwrap().to_string()),
+            Some("error") => return Err(format!("error event {event}")),
+            _ => {}
         }
     }
 }

@@ -228,11 +228,12 @@ async fn a_recrawl_that_breaks_a_golden_question_is_a_regression_sent_and_shown(
         "{report}"
     );
     // Every event written has been delivered before counting them.
-    crate::helpers::eventually(
+    crate::helpers::eventually_async(
         "no deliveries pending",
         std::time::Duration::from_secs(30),
-        || (s.state.store.pending_deliveries().unwrap() == 0).then_some(()),
-    );
+        async || (s.state.store.pending_deliveries().unwrap() == 0).then_some(()),
+    )
+    .await;
     assert_eq!(
         hook.of_type("bot.regressed").len(),
         1,

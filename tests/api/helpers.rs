@@ -478,6 +478,16 @@ impl Sse {
         &mut self,
         within: std::time::Duration,
     ) -> Option<(std::time::Instant, serde_json::Value)> {
+        self.try_next(within)
+            .await
+            .unwrap_or_else(|why| panic!("{why}; so far: {:?}", self.seen))
+    }
+
+    /// `next`, saying why as an error instead of failing: for a caller that retries.
+    pub async fn try_next(
+        &mut self,
+        within: std::time::Duration,
+    ) -> Result<Option<(std::time::Instant, serde_json::Value)>, String> {
         use futures::StreamExt;
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -493,14 +503,14 @@ impl Sse {
                     continue;
                 }
                 let event: serde_json::Value = serde_json::from_str(&data.join("\n"))
-                    .unwrap_or_else(|e| panic!("not JSON ({e}): {block:?}"));
+                    .map_err(|e| format!("not JSON ({e}): {block:?}"))?;
                 self.seen.push(event.clone());
-                return Some((std::time::Instant::now(), event));
+                return Ok(Some((std::time::Instant::now(), event)));
             }
             match tokio::time::timeout_at(deadline, self.body.next()).await {
-                Err(_) => panic!("no event within {within:?}; so far: {:?}", self.seen),
-                Ok(None) => return None,
-                Ok(Some(Err(e))) => panic!("the stream broke ({e}); so far: {:?}", self.seen),
+                Err(_) => return Err(format!("no event within {within:?}")),
+                Ok(None) => return Ok(None),
+                Ok(Some(Err(e))) => return Err(format!("the stream broke ({e})")),
                 Ok(Some(Ok(chunk))) => self.buffer.extend_from_slice(&chunk),
             }
         }

@@ -162,8 +162,8 @@ pub(crate) async fn ingest_site(
 
 /// A store in `data` holding the fixture site as bots `zephyr` (live) and `sandbox` (test
 /// mode). On redb the site is ingested once per embedder and test process, and each test
-/// copies that database file (before anything else is in it: keys and session secrets
-/// are made after); a PostgreSQL store ingests it each time.
+/// starts from a copy of that database file (keys and session secrets are made after the
+/// copy, so no two servers share them); a PostgreSQL store ingests it each time.
 async fn fixture_store(data: &std::path::Path, embedding: &Embedding) -> Arc<dyn Storage> {
     let ingest_both = async |store: &Arc<dyn Storage>| {
         ingest_site(store, embedding.clone(), "zephyr", false).await;
@@ -174,19 +174,26 @@ async fn fixture_store(data: &std::path::Path, embedding: &Embedding) -> Arc<dyn
         ingest_both(&store).await;
         return store;
     }
-    type Templates = tokio::sync::Mutex<std::collections::HashMap<String, tempfile::TempDir>>;
+    // The database file's bytes, per embedder (kept in memory: nothing is left in /tmp).
+    type Templates = tokio::sync::Mutex<std::collections::HashMap<String, Arc<Vec<u8>>>>;
     static TEMPLATES: std::sync::OnceLock<Templates> = std::sync::OnceLock::new();
-    let id = embedding.embedder.id().unwrap();
+    let embedder = embedding.embedder.clone();
+    let id = tokio::task::spawn_blocking(move || embedder.id())
+        .await
+        .unwrap()
+        .unwrap();
     let key = format!("{}-{}", id.model, id.dim);
     let mut templates = TEMPLATES.get_or_init(Default::default).lock().await;
     if !templates.contains_key(&key) {
         let template = tempfile::tempdir().unwrap();
+        // Closed (dropped) before its file is read.
         ingest_both(&docent::store::open(template.path()).unwrap()).await;
-        templates.insert(key.clone(), template);
+        let bytes = std::fs::read(template.path().join(docent::store::DB_FILE)).unwrap();
+        templates.insert(key.clone(), Arc::new(bytes));
     }
-    let file = docent::store::DB_FILE;
-    std::fs::copy(templates[&key].path().join(file), data.join(file)).unwrap();
+    let bytes = templates[&key].clone();
     drop(templates);
+    std::fs::write(data.join(docent::store::DB_FILE), bytes.as_slice()).unwrap();
     crate::helpers::open_store(data)
 }
 

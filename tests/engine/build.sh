@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's own OpenAI-compatible server (`llama-server`) for the remote-engine
-# tests and benchmarks, from the llama.cpp source that llama-cpp-python's sdist on PyPI
-# vendors, pinned by version and sha256. Release build, static libraries, no TLS, no web UI.
+# Builds llama.cpp's own tools from the llama.cpp source that llama-cpp-python's sdist on
+# PyPI vendors, pinned by version and sha256: the OpenAI-compatible server (`llama-server`)
+# for the remote-engine tests and benchmarks, and `llama-bench`, the reference for
+# `docent bench`'s in-process generation. Release build as llama.cpp makes it (OpenMP on),
+# static libraries, no TLS, no web UI.
 #
-#   tests/engine/build.sh CACHE_DIR OUT_DIR
+#   tests/engine/build.sh CACHE_DIR OUT_DIR [TARGET...]   (default target: llama-server)
 #
-# The sdist is downloaded into CACHE_DIR once; OUT_DIR/bin/llama-server is the result
-# (the Makefile skips this script when it exists).
+# The sdist is downloaded into CACHE_DIR once; OUT_DIR/bin/TARGET is the result (the
+# Makefile skips this script when it exists).
 set -euo pipefail
 
 cache=${1:?cache dir}
 out=${2:?output dir}
+shift 2
+targets=("${@:-llama-server}")
 sdist=$("$(dirname "$0")/sdist.sh" "$cache")
 
 mkdir -p "$out"
@@ -30,8 +34,10 @@ cmake -S "$src" -B "$out/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=O
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
     -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=OFF "${ggml[@]}" >"$out/cmake.log"
-cmake --build "$out/build" --target llama-server -j "$(nproc)" >>"$out/cmake.log"
+cmake --build "$out/build" --target "${targets[@]}" -j "$(nproc)" >>"$out/cmake.log"
 mkdir -p "$out/bin"
-cp "$out/build/bin/llama-server" "$out/bin/llama-server"
+for target in "${targets[@]}"; do
+    cp "$out/build/bin/$target" "$out/bin/$target"
+    echo "built $out/bin/$target"
+done
 rm -rf "$work"
-echo "built $out/bin/llama-server"
