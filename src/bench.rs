@@ -148,9 +148,11 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
         let quick = args.quick;
         let mut result =
             tokio::task::spawn_blocking(move || bench_generate(&owned, quick)).await??;
+        let llama_bench = llama_bench::find(args.llama_bench.as_deref());
         if let Some(portable) = &args.portable_bin {
+            let extra = config_args(config_ref(&result));
             let portable_result =
-                run_portable(portable, config_args(config_ref(&result)), args.quick)?;
+                run_portable(portable, extra, llama_bench.as_deref(), args.quick)?;
             let host = result["raw"]["generation_tok_s"].as_f64().unwrap_or(0.0);
             let port = portable_result["raw"]["generation_tok_s"]
                 .as_f64()
@@ -168,7 +170,7 @@ pub async fn run(config: &Config, args: BenchArgs) -> anyhow::Result<()> {
                 "host_vs_portable_prompt": ratio(host_p, port_p),
             });
         }
-        if let Some(bin) = llama_bench::find(args.llama_bench.as_deref()) {
+        if let Some(bin) = llama_bench {
             let compared = compare_with_llama_bench(&mut result, &bin, config, args.quick);
             match compared {
                 Err(e) if args.llama_bench.is_some() => return Err(e),
@@ -836,13 +838,22 @@ fn raw_llama(
     }))
 }
 
-/// Runs the generation benchmark in a binary built with PORTABLE=1, for the build-flag ratio.
-fn run_portable(bin: &Path, extra: Vec<String>, quick: bool) -> anyhow::Result<Value> {
+/// Runs the generation benchmark in a binary built with PORTABLE=1, for the build-flag ratio,
+/// against the same llama-bench.
+fn run_portable(
+    bin: &Path,
+    extra: Vec<String>,
+    llama_bench: Option<&Path>,
+    quick: bool,
+) -> anyhow::Result<Value> {
     let mut cmd = std::process::Command::new(bin);
     cmd.args(&extra)
         .args(["bench", "--only", "generate", "--json"]);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(llama_bench) = llama_bench {
+        cmd.arg("--llama-bench").arg(llama_bench);
     }
     let out = cmd
         .output()

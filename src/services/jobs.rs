@@ -161,7 +161,15 @@ impl Jobs {
                 ..source.clone()
             });
         })?;
-        self.submit(bot, &source)
+        self.submit(bot, &source).inspect_err(|_| {
+            // Not queued after all: the source is not crawled either.
+            let _ = self.store.update_bot(bot, &mut |record| {
+                let sources = record.settings.sources.iter_mut();
+                for stored in sources.filter(|s| s.url == source.url) {
+                    stored.last_crawl = None;
+                }
+            });
+        })
     }
 
     /// Queues a job indexing `files` into `bot`, cited under `base`: the files are stored
@@ -528,8 +536,15 @@ mod tests {
             .unwrap();
         let jobs = Jobs::new(store.clone(), false, None);
         let url = "https://docs.example/guide/";
-        // No worker yet: nothing can be queued.
+        // No worker yet: nothing can be queued, and a source that could not be is not
+        // marked crawled.
         assert!(jobs.submit(&id, &SourceSchedule::once(url.into())).is_err());
+        assert!(
+            jobs.add_source(&id, SourceSchedule::once(url.into()))
+                .is_err()
+        );
+        let unqueued = store.get_bot(&id).unwrap().settings.sources;
+        assert_eq!(unqueued[0].last_crawl, None, "{unqueued:?}");
         let (tx, rx) = std::sync::mpsc::channel();
         *jobs.queue.lock().unwrap() = Some(tx);
         let scheduled = SourceSchedule {

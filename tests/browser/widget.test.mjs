@@ -566,9 +566,9 @@ await step('l. a session that expired while the tab slept is renewed, and the qu
   ctx.on('response', (r) => record(r).catch(() => {}));
   const slept = await openPage(ctx, config.host);
   const answer = await ask(slept, config.question);
+  assert.equal(firstSession?.status, 200, `docent issued the first session: ${JSON.stringify(firstSession)}`);
   assert.equal(answer.state, 'done', `the answer finished after the session was renewed (state ${answer.state}): ${answer.text}`);
   assert.ok(answer.text.trim().length > 0, 'the answer has text');
-  assert.equal(firstSession?.status, 200, `docent issued the first session: ${JSON.stringify(firstSession)}`);
   assert.equal(sessions, 2, 'one new session was fetched');
   const refused = calls.filter((c) => c.expired);
   assert.ok(refused.length >= 1, `the expired session was used: ${JSON.stringify(calls)}`);
